@@ -1,0 +1,386 @@
+"""The Smart City Lab wire protocol: Homie 5 topics and values, plus the lab's extensions.
+
+This is the one definition of topic names and payload shapes; kits, twins, the firmware, the
+client library, services and tests all import it. It is written in the subset of Python that
+MicroPython also runs (standard library `json` and `time` only, no typing imports), because the
+firmware ships this very file to the board.
+
+Extensions to Homie 5 (see docs/protocol.md):
+- `$telemetry`: one JSON sample per tick with the kit's timestamp and a per-kit sequence number;
+- commands on `.../set` carry MQTT v5 user properties `command-id` and `deadline` (epoch ms) and a
+  response topic; the kit answers with an acknowledgement (`applied` or `rejected` + reason);
+- `$safe-state/set`: put every actuator at its safe value; `$status`: counters and safe flag.
+"""
+
+import json
+
+HOMIE_PREFIX = "homie/5"
+HOMIE_VERSION = "5.0"
+PROTOCOL_EXTENSION = "org.smartcitylab.kit:1.0:[5.x]"
+
+SENSORS_NODE = "sensors"
+ACTUATORS_NODE = "actuators"
+
+# Homie 5 device states.
+STATE_INIT = "init"
+STATE_READY = "ready"
+STATE_DISCONNECTED = "disconnected"
+STATE_LOST = "lost"
+
+# MQTT v5 user property names carried by every command.
+PROP_COMMAND_ID = "command-id"
+PROP_DEADLINE = "deadline"
+
+# Acknowledgement statuses.
+APPLIED = "applied"
+REJECTED = "rejected"
+
+# Machine-readable rejection reasons.
+R_MALFORMED = "malformed"  # payload is not a value of the actuator's datatype
+R_OUT_OF_RANGE = "out_of_range"
+R_UNKNOWN_ACTUATOR = "unknown_actuator"
+R_OVERSIZE = "oversize"
+R_WRONG_KIT = "wrong_kit"
+R_STALE = "stale"  # deadline passed before the kit got the command
+R_MISSING_ID = "missing_id"
+R_MISSING_DEADLINE = "missing_deadline"
+R_INTERLOCK = "interlock"
+REASONS = (
+    R_MALFORMED, R_OUT_OF_RANGE, R_UNKNOWN_ACTUATOR, R_OVERSIZE, R_WRONG_KIT, R_STALE,
+    R_MISSING_ID, R_MISSING_DEADLINE, R_INTERLOCK,
+)
+
+MAX_COMMAND_BYTES = 4096
+MAX_COMMAND_ID_CHARS = 64
+SAFE_STATE_PROPERTY = "$safe-state"
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the protocol; `reason` is one of REASONS."""
+
+    def __init__(self, reason, detail):
+        ValueError.__init__(self, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+# ---------------------------------------------------------------- topics
+
+def device_topic(kit_id):
+    return HOMIE_PREFIX + "/" + kit_id
+
+
+def state_topic(kit_id):
+    return device_topic(kit_id) + "/$state"
+
+
+def description_topic(kit_id):
+    return device_topic(kit_id) + "/$description"
+
+
+def telemetry_topic(kit_id):
+    return device_topic(kit_id) + "/$telemetry"
+
+
+def status_topic(kit_id):
+    return device_topic(kit_id) + "/$status"
+
+
+def property_topic(kit_id, node, prop):
+    return device_topic(kit_id) + "/" + node + "/" + prop
+
+
+def set_topic(kit_id, actuator):
+    """Where a command for one actuator goes (Homie's settable property topic)."""
+    return property_topic(kit_id, ACTUATORS_NODE, actuator) + "/set"
+
+
+def safe_state_topic(kit_id):
+    return device_topic(kit_id) + "/" + SAFE_STATE_PROPERTY + "/set"
+
+
+def ack_topic(kit_id, requester):
+    """Response topic a requester names for a kit's acknowledgements.
+
+    It lies inside the kit's own tree so that a kit needs no publish right outside it."""
+    return device_topic(kit_id) + "/$ack/" + requester
+
+
+def command_subscriptions(kit_id):
+    """The topic filters a kit subscribes to (and the only ones its broker role allows)."""
+    return [set_topic(kit_id, "+"), safe_state_topic(kit_id)]
+
+
+def kit_filter(kit_id):
+    """Everything a kit may publish."""
+    return device_topic(kit_id) + "/#"
+
+
+def all_kits(suffix):
+    """A filter over every kit, e.g. all_kits("$telemetry")."""
+    return HOMIE_PREFIX + "/+/" + suffix
+
+
+def split_topic(topic):
+    """Return (kit_id, rest) for a topic under the Homie prefix, or (None, None)."""
+    prefix = HOMIE_PREFIX + "/"
+    if not topic.startswith(prefix):
+        return None, None
+    parts = topic[len(prefix):].split("/", 1)
+    if len(parts) < 2 or not parts[0]:
+        return None, None
+    return parts[0], parts[1]
+
+
+def command_target(kit_id, topic):
+    """Name of the actuator a command topic addresses (SAFE_STATE_PROPERTY for the safe state).
+
+    Raises ProtocolError for a topic of another kit or one that is not a command topic."""
+    target_kit, rest = split_topic(topic)
+    if target_kit != kit_id:
+        raise ProtocolError(R_WRONG_KIT, "command addressed to kit %r, this is %r"
+                            % (target_kit, kit_id))
+    if rest == SAFE_STATE_PROPERTY + "/set":
+        return SAFE_STATE_PROPERTY
+    parts = rest.split("/")
+    if len(parts) != 3 or parts[0] != ACTUATORS_NODE or parts[2] != "set":
+        raise ProtocolError(R_UNKNOWN_ACTUATOR, "not a command topic: " + topic)
+    return parts[1]
+
+
+# ---------------------------------------------------------------- values (Homie datatypes)
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(x):
+    return x == x and x not in (float("inf"), float("-inf"))
+
+
+def check_value(spec, value, name="value"):
+    """Check a decoded value against a sensor/actuator spec; raise ProtocolError if it breaks it."""
+    datatype = spec["datatype"]
+    if datatype == "integer":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ProtocolError(R_MALFORMED, "%s must be an integer" % name)
+        _check_range(spec, value, name)
+        step = spec.get("step")
+        if step and (value - spec.get("min", 0)) % step:
+            raise ProtocolError(R_OUT_OF_RANGE, "%s must be a multiple of %s" % (name, step))
+    elif datatype == "float":
+        if not _is_number(value) or not _finite(value):
+            raise ProtocolError(R_MALFORMED, "%s must be a finite number" % name)
+        _check_range(spec, value, name)
+    elif datatype == "boolean":
+        if not isinstance(value, bool):
+            raise ProtocolError(R_MALFORMED, "%s must be true or false" % name)
+    elif datatype == "enum":
+        if value not in spec["values"]:
+            raise ProtocolError(R_OUT_OF_RANGE, "%s must be one of %s"
+                                % (name, ", ".join(spec["values"])))
+    elif datatype == "string":
+        if not isinstance(value, str):
+            raise ProtocolError(R_MALFORMED, "%s must be text" % name)
+        limit = spec.get("max_length")
+        if limit is not None and len(value) > limit:
+            raise ProtocolError(R_OUT_OF_RANGE, "%s is longer than %d characters" % (name, limit))
+    elif datatype == "json":
+        check_schema(spec.get("schema", {}), value, name)
+    else:
+        raise ProtocolError(R_MALFORMED, "unknown datatype " + datatype)
+
+
+def _check_range(spec, value, name):
+    low, high = spec.get("min"), spec.get("max")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ProtocolError(R_OUT_OF_RANGE, "%s=%s is outside %s..%s" % (name, value, low, high))
+
+
+_SCHEMA_TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": _is_number,
+    "boolean": lambda v: isinstance(v, bool),
+}
+
+
+def check_schema(schema, value, name="value"):
+    """Validate against the subset of JSON Schema that kit descriptors use.
+
+    Supported keywords: type, enum, minimum, maximum, maxLength, items, minItems, maxItems,
+    uniqueItems, properties, required, additionalProperties (false)."""
+    kind = schema.get("type")
+    if kind is not None and not _SCHEMA_TYPES[kind](value):
+        raise ProtocolError(R_MALFORMED, "%s must be of type %s" % (name, kind))
+    if "enum" in schema and value not in schema["enum"]:
+        raise ProtocolError(R_OUT_OF_RANGE, "%s must be one of %s" % (name, schema["enum"]))
+    if _is_number(value):
+        if not _finite(value):
+            raise ProtocolError(R_MALFORMED, "%s must be finite" % name)
+        if "minimum" in schema and value < schema["minimum"]:
+            raise ProtocolError(R_OUT_OF_RANGE, "%s=%s is below %s" % (name, value,
+                                                                     schema["minimum"]))
+        if "maximum" in schema and value > schema["maximum"]:
+            raise ProtocolError(R_OUT_OF_RANGE, "%s=%s is above %s" % (name, value,
+                                                                     schema["maximum"]))
+    if isinstance(value, str) and "maxLength" in schema and len(value) > schema["maxLength"]:
+        raise ProtocolError(R_OUT_OF_RANGE, "%s is too long" % name)
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            raise ProtocolError(R_OUT_OF_RANGE, "%s needs at least %d items"
+                                % (name, schema["minItems"]))
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise ProtocolError(R_OUT_OF_RANGE, "%s has more than %d items"
+                                % (name, schema["maxItems"]))
+        if schema.get("uniqueItems"):
+            seen = []
+            for item in value:
+                if item in seen:
+                    raise ProtocolError(R_OUT_OF_RANGE, "%s repeats %r" % (name, item))
+                seen.append(item)
+        if "items" in schema:
+            for i, item in enumerate(value):
+                check_schema(schema["items"], item, "%s[%d]" % (name, i))
+    if isinstance(value, dict):
+        for key in schema.get("required", ()):
+            if key not in value:
+                raise ProtocolError(R_MALFORMED, "%s lacks %r" % (name, key))
+        props = schema.get("properties", {})
+        for key, item in value.items():
+            if key in props:
+                check_schema(props[key], item, "%s.%s" % (name, key))
+            elif schema.get("additionalProperties") is False:
+                raise ProtocolError(R_MALFORMED, "%s has unknown field %r" % (name, key))
+
+
+def decode_value(spec, payload, name="value"):
+    """Parse a Homie raw payload (bytes or str) into a checked Python value."""
+    try:
+        text = payload.decode() if isinstance(payload, (bytes, bytearray)) else payload
+    except UnicodeError:
+        raise ProtocolError(R_MALFORMED, "%s is not UTF-8 text" % name) from None
+    datatype = spec["datatype"]
+    value = text
+    if datatype in ("integer", "float", "boolean", "json"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise ProtocolError(R_MALFORMED, "%s is not valid %s" % (name, datatype)) from None
+        if datatype == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+    check_value(spec, value, name)
+    return value
+
+
+def encode_value(spec, value):
+    """Homie raw payload for a value: plain text for strings and enums, JSON for the rest."""
+    if spec["datatype"] in ("string", "enum"):
+        return value
+    return json.dumps(value)
+
+
+# ---------------------------------------------------------------- payloads
+
+def encode_telemetry(seq, ts, values, sim=None):
+    """One telemetry sample. `ts` is the kit's wall clock (epoch s), `sim` its simulated time."""
+    body = {"seq": seq, "ts": ts, "values": values}
+    if sim is not None:
+        body["sim"] = sim
+    return json.dumps(body)
+
+
+def decode_telemetry(payload):
+    """Parse and check a telemetry message; raise ProtocolError if it is not one."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        raise ProtocolError(R_MALFORMED, "telemetry is not JSON") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(R_MALFORMED, "telemetry must be a JSON object")
+    seq, ts, values = body.get("seq"), body.get("ts"), body.get("values")
+    if not isinstance(seq, int) or not _is_number(ts) or not isinstance(values, dict):
+        raise ProtocolError(R_MALFORMED, "telemetry needs integer seq, numeric ts and values")
+    return body
+
+
+def make_ack(command_id, target, status, ts, value=None, reason=None, detail=None):
+    ack = {"id": command_id, "target": target, "status": status, "ts": ts}
+    if status == APPLIED:
+        ack["value"] = value
+    else:
+        ack["reason"] = reason
+        ack["detail"] = detail
+    return ack
+
+
+def decode_ack(payload):
+    try:
+        ack = json.loads(payload)
+    except ValueError:
+        raise ProtocolError(R_MALFORMED, "acknowledgement is not JSON") from None
+    if not isinstance(ack, dict) or ack.get("status") not in (APPLIED, REJECTED):
+        raise ProtocolError(R_MALFORMED, "acknowledgement lacks a valid status")
+    return ack
+
+
+# ---------------------------------------------------------------- description
+
+def homie_format(spec):
+    """Homie 5 `format` attribute for a property spec (None where Homie defines none)."""
+    datatype = spec["datatype"]
+    if datatype in ("integer", "float") and ("min" in spec or "max" in spec):
+        text = "%s:%s" % (_fmt(spec.get("min")), _fmt(spec.get("max")))
+        if spec.get("step"):
+            text += ":" + _fmt(spec["step"])
+        return text
+    if datatype == "enum":
+        return ",".join(spec["values"])
+    if datatype == "json" and "schema" in spec:
+        return json.dumps(spec["schema"])
+    return None
+
+
+def _fmt(x):
+    return "" if x is None else str(x)
+
+
+def _homie_property(spec, settable):
+    prop = {"name": spec.get("name", ""), "datatype": spec["datatype"], "settable": settable,
+            "retained": True}
+    if spec.get("unit"):
+        prop["unit"] = spec["unit"]
+    fmt = homie_format(spec)
+    if fmt is not None:
+        prop["format"] = fmt
+    return prop
+
+
+def homie_description(kit_id, descriptor, name=None):
+    """The retained `$description` document of a kit, built from its descriptor.
+
+    The full descriptor travels along under "smartlab" so that clients and dashboards can render
+    any kit from the wire alone."""
+    sensors = {key: _homie_property(spec, False)
+               for key, spec in descriptor["sensors"].items()}
+    actuators = {key: _homie_property(spec, True)
+                 for key, spec in descriptor["actuators"].items()}
+    return {
+        "homie": HOMIE_VERSION,
+        "version": descriptor.get("version", 1),
+        "name": name or descriptor.get("name", kit_id),
+        "type": descriptor["model"],
+        "extensions": [PROTOCOL_EXTENSION],
+        "nodes": {
+            SENSORS_NODE: {"name": "Sensors", "properties": sensors},
+            ACTUATORS_NODE: {"name": "Actuators", "properties": actuators},
+        },
+        "smartlab": {"kit": kit_id, "descriptor": descriptor},
+    }
+
+
+def safe_state(descriptor):
+    """Actuator values that make up the kit's safe state."""
+    return {key: spec["safe"] for key, spec in descriptor["actuators"].items()}
