@@ -1,0 +1,146 @@
+"""`smartlab kits …` and `smartlab broker …`: kit models, twins, firmware bundles, the broker."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+from hardware_kits.broker import Broker
+from hardware_kits.descriptor import DescriptorError, load_descriptor, load_models, read_yaml
+from hardware_kits.fleet import Fleet, load_kits, parse_kits
+
+DEFAULT_SITE = Path(__file__).resolve().parent.parent / "hub_config" / "demo-site.yaml"
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("SMARTLAB_STATE_DIR", "var")).resolve()
+
+
+def add_broker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", type=Path, default=default_state_dir(),
+                        help="where the platform keeps its state (default: $SMARTLAB_STATE_DIR "
+                             "or ./var)")
+    parser.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default 1883)")
+
+
+def broker_for(args: argparse.Namespace) -> Broker:
+    return Broker(args.state_dir / "broker", port=args.mqtt_port)
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+
+
+# ---------------------------------------------------------------- kits
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    for name, desc in load_models().items():
+        sensors = ", ".join(desc["sensors"])
+        actuators = ", ".join(f"{k} (safe {v['safe']!r})" for k, v in desc["actuators"].items())
+        print(f"{name}: {desc['name']}\n  sensors: {sensors}\n  actuators: {actuators}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    models = load_models()
+    for path in args.files:
+        data = read_yaml(path)
+        if isinstance(data, dict) and "kits" in data:
+            parse_kits(data, str(path), models)
+        else:
+            load_descriptor(path)
+        print(f"{path}: valid")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the site's twins against a broker started by `smartlab broker run`."""
+    models = load_models()
+    entries = load_kits(args.site, models)
+    broker = broker_for(args)
+    if not broker.secrets_path.exists():
+        raise DescriptorError(f"{broker.state_dir}: no broker state; start it first with "
+                              "`smartlab broker run`")
+    creds = broker.provision_kits([e.id for e in entries])
+    addresses = {kit: broker.address(c.username) for kit, c in creds.items()}
+    with Fleet(entries, models, addresses):
+        print(f"{len(entries)} kits running on {broker.host}:{broker.port}; Ctrl-C stops them")
+        wait_for_interrupt()
+    return 0
+
+
+def cmd_firmware(args: argparse.Namespace) -> int:
+    from hardware_kits.firmware_bundle import build_bundle
+
+    models = load_models()
+    entry = next((e for e in load_kits(args.site, models) if e.id == args.kit), None)
+    if entry is None:
+        raise DescriptorError(f"{args.site}: kits: no kit with id {args.kit!r}")
+    broker = broker_for(args)
+    creds = broker.credentials(f"kit-{entry.id}")
+    out = build_bundle(args.out, entry.id, models[entry.model], args.broker_host, args.mqtt_port,
+                       creds.username, creds.password, args.wifi_ssid, args.wifi_password)
+    print(f"firmware bundle for {entry.id} in {out}; copy it with: mpremote cp -r {out}/. :")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    kits = commands.add_parser("kits", help="kit models, twins and firmware")
+    sub = kits.add_subparsers(dest="kits_command", required=True, metavar="ACTION")
+    sub.add_parser("models", help="list the kit models").set_defaults(run=cmd_models)
+    validate = sub.add_parser("validate", help="check descriptor or site files")
+    validate.add_argument("files", nargs="+", type=Path)
+    validate.set_defaults(run=cmd_validate)
+    run = sub.add_parser("run", help="run the twins of a site file")
+    run.add_argument("--site", type=Path, default=DEFAULT_SITE)
+    add_broker_options(run)
+    run.set_defaults(run=cmd_run)
+    firmware = sub.add_parser("firmware", help="build a MicroPython bundle for a real board")
+    firmware.add_argument("kit", help="kit id from the site file")
+    firmware.add_argument("--site", type=Path, default=DEFAULT_SITE)
+    firmware.add_argument("--out", type=Path, required=True)
+    firmware.add_argument("--broker-host", required=True, help="broker address the board uses")
+    firmware.add_argument("--wifi-ssid")
+    firmware.add_argument("--wifi-password")
+    add_broker_options(firmware)
+    firmware.set_defaults(run=cmd_firmware)
+
+
+# ---------------------------------------------------------------- broker
+
+def cmd_broker_run(args: argparse.Namespace) -> int:
+    with broker_for(args) as broker:
+        print(f"mosquitto listening on {broker.host}:{broker.port} (state in {broker.state_dir}); "
+              "Ctrl-C stops it")
+        wait_for_interrupt()
+    return 0
+
+
+def cmd_broker_user(args: argparse.Namespace) -> int:
+    broker = broker_for(args)
+    creds = broker.provision_user(args.username, args.command or [])
+    print(json.dumps({"url": broker.address(creds.username).url()}))
+    return 0
+
+
+def register_broker(commands: argparse._SubParsersAction) -> None:
+    broker = commands.add_parser("broker", help="the Mosquitto broker")
+    sub = broker.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
+    run = sub.add_parser("run", help="start the broker in the foreground")
+    add_broker_options(run)
+    run.set_defaults(run=cmd_broker_run)
+    user = sub.add_parser("user", help="create an MQTT account that observes every kit")
+    user.add_argument("username")
+    user.add_argument("--command", action="append", metavar="KIT",
+                      help="also allow commanding this kit (repeatable)")
+    add_broker_options(user)
+    user.set_defaults(run=cmd_broker_user)

@@ -1,0 +1,169 @@
+"""Puts one kit on the wire: a digital twin model driven by `KitCore` over paho-mqtt.
+
+The runner does what the firmware does on a board: announce the kit (Homie `$state`,
+`$description`, actuator values) with a last will of `lost`, answer every command with an
+acknowledgement to the requester's response topic, publish telemetry at the kit's rate with its
+timestamp and sequence number, mirror sensor values as Homie property values and report `$status`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from hardware_kits import protocol as P
+from hardware_kits.kitcore import KitCore
+from hardware_kits.mqtt import BrokerAddress, connect_client, reply_properties, user_properties
+from hardware_kits.twins.base import TwinModel
+
+log = logging.getLogger(__name__)
+
+
+class KitRunner:
+    """One twin on the broker. `rate_hz` overrides the model's telemetry rate; `speed` > 1 runs
+    simulated time faster than the wall clock (telemetry keeps its wall-clock rate)."""
+
+    def __init__(self, kit_id: str, model: TwinModel, address: BrokerAddress,
+                 rate_hz: float | None = None, speed: float = 1.0, qos: int = 1,
+                 status_every: float = 5.0, mirror_every: float = 1.0) -> None:
+        self.kit_id = kit_id
+        self.model = model
+        self.descriptor = model.descriptor
+        self.address = address
+        self.rate_hz = rate_hz
+        self.speed = speed
+        self.qos = qos
+        self.status_every = status_every
+        self.mirror_every = mirror_every
+        self.core = KitCore(kit_id, self.descriptor, apply_hook=model.apply)
+        self._lock = threading.Lock()  # model and core are shared by paho's thread and ours
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.client: mqtt.Client | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> KitRunner:
+        self.client = connect_client(
+            self.address.host, self.address.port, self.address.credentials,
+            client_id=f"kit-{self.kit_id}",
+            will=(P.state_topic(self.kit_id), P.STATE_LOST, 1, True),
+            on_connect=self._announce,
+            on_message=self._on_command,
+            subscribe=[(topic, 1) for topic in P.command_subscriptions(self.kit_id)],
+        )
+        self._thread = threading.Thread(target=self._run, name=f"kit-{self.kit_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop cleanly: say `disconnected` (a crash leaves the will, `lost`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.client is not None:
+            self.client.publish(P.state_topic(self.kit_id), P.STATE_DISCONNECTED, qos=1,
+                                retain=True).wait_for_publish(2)
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.client = None
+
+    def __enter__(self) -> KitRunner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- announcing
+
+    def _publish_retained(self, client: mqtt.Client, topic: str, payload: str) -> None:
+        client.publish(topic, payload, qos=1, retain=True)
+
+    def _announce(self, client: mqtt.Client) -> None:
+        kit = self.kit_id
+        self._publish_retained(client, P.state_topic(kit), P.STATE_INIT)
+        self._publish_retained(client, P.description_topic(kit),
+                               json.dumps(P.homie_description(kit, self.descriptor)))
+        with self._lock:
+            self._publish_actuators(client, self.core.state)
+            self._publish_retained(client, P.status_topic(kit), json.dumps(self.core.status()))
+        self._publish_retained(client, P.state_topic(kit), P.STATE_READY)
+
+    def _publish_actuators(self, client: mqtt.Client, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            spec = self.descriptor["actuators"][name]
+            self._publish_retained(client, P.property_topic(self.kit_id, P.ACTUATORS_NODE, name),
+                                   P.encode_value(spec, value))
+
+    # ---------------------------------------------------------------- commands
+
+    def _on_command(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            props = user_properties(msg.properties)
+            with self._lock:
+                ack = self.core.handle_command(msg.topic, msg.payload,
+                                               props.get(P.PROP_COMMAND_ID),
+                                               props.get(P.PROP_DEADLINE))
+                status = json.dumps(self.core.status())
+            client.publish(self._reply_topic(msg), json.dumps(ack), qos=1,
+                           properties=reply_properties(msg.properties))
+            if ack["status"] == P.APPLIED and not ack.get("duplicate"):
+                changed = ack["value"] if ack["target"] == P.SAFE_STATE_PROPERTY \
+                    else {ack["target"]: ack["value"]}
+                self._publish_actuators(client, changed)
+            self._publish_retained(client, P.status_topic(self.kit_id), status)
+        except Exception:  # a kit must survive anything a client sends
+            log.exception("kit %s: error while handling %s", self.kit_id, msg.topic)
+            with self._lock:
+                self.core.errors += 1
+
+    def _reply_topic(self, msg: mqtt.MQTTMessage) -> str:
+        """The requester's response topic if the kit may publish there, else its public one."""
+        wanted = getattr(msg.properties, "ResponseTopic", None)
+        if wanted and wanted.startswith(P.device_topic(self.kit_id) + "/$ack/"):
+            return wanted
+        return P.ack_topic(self.kit_id, "anonymous")
+
+    # ---------------------------------------------------------------- telemetry
+
+    def _period(self) -> float:
+        return 1.0 / self.rate_hz if self.rate_hz else self.model.period()
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        next_mirror = next_status = next_tick
+        while not self._stop.is_set():
+            period = self._period()
+            with self._lock:
+                self.model.advance(period * self.speed)
+                values = self.model.sample()
+                payload = self.core.telemetry(values, sim=round(self.model.t, 3))
+                status = json.dumps(self.core.status()) if next_tick >= next_status else None
+            client = self.client
+            if client is None:
+                break
+            client.publish(P.telemetry_topic(self.kit_id), payload, qos=self.qos)
+            if next_tick >= next_mirror:
+                self._mirror(client, values)
+                next_mirror = next_tick + self.mirror_every
+            if status is not None:
+                self._publish_retained(client, P.status_topic(self.kit_id), status)
+                next_status = next_tick + self.status_every
+            next_tick += period
+            delay = next_tick - time.monotonic()
+            if delay < -1.0:  # fell far behind (a paused process): resynchronise, do not burst
+                next_tick = time.monotonic()
+            elif delay > 0:
+                self._stop.wait(delay)
+
+    def _mirror(self, client: mqtt.Client, values: dict[str, Any]) -> None:
+        """Homie property values for generic MQTT tools, at most once a second."""
+        for name, value in values.items():
+            spec = self.descriptor["sensors"][name]
+            client.publish(P.property_topic(self.kit_id, P.SENSORS_NODE, name),
+                           P.encode_value(spec, value), qos=0, retain=True)

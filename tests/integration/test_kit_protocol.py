@@ -1,0 +1,228 @@
+"""The one protocol suite: every kit model's twin and the board firmware, on a real Mosquitto.
+
+Each implementation runs in its own process against the dynamic-security broker; the test
+talks to it only over MQTT through the client library, as notebooks and dashboards do.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from hardware_kits import protocol as P
+from hardware_kits.descriptor import load_models
+from hardware_kits.firmware_bundle import build_bundle, run_under_cpython
+from hardware_kits.mqtt import connect_client
+from labs.client import CommandRejected, connect
+from tests.conftest import KitProcess, wait_until
+from tests.kit_examples import (
+    example_value,
+    interlock_violation,
+    malformed_payload,
+    out_of_range_payload,
+    prerequisites,
+)
+
+pytestmark = pytest.mark.broker
+
+IMPLEMENTATIONS = [("twin", m) for m in sorted(load_models())] + [("firmware", "street-lighting")]
+
+
+class FirmwareProcess:
+    """The board firmware, unchanged, running under CPython with a simulated `machine`."""
+
+    def __init__(self, bundle) -> None:
+        self.bundle = bundle
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> FirmwareProcess:
+        self.process = run_under_cpython(self.bundle)
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="module", params=IMPLEMENTATIONS, ids=lambda p: f"{p[0]}-{p[1]}")
+def kit(request, broker, state_root, models):
+    impl, model = request.param
+    kit_id = f"{impl}-{model}"
+    creds = broker.provision_kits([kit_id])[kit_id]
+    if impl == "twin":
+        runner = KitProcess(broker, state_root, {"id": kit_id, "model": model, "seed": 7,
+                                                 "rate_hz": 20})
+    else:
+        bundle = build_bundle(state_root / f"bundle-{kit_id}", kit_id, models[model],
+                              broker.host, broker.port, creds.username, creds.password)
+        runner = FirmwareProcess(bundle)
+    runner.start()
+    # A fresh account per kit: granting a role to a connected client makes dynsec kick it.
+    user = broker.provision_user(f"tester-{kit_id}", command_kits=[kit_id])
+    lab = connect(broker.address(user.username).url(), client_id=f"tester-{kit_id}")
+    lab.wait_for_kits([kit_id], timeout=20)
+    wait_until(lambda: lab.kit(kit_id).state == P.STATE_READY, timeout=20)
+    yield lab.kit(kit_id), lab, runner
+    lab.close()
+    runner.stop()
+
+
+def set_with_prerequisites(handle, actuator: str, value) -> None:
+    for name, wanted in prerequisites(handle.descriptor, actuator):
+        handle.set(name, wanted)
+    ack = handle.set(actuator, value)
+    assert ack.status == P.APPLIED and ack.value == value
+
+
+def test_description_is_retained(kit, broker):
+    handle, _, _ = kit
+    got = {}
+    observer = broker.provision_user("late-observer")
+    client = connect_client(broker.host, broker.port, observer, f"late-{uuid.uuid4().hex[:6]}",
+                            on_message=lambda c, u, m: got.setdefault(m.topic, m),
+                            subscribe=[(P.description_topic(handle.kit_id), 1)])
+    try:
+        message = wait_until(lambda: got.get(P.description_topic(handle.kit_id)), timeout=5)
+        assert message.retain
+        description = json.loads(message.payload)
+        assert description["homie"] == P.HOMIE_VERSION
+        assert description["smartlab"]["descriptor"] == handle.descriptor
+        assert set(description["nodes"]["actuators"]["properties"]) == \
+            set(handle.descriptor["actuators"])
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_telemetry_has_no_sequence_gap_at_qos1(kit):
+    handle, _, _ = kit
+    samples = []
+    unsubscribe = handle.subscribe(lambda kit_id, sample: samples.append(sample))
+    try:
+        wait_until(lambda: len(samples) >= 20, timeout=30)
+    finally:
+        unsubscribe()
+    seqs = [s["seq"] for s in samples]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    stamps = [s["ts"] for s in samples]
+    assert stamps == sorted(stamps)
+    for sample in samples:
+        for name, value in sample["values"].items():
+            P.check_value(handle.descriptor["sensors"][name], value, name)
+
+
+def test_applied_ack_carries_value_in_force(kit):
+    handle, _, _ = kit
+    for actuator, spec in handle.descriptor["actuators"].items():
+        set_with_prerequisites(handle, actuator, example_value(spec))
+    wait_until(lambda: all(handle.actuators.get(name) == example_value(spec)
+                           for name, spec in handle.descriptor["actuators"].items()), timeout=5)
+    handle.safe_state()
+
+
+def rejection(handle, actuator: str, payload, **kwargs) -> dict:
+    with pytest.raises(CommandRejected) as err:
+        handle.send_raw(actuator, payload, **kwargs)
+    return err.value.ack
+
+
+def test_bad_input_is_rejected_with_reason_and_kit_keeps_running(kit):
+    handle, _, _ = kit
+    before = handle.status.get("rejected", 0)
+    actuator, spec = next(iter(handle.descriptor["actuators"].items()))
+    expected = {
+        P.R_UNKNOWN_ACTUATOR: rejection(handle, "no-such-actuator", "1"),
+        P.R_OVERSIZE: rejection(handle, actuator, b"x" * (P.MAX_COMMAND_BYTES + 1)),
+        P.R_MALFORMED: rejection(handle, actuator, malformed_payload(spec)),
+        P.R_STALE: rejection(handle, actuator, P.encode_value(spec, spec["safe"]),
+                             deadline_s=time.time() - 5),
+    }
+    ranged = next((a, s) for a, s in handle.descriptor["actuators"].items()
+                  if out_of_range_payload(s) is not None)
+    expected[P.R_OUT_OF_RANGE] = rejection(handle, ranged[0], out_of_range_payload(ranged[1]))
+    for reason, ack in expected.items():
+        assert ack.reason == reason, ack
+        assert ack.detail
+    received = handle.received
+    wait_until(lambda: handle.received > received + 2, timeout=10)  # still publishing
+    wait_until(lambda: handle.status.get("rejected", 0) >= before + len(expected), timeout=5)
+    assert handle.status["safe"] is True
+
+
+def test_duplicate_command_id_is_applied_once(kit):
+    handle, _, _ = kit
+    actuator, spec = next((a, s) for a, s in handle.descriptor["actuators"].items()
+                          if not prerequisites(handle.descriptor, a))
+    value = example_value(spec)
+    command_id = uuid.uuid4().hex
+    wait_until(lambda: "applied" in handle.status, timeout=5)
+    applied_before = handle.status["applied"]
+    first = handle.send_raw(actuator, P.encode_value(spec, value), command_id=command_id)
+    again = handle.send_raw(actuator, P.encode_value(spec, value), command_id=command_id)
+    assert first.status == again.status == P.APPLIED
+    assert not first.duplicate and again.duplicate
+    wait_until(lambda: handle.status["applied"] == applied_before + 1, timeout=5)
+    time.sleep(0.3)
+    assert handle.status["applied"] == applied_before + 1
+    handle.safe_state()
+
+
+def test_interlock_refuses_unsafe_command(kit):
+    handle, _, _ = kit
+    violation = interlock_violation(handle.descriptor)
+    if violation is None:
+        pytest.skip(f"kit model {handle.descriptor['model']} declares no interlock")
+    handle.safe_state()
+    actuator, value = violation
+    spec = handle.descriptor["actuators"][actuator]
+    ack = rejection(handle, actuator, P.encode_value(spec, value))
+    assert ack.reason == P.R_INTERLOCK
+    assert handle.actuators[actuator] == spec["safe"]
+
+
+def test_safe_state_restores_every_actuator(kit):
+    handle, _, _ = kit
+    for actuator, spec in handle.descriptor["actuators"].items():
+        set_with_prerequisites(handle, actuator, example_value(spec))
+    ack = handle.safe_state()
+    assert ack.status == P.APPLIED and ack.value == P.safe_state(handle.descriptor)
+    wait_until(lambda: handle.actuators == P.safe_state(handle.descriptor), timeout=5)
+    wait_until(lambda: handle.status["safe"] is True, timeout=5)
+
+
+def test_killed_kit_is_lost_then_recovers(kit):
+    handle, _, runner = kit
+    runner.kill()
+    wait_until(lambda: handle.state == P.STATE_LOST, timeout=5)
+    runner.start()
+    wait_until(lambda: handle.state == P.STATE_READY, timeout=20)
+
+
+def test_observer_cannot_command(kit, broker):
+    handle, _, _ = kit
+    observer = broker.provision_user("observer-only")
+    refused = []
+    client = connect_client(broker.host, broker.port, observer, f"obs-{uuid.uuid4().hex[:6]}")
+    client.on_publish = lambda c, u, mid, reason, p: refused.append(reason)
+    try:
+        actuator, spec = next(iter(handle.descriptor["actuators"].items()))
+        client.publish(P.set_topic(handle.kit_id, actuator), P.encode_value(spec, spec["safe"]),
+                       qos=1).wait_for_publish(5)
+        wait_until(lambda: refused, timeout=5)
+        assert refused[0].value == 135  # MQTT v5 "Not authorized"
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -1,0 +1,143 @@
+"""KitCore: every rule a kit applies to commands, without MQTT."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from hardware_kits import protocol as P
+from hardware_kits.kitcore import KitCore
+
+NOW = 1_767_254_400.0
+LATER_MS = str(int((NOW + 5) * 1000))
+
+
+def core_for(models: dict, model: str, kit_id: str = "kit-1") -> KitCore:
+    return KitCore(kit_id, models[model], clock=lambda: NOW)
+
+
+def send(core: KitCore, actuator: str, payload: str | bytes, command_id: str = "c1",
+         deadline: str | None = LATER_MS) -> dict:
+    return core.handle_command(P.set_topic(core.kit_id, actuator), payload, command_id, deadline)
+
+
+def test_starts_in_safe_state(models):
+    core = core_for(models, "street-lighting")
+    assert core.state == {"mode": "auto", "dimming": 100}
+    assert core.is_safe()
+
+
+def test_applied_command_reports_value_in_force(models):
+    core = core_for(models, "street-lighting")
+    ack = send(core, "mode", "manual")
+    assert ack["status"] == P.APPLIED and ack["value"] == "manual"
+    ack = send(core, "dimming", "40", command_id="c2")
+    assert ack["status"] == P.APPLIED and ack["value"] == 40
+    assert core.state["dimming"] == 40 and not core.is_safe()
+
+
+@pytest.mark.parametrize(("actuator", "payload", "reason"), [
+    ("mode", "sideways", P.R_OUT_OF_RANGE),
+    ("mode", b"\xff\xfe", P.R_MALFORMED),
+    ("nonexistent", "1", P.R_UNKNOWN_ACTUATOR),
+    ("mode", "x" * (P.MAX_COMMAND_BYTES + 1), P.R_OVERSIZE),
+])
+def test_bad_commands_are_rejected_with_reason(models, actuator, payload, reason):
+    core = core_for(models, "street-lighting")
+    ack = send(core, actuator, payload)
+    assert ack["status"] == P.REJECTED and ack["reason"] == reason
+    assert ack["detail"]
+    assert core.rejections == {reason: 1}
+    assert core.is_safe()  # state unchanged
+
+
+def test_wrong_types_and_ranges(models):
+    core = core_for(models, "street-lighting")
+    send(core, "mode", "manual")
+    for i, payload in enumerate(["abc", "40.5", "true", "101", "-1", "{"]):
+        ack = send(core, "dimming", payload, command_id=f"bad{i}")
+        assert ack["status"] == P.REJECTED, payload
+    assert core.state["dimming"] == 100
+
+
+def test_command_for_another_kit_is_rejected(models):
+    core = core_for(models, "street-lighting")
+    ack = core.handle_command(P.set_topic("other-kit", "mode"), "manual", "c1", LATER_MS)
+    assert ack["reason"] == P.R_WRONG_KIT
+    assert core.state["mode"] == "auto"
+
+
+def test_duplicate_id_applied_once(models):
+    applied = []
+    core = KitCore("kit-1", models["street-lighting"], clock=lambda: NOW,
+                   apply_hook=lambda target, value: applied.append((target, value)))
+    first = send(core, "mode", "manual", command_id="same")
+    again = send(core, "mode", "manual", command_id="same")
+    assert applied == [("mode", "manual")]
+    assert again["duplicate"] is True and again["status"] == first["status"]
+    assert core.applied == 1 and core.duplicates == 1
+
+
+def test_late_and_undated_commands_are_rejected(models):
+    core = core_for(models, "street-lighting")
+    stale = send(core, "mode", "manual", deadline=str(int((NOW - 1) * 1000)))
+    assert stale["reason"] == P.R_STALE
+    assert send(core, "mode", "manual", command_id="c2", deadline=None)["reason"] == \
+        P.R_MISSING_DEADLINE
+    assert send(core, "mode", "manual", command_id="c3", deadline="soon")["reason"] == \
+        P.R_MISSING_DEADLINE
+    assert send(core, "mode", "manual", command_id="")["reason"] == P.R_MISSING_ID
+    assert core.state["mode"] == "auto"
+
+
+def test_requires_interlock(models):
+    core = core_for(models, "street-lighting")
+    ack = send(core, "dimming", "10")
+    assert ack["reason"] == P.R_INTERLOCK and "mode" in ack["detail"]
+
+
+def test_conflicting_greens_refused(models):
+    core = core_for(models, "intersection")
+    plan = copy.deepcopy(models["intersection"]["actuators"]["phase-plan"]["safe"])
+    plan[0]["green"] = ["north", "east"]
+    ack = send(core, "phase-plan", P.encode_value({"datatype": "json"}, plan))
+    assert ack["reason"] == P.R_INTERLOCK and "conflicting greens" in ack["detail"]
+    ok_plan = [{"green": ["north", "south"], "seconds": 40}, {"green": ["east", "west"],
+                                                              "seconds": 20}]
+    assert send(core, "phase-plan", P.encode_value({"datatype": "json"}, ok_plan),
+                command_id="c2")["status"] == P.APPLIED
+
+
+def test_stage_request_must_exist_in_plan(models):
+    core = core_for(models, "intersection")
+    send(core, "mode", "manual", command_id="m")
+    assert send(core, "phase-request", "2", command_id="a")["status"] == P.APPLIED
+    assert send(core, "phase-request", "4", command_id="b")["reason"] == P.R_INTERLOCK
+    two = [{"green": ["north", "south"], "seconds": 40}, {"green": ["east", "west"],
+                                                           "seconds": 20}]
+    ack = send(core, "phase-plan", P.encode_value({"datatype": "json"}, two), command_id="c")
+    assert ack["reason"] == P.R_INTERLOCK  # would orphan the requested stage 2
+
+
+def test_safe_state_restores_every_actuator(models):
+    core = core_for(models, "smart-parking")
+    send(core, "gate", "open")
+    send(core, "display", "Welcome", command_id="c2")
+    assert not core.is_safe()
+    ack = core.handle_command(P.safe_state_topic("kit-1"), "", "c3", LATER_MS)
+    assert ack["status"] == P.APPLIED and ack["value"] == {"gate": "closed", "display": ""}
+    assert core.is_safe()
+
+
+def test_telemetry_sequence_increases(models):
+    core = core_for(models, "environment-station")
+    seqs = [P.decode_telemetry(core.telemetry({"temperature": 1.0}))["seq"] for _ in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+
+
+def test_remembered_ids_are_bounded(models):
+    core = KitCore("kit-1", models["smart-parking"], clock=lambda: NOW, remember=3)
+    for i in range(10):
+        send(core, "display", f"m{i}", command_id=f"id{i}")
+    assert len(core._recent) == 3
