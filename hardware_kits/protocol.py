@@ -53,13 +53,15 @@ REASONS = (
 MAX_COMMAND_BYTES = 4096
 MAX_COMMAND_ID_CHARS = 64
 SAFE_STATE_PROPERTY = "$safe-state"
+# Homie 5: an empty payload deletes a retained message, so an empty string travels as one NUL.
+EMPTY_STRING = "\x00"
 
 
 class ProtocolError(ValueError):
     """A message that breaks the protocol; `reason` is one of REASONS."""
 
     def __init__(self, reason, detail):
-        ValueError.__init__(self, detail)
+        super().__init__(detail)
         self.reason = reason
         self.detail = detail
 
@@ -263,7 +265,7 @@ def decode_value(spec, payload, name="value"):
     except UnicodeError:
         raise ProtocolError(R_MALFORMED, "%s is not UTF-8 text" % name) from None
     datatype = spec["datatype"]
-    value = text
+    value = "" if text == EMPTY_STRING else text
     if datatype in ("integer", "float", "boolean", "json"):
         try:
             value = json.loads(text)
@@ -278,7 +280,7 @@ def decode_value(spec, payload, name="value"):
 def encode_value(spec, value):
     """Homie raw payload for a value: plain text for strings and enums, JSON for the rest."""
     if spec["datatype"] in ("string", "enum"):
-        return value
+        return value or EMPTY_STRING
     return json.dumps(value)
 
 

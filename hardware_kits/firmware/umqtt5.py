@@ -504,6 +504,7 @@ class MQTTClient:
         `max_packet_size` asks the broker not to send larger packets (it drops them instead),
         which keeps a board's RAM safe from huge messages. Raises MQTTException carrying the
         CONNACK reason code if the broker refuses."""
+        self.close()  # a reconnect on the same client starts from a fresh socket
         self.sock = self._open_socket()
         self._set_nodelay()
         props = {}

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from hardware_kits import protocol as P
 from hardware_kits.descriptor import load_models
-from hardware_kits.firmware_bundle import build_bundle, run_under_cpython
+from hardware_kits.firmware_bundle import build_bundle, run_under_cpython, run_under_micropython
 from hardware_kits.mqtt import connect_client
 from labs.client import CommandRejected, connect
 from tests.conftest import KitProcess, wait_until
@@ -29,18 +31,26 @@ from tests.kit_examples import (
 
 pytestmark = pytest.mark.broker
 
-IMPLEMENTATIONS = [("twin", m) for m in sorted(load_models())] + [("firmware", "street-lighting")]
+# MicroPython's Unix port (a dev dependency) runs the board's files on the board's interpreter.
+MICROPYTHON = Path(sys.executable).with_name("micropython")
+IMPLEMENTATIONS = [("twin", m) for m in sorted(load_models())] + [
+    ("firmware", "street-lighting"),
+    pytest.param(("micropython", "street-lighting"), marks=pytest.mark.skipif(
+        not MICROPYTHON.exists(), reason="MicroPython's Unix port is not installed")),
+]
 
 
 class FirmwareProcess:
-    """The board firmware, unchanged, running under CPython with a simulated `machine`."""
+    """The board firmware, unchanged, with a simulated `machine`, on CPython or MicroPython."""
 
-    def __init__(self, bundle) -> None:
+    def __init__(self, bundle, micropython: bool) -> None:
         self.bundle = bundle
+        self.micropython = micropython
         self.process: subprocess.Popen | None = None
 
     def start(self) -> FirmwareProcess:
-        self.process = run_under_cpython(self.bundle)
+        self.process = (run_under_micropython(self.bundle, str(MICROPYTHON)) if self.micropython
+                        else run_under_cpython(self.bundle))
         return self
 
     def kill(self) -> None:
@@ -57,7 +67,7 @@ class FirmwareProcess:
                 self.kill()
 
 
-@pytest.fixture(scope="module", params=IMPLEMENTATIONS, ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(scope="module", params=IMPLEMENTATIONS, ids=lambda p: "-".join(p))
 def kit(request, broker, state_root, models):
     impl, model = request.param
     kit_id = f"{impl}-{model}"
@@ -68,7 +78,7 @@ def kit(request, broker, state_root, models):
     else:
         bundle = build_bundle(state_root / f"bundle-{kit_id}", kit_id, models[model],
                               broker.host, broker.port, creds.username, creds.password)
-        runner = FirmwareProcess(bundle)
+        runner = FirmwareProcess(bundle, micropython=impl == "micropython")
     runner.start()
     # A fresh account per kit: granting a role to a connected client makes dynsec kick it.
     user = broker.provision_user(f"tester-{kit_id}", command_kits=[kit_id])
@@ -80,11 +90,14 @@ def kit(request, broker, state_root, models):
     runner.stop()
 
 
-def set_with_prerequisites(handle, actuator: str, value) -> None:
-    for name, wanted in prerequisites(handle.descriptor, actuator):
+def set_with_prerequisites(handle, actuator: str, value) -> dict:
+    """Set an actuator after what its interlocks require; return every value now in force."""
+    sent = dict(prerequisites(handle.descriptor, actuator))
+    for name, wanted in sent.items():
         handle.set(name, wanted)
     ack = handle.set(actuator, value)
     assert ack.status == P.APPLIED and ack.value == value
+    return {**sent, actuator: value}
 
 
 def test_description_is_retained(kit, broker):
@@ -126,10 +139,11 @@ def test_telemetry_has_no_sequence_gap_at_qos1(kit):
 
 def test_applied_ack_carries_value_in_force(kit):
     handle, _, _ = kit
+    expected = {}
     for actuator, spec in handle.descriptor["actuators"].items():
-        set_with_prerequisites(handle, actuator, example_value(spec))
-    wait_until(lambda: all(handle.actuators.get(name) == example_value(spec)
-                           for name, spec in handle.descriptor["actuators"].items()), timeout=5)
+        expected.update(set_with_prerequisites(handle, actuator, example_value(spec)))
+    wait_until(lambda: handle.actuators == expected, timeout=5)
+    assert not handle.status["safe"] or expected == P.safe_state(handle.descriptor)
     handle.safe_state()
 
 

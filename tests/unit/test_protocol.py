@@ -42,6 +42,12 @@ def test_decode_rejects(spec, payload, reason):
     assert err.value.reason == reason
 
 
+def test_empty_string_survives_retained_messages():
+    spec = {"datatype": "string", "max_length": 8}
+    assert P.encode_value(spec, "") == "\x00"  # an empty payload would delete the retained value
+    assert P.decode_value(spec, b"\x00") == ""
+
+
 def test_topics_and_split():
     assert P.set_topic("k1", "mode") == "homie/5/k1/actuators/mode/set"
     assert P.split_topic("homie/5/k1/$state") == ("k1", "$state")
