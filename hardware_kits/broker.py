@@ -28,7 +28,8 @@ from hardware_kits.dynsec import DynSec, allow
 from hardware_kits.mqtt import BrokerAddress, Credentials
 
 ADMIN = "smartlab-admin"
-OBSERVER_ROLE = "observe-all-kits"
+# Role names that span kits contain "_", which kit ids cannot: no kit can shadow them.
+OBSERVER_ROLE = "observe_all_kits"
 MOSQUITTO_USER = "mosquitto"
 
 
@@ -51,6 +52,8 @@ def find_mosquitto() -> tuple[str, str, str]:
 
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
+        # As Mosquitto binds: connections left in TIME_WAIT by a crash do not block a restart.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -72,6 +75,11 @@ def command_role(kit_id: str) -> str:
     return f"command-{kit_id}"
 
 
+def observe_role(kit_id: str) -> str:
+    """Read-only access to one kit's tree, for accounts that may watch only some kits."""
+    return f"observe-{kit_id}"
+
+
 def kit_acls(kit_id: str) -> list[dict]:
     """A kit publishes anything under its own tree and subscribes to its own commands only."""
     acls = [allow("publishClientSend", P.kit_filter(kit_id))]
@@ -84,8 +92,17 @@ def command_acls(kit_id: str) -> list[dict]:
     return [allow("publishClientSend", topic) for topic in P.command_subscriptions(kit_id)]
 
 
+def observe_acls(kit_id: str) -> list[dict]:
+    """Subscribe to and receive everything under one kit's tree (telemetry, state, acks)."""
+    return [allow("subscribePattern", P.kit_filter(kit_id)),
+            allow("publishClientReceive", P.kit_filter(kit_id))]
+
+
 OBSERVER_ACLS = [allow("subscribePattern", P.HOMIE_PREFIX + "/#"),
                  allow("publishClientReceive", P.HOMIE_PREFIX + "/#")]
+# The lab service may put any kit into its safe state, and command nothing else.
+SUPERVISOR_ROLE = "supervise_kits"
+SUPERVISOR_ACLS = [allow("publishClientSend", P.all_kits(P.SAFE_STATE_PROPERTY + "/set"))]
 
 
 @dataclass
@@ -190,6 +207,7 @@ class Broker:
             dynsec.set_default_acl_access(publishClientSend=False, publishClientReceive=True,
                                           subscribe=False, unsubscribe=True)
             dynsec.create_role(OBSERVER_ROLE, OBSERVER_ACLS)
+            dynsec.create_role(SUPERVISOR_ROLE, SUPERVISOR_ACLS)
         return self
 
     def _wait_until_listening(self, timeout: float) -> None:
@@ -242,12 +260,13 @@ class Broker:
         return DynSec(self.host, self.port, self.credentials(ADMIN))
 
     def provision_kits(self, kit_ids: list[str]) -> dict[str, Credentials]:
-        """Roles and a client per kit, plus each kit's (ungranted) command role."""
+        """Roles and a client per kit, plus each kit's (ungranted) command and observe roles."""
         creds = {}
         with self.admin() as dynsec:
             for kit_id in kit_ids:
                 dynsec.create_role(kit_role(kit_id), kit_acls(kit_id))
                 dynsec.create_role(command_role(kit_id), command_acls(kit_id))
+                dynsec.create_role(observe_role(kit_id), observe_acls(kit_id))
                 creds[kit_id] = self.credentials(f"kit-{kit_id}")
                 dynsec.ensure_client(creds[kit_id], [kit_role(kit_id)])
         return creds
@@ -257,4 +276,11 @@ class Broker:
         creds = self.credentials(username)
         with self.admin() as dynsec:
             dynsec.ensure_client(creds, [OBSERVER_ROLE, *map(command_role, command_kits)])
+        return creds
+
+    def provision_supervisor(self, username: str) -> Credentials:
+        """The lab service's account: watches every kit, may only command safe states."""
+        creds = self.credentials(username)
+        with self.admin() as dynsec:
+            dynsec.ensure_client(creds, [OBSERVER_ROLE, SUPERVISOR_ROLE])
         return creds

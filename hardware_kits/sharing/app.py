@@ -1,0 +1,367 @@
+"""`smartlab lab serve`: the lab service as a traitlets application (like JupyterHub's own).
+
+Configuration comes from a Python file (`-f/--config lab_service_config.py`), e.g.::
+
+    c.LabServiceApp.port = 8181
+    c.LabServiceApp.users = {"<token>": {"name": "alice", "institution": "univ-a"}}
+    c.SharingPolicy.slot_seconds = 20 * 60
+
+and command-line options override it. At start the app opens the database, connects to the
+already running broker as the `lab-service` account (watch every kit, send safe states only),
+aligns the broker's command rights with the sessions in the database, recovers pending
+handovers, and serves the REST API. One asyncio loop runs the HTTP handlers and the periodic
+`tick`, so every LabService call happens on that one thread: granting a kit is one atomic step.
+
+`smartlab lab kits register|retire|maintenance|health` call the running service's REST API with
+the admin token in $SMARTLAB_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
+from traitlets import Dict, Float, Integer, Unicode, default
+from traitlets.config import Application
+
+from hardware_kits import protocol as P
+from hardware_kits.broker import OBSERVER_ROLE, Broker, BrokerError
+from hardware_kits.descriptor import load_models
+from hardware_kits.dynsec import allow
+from hardware_kits.mqtt import BrokerAddress, Credentials
+from hardware_kits.sharing.api import (
+    MAX_BODY_BYTES,
+    ApiContext,
+    Identity,
+    TokenIdentity,
+    make_app,
+)
+from hardware_kits.sharing.gateway import SERVICE_ACCOUNT, MqttKitGateway
+from hardware_kits.sharing.policy import SharingPolicy
+from hardware_kits.sharing.rights import BrokerRights
+from hardware_kits.sharing.service import LabService
+from hardware_kits.sharing.store import Store, sqlite_url
+from labs import client as lab_client
+from labs.client import Lab, UnknownKit
+
+SUPERVISE_ROLE = "supervise-kits"
+SUPERVISE_ACLS = [allow("publishClientSend", P.all_kits(P.SAFE_STATE_PROPERTY + "/set"))]
+DB_FILE = "lab-service.sqlite"
+DEFAULT_CONFIG = "lab_service_config.py"
+
+
+class CannotStart(ValueError):
+    """Bad configuration, or a port taken; str() says what and where in one line."""
+
+
+def _default_state_dir() -> str:
+    return str(Path(os.environ.get("SMARTLAB_STATE_DIR", "var")).resolve())
+
+
+class LabServiceApp(Application):
+    name = "smartlab-lab-service"
+    description = "The Smart City Lab service: queue, bookings and sessions of the shared kits."
+    classes: ClassVar[list] = [SharingPolicy]
+    raise_config_file_errors = True  # a broken config file stops the start, it is not skipped
+
+    config_file = Unicode(DEFAULT_CONFIG, help="The Python config file to load.").tag(config=True)
+    state_dir = Unicode(help="The platform's state folder (the broker's state is in its "
+                             "`broker/`); default $SMARTLAB_STATE_DIR or ./var.").tag(config=True)
+    db_url = Unicode(help="SQLAlchemy URL of the database; default SQLite in the state folder."
+                     ).tag(config=True)
+    mqtt_host = Unicode("127.0.0.1", help="Host of the running broker, also used in the MQTT "
+                                          "URLs handed to users.").tag(config=True)
+    mqtt_port = Integer(1883, help="Port of the running broker.").tag(config=True)
+    ip = Unicode("127.0.0.1", help="Address the REST API listens on.").tag(config=True)
+    port = Integer(8181, help="Port the REST API listens on.").tag(config=True)
+    tick_seconds = Float(0.25, help="How often sessions are advanced and kits granted."
+                         ).tag(config=True)
+    startup_wait_seconds = Float(
+        3.0, help="At start, wait this long at most for the kits of live sessions to be seen "
+                  "online, so that a restart does not end them as 'kit offline'.",
+    ).tag(config=True)
+    users = Dict(help="Token identity: {token: {name, institution, courses, instructor_of, "
+                      "lab_admin, priority}}. For standalone use and tests.").tag(config=True)
+
+    aliases: ClassVar[dict] = {
+        "f": "LabServiceApp.config_file",
+        "config": "LabServiceApp.config_file",
+        "state-dir": "LabServiceApp.state_dir",
+        "db-url": "LabServiceApp.db_url",
+        "mqtt-host": "LabServiceApp.mqtt_host",
+        "mqtt-port": "LabServiceApp.mqtt_port",
+        "ip": "LabServiceApp.ip",
+        "port": "LabServiceApp.port",
+        "log-level": "Application.log_level",
+    }
+
+    @default("state_dir")
+    def _state_dir_default(self) -> str:
+        return _default_state_dir()
+
+    @default("db_url")
+    def _db_url_default(self) -> str:
+        return sqlite_url(str(Path(self.state_dir) / DB_FILE))
+
+    @default("log_level")
+    def _log_level_default(self) -> int:
+        return logging.INFO
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)  # the command line
+        path = Path(self.config_file).expanduser()
+        if path.is_file():
+            try:
+                self.load_config_file(path.name, path=str(path.parent.resolve()))
+            except Exception as err:
+                raise CannotStart(f"{path}: {type(err).__name__}: "
+                                            f"{' '.join(str(err).split())}") from None
+        elif self.config_file != DEFAULT_CONFIG:
+            raise CannotStart(f"{path}: no such config file")
+        try:
+            self.identity = self.make_identity()
+        except ValueError as err:
+            raise CannotStart(f"{self.config_file}: {err}") from None
+
+    def make_identity(self) -> Identity:
+        """Who callers are. The token map today; JupyterHub's OAuth identity plugs in here."""
+        if not self.users:
+            self.log.warning("no users configured (c.LabServiceApp.users): every request "
+                             "will be refused")
+        return TokenIdentity(self.users)
+
+    # ------------------------------------------------------------ running
+
+    def start(self) -> None:
+        for name in ("tornado", "hardware_kits", "labs"):
+            # One log, in the app's format and at its level (JupyterHub does the same).
+            logger = logging.getLogger(name)
+            logger.parent, logger.propagate = self.log, True
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)  # refusals and errors
+        asyncio.run(self.serve())
+
+    async def serve(self) -> None:
+        with contextlib.ExitStack() as closing:
+            service, ctx = self.open_backend(closing)
+            await self.wait_for_kits_of_live_sessions(service)
+            for line in ctx.accounts.reconcile(service.holders()):
+                self.log.warning("broker rights corrected: %s", line)
+            for line in service.recover():
+                self.log.warning("recovered: %s", line)
+            ticker = PeriodicCallback(lambda: self.tick(service), self.tick_seconds * 1000)
+            ticker.start()
+            closing.callback(ticker.stop)
+            server = HTTPServer(make_app(ctx), max_body_size=MAX_BODY_BYTES, xheaders=True)
+            try:
+                server.listen(self.port, address=self.ip)
+            except OSError as err:
+                raise CannotStart(f"cannot listen on {self.ip}:{self.port}: "
+                                  f"{err.strerror or err}") from None
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            print(f"lab service on http://{self.ip}:{self.port}/api/ (broker "
+                  f"{self.mqtt_host}:{self.mqtt_port}, database {self.db_url})", flush=True)
+            await stop.wait()
+            self.log.info("stopping")
+            ticker.stop()
+            server.stop()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.close_all_connections(), 5)
+
+    def open_backend(self, closing: contextlib.ExitStack) -> tuple[LabService, ApiContext]:
+        """Database, broker accounts and connections; `closing` closes them in reverse."""
+        broker = Broker(Path(self.state_dir) / "broker", host=self.mqtt_host,
+                        port=self.mqtt_port)
+        if not broker.secrets_path.exists():
+            raise BrokerError(f"{broker.state_dir}: no broker state; start the broker first "
+                              "(`smartlab broker run` or `smartlab up`)")
+        with broker.admin() as dynsec:
+            # Least privilege: the service watches every kit and sends safe states, nothing else.
+            dynsec.create_role(SUPERVISE_ROLE, SUPERVISE_ACLS)
+            dynsec.ensure_client(broker.credentials(SERVICE_ACCOUNT),
+                                 [OBSERVER_ROLE, SUPERVISE_ROLE])
+        if self.db_url.startswith("sqlite:///"):
+            Path(self.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True,
+                                                                      exist_ok=True)
+        store = Store(self.db_url)
+        closing.callback(store.close)
+        rights = BrokerRights(broker.admin, broker.credentials)
+        closing.callback(rights.close)
+        address = broker.address(SERVICE_ACCOUNT)
+        gateway = MqttKitGateway(address)
+        closing.callback(gateway.close)
+        health = KitHealthObserver(address)
+        closing.callback(health.close)
+        service = LabService(store, SharingPolicy(parent=self), rights, gateway)
+
+        def url(creds: Credentials) -> str:
+            return BrokerAddress(self.mqtt_host, self.mqtt_port, creds).url()
+
+        ctx = ApiContext(service=service, identity=self.identity, accounts=rights,
+                         mqtt_url=url, provision_kits=broker.provision_kits,
+                         kit_health=health.health, models=frozenset(load_models()))
+        return service, ctx
+
+    async def wait_for_kits_of_live_sessions(self, service: LabService) -> None:
+        """The gateway learns kit states from retained messages just after connecting; a tick
+        before that would take every held kit for offline and end its session."""
+        kits = set(service.holders())
+        deadline = time.monotonic() + self.startup_wait_seconds
+        while kits and time.monotonic() < deadline:
+            kits = {k for k in kits if not service.gateway.online(k)}
+            await asyncio.sleep(0.05)
+        for kit in sorted(kits):
+            self.log.warning("kit %s of a live session is not online", kit)
+
+    def tick(self, service: LabService) -> None:
+        try:
+            service.tick()
+        except Exception:  # log and go on: the next tick retries
+            self.log.exception("tick failed")
+
+
+class KitHealthObserver:
+    """What the kits say about themselves (state, last sample, retained `$status` counters),
+    from a watching connection of the service's account."""
+
+    def __init__(self, address: BrokerAddress) -> None:
+        self._lab = Lab(address, client_id=f"{SERVICE_ACCOUNT}-health-{uuid.uuid4().hex[:6]}",
+                        history=0)
+
+    def health(self, kit_id: str) -> dict[str, Any]:
+        try:
+            kit = self._lab.kit(kit_id, timeout=0)
+        except UnknownKit:
+            return {"mqtt_state": None, "last_telemetry_at": None, "counters": None}
+        status = kit.status or {}
+        counters = None
+        if status:
+            counters = {"applied": int(status.get("applied", 0)),
+                        "rejected": int(status.get("rejected", 0)),
+                        "rejections": dict(status.get("rejections") or {}),
+                        "errors": int(status.get("errors", 0)),
+                        "duplicates": int(status.get("duplicates", 0)),
+                        "uptime": float(status.get("uptime", 0.0)),
+                        "safe": status.get("safe")}
+        return {"mqtt_state": kit.state, "last_telemetry_at": kit.latest_ts,
+                "counters": counters}
+
+    def close(self) -> None:
+        self._lab.close()
+
+
+# ---------------------------------------------------------------- smartlab lab …
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    argv: list[str] = []
+    for option, value in (("--config", args.config), ("--state-dir", args.state_dir),
+                          ("--mqtt-port", args.mqtt_port), ("--port", args.port),
+                          ("--ip", args.ip), ("--db-url", args.db_url)):
+        if value is not None:
+            argv.append(f"{option}={value}")
+    app = LabServiceApp()
+    app.initialize(argv)
+    app.start()
+    return 0
+
+
+def _rest(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
+    """Run one REST call with the admin token; user errors end in one line and exit 2."""
+    token = os.environ.get("SMARTLAB_TOKEN")
+    if not token:
+        print("smartlab: set SMARTLAB_TOKEN to a lab admin's token of the lab service",
+              file=sys.stderr)
+        return 2
+    try:
+        result = call(lab_client.LabService(args.url, token))
+    except lab_client.LabServiceError as err:
+        print(f"smartlab: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1) if not isinstance(result, str) else result)
+    return 0
+
+
+def _kit_line(kit: dict[str, Any]) -> str:
+    online = "online" if kit.get("online") else "offline"
+    reason = f" ({kit['reason']})" if kit.get("reason") else ""
+    return f"{kit['id']}: {kit['model']}, {kit['pool']}{reason}, {online}"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    lab = commands.add_parser("lab", help="the lab service: queue, bookings, sessions")
+    sub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+
+    serve = sub.add_parser("serve", help="run the lab service (the broker must be running)")
+    serve.add_argument("-f", "--config", type=Path, help=f"config file (default "
+                                                          f"./{DEFAULT_CONFIG} if present)")
+    serve.add_argument("--state-dir", type=Path, help="state folder (default "
+                                                      "$SMARTLAB_STATE_DIR or ./var)")
+    serve.add_argument("--mqtt-port", type=int, help="broker port (default 1883)")
+    serve.add_argument("--port", type=int, help="REST API port (default 8181)")
+    serve.add_argument("--ip", help="REST API address (default 127.0.0.1)")
+    serve.add_argument("--db-url", help="database URL (default SQLite in the state folder)")
+    serve.set_defaults(run=cmd_serve)
+
+    kits = sub.add_parser("kits", help="manage kits through the running lab service "
+                                       "(admin token in $SMARTLAB_TOKEN)")
+    actions = kits.add_subparsers(dest="lab_kits_command", required=True, metavar="ACTION")
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument("--url", default=os.environ.get("SMARTLAB_LAB_URL"),
+                     help="lab service URL (default $SMARTLAB_LAB_URL or "
+                          "http://127.0.0.1:8181)")
+
+    register_kit = actions.add_parser("register", parents=[url], help="add a kit to the pool")
+    register_kit.add_argument("kit")
+    register_kit.add_argument("--model", required=True)
+    register_kit.add_argument("--name", default="")
+    register_kit.set_defaults(run=lambda a: _rest(
+        a, lambda s: _kit_line(s.register_kit(a.kit, a.model, a.name))))
+
+    retire = actions.add_parser("retire", parents=[url], help="take a kit out for good")
+    retire.add_argument("kit")
+    retire.set_defaults(run=lambda a: _rest(a, lambda s: _kit_line(s.retire_kit(a.kit))))
+
+    maintenance = actions.add_parser("maintenance", parents=[url],
+                                     help="take a kit out for maintenance (--off: back)")
+    maintenance.add_argument("kit")
+    maintenance.add_argument("--off", action="store_true", help="put it back in the pool")
+    maintenance.add_argument("--reason", default="")
+    maintenance.set_defaults(run=lambda a: _rest(a, lambda s: _kit_line(
+        s.set_maintenance(a.kit, not a.off, a.reason))))
+
+    health = actions.add_parser("health", parents=[url], help="a kit's health, or every kit")
+    health.add_argument("kit", nargs="?")
+    health.set_defaults(run=lambda a: _rest(
+        a, lambda s: s.kit(a.kit) if a.kit else "\n".join(map(_kit_line, s.kits()))))
+
+
+def main() -> None:
+    """`python -m hardware_kits.sharing.app [--config FILE] …`: the traitlets way."""
+    logging.basicConfig()
+    try:
+        app = LabServiceApp()
+        app.initialize()
+        app.start()
+    except (CannotStart, BrokerError, ConnectionError) as err:
+        print(f"lab service: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,574 @@
+"""The lab service: queue, bookings and sessions of the shared kits, with safe handover.
+
+Session lifecycle (an explicit state machine, every step recorded):
+
+    granted ──first heartbeat──▶ active ──time up / release / no heartbeat / admin / kit lost──▶
+    ending (rights revoked, safe state commanded) ──kit confirms──▶ safe ──▶ released
+                                 └──no confirmation in time──▶ released, kit needs attention
+
+Every method runs one database transaction, and the service is driven from one thread (the web
+server's event loop calls both the API methods and `tick`), so granting a kit is one atomic step;
+the database's unique index on live sessions is the last line of defence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session as DB
+
+from hardware_kits.sharing import scheduler as S
+from hardware_kits.sharing.policy import WEEK, SharingPolicy
+from hardware_kits.sharing.store import (
+    ACTIVE,
+    ENDING,
+    GRANTED,
+    IN_POOL,
+    LEFT,
+    LIVE_STATES,
+    MAINTENANCE,
+    NEEDS_ATTENTION,
+    RELEASED,
+    RETIRED,
+    SAFE,
+    SERVED,
+    WAITING,
+    BookingRow,
+    CommandRow,
+    EventRow,
+    KitRow,
+    QueueEntryRow,
+    SessionRow,
+    Store,
+)
+
+# Why a session ended.
+TIME_UP, RELEASED_BY_USER, NO_HEARTBEAT, ENDED_BY_ADMIN, KIT_OFFLINE, BOOKED_SLOT, RETIRING = (
+    "time-up", "released", "no-heartbeat", "ended-by-admin", "kit-offline", "booked-slot",
+    "kit-retired")
+
+
+@dataclass(frozen=True)
+class User:
+    """Who is calling, as the hub (or a test identity) says."""
+
+    name: str
+    institution: str
+    courses: frozenset[str] = field(default_factory=frozenset)
+    instructor_of: frozenset[str] = field(default_factory=frozenset)
+    lab_admin: bool = False
+    priority: int = 0
+
+
+class LabError(Exception):
+    """A request the service refuses; `status` is the HTTP status, str() the one-line reason."""
+
+    status = 400
+
+
+class NotFound(LabError):
+    status = 404
+
+
+class Forbidden(LabError):
+    status = 403
+
+
+class Conflict(LabError):
+    status = 409
+
+
+class Rights(Protocol):
+    """Broker rights (hardware_kits.sharing.rights.BrokerRights)."""
+
+    def grant(self, user: str, kit_id: str) -> None: ...
+    def revoke(self, user: str, kit_id: str) -> None: ...
+
+
+class KitGateway(Protocol):
+    """What the service needs from the kits over MQTT."""
+
+    def online(self, kit_id: str) -> bool: ...
+    def send_safe_state(self, kit_id: str) -> str: ...  # returns the command id
+    def confirmed_safe(self, kit_id: str, command_id: str) -> bool: ...
+    def drain_acks(self) -> list[dict[str, Any]]: ...  # acknowledgements seen since last call
+
+
+def week_start(t: float) -> float:
+    day = dt.datetime.fromtimestamp(t, dt.UTC).date()
+    monday = day - dt.timedelta(days=day.weekday())
+    return dt.datetime.combine(monday, dt.time(), dt.UTC).timestamp()
+
+
+class LabService:
+    def __init__(self, store: Store, policy: SharingPolicy, rights: Rights, gateway: KitGateway,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.policy = policy
+        self.rights = rights
+        self.gateway = gateway
+        self.clock = clock
+
+    # ------------------------------------------------------------ kits (lab admins)
+
+    def register_kit(self, admin: User, kit_id: str, model: str, name: str = "") -> dict:
+        _require_admin(admin)
+        with self.store.transaction() as db:
+            kit = db.get(KitRow, kit_id)
+            if kit is not None and kit.pool_state != RETIRED:
+                raise Conflict(f"kit {kit_id} is already registered")
+            if kit is None:
+                kit = KitRow(id=kit_id, model=model, name=name, registered_at=self.clock())
+                db.add(kit)
+            kit.model, kit.name, kit.pool_state, kit.reason = model, name, IN_POOL, ""
+            return self._kit_view(db, kit)
+
+    def retire_kit(self, admin: User, kit_id: str) -> dict:
+        _require_admin(admin)
+        with self.store.transaction() as db:
+            kit = self._kit(db, kit_id)
+            self._end_live_session(db, kit_id, RETIRING)
+            kit.pool_state, kit.reason = RETIRED, f"retired by {admin.name}"
+            return self._kit_view(db, kit)
+
+    def set_maintenance(self, admin: User, kit_id: str, on: bool, reason: str = "") -> dict:
+        """Maintenance takes a kit out of the pool (its holder's session ends); observers still
+        see it. Turning maintenance off also clears needs-attention: an admin has looked."""
+        _require_admin(admin)
+        with self.store.transaction() as db:
+            kit = self._kit(db, kit_id)
+            if kit.pool_state == RETIRED:
+                raise Conflict(f"kit {kit_id} is retired")
+            if on:
+                self._end_live_session(db, kit_id, ENDED_BY_ADMIN)
+                kit.pool_state, kit.reason = MAINTENANCE, reason or f"maintenance by {admin.name}"
+            else:
+                kit.pool_state, kit.reason = IN_POOL, ""
+            self._event(db, "maintenance-on" if on else "back-in-pool", kit_id, admin.name,
+                        kit.reason)
+            return self._kit_view(db, kit)
+
+    def kits(self) -> list[dict]:
+        with self.store.transaction() as db:
+            rows = db.scalars(select(KitRow).where(KitRow.pool_state != RETIRED)
+                              .order_by(KitRow.id)).all()
+            return [self._kit_view(db, kit) for kit in rows]
+
+    # ------------------------------------------------------------ queue (students)
+
+    def request(self, user: User, kit_id: str | None = None, model: str | None = None) -> dict:
+        """Join the queue for a kit, or for any working kit of a model; granted at once if free."""
+        if (kit_id is None) == (model is None):
+            raise LabError("ask for either a kit or a kit model")
+        now = self.clock()
+        with self.store.transaction() as db:
+            if kit_id is not None:
+                kit = self._kit(db, kit_id)
+                if kit.pool_state == RETIRED:
+                    raise NotFound(f"no kit {kit_id}")
+            elif not db.scalar(select(func.count()).select_from(KitRow).where(
+                    KitRow.model == model, KitRow.pool_state != RETIRED)):
+                raise NotFound(f"no kit of model {model}")
+            if self._live_session_of(db, user.name, kit_id, model) is not None:
+                raise Conflict("you already hold this kit")
+            duplicate = db.scalar(select(QueueEntryRow).where(
+                QueueEntryRow.user == user.name, QueueEntryRow.state == WAITING,
+                QueueEntryRow.kit_id == kit_id, QueueEntryRow.model == model))
+            if duplicate is not None:
+                raise Conflict(f"you are already waiting (queue entry {duplicate.id})")
+            entry = QueueEntryRow(user=user.name, institution=user.institution, kit_id=kit_id,
+                                  model=model, priority=user.priority,
+                                  courses=sorted(user.courses), enqueued_at=now)
+            db.add(entry)
+            db.flush()
+            self._assign(db, now)
+            return self._entry_view(db, entry, now)
+
+    def leave(self, user: User, entry_id: int) -> dict:
+        now = self.clock()
+        with self.store.transaction() as db:
+            entry = db.get(QueueEntryRow, entry_id)
+            if entry is None or (entry.user != user.name and not user.lab_admin):
+                raise NotFound(f"no queue entry {entry_id} of yours")
+            if entry.state != WAITING:
+                raise Conflict(f"queue entry {entry_id} is no longer waiting ({entry.state})")
+            entry.state, entry.left_at = LEFT, now
+            return self._entry_view(db, entry, now)
+
+    def my_queue(self, user: User) -> list[dict]:
+        now = self.clock()
+        with self.store.transaction() as db:
+            rows = db.scalars(select(QueueEntryRow).where(
+                QueueEntryRow.user == user.name, QueueEntryRow.state == WAITING)).all()
+            estimates = self._estimates(db, now) if rows else {}
+            return [self._entry_view(db, e, now, estimates) for e in rows]
+
+    # ------------------------------------------------------------ sessions
+
+    def heartbeat(self, user: User, session_id: int) -> dict:
+        now = self.clock()
+        with self.store.transaction() as db:
+            session = self._own_session(db, user, session_id)
+            if session.state not in (GRANTED, ACTIVE):
+                raise Conflict(f"session {session_id} has ended ({session.end_reason})")
+            session.last_heartbeat = now
+            session.state = ACTIVE
+            return self._session_view(session, now)
+
+    def release(self, user: User, session_id: int) -> dict:
+        now = self.clock()
+        with self.store.transaction() as db:
+            session = self._own_session(db, user, session_id)
+            if session.state in (GRANTED, ACTIVE):
+                self._begin_end(db, session, RELEASED_BY_USER, now)
+            return self._session_view(session, now)
+
+    def end_session(self, admin: User, session_id: int) -> dict:
+        _require_admin(admin)
+        now = self.clock()
+        with self.store.transaction() as db:
+            session = db.get(SessionRow, session_id)
+            if session is None:
+                raise NotFound(f"no session {session_id}")
+            if session.state in (GRANTED, ACTIVE):
+                self._begin_end(db, session, ENDED_BY_ADMIN, now)
+            return self._session_view(session, now)
+
+    def sessions(self, user: User, live_only: bool = False) -> list[dict]:
+        """Own sessions; lab admins see all. (Instructors' course views come with the hub.)"""
+        now = self.clock()
+        with self.store.transaction() as db:
+            query = select(SessionRow).order_by(SessionRow.id)
+            if not user.lab_admin:
+                query = query.where(SessionRow.user == user.name)
+            if live_only:
+                query = query.where(SessionRow.state.in_(LIVE_STATES))
+            return [self._session_view(s, now) for s in db.scalars(query)]
+
+    # ------------------------------------------------------------ bookings (instructors)
+
+    def book(self, user: User, kit_id: str, course: str, starts_at: float, ends_at: float,
+             group: str | None = None) -> dict:
+        if course not in user.instructor_of:
+            raise Forbidden(f"only instructors of {course} can book for it")
+        now = self.clock()
+        self._check_booking_window(starts_at, ends_at, now)
+        with self.store.transaction() as db:
+            kit = self._kit(db, kit_id)
+            if kit.pool_state == RETIRED:
+                raise NotFound(f"no kit {kit_id}")
+            clash = db.scalar(select(BookingRow).where(
+                BookingRow.kit_id == kit_id, ~BookingRow.cancelled,
+                BookingRow.starts_at < ends_at, BookingRow.ends_at > starts_at))
+            if clash is not None:
+                raise Conflict(f"kit {kit_id} is already booked from "
+                               f"{_iso(clash.starts_at)} to {_iso(clash.ends_at)} "
+                               f"(booking {clash.id})")
+            self._check_quotas(db, user, starts_at, ends_at)
+            booking = BookingRow(kit_id=kit_id, course=course, group=group, booked_by=user.name,
+                                 institution=user.institution, starts_at=starts_at,
+                                 ends_at=ends_at, created_at=now)
+            db.add(booking)
+            db.flush()
+            return _booking_view(booking)
+
+    def cancel_booking(self, user: User, booking_id: int) -> dict:
+        with self.store.transaction() as db:
+            booking = db.get(BookingRow, booking_id)
+            if booking is None or booking.cancelled:
+                raise NotFound(f"no booking {booking_id}")
+            if booking.booked_by != user.name and booking.course not in user.instructor_of \
+                    and not user.lab_admin:
+                raise Forbidden(f"booking {booking_id} is not yours to cancel")
+            booking.cancelled = True
+            return _booking_view(booking)
+
+    def bookings(self, user: User) -> list[dict]:
+        """Bookings from now on that concern the user's courses (all, for lab admins)."""
+        now = self.clock()
+        with self.store.transaction() as db:
+            query = select(BookingRow).where(~BookingRow.cancelled, BookingRow.ends_at > now)
+            if not user.lab_admin:
+                query = query.where(BookingRow.course.in_(user.courses | user.instructor_of))
+            return [_booking_view(b) for b in db.scalars(query.order_by(BookingRow.starts_at))]
+
+    def _check_booking_window(self, starts_at: float, ends_at: float, now: float) -> None:
+        p = self.policy
+        length = ends_at - starts_at
+        if starts_at < now:
+            raise LabError("a booking cannot start in the past")
+        if starts_at < now + p.booking_lead_seconds:
+            raise LabError(f"bookings must start at least {p.booking_lead_seconds / 60:.0f} "
+                           "minutes ahead; use the queue for now")
+        if starts_at > now + p.booking_ahead_max_seconds:
+            raise LabError(f"bookings can be made at most "
+                           f"{p.booking_ahead_max_seconds / 86400:.0f} days ahead")
+        if not p.booking_min_seconds <= length <= p.booking_max_seconds:
+            raise LabError(f"a booking lasts {p.booking_min_seconds / 60:.0f} to "
+                           f"{p.booking_max_seconds / 60:.0f} minutes")
+        grain = p.booking_granularity_seconds
+        if starts_at % grain or ends_at % grain:
+            raise LabError(f"bookings start and end on {grain / 60:.0f}-minute boundaries")
+
+    def _check_quotas(self, db: DB, user: User, starts_at: float, ends_at: float) -> None:
+        week = week_start(starts_at)
+        booked = select(func.coalesce(func.sum(BookingRow.ends_at - BookingRow.starts_at), 0.0)) \
+            .where(~BookingRow.cancelled, BookingRow.starts_at >= week,
+                   BookingRow.starts_at < week + WEEK)
+        length = ends_at - starts_at
+        mine = db.scalar(booked.where(BookingRow.booked_by == user.name))
+        if mine + length > self.policy.booking_quota_user_week_seconds:
+            raise Conflict(f"over your weekly booking quota of "
+                           f"{self.policy.booking_quota_user_week_seconds / 3600:g} h")
+        ours = db.scalar(booked.where(BookingRow.institution == user.institution))
+        if ours + length > self.policy.booking_quota_institution_week_seconds:
+            raise Conflict(f"over the weekly booking quota of {user.institution} "
+                           f"({self.policy.booking_quota_institution_week_seconds / 3600:g} h)")
+
+    # ------------------------------------------------------------ the engine
+
+    def tick(self) -> None:
+        """End sessions whose time is up, carry ending sessions to a safe handover, grant kits."""
+        now = self.clock()
+        with self.store.transaction() as db:
+            self._record_commands(db)
+            for session in db.scalars(select(SessionRow).where(
+                    SessionRow.state.in_(LIVE_STATES))).all():
+                self._advance(db, session, now)
+            self._assign(db, now)
+
+    def _record_commands(self, db: DB) -> None:
+        """Every acknowledged command, attributed to the kit's latest session: only its holder
+        (and the service's safe-state handover) can command a kit, the broker sees to that."""
+        latest: dict[str, int | None] = {}
+        for ack in self.gateway.drain_acks():
+            kit_id = ack["kit"]
+            if kit_id not in latest:
+                latest[kit_id] = db.scalar(select(func.max(SessionRow.id)).where(
+                    SessionRow.kit_id == kit_id))
+            db.add(CommandRow(session_id=latest[kit_id], kit_id=kit_id,
+                              requester=ack["requester"], command_id=str(ack.get("id")),
+                              target=str(ack.get("target")), status=ack["status"],
+                              value=ack.get("value"), reason=ack.get("reason"),
+                              ts=float(ack.get("ts") or 0.0)))
+
+    def recover(self) -> list[str]:
+        """After a restart: resend every pending safe-state command and forgive heartbeats
+        missed while the service was down. Returns what it did, one line each."""
+        now = self.clock()
+        done = []
+        with self.store.transaction() as db:
+            for session in db.scalars(select(SessionRow).where(
+                    SessionRow.state.in_(LIVE_STATES))).all():
+                if session.state in (GRANTED, ACTIVE):
+                    session.last_heartbeat = max(session.last_heartbeat, now)
+                elif session.state == ENDING:
+                    session.safe_command_id, session.ending_at = None, now
+                    done.append(f"session {session.id}: safe state of {session.kit_id} "
+                                "asked again")
+        return done
+
+    def holders(self) -> dict[str, str]:
+        """kit -> user for sessions that currently carry command rights."""
+        with self.store.transaction() as db:
+            return {s.kit_id: s.user for s in db.scalars(select(SessionRow).where(
+                SessionRow.state.in_((GRANTED, ACTIVE))))}
+
+    def _advance(self, db: DB, session: SessionRow, now: float) -> None:
+        if session.state in (GRANTED, ACTIVE):
+            reason = self._end_reason(db, session, now)
+            if reason is not None:
+                self._begin_end(db, session, reason, now)
+        if session.state == ENDING:
+            self._handover(db, session, now)
+        if session.state == SAFE:
+            session.state, session.released_at = RELEASED, now
+
+    def _end_reason(self, db: DB, session: SessionRow, now: float) -> str | None:
+        if now >= session.ends_at:
+            booked = S.booking_at(session.kit_id, now, self._booked_slots(db, now))
+            return BOOKED_SLOT if booked is not None and session.booking_id is None else TIME_UP
+        if now - session.last_heartbeat > self.policy.heartbeat_timeout_seconds:
+            return NO_HEARTBEAT
+        if not self.gateway.online(session.kit_id):
+            return KIT_OFFLINE
+        return None
+
+    def _begin_end(self, db: DB, session: SessionRow, reason: str, now: float) -> None:
+        session.state, session.end_reason, session.ending_at = ENDING, reason, now
+        self._handover(db, session, now)
+
+    def _handover(self, db: DB, session: SessionRow, now: float) -> None:
+        """Revoke rights, command the safe state, and release the kit only once it confirms."""
+        if session.safe_command_id is None:
+            try:
+                self.rights.revoke(session.user, session.kit_id)
+                session.safe_command_id = self.gateway.send_safe_state(session.kit_id)
+            except Exception as err:  # broker down: keep the kit held, try again next tick
+                self._event(db, "handover-retry", session.kit_id, session.user, str(err))
+                return
+        if self.gateway.confirmed_safe(session.kit_id, session.safe_command_id):
+            session.state, session.safe_at = SAFE, now
+        elif now - session.ending_at > self.policy.safe_confirm_timeout_seconds:
+            kit = db.get(KitRow, session.kit_id)
+            kit.pool_state = NEEDS_ATTENTION
+            kit.reason = (f"did not confirm its safe state within "
+                          f"{self.policy.safe_confirm_timeout_seconds:g} s after session "
+                          f"{session.id} ended ({session.end_reason})")
+            session.state, session.released_at = RELEASED, now
+            self._event(db, "needs-attention", kit.id, session.user, kit.reason)
+
+    def _end_live_session(self, db: DB, kit_id: str, reason: str) -> None:
+        session = db.scalar(select(SessionRow).where(SessionRow.kit_id == kit_id,
+                                                     SessionRow.state.in_((GRANTED, ACTIVE))))
+        if session is not None:
+            self._begin_end(db, session, reason, self.clock())
+
+    def _assign(self, db: DB, now: float) -> None:
+        waiting = _load_waiting(db)
+        if not waiting:
+            return
+        busy = set(db.scalars(select(SessionRow.kit_id).where(
+            SessionRow.state.in_(LIVE_STATES))))
+        free = [S.KitSlot(k.id, k.model, now) for k in db.scalars(select(KitRow).where(
+            KitRow.pool_state == IN_POOL)) if k.id not in busy and self.gateway.online(k.id)]
+        if not free:
+            return
+        for grant in S.assign(waiting, free, self._booked_slots(db, now),
+                              self._last_served(db), now, self.policy.slot_seconds,
+                              self.policy.min_walk_in_seconds):
+            self._grant(db, grant, now)
+
+    def _grant(self, db: DB, grant: S.Grant, now: float) -> None:
+        entry = db.get(QueueEntryRow, grant.entry.id)
+        entry.state = SERVED
+        booking_id = None
+        if grant.booking is not None:
+            booking_id = db.scalar(select(BookingRow.id).where(
+                BookingRow.kit_id == grant.kit_id, ~BookingRow.cancelled,
+                BookingRow.starts_at == grant.booking.starts_at))
+        session = SessionRow(kit_id=grant.kit_id, user=entry.user,
+                             institution=entry.institution, state=GRANTED,
+                             queue_entry_id=entry.id, booking_id=booking_id,
+                             requested_at=entry.enqueued_at, granted_at=now,
+                             ends_at=grant.ends_at, last_heartbeat=now)
+        db.add(session)
+        db.flush()  # the unique index refuses a second live session here, before any right
+        try:
+            self.rights.grant(entry.user, grant.kit_id)
+        except Exception as err:  # broker unreachable: no session without rights
+            db.delete(session)
+            entry.state = WAITING
+            db.flush()
+            self._event(db, "grant-failed", grant.kit_id, entry.user, str(err))
+
+    def _booked_slots(self, db: DB, now: float) -> list[S.BookedSlot]:
+        return [S.BookedSlot(b.kit_id, b.course, b.starts_at, b.ends_at)
+                for b in db.scalars(select(BookingRow).where(~BookingRow.cancelled,
+                                                             BookingRow.ends_at > now))]
+
+    def _last_served(self, db: DB) -> dict[str, float]:
+        return dict(db.execute(select(SessionRow.institution, func.max(SessionRow.granted_at))
+                               .group_by(SessionRow.institution)).all())
+
+    # ------------------------------------------------------------ views and helpers
+
+    def _kit(self, db: DB, kit_id: str) -> KitRow:
+        kit = db.get(KitRow, kit_id)
+        if kit is None:
+            raise NotFound(f"no kit {kit_id}")
+        return kit
+
+    def _own_session(self, db: DB, user: User, session_id: int) -> SessionRow:
+        session = db.get(SessionRow, session_id)
+        if session is None or session.user != user.name:
+            raise NotFound(f"no session {session_id} of yours")
+        return session
+
+    def _live_session_of(self, db: DB, user: str, kit_id: str | None,
+                         model: str | None) -> SessionRow | None:
+        query = select(SessionRow).where(SessionRow.user == user,
+                                         SessionRow.state.in_((GRANTED, ACTIVE)))
+        if kit_id is not None:
+            query = query.where(SessionRow.kit_id == kit_id)
+        else:
+            query = query.join(KitRow, KitRow.id == SessionRow.kit_id).where(
+                KitRow.model == model)
+        return db.scalar(query)
+
+    def _event(self, db: DB, kind: str, kit_id: str | None, user: str | None,
+               detail: str) -> None:
+        db.add(EventRow(ts=self.clock(), kind=kind, kit_id=kit_id, user=user, detail=detail))
+
+    def _entry_view(self, db: DB, entry: QueueEntryRow, now: float,
+                    estimates: dict[int, tuple[int, float]] | None = None) -> dict:
+        view: dict[str, Any] = {"id": entry.id, "user": entry.user, "kit": entry.kit_id,
+                                "model": entry.model, "state": entry.state,
+                                "enqueued_at": entry.enqueued_at}
+        if entry.state == WAITING:
+            if estimates is None:
+                estimates = self._estimates(db, now)
+            position, wait = estimates.get(entry.id, (0, float("inf")))
+            view.update(position=position,
+                        estimated_wait_s=None if wait == float("inf") else round(wait, 1))
+        elif entry.state == SERVED:
+            session = db.scalar(select(SessionRow).where(SessionRow.queue_entry_id == entry.id))
+            view["session"] = self._session_view(session, now) if session else None
+        return view
+
+    def _estimates(self, db: DB, now: float) -> dict[int, tuple[int, float]]:
+        waiting = _load_waiting(db)
+        held = dict(db.execute(select(SessionRow.kit_id, SessionRow.ends_at).where(
+            SessionRow.state.in_(LIVE_STATES))).all())
+        kits = [S.KitSlot(kit_id, model, held.get(kit_id, now)) for kit_id, model in
+                db.execute(select(KitRow.id, KitRow.model).where(KitRow.pool_state == IN_POOL))]
+        return S.estimate(waiting, kits, self._last_served(db), now, self.policy.slot_seconds)
+
+    def _session_view(self, session: SessionRow, now: float) -> dict:
+        return {"id": session.id, "kit": session.kit_id, "user": session.user,
+                "institution": session.institution, "state": session.state,
+                "granted_at": session.granted_at, "ends_at": session.ends_at,
+                "time_left_s": round(max(0.0, session.ends_at - now), 1)
+                if session.state in (GRANTED, ACTIVE) else 0.0,
+                "queue_wait_s": round(session.queue_wait_s, 3),
+                "end_reason": session.end_reason, "released_at": session.released_at}
+
+    def _kit_view(self, db: DB, kit: KitRow) -> dict:
+        holder = db.scalar(select(SessionRow).where(SessionRow.kit_id == kit.id,
+                                                    SessionRow.state.in_(LIVE_STATES)))
+        queued = db.scalar(select(func.count()).select_from(QueueEntryRow).where(
+            QueueEntryRow.state == WAITING,
+            (QueueEntryRow.kit_id == kit.id) | (QueueEntryRow.model == kit.model)))
+        return {"id": kit.id, "model": kit.model, "name": kit.name, "pool": kit.pool_state,
+                "reason": kit.reason, "online": self.gateway.online(kit.id),
+                "holder_institution": holder.institution if holder else None,
+                "session_state": holder.state if holder else None, "queue_length": queued}
+
+
+def _load_waiting(db: DB) -> list[S.Waiting]:
+    """Waiting entries as plain tuples: far cheaper than ORM objects on every request."""
+    q = QueueEntryRow
+    rows = db.execute(select(q.id, q.user, q.institution, q.kit_id, q.model, q.priority,
+                             q.enqueued_at, q.courses).where(q.state == WAITING))
+    return [S.Waiting(*row[:7], frozenset(row[7] or ())) for row in rows]
+
+
+def _booking_view(b: BookingRow) -> dict:
+    return {"id": b.id, "kit": b.kit_id, "course": b.course, "group": b.group,
+            "booked_by": b.booked_by, "institution": b.institution, "starts_at": b.starts_at,
+            "ends_at": b.ends_at, "cancelled": b.cancelled}
+
+
+def _require_admin(user: User) -> None:
+    if not user.lab_admin:
+        raise Forbidden("this needs a lab admin")
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+

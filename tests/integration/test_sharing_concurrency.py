@@ -1,0 +1,254 @@
+"""Randomised concurrency: 210 students of 3 universities share 5 real twins for 2 simulated hours.
+
+The lab service runs in-process on an accelerated clock; rights go through the real broker's
+dynamic-security plugin, commands travel over MQTT to real twins, and an observer records every
+acknowledgement the kits send (i.e. every command they received). Mid-run the broker is killed
+with SIGKILL and restarted. The invariants of kit sharing are then checked from what the kits
+saw and what the database recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import select
+
+from hardware_kits import protocol as P
+from hardware_kits.kit_runner import KitRunner
+from hardware_kits.mqtt import connect_client
+from hardware_kits.sharing.gateway import SERVICE_ACCOUNT, MqttKitGateway
+from hardware_kits.sharing.policy import HOUR, SharingPolicy
+from hardware_kits.sharing.rights import BrokerRights
+from hardware_kits.sharing.service import LabError, LabService, User
+from hardware_kits.sharing.store import RELEASED, SessionRow, Store
+from hardware_kits.twins.base import twin_class
+from labs.client import CommandError, connect
+from tests.kit_examples import example_value, prerequisites
+
+pytestmark = pytest.mark.broker
+
+SPEED = 60.0  # simulated seconds per wall second: 2 simulated hours in two wall minutes
+SIM_SECONDS = 2 * HOUR
+KITS = {"cc-light-1": "street-lighting", "cc-light-2": "street-lighting",
+        "cc-crossing": "intersection", "cc-env": "environment-station",
+        "cc-parking": "smart-parking"}
+INSTITUTIONS = ("univ-a", "univ-b", "univ-c")
+STUDENTS_PER_INSTITUTION = 70
+
+
+class SimClock:
+    def __init__(self) -> None:
+        self.wall0 = time.time()
+        self.sim0 = 1_767_254_400.0
+
+    def __call__(self) -> float:
+        return self.sim0 + (time.time() - self.wall0) * SPEED
+
+    def sim_of_wall(self, wall: float) -> float:
+        return self.sim0 + (wall - self.wall0) * SPEED
+
+
+@dataclass
+class Student:
+    user: User
+    rng: random.Random
+    next_action: float = 0.0
+    session: dict | None = None
+    vanished: bool = False
+    control: object | None = None  # labs.client.Lab on the control account while holding
+    commands: int = 0
+    former: list[tuple[str, object]] = field(default_factory=list)
+
+
+def command_one(student: Student, kit_id: str) -> None:
+    """Send one valid command as the holder; ids carry the sender for the audit."""
+    kit = student.control.kit(kit_id, timeout=5)
+    actuator = next(a for a in kit.descriptor["actuators"]
+                    if not prerequisites(kit.descriptor, a))
+    spec = kit.descriptor["actuators"][actuator]
+    student.commands += 1
+    command_id = f"{student.user.name}.{student.commands}.{uuid.uuid4().hex[:6]}"
+    # Refused when the session ended under us: the audit checks what the kit side saw.
+    with contextlib.suppress(CommandError):
+        kit.send_raw(actuator, P.encode_value(spec, example_value(spec)),
+                     command_id=command_id, timeout=2)
+
+
+def test_two_hundred_students_share_five_kits(broker, models, state_root):
+    creds = broker.provision_kits(list(KITS))
+    runners = [KitRunner(k, twin_class(m)(models[m], seed=i), broker.address(creds[k].username),
+                         rate_hz=2).start() for i, (k, m) in enumerate(KITS.items())]
+    broker.provision_supervisor(SERVICE_ACCOUNT)
+    clock = SimClock()
+    policy = SharingPolicy(slot_seconds=5 * 60, heartbeat_timeout_seconds=60,
+                           safe_confirm_timeout_seconds=120, min_walk_in_seconds=300)
+    store = Store(f"sqlite:///{state_root / 'concurrency.db'}")
+    rights = BrokerRights(broker.admin, broker.credentials)
+    gateway = MqttKitGateway(broker.address(SERVICE_ACCOUNT))
+    service = LabService(store, policy, rights, gateway, clock=clock)
+    admin = User("lab-admin", "centre", lab_admin=True)
+    for kit_id, model in KITS.items():
+        service.register_kit(admin, kit_id, model)
+
+    # The audit: every acknowledgement the kits send, with the wall time it was seen.
+    seen_acks: list[tuple[float, str, dict]] = []
+    auditor_creds = broker.provision_user("cc-auditor")
+    auditor = connect_client(broker.host, broker.port, auditor_creds, "cc-auditor",
+                             on_message=lambda c, u, m: seen_acks.append(
+                                 (time.time(), P.split_topic(m.topic)[0],
+                                  P.decode_ack(m.payload))),
+                             subscribe=[(P.all_kits("$ack/#"), 1)])
+    observer = connect(broker.address(auditor_creds.username).url(), client_id="cc-observer")
+    observer.wait_for_kits(list(KITS), timeout=15)
+
+    # Equal demand: student i of every institution behaves exactly alike (same random stream,
+    # same start), so any difference in waits is the scheduler's doing, not the dice's.
+    students = [Student(User(f"{inst}-s{i}", inst), random.Random(20261124 + i))
+                for i in range(STUDENTS_PER_INSTITUTION) for inst in INSTITUTIONS]
+    by_name = {s.user.name: s for s in students}
+    for s in students:
+        s.next_action = clock() + s.rng.uniform(0, 10 * 60)
+    order = random.Random(7)
+    pool = ThreadPoolExecutor(max_workers=8)
+    former_attempts = 0
+    broker_killed = False
+    try:
+        while clock() < clock.sim0 + SIM_SECONDS:
+            now = clock()
+            service.tick()
+            if not broker_killed and now > clock.sim0 + SIM_SECONDS / 2:
+                broker.kill()  # SIGKILL mid-run; the same state folder comes back
+                broker.start()
+                broker_killed = True
+            # Clients poll for their grant (the session helper does, about once a second).
+            live = {x["user"]: x for x in service.sessions(admin, live_only=True)
+                    if x["state"] in ("granted", "active")}
+            for name, session in live.items():
+                student = by_name.get(name)
+                if student is not None and student.session is None and not student.vanished:
+                    take_session(student, session, service, broker, rights)
+            order.shuffle(students)  # simultaneous arrivals come in no fixed order
+            for s in students:
+                if s.session is not None and s.session["user"] not in live:
+                    former_attempts += lose_session(s, pool)
+                elif now >= s.next_action:
+                    act(s, service, now)
+            time.sleep(0.01)
+    finally:
+        pool.shutdown(wait=True)
+        for s in students:
+            if s.control is not None:
+                s.control.close()
+        observer.close()
+        auditor.disconnect()
+        auditor.loop_stop()
+        gateway.close()
+        rights.close()
+        for runner in runners:
+            runner.stop()
+
+    with store.transaction() as db:
+        sessions = db.scalars(select(SessionRow).order_by(SessionRow.id)).all()
+    audit(sessions, seen_acks, clock, students)
+    assert former_attempts > 0, "no former holder tried to command: the test proved nothing"
+    assert len(sessions) > 40
+    store.close()
+
+
+def take_session(s: Student, session: dict, service: LabService, broker,
+                 rights: BrokerRights) -> None:
+    s.session = session
+    s.control = connect(broker.address(rights.control_account(s.user.name).username).url(),
+                        client_id=f"ctl-{s.user.name}-{uuid.uuid4().hex[:4]}")
+    service.heartbeat(s.user, session["id"])
+    command_one(s, session["kit"])
+    s.next_action = service.clock() + s.rng.uniform(15, 30)
+
+
+def lose_session(s: Student, pool: ThreadPoolExecutor) -> int:
+    """The session ended under us: the former holder tries once more; the broker refuses.
+
+    On a pool: the refusal comes only after paho reconnects the kicked connection (~1 s)."""
+    control, kit_id = s.control, s.session["kit"]
+    s.control, s.session = None, None
+
+    def try_once() -> None:
+        s.control = control
+        command_one(s, kit_id)
+        control.close()
+    pool.submit(try_once)
+    return 1
+
+
+def act(s: Student, service: LabService, now: float) -> None:
+    """One random step of a student."""
+    if s.vanished:
+        return
+    try:
+        if s.session is not None:  # holding: heartbeat and work, release, or vanish
+            s.next_action = now + s.rng.uniform(15, 30)
+            roll = s.rng.random()
+            if roll < 0.03:
+                s.vanished = True  # closes the laptop: no heartbeat, no release
+            elif roll < 0.15:
+                service.release(s.user, s.session["id"])
+            else:
+                service.heartbeat(s.user, s.session["id"])
+                command_one(s, s.session["kit"])
+            return
+        s.next_action = now + s.rng.uniform(60, 300)
+        waiting = service.my_queue(s.user)
+        if waiting:
+            if s.rng.random() < 0.05:
+                service.leave(s.user, waiting[0]["id"])
+        elif s.rng.random() < 0.5:
+            if s.rng.random() < 0.5:
+                service.request(s.user, kit_id=s.rng.choice(list(KITS)))
+            else:
+                service.request(s.user, model=s.rng.choice(sorted(set(KITS.values()))))
+    except LabError:
+        pass  # e.g. the session ended between the poll and the heartbeat
+
+
+def audit(sessions, seen_acks, clock: SimClock, students) -> None:
+    by_kit: dict[str, list[SessionRow]] = defaultdict(list)
+    for session in sessions:
+        by_kit[session.kit_id].append(session)
+    # 1. Never two controllers of one kit, and 3. every handover through a confirmed safe state.
+    for kit_id, runs in by_kit.items():
+        for before, after in itertools.pairwise(runs):
+            assert before.state == RELEASED, f"{kit_id}: session {before.id} still live"
+            assert before.safe_at is not None, \
+                f"{kit_id}: session {after.id} granted after {before.id} without a safe state"
+            assert before.safe_at <= after.granted_at
+    # 2. Every command a kit received came from that kit's controller of that moment.
+    tolerance = 0.5 * SPEED  # a command in flight while its revocation is being applied
+    applied = 0
+    for wall, kit_id, ack in seen_acks:
+        sender = str(ack["id"]).split(".")[0]
+        if ack["target"] == P.SAFE_STATE_PROPERTY or "-s" not in sender:
+            continue  # the service's own handover
+        t = clock.sim_of_wall(wall)
+        holder = [s for s in by_kit[kit_id] if s.user == sender
+                  and s.granted_at - tolerance <= t <= (s.ending_at or float("inf")) + tolerance]
+        assert holder, f"{kit_id} received a command from {sender}, who did not hold it"
+        applied += ack["status"] == P.APPLIED
+    assert applied > 50, "too few commands reached the kits for the audit to mean anything"
+    # 4. With equal demand, no institution's mean wait exceeds another's by more than 25 %.
+    waits: dict[str, list[float]] = defaultdict(list)
+    for session in sessions:
+        waits[session.institution].append(session.granted_at - session.requested_at)
+    means = {inst: sum(w) / len(w) for inst, w in waits.items()}
+    summary = {inst: f"{len(w)} sessions, mean wait {means[inst]:.0f} s" for inst, w in
+               waits.items()}
+    print(f"fairness: {summary}")
+    assert set(means) == set(INSTITUTIONS)
+    assert max(means.values()) <= 1.25 * min(means.values()), summary
