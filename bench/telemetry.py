@@ -87,6 +87,7 @@ class PhaseResult:
     sent: int  # messages sent in the window (all kits)
     errors: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # group -> % of one core in the window
+    round_p99: list[float] = field(default_factory=list)  # p99 of each window pooled here
 
     @property
     def lost(self) -> int:
@@ -123,7 +124,8 @@ class PhaseResult:
                    np.concatenate([p.latencies_ms for p in parts]),
                    sum(p.expected for p in parts), sum(p.received for p in parts),
                    sum(p.gaps for p in parts), sum(p.duplicates for p in parts),
-                   sum(p.sent for p in parts), [e for p in parts for e in p.errors], cpu)
+                   sum(p.sent for p in parts), [e for p in parts for e in p.errors], cpu,
+                   [p.pct(99) for p in parts])
 
     def cpu_text(self) -> str:
         return ", ".join(f"{name} {pct:.0f}%" for name, pct in self.cpu.items())
@@ -171,6 +173,13 @@ def account(label: str, subscribers: int, rate_hz: float, window: tuple[float, f
     return PhaseResult(label, subscribers, rate_hz, len(sent_ts), t1 - t0,
                        np.array(latencies) * 1000.0, sent * subscribers, received, gaps,
                        duplicates, sent, errors)
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, every process), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -249,6 +258,8 @@ def subscriber_worker(conn: Connection, index: int, count: int, host: str, port:
     loop="select": one selector loop drives every client of this process (paho's external-loop
     API); loop="threads": `connect_client`, i.e. one paho network thread per client."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.environ.get("BENCH_NOGC"):
+        import gc; gc.disable()
     credentials = Credentials(**creds)
     records: list[tuple[float, int, str, bytes]] = []
     append, now = records.append, time.time
@@ -434,9 +445,13 @@ class Bench:
         deadline = t1 + self.args.drain
         time.sleep(max(0.0, t0 - time.time()))
         before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        busy = machine_busy_seconds()
         time.sleep(max(0.0, t1 - time.time()))
         cpu = {name: 100.0 * (cpu_seconds(pids) - before[name]) / duration
                for name, pids in groups.items()}
+        # Whatever else ran on the machine meanwhile (other users' jobs, the harness itself).
+        cpu["others"] = max(0.0, 100.0 * (machine_busy_seconds() - busy) / duration
+                            - sum(cpu.values()))
         time.sleep(max(0.0, deadline - time.time()))
         return (t0, t1, deadline), cpu
 
@@ -721,9 +736,11 @@ def fmt_rate(sweep: Sweep | None, kits: int) -> str:
     return f"{'≥ ' if sweep.capped else ''}{sweep.best:g} Hz/kit ({sweep.best * kits:g} msg/s)"
 
 
+CPU_GROUPS = ("broker", "publishers", "subscribers", "others")
+
+
 def cpu_cell(result: PhaseResult) -> str:
-    return " / ".join(f"{result.cpu.get(k, float('nan')):.0f}"
-                      for k in ("broker", "publishers", "subscribers"))
+    return " / ".join(f"{result.cpu.get(k, float('nan')):.0f}" for k in CPU_GROUPS)
 
 
 HEADER = ["", "twins (KitRunner -> paho)", "raw (mosquitto_pub -> mosquitto_sub)", "twin/raw"]
@@ -749,7 +766,7 @@ def report(twin: PhaseResult, raw: PhaseResult, twin_rate: Sweep | None, raw_rat
         ["lost / sequence gaps", f"{twin.lost} / {twin.gaps}", f"{raw.lost} / {raw.gaps}", ""],
         ["publish rate achieved", f"{twin.achieved_hz:.1f} msg/s", f"{raw.achieved_hz:.1f} msg/s",
          ""],
-        ["CPU, % of a core: broker / pub / sub", cpu_cell(twin), cpu_cell(raw), ""],
+        ["CPU, % of a core: broker / pub / sub / others", cpu_cell(twin), cpu_cell(raw), ""],
         [f"max zero-loss rate ({subs} subscribers)", fmt_rate(twin_rate, kits),
          fmt_rate(raw_rate, kits),
          "" if rates is None else f"{ratio(*rates):.2f}"
@@ -767,13 +784,14 @@ def report(twin: PhaseResult, raw: PhaseResult, twin_rate: Sweep | None, raw_rat
     return rows, checks
 
 
-SPLIT_HEADER = ["publishers -> subscribers", "p50", "p99", "max", "lost",
-                "CPU, % of a core: broker / pub / sub"]
+SPLIT_HEADER = ["publishers -> subscribers", "p50", "p99", "p99 of each window", "max", "lost",
+                "CPU, % of a core: broker / pub / sub / others"]
 
 
 def split_rows(results: list[PhaseResult]) -> list[list[str]]:
-    return [[r.label, f"{r.pct(50):.2f} ms", f"{r.pct(99):.2f} ms", f"{r.max_ms:.2f} ms",
-             str(r.lost), cpu_cell(r)] for r in results]
+    return [[r.label, f"{r.pct(50):.2f} ms", f"{r.pct(99):.2f} ms",
+             " / ".join(f"{x:.0f}" for x in r.round_p99), f"{r.max_ms:.2f} ms", str(r.lost),
+             cpu_cell(r)] for r in results]
 
 
 def sweep_rows(sweeps: dict[Combo, Sweep], steps: list[float], kits: int
@@ -956,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
 
     twin, raw = results[TWINS], results[RAW]
     rows, checks = report(twin, raw, sweeps.get(TWINS), sweeps.get(RAW))
-    split = split_rows([results[c] for c in combos]) if len(combos) > 2 else []
+    split = split_rows([results[c] for c in combos])
     sweep_header, sweep_table = sweep_rows(sweeps, args.rate_steps, len(kits)) \
         if sweeps else ([], [])
     verdicts = [f"{verdict(ok)}  {name}" for name, ok in checks]
@@ -1002,7 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if split:
             body += ["The same nominal load, each kind of publisher against each kind of "
-                     "subscriber (where the difference comes from):", "",
+                     "subscriber (where a difference comes from); 'others' is the CPU the rest "
+                     "of the machine used meanwhile:", "",
                      markdown_table(split, SPLIT_HEADER), ""]
         if sweep_table:
             body += ["Rate steps:", "", markdown_table(sweep_table, sweep_header), ""]

@@ -41,7 +41,6 @@ from hardware_kits.mqtt import ConnectError, Credentials
 from hardware_kits.sharing import records
 from hardware_kits.sharing.rights import validate_user
 from hardware_kits.sharing.service import LabError, LabService, NotFound, User
-from hardware_kits.sharing.store import QueueEntryRow
 
 log = logging.getLogger(__name__)
 
@@ -380,14 +379,7 @@ def my_queue(c: Call) -> list[dict]:
 
 
 def queue_entry(c: Call) -> dict:
-    # LabService has no single-entry read (only my_queue, which lists waiting entries); the
-    # entry's view and wait estimate are its own, so they are borrowed rather than redone here.
-    entry_id, service = c.args["entry_id"], c.service
-    with service.store.transaction() as db:
-        entry = db.get(QueueEntryRow, entry_id)
-        if entry is None or (entry.user != c.user.name and not c.user.lab_admin):
-            raise NotFound(f"no queue entry {entry_id} of yours")
-        return service._entry_view(db, entry, service.clock())
+    return c.service.queue_entry(c.user, c.args["entry_id"])
 
 
 def leave_queue(c: Call) -> dict:

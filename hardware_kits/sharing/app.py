@@ -36,6 +36,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from traitlets import Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
+from traitlets.config.loader import PyFileConfigLoader
 
 from hardware_kits import protocol as P
 from hardware_kits.broker import OBSERVER_ROLE, Broker, BrokerError
@@ -125,10 +126,15 @@ class LabServiceApp(Application):
         path = Path(self.config_file).expanduser()
         if path.is_file():
             try:
-                self.load_config_file(path.name, path=str(path.parent.resolve()))
+                # Not load_config_file: it answers a bad value by exiting the process.
+                loader = PyFileConfigLoader(path.name, path=str(path.parent.resolve()),
+                                            log=self.log)
+                config = loader.load_config()
+                config.merge(self.cli_config)  # the command line wins over the file
+                self.update_config(config)
             except Exception as err:
                 raise CannotStart(f"{path}: {type(err).__name__}: "
-                                            f"{' '.join(str(err).split())}") from None
+                                  f"{' '.join(str(err).split())}") from None
         elif self.config_file != DEFAULT_CONFIG:
             raise CannotStart(f"{path}: no such config file")
         try:

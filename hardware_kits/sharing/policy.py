@@ -19,6 +19,10 @@ class SharingPolicy(Configurable):
     heartbeat_timeout_seconds = Float(
         60.0, help="A session ends when its client sends no heartbeat for this long.",
     ).tag(config=True)
+    offline_grace_seconds = Float(
+        10.0, help="A session ends when its kit has been offline this long (a kit that "
+                   "reconnects for a moment keeps its session).",
+    ).tag(config=True)
     safe_confirm_timeout_seconds = Float(
         10.0, help="After a session ends the kit must confirm its safe state within this time, "
                    "or it is marked needs-attention and leaves the pool (fail closed).",

@@ -113,6 +113,7 @@ class LabService:
         self.rights = rights
         self.gateway = gateway
         self.clock = clock
+        self._offline_since: dict[str, float] = {}  # kit -> when a session first saw it offline
 
     # ------------------------------------------------------------ kits (lab admins)
 
@@ -134,6 +135,9 @@ class LabService:
             kit = self._kit(db, kit_id)
             self._end_live_session(db, kit_id, RETIRING)
             kit.pool_state, kit.reason = RETIRED, f"retired by {admin.name}"
+            for entry in db.scalars(select(QueueEntryRow).where(
+                    QueueEntryRow.kit_id == kit_id, QueueEntryRow.state == WAITING)):
+                entry.state, entry.left_at = LEFT, self.clock()
             return self._kit_view(db, kit)
 
     def set_maintenance(self, admin: User, kit_id: str, on: bool, reason: str = "") -> dict:
@@ -198,6 +202,14 @@ class LabService:
             if entry.state != WAITING:
                 raise Conflict(f"queue entry {entry_id} is no longer waiting ({entry.state})")
             entry.state, entry.left_at = LEFT, now
+            return self._entry_view(db, entry, now)
+
+    def queue_entry(self, user: User, entry_id: int) -> dict:
+        now = self.clock()
+        with self.store.transaction() as db:
+            entry = db.get(QueueEntryRow, entry_id)
+            if entry is None or (entry.user != user.name and not user.lab_admin):
+                raise NotFound(f"no queue entry {entry_id} of yours")
             return self._entry_view(db, entry, now)
 
     def my_queue(self, user: User) -> list[dict]:
@@ -334,19 +346,22 @@ class LabService:
 
     def tick(self) -> None:
         """End sessions whose time is up, carry ending sessions to a safe handover, grant kits."""
+        acks = self.gateway.drain_acks()
+        if acks:  # their own transaction: a failure below must not lose the records
+            with self.store.transaction() as db:
+                self._record_commands(db, acks)
         now = self.clock()
         with self.store.transaction() as db:
-            self._record_commands(db)
             for session in db.scalars(select(SessionRow).where(
                     SessionRow.state.in_(LIVE_STATES))).all():
                 self._advance(db, session, now)
             self._assign(db, now)
 
-    def _record_commands(self, db: DB) -> None:
+    def _record_commands(self, db: DB, acks: list[dict[str, Any]]) -> None:
         """Every acknowledged command, attributed to the kit's latest session: only its holder
         (and the service's safe-state handover) can command a kit, the broker sees to that."""
         latest: dict[str, int | None] = {}
-        for ack in self.gateway.drain_acks():
+        for ack in acks:
             kit_id = ack["kit"]
             if kit_id not in latest:
                 latest[kit_id] = db.scalar(select(func.max(SessionRow.id)).where(
@@ -395,8 +410,12 @@ class LabService:
             return BOOKED_SLOT if booked is not None and session.booking_id is None else TIME_UP
         if now - session.last_heartbeat > self.policy.heartbeat_timeout_seconds:
             return NO_HEARTBEAT
-        if not self.gateway.online(session.kit_id):
-            return KIT_OFFLINE
+        if self.gateway.online(session.kit_id):
+            self._offline_since.pop(session.kit_id, None)
+        else:  # a kit reconnecting for a moment keeps its session
+            since = self._offline_since.setdefault(session.kit_id, now)
+            if now - since >= self.policy.offline_grace_seconds:
+                return KIT_OFFLINE
         return None
 
     def _begin_end(self, db: DB, session: SessionRow, reason: str, now: float) -> None:

@@ -21,6 +21,7 @@ class TwinModel:
     """Base class: keeps simulated time, the random stream and the actuator state."""
 
     model = ""  # kit model name, as in the descriptor
+    step_seconds = 1.0  # the physics' fixed internal step
 
     def __init__(self, descriptor: dict[str, Any], seed: int = 0, start: float = 0.0) -> None:
         self.descriptor = descriptor
@@ -28,6 +29,9 @@ class TwinModel:
         self.rng = random.Random(seed)
         self.t = float(start)  # simulated epoch seconds
         self.actuators: dict[str, Any] = P.safe_state(descriptor)
+        self._t0 = self.t
+        self._elapsed = 0.0
+        self._steps = 0
 
     def apply(self, target: str, value: Any) -> None:
         """Take a command that already passed the kit's checks (KitCore)."""
@@ -37,8 +41,19 @@ class TwinModel:
             self.actuators[target] = value
 
     def advance(self, dt: float) -> None:
-        """Advance simulated time by `dt` seconds. Subclasses step their physics, then call this."""
+        """Advance simulated time by `dt` seconds, in whole fixed physics steps.
+
+        Only whole steps run (the remainder waits for the next call), so the same simulated time
+        gives the same state however it is cut into calls: 6000 x 0.01 s equals 1 x 60 s."""
+        self._elapsed += dt
+        due = int(self._elapsed / self.step_seconds + 1e-6)
+        while self._steps < due:
+            self._steps += 1
+            self._step(self._t0 + self._steps * self.step_seconds)
         self.t += dt
+
+    def _step(self, now: float) -> None:
+        """One fixed step of the physics, ending at simulated time `now`."""
 
     def sample(self) -> dict[str, Any]:
         """Current sensor values, each valid for its descriptor spec."""

@@ -93,6 +93,7 @@ def _db_sum(*levels: float) -> float:
 
 class EnvironmentModel(TwinModel):
     model = "environment-station"
+    step_seconds = STEP_S
 
     def __init__(self, descriptor: dict[str, Any], seed: int = 0, start: float = 0.0) -> None:
         super().__init__(descriptor, seed, start)
@@ -113,9 +114,6 @@ class EnvironmentModel(TwinModel):
         self._episode_decay = math.exp(-STEP_S / EPISODE_TAU_S)
         self._leak_mix = 1.0 - math.exp(-LEAK_ACH * STEP_S / HOUR_S)
         self._fan_mix = 1.0 - math.exp(-FAN_ACH * STEP_S / HOUR_S)
-        self._t0 = self.t
-        self._elapsed = 0.0
-        self._steps = 0
         self.episode_ugm3 = 0.0
         self.loud_event_db = 0.0
         self._weather(self.t)
@@ -130,15 +128,6 @@ class EnvironmentModel(TwinModel):
         return float(self.actuators["sampling-interval"])
 
     # ------------------------------------------------------------ stepping
-
-    def advance(self, dt: float) -> None:
-        # Whole fixed steps only, so results are the same for any dt (the remainder waits).
-        self._elapsed += dt
-        due = int(self._elapsed / STEP_S + 1e-6)
-        while self._steps < due:
-            self._steps += 1
-            self._step(self._t0 + self._steps * STEP_S)
-        super().advance(dt)
 
     def _step(self, now: float) -> None:
         for process in (self._temp_drift, self._dew_drift, self._pressure_drift, self._pm_drift,

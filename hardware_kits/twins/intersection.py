@@ -56,6 +56,7 @@ FLASHING = "flashing-amber"
 
 class IntersectionModel(TwinModel):
     model = "intersection"
+    step_seconds = STEP_S
 
     def __init__(self, descriptor: dict[str, Any], seed: int = 0, start: float = 0.0) -> None:
         super().__init__(descriptor, seed, start)
@@ -68,9 +69,6 @@ class IntersectionModel(TwinModel):
         self.all_red_s = float(p.get("all_red_seconds", 2.0))
         self.conflicts = _conflict_pairs(descriptor)
         self._max = {name: spec.get("max") for name, spec in descriptor["sensors"].items()}
-        self._t0 = self.t
-        self._elapsed = 0.0
-        self._steps = 0
         # traffic state
         self.queues = dict.fromkeys(APPROACHES, 0)
         self._credit = dict.fromkeys(APPROACHES, 1.0)  # discharge progress, in vehicles
@@ -102,15 +100,6 @@ class IntersectionModel(TwinModel):
             self._flash()  # the safe state must show at once, not on the next step
 
     # ------------------------------------------------------------ stepping
-
-    def advance(self, dt: float) -> None:
-        # Whole fixed steps only, so results are the same for any dt (the remainder waits).
-        self._elapsed += dt
-        due = int(self._elapsed / STEP_S + 1e-6)
-        while self._steps < due:
-            self._steps += 1
-            self._step(self._t0 + self._steps * STEP_S)
-        super().advance(dt)
 
     def _step(self, now: float) -> None:
         demand = 1.0 + TIME_OF_DAY_SWING * (traffic_factor(hour_of_day(now)) - 1.0)

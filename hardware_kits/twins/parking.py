@@ -39,6 +39,7 @@ def demand_factor(hour: float) -> float:
 
 class ParkingModel(TwinModel):
     model = "smart-parking"
+    step_seconds = STEP_S
 
     def __init__(self, descriptor: dict[str, Any], seed: int = 0, start: float = 0.0) -> None:
         super().__init__(descriptor, seed, start)
@@ -48,9 +49,6 @@ class ParkingModel(TwinModel):
         self.arrivals_per_hour = float(p.get("arrivals_per_hour", 30.0))
         self.mean_stay_s = float(p.get("mean_stay_minutes", 45.0)) * 60.0
         self._max_waiting = int(descriptor["sensors"]["waiting"].get("max", MAX_QUEUE))
-        self._t0 = self.t
-        self._elapsed = 0.0
-        self._steps = 0
         self.bays = [False] * size
         self._leave_at = [math.inf] * size
         self.waiting = 0
@@ -62,15 +60,6 @@ class ParkingModel(TwinModel):
         return sum(self.bays)
 
     # ------------------------------------------------------------ stepping
-
-    def advance(self, dt: float) -> None:
-        # Whole fixed steps only, so results are the same for any dt (the remainder waits).
-        self._elapsed += dt
-        due = int(self._elapsed / STEP_S + 1e-6)
-        while self._steps < due:
-            self._steps += 1
-            self._step(self._t0 + self._steps * STEP_S)
-        super().advance(dt)
 
     def _step(self, now: float) -> None:
         self._departures(now)

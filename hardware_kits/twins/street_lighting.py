@@ -54,6 +54,7 @@ def activity(hour: float) -> float:
 
 class StreetLightingModel(TwinModel):
     model = "street-lighting"
+    step_seconds = STEP_S
 
     def __init__(self, descriptor: dict[str, Any], seed: int = 0, start: float = 0.0) -> None:
         super().__init__(descriptor, seed, start)
@@ -65,9 +66,6 @@ class StreetLightingModel(TwinModel):
         self.motion_peak_per_hour = float(p.get("motion_events_per_hour", MOTION_PEAK_PER_HOUR))
         self._max = {name: spec.get("max") for name, spec in descriptor["sensors"].items()}
         self._cloud = OrnsteinUhlenbeck(self.rng, CLOUD_TAU_S, CLOUD_SIGMA, STEP_S)
-        self._t0 = self.t
-        self._elapsed = 0.0
-        self._steps = 0
         self.since_motion_s = math.inf
         self.motion_events = 0
         self.ambient_lx = self._ambient(self.t)
@@ -77,15 +75,6 @@ class StreetLightingModel(TwinModel):
         self.energy_wh = 0.0
 
     # ------------------------------------------------------------ stepping
-
-    def advance(self, dt: float) -> None:
-        # Whole fixed steps only, so results are the same for any dt (the remainder waits).
-        self._elapsed += dt
-        due = int(self._elapsed / STEP_S + 1e-6)
-        while self._steps < due:
-            self._steps += 1
-            self._step(self._t0 + self._steps * STEP_S)
-        super().advance(dt)
 
     def _step(self, now: float) -> None:
         self._cloud.step()

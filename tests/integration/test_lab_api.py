@@ -273,8 +273,8 @@ def test_queue_grant_wait_command_release_handover(stack):
     assert ended["end_reason"] == "released"
     # The kit acknowledged its safe state (what released the session), then announced it.
     wait_until(lambda: alice_kit.actuators["mode"] == "auto", timeout=5)
-    lamp = stack.ok("GET", f"/api/kits/{LAMP1}")
-    assert lamp["pool"] == "in-pool" and lamp["counters"]["safe"] in (True, None)
+    wait_until(lambda: stack.ok("GET", f"/api/kits/{LAMP1}")["counters"]["safe"], timeout=5)
+    assert stack.ok("GET", f"/api/kits/{LAMP1}")["pool"] == "in-pool"
 
     def granted() -> dict | None:
         """bob's entry served"""

@@ -315,3 +315,25 @@ def test_recover_forgives_heartbeats_missed_while_down(lab):
     service.tick()
     assert rights.held == {"k1": "alice"}
     assert service.holders() == {"k1": "alice"}
+
+
+def test_a_kit_reconnecting_for_a_moment_keeps_its_session(lab):
+    service, clock, rights, kits = lab
+    session = service.request(ALICE, kit_id="k1")["session"]
+    kits.offline.add("k1")
+    advance(service, clock, 5, step=1)  # under the 10 s grace
+    kits.offline.clear()
+    advance(service, clock, 20, step=1)
+    assert service.heartbeat(ALICE, session["id"])["state"] == ACTIVE
+    assert rights.held == {"k1": "alice"}
+
+
+def test_retiring_a_kit_closes_its_queue(lab):
+    service, _clock, rights, _ = lab
+    service.request(ALICE, kit_id="k1")
+    entry = service.request(BOB, kit_id="k1")
+    service.retire_kit(ADMIN, "k1")
+    assert service.queue_entry(BOB, entry["id"])["state"] == "left"
+    assert "k1" not in rights.held
+    with pytest.raises(NotFound):
+        service.queue_entry(CAROL, entry["id"])
