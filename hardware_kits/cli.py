@@ -113,6 +113,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     firmware.add_argument("--wifi-password")
     add_broker_options(firmware)
     firmware.set_defaults(run=cmd_firmware)
+    from hardware_kits.sharing.app import add_kit_admin  # the admin actions go through the API
+    add_kit_admin(sub)
 
 
 # ---------------------------------------------------------------- broker

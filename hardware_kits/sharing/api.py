@@ -16,6 +16,7 @@ for identities that ask another server, like JupyterHub's OAuth). `TokenIdentity
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import inspect
 import json
@@ -36,9 +37,10 @@ from pydantic import (
 )
 from tornado.web import Application, HTTPError, RequestHandler
 
+from hardware_kits.descriptor import load_models
 from hardware_kits.dynsec import DynSecError
 from hardware_kits.mqtt import ConnectError, Credentials
-from hardware_kits.sharing import records
+from hardware_kits.sharing import history, records
 from hardware_kits.sharing.rights import validate_user
 from hardware_kits.sharing.service import LabError, LabService, NotFound, User
 
@@ -440,6 +442,49 @@ def usage(c: Call) -> dict:
     return records.usage(c.service.store, c.service.clock())
 
 
+def _history_rows(c: Call) -> tuple[list[dict], list[str]]:
+    """The kit's recorded samples in [from, to) (default: the last hour)."""
+    kit_id = c.args["kit_id"]
+    view = next((k for k in c.service.kits() if k["id"] == kit_id), None)
+    if view is None:
+        raise NotFound(f"no kit {kit_id}")
+    descriptor = _descriptors().get(view["model"])
+    end = _query_time(c.query, "to", c.service.clock())
+    start = _query_time(c.query, "from", end - 3600.0)
+    wanted = [s for s in c.query.get("sensors", "").split(",") if s] or None
+    try:
+        rows = history.history(c.service.store, kit_id, start, end, wanted,
+                               descriptor=descriptor)
+    except ValueError as err:
+        raise ApiError(400, one_line(str(err))) from None
+    sensors = wanted or list((descriptor or {}).get("sensors", {}))
+    return rows, sensors
+
+
+def history_json(c: Call) -> list[dict]:
+    return _history_rows(c)[0]
+
+
+def history_csv(c: Call) -> str:
+    return history.history_csv(*_history_rows(c))
+
+
+def _query_time(query: dict[str, Any], name: str, default: float) -> float:
+    if name not in query:
+        return default
+    text = query[name]
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else float(_epoch(text))
+    except (ValueError, TypeError):
+        raise ApiError(400, f"query parameter {name} must be an ISO 8601 time or epoch "
+                            "seconds") from None
+
+
+@functools.cache
+def _descriptors() -> dict[str, dict]:
+    return load_models()
+
+
 def openapi_document(c: Call) -> dict:
     return c.ctx.openapi
 
@@ -471,6 +516,11 @@ class Route:
 
 LIVE = Query("live", "only sessions that are not yet released (1/true or 0/false)")
 CSV = {"type": "string", "description": "CSV with a header row"}
+HISTORY_QUERY = (
+    Query("from", "start, ISO 8601 or epoch seconds (default: an hour before `to`)", str),
+    Query("to", "end, exclusive (default: now)", str),
+    Query("sensors", "comma-separated sensor names (default: all)", str),
+)
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/kits", list_kits, "Kits in the pool (not retired)", response=[KitView]),
@@ -521,6 +571,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/usage", usage,
           "Utilisation per kit and per institution: session time, sessions, mean queue wait",
           response=Usage),
+    Route("GET", "/api/kits/{kit_id}/history.json", history_json,
+          "Recorded telemetry of a kit, oldest first (default: the last hour)",
+          response={"type": "array", "items": {"type": "object"}}, query=HISTORY_QUERY),
+    Route("GET", "/api/kits/{kit_id}/history.csv", history_csv,
+          "Recorded telemetry of a kit as CSV: ts, seq, time, then one column per sensor",
+          response=CSV, media="text/csv", query=HISTORY_QUERY),
     Route("GET", "/api/openapi.json", openapi_document, "This document",
           response={"type": "object"}, public=True),
 )
@@ -554,8 +610,9 @@ def _convert_query(route: Route, arguments: dict[str, list[bytes]]) -> dict[str,
     for name, raw in arguments.items():
         if name not in known:
             raise ApiError(400, f"unknown query parameter {name[:40]!r}")
-        text = raw[-1].decode(errors="replace").strip().lower()
+        text = raw[-1].decode(errors="replace").strip()
         if known[name].kind is bool:
+            text = text.lower()
             if text not in ("1", "true", "yes", "0", "false", "no"):
                 raise ApiError(400, f"query parameter {name} must be 1/true or 0/false")
             values[name] = text in ("1", "true", "yes")

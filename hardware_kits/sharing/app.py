@@ -12,7 +12,7 @@ aligns the broker's command rights with the sessions in the database, recovers p
 handovers, and serves the REST API. One asyncio loop runs the HTTP handlers and the periodic
 `tick`, so every LabService call happens on that one thread: granting a kit is one atomic step.
 
-`smartlab lab kits register|retire|maintenance|health` call the running service's REST API with
+`smartlab kits register|retire|maintenance|health` call the running service's REST API with
 the admin token in $SMARTLAB_TOKEN.
 """
 
@@ -38,10 +38,8 @@ from traitlets import Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
 from traitlets.config.loader import PyFileConfigLoader
 
-from hardware_kits import protocol as P
-from hardware_kits.broker import OBSERVER_ROLE, Broker, BrokerError
+from hardware_kits.broker import Broker, BrokerError
 from hardware_kits.descriptor import load_models
-from hardware_kits.dynsec import allow
 from hardware_kits.mqtt import BrokerAddress, Credentials
 from hardware_kits.sharing.api import (
     MAX_BODY_BYTES,
@@ -51,6 +49,7 @@ from hardware_kits.sharing.api import (
     make_app,
 )
 from hardware_kits.sharing.gateway import SERVICE_ACCOUNT, MqttKitGateway
+from hardware_kits.sharing.history import TelemetryRecorder
 from hardware_kits.sharing.policy import SharingPolicy
 from hardware_kits.sharing.rights import BrokerRights
 from hardware_kits.sharing.service import LabService
@@ -58,8 +57,6 @@ from hardware_kits.sharing.store import Store, sqlite_url
 from labs import client as lab_client
 from labs.client import Lab, UnknownKit
 
-SUPERVISE_ROLE = "supervise-kits"
-SUPERVISE_ACLS = [allow("publishClientSend", P.all_kits(P.SAFE_STATE_PROPERTY + "/set"))]
 DB_FILE = "lab-service.sqlite"
 DEFAULT_CONFIG = "lab_service_config.py"
 
@@ -196,11 +193,8 @@ class LabServiceApp(Application):
         if not broker.secrets_path.exists():
             raise BrokerError(f"{broker.state_dir}: no broker state; start the broker first "
                               "(`smartlab broker run` or `smartlab up`)")
-        with broker.admin() as dynsec:
-            # Least privilege: the service watches every kit and sends safe states, nothing else.
-            dynsec.create_role(SUPERVISE_ROLE, SUPERVISE_ACLS)
-            dynsec.ensure_client(broker.credentials(SERVICE_ACCOUNT),
-                                 [OBSERVER_ROLE, SUPERVISE_ROLE])
+        # Least privilege: the service watches every kit and sends safe states, nothing else.
+        broker.provision_supervisor(SERVICE_ACCOUNT)
         if self.db_url.startswith("sqlite:///"):
             Path(self.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True,
                                                                       exist_ok=True)
@@ -213,7 +207,12 @@ class LabServiceApp(Application):
         closing.callback(gateway.close)
         health = KitHealthObserver(address)
         closing.callback(health.close)
-        service = LabService(store, SharingPolicy(parent=self), rights, gateway)
+        policy = SharingPolicy(parent=self)
+        recorder = TelemetryRecorder(store, self.mqtt_host, self.mqtt_port, address.credentials,
+                                     retention_s=policy.telemetry_retention_seconds)
+        recorder.start()
+        closing.callback(recorder.stop)
+        service = LabService(store, policy, rights, gateway)
 
         def url(creds: Credentials) -> str:
             return BrokerAddress(self.mqtt_host, self.mqtt_port, creds).url()
@@ -324,9 +323,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--db-url", help="database URL (default SQLite in the state folder)")
     serve.set_defaults(run=cmd_serve)
 
-    kits = sub.add_parser("kits", help="manage kits through the running lab service "
-                                       "(admin token in $SMARTLAB_TOKEN)")
-    actions = kits.add_subparsers(dest="lab_kits_command", required=True, metavar="ACTION")
+
+
+def add_kit_admin(actions: argparse._SubParsersAction) -> None:
+    """`smartlab kits register|retire|maintenance|health`, through the running lab service
+    with a lab admin's token from $SMARTLAB_TOKEN."""
     url = argparse.ArgumentParser(add_help=False)
     url.add_argument("--url", default=os.environ.get("SMARTLAB_LAB_URL"),
                      help="lab service URL (default $SMARTLAB_LAB_URL or "

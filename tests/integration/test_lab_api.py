@@ -422,6 +422,7 @@ ROUTES = {
     ("GET", "/api/bookings"), ("POST", "/api/bookings"), ("DELETE", "/api/bookings/{booking_id}"),
     ("GET", "/api/me"), ("GET", "/api/me/mqtt"), ("GET", "/api/records/sessions.csv"),
     ("GET", "/api/records/commands.csv"), ("GET", "/api/usage"), ("GET", "/api/openapi.json"),
+    ("GET", "/api/kits/{kit_id}/history.json"), ("GET", "/api/kits/{kit_id}/history.csv"),
 }
 
 
@@ -565,12 +566,12 @@ def test_session_helper_end_to_end(stack):
     assert stack.ok("GET", "/api/sessions?live=true", "frank") == []
 
 
-def test_kit_admin_commands_of_smartlab_lab(stack):
+def test_kit_admin_commands_of_smartlab_kits(stack):
     def smartlab(*args: str, who: str | None = "admin") -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if k != "SMARTLAB_TOKEN"}
         if who:
             env["SMARTLAB_TOKEN"] = token(who)
-        return subprocess.run([sys.executable, "-m", "hub_config.cli", "lab", "kits", *args,
+        return subprocess.run([sys.executable, "-m", "hub_config.cli", "kits", *args,
                                "--url", stack.service.url], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=30)
 
@@ -592,3 +593,28 @@ def test_kit_admin_commands_of_smartlab_lab(stack):
                           "service")):
         assert refused.returncode == 2
         assert refused.stderr.strip() == why
+
+
+def test_telemetry_history_as_json_and_csv(stack):
+    """The service records every kit's telemetry; a notebook reads yesterday's data back."""
+    def recorded() -> list[dict]:
+        rows = stack.ok("GET", f"/api/kits/{LAMP1}/history.json?from={time.time() - 60:.3f}")
+        return rows if len(rows) >= 10 else []
+    rows = wait_until(recorded, timeout=15)
+    seqs = [r["seq"] for r in rows]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert set(rows[0]["values"]) == {"ambient-light", "motion", "lamp-power"}
+    until = rows[-1]["ts"]
+    picked = stack.ok("GET", f"/api/kits/{LAMP1}/history.json?from={rows[0]['ts']}&to={until}"
+                             "&sensors=lamp-power")
+    assert [r["seq"] for r in picked] == seqs[:-1]  # `to` is exclusive
+    assert all(set(r["values"]) == {"lamp-power"} for r in picked)
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    text = stack.ok("GET", f"/api/kits/{LAMP1}/history.csv?from={start}")
+    header, *lines = text.splitlines()
+    assert header == "ts,seq,time,ambient-light,motion,lamp-power"
+    assert len(lines) >= len(rows)
+    for bad in ("sensors=colour", "from=yesterday", "from=2&to=1"):
+        status, answer = stack.call("GET", f"/api/kits/{LAMP1}/history.json?{bad}", "alice")
+        assert status == 400 and "\n" not in answer["error"], (bad, answer)
+    assert stack.call("GET", "/api/kits/no-such-kit/history.json", "alice")[0] == 404
