@@ -258,8 +258,6 @@ def subscriber_worker(conn: Connection, index: int, count: int, host: str, port:
     loop="select": one selector loop drives every client of this process (paho's external-loop
     API); loop="threads": `connect_client`, i.e. one paho network thread per client."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.environ.get("BENCH_NOGC"):
-        import gc; gc.disable()
     credentials = Credentials(**creds)
     records: list[tuple[float, int, str, bytes]] = []
     append, now = records.append, time.time
