@@ -744,11 +744,10 @@ def cpu_cell(result: PhaseResult) -> str:
 HEADER = ["", "twins (KitRunner -> paho)", "raw (mosquitto_pub -> mosquitto_sub)", "twin/raw"]
 
 
-def report(twin: PhaseResult, raw: PhaseResult, twin_rate: Sweep | None, raw_rate: Sweep | None
-           ) -> tuple[list[list[str]], list[tuple[str, bool | None]]]:
+def report(twin: PhaseResult, raw: PhaseResult, twin_rate: Sweep | None, raw_rate: Sweep | None,
+           rate_subscribers: int) -> tuple[list[list[str]], list[tuple[str, bool | None]]]:
     """Table rows and (target, passed or None if not measured) pairs."""
     kits = twin.kits
-    subs = next((r.subscribers for r in twin_rate.steps.values()), "?") if twin_rate else "?"
     rates = None
     if twin_rate is not None and raw_rate is not None:
         rates = (twin_rate.best or 0.0, raw_rate.best or 0.0)
@@ -765,7 +764,7 @@ def report(twin: PhaseResult, raw: PhaseResult, twin_rate: Sweep | None, raw_rat
         ["publish rate achieved", f"{twin.achieved_hz:.1f} msg/s", f"{raw.achieved_hz:.1f} msg/s",
          ""],
         ["CPU, % of a core: broker / pub / sub / others", cpu_cell(twin), cpu_cell(raw), ""],
-        [f"max zero-loss rate ({subs} subscribers)", fmt_rate(twin_rate, kits),
+        [f"max zero-loss rate ({rate_subscribers} subscribers)", fmt_rate(twin_rate, kits),
          fmt_rate(raw_rate, kits),
          "" if rates is None else f"{ratio(*rates):.2f}"
          + (" (bound)" if twin_rate.capped or raw_rate.capped else "")],
@@ -971,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     twin, raw = results[TWINS], results[RAW]
-    rows, checks = report(twin, raw, sweeps.get(TWINS), sweeps.get(RAW))
+    rows, checks = report(twin, raw, sweeps.get(TWINS), sweeps.get(RAW), args.rate_subscribers)
     split = split_rows([results[c] for c in combos])
     sweep_header, sweep_table = sweep_rows(sweeps, args.rate_steps, len(kits)) \
         if sweeps else ([], [])
