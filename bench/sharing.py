@@ -1,0 +1,1164 @@
+"""Kit sharing benchmark: the lab service's queue under a burst of requests, and the holder's
+command round trip while 100 observers watch every kit.
+
+One run starts its own Mosquitto (dynamic security, a free port, a temporary state folder),
+`smartlab lab serve` as a subprocess (production defaults: SQLite in the state folder, 0.25 s
+tick) and 5 kits as twins (`KitRunner`, 20 Hz; the target kit in its own process, the other four
+in another), and measures:
+
+1. queue burst: 150 distinct users each send `POST /api/queue {"kit": ...}` (30 users per kit),
+   all released at the same instant, each on its own new connection as `labs.client.LabService`
+   does; latency of each request = its connect to the last byte of its answer. 3 rounds with
+   fresh users; between rounds the waiting entries leave the queue and the granted sessions are
+   ended, so every round starts with 5 free kits and an empty queue. In-run baseline: the same
+   150 requests (other fresh users, same starting state) sent one after another; the ratio
+   concurrent/sequential is the queueing inside the single-threaded service. The load generator
+   is one non-blocking socket loop (it costs the machine far less than an HTTP client library);
+   a cross-check round uses tornado's AsyncHTTPClient (max_clients=150) instead.
+2. command round trip: one user holds the smart-parking kit through the service (queue ->
+   granted -> control URL from /api/me/mqtt, with `LabService.session`) and toggles its gate
+   with `kit.set`, timed by `Ack.round_trip_s` (publish to acknowledgement); with 100 paho v5
+   observers (one select loop per process) subscribed QoS 1 to every kit's telemetry and all 5
+   twins at 20 Hz, against a baseline with no observers and only the target twin. The baseline
+   is split in halves run before and after the observed block, so that drift hits both.
+
+Results go to stdout (with `--markdown FILE` also into the section "## Kit sharing (issue 3)" of
+that file); progress goes to stderr. The exit status is 0 whatever the figures: it is a
+benchmark, not a test. `--profile` runs the service under cProfile and prints where its event
+loop thread spends its time.
+
+    .venv/bin/python bench/sharing.py [--quick] [--markdown docs/benchmarks.md] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import http.client
+import io
+import json
+import multiprocessing as mp
+import os
+import platform
+import pstats
+import random
+import re
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hardware_kits import protocol as P
+from hardware_kits.broker import Broker, free_port
+from hardware_kits.mqtt import BrokerAddress, Credentials
+
+REPO = Path(__file__).resolve().parent.parent
+SECTION = "## Kit sharing (issue 3)"
+INTRO = ("# Benchmarks\n\nThe figures are measured on the 2-core CI-class machine; baselines are "
+         "measured in the same run, on the same broker, next to the figures they are compared "
+         "with; compare ratios, not absolute times (the machine is shared and noisy).\n")
+TARGET = "bench-park-1"
+KITS = [(TARGET, "smart-parking"), ("bench-lamp-1", "street-lighting"),
+        ("bench-lamp-2", "street-lighting"), ("bench-cross-1", "intersection"),
+        ("bench-env-1", "environment-station")]
+OBSERVER = "bench-observer"
+OBSERVE_FILTER = P.all_kits("$telemetry")
+INSTITUTIONS = 6
+QUEUE_P99_TARGET_MS = 100.0
+COMMAND_P99_TARGET_MS = 30.0
+WEBLAB = ("WebLab-Deusto's published best: mean ≈ 0.05 s, max ≈ 0.3 s (Redis, 5 processes)")
+CONFIG = """
+c.LabServiceApp.users = {users!r}
+"""
+
+
+def progress(text: str) -> None:
+    print(f"[sharing {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# ============================================================== measuring helpers
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, every process), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU of named process groups over a window, in % of one core; 'others' is the rest of the
+    machine (processes not started by this benchmark)."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.start = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        self.machine = machine_busy_seconds()
+        self.t0 = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        used = {name: cpu_seconds(pids) - self.start[name] for name, pids in self.groups.items()}
+        others = machine_busy_seconds() - self.machine - sum(used.values())
+        out = {name: 100 * s / elapsed for name, s in used.items()}
+        out["others"] = max(0.0, 100 * others / elapsed)
+        return out
+
+
+def pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def ms(x: float) -> str:
+    return "-" if x != x else f"{x:.1f} ms"
+
+
+def ratio(a: float, b: float) -> str:
+    return "-" if not b or a != a or b != b else f"{a / b:.2f}"
+
+
+# ============================================================== HTTP load generator
+
+def http_request(method: str, path: str, port: int, token: str | None = None,
+                 body: Any = None) -> bytes:
+    """One HTTP/1.1 request with `Connection: close`, as bytes ready to send."""
+    data = b"" if body is None else json.dumps(body).encode()
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
+             "Accept: application/json", f"Content-Length: {len(data)}"]
+    if token:
+        lines.append(f"Authorization: token {token}")
+    if body is not None:
+        lines.append("Content-Type: application/json")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+@dataclass
+class Reply:
+    index: int
+    status: int  # 0: no HTTP answer
+    latency_s: float
+    started: float  # perf_counter when its connect began
+    body: Any = None
+    error: str | None = None
+
+
+@dataclass
+class _Conn:
+    index: int
+    sock: socket.socket
+    request: bytes
+    started: float
+    sent: int = 0
+    buffer: bytearray = field(default_factory=bytearray)
+    expected: int | None = None  # length of the whole answer, once the headers are in
+
+
+def _parse(raw: bytes) -> tuple[int, Any]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    kind = next((line.split(":", 1)[1].strip() for line in lines[1:]
+                 if line.lower().startswith("content-type:")), "")
+    if kind.startswith("application/json"):
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode(errors="replace")
+    return status, body.decode(errors="replace")
+
+
+def _answer_length(buffer: bytearray) -> int | None:
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    for line in bytes(buffer[:end]).decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            return end + 4 + int(value)
+    return None  # read to EOF
+
+
+def fire(port: int, requests: list[bytes], in_flight: int, timeout: float = 60.0
+         ) -> list[Reply]:
+    """Send `requests` to 127.0.0.1:port, each on a new connection, at most `in_flight` at a
+    time (len(requests): all started in one tight loop; 1: one after another)."""
+    selector = selectors.DefaultSelector()
+    replies: list[Reply | None] = [None] * len(requests)
+    queue = list(enumerate(requests))[::-1]
+    active: dict[int, _Conn] = {}
+
+    def finish(conn: _Conn, error: str | None = None) -> None:
+        done = time.perf_counter()
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn.sock)
+        conn.sock.close()
+        del active[conn.index]
+        status, body = 0, None
+        if error is None:
+            try:
+                status, body = _parse(bytes(conn.buffer))
+            except (ValueError, IndexError) as err:
+                error = f"unreadable answer: {err}"
+        replies[conn.index] = Reply(conn.index, status, done - conn.started, conn.started, body,
+                                    error)
+
+    def start() -> None:
+        index, request = queue.pop()
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(index, sock, request, time.perf_counter())
+        active[index] = conn
+        rc = sock.connect_ex(("127.0.0.1", port))
+        if rc not in (0, errno.EINPROGRESS):
+            finish(conn, f"connect: {os.strerror(rc)}")
+            return
+        selector.register(sock, selectors.EVENT_WRITE, conn)
+
+    while queue and len(active) < in_flight:
+        start()
+    deadline = time.monotonic() + timeout
+    while active:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            for conn in list(active.values()):
+                finish(conn, f"no answer within {timeout:g} s")
+            break
+        for key, mask in selector.select(timeout=min(left, 1.0)):
+            conn = key.data
+            try:
+                if mask & selectors.EVENT_WRITE:
+                    err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        finish(conn, f"connect: {os.strerror(err)}")
+                        continue
+                    conn.sent += conn.sock.send(conn.request[conn.sent:])
+                    if conn.sent == len(conn.request):
+                        selector.modify(conn.sock, selectors.EVENT_READ, conn)
+                    continue
+                chunk = conn.sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError as err:
+                finish(conn, f"{type(err).__name__}: {err}")
+                continue
+            if not chunk:
+                finish(conn, None if conn.buffer else "connection closed without an answer")
+                continue
+            conn.buffer += chunk
+            if conn.expected is None:
+                conn.expected = _answer_length(conn.buffer)
+            if conn.expected is not None and len(conn.buffer) >= conn.expected:
+                finish(conn)
+        while queue and len(active) < in_flight:
+            start()
+    selector.close()
+    return [r for r in replies if r is not None]
+
+
+def fire_tornado(port: int, requests: list[tuple[str, dict]], timeout: float = 60.0
+                 ) -> list[Reply]:
+    """The same burst with tornado's AsyncHTTPClient (max_clients = the burst size): every
+    request waits on one asyncio.Event, set once all are ready."""
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    async def run() -> list[Reply]:
+        client = AsyncHTTPClient(force_instance=True, max_clients=len(requests))
+        release = asyncio.Event()
+        url = f"http://127.0.0.1:{port}/api/queue"
+
+        async def one(index: int, token: str, body: dict) -> Reply:
+            request = HTTPRequest(url, method="POST", body=json.dumps(body),
+                                  headers={"Authorization": f"token {token}",
+                                           "Content-Type": "application/json"},
+                                  connect_timeout=timeout, request_timeout=timeout)
+            await release.wait()
+            started = time.perf_counter()
+            answer = await client.fetch(request, raise_error=False)
+            done = time.perf_counter()
+            error = None if answer.code != 599 else str(answer.error)
+            parsed = None
+            if answer.body:
+                with contextlib.suppress(ValueError):
+                    parsed = json.loads(answer.body)
+            return Reply(index, 0 if error else answer.code, done - started, started, parsed,
+                         error)
+
+        tasks = [asyncio.create_task(one(i, token, body))
+                 for i, (token, body) in enumerate(requests)]
+        for _ in range(3):
+            await asyncio.sleep(0)  # every task is waiting on the event
+        release.set()
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            client.close()
+
+    return asyncio.run(run())
+
+
+# ============================================================== child processes
+
+def twin_worker(conn: Connection, host: str, port: int, kits: list[tuple[str, str, dict]],
+                rate_hz: float) -> None:
+    """Run kits as twins (KitRunner) until told to stop."""
+    from hardware_kits.descriptor import load_models
+    from hardware_kits.kit_runner import KitRunner
+    from hardware_kits.twins.base import twin_class
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    models = load_models()
+    runners: list[KitRunner] = []
+    try:
+        for kit_id, model, creds in kits:
+            twin = twin_class(model)(models[model], seed=1)
+            address = BrokerAddress(host, port, Credentials(**creds))
+            runners.append(KitRunner(kit_id, twin, address, rate_hz=rate_hz).start())
+        conn.send(("ready", os.getpid()))
+        conn.recv()  # stop
+    except Exception as err:
+        conn.send(("error", f"twins: {type(err).__name__}: {err}"))
+    finally:
+        for runner in runners:
+            with contextlib.suppress(Exception):
+                runner.stop()
+
+
+def observer_worker(conn: Connection, index: int, count: int, host: str, port: int,
+                    creds: dict[str, str], qos: int) -> None:
+    """`count` paho v5 clients subscribed to every kit's telemetry, driven by one selector loop;
+    counts what they receive between "mark" and "stop"."""
+    from hardware_kits.mqtt import make_client
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    received = [0]
+    subscribed: set[int] = set()
+    failures: list[str] = []
+
+    def on_message(_client: Any, _userdata: int, _msg: Any) -> None:
+        received[0] += 1
+
+    def on_connect(client: Any, userdata: int, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            failures.append(f"observer {index}-{userdata}: {reason}")
+        else:
+            client.subscribe(OBSERVE_FILTER, qos=qos)
+
+    def on_subscribe(_client: Any, userdata: int, _mid: int, reasons: list, _p: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            failures.append(f"observer {index}-{userdata}: subscription refused")
+        subscribed.add(userdata)
+
+    try:
+        credentials = Credentials(**creds)
+        selector = selectors.DefaultSelector()
+        clients = []
+        for j in range(count):
+            client = make_client(f"{OBSERVER}-{index}-{j}", credentials)
+            client.user_data_set(j)
+            client.on_connect, client.on_subscribe = on_connect, on_subscribe
+            client.on_message = on_message
+            client.connect(host, port, keepalive=60)
+            selector.register(client.socket(), selectors.EVENT_READ, client)
+            clients.append(client)
+        selector.register(conn, selectors.EVENT_READ, None)
+        ready = False
+        mark = (0, time.monotonic())
+        next_misc = time.monotonic() + 1.0
+        deadline = time.monotonic() + 60.0
+        while True:
+            for client in clients:
+                if client.want_write():
+                    client.loop_write()
+            for key, _ in selector.select(timeout=0.2):
+                if key.data is not None:
+                    if key.data.loop_read(max_packets=10) != 0:
+                        raise ConnectionError(f"observer {index}: lost a connection")
+                    continue
+                what = conn.recv()
+                if what == "mark":
+                    mark = (received[0], time.monotonic())
+                elif what == "stop":
+                    conn.send(("result", received[0] - mark[0], time.monotonic() - mark[1]))
+                    for client in clients:
+                        client.disconnect()
+                        with contextlib.suppress(Exception):
+                            client.loop_write()
+                    return
+            if failures:
+                raise ConnectionError("; ".join(failures[:3]))
+            if not ready:
+                if len(subscribed) == count:
+                    conn.send(("ready", os.getpid()))
+                    ready = True
+                elif time.monotonic() > deadline:
+                    raise TimeoutError(f"only {len(subscribed)} of {count} observers subscribed")
+            if time.monotonic() >= next_misc:
+                for client in clients:
+                    client.loop_misc()
+                next_misc = time.monotonic() + 1.0
+    except Exception as err:
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+# ============================================================== the stack
+
+@dataclass
+class User:
+    name: str
+    token: str
+    institution: str
+
+
+def make_users(prefix: str, n: int) -> list[User]:
+    return [User(f"{prefix}-{i:03d}", f"bench-token-{prefix}-{i:03d}-{os.urandom(6).hex()}",
+                 f"univ-{i % INSTITUTIONS}") for i in range(n)]
+
+
+class Stack:
+    """Broker, lab service, twins and observers; every child is stopped by its own handle."""
+
+    def __init__(self, args: argparse.Namespace, root: Path, users: list[User]) -> None:
+        self.args = args
+        self.root = root
+        self.broker = Broker(root / "broker", port=free_port())
+        self.users = users
+        self.admin = next(u for u in users if u.name == "bench-admin")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.service: subprocess.Popen | None = None
+        self.service_log = root / "service.log"
+        self.profile_path = root / "service.prof"
+        self.kit_creds: dict[str, dict[str, str]] = {}
+        self.observer_creds: dict[str, str] = {}
+        self.ctx = mp.get_context("spawn")
+        self.twins: dict[str, tuple[Any, Connection, int]] = {}  # group -> process, pipe, pid
+        self.observers: list[tuple[Any, Connection, int]] = []
+
+    # ------------------------------------------------------------ start and stop
+
+    def start(self) -> None:
+        self.broker.start()
+        creds = self.broker.provision_kits([k for k, _ in KITS])
+        self.kit_creds = {k: c.as_dict() for k, c in creds.items()}
+        self.observer_creds = self.broker.provision_user(OBSERVER).as_dict()
+        # The service writes the broker's credential file from now on: the benchmark only
+        # uses what it read above.
+        config = self.root / "lab_service_config.py"
+        config.write_text(CONFIG.format(users={
+            u.token: {"name": u.name, "institution": u.institution,
+                      "lab_admin": u.name == "bench-admin"} for u in self.users}))
+        argv = ["-m", "hub_config.cli", "lab", "serve", "--config", str(config),
+                "--state-dir", str(self.root), "--mqtt-port", str(self.broker.port),
+                "--port", str(self.port)]
+        if self.args.profile is not None:
+            argv = ["-m", "cProfile", "-o", str(self.profile_path), *argv]
+        with self.service_log.open("a") as out:
+            self.service = subprocess.Popen(
+                [sys.executable, *argv], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 30
+        while True:
+            if self.service.poll() is not None:
+                raise RuntimeError(f"the lab service exited ({self.service.returncode}):\n"
+                                   f"{self.service_output()}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the lab service did not listen within 30 s:\n"
+                                   f"{self.service_output()}")
+            time.sleep(0.05)
+        for kit_id, model in KITS:
+            self.ok("POST", "/api/kits", self.admin, {"id": kit_id, "model": model,
+                                                      "name": f"bench {kit_id}"})
+        self.start_twins("target", [TARGET])
+        self.start_twins("others", [k for k, _ in KITS if k != TARGET])
+        self.wait_kits_free()
+
+    def service_output(self) -> str:
+        text = self.service_log.read_text() if self.service_log.exists() else ""
+        return "\n".join(text.splitlines()[-30:])
+
+    def stop(self) -> None:
+        self.stop_observers()
+        for group in list(self.twins):
+            self.stop_twins(group)
+        if self.service is not None and self.service.poll() is None:
+            self.service.send_signal(signal.SIGTERM)
+            try:
+                self.service.wait(30)
+            except subprocess.TimeoutExpired:
+                self.service.kill()
+                self.service.wait()
+        self.broker.stop()
+
+    @property
+    def service_pid(self) -> int:
+        assert self.service is not None
+        return self.service.pid
+
+    # ------------------------------------------------------------ children
+
+    def _spawn(self, target: Any, *args: Any) -> tuple[Any, Connection]:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=target, args=(child, *args), daemon=True)
+        proc.start()
+        child.close()
+        return proc, parent
+
+    @staticmethod
+    def _expect(proc: Any, conn: Connection, what: str, timeout: float) -> Any:
+        if not conn.poll(timeout):
+            proc.terminate()
+            raise TimeoutError(f"{what}: no answer within {timeout:g} s")
+        answer = conn.recv()
+        if answer[0] == "error":
+            raise RuntimeError(f"{what}: {answer[1]}")
+        return answer
+
+    @staticmethod
+    def _end(proc: Any, conn: Connection) -> None:
+        with contextlib.suppress(OSError):
+            conn.send("stop")
+        proc.join(15)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+    def start_twins(self, group: str, kit_ids: list[str]) -> None:
+        models = dict(KITS)
+        kits = [(k, models[k], self.kit_creds[k]) for k in kit_ids]
+        proc, conn = self._spawn(twin_worker, self.broker.host, self.broker.port, kits,
+                                 self.args.rate)
+        _, pid = self._expect(proc, conn, f"twins {group}", 30)
+        self.twins[group] = (proc, conn, pid)
+
+    def stop_twins(self, group: str) -> None:
+        proc, conn, _ = self.twins.pop(group)
+        self._end(proc, conn)
+
+    def start_observers(self) -> None:
+        n, procs = self.args.observers, max(1, min(self.args.observer_procs,
+                                                   self.args.observers))
+        started = []
+        for i in range(procs):
+            count = n // procs + (1 if i < n % procs else 0)
+            started.append(self._spawn(observer_worker, i, count, self.broker.host,
+                                       self.broker.port, self.observer_creds, self.args.qos))
+        for i, (proc, conn) in enumerate(started):
+            try:
+                _, pid = self._expect(proc, conn, f"observer process {i}", 90)
+            except Exception:
+                self.observers += [(p, c, 0) for p, c in started[i:]]
+                raise
+            self.observers.append((proc, conn, pid))
+
+    def mark_observers(self) -> None:
+        for _, conn, _ in self.observers:
+            conn.send("mark")
+
+    def stop_observers(self) -> tuple[int, float]:
+        """Stop the observers; (messages received since the mark, seconds since the mark)."""
+        total, elapsed = 0, 0.0
+        for proc, conn, _ in self.observers:
+            with contextlib.suppress(OSError, EOFError):
+                conn.send("stop")
+                if conn.poll(30):
+                    answer = conn.recv()
+                    if answer[0] == "result":
+                        total += answer[1]
+                        elapsed = max(elapsed, answer[2])
+            self._end(proc, conn)
+        self.observers = []
+        return total, elapsed
+
+    # ------------------------------------------------------------ REST
+
+    def call(self, method: str, path: str, user: User | None, body: Any = None
+             ) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Authorization": f"token {user.token}"} if user else {}
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            answer = conn.getresponse()
+            text = answer.read().decode()
+            kind = answer.getheader("Content-Type", "")
+        finally:
+            conn.close()
+        return answer.status, json.loads(text) if kind.startswith("application/json") else text
+
+    def ok(self, method: str, path: str, user: User | None, body: Any = None) -> Any:
+        status, answer = self.call(method, path, user, body)
+        if not 200 <= status < 300:
+            raise RuntimeError(f"{method} {path} as {user.name if user else None}: "
+                               f"{status} {answer}")
+        return answer
+
+    def wait_kits_free(self, timeout: float = 60.0) -> None:
+        """Until every kit is in the pool, online, held by nobody, with nobody waiting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            kits = self.ok("GET", "/api/kits", self.admin)
+            busy = [k["id"] for k in kits if k["pool"] != "in-pool" or not k["online"]
+                    or k["session_state"] is not None or k["queue_length"]]
+            if not busy and len(kits) == len(KITS):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"kits not free within {timeout:g} s: {kits}")
+            time.sleep(0.1)
+
+    def reset_queue(self, users: list[User], replies: list[Reply]) -> None:
+        """Leave every waiting entry of `users`, end every live session, wait for free kits."""
+        by_index = {r.index: r for r in replies}
+        for i, user in enumerate(users):
+            reply = by_index.get(i)
+            body = reply.body if reply is not None and isinstance(reply.body, dict) else None
+            if body is not None and reply.status == 201:
+                entries = [body] if body.get("state") == "waiting" else []
+            else:  # unknown outcome: ask the service
+                entries = self.ok("GET", "/api/queue", user)
+            for entry in entries:
+                status, answer = self.call("DELETE", f"/api/queue/{entry['id']}", user)
+                if status not in (200, 409):
+                    raise RuntimeError(f"leaving queue entry {entry['id']}: {status} {answer}")
+        for session in self.ok("GET", "/api/sessions?live=1", self.admin):
+            if session["state"] in ("granted", "active"):
+                self.ok("POST", f"/api/sessions/{session['id']}/end", self.admin)
+        self.wait_kits_free()
+
+
+# ============================================================== phase 1: queue burst
+
+@dataclass
+class QueueRun:
+    label: str
+    mode: str  # concurrent / sequential / tornado
+    latencies_ms: np.ndarray
+    errors: list[str]
+    granted: int
+    waiting: int
+    makespan_s: float
+    send_spread_s: float
+    service_cpu_s: float
+    requests: int
+    by_index: np.ndarray = field(repr=False)  # latency of request i in ms, NaN if it failed
+
+    @classmethod
+    def pooled(cls, runs: list[QueueRun], label: str) -> QueueRun:
+        return cls(label, runs[0].mode, np.concatenate([r.latencies_ms for r in runs]),
+                   [e for r in runs for e in r.errors], sum(r.granted for r in runs),
+                   sum(r.waiting for r in runs), sum(r.makespan_s for r in runs),
+                   max(r.send_spread_s for r in runs), sum(r.service_cpu_s for r in runs),
+                   sum(r.requests for r in runs), np.vstack([r.by_index for r in runs]))
+
+    def mean_of(self, start: int, stop: int) -> float:
+        """Mean latency of requests start..stop-1 of each burst (sent in that order)."""
+        part = np.atleast_2d(self.by_index)[:, start:stop]
+        return float(np.nanmean(part)) if part.size else float("nan")
+
+    def p(self, q: float) -> float:
+        return pct(self.latencies_ms, q)
+
+    @property
+    def max_ms(self) -> float:
+        return float(self.latencies_ms.max()) if len(self.latencies_ms) else float("nan")
+
+    @property
+    def mean_ms(self) -> float:
+        return float(self.latencies_ms.mean()) if len(self.latencies_ms) else float("nan")
+
+    def row(self) -> list[str]:
+        return [self.label, str(self.requests), str(len(self.errors)),
+                f"{self.granted} / {self.waiting}", ms(self.p(50)), ms(self.p(95)),
+                ms(self.p(99)), ms(self.max_ms), ms(self.mean_ms),
+                f"{self.makespan_s * 1000:.0f} ms",
+                f"{self.service_cpu_s * 1000 / max(self.requests, 1):.2f} ms"]
+
+
+QUEUE_HEADER = ["run", "requests", "errors", "granted / waiting", "p50", "p95", "p99", "max",
+                "mean", "wall time (all requests)", "service CPU per request"]
+
+
+def queue_run(stack: Stack, label: str, mode: str, users: list[User]) -> QueueRun:
+    kit_ids = [k for k, _ in KITS]
+    bodies = [{"kit": kit_ids[i % len(kit_ids)]} for i in range(len(users))]
+    cpu0 = cpu_seconds([stack.service_pid])
+    t0 = time.perf_counter()
+    if mode == "tornado":
+        replies = fire_tornado(stack.port, [(u.token, b) for u, b in zip(users, bodies,
+                                                                         strict=True)])
+    else:
+        requests = [http_request("POST", "/api/queue", stack.port, u.token, b)
+                    for u, b in zip(users, bodies, strict=True)]
+        replies = fire(stack.port, requests, len(requests) if mode == "concurrent" else 1)
+    t1 = time.perf_counter()
+    service_cpu = cpu_seconds([stack.service_pid]) - cpu0
+    errors = [f"#{r.index}: {r.error or r.status} {str(r.body)[:120]}" for r in replies
+              if r.error or r.status != 201]
+    states = Counter(r.body.get("state") for r in replies
+                     if r.status == 201 and isinstance(r.body, dict))
+    good = np.array([r.latency_s * 1000 for r in replies if not r.error and r.status == 201])
+    starts = [r.started for r in replies]
+    by_index = np.full(len(users), np.nan)
+    for r in replies:
+        if not r.error and r.status == 201:
+            by_index[r.index] = r.latency_s * 1000
+    run = QueueRun(label, mode, good, errors, states.get("served", 0),
+                   states.get("waiting", 0), t1 - t0,
+                   max(starts) - min(starts) if mode != "sequential" else 0.0, service_cpu,
+                   len(users), by_index)
+    progress(f"  {label}: p50 {ms(run.p(50))}, p99 {ms(run.p(99))}, max {ms(run.max_ms)}, "
+             f"errors {len(errors)}, granted {run.granted}, waiting {run.waiting}, wall "
+             f"{run.makespan_s * 1000:.0f} ms" + (f"; first error {errors[0]}" if errors else ""))
+    stack.reset_queue(users, replies)
+    return run
+
+
+def queue_phase(stack: Stack, args: argparse.Namespace, users: dict[str, list[User]]
+                ) -> tuple[list[QueueRun], list[QueueRun], QueueRun | None]:
+    progress("phase 1: warm-up")
+    queue_run(stack, "warm-up concurrent", "concurrent", users["wc"])
+    queue_run(stack, "warm-up sequential", "sequential", users["ws"])
+    concurrent, sequential = [], []
+    for r in range(1, args.rounds + 1):
+        order = ["concurrent", "sequential"] if r % 2 else ["sequential", "concurrent"]
+        progress(f"phase 1 round {r}/{args.rounds}: {args.requests} requests, "
+                 f"{' then '.join(order)}")
+        for mode in order:
+            key = f"{mode[0]}{r}"
+            run = queue_run(stack, f"{mode}, round {r}", mode, users[key])
+            (concurrent if mode == "concurrent" else sequential).append(run)
+    cross = None
+    if not args.no_tornado:
+        progress("phase 1 cross-check: the burst from tornado's AsyncHTTPClient")
+        cross = queue_run(stack, "concurrent, tornado AsyncHTTPClient", "tornado", users["t1"])
+    return concurrent, sequential, cross
+
+
+# ============================================================== phase 2: command round trip
+
+@dataclass
+class CommandBlock:
+    label: str
+    rtt_ms: list[float] = field(default_factory=list)
+    out_ms: list[float] = field(default_factory=list)  # send -> the kit decides (ack ts)
+    back_ms: list[float] = field(default_factory=list)  # the kit decides -> ack received
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # time-weighted over the parts
+    delivered: int | None = None  # observer messages
+    delivered_s: float = 0.0
+
+    def add(self, other: CommandBlock) -> None:
+        total = self.seconds + other.seconds
+        names = set(self.cpu) | set(other.cpu)
+        self.cpu = {n: (self.cpu.get(n, 0.0) * self.seconds + other.cpu.get(n, 0.0)
+                        * other.seconds) / total for n in names} if total else {}
+        self.rtt_ms += other.rtt_ms
+        self.out_ms += other.out_ms
+        self.back_ms += other.back_ms
+        self.errors += other.errors
+        self.seconds = total
+
+    def p(self, q: float, which: str = "rtt") -> float:
+        return pct(np.array(getattr(self, f"{which}_ms")), q)
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.rtt_ms) if self.rtt_ms else float("nan")
+
+
+def run_commands(kit: Any, n: int, label: str, gap_s: float, rng: random.Random,
+                 state: dict[str, str]) -> CommandBlock:
+    """`n` gate toggles, one after another, each waiting for its acknowledgement."""
+    from labs.client import CommandError
+
+    block = CommandBlock(label)
+    t0 = time.monotonic()
+    for _ in range(n):
+        state["gate"] = "open" if state["gate"] == "closed" else "closed"
+        sent = time.time()
+        try:
+            ack = kit.set("gate", state["gate"], timeout=2.0)
+        except CommandError as err:
+            block.errors.append(f"{type(err).__name__}: {err}")
+            continue
+        done = time.time()
+        block.rtt_ms.append(ack.round_trip_s * 1000)
+        if ack.ts is not None:
+            block.out_ms.append((ack.ts - sent) * 1000)
+            block.back_ms.append((done - ack.ts) * 1000)
+        if gap_s:
+            time.sleep(rng.uniform(0, gap_s))
+    block.seconds = time.monotonic() - t0
+    return block
+
+
+def command_phase(stack: Stack, args: argparse.Namespace, holder: User
+                  ) -> tuple[CommandBlock, CommandBlock]:
+    from labs.client import LabService
+
+    stack.stop_twins("others")
+    progress(f"phase 2: {holder.name} queues for {TARGET} through the service")
+    rng = random.Random(7)
+    service = LabService(stack.url, holder.token)
+    base = CommandBlock(f"baseline: {TARGET}'s twin only, no observers")
+    loaded = CommandBlock(f"{args.observers} observers, {len(KITS)} twins at {args.rate:g} Hz")
+    half = args.commands // 2
+
+    def groups() -> dict[str, list[int]]:
+        return {"broker": [stack.broker.process.pid], "service": [stack.service_pid],
+                "target twin": [stack.twins["target"][2]],
+                "other twins": [stack.twins["others"][2]] if "others" in stack.twins else [],
+                "observers": [pid for _, _, pid in stack.observers],
+                "holder": [os.getpid()]}
+
+    def measured(block: CommandBlock, n: int, what: str) -> None:
+        meter = CpuMeter(groups())
+        part = run_commands(kit, n, block.label, args.gap, rng, gate)
+        part.cpu = meter.stop()
+        progress(f"  {what}: {n} commands, p50 {ms(part.p(50))}, p99 {ms(part.p(99))}, "
+                 f"max {ms(part.max_ms)}, errors {len(part.errors)}")
+        block.add(part)
+
+    with service.session(TARGET, progress=lambda line: progress(f"  holder: {line}"),
+                         heartbeat_s=10.0, poll_s=0.2, wait_timeout=60) as kit:
+        gate = {"gate": kit.actuators.get("gate", "closed")}
+        run_commands(kit, args.warmup_commands, "warm-up", args.gap, rng, gate)
+        measured(base, half, "baseline, first half")
+        progress(f"  starting {args.observers} observers in {args.observer_procs} processes "
+                 f"and the other {len(KITS) - 1} twins")
+        stack.start_twins("others", [k for k, _ in KITS if k != TARGET])
+        stack.start_observers()
+        time.sleep(args.settle)
+        run_commands(kit, args.warmup_commands, "warm-up", args.gap, rng, gate)
+        stack.mark_observers()
+        measured(loaded, args.commands, "with observers")
+        loaded.delivered, loaded.delivered_s = stack.stop_observers()
+        stack.stop_twins("others")
+        progress(f"  observers received {loaded.delivered} messages in "
+                 f"{loaded.delivered_s:.1f} s; stopped them and the other twins")
+        time.sleep(args.settle)
+        run_commands(kit, args.warmup_commands, "warm-up", args.gap, rng, gate)
+        measured(base, args.commands - half, "baseline, second half")
+    return base, loaded
+
+
+# ============================================================== report
+
+def text_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def markdown_table(rows: list[list[str]], header: list[str]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, "
+            f"Linux {platform.release()}, Python {platform.python_version()}")
+
+
+def queue_tables(concurrent: list[QueueRun], sequential: list[QueueRun],
+                 cross: QueueRun | None) -> tuple[list[list[str]], list[tuple[str, bool]],
+                                                  list[list[str]]]:
+    c_all = QueueRun.pooled(concurrent, "concurrent, pooled")
+    s_all = QueueRun.pooled(sequential, "sequential, pooled")
+    rows = [r.row() for r in concurrent] + [c_all.row()]
+    rows += [r.row() for r in sequential] + [s_all.row()]
+    if cross is not None:
+        rows.append(cross.row())
+    ratios = [["concurrent / sequential (pooled)", ratio(c_all.p(50), s_all.p(50)),
+               ratio(c_all.p(95), s_all.p(95)), ratio(c_all.p(99), s_all.p(99)),
+               ratio(c_all.max_ms, s_all.max_ms), ratio(c_all.mean_ms, s_all.mean_ms)]]
+    if cross is not None:
+        ratios.append(["tornado client / socket client (concurrent)",
+                       ratio(cross.p(50), c_all.p(50)), ratio(cross.p(95), c_all.p(95)),
+                       ratio(cross.p(99), c_all.p(99)), ratio(cross.max_ms, c_all.max_ms),
+                       ratio(cross.mean_ms, c_all.mean_ms)])
+    n, k = s_all.requests // len(sequential), len(KITS)
+    early, late = s_all.mean_of(k, k + 10), s_all.mean_of(n - 10, n)
+    ratios.append([f"sequential: requests {n - 10}-{n - 1} / requests {k}-{k + 9} (mean; queue "
+                   f"{n - 10 - k}-{n - 1 - k} vs 0-9 long)", "", "", "", "",
+                   f"{ratio(late, early)} ({late:.1f} vs {early:.1f} ms)"])
+    rounds = ", ".join(f"{r.p(99):.0f}" for r in concurrent)
+    checks = [
+        (f"queue burst p99 ≤ {QUEUE_P99_TARGET_MS:g} ms ({c_all.requests} concurrent requests "
+         f"pooled: p99 {c_all.p(99):.1f} ms; per round: {rounds} ms)",
+         c_all.p(99) <= QUEUE_P99_TARGET_MS and not c_all.errors),
+        (f"every round p99 ≤ {QUEUE_P99_TARGET_MS:g} ms",
+         all(r.p(99) <= QUEUE_P99_TARGET_MS for r in concurrent)),
+        ("no failed request (concurrent and sequential)",
+         not c_all.errors and not s_all.errors),
+        (f"each burst grants exactly {len(KITS)} kits and queues the rest",
+         all(r.granted == len(KITS) and r.waiting == r.requests - len(KITS)
+             for r in concurrent + sequential)),
+    ]
+    return rows, checks, ratios
+
+
+RATIO_HEADER = ["", "p50", "p95", "p99", "max", "mean"]
+
+
+def command_tables(base: CommandBlock, loaded: CommandBlock, args: argparse.Namespace
+                   ) -> tuple[list[list[str]], list[tuple[str, bool]]]:
+    def row(name: str, f: Any) -> list[str]:
+        a, b = f(base), f(loaded)
+        return [name, ms(a), ms(b), ratio(b, a)]
+
+    expected = args.observers * len(KITS) * args.rate
+    got = loaded.delivered / loaded.delivered_s if loaded.delivered_s else float("nan")
+    names = ["broker", "service", "target twin", "other twins", "observers", "holder", "others"]
+    rows = [
+        ["commands (errors)", f"{len(base.rtt_ms)} ({len(base.errors)})",
+         f"{len(loaded.rtt_ms)} ({len(loaded.errors)})", ""],
+        row("p50", lambda b: b.p(50)), row("p95", lambda b: b.p(95)),
+        row("p99", lambda b: b.p(99)), row("max", lambda b: b.max_ms),
+        row("mean", lambda b: float(np.mean(b.rtt_ms)) if b.rtt_ms else float("nan")),
+        row("holder -> kit, p50 (ack ts - send)", lambda b: b.p(50, "out")),
+        row("holder -> kit, p99", lambda b: b.p(99, "out")),
+        row("kit -> holder, p50 (receive - ack ts)", lambda b: b.p(50, "back")),
+        row("kit -> holder, p99", lambda b: b.p(99, "back")),
+        ["CPU, % of a core: " + " / ".join(names),
+         " / ".join(f"{base.cpu.get(n, 0):.0f}" for n in names),
+         " / ".join(f"{loaded.cpu.get(n, 0):.0f}" for n in names), ""],
+        ["observer deliveries", "-", f"{got:.0f}/s of {expected:.0f}/s", ""],
+    ]
+    checks = [
+        (f"holder's command p99 ≤ {COMMAND_P99_TARGET_MS:g} ms with {args.observers} observers "
+         f"(p99 {loaded.p(99):.1f} ms)",
+         loaded.p(99) <= COMMAND_P99_TARGET_MS and not loaded.errors),
+        (f"baseline command p99 ≤ {COMMAND_P99_TARGET_MS:g} ms (p99 {base.p(99):.1f} ms)",
+         base.p(99) <= COMMAND_P99_TARGET_MS and not base.errors),
+        ("every command acknowledged as applied", not base.errors and not loaded.errors),
+        ("observers got ≥ 95 % of the telemetry they subscribed to", got >= 0.95 * expected),
+    ]
+    return rows, checks
+
+
+COMMAND_HEADER = ["", "baseline", "with observers", "observers/baseline"]
+
+
+def profile_text(path: Path, top: int = 25) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    # Where a queue request's time goes, one level down each time.
+    for name in (r"api.py:\d+\(_call\)", r"service.py:\d+\(request\)",
+                 r"service.py:\d+\(_entry_view\)", r"service.py:\d+\(_estimates\)",
+                 r"service.py:\d+\(_assign\)", r"service.py:\d+\(tick\)"):
+        stats.sort_stats("cumulative").print_callees(name)
+    return out.getvalue()
+
+
+def write_markdown(path: Path, body: str) -> None:
+    """Append or replace SECTION of `path`, re-read just before writing; other sections are
+    left as they are."""
+    text = path.read_text() if path.exists() else INTRO
+    section = f"{SECTION}\n\n{body.rstrip()}\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section + "\n", text, count=1).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
+# ============================================================== main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 round, 100 commands, 20 observers in 2 processes, "
+                             "no tornado cross-check")
+    parser.add_argument("--markdown", type=Path, metavar="FILE",
+                        help=f"append/replace the section {SECTION!r} in FILE")
+    parser.add_argument("--profile", nargs="?", const="", default=None, metavar="FILE",
+                        help="run the service under cProfile and print its hot spots (and "
+                             "keep the raw stats in FILE, if given)")
+    parser.add_argument("--requests", type=int, default=150, help="users per queue burst")
+    parser.add_argument("--rounds", type=int, default=None, help="bursts (default 3, quick 1)")
+    parser.add_argument("--no-tornado", action="store_true",
+                        help="skip the cross-check burst from tornado's AsyncHTTPClient")
+    parser.add_argument("--commands", type=int, default=None,
+                        help="commands per condition (default 500, quick 100)")
+    parser.add_argument("--warmup-commands", type=int, default=20)
+    parser.add_argument("--observers", type=int, default=None, help="default 100, quick 20")
+    parser.add_argument("--observer-procs", type=int, default=None, help="default 4, quick 2")
+    parser.add_argument("--qos", type=int, choices=[0, 1], default=1,
+                        help="QoS of the observers' subscriptions")
+    parser.add_argument("--rate", type=float, default=20.0, help="telemetry per kit, Hz")
+    parser.add_argument("--gap", type=float, default=0.02,
+                        help="random pause of 0..GAP s between two commands")
+    parser.add_argument("--settle", type=float, default=2.0,
+                        help="pause after starting/stopping the observers, s")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.commands = args.commands or (100 if args.quick else 500)
+    args.observers = args.observers or (20 if args.quick else 100)
+    args.observer_procs = args.observer_procs or (2 if args.quick else 4)
+    args.no_tornado = args.no_tornado or args.quick
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([".venv/bin/python", "bench/sharing.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+    groups = {"wc": 30, "ws": 30, "t1": args.requests}
+    for r in range(1, args.rounds + 1):
+        groups[f"c{r}"] = groups[f"s{r}"] = args.requests
+    users = {g: make_users(g, n) for g, n in groups.items()}
+    admin, holder = make_users("bench-admin", 1)[0], make_users("bench-holder", 1)[0]
+    admin.name, holder.name = "bench-admin", "bench-holder"
+    everyone = [admin, holder, *(u for group in users.values() for u in group)]
+
+    root = Path(tempfile.mkdtemp(prefix="smartlab-bench-sharing-"))
+    root.chmod(0o711)  # the broker drops to the `mosquitto` account; it must reach its folder
+    started = datetime.now(UTC)
+
+    def interrupted(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    stack = Stack(args, root, everyone)
+    profile = None
+    try:
+        progress(f"starting broker, lab service and {len(KITS)} twins at {args.rate:g} Hz "
+                 f"({len(everyone)} users configured)"
+                 + (" - service under cProfile" if args.profile is not None else ""))
+        stack.start()
+        progress(f"broker on port {stack.broker.port}, service on {stack.url}")
+        concurrent, sequential, cross = queue_phase(stack, args, users)
+        base, loaded = command_phase(stack, args, holder)
+    except KeyboardInterrupt:
+        progress("interrupted")
+        return 130
+    except Exception:
+        progress(f"failed; the service's log ends with:\n{stack.service_output()}")
+        raise
+    finally:
+        stack.stop()
+        if args.profile is not None and stack.profile_path.exists():
+            profile = profile_text(stack.profile_path)
+            if args.profile:
+                shutil.copyfile(stack.profile_path, args.profile)
+        shutil.rmtree(root, ignore_errors=True)
+
+    queue_rows, queue_checks, ratios = queue_tables(concurrent, sequential, cross)
+    cmd_rows, cmd_checks = command_tables(base, loaded, args)
+    checks = queue_checks + cmd_checks
+    print()
+    print(f"1. queue burst: {args.requests} users, {len(KITS)} kits; {WEBLAB}")
+    print(text_table(queue_rows, QUEUE_HEADER))
+    print()
+    print(text_table(ratios, RATIO_HEADER))
+    print()
+    print(f"2. holder's command round trip ({TARGET}, gate toggles)")
+    print(text_table(cmd_rows, COMMAND_HEADER))
+    print()
+    print("\n".join(f"{verdict(ok)}  {name}" for name, ok in checks))
+    if profile:
+        print("\nservice profile (event loop thread):\n" + profile)
+    if args.markdown:
+        spread = max(r.send_spread_s for r in concurrent) * 1000
+        notes = [
+            f"Queue burst: {args.requests} distinct users per burst, {args.requests // len(KITS)}"
+            f" per kit, `POST /api/queue {{\"kit\": ...}}` each on a new connection (as "
+            "`labs.client.LabService` does), all connects started in one tight loop of one "
+            f"non-blocking socket client (at most {spread:.1f} ms between the first and the "
+            "last); latency = connect to the last byte of the answer. Fresh users every "
+            "burst; before each burst the queue is empty and the 5 kits are free (the "
+            "previous burst's entries leave the queue and its sessions are ended); "
+            "concurrent and sequential bursts alternate in order round by round. The service "
+            "is `smartlab lab serve` with its defaults (SQLite in the state folder, 0.25 s "
+            f"tick); the {len(KITS)} twins publish at {args.rate:g} Hz meanwhile.",
+            f"Reference: {WEBLAB}.",
+            "Sequential: the same burst (other fresh users, same starting state) one request "
+            "after another. Service CPU per request = the service process's CPU time during "
+            "the burst / requests (ticks included).",
+            "Cross-check: one burst from tornado's `AsyncHTTPClient(max_clients="
+            f"{args.requests})`, every request released by one asyncio.Event; its extra "
+            "latency is the client's own work on the shared 2 cores.",
+            f"Command round trip: `LabService.session({TARGET!r})` (queue -> granted -> "
+            "`/api/me/mqtt` control URL), then `kit.set('gate', open/closed)` one after "
+            f"another with a random 0-{args.gap * 1000:.0f} ms pause, timed by "
+            "`Ack.round_trip_s`; holder -> kit / kit -> holder split by the ack's `ts` (same "
+            f"clock). {args.commands} commands per condition; the baseline's halves run "
+            "before and after the observed block. Observers: paho v5, QoS "
+            f"{args.qos} on `{OBSERVE_FILTER}`, one select loop per process, "
+            f"{args.observer_procs} processes; twins: target kit in one process, the other "
+            "four in another. 'others' CPU = the rest of the machine meanwhile.",
+        ]
+        if args.profile is not None:
+            notes.append("This run had the service under cProfile (slower than normal).")
+        body = [
+            f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine()}, with", "",
+            f"    {command}", "",
+            f"**1. {args.requests} simultaneous queue requests** ({len(KITS)} kits):", "",
+            markdown_table(queue_rows, QUEUE_HEADER), "",
+            markdown_table(ratios, RATIO_HEADER), "",
+            *[f"- **{verdict(ok)}** {name}" for name, ok in queue_checks], "",
+            f"**2. Holder's command round trip with {args.observers} observers** "
+            f"({TARGET}, client -> broker -> kit -> acknowledgement):", "",
+            markdown_table(cmd_rows, COMMAND_HEADER), "",
+            *[f"- **{verdict(ok)}** {name}" for name, ok in cmd_checks], "",
+            *[f"- {note}" for note in notes],
+        ]
+        write_markdown(args.markdown, "\n".join(body))
+        progress(f"wrote the section {SECTION!r} of {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
