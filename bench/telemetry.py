@@ -11,6 +11,12 @@ One run starts its own Mosquitto (dynamic security, as `smartlab` configures it)
 3. the highest per-kit rate with zero loss and >= 95 % of the target rate, 10 subscribers, for
    twins and for raw.
 
+Both are also run crossed (twins -> mosquitto_sub, mosquitto_pub -> paho), which tells whether a
+difference comes from the publishing or the subscribing side (`--skip cross` leaves them out).
+The combinations run in interleaved windows (`--rounds`) so that the shared machine's noise hits
+them alike; each window records the CPU used by the broker, the publishers, the subscribers and
+the rest of the machine.
+
 A message counts as received if it reaches a subscriber at most `--drain` seconds after the
 measuring window closes; only messages sent inside the window are counted. Results go to stdout
 (and with `--markdown FILE` into a section of that file); progress goes to stderr. The exit status
@@ -87,7 +93,8 @@ class PhaseResult:
     sent: int  # messages sent in the window (all kits)
     errors: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)  # group -> % of one core in the window
-    round_p99: list[float] = field(default_factory=list)  # p99 of each window pooled here
+    # (p99 ms, CPU % the rest of the machine used) of each window pooled here
+    rounds: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
@@ -125,7 +132,7 @@ class PhaseResult:
                    sum(p.expected for p in parts), sum(p.received for p in parts),
                    sum(p.gaps for p in parts), sum(p.duplicates for p in parts),
                    sum(p.sent for p in parts), [e for p in parts for e in p.errors], cpu,
-                   [p.pct(99) for p in parts])
+                   [(p.pct(99), p.cpu.get("others", float("nan"))) for p in parts])
 
     def cpu_text(self) -> str:
         return ", ".join(f"{name} {pct:.0f}%" for name, pct in self.cpu.items())
@@ -781,13 +788,15 @@ def report(twin: PhaseResult, raw: PhaseResult, twin_rate: Sweep | None, raw_rat
     return rows, checks
 
 
-SPLIT_HEADER = ["publishers -> subscribers", "p50", "p99", "p99 of each window", "max", "lost",
+SPLIT_HEADER = ["publishers -> subscribers", "p50", "p99",
+                "p99 ms of each window (others' CPU %)", "max", "lost",
                 "CPU, % of a core: broker / pub / sub / others"]
 
 
 def split_rows(results: list[PhaseResult]) -> list[list[str]]:
     return [[r.label, f"{r.pct(50):.2f} ms", f"{r.pct(99):.2f} ms",
-             " / ".join(f"{x:.0f}" for x in r.round_p99), f"{r.max_ms:.2f} ms", str(r.lost),
+             " / ".join(f"{x:.0f} ({o:.0f})" for x, o in r.rounds), f"{r.max_ms:.2f} ms",
+             str(r.lost),
              cpu_cell(r)] for r in results]
 
 

@@ -449,14 +449,16 @@ class LabService:
             self._begin_end(db, session, reason, self.clock())
 
     def _assign(self, db: DB, now: float) -> None:
-        waiting = _load_waiting(db)
-        if not waiting:
-            return
+        # Free kits first: usually there are none, and then the queue need not be read at all.
         busy = set(db.scalars(select(SessionRow.kit_id).where(
             SessionRow.state.in_(LIVE_STATES))))
-        free = [S.KitSlot(k.id, k.model, now) for k in db.scalars(select(KitRow).where(
-            KitRow.pool_state == IN_POOL)) if k.id not in busy and self.gateway.online(k.id)]
+        free = [S.KitSlot(kit_id, model, now) for kit_id, model in db.execute(
+            select(KitRow.id, KitRow.model).where(KitRow.pool_state == IN_POOL))
+            if kit_id not in busy and self.gateway.online(kit_id)]
         if not free:
+            return
+        waiting = _load_waiting(db)
+        if not waiting:
             return
         for grant in S.assign(waiting, free, self._booked_slots(db, now),
                               self._last_served(db), now, self.policy.slot_seconds,

@@ -1,0 +1,291 @@
+"""The site file: institutions, courses, people and kits of one Smart City Lab installation.
+
+The site file is the platform's one source of configuration. The hub's groups, roles, services
+and users are derived from it (hub_config/hub.py); its `kits:` section belongs to
+hardware_kits.fleet and is validated there. Every error is one line: `file: field: reason`.
+
+Passwords never appear in the file, only hashes: `$pbkdf2-sha256$<rounds>$<salt>$<checksum>`
+(passlib's format, adapted base64 without padding) or bcrypt (`$2b$…`). `hash_password` makes
+the former; `python -m hub_config.site hash-password` asks for a password and prints its hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hardware_kits.descriptor import DescriptorError, load_models, read_yaml
+from hardware_kits.fleet import KitEntry, parse_kits
+
+# nbgrader derives the course from the group name after the first hyphen, and the course id is
+# also a hub service name and a URL path segment: keep it plain.
+COURSE_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+# A valid Unix login and JupyterHub name (useradd's default pattern, 32 characters at most).
+USERNAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# Hub services that are not courses; a course with one of these ids would take over its URL.
+RESERVED_SERVICE_NAMES = frozenset({"lab", "status"})
+GRADER_PREFIX = "grader-"  # one grader account per course runs its formgrader
+
+PBKDF2_PREFIX = "$pbkdf2-sha256$"
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+PBKDF2_ROUNDS = 29000  # passlib's default for pbkdf2_sha256
+
+Role = Literal["student", "instructor", "grader", "lab-admin", "hub-admin"]
+Id = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Lms(_Strict):
+    """Placeholder for the institution's LMS (LTI 1.3) until the LTI login lands."""
+
+    issuer: str
+    client_id: str
+
+
+class Institution(_Strict):
+    id: Id
+    name: str = Field(min_length=1)
+    kind: Literal["centre", "university", "academy"]  # academy: a partner, not a university
+    lms: Lms | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _plain_id(cls, value: str) -> str:
+        if not COURSE_ID.match(value):
+            raise ValueError("must be lowercase letters, digits and single hyphens")
+        return value
+
+
+class Course(_Strict):
+    id: Id
+    title: str = Field(min_length=1)
+    institutions: list[str] = Field(min_length=1)
+    instructors: list[str] = Field(min_length=1)
+    graders: list[str] = []
+    students: list[str] = []
+    kits: list[str] = []
+
+    @field_validator("id")
+    @classmethod
+    def _course_id(cls, value: str) -> str:
+        if not COURSE_ID.match(value):
+            raise ValueError("must be lowercase letters, digits and single hyphens")
+        return value
+
+
+class Person(_Strict):
+    username: str
+    name: str = Field(min_length=1)
+    institution: str
+    roles: list[Role] = Field(min_length=1)
+    password_hash: str
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if not USERNAME.match(value):
+            raise ValueError("must start with a lowercase letter and have at most 32 lowercase "
+                             "letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hashed(cls, value: str) -> str:
+        if value.startswith(BCRYPT_PREFIXES):
+            return value
+        if value.startswith(PBKDF2_PREFIX):
+            _parse_pbkdf2(value)  # raises ValueError on a malformed hash
+            return value
+        raise ValueError("must be a `$pbkdf2-sha256$` or bcrypt hash, never a plain password "
+                         "(python -m hub_config.site hash-password)")
+
+
+class SiteSpec(_Strict):
+    """Everything but `kits:`, which hardware_kits.fleet validates."""
+
+    institutions: list[Institution] = Field(min_length=1)
+    courses: list[Course] = []
+    people: list[Person] = []
+    kits: list[Any]  # checked by parse_kits
+
+
+class Site(BaseModel):
+    """A validated site file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    institutions: list[Institution]
+    courses: list[Course]
+    people: list[Person]
+    kits: list[KitEntry]
+
+    def person(self, username: str) -> Person | None:
+        return next((p for p in self.people if p.username == username), None)
+
+    def course(self, course_id: str) -> Course | None:
+        return next((c for c in self.courses if c.id == course_id), None)
+
+    def with_role(self, role: str) -> list[Person]:
+        return [p for p in self.people if role in p.roles]
+
+
+# ------------------------------------------------------------------ loading
+
+
+def _loc(error: dict[str, Any]) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "-"
+
+
+def parse_site(data: Any, source: str, models: dict[str, dict] | None = None) -> Site:
+    """Validate a parsed site file; raise DescriptorError (`source: field: reason`)."""
+    kits = parse_kits(data, source, models if models is not None else load_models())
+    try:
+        spec = SiteSpec.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise DescriptorError(f"{source}: {_loc(first)}: {first['msg']}") from None
+    for field, reason in _cross_field_errors(spec, {k.id for k in kits}):
+        raise DescriptorError(f"{source}: {field}: {reason}")
+    return Site(source=source, institutions=spec.institutions, courses=spec.courses,
+                people=spec.people, kits=kits)
+
+
+def load_site(path: Path | str, models: dict[str, dict] | None = None) -> Site:
+    path = Path(path)
+    return parse_site(read_yaml(path), str(path), models)
+
+
+def _duplicates(values: list[str], section: str, field: str) -> list[tuple[str, str]]:
+    seen: set[str] = set()
+    found = []
+    for i, value in enumerate(values):
+        if value in seen:
+            found.append((f"{section}.{i}.{field}", f"{value!r} is used twice"))
+        seen.add(value)
+    return found
+
+
+def _cross_field_errors(spec: SiteSpec, kit_ids: set[str]) -> list[tuple[str, str]]:
+    """(field, reason) of every broken reference, in file order; the first one is reported."""
+    errors = _duplicates([i.id for i in spec.institutions], "institutions", "id")
+    errors += _duplicates([p.username for p in spec.people], "people", "username")
+    errors += _duplicates([c.id for c in spec.courses], "courses", "id")
+    institutions = {i.id for i in spec.institutions}
+    people = {p.username: p for p in spec.people}
+    graders = {GRADER_PREFIX + c.id for c in spec.courses}
+    for i, person in enumerate(spec.people):
+        if person.institution not in institutions:
+            errors.append((f"people.{i}.institution",
+                           f"no institution {person.institution!r}"))
+        if person.username in graders:
+            errors.append((f"people.{i}.username",
+                           f"{person.username!r} is the grader account of a course"))
+    for i, course in enumerate(spec.courses):
+        errors += _course_errors(f"courses.{i}", course, institutions, people, kit_ids)
+    return errors
+
+
+def _course_errors(where: str, course: Course, institutions: set[str],
+                   people: dict[str, Person], kit_ids: set[str]) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    if course.id in RESERVED_SERVICE_NAMES:
+        errors.append((f"{where}.id", f"{course.id!r} is the name of another hub service "
+                                      f"({', '.join(sorted(RESERVED_SERVICE_NAMES))})"))
+    for j, inst in enumerate(course.institutions):
+        if inst not in institutions:
+            errors.append((f"{where}.institutions.{j}", f"no institution {inst!r}"))
+    for j, kit in enumerate(course.kits):
+        if kit not in kit_ids:
+            errors.append((f"{where}.kits.{j}", f"no kit {kit!r}"))
+    for field, role in (("instructors", "instructor"), ("graders", "grader"),
+                        ("students", "student")):
+        members: list[str] = getattr(course, field)
+        errors += _duplicates(members, where, field)
+        for j, username in enumerate(members):
+            person = people.get(username)
+            if person is None:
+                errors.append((f"{where}.{field}.{j}", f"no person {username!r}"))
+            elif role not in person.roles:
+                errors.append((f"{where}.{field}.{j}", f"{username!r} lacks the {role} role"))
+            elif role == "student" and person.institution not in course.institutions:
+                errors.append((f"{where}.{field}.{j}",
+                               f"{username!r} is from {person.institution!r}, which does not "
+                               f"take part in {course.id!r}"))
+    return errors
+
+
+# ------------------------------------------------------------------ passwords
+
+
+def _ab64_encode(raw: bytes) -> str:
+    return base64.b64encode(raw).decode().rstrip("=").replace("+", ".")
+
+
+def _ab64_decode(text: str) -> bytes:
+    text = text.replace(".", "+")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def _parse_pbkdf2(value: str) -> tuple[int, bytes, bytes]:
+    parts = value.split("$")  # '', 'pbkdf2-sha256', rounds, salt, checksum
+    if len(parts) != 5 or not parts[2].isdigit():
+        raise ValueError("a pbkdf2-sha256 hash is $pbkdf2-sha256$<rounds>$<salt>$<checksum>")
+    try:
+        salt, checksum = _ab64_decode(parts[3]), _ab64_decode(parts[4])
+    except ValueError:
+        raise ValueError("the salt or checksum of the pbkdf2-sha256 hash is not base64") from None
+    if int(parts[2]) < 1000 or len(checksum) != 32:
+        raise ValueError("the pbkdf2-sha256 hash needs ≥ 1000 rounds and a 32-byte checksum")
+    return int(parts[2]), salt, checksum
+
+
+def hash_password(password: str, rounds: int = PBKDF2_ROUNDS) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
+    return f"{PBKDF2_PREFIX}{rounds}${_ab64_encode(salt)}${_ab64_encode(digest)}"
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    """True if `password` matches; bcrypt hashes need the optional `bcrypt` package."""
+    if password_hash.startswith(PBKDF2_PREFIX):
+        rounds, salt, checksum = _parse_pbkdf2(password_hash)
+        digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
+        return hmac.compare_digest(digest, checksum)
+    if password_hash.startswith(BCRYPT_PREFIXES):
+        try:
+            import bcrypt  # optional: only sites with bcrypt hashes need it
+        except ImportError:
+            return False
+        return bcrypt.checkpw(password.encode(), password_hash.encode())
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hub_config.site hash-password`: print the hash of a password typed twice."""
+    import argparse
+    import getpass
+
+    parser = argparse.ArgumentParser(prog="python -m hub_config.site")
+    parser.add_argument("command", choices=["hash-password"])
+    parser.parse_args(argv)
+    password = getpass.getpass("password: ")
+    if password != getpass.getpass("again: "):
+        print("the passwords differ")
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Hub configuration derived from the site file: groups, least-privilege roles, services."""
+
+from __future__ import annotations
+
+import asyncio
+import runpy
+from pathlib import Path
+
+import pytest
+from jupyterhub.scopes import _check_scopes_exist, scope_definitions
+from traitlets.config import Config
+
+from hub_config import hub
+from hub_config.site import Site, load_site
+
+HUB_CONFIG = Path(__file__).resolve().parents[2] / "hub_config"
+DEMO = HUB_CONFIG / "demo-site.yaml"
+COURSES = ["smart-city", "iot-basics"]
+
+
+@pytest.fixture(scope="module")
+def site(models) -> Site:
+    return load_site(DEMO, models)
+
+
+def access_services(scopes: set[str]) -> set[str]:
+    return {s for s in scopes if s.startswith("access:services")}
+
+
+def all_role_scopes(site: Site) -> list[str]:
+    return [s for role in hub.load_roles(site) for s in role["scopes"]] + hub.SERVER_TOKEN_SCOPES
+
+
+# ------------------------------------------------------------------ groups
+
+
+def test_groups_per_institution_and_course(site):
+    groups = hub.groups(site)
+    for inst in ("centre", "univ-a", "univ-b", "academy"):
+        assert f"inst-{inst}" in groups
+    assert groups["inst-univ-b"] == ["bella", "boris", "gleb"]
+    assert groups["nbgrader-smart-city"] == ["anna", "artem", "bella", "boris"]
+    assert groups["formgrade-smart-city"] == ["gleb", "irina"]
+    assert groups["nbgrader-iot-basics"] == ["artem", "pavel"]
+    assert groups["formgrade-iot-basics"] == ["oleg"]
+    assert groups["lab-admins"] == ["lara"]
+    assert "gleb" not in groups["lab-users"]  # a grader only grades
+    assert "hugo" not in groups["lab-users"]
+
+
+def test_hub_users_include_one_grader_account_per_course(site):
+    users = hub.hub_users(site)
+    assert {f"grader-{c}" for c in COURSES} <= set(users)
+    assert set(users) - {f"grader-{c}" for c in COURSES} == {p.username for p in site.people}
+    assert hub.admin_users(site) == ["hugo"]
+
+
+# ------------------------------------------------------------------ roles
+
+
+def test_student_sees_only_own_courses(site):
+    scopes = hub.scopes_of(site, "anna")  # smart-city only
+    assert "read:services!service=smart-city" in scopes
+    assert "list:services" in scopes
+    assert access_services(scopes) == {"access:services!service=lab"}  # no formgrader
+    assert not any("iot-basics" in s for s in scopes)
+    both = hub.scopes_of(site, "artem")
+    assert {"read:services!service=smart-city", "read:services!service=iot-basics"} <= both
+
+
+def test_instructor_gets_their_formgrader_and_students(site):
+    scopes = hub.scopes_of(site, "irina")
+    assert access_services(scopes) == {"access:services!service=smart-city",
+                                       "access:services!service=lab"}
+    assert "read:users:name!group=nbgrader-smart-city" in scopes
+    assert not any("iot-basics" in s for s in scopes)
+
+
+def test_grader_only_reaches_their_formgrader(site):
+    for username in ("gleb", "grader-smart-city"):
+        assert access_services(hub.scopes_of(site, username)) == {
+            "access:services!service=smart-city"}
+    assert access_services(hub.scopes_of(site, "grader-iot-basics")) == {
+        "access:services!service=iot-basics"}
+
+
+def test_lab_admin_gets_no_formgrader(site):
+    scopes = hub.scopes_of(site, "lara")
+    assert access_services(scopes) == {"access:services!service=lab"}
+    assert not any(c in s for s in scopes for c in COURSES)
+
+
+def test_only_hub_admins_hold_admin_scopes(site):
+    for username in hub.hub_users(site):
+        admin = {s for s in hub.scopes_of(site, username) if s.startswith("admin")}
+        assert bool(admin) == (username == "hugo"), username
+    assert not any(s.startswith("admin") for s in all_role_scopes(site))
+    assert all(role["name"] != "admin" for role in hub.load_roles(site))
+
+
+def test_every_scope_exists_in_jupyterhub(site):
+    scopes = all_role_scopes(site)
+    _check_scopes_exist(scopes)  # JupyterHub's own check at startup (filters included)
+    for scope in scopes:
+        base, _, filter_ = scope.partition("!")
+        assert base in scope_definitions, scope
+        assert filter_ == "" or filter_.partition("=")[0] in {"user", "service", "group",
+                                                                "server"}, scope
+
+
+def test_roles_name_only_known_groups_users_and_services(site):
+    groups, users = hub.groups(site), set(hub.hub_users(site))
+    names = {s["name"] for s in hub.services(site)}
+    for role in hub.load_roles(site):
+        assert set(role.get("groups", [])) <= set(groups), role["name"]
+        assert set(role.get("users", [])) <= users, role["name"]
+        assert set(role.get("services", [])) <= names, role["name"]
+    role_names = [r["name"] for r in hub.load_roles(site)]
+    assert len(role_names) == len(set(role_names))
+
+
+# ------------------------------------------------------------------ services
+
+
+def test_one_formgrader_per_course_named_after_it(site):
+    by_name = {s["name"]: s for s in hub.services(site)}
+    assert set(by_name) == {*COURSES, "lab", "status"}
+    for course_id in COURSES:
+        service = by_name[course_id]
+        assert service["user"] == f"grader-{course_id}"
+        assert service["command"][0] == "jupyterhub-singleuser"
+    ports = [s["url"].rsplit(":", 1)[1] for s in by_name.values()]
+    assert len(ports) == len(set(ports))
+    assert by_name["lab"]["url"] == "http://127.0.0.1:8181"
+    assert by_name["lab"]["oauth_no_confirm"] is True
+    assert "command" not in by_name["lab"]  # started by `smartlab up`
+
+
+# ------------------------------------------------------------------ config files
+
+
+def load_config(path: Path, monkeypatch, env: dict[str, str]) -> Config:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    c = Config()
+    runpy.run_path(str(path), init_globals={"get_config": lambda: c})
+    return c
+
+
+def test_jupyterhub_config_is_derived_from_the_site(site, monkeypatch):
+    c = load_config(HUB_CONFIG / "jupyterhub_config.py", monkeypatch,
+                    {"SMARTLAB_SITE": str(DEMO), "SMARTLAB_LAB_SERVICE_TOKEN": "t0ken"})
+    assert c.JupyterHub.authenticator_class is hub.SiteAuthenticator
+    assert c.Authenticator.allow_all is False
+    assert c.Authenticator.manage_groups is True
+    assert "load_groups" not in c.JupyterHub  # refused together with manage_groups
+    assert c.Authenticator.allowed_users == set(hub.hub_users(site))
+    assert c.Authenticator.admin_users == {"hugo"}
+    assert c.JupyterHub.load_roles == hub.load_roles(site)
+    assert [s["name"] for s in c.JupyterHub.services] == [s["name"] for s in hub.services(site)]
+    lab = next(s for s in c.JupyterHub.services if s["name"] == "lab")
+    assert lab["api_token"] == "t0ken"
+    assert c.Spawner.server_token_scopes == hub.SERVER_TOKEN_SCOPES
+
+
+def test_jupyterhub_config_follows_smartlab_site(tmp_path, monkeypatch):
+    other = tmp_path / "site.yaml"
+    other.write_text(DEMO.read_text().replace("iot-basics", "iot-intro"))
+    c = load_config(HUB_CONFIG / "jupyterhub_config.py", monkeypatch,
+                    {"SMARTLAB_SITE": str(other)})
+    assert "iot-intro" in {s["name"] for s in c.JupyterHub.services}
+    assert "api_token" not in next(s for s in c.JupyterHub.services if s["name"] == "lab")
+
+
+def test_nbgrader_config_for_several_courses(monkeypatch):
+    from nbgrader.auth import JupyterHubAuthPlugin
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    c = load_config(HUB_CONFIG / "nbgrader_config.py", monkeypatch,
+                    {"SMARTLAB_EXCHANGE": "/tmp/exchange"})
+    assert c.Exchange.path_includes_course is True
+    assert c.Exchange.root == "/tmp/exchange"
+    assert c.Authenticator.plugin_class is JupyterHubAuthPlugin
+    assert c.Execute.timeout > 0
+    assert ClearHiddenTests in c.GenerateFeedback.preprocessors
+
+
+# ------------------------------------------------------------------ login
+
+
+def login(authenticator: hub.SiteAuthenticator, username: str, password: str):
+    return asyncio.run(authenticator.authenticate(None, {"username": username,
+                                                         "password": password}))
+
+
+def test_site_authenticator_checks_hashes_and_returns_groups(site):
+    auth = hub.SiteAuthenticator(site_path=str(DEMO))
+    assert auth.manage_groups is True
+    user = login(auth, "boris", "demo-boris")
+    assert user == {"name": "boris", "groups": hub.user_groups(site)["boris"], "admin": False}
+    assert "nbgrader-smart-city" in user["groups"]
+    assert login(auth, "hugo", "demo-hugo")["admin"] is True
+    assert login(auth, "boris", "demo-anna") is None
+    assert login(auth, "grader-smart-city", "") is None
+    assert login(auth, "nobody", "demo-nobody") is None
