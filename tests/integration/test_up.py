@@ -72,7 +72,7 @@ def test_up_runs_the_demo_stops_cleanly_and_reuses_state(state_root):
         tokens = json.loads((state / "demo-tokens.json").read_text())
         assert (state / "demo-tokens.json").stat().st_mode & 0o077 == 0
         assert all(token in banner for token in tokens.values())
-        kits = LabService(url, tokens["admin"]).kits()
+        kits = LabService(url, tokens["lara"]).kits()
         assert sorted(k["id"] for k in kits) == sorted(DEMO_KITS)
         assert all(k["online"] for k in kits)
 
