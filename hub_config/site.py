@@ -19,7 +19,14 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from hardware_kits.descriptor import DescriptorError, load_models, read_yaml
 from hardware_kits.fleet import KitEntry, parse_kits
@@ -38,7 +45,14 @@ BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 PBKDF2_ROUNDS = 29000  # passlib's default for pbkdf2_sha256
 
 Role = Literal["student", "instructor", "grader", "lab-admin", "hub-admin"]
-Id = Annotated[str, Field(min_length=1, max_length=64)]
+def _plain_id(value: str) -> str:
+    if not COURSE_ID.match(value):
+        raise ValueError("must be lowercase letters, digits and single hyphens")
+    return value
+
+
+# Institution and course ids: they become group, service and folder names.
+Id = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_plain_id)]
 
 
 class _Strict(BaseModel):
@@ -58,13 +72,6 @@ class Institution(_Strict):
     kind: Literal["centre", "university", "academy"]  # academy: a partner, not a university
     lms: Lms | None = None
 
-    @field_validator("id")
-    @classmethod
-    def _plain_id(cls, value: str) -> str:
-        if not COURSE_ID.match(value):
-            raise ValueError("must be lowercase letters, digits and single hyphens")
-        return value
-
 
 class Course(_Strict):
     id: Id
@@ -74,13 +81,6 @@ class Course(_Strict):
     graders: list[str] = []
     students: list[str] = []
     kits: list[str] = []
-
-    @field_validator("id")
-    @classmethod
-    def _course_id(cls, value: str) -> str:
-        if not COURSE_ID.match(value):
-            raise ValueError("must be lowercase letters, digits and single hyphens")
-        return value
 
 
 class Person(_Strict):
