@@ -43,10 +43,8 @@ import io
 import json
 import multiprocessing as mp
 import os
-import platform
 import pstats
 import random
-import re
 import selectors
 import shlex
 import shutil
@@ -63,17 +61,16 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 
 from hardware_kits import protocol as P
 from hardware_kits.broker import Broker, free_port
-from hardware_kits.mqtt import BrokerAddress, Credentials
+from hardware_kits.mqtt import Credentials
 
 REPO = Path(__file__).resolve().parent.parent
-SECTION = "## Kit sharing (issue 3)"
-INTRO = ("# Benchmarks\n\nThe figures are measured on the 2-core CI-class machine; baselines are "
-         "measured in the same run, on the same broker, next to the figures they are compared "
-         "with; compare ratios, not absolute times (the machine is shared and noisy).\n")
+TITLE = "Kit sharing (issue 3)"
+SECTION = f"## {TITLE}"
 TARGET = "bench-park-1"
 KITS = [(TARGET, "smart-parking"), ("bench-lamp-1", "street-lighting"),
         ("bench-lamp-2", "street-lighting"), ("bench-cross-1", "intersection"),
@@ -90,49 +87,10 @@ c.LabServiceApp.users = {users!r}
 """
 
 
-def progress(text: str) -> None:
-    print(f"[sharing {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+progress = common.progress_printer("sharing")
 
 
 # ============================================================== measuring helpers
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of processes (all their threads), from /proc."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU time the whole machine spent busy (all cores, every process), from /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter:
-    """CPU of named process groups over a window, in % of one core; 'others' is the rest of the
-    machine (processes not started by this benchmark)."""
-
-    def __init__(self, groups: dict[str, list[int]]) -> None:
-        self.groups = groups
-        self.start = {name: cpu_seconds(pids) for name, pids in groups.items()}
-        self.machine = machine_busy_seconds()
-        self.t0 = time.monotonic()
-
-    def stop(self) -> dict[str, float]:
-        elapsed = max(time.monotonic() - self.t0, 1e-9)
-        used = {name: cpu_seconds(pids) - self.start[name] for name, pids in self.groups.items()}
-        others = machine_busy_seconds() - self.machine - sum(used.values())
-        out = {name: 100 * s / elapsed for name, s in used.items()}
-        out["others"] = max(0.0, 100 * others / elapsed)
-        return out
-
 
 def pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
@@ -335,106 +293,30 @@ def fire_tornado(port: int, requests: list[tuple[str, dict]], timeout: float = 6
 
 # ============================================================== child processes
 
-def twin_worker(conn: Connection, host: str, port: int, kits: list[tuple[str, str, dict]],
-                rate_hz: float) -> None:
-    """Run kits as twins (KitRunner) until told to stop."""
-    from hardware_kits.descriptor import load_models
-    from hardware_kits.kit_runner import KitRunner
-    from hardware_kits.twins.base import twin_class
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    models = load_models()
-    runners: list[KitRunner] = []
-    try:
-        for kit_id, model, creds in kits:
-            twin = twin_class(model)(models[model], seed=1)
-            address = BrokerAddress(host, port, Credentials(**creds))
-            runners.append(KitRunner(kit_id, twin, address, rate_hz=rate_hz).start())
-        conn.send(("ready", os.getpid()))
-        conn.recv()  # stop
-    except Exception as err:
-        conn.send(("error", f"twins: {type(err).__name__}: {err}"))
-    finally:
-        for runner in runners:
-            with contextlib.suppress(Exception):
-                runner.stop()
-
-
 def observer_worker(conn: Connection, index: int, count: int, host: str, port: int,
                     creds: dict[str, str], qos: int, niceness: int) -> None:
     """`count` paho v5 clients subscribed to every kit's telemetry, driven by one selector loop;
     counts what they receive between "mark" and "stop"."""
-    from hardware_kits.mqtt import make_client
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if niceness:
         os.nice(niceness)
     received = [0]
-    subscribed: set[int] = set()
-    failures: list[str] = []
+    mark = [0, time.monotonic()]  # count and time at the last "mark"
 
     def on_message(_client: Any, _userdata: int, _msg: Any) -> None:
         received[0] += 1
 
-    def on_connect(client: Any, userdata: int, _flags: Any, reason: Any, _props: Any) -> None:
-        if reason.is_failure:
-            failures.append(f"observer {index}-{userdata}: {reason}")
-        else:
-            client.subscribe(OBSERVE_FILTER, qos=qos)
-
-    def on_subscribe(_client: Any, userdata: int, _mid: int, reasons: list, _p: Any) -> None:
-        if any(r.is_failure for r in reasons):
-            failures.append(f"observer {index}-{userdata}: subscription refused")
-        subscribed.add(userdata)
+    def on_control(what: str) -> bool:
+        if what == "mark":
+            mark[:] = [received[0], time.monotonic()]
+            return False
+        conn.send(("result", received[0] - mark[0], time.monotonic() - mark[1]))  # "stop"
+        return True
 
     try:
-        credentials = Credentials(**creds)
-        selector = selectors.DefaultSelector()
-        clients = []
-        for j in range(count):
-            client = make_client(f"{OBSERVER}-{index}-{j}", credentials)
-            client.user_data_set(j)
-            client.on_connect, client.on_subscribe = on_connect, on_subscribe
-            client.on_message = on_message
-            client.connect(host, port, keepalive=60)
-            selector.register(client.socket(), selectors.EVENT_READ, client)
-            clients.append(client)
-        selector.register(conn, selectors.EVENT_READ, None)
-        ready = False
-        mark = (0, time.monotonic())
-        next_misc = time.monotonic() + 1.0
-        deadline = time.monotonic() + 60.0
-        while True:
-            for client in clients:
-                if client.want_write():
-                    client.loop_write()
-            for key, _ in selector.select(timeout=0.2):
-                if key.data is not None:
-                    if key.data.loop_read(max_packets=10) != 0:
-                        raise ConnectionError(f"observer {index}: lost a connection")
-                    continue
-                what = conn.recv()
-                if what == "mark":
-                    mark = (received[0], time.monotonic())
-                elif what == "stop":
-                    conn.send(("result", received[0] - mark[0], time.monotonic() - mark[1]))
-                    for client in clients:
-                        client.disconnect()
-                        with contextlib.suppress(Exception):
-                            client.loop_write()
-                    return
-            if failures:
-                raise ConnectionError("; ".join(failures[:3]))
-            if not ready:
-                if len(subscribed) == count:
-                    conn.send(("ready", os.getpid()))
-                    ready = True
-                elif time.monotonic() > deadline:
-                    raise TimeoutError(f"only {len(subscribed)} of {count} observers subscribed")
-            if time.monotonic() >= next_misc:
-                for client in clients:
-                    client.loop_misc()
-                next_misc = time.monotonic() + 1.0
+        client_ids = [f"{OBSERVER}-{index}-{j}" for j in range(count)]
+        common.select_loop(conn, client_ids, host, port, Credentials(**creds), OBSERVE_FILTER,
+                           qos, on_message, on_control)
     except Exception as err:
         conn.send(("error", f"{type(err).__name__}: {err}"))
 
@@ -539,11 +421,7 @@ class Stack:
     # ------------------------------------------------------------ children
 
     def _spawn(self, target: Any, *args: Any) -> tuple[Any, Connection]:
-        parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=target, args=(child, *args), daemon=True)
-        proc.start()
-        child.close()
-        return proc, parent
+        return common.spawn(self.ctx, target, *args)
 
     @staticmethod
     def _expect(proc: Any, conn: Connection, what: str, timeout: float) -> Any:
@@ -570,7 +448,7 @@ class Stack:
     def start_twins(self, group: str, kit_ids: list[str]) -> None:
         models = dict(KITS)
         kits = [(k, models[k], self.kit_creds[k]) for k in kit_ids]
-        proc, conn = self._spawn(twin_worker, self.broker.host, self.broker.port, kits,
+        proc, conn = self._spawn(common.twin_worker, self.broker.host, self.broker.port, kits,
                                  self.args.rate)
         _, pid = self._expect(proc, conn, f"twins {group}", 30)
         self.twins[group] = (proc, conn, pid)
@@ -728,7 +606,7 @@ QUEUE_HEADER = ["run", "requests", "errors", "granted / waiting", "p50", "p95", 
 def queue_run(stack: Stack, label: str, mode: str, users: list[User]) -> QueueRun:
     kit_ids = [k for k, _ in KITS]
     bodies = [{"kit": kit_ids[i % len(kit_ids)]} for i in range(len(users))]
-    cpu0 = cpu_seconds([stack.service_pid])
+    cpu0 = common.cpu_seconds([stack.service_pid])
     t0 = time.perf_counter()
     if mode == "tornado":
         replies = fire_tornado(stack.port, [(u.token, b) for u, b in zip(users, bodies,
@@ -738,7 +616,7 @@ def queue_run(stack: Stack, label: str, mode: str, users: list[User]) -> QueueRu
                     for u, b in zip(users, bodies, strict=True)]
         replies = fire(stack.port, requests, len(requests) if mode == "concurrent" else 1)
     t1 = time.perf_counter()
-    service_cpu = cpu_seconds([stack.service_pid]) - cpu0
+    service_cpu = common.cpu_seconds([stack.service_pid]) - cpu0
     errors = [f"#{r.index}: {r.error or r.status} {str(r.body)[:120]}" for r in replies
               if r.error or r.status != 201]
     states = Counter(r.body.get("state") for r in replies
@@ -988,7 +866,7 @@ def command_phase(stack: Stack, args: argparse.Namespace, holder: User
                 "holder": [os.getpid()]}
 
     def measured(block: CommandBlock, n: int, what: str) -> None:
-        meter = CpuMeter(groups())
+        meter = common.CpuMeter(groups())
         part = run_commands(kit, n, block.label, args.gap, rng, gate)
         part.cpu = meter.stop()
         progress(f"  {what}: {n} commands, p50 {ms(part.p(50))}, p99 {ms(part.p(99))}, "
@@ -1027,20 +905,6 @@ def command_phase(stack: Stack, args: argparse.Namespace, holder: User
 
 # ============================================================== report
 
-def text_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def markdown_table(rows: list[list[str]], header: list[str]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(r) + " |" for r in rows)])
-
-
 TARGET_CHECK, SANITY = "target", "check"
 
 
@@ -1054,17 +918,6 @@ def verdict_lines(checks: list[tuple[str, str, bool]], markdown: bool = False) -
     if markdown:
         return [f"- **{verdict(kind, ok)}** {kind}: {name}" for kind, name, ok in checks]
     return [f"{verdict(kind, ok):<6}  {kind}: {name}" for kind, name, ok in checks]
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, "
-            f"Linux {platform.release()}, Python {platform.python_version()}")
 
 
 def queue_tables(concurrent: list[QueueRun], sequential: list[QueueRun],
@@ -1178,19 +1031,6 @@ def profile_text(path: Path, top: int = 25) -> str:
     return out.getvalue()
 
 
-def write_markdown(path: Path, body: str) -> None:
-    """Append or replace SECTION of `path`, re-read just before writing; other sections are
-    left as they are."""
-    text = path.read_text() if path.exists() else INTRO
-    section = f"{SECTION}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
-
-
 # ============================================================== main
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1287,14 +1127,14 @@ def main(argv: list[str] | None = None) -> int:
     checks = queue_checks + cmd_checks
     print()
     print(f"1. queue burst: {args.requests} users, {len(KITS)} kits; {WEBLAB}")
-    print(text_table(queue_rows, QUEUE_HEADER))
+    print(common.text_table(queue_rows, QUEUE_HEADER))
     print()
-    print(text_table(ratios, RATIO_HEADER))
+    print(common.text_table(ratios, RATIO_HEADER))
     print()
-    print(text_table(parts, BREAKDOWN_HEADER))
+    print(common.text_table(parts, BREAKDOWN_HEADER))
     print()
     print(f"2. holder's command round trip ({TARGET}, gate toggles)")
-    print(text_table(cmd_rows, cmd_header))
+    print(common.text_table(cmd_rows, cmd_header))
     print()
     print("\n".join(verdict_lines(checks)))
     if profile:
@@ -1347,21 +1187,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile is not None:
             notes.append("This run had the service under cProfile (slower than normal).")
         body = [
-            f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine()}, with", "",
+            f"Measured {started:%Y-%m-%d %H:%M} UTC on {common.machine()}, with", "",
             f"    {command}", "",
             f"**1. {args.requests} simultaneous queue requests** ({len(KITS)} kits):", "",
-            markdown_table(queue_rows, QUEUE_HEADER), "",
-            markdown_table(ratios, RATIO_HEADER), "",
+            common.markdown_table(queue_rows, QUEUE_HEADER), "",
+            common.markdown_table(ratios, RATIO_HEADER), "",
             *verdict_lines(queue_checks, markdown=True), "",
-            markdown_table(parts, BREAKDOWN_HEADER), "",
+            common.markdown_table(parts, BREAKDOWN_HEADER), "",
             f"**2. Holder's command round trip with {args.observers} observers** "
             f"({TARGET}, client -> broker -> kit -> acknowledgement):", "",
-            markdown_table(cmd_rows, cmd_header), "",
+            common.markdown_table(cmd_rows, cmd_header), "",
             *verdict_lines(cmd_checks, markdown=True), "",
             *[f"- {note}" for note in notes],
         ]
-        write_markdown(args.markdown, "\n".join(body))
-        progress(f"wrote the section {SECTION!r} of {args.markdown}")
+        common.write_markdown(args.markdown, TITLE, "\n".join(body), progress)
     return 0
 
 

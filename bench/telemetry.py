@@ -28,14 +28,11 @@ is 0 whatever the figures: it is a benchmark, not a test.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import heapq
 import json
 import multiprocessing as mp
 import os
-import platform
 import re
-import selectors
 import shlex
 import shutil
 import signal
@@ -44,7 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-from array import array
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,16 +48,15 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 
 from hardware_kits import protocol as P
 from hardware_kits.broker import Broker, free_port
-from hardware_kits.mqtt import BrokerAddress, Credentials, connect_client, make_client
+from hardware_kits.mqtt import Credentials, connect_client
 
-SECTION = "## Kit telemetry (issue 2)"
-INTRO = ("# Benchmarks\n\nThe figures are measured on the 2-core CI-class machine; baselines are "
-         "measured in the same run, on the same broker, next to the figures they are compared "
-         "with; compare ratios, not absolute times (the machine is shared and noisy).\n")
+TITLE = "Kit telemetry (issue 2)"
+SECTION = f"## {TITLE}"
 DEFAULT_MODELS = "street-lighting,street-lighting,intersection,environment-station,smart-parking"
 SUB_FILTER = P.all_kits("$telemetry")
 PROBE_KIT = "bench-probe"
@@ -70,8 +65,7 @@ RATIO_TARGET = 2.0
 MIN_RATE_FRACTION = 0.95
 
 
-def progress(text: str) -> None:
-    print(f"[telemetry {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+progress = common.progress_printer("telemetry")
 
 
 # ============================================================== results
@@ -182,80 +176,6 @@ def account(label: str, subscribers: int, rate_hz: float, window: tuple[float, f
                        duplicates, sent, errors)
 
 
-def machine_busy_seconds() -> float:
-    """CPU time the whole machine spent busy (all cores, every process), from /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of processes (all their threads), from /proc."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-# ============================================================== twins (child process)
-
-def twin_worker(conn: Connection, host: str, port: int, kits: list[tuple[str, str]],
-                creds: dict[str, dict[str, str]], rate_hz: float) -> None:
-    """Run the kits as twins (KitRunner) until told to stop; report every `ts` sent per kit."""
-    from hardware_kits.descriptor import load_models
-    from hardware_kits.kit_runner import KitRunner
-    from hardware_kits.twins.base import twin_class
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    models = load_models()
-    runners: list[KitRunner] = []
-    sent: dict[str, array] = {}
-    try:
-        for i, (kit_id, model) in enumerate(kits):
-            twin = twin_class(model)(models[model], seed=i + 1, start=time.time())
-            address = BrokerAddress(host, port, Credentials(**creds[kit_id]))
-            runner = KitRunner(kit_id, twin, address, rate_hz=rate_hz)
-            sent[kit_id] = _record_sent(runner)
-            runners.append(runner)
-        for runner in runners:
-            runner.start()
-        conn.send(("ready", os.getpid()))
-        conn.recv()  # stop
-    except Exception as err:
-        conn.send(("error", f"{type(err).__name__}: {err}"))
-        return
-    finally:
-        for runner in runners:
-            with contextlib.suppress(Exception):  # stopping must not hide the figures
-                runner.stop()
-    conn.send(("result", {kit: list(stamps) for kit, stamps in sent.items()}))
-
-
-def _record_sent(runner: Any) -> array:
-    """Keep the exact `ts` of each telemetry message the runner encodes (seq = index + 1)."""
-    core = runner.core
-    clock, encode = core.clock, core.telemetry
-    stamps = array("d")
-    last = [0.0]
-
-    def stamped_clock() -> float:
-        last[0] = clock()
-        return last[0]
-
-    def telemetry(values: dict, sim: float | None = None) -> str:
-        payload = encode(values, sim)
-        stamps.append(last[0])
-        return payload
-
-    core.clock = stamped_clock
-    core.telemetry = telemetry
-    return stamps
-
-
 # ============================================================== paho subscribers (child processes)
 
 def subscriber_worker(conn: Connection, index: int, count: int, host: str, port: int,
@@ -287,68 +207,20 @@ def subscriber_worker(conn: Connection, index: int, count: int, host: str, port:
                 client.disconnect()
                 client.loop_stop()
         else:
-            window = _select_loop(conn, index, count, host, port, credentials, on_message, qos)
+            control: list[tuple[float, float, float]] = []
+
+            def on_control(window: tuple[float, float, float]) -> bool:
+                control.append(window)  # the only message: the window, i.e. stop
+                return True
+
+            client_ids = [f"bench-sub-{index}-{j}" for j in range(count)]
+            common.select_loop(conn, client_ids, host, port, credentials, SUB_FILTER, qos,
+                               on_message, on_control)
+            window = control[0]
     except Exception as err:
         conn.send(("error", f"subscriber process {index}: {type(err).__name__}: {err}"))
         return
     conn.send(("result", _streams(records, count, window)))
-
-
-def _select_loop(conn: Connection, index: int, count: int, host: str, port: int,
-                 credentials: Credentials, on_message: Any, qos: int
-                 ) -> tuple[float, float, float]:
-    subscribed: set[int] = set()
-    failures: list[str] = []
-
-    def on_connect(client: Any, userdata: int, _flags: Any, reason: Any, _props: Any) -> None:
-        if reason.is_failure:
-            failures.append(f"client {userdata}: {reason}")
-        else:
-            client.subscribe(SUB_FILTER, qos=qos)
-
-    def on_subscribe(_client: Any, userdata: int, _mid: int, reasons: list, _props: Any) -> None:
-        if any(r.is_failure for r in reasons):
-            failures.append(f"client {userdata}: subscription refused")
-        subscribed.add(userdata)
-
-    selector = selectors.DefaultSelector()
-    clients = []
-    for j in range(count):
-        client = make_client(f"bench-sub-{index}-{j}", credentials)
-        client.user_data_set(j)
-        client.on_connect, client.on_subscribe = on_connect, on_subscribe
-        client.on_message = on_message
-        client.connect(host, port, keepalive=60)
-        selector.register(client.socket(), selectors.EVENT_READ, client)
-        clients.append(client)
-    selector.register(conn, selectors.EVENT_READ, None)
-    ready_sent = False
-    next_misc = time.monotonic() + 1.0
-    deadline = time.monotonic() + 60.0
-    while True:
-        for client in clients:
-            if client.want_write():
-                client.loop_write()
-        for key, _ in selector.select(timeout=0.5):
-            if key.data is None:
-                window = conn.recv()
-                for client in clients:
-                    client.disconnect()
-                return window
-            if key.data.loop_read(max_packets=10) != 0:
-                raise ConnectionError(f"lost the connection of {key.data._client_id!r}")
-        if failures:
-            raise ConnectionError("; ".join(failures))
-        if not ready_sent:
-            if len(subscribed) == count:
-                conn.send(("ready", count))
-                ready_sent = True
-            elif time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(subscribed)} of {count} clients subscribed")
-        if time.monotonic() >= next_misc:
-            for client in clients:
-                client.loop_misc()
-            next_misc = time.monotonic() + 1.0
 
 
 def _streams(records: list[tuple[float, int, str, bytes]], count: int,
@@ -396,12 +268,9 @@ class Bench:
     # ------------------------------------------------------------ process bookkeeping
 
     def spawn(self, target: Any, *args: Any) -> tuple[Any, Connection]:
-        parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=target, args=(child, *args), daemon=True)
-        proc.start()
-        child.close()
+        proc, conn = common.spawn(self.ctx, target, *args)
         self.children.append(proc)
-        return proc, parent
+        return proc, conn
 
     def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen:
         proc = subprocess.Popen(argv, **kw)
@@ -449,14 +318,9 @@ class Bench:
         t1 = t0 + duration
         deadline = t1 + self.args.drain
         time.sleep(max(0.0, t0 - time.time()))
-        before = {name: cpu_seconds(pids) for name, pids in groups.items()}
-        busy = machine_busy_seconds()
+        meter = common.CpuMeter(groups)
         time.sleep(max(0.0, t1 - time.time()))
-        cpu = {name: 100.0 * (cpu_seconds(pids) - before[name]) / duration
-               for name, pids in groups.items()}
-        # Whatever else ran on the machine meanwhile (other users' jobs, the harness itself).
-        cpu["others"] = max(0.0, 100.0 * (machine_busy_seconds() - busy) / duration
-                            - sum(cpu.values()))
+        cpu = meter.stop()
         time.sleep(max(0.0, deadline - time.time()))
         return (t0, t1, deadline), cpu
 
@@ -475,9 +339,9 @@ class Bench:
                 sub_procs, files = [], self.start_raw_subs(subscribers, outdir)
                 sub_pids = [proc.pid for proc in self.children]
             if pubs == "twins":
-                kit_creds = {k: c.as_dict() for k, c in self.kit_creds.items()}
-                twin, tconn = self.spawn(twin_worker, self.host, self.port, self.kits,
-                                         kit_creds, rate_hz)
+                kits = [(k, model, self.kit_creds[k].as_dict()) for k, model in self.kits]
+                twin, tconn = self.spawn(common.twin_worker, self.host, self.port, kits, rate_hz,
+                                         True)  # record what was sent
                 self.expect(tconn, "ready", 60)
                 pub_pids = [twin.pid]
             else:
@@ -823,48 +687,8 @@ def sweep_rows(sweeps: dict[Combo, Sweep], steps: list[float], kits: int
     return header, rows
 
 
-def text_table(rows: list[list[str]], header: list[str] = HEADER) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header).rstrip(), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*row).rstrip() for row in rows]
-    return "\n".join(lines)
-
-
-def markdown_table(rows: list[list[str]], header: list[str] = HEADER) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def verdict(ok: bool | None) -> str:
     return "n/a " if ok is None else "PASS" if ok else "FAIL"
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, " \
-           f"Linux {platform.release()}, Python {platform.python_version()}"
-
-
-def write_markdown(path: Path, command: str, body: str) -> None:
-    """Append or replace the SECTION of `path` (created with an intro if missing)."""
-    text = path.read_text() if path.exists() else INTRO
-    section = f"{SECTION}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section + "\n", text, count=1).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def kit_templates(kits: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
@@ -985,15 +809,15 @@ def main(argv: list[str] | None = None) -> int:
         if sweeps else ([], [])
     verdicts = [f"{verdict(ok)}  {name}" for name, ok in checks]
     print()
-    print(text_table(rows))
+    print(common.text_table(rows, HEADER))
     print()
     print("\n".join(verdicts))
     if split:
         print()
-        print(text_table(split, SPLIT_HEADER))
+        print(common.text_table(split, SPLIT_HEADER))
     if sweep_table:
         print()
-        print(text_table(sweep_table, sweep_header))
+        print(common.text_table(sweep_table, sweep_header))
     if args.markdown:
         notes = [
             f"{len(kits)} kits ({', '.join(models)}) at {rate:g} Hz each; {n} subscribers, QoS "
@@ -1015,11 +839,11 @@ def main(argv: list[str] | None = None) -> int:
             "rate; '≥' = every step passed (the ratio is then a bound).",
         ]
         body = [
-            f"Measured {started:%Y-%m-%d %H:%M} UTC on {machine()}, with",
+            f"Measured {started:%Y-%m-%d %H:%M} UTC on {common.machine()}, with",
             "",
             f"    {command}",
             "",
-            markdown_table(rows),
+            common.markdown_table(rows, HEADER),
             "",
             *[f"- **{verdict(ok).strip()}** {name}" for name, ok in checks],
             "",
@@ -1028,12 +852,11 @@ def main(argv: list[str] | None = None) -> int:
             body += ["The same nominal load, each kind of publisher against each kind of "
                      "subscriber (where a difference comes from); 'others' is the CPU the rest "
                      "of the machine used meanwhile:", "",
-                     markdown_table(split, SPLIT_HEADER), ""]
+                     common.markdown_table(split, SPLIT_HEADER), ""]
         if sweep_table:
-            body += ["Rate steps:", "", markdown_table(sweep_table, sweep_header), ""]
+            body += ["Rate steps:", "", common.markdown_table(sweep_table, sweep_header), ""]
         body += [f"- {note}" for note in notes]
-        write_markdown(args.markdown, command, "\n".join(body))
-        progress(f"wrote the section {SECTION!r} of {args.markdown}")
+        common.write_markdown(args.markdown, TITLE, "\n".join(body), progress)
     return 0
 
 
