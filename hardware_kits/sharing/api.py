@@ -15,6 +15,7 @@ for identities that ask another server, like JupyterHub's OAuth). `TokenIdentity
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import hashlib
@@ -319,6 +320,37 @@ class ApiContext:
         "mqtt_state": None, "last_telemetry_at": None, "counters": None}
     models: frozenset[str] = frozenset()  # known kit models (empty: any)
     openapi: dict[str, Any] = field(default_factory=dict)  # set by make_app
+    queue_batcher: QueueBatcher = field(init=False)  # set by make_app
+
+
+class QueueBatcher:
+    """Queue requests that arrive in the same turn of the event loop are decided together
+    (`LabService.request_many`): a burst costs the queue-wide work once. A lone request is
+    decided on the very next turn, so nothing waits when the service is idle."""
+
+    def __init__(self, service: LabService) -> None:
+        self.service = service
+        self._pending: list[tuple[User, str | None, str | None, asyncio.Future]] = []
+
+    def submit(self, user: User, kit: str | None, model: str | None) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._decide)
+        self._pending.append((user, kit, model, future))
+        return future
+
+    def _decide(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            results = self.service.request_many([(u, k, m) for u, k, m, _ in batch])
+        except Exception as err:  # the transaction failed: every request of it learns so
+            results = [err] * len(batch)
+        for (*_, future), result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 @dataclass
@@ -371,9 +403,9 @@ def set_maintenance(c: Call) -> dict:
     return c.service.set_maintenance(c.user, c.args["kit_id"], body.on, body.reason)
 
 
-def join_queue(c: Call) -> dict:
+def join_queue(c: Call) -> Awaitable[dict]:
     body: QueueRequest = c.body
-    return c.service.request(c.user, kit_id=body.kit, model=body.model)
+    return c.ctx.queue_batcher.submit(c.user, body.kit, body.model)
 
 
 def my_queue(c: Call) -> list[dict]:
@@ -721,7 +753,8 @@ class ApiHandler(JsonErrors):
         args = {name: _convert_path_arg(name, value) for name, value in raw_args.items()}
         query = _convert_query(route, self.request.query_arguments)
         body = parse_body(route.body, self.request.body) if route.body else None
-        return route.op(Call(self.ctx, user, args, query, body))
+        result = route.op(Call(self.ctx, user, args, query, body))
+        return await result if inspect.isawaitable(result) else result
 
     def _answer(self, route: Route, result: Any) -> None:
         self.set_status(route.status)
@@ -740,6 +773,7 @@ def make_app(ctx: ApiContext, routes: tuple[Route, ...] = ROUTES) -> Application
     for route in routes:
         by_path.setdefault(route.path, {})[route.method] = route
     ctx.openapi = openapi(routes)
+    ctx.queue_batcher = QueueBatcher(ctx.service)
     handlers = [(path_regex(path), ApiHandler, {"ctx": ctx, "routes": methods})
                 for path, methods in by_path.items()]
     return Application(handlers, default_handler_class=NotFoundHandler)

@@ -59,6 +59,7 @@ from labs.client import Lab, UnknownKit
 
 DB_FILE = "lab-service.sqlite"
 DEFAULT_CONFIG = "lab_service_config.py"
+LISTEN_BACKLOG = 1024
 
 
 class CannotStart(ValueError):
@@ -169,7 +170,9 @@ class LabServiceApp(Application):
             closing.callback(ticker.stop)
             server = HTTPServer(make_app(ctx), max_body_size=MAX_BODY_BYTES, xheaders=True)
             try:
-                server.listen(self.port, address=self.ip)
+                # A class's burst of connections must not overflow the accept queue (tornado's
+                # default backlog is 128): a dropped SYN costs its client a one-second retry.
+                server.listen(self.port, address=self.ip, backlog=LISTEN_BACKLOG)
             except OSError as err:
                 raise CannotStart(f"cannot listen on {self.ip}:{self.port}: "
                                   f"{err.strerror or err}") from None

@@ -167,31 +167,47 @@ class LabService:
 
     def request(self, user: User, kit_id: str | None = None, model: str | None = None) -> dict:
         """Join the queue for a kit, or for any working kit of a model; granted at once if free."""
-        if (kit_id is None) == (model is None):
-            raise LabError("ask for either a kit or a kit model")
+        (result,) = self.request_many([(user, kit_id, model)])
+        if isinstance(result, LabError):
+            raise result
+        return result
+
+    def request_many(self, requests: list[tuple[User, str | None, str | None]]
+                     ) -> list[dict | LabError]:
+        """Queue requests decided together: one transaction, one grant pass, one estimate pass.
+
+        A burst of simultaneous requests then costs the queue-wide work once instead of once
+        per request. Each result is the entry's view, or the LabError that refused it."""
         now = self.clock()
         with self.store.transaction() as db:
-            if kit_id is not None:
-                kit = self._kit(db, kit_id)
-                if kit.pool_state == RETIRED:
-                    raise NotFound(f"no kit {kit_id}")
-            elif not db.scalar(select(func.count()).select_from(KitRow).where(
-                    KitRow.model == model, KitRow.pool_state != RETIRED)):
-                raise NotFound(f"no kit of model {model}")
-            if self._live_session_of(db, user.name, kit_id, model) is not None:
-                raise Conflict("you already hold this kit")
-            duplicate = db.scalar(select(QueueEntryRow).where(
-                QueueEntryRow.user == user.name, QueueEntryRow.state == WAITING,
-                QueueEntryRow.kit_id == kit_id, QueueEntryRow.model == model))
-            if duplicate is not None:
-                raise Conflict(f"you are already waiting (queue entry {duplicate.id})")
-            entry = QueueEntryRow(user=user.name, institution=user.institution, kit_id=kit_id,
-                                  model=model, priority=user.priority,
-                                  courses=sorted(user.courses), enqueued_at=now)
-            db.add(entry)
+            kits = {kit_id: (model, pool) for kit_id, model, pool in db.execute(
+                select(KitRow.id, KitRow.model, KitRow.pool_state))}
+            holding = {(user, kits[kit_id][0], kit_id) for user, kit_id in db.execute(
+                select(SessionRow.user, SessionRow.kit_id).where(
+                    SessionRow.state.in_((GRANTED, ACTIVE))))}
+            waiting = {(u, k, m): i for u, k, m, i in db.execute(
+                select(QueueEntryRow.user, QueueEntryRow.kit_id, QueueEntryRow.model,
+                       QueueEntryRow.id).where(QueueEntryRow.state == WAITING))}
+            entries: list[QueueEntryRow | LabError] = []
+            for user, kit_id, model in requests:
+                try:
+                    _check_request(kits, holding, waiting, user, kit_id, model)
+                except LabError as err:
+                    entries.append(err)
+                    continue
+                entry = QueueEntryRow(user=user.name, institution=user.institution,
+                                      kit_id=kit_id, model=model, priority=user.priority,
+                                      courses=sorted(user.courses), enqueued_at=now)
+                db.add(entry)
+                waiting[(user.name, kit_id, model)] = 0  # a repeat in the same batch is refused
+                entries.append(entry)
             db.flush()
             self._assign(db, now)
-            return self._entry_view(db, entry, now)
+            waiting_now = any(isinstance(e, QueueEntryRow) and e.state == WAITING
+                              for e in entries)
+            estimates = self._estimates(db, now) if waiting_now else {}
+            return [e if isinstance(e, LabError) else self._entry_view(db, e, now, estimates)
+                    for e in entries]
 
     def leave(self, user: User, entry_id: int) -> dict:
         now = self.clock()
@@ -511,17 +527,6 @@ class LabService:
             raise NotFound(f"no session {session_id} of yours")
         return session
 
-    def _live_session_of(self, db: DB, user: str, kit_id: str | None,
-                         model: str | None) -> SessionRow | None:
-        query = select(SessionRow).where(SessionRow.user == user,
-                                         SessionRow.state.in_((GRANTED, ACTIVE)))
-        if kit_id is not None:
-            query = query.where(SessionRow.kit_id == kit_id)
-        else:
-            query = query.join(KitRow, KitRow.id == SessionRow.kit_id).where(
-                KitRow.model == model)
-        return db.scalar(query)
-
     def _event(self, db: DB, kind: str, kit_id: str | None, user: str | None,
                detail: str) -> None:
         db.add(EventRow(ts=self.clock(), kind=kind, kit_id=kit_id, user=user, detail=detail))
@@ -569,6 +574,25 @@ class LabService:
                 "reason": kit.reason, "online": self.gateway.online(kit.id),
                 "holder_institution": holder.institution if holder else None,
                 "session_state": holder.state if holder else None, "queue_length": queued}
+
+
+def _check_request(kits: dict[str, tuple[str, str]], holding: set[tuple[str, str, str]],
+                   waiting: dict[tuple[str, str | None, str | None], int], user: User,
+                   kit_id: str | None, model: str | None) -> None:
+    """Refuse a queue request that names no kit, an unknown one, or repeats what the user has."""
+    if (kit_id is None) == (model is None):
+        raise LabError("ask for either a kit or a kit model")
+    if kit_id is not None and kits.get(kit_id, ("", RETIRED))[1] == RETIRED:
+        raise NotFound(f"no kit {kit_id}")
+    if model is not None and not any(m == model and pool != RETIRED
+                                     for m, pool in kits.values()):
+        raise NotFound(f"no kit of model {model}")
+    if any(u == user.name and (k == kit_id if kit_id else m == model) for u, m, k in holding):
+        raise Conflict("you already hold this kit")
+    duplicate = waiting.get((user.name, kit_id, model))
+    if duplicate is not None:
+        raise Conflict(f"you are already waiting (queue entry {duplicate})" if duplicate else
+                       "you are already waiting")
 
 
 def _load_waiting(db: DB) -> list[S.Waiting]:

@@ -337,3 +337,22 @@ def test_retiring_a_kit_closes_its_queue(lab):
     assert "k1" not in rights.held
     with pytest.raises(NotFound):
         service.queue_entry(CAROL, entry["id"])
+
+
+def test_a_burst_of_requests_is_decided_together(lab):
+    service, _, rights, _ = lab
+    users = [User(f"a{i}", "univ-a") for i in range(4)] + [User(f"b{i}", "univ-b")
+                                                          for i in range(3)]
+    burst = [(u, "k1", None) for u in users] + [(users[0], "k1", None), (ALICE, "nope", None),
+                                               (BOB, None, None)]
+    results = service.request_many(burst)
+    assert isinstance(results[-3], Conflict)  # a repeat within the same burst
+    assert isinstance(results[-2], NotFound)
+    assert isinstance(results[-1], LabError)
+    views = results[:7]
+    assert [v["state"] for v in views].count("served") == 1
+    assert rights.held == {"k1": "a0"}
+    waiting = sorted((v["position"], v["user"]) for v in views if v["state"] == "waiting")
+    assert [p for p, _ in waiting] == list(range(1, 7))
+    assert [u for _, u in waiting][:2] == ["b0", "a1"]  # institutions take turns
+    assert len(service.my_queue(users[1])) == 1
