@@ -279,7 +279,6 @@ class Lab:
         self._early_refusals: dict[int, str] = {}  # PUBACK before publish() returned
         self._net_thread: int | None = None
         self._closed = False
-        self._control: _ControlChannel | None = None  # see use_control_account
         subscriptions = [(P.all_kits(s), 1) for s in
                          ("$description", "$state", "$telemetry", "$status",
                           P.ACTUATORS_NODE + "/+", "$ack/" + self.requester)]
@@ -293,6 +292,9 @@ class Lab:
             raise LabConnectionError(str(err)) from None
         self._client.on_publish = self._on_publish
         self._client.on_disconnect = self._on_disconnect
+        # The broker disconnects a control account whenever its rights change: come back at
+        # once, so that the next command gets the broker's verdict rather than a timeout.
+        self._client.reconnect_delay_set(0.05, 1)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self.kits())} kits"
@@ -315,9 +317,6 @@ class Lab:
                 pending.closed = True
                 pending.done.set()
             self._cond.notify_all()
-            control, self._control = self._control, None
-        if control is not None:
-            control.close()
         self._client.disconnect()
         self._client.loop_stop()  # joins paho's thread (unless called from it)
 
@@ -492,9 +491,8 @@ class Lab:
             if command_id in self._pending:
                 raise ValueError(f"command id {command_id!r} is already waiting for an ack")
             self._pending[command_id] = pending
-        send = self._control.send_and_wait if self._control is not None else self._send_and_wait
         try:
-            return send(pending, topic, payload, deadline_s, timeout)
+            return self._send_and_wait(pending, topic, payload, deadline_s, timeout)
         finally:
             with self._cond:
                 self._pending.pop(command_id, None)
@@ -536,97 +534,6 @@ class Lab:
         if ack.status != P.APPLIED:
             raise CommandRejected(ack)
         return ack
-
-    # ------------------------------------------------------------ control account
-
-    def use_control_account(self, url: str, timeout: float = 10.0) -> None:
-        """Send this lab's commands through a second connection, made with another account.
-
-        The lab service gives every user two MQTT accounts: a watch account (this connection:
-        telemetry, states and the acknowledgements) and a control account that may only publish
-        commands, to the kit the user holds and only while they hold it. Acknowledgements still
-        arrive here. Once the service takes the rights back, the broker refuses the next
-        command: `Kit.set` raises CommandNotAuthorized. `close()` closes both connections."""
-        try:
-            address = BrokerAddress.from_url(url)
-        except ValueError as err:
-            raise LabConfigError(f"bad control URL: {err}") from None
-        channel = _ControlChannel(self, address, timeout)
-        with self._cond:
-            old, self._control = self._control, channel
-            closed = self._closed
-        if old is not None:
-            old.close()
-        if closed:
-            channel.close()
-            self._check_open()
-
-
-class _ControlChannel:
-    """A publish-only connection for a Lab's commands (a control account may read nothing, so
-    the acknowledgements go to the Lab's own ack topic)."""
-
-    def __init__(self, lab: Lab, address: BrokerAddress, timeout: float) -> None:
-        self.lab = lab
-        self.username = address.credentials.username
-        self._by_mid: dict[int, _Pending] = {}  # under lab._cond, like the Lab's own
-        self._early_refusals: dict[int, str] = {}
-        try:
-            self._client = connect_client(address.host, address.port, address.credentials,
-                                          f"{lab.client_id}-ctl", timeout=timeout)
-        except ConnectError as err:
-            raise LabConnectionError(str(err)) from None
-        # Granting and revoking disconnect this account: come back at once, so that the next
-        # command gets the broker's verdict on the new rights rather than a timeout.
-        self._client.reconnect_delay_set(0.05, 1)
-        self._client.on_publish = self._on_publish
-
-    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
-        failed = reason is not None and reason.is_failure
-        with self.lab._cond:
-            pending = self._by_mid.pop(mid, None)
-            if pending is None:
-                if failed:
-                    self._early_refusals[mid] = str(reason)
-            elif failed:
-                pending.refused = str(reason)
-                pending.done.set()
-
-    def send_and_wait(self, pending: _Pending, topic: str, payload: bytes | str,
-                      deadline_s: float, timeout: float) -> Ack:
-        """Like Lab._send_and_wait, with this connection publishing."""
-        props = command_properties(pending.command_id,
-                                   P.ack_topic(pending.kit_id, self.lab.requester), deadline_s)
-        pending.sent_at = time.monotonic()
-        info = self._client.publish(topic, payload, qos=1, properties=props)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued
-            raise CommandError(f"cannot send to kit {pending.kit_id}: "
-                               f"{mqtt.error_string(info.rc)}")
-        with self.lab._cond:
-            pending.mid = info.mid
-            refusal = self._early_refusals.pop(info.mid, None)
-            if refusal is not None:
-                pending.refused = refusal
-            elif not pending.done.is_set():
-                self._by_mid[info.mid] = pending
-        try:
-            if not pending.done.wait(timeout):
-                raise CommandTimeout(f"kit {pending.kit_id} did not acknowledge "
-                                     f"{pending.target} (command {pending.command_id}) "
-                                     f"within {timeout} s")
-        finally:
-            with self.lab._cond:
-                if self._by_mid.get(info.mid) is pending:
-                    del self._by_mid[info.mid]
-        if pending.refused is not None:
-            raise CommandNotAuthorized(f"the broker refused {self.username!r}'s command for "
-                                       f"{pending.target} on kit {pending.kit_id}: "
-                                       f"{pending.refused}")
-        return self.lab._outcome(pending)
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 # ---------------------------------------------------------------- Kit
@@ -1082,10 +989,10 @@ class LabService:
         say(f"granted {kit_id} (session {session_id}) for {_duration(granted['time_left_s'])}")
         try:
             urls = self.mqtt_urls()
-            lab = connect(urls["watch"], client_id=f"smartlab-session-{session_id}-"
-                                                   f"{uuid.uuid4().hex[:6]}")
+            # The control account watches too; only its command right comes and goes.
+            lab = connect(urls["control"], client_id=f"smartlab-session-{session_id}-"
+                                                     f"{uuid.uuid4().hex[:6]}")
             try:
-                lab.use_control_account(urls["control"])
                 self.heartbeat(session_id)  # granted -> active
                 with _Heartbeat(self, session_id, heartbeat_s, say):
                     yield lab.kit(kit_id)

@@ -158,11 +158,10 @@ class Stack:
         return answer
 
     def control(self, who: str, kit_id: str) -> Any:
-        """The kit as `who` commands it: watch connection + control account from /api/me/mqtt."""
+        """The kit as `who` commands it: the control account from /api/me/mqtt."""
         urls = self.ok("GET", "/api/me/mqtt", who)
-        lab = connect(urls["watch"], client_id=f"api-test-{who}-{len(self.labs)}")
+        lab = connect(urls["control"], client_id=f"api-test-{who}-{len(self.labs)}")
         self.labs.append(lab)
-        lab.use_control_account(urls["control"])
         lab.wait_for_kits([kit_id], timeout=10)
         return lab.kit(kit_id)
 
