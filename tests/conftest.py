@@ -17,6 +17,7 @@ import yaml
 
 from hardware_kits.broker import Broker, free_port
 from hardware_kits.descriptor import load_models
+from hub_config.launcher import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,8 +43,23 @@ def broker(state_root: Path) -> Iterator[Broker]:
         yield running
 
 
-class KitProcess:
-    """A kit running in its own process (`smartlab kits run`), so it can be SIGKILLed."""
+class ChildProcess:
+    """A kit implementation in its own process, so that a test can SIGKILL it."""
+
+    process: subprocess.Popen | None = None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+class KitProcess(ChildProcess):
+    """A twin running as `smartlab kits run`."""
 
     def __init__(self, broker: Broker, state_root: Path, entry: dict) -> None:
         self.broker = broker
@@ -51,7 +67,6 @@ class KitProcess:
         self.kit_id = entry["id"]
         self.site = state_root / f"site-{self.kit_id}.yaml"
         self.site.write_text(yaml.safe_dump({"kits": [entry]}))
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> KitProcess:
         self.process = subprocess.Popen(
@@ -61,19 +76,6 @@ class KitProcess:
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         return self
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):

@@ -7,7 +7,6 @@ talks to it only over MQTT through the client library, as notebooks and dashboar
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -20,7 +19,7 @@ from hardware_kits.descriptor import load_models
 from hardware_kits.firmware_bundle import build_bundle, run_under_cpython, run_under_micropython
 from hardware_kits.mqtt import connect_client
 from labs.client import CommandRejected, connect
-from tests.conftest import KitProcess, wait_until
+from tests.conftest import ChildProcess, KitProcess, wait_until
 from tests.kit_examples import (
     example_value,
     interlock_violation,
@@ -40,31 +39,17 @@ IMPLEMENTATIONS = [("twin", m) for m in sorted(load_models())] + [
 ]
 
 
-class FirmwareProcess:
+class FirmwareProcess(ChildProcess):
     """The board firmware, unchanged, with a simulated `machine`, on CPython or MicroPython."""
 
     def __init__(self, bundle, micropython: bool) -> None:
         self.bundle = bundle
         self.micropython = micropython
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> FirmwareProcess:
         self.process = (run_under_micropython(self.bundle, str(MICROPYTHON)) if self.micropython
                         else run_under_cpython(self.bundle))
         return self
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture(scope="module", params=IMPLEMENTATIONS, ids=lambda p: "-".join(p))
