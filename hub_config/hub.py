@@ -7,7 +7,8 @@ jupyterhub_config.py share one derivation. Least privilege: nobody but hub admin
 - students (group nbgrader-<course>): `list:services`, `read:services!service=<course>`;
 - instructors and graders (group formgrade-<course>): `access:services!service=<course>`,
   the course's formgrader, which runs as the account grader-<course>;
-- instructors also read the names, groups and activity of their course's students;
+- instructors (also group instructors-<course>, which tells the lab service who may book for
+  the course) read the names, groups and activity of their course's students;
 - lab users (students, instructors, lab admins): `access:services!service=lab`; lab admins get
   nothing more from the hub: kit administration is checked by the lab service itself
   (group lab-admins in the caller's token), and they get no formgrader, hence no grades;
@@ -17,6 +18,7 @@ jupyterhub_config.py share one derivation. Least privilege: nobody but hub admin
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,14 @@ from jupyterhub.auth import Authenticator
 from jupyterhub.roles import get_default_roles
 from traitlets import Unicode, default
 
+from hub_config.runtime import Runtime
 from hub_config.site import GRADER_PREFIX, Site, load_site, verify_password
+from hub_config.spawner import JUPYTER_CONFIG_DIR
 
 LAB_SERVICE = "lab"
-LAB_URL = "http://127.0.0.1:8181"
 STATUS_SERVICE = "status"
-STATUS_URL = "http://127.0.0.1:8282"
-FORMGRADER_FIRST_PORT = 9900  # course i's formgrader listens on 127.0.0.1:9900+i
-GRADER_HOME = "/home"  # the grader accounts' home folders hold the course folders
+CULLER_SERVICE = "idle-culler"
+IDLE_TIMEOUT_S = 3600
 
 LAB_USERS = "lab-users"
 LAB_ADMINS = "lab-admins"
@@ -45,6 +47,8 @@ SERVER_TOKEN_SCOPES = [
     "read:users:groups!user",
     "list:services",
     "read:services",
+    # Lets the user's notebooks and dashboards call the lab service as the user, untyped.
+    f"access:services!service={LAB_SERVICE}",
 ]
 
 
@@ -54,6 +58,10 @@ def grader_account(course_id: str) -> str:
 
 def institution_group(institution_id: str) -> str:
     return f"inst-{institution_id}"
+
+
+def instructors_group(course_id: str) -> str:
+    return f"instructors-{course_id}"
 
 
 # ------------------------------------------------------------------ groups and users
@@ -68,6 +76,8 @@ def user_groups(site: Site) -> dict[str, list[str]]:
             found[username].add(f"nbgrader-{course.id}")
         for username in (*course.instructors, *course.graders):
             found[username].add(f"formgrade-{course.id}")
+        for username in course.instructors:
+            found[username].add(instructors_group(course.id))
     for person in site.people:
         if any(role in person.roles for role in LAB_USER_ROLES):
             found[person.username].add(LAB_USERS)
@@ -82,6 +92,7 @@ def groups(site: Site) -> dict[str, list[str]]:
     for course in site.courses:
         members[f"nbgrader-{course.id}"] = set()
         members[f"formgrade-{course.id}"] = set()
+        members[instructors_group(course.id)] = set()
     members[LAB_USERS], members[LAB_ADMINS] = set(), set()
     for username, names in user_groups(site).items():
         for name in names:
@@ -146,6 +157,10 @@ def load_roles(site: Site) -> list[dict[str, Any]]:
         {"name": "lab-service", "description": "The lab service's own token",
          "services": [LAB_SERVICE],
          "scopes": ["list:users", "read:users:name", "read:users:groups"]},
+        # jupyterhub-idle-culler's documented minimum.
+        {"name": CULLER_SERVICE, "description": "Stop idle servers",
+         "services": [CULLER_SERVICE],
+         "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]},
     ]
     return roles
 
@@ -171,29 +186,57 @@ def scopes_of(site: Site, username: str) -> set[str]:
 # ------------------------------------------------------------------ services
 
 
-def formgrader_service(course_id: str, index: int) -> dict[str, Any]:
-    """One course's formgrader as in nbgrader's demo_multiple_classes."""
-    account = grader_account(course_id)
+def venv_command(name: str) -> str:
+    """A console script of the platform's own environment (the hub runs from it)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def service_environment(runtime: Runtime) -> dict[str, str]:
+    """What every server (users' and formgraders') needs to find the platform."""
     return {
-        "name": course_id,  # nbgrader: service name == CourseDirectory.course_id
-        "url": f"http://127.0.0.1:{FORMGRADER_FIRST_PORT + index}",
-        "command": ["jupyterhub-singleuser"],
-        "user": account,
-        "cwd": f"{GRADER_HOME}/{account}",
-        "environment": {"JUPYTERHUB_DEFAULT_URL": "/lab"},
-        "oauth_no_confirm": True,
+        "JUPYTER_CONFIG_PATH": str(JUPYTER_CONFIG_DIR),  # nbgrader's multi-course settings
+        "SMARTLAB_EXCHANGE": str(runtime.exchange),
+        "SMARTLAB_LAB_URL": runtime.lab_url,
+        # nbgrader runs alembic from PATH: the environment's bin first.
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
     }
 
 
-def services(site: Site) -> list[dict[str, Any]]:
-    """`c.JupyterHub.services`: the course formgraders, the lab service, the status board."""
-    found = [formgrader_service(c.id, i) for i, c in enumerate(site.courses)]
+def singleuser_args(runtime: Runtime) -> list[str]:
+    # Without isolation a root hub starts servers as root; jupyter-server refuses that by default.
+    return ["--allow-root"] if not runtime.isolate and os.geteuid() == 0 else []
+
+
+def formgrader_service(course_id: str, runtime: Runtime) -> dict[str, Any]:
+    """One course's formgrader as in nbgrader's demo_multiple_classes."""
+    account = grader_account(course_id)
+    service: dict[str, Any] = {
+        "name": course_id,  # nbgrader: service name == CourseDirectory.course_id
+        "url": f"http://127.0.0.1:{runtime.formgrader_ports.get(course_id, 0)}",
+        "command": [venv_command("jupyterhub-singleuser"), *singleuser_args(runtime)],
+        "cwd": str(runtime.home(account)),
+        "environment": {**service_environment(runtime), "JUPYTERHUB_DEFAULT_URL": "/formgrader",
+                        "HOME": str(runtime.home(account))},
+        "oauth_no_confirm": True,
+    }
+    if runtime.isolate:
+        service["user"] = account  # the course files belong to it, not to the hub
+    return service
+
+
+def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
+    """`c.JupyterHub.services`: course formgraders, lab service, status board, idle culler."""
+    found = [formgrader_service(c.id, runtime) for c in site.courses]
     found.append({
         # Started by `smartlab up`, not by the hub; HubOAuth tells it who calls.
-        "name": LAB_SERVICE, "url": LAB_URL, "display": True, "oauth_no_confirm": True,
+        "name": LAB_SERVICE, "url": runtime.lab_url, "display": True, "oauth_no_confirm": True,
     })
-    # Public, read-only board (placeholder until it lands): no hub scopes at all.
-    found.append({"name": STATUS_SERVICE, "url": STATUS_URL, "display": True})
+    # Public, read-only board: no hub scopes at all.
+    found.append({"name": STATUS_SERVICE, "url": f"http://127.0.0.1:{runtime.status_port}",
+                  "display": True})
+    found.append({"name": CULLER_SERVICE,
+                  "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+                              f"--timeout={IDLE_TIMEOUT_S}"]})
     return found
 
 

@@ -1,20 +1,25 @@
 """JupyterHub's config (`jupyterhub -f hub_config/jupyterhub_config.py`): all from the site file.
 
-The site file is $SMARTLAB_SITE (default: the demo site next to this file). Groups are not set
-with `load_groups`: JupyterHub refuses it together with `Authenticator.manage_groups`, and our
-authenticator hands each person's groups over at login, so the site file stays their only truth.
+The site file is $SMARTLAB_SITE (default: the demo site next to this file); where things run
+(state folder, ports, homes) comes from $SMARTLAB_RUNTIME, written by `smartlab up`
+(hub_config/runtime.py). Groups are not set with `load_groups`: JupyterHub refuses it together
+with `Authenticator.manage_groups`, and our authenticator hands each person's groups over at
+login, so the site file stays their only truth.
 """
 
 import os
 from pathlib import Path
 
 from hub_config import hub
+from hub_config.runtime import Runtime
 from hub_config.site import load_site
+from hub_config.spawner import SiteSpawner
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
 site_path = Path(os.environ.get("SMARTLAB_SITE", Path(__file__).parent / "demo-site.yaml"))
 site = load_site(site_path)
+runtime = Runtime.from_env(str(site_path), os.environ.get("SMARTLAB_STATE_DIR", "var"))
 
 c.JupyterHub.authenticator_class = hub.SiteAuthenticator
 c.SiteAuthenticator.site_path = str(site_path)
@@ -24,8 +29,30 @@ c.Authenticator.allowed_users = set(hub.hub_users(site))
 c.Authenticator.admin_users = set(hub.admin_users(site))
 
 c.JupyterHub.load_roles = hub.load_roles(site)
-c.JupyterHub.services = hub.services(site)
+c.JupyterHub.services = hub.services(site, runtime)
+
+# Where: the public URL is the proxy's; the hub and the proxy's API stay on loopback.
+c.JupyterHub.bind_url = runtime.hub_url
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{runtime.hub_api_port}"
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{runtime.proxy_api_port}"
+c.ConfigurableHTTPProxy.pid_file = str(runtime.hub_dir / "proxy.pid")
+c.JupyterHub.cookie_secret_file = str(runtime.hub_dir / "jupyterhub_cookie_secret")
+# PostgreSQL in production (docs/deploy.md): SMARTLAB_HUB_DB_URL=postgresql://...
+c.JupyterHub.db_url = os.environ.get("SMARTLAB_HUB_DB_URL",
+                                     f"sqlite:///{runtime.hub_dir / 'jupyterhub.sqlite'}")
+
+# Each user's server: their own Unix account and home when root (TLJH-style), JupyterLab with
+# nbgrader's assignment list and Voilà, the platform's addresses in the environment.
+c.JupyterHub.spawner_class = SiteSpawner
+c.SiteSpawner.isolate = runtime.isolate
+c.SiteSpawner.home_root = runtime.home_root
+c.Spawner.cmd = [hub.venv_command("jupyterhub-singleuser")]
+c.Spawner.args = hub.singleuser_args(runtime)
+c.Spawner.default_url = "/lab"
+c.Spawner.environment = hub.service_environment(runtime)
 c.Spawner.server_token_scopes = hub.SERVER_TOKEN_SCOPES
+c.Spawner.http_timeout = 60  # a cold start on a busy 2-core machine
+c.Spawner.start_timeout = 120
 
 # The lab service runs outside the hub; it proves itself with this token (none in files).
 lab_token = os.environ.get("SMARTLAB_LAB_SERVICE_TOKEN")

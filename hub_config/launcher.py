@@ -1,9 +1,10 @@
 """`smartlab up`: start the platform on this machine with the demo site, until Ctrl-C.
 
-It brings up the broker, every kit twin of the site file and the lab service (queue, bookings,
-sessions) with the site's people as its users, then shows the kits' live values; the hub and the
-courses join here as they land. A second run reuses the state folder (accounts, tokens, database,
-broker data).
+It brings up the broker, every kit twin of the site file, the lab service (queue, bookings,
+sessions), the courses (each in its grader account's home, first assignment released) and
+JupyterHub with its proxy and services, prints the URL and the demo logins, then shows the kits'
+live values. As root every user's server runs under their own Unix account. A second run reuses
+the state folder (accounts, tokens, databases, broker data, course folders).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -21,14 +23,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from hardware_kits.broker import BrokerError, port_is_free
+from hardware_kits.broker import BrokerError
 from hardware_kits.cli import DEFAULT_SITE, add_broker_options, broker_for
 from hardware_kits.descriptor import load_models
 from hardware_kits.fleet import Fleet, KitEntry
+from hub_config import hub
+from hub_config.accounts import can_isolate
+from hub_config.course_dirs import prepare_courses
+from hub_config.runtime import RUNTIME_ENV, Runtime, pick_internal_ports, taken_ports
 from hub_config.site import Site, load_site
 from labs.client import Lab, LabService, LabServiceError, connect
 
 DEMO_OBSERVER = "demo-observer"
+HUB_CONFIG = Path(__file__).resolve().parent / "jupyterhub_config.py"
 
 
 def lab_users(site: Site) -> dict[str, dict[str, Any]]:
@@ -70,15 +77,19 @@ def show_live_values(lab: Lab, kit_ids: list[str], stop: threading.Event) -> Non
             print(f"live values at {stamp}\n  " + "\n  ".join(lines), flush=True)
 
 
-def demo_tokens(state_dir: Path, users: dict[str, dict]) -> dict[str, str]:
-    """user -> API token, generated on the first run and kept (mode 0600) in the state folder."""
-    path = state_dir / "demo-tokens.json"
+def kept_tokens(path: Path, names: list[str] | dict[str, Any]) -> dict[str, str]:
+    """name -> secret token, generated on the first run and kept (mode 0600) in `path`."""
     tokens = json.loads(path.read_text()) if path.exists() else {}
-    if set(tokens) != set(users):
-        tokens = {user: tokens.get(user) or secrets.token_urlsafe(24) for user in users}
+    if set(tokens) != set(names):
+        tokens = {name: tokens.get(name) or secrets.token_urlsafe(24) for name in names}
         path.touch(mode=0o600, exist_ok=True)
         path.write_text(json.dumps(tokens, indent=1))
     return tokens
+
+
+def demo_tokens(state_dir: Path, users: dict[str, dict]) -> dict[str, str]:
+    """user -> lab service API token of the demo users."""
+    return kept_tokens(state_dir / "demo-tokens.json", users)
 
 
 def write_service_config(state_dir: Path, users: dict[str, dict],
@@ -92,9 +103,6 @@ def write_service_config(state_dir: Path, users: dict[str, dict],
 
 
 def start_lab_service(args: argparse.Namespace, config: Path) -> subprocess.Popen:
-    if not port_is_free("127.0.0.1", args.lab_port):
-        raise BrokerError(f"port {args.lab_port} on 127.0.0.1 is already in use (the lab "
-                          "service's); choose another with --lab-port")
     return subprocess.Popen(
         [sys.executable, "-m", "hub_config.cli", "lab", "serve", "--config", str(config),
          "--state-dir", str(args.state_dir), "--mqtt-port", str(args.mqtt_port),
@@ -121,30 +129,88 @@ def register_site_kits(service: LabService, entries: list[KitEntry]) -> None:
                 service.register_kit(entry.id, entry.model, entry.name)
 
 
-def stop_process(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(10)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
 
 
-def print_welcome(args: argparse.Namespace, broker: Any, entries: list[KitEntry],
+def make_runtime(args: argparse.Namespace, site: Site) -> Runtime:
+    """Folders and ports of this run; a public port already taken stops everything here."""
+    public = {"the hub's": args.hub_port, "the broker's": args.mqtt_port,
+              "the lab service's": args.lab_port}
+    taken = taken_ports(public, args.hub_ip)
+    if taken:
+        raise BrokerError(f"{taken[0]} on {args.hub_ip} is already in use; choose another with "
+                          "--hub-port, --mqtt-port or --lab-port")
+    isolate = can_isolate() and not args.no_isolation
+    state_dir = args.state_dir.resolve()
+    runtime = Runtime(site=str(args.site.resolve()), state_dir=str(state_dir),
+                      hub_ip=args.hub_ip, hub_port=args.hub_port, mqtt_port=args.mqtt_port,
+                      lab_port=args.lab_port, isolate=isolate,
+                      home_root=str((args.home_root or state_dir / "home").resolve()),
+                      **pick_internal_ports([c.id for c in site.courses],
+                                            set(public.values())))  # type: ignore[arg-type]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o711)  # users' servers reach the exchange inside, nothing else
+    runtime.hub_dir.mkdir(mode=0o700, exist_ok=True)
+    Path(runtime.home_root).mkdir(parents=True, exist_ok=True)
+    runtime.save(runtime.hub_dir / "runtime.json")
+    return runtime
+
+
+def start_hub(runtime: Runtime, lab_service_token: str) -> subprocess.Popen:
+    env = {**os.environ, "SMARTLAB_SITE": runtime.site,
+           RUNTIME_ENV: str(runtime.hub_dir / "runtime.json"),
+           "SMARTLAB_LAB_SERVICE_TOKEN": lab_service_token,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    log = (runtime.hub_dir / "jupyterhub.log").open("ab")
+    return subprocess.Popen([hub.venv_command("jupyterhub"), "-f", str(HUB_CONFIG)],
+                            cwd=runtime.hub_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+
+def wait_for_hub(process: subprocess.Popen, runtime: Runtime, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BrokerError(f"JupyterHub exited at start (status {process.returncode}); see "
+                              f"{runtime.hub_dir / 'jupyterhub.log'}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(
+                runtime.hub_url + "/hub/api/", timeout=2):
+            return
+        time.sleep(0.3)
+    raise BrokerError(f"JupyterHub did not answer at {runtime.hub_url} within {timeout:.0f} s; "
+                      f"see {runtime.hub_dir / 'jupyterhub.log'}")
+
+
+def print_welcome(args: argparse.Namespace, runtime: Runtime, site: Site, broker: Any,
                   observer_url: str, users: dict[str, dict], tokens: dict[str, str],
-                  lab_url: str) -> None:
-    print(f"Smart City Lab is up: broker on {broker.host}:{broker.port}, {len(entries)} kits "
-          f"from {args.site}, lab service on {lab_url}/api/")
+                  released: dict[str, str]) -> None:
+    print(f"Smart City Lab is up: {runtime.hub_url}/  (JupyterHub)")
+    print(f"  broker on {broker.host}:{broker.port}, {len(site.kits)} kits from {args.site}, "
+          f"lab service on {runtime.lab_url}/api/")
+    mode = ("each user's server runs under their own Unix account" if runtime.isolate else
+            "SINGLE-ACCOUNT DEMO MODE: no isolation between users (start as root to isolate)")
+    print(f"  {mode}; homes in {runtime.home_root}")
+    for course in site.courses:
+        print(f"  course {course.id}: {course.title} ({released[course.id]})")
+    demo = args.site.resolve() == DEFAULT_SITE.resolve()
+    print("  log in as" + (" (password demo-<username>):" if demo else ":"))
+    for person in site.people:
+        print(f"    {person.username:<6} {', '.join(person.roles):<12} {person.institution}")
     print(f"  watch every kit (MQTT): {observer_url}")
-    print("  demo users and their API tokens (state folder: demo-tokens.json):")
-    for name, spec in users.items():
-        role = "lab admin" if spec["lab_admin"] else (
-            "instructor" if spec["instructor_of"] else "student" if spec["courses"] else "-")
-        print(f"    {name:<6} {role:<10} {spec['institution']:<7} {tokens[name]}")
+    print("  lab service API tokens of the users (state folder: demo-tokens.json):")
+    for name in users:
+        print(f"    {name:<6} {tokens[name]}")
     print("  control a kit from Python:\n"
           "    from labs.client import LabService\n"
-          f"    with LabService('{lab_url}', '<token>').session('{entries[0].id}') as kit:\n"
+          f"    with LabService('{runtime.lab_url}', '<token>').session('{site.kits[0].id}')"
+          " as kit:\n"
           "        kit.set('mode', 'manual')")
     print("Ctrl-C stops everything.\n", flush=True)
 
@@ -152,30 +218,37 @@ def print_welcome(args: argparse.Namespace, broker: Any, entries: list[KitEntry]
 def cmd_up(args: argparse.Namespace) -> int:
     models = load_models()
     site = load_site(args.site, models)  # validate everything before starting anything
+    runtime = make_runtime(args, site)
     entries, users = site.kits, lab_users(site)
     admin = next(name for name, spec in users.items() if spec["lab_admin"])
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: a background job ignores SIGINT
         signal.signal(sig, lambda *_: stop.set())
-    lab_url = f"http://127.0.0.1:{args.lab_port}"
+    state_dir = Path(runtime.state_dir)
     with broker_for(args) as broker:
         creds = broker.provision_kits([e.id for e in entries])
         observer = broker.provision_user(DEMO_OBSERVER)
         addresses = {kit: broker.address(c.username) for kit, c in creds.items()}
-        tokens = demo_tokens(broker.state_dir.parent, users)
-        service = start_lab_service(args, write_service_config(broker.state_dir.parent, users,
-                                                               tokens))
+        tokens = demo_tokens(state_dir, users)
+        hub_tokens = kept_tokens(runtime.hub_dir / "service-tokens.json", [hub.LAB_SERVICE])
+        service = start_lab_service(args, write_service_config(state_dir, users, tokens))
+        jupyterhub: subprocess.Popen | None = None
         try:
             with Fleet(entries, models, addresses), \
                     connect(broker.address(observer.username).url(),
                             client_id=f"smartlab-up-{int(time.time())}") as lab:
-                wait_for_service(service, lab_url)
-                register_site_kits(LabService(lab_url, tokens[admin]), entries)
+                released = prepare_courses(site, runtime)
+                jupyterhub = start_hub(runtime, hub_tokens[hub.LAB_SERVICE])
+                wait_for_service(service, runtime.lab_url)
+                register_site_kits(LabService(runtime.lab_url, tokens[admin]), entries)
                 lab.wait_for_kits([e.id for e in entries], timeout=15)
-                print_welcome(args, broker, entries, broker.address(observer.username).url(),
-                              users, tokens, lab_url)
+                wait_for_hub(jupyterhub, runtime)
+                print_welcome(args, runtime, site, broker,
+                              broker.address(observer.username).url(), users, tokens, released)
                 show_live_values(lab, [e.id for e in entries], stop)
         finally:
+            if jupyterhub is not None:  # first: it stops the users' servers and the proxy
+                stop_process(jupyterhub, timeout=30)
             stop_process(service)
     print("\nstopped.")
     return 0
@@ -184,6 +257,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     up = commands.add_parser("up", help="start the platform with demo content")
     up.add_argument("--site", type=Path, default=DEFAULT_SITE, help="site file (default: demo)")
+    up.add_argument("--hub-ip", default="127.0.0.1", help="address of the hub (127.0.0.1)")
+    up.add_argument("--hub-port", type=int, default=8000, help="the hub's port (8000)")
     up.add_argument("--lab-port", type=int, default=8181, help="lab service port (8181)")
+    up.add_argument("--home-root", type=Path, default=None,
+                    help="folder of the users' homes (default: home/ in the state folder)")
+    up.add_argument("--no-isolation", action="store_true",
+                    help="as root too, run every server as this account (demo mode)")
     add_broker_options(up)
     up.set_defaults(run=cmd_up)

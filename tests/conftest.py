@@ -37,6 +37,12 @@ def state_root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
+def home_root(state_root: Path) -> Path:
+    """The users' homes of every platform this session starts (`smartlab up --home-root`)."""
+    return state_root / "home"
+
+
+@pytest.fixture(scope="session")
 def broker(state_root: Path) -> Iterator[Broker]:
     """One broker for the session (each test uses its own kit ids and accounts)."""
     with Broker(state_root / "broker", port=free_port()) as running:

@@ -3,72 +3,34 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-import threading
-from pathlib import Path
+import urllib.request
 
 import pytest
 
-from hardware_kits.broker import free_port
 from hardware_kits.fleet import load_kits
 from labs.client import LabService, connect
 from tests.conftest import REPO, wait_until
+from tests.platform import Up, leftovers
 
 pytestmark = pytest.mark.broker
 DEMO_KITS = [k.id for k in load_kits(REPO / "hub_config" / "demo-site.yaml")]
 
 
-class Up:
-    def __init__(self, state: Path) -> None:
-        self.state, self.mqtt_port, self.lab_port = state, free_port(), free_port()
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "hub_config.cli", "up", "--state-dir", str(state),
-             "--mqtt-port", str(self.mqtt_port), "--lab-port", str(self.lab_port)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_up(self) -> str:
-        wait_until(lambda: any("Smart City Lab is up" in x for x in self.lines)
-                   or self.process.poll() is not None, timeout=90)
-        assert self.process.poll() is None, "\n".join(self.lines)
-        wait_until(lambda: any("Ctrl-C stops everything" in x for x in self.lines), timeout=10)
-        return "\n".join(self.lines)
-
-    def stop(self, sig: int) -> int:
-        self.process.send_signal(sig)
-        return self.process.wait(30)
-
-
-def leftovers(state: Path) -> list[str]:
-    """Processes still running that belong to this platform instance."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if str(state).encode() in cmdline:
-                found.append(cmdline.decode(errors="replace"))
-    return found
-
-
-def test_up_runs_the_demo_stops_cleanly_and_reuses_state(state_root):
+def test_up_runs_the_demo_stops_cleanly_and_reuses_state(state_root, home_root):
     state = state_root / "up-state"
-    first = Up(state)
+    first = Up(state, home_root)
     try:
         banner = first.wait_up()
         url = f"http://127.0.0.1:{first.lab_port}"
+        assert f"Smart City Lab is up: {first.hub_url}/" in banner
+        assert "log in as (password demo-<username>)" in banner
+        with urllib.request.urlopen(first.hub_url + "/hub/api/", timeout=10) as answer:
+            assert "version" in json.loads(answer.read())  # the hub, through its proxy
         tokens = json.loads((state / "demo-tokens.json").read_text())
         assert (state / "demo-tokens.json").stat().st_mode & 0o077 == 0
         assert all(token in banner for token in tokens.values())
@@ -85,9 +47,9 @@ def test_up_runs_the_demo_stops_cleanly_and_reuses_state(state_root):
     finally:
         assert first.stop(signal.SIGINT) == 0, "\n".join(first.lines[-20:])
     assert first.lines[-1] == "stopped."
-    wait_until(lambda: not leftovers(state), timeout=10)
+    wait_until(lambda: not leftovers(first), timeout=30)
 
-    second = Up(state)  # a second run reuses the state folder
+    second = Up(state, home_root)  # a second run reuses the state folder
     try:
         second.wait_up()
         tokens_again = json.loads((state / "demo-tokens.json").read_text())
@@ -97,4 +59,20 @@ def test_up_runs_the_demo_stops_cleanly_and_reuses_state(state_root):
         assert [s["kit"] for s in sessions] == ["parking-1"]  # the database survived
     finally:
         assert second.stop(signal.SIGTERM) == 0
-    wait_until(lambda: not leftovers(state), timeout=10)
+    wait_until(lambda: not leftovers(second), timeout=30)
+
+
+def test_up_refuses_a_taken_port_before_starting_anything(state_root):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        state = state_root / "up-taken"
+        done = subprocess.run(
+            [sys.executable, "-m", "hub_config.cli", "up", "--state-dir", str(state),
+             "--hub-port", str(port)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"smartlab: the hub's port {port} on 127.0.0.1 is already in use; choose another "
+        "with --hub-port, --mqtt-port or --lab-port")
+    assert not state.exists()  # nothing started, nothing written

@@ -11,16 +11,23 @@ from jupyterhub.scopes import _check_scopes_exist, scope_definitions
 from traitlets.config import Config
 
 from hub_config import hub
+from hub_config.runtime import Runtime, pick_internal_ports
 from hub_config.site import Site, load_site
 
 HUB_CONFIG = Path(__file__).resolve().parents[2] / "hub_config"
 DEMO = HUB_CONFIG / "demo-site.yaml"
-COURSES = ["smart-city", "iot-basics"]
+COURSES = ["smart-lighting", "iot-basics", "traffic-signals"]
 
 
 @pytest.fixture(scope="module")
 def site(models) -> Site:
     return load_site(DEMO, models)
+
+
+@pytest.fixture
+def runtime(site) -> Runtime:
+    ports = pick_internal_ports([c.id for c in site.courses], taken={8000, 1883, 8181})
+    return Runtime(site=str(DEMO), state_dir="/srv/smartlab", isolate=True, **ports)
 
 
 def access_services(scopes: set[str]) -> set[str]:
@@ -39,8 +46,8 @@ def test_groups_per_institution_and_course(site):
     for inst in ("centre", "univ-a", "univ-b", "academy"):
         assert f"inst-{inst}" in groups
     assert groups["inst-univ-b"] == ["bella", "boris", "gleb"]
-    assert groups["nbgrader-smart-city"] == ["anna", "artem", "bella", "boris"]
-    assert groups["formgrade-smart-city"] == ["gleb", "irina"]
+    assert groups["nbgrader-smart-lighting"] == ["anna", "artem", "bella", "boris"]
+    assert groups["formgrade-smart-lighting"] == ["gleb", "irina"]
     assert groups["nbgrader-iot-basics"] == ["artem", "pavel"]
     assert groups["formgrade-iot-basics"] == ["oleg"]
     assert groups["lab-admins"] == ["lara"]
@@ -59,27 +66,28 @@ def test_hub_users_include_one_grader_account_per_course(site):
 
 
 def test_student_sees_only_own_courses(site):
-    scopes = hub.scopes_of(site, "anna")  # smart-city only
-    assert "read:services!service=smart-city" in scopes
+    scopes = hub.scopes_of(site, "anna")  # smart-lighting only
+    assert "read:services!service=smart-lighting" in scopes
     assert "list:services" in scopes
     assert access_services(scopes) == {"access:services!service=lab"}  # no formgrader
     assert not any("iot-basics" in s for s in scopes)
     both = hub.scopes_of(site, "artem")
-    assert {"read:services!service=smart-city", "read:services!service=iot-basics"} <= both
+    assert {"read:services!service=smart-lighting", "read:services!service=iot-basics"} <= both
 
 
 def test_instructor_gets_their_formgrader_and_students(site):
     scopes = hub.scopes_of(site, "irina")
-    assert access_services(scopes) == {"access:services!service=smart-city",
+    assert access_services(scopes) == {"access:services!service=smart-lighting",
+                                       "access:services!service=traffic-signals",
                                        "access:services!service=lab"}
-    assert "read:users:name!group=nbgrader-smart-city" in scopes
+    assert "read:users:name!group=nbgrader-smart-lighting" in scopes
     assert not any("iot-basics" in s for s in scopes)
 
 
 def test_grader_only_reaches_their_formgrader(site):
-    for username in ("gleb", "grader-smart-city"):
+    for username in ("gleb", "grader-smart-lighting"):
         assert access_services(hub.scopes_of(site, username)) == {
-            "access:services!service=smart-city"}
+            "access:services!service=smart-lighting"}
     assert access_services(hub.scopes_of(site, "grader-iot-basics")) == {
         "access:services!service=iot-basics"}
 
@@ -108,9 +116,9 @@ def test_every_scope_exists_in_jupyterhub(site):
                                                                 "server"}, scope
 
 
-def test_roles_name_only_known_groups_users_and_services(site):
+def test_roles_name_only_known_groups_users_and_services(site, runtime):
     groups, users = hub.groups(site), set(hub.hub_users(site))
-    names = {s["name"] for s in hub.services(site)}
+    names = {s["name"] for s in hub.services(site, runtime)}
     for role in hub.load_roles(site):
         assert set(role.get("groups", [])) <= set(groups), role["name"]
         assert set(role.get("users", [])) <= users, role["name"]
@@ -122,14 +130,16 @@ def test_roles_name_only_known_groups_users_and_services(site):
 # ------------------------------------------------------------------ services
 
 
-def test_one_formgrader_per_course_named_after_it(site):
-    by_name = {s["name"]: s for s in hub.services(site)}
-    assert set(by_name) == {*COURSES, "lab", "status"}
+def test_one_formgrader_per_course_named_after_it(site, runtime):
+    by_name = {s["name"]: s for s in hub.services(site, runtime)}
+    assert set(by_name) == {*COURSES, "lab", "status", "idle-culler"}
     for course_id in COURSES:
         service = by_name[course_id]
         assert service["user"] == f"grader-{course_id}"
-        assert service["command"][0] == "jupyterhub-singleuser"
-    ports = [s["url"].rsplit(":", 1)[1] for s in by_name.values()]
+        assert service["command"][0].endswith("/jupyterhub-singleuser")
+        assert service["cwd"] == f"/home/grader-{course_id}"
+        assert service["environment"]["SMARTLAB_EXCHANGE"] == "/srv/smartlab/exchange"
+    ports = [s["url"].rsplit(":", 1)[1] for s in by_name.values() if "url" in s]
     assert len(ports) == len(set(ports))
     assert by_name["lab"]["url"] == "http://127.0.0.1:8181"
     assert by_name["lab"]["oauth_no_confirm"] is True
@@ -157,7 +167,8 @@ def test_jupyterhub_config_is_derived_from_the_site(site, monkeypatch):
     assert c.Authenticator.allowed_users == set(hub.hub_users(site))
     assert c.Authenticator.admin_users == {"hugo"}
     assert c.JupyterHub.load_roles == hub.load_roles(site)
-    assert [s["name"] for s in c.JupyterHub.services] == [s["name"] for s in hub.services(site)]
+    assert [s["name"] for s in c.JupyterHub.services] == [
+        s["name"] for s in hub.services(site, Runtime(site=str(DEMO), state_dir="var"))]
     lab = next(s for s in c.JupyterHub.services if s["name"] == "lab")
     assert lab["api_token"] == "t0ken"
     assert c.Spawner.server_token_scopes == hub.SERVER_TOKEN_SCOPES
@@ -176,7 +187,7 @@ def test_nbgrader_config_for_several_courses(monkeypatch):
     from nbgrader.auth import JupyterHubAuthPlugin
     from nbgrader.preprocessors import ClearHiddenTests
 
-    c = load_config(HUB_CONFIG / "nbgrader_config.py", monkeypatch,
+    c = load_config(HUB_CONFIG / "jupyter" / "nbgrader_config.py", monkeypatch,
                     {"SMARTLAB_EXCHANGE": "/tmp/exchange"})
     assert c.Exchange.path_includes_course is True
     assert c.Exchange.root == "/tmp/exchange"
@@ -198,8 +209,8 @@ def test_site_authenticator_checks_hashes_and_returns_groups(site):
     assert auth.manage_groups is True
     user = login(auth, "boris", "demo-boris")
     assert user == {"name": "boris", "groups": hub.user_groups(site)["boris"], "admin": False}
-    assert "nbgrader-smart-city" in user["groups"]
+    assert "nbgrader-smart-lighting" in user["groups"]
     assert login(auth, "hugo", "demo-hugo")["admin"] is True
     assert login(auth, "boris", "demo-anna") is None
-    assert login(auth, "grader-smart-city", "") is None
+    assert login(auth, "grader-smart-lighting", "") is None
     assert login(auth, "nobody", "demo-nobody") is None

@@ -29,11 +29,11 @@ def write(tmp_path: Path, data: dict[str, Any]) -> Path:
 def test_demo_site_is_valid(models):
     site = load_site(DEMO, models)
     assert {i.kind for i in site.institutions} == {"centre", "university", "academy"}
-    assert [c.id for c in site.courses] == ["smart-city", "iot-basics"]
-    assert set(site.course("smart-city").institutions) == {"univ-a", "univ-b"}
+    assert [c.id for c in site.courses] == ["smart-lighting", "iot-basics", "traffic-signals"]
+    assert set(site.course("smart-lighting").institutions) == {"univ-a", "univ-b"}
     roles = {r for p in site.people for r in p.roles}
     assert roles == {"student", "instructor", "grader", "lab-admin", "hub-admin"}
-    students = {site.person(u).institution for u in site.course("smart-city").students}
+    students = {site.person(u).institution for u in site.course("smart-lighting").students}
     assert students == {"univ-a", "univ-b"}
 
 
@@ -71,11 +71,11 @@ def _unknown_institution(d):
 
 
 def _unknown_course_institution(d):
-    course(d, "smart-city")["institutions"].append("univ-z")
+    course(d, "smart-lighting")["institutions"].append("univ-z")
 
 
 def _unknown_student(d):
-    course(d, "smart-city")["students"].append("zoe")
+    course(d, "smart-lighting")["students"].append("zoe")
 
 
 def _unknown_kit(d):
@@ -83,11 +83,11 @@ def _unknown_kit(d):
 
 
 def _instructor_without_role(d):
-    course(d, "smart-city")["instructors"] = ["anna"]
+    course(d, "smart-lighting")["instructors"] = ["anna"]
 
 
 def _grader_without_role(d):
-    course(d, "smart-city")["graders"] = ["boris"]
+    course(d, "smart-lighting")["graders"] = ["boris"]
 
 
 def _reserved_course_id(d):
@@ -99,7 +99,7 @@ def _status_course_id(d):
 
 
 def _duplicate_course(d):
-    course(d, "iot-basics")["id"] = "smart-city"
+    course(d, "iot-basics")["id"] = "smart-lighting"
 
 
 def _duplicate_person(d):
@@ -115,7 +115,7 @@ def _student_of_absent_institution(d):
 
 
 def _person_named_like_grader_account(d):
-    person(d, "gleb")["username"] = "grader-smart-city"
+    person(d, "gleb")["username"] = "grader-smart-lighting"
 
 
 def _bad_course_id(d):
@@ -147,7 +147,7 @@ def _unknown_kind(d):
 
 
 def _extra_field(d):
-    course(d, "smart-city")["teacher"] = "irina"
+    course(d, "smart-lighting")["teacher"] = "irina"
 
 
 def _extra_top_level(d):
@@ -159,7 +159,7 @@ def _not_strict(d):
 
 
 def _number_title(d):
-    course(d, "smart-city")["title"] = 42  # strict: no silent conversion
+    course(d, "smart-lighting")["title"] = 42  # strict: no silent conversion
 
 
 def _bad_kit_entry(d):

@@ -1,0 +1,94 @@
+"""Unix accounts for users' servers and course graders, as The Littlest JupyterHub makes them.
+
+When the platform runs as root, each person's server and each course's formgrader runs under a
+Unix account of the same name (nbgrader takes the student id from the Unix account), with a
+private home, so the operating system keeps homes and submissions apart. Accounts the platform
+made carry the group `smartlab-users`; an existing account without it belongs to someone else
+and is never taken over.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from jupyterhub.spawner import set_user_setuid
+
+ACCOUNT_GROUP = "smartlab-users"
+
+
+class AccountError(ValueError):
+    """An account cannot be made or used; the message names it and why."""
+
+
+def can_isolate() -> bool:
+    """Switching to other Unix accounts needs root."""
+    return os.geteuid() == 0
+
+
+def _run(*command: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise AccountError(f"{' '.join(command[:2])} failed: {detail[-1] if detail else '?'}")
+
+
+def _ensure_group() -> None:
+    try:
+        grp.getgrnam(ACCOUNT_GROUP)
+    except KeyError:
+        _run("groupadd", "--system", ACCOUNT_GROUP)
+
+
+def _is_ours(name: str) -> bool:
+    return name in grp.getgrnam(ACCOUNT_GROUP).gr_mem
+
+
+def ensure_account(name: str, home: Path) -> pwd.struct_passwd:
+    """The Unix account `name` with its private home `home` (made or moved there if needed)."""
+    _ensure_group()
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        home.parent.mkdir(parents=True, exist_ok=True)
+        _run("useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/bash",
+             "--user-group", "--groups", ACCOUNT_GROUP, name)
+        account = pwd.getpwnam(name)
+    else:
+        if not _is_ours(name):
+            raise AccountError(f"the Unix account {name!r} exists and was not made by Smart City "
+                               f"Lab (no group {ACCOUNT_GROUP}): rename the person in the site "
+                               "file")
+        if account.pw_dir != str(home):
+            _run("usermod", "--home", str(home), name)
+            account = pwd.getpwnam(name)
+    private_dir(home, account)
+    return account
+
+
+def private_dir(path: Path, account: pwd.struct_passwd, mode: int = 0o700) -> None:
+    """`path` exists, belongs to `account` and only it can enter."""
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.chown(path, account.pw_uid, account.pw_gid)
+    path.chmod(mode)
+
+
+def run_as(name: str | None, command: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """Run `command` as the Unix account `name` (root only; None: this process's own account),
+    raising AccountError with the command's last line of output on failure."""
+    preexec = None
+    if name is not None:
+        account = pwd.getpwnam(name)
+        env = {**env, "HOME": account.pw_dir, "USER": name, "LOGNAME": name}
+        preexec = set_user_setuid(name, chdir=False)  # JupyterHub's own switch of account
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                          preexec_fn=preexec)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        who = f" as {name}" if name else ""
+        raise AccountError(f"{' '.join(command[-3:])}{who} failed: "
+                           f"{lines[-1] if lines else done.returncode}")

@@ -1,0 +1,87 @@
+"""Where this installation runs: folders and ports, chosen by `smartlab up` for the hub's config.
+
+The site file says *who* and *what* (people, courses, kits); the runtime says *where* (state
+folder, homes, exchange, ports). `smartlab up` writes it as JSON into the state folder and points
+$SMARTLAB_RUNTIME at it, so jupyterhub_config.py and every service read one description.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hardware_kits.broker import free_port, port_is_free
+
+RUNTIME_ENV = "SMARTLAB_RUNTIME"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    site: str
+    state_dir: str
+    hub_ip: str = "127.0.0.1"
+    hub_port: int = 8000  # the public URL (the proxy)
+    hub_api_port: int = 8081  # the hub itself, behind the proxy
+    proxy_api_port: int = 8001
+    mqtt_port: int = 1883
+    lab_port: int = 8181
+    status_port: int = 8282
+    formgrader_ports: dict[str, int] = field(default_factory=dict)
+    # Each user's server under their own Unix account; only possible as root.
+    isolate: bool = False
+    home_root: str = "/home"
+
+    @property
+    def hub_url(self) -> str:
+        return f"http://{self.hub_ip}:{self.hub_port}"
+
+    @property
+    def hub_dir(self) -> Path:
+        return Path(self.state_dir) / "hub"
+
+    @property
+    def exchange(self) -> Path:
+        return Path(self.state_dir) / "exchange"
+
+    @property
+    def lab_url(self) -> str:
+        return f"http://127.0.0.1:{self.lab_port}"
+
+    def home(self, username: str) -> Path:
+        return Path(self.home_root) / username
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path | str) -> Runtime:
+        return cls(**json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_env(cls, site: str, state_dir: str) -> Runtime:
+        """$SMARTLAB_RUNTIME if set (a running `smartlab up`), else the defaults."""
+        path = os.environ.get(RUNTIME_ENV)
+        return cls.load(path) if path else cls(site=site, state_dir=state_dir)
+
+
+def pick_internal_ports(course_ids: list[str], taken: set[int]) -> dict[str, object]:
+    """Free ports for what only the platform itself talks to (no user types these)."""
+    chosen: set[int] = set(taken)
+
+    def one() -> int:
+        while True:
+            port = free_port()
+            if port not in chosen:
+                chosen.add(port)
+                return port
+
+    return {"hub_api_port": one(), "proxy_api_port": one(), "status_port": one(),
+            "formgrader_ports": {course: one() for course in course_ids}}
+
+
+def taken_ports(ports: dict[str, int], host: str = "127.0.0.1") -> list[str]:
+    """The named public ports that something else already listens on."""
+    return [f"{name} port {port}" for name, port in ports.items()
+            if not port_is_free(host, port)]

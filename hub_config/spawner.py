@@ -1,0 +1,60 @@
+"""The spawner: each user's server as their own Unix account with a private home (as root).
+
+LocalProcessSpawner already switches to the account named like the hub user; this adds what
+The Littlest JupyterHub's UserCreatingSpawner adds: the account and its 0700 home are made on
+first start. Without root nobody can switch accounts: servers then run as the hub's own account
+in per-user folders, a demo mode with no isolation, said loudly in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.spawner import LocalProcessSpawner
+from traitlets import Bool, Unicode, default
+
+from hub_config.accounts import can_isolate, ensure_account
+
+# The platform's Jupyter config folder (nbgrader's multi-course settings) for every server.
+JUPYTER_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter"
+
+
+class SiteSpawner(LocalProcessSpawner):
+    home_root = Unicode("/home", help="Folder that holds the users' homes.").tag(config=True)
+    isolate = Bool(help="Run each server as the user's own Unix account (needs root).").tag(
+        config=True)
+
+    @default("isolate")
+    def _isolate_default(self) -> bool:
+        return can_isolate()
+
+    @property
+    def home_dir(self) -> Path:
+        return Path(self.home_root) / self.user.name
+
+    async def start(self) -> Any:
+        if self.isolate:
+            # useradd and chown block: keep the hub's event loop free meanwhile.
+            await asyncio.get_running_loop().run_in_executor(
+                None, ensure_account, self.user.name, self.home_dir)
+        else:
+            self.log.warning("single-account demo mode: %s's server runs as this account, "
+                             "with no isolation between users (start the platform as root)",
+                             self.user.name)
+            self.home_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return await super().start()
+
+    def make_preexec_fn(self, name: str) -> Any:
+        if self.isolate:
+            return super().make_preexec_fn(name)
+        home = str(self.home_dir)
+        return lambda: os.chdir(home)
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        if self.isolate:
+            return super().user_env(env)
+        env.update(USER=self.user.name, HOME=str(self.home_dir), SHELL="/bin/bash")
+        return env

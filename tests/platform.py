@@ -1,0 +1,83 @@
+"""`smartlab up` as a child process on free ports: for the tests of the running platform."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from hardware_kits.broker import free_port
+from hub_config.runtime import Runtime
+from tests.conftest import REPO, wait_until
+
+
+class Up:
+    """The README's run command, on its own ports and state folder.
+
+    Platforms of one test session share `home_root` (a Unix account has one home at a time;
+    see hub_config/accounts.py)."""
+
+    def __init__(self, state: Path, home_root: Path, *extra: str) -> None:
+        self.state = state
+        self.mqtt_port, self.lab_port, self.hub_port = free_port(), free_port(), free_port()
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "hub_config.cli", "up", "--state-dir", str(state),
+             "--mqtt-port", str(self.mqtt_port), "--lab-port", str(self.lab_port),
+             "--hub-port", str(self.hub_port), "--home-root", str(home_root), *extra],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def hub_url(self) -> str:
+        return f"http://127.0.0.1:{self.hub_port}"
+
+    @property
+    def lab_url(self) -> str:
+        return f"http://127.0.0.1:{self.lab_port}"
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime.load(self.state / "hub" / "runtime.json")
+
+    def tokens(self) -> dict[str, str]:
+        """The lab service tokens of the demo users."""
+        return json.loads((self.state / "demo-tokens.json").read_text())
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_up(self, timeout: float = 180) -> str:
+        wait_until(lambda: any("Smart City Lab is up" in x for x in self.lines)
+                   or self.process.poll() is not None, timeout=timeout)
+        assert self.process.poll() is None, "\n".join(self.lines[-30:])
+        wait_until(lambda: any("Ctrl-C stops everything" in x for x in self.lines), timeout=10)
+        return "\n".join(self.lines)
+
+    def stop(self, sig: int) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(60)
+
+
+def leftovers(up: Up) -> list[str]:
+    """Processes still running that belong to this platform instance: those naming its state
+    folder or its ports, and the hub's children (servers, services, proxy)."""
+    marks = [str(up.state).encode(), f":{up.hub_port}".encode(),
+             f"--port {up.hub_port}".encode()]
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if any(m in cmdline for m in marks) or str(up.state).encode() in environ:
+            found.append(cmdline.decode(errors="replace"))
+    return found
