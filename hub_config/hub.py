@@ -22,8 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jupyterhub import orm
 from jupyterhub.auth import Authenticator
 from jupyterhub.roles import get_default_roles
+from sqlalchemy.orm import object_session
 from traitlets import Unicode, default
 
 from hub_config.runtime import Runtime
@@ -78,6 +80,8 @@ def user_groups(site: Site) -> dict[str, list[str]]:
             found[username].add(f"formgrade-{course.id}")
         for username in course.instructors:
             found[username].add(instructors_group(course.id))
+    for course in site.courses:  # nbgrader finds a formgrader's course from its account's groups
+        found[grader_account(course.id)] = {f"formgrade-{course.id}"}
     for person in site.people:
         if any(role in person.roles for role in LAB_USER_ROLES):
             found[person.username].add(LAB_USERS)
@@ -132,11 +136,14 @@ def _course_roles(course_id: str, instructors: list[str]) -> list[dict[str, Any]
          "scopes": [f"list:users!group={students}", f"read:users:name!group={students}",
                     f"read:users:groups!group={students}",
                     f"read:users:activity!group={students}", f"read:groups!group={students}"]},
-        # The formgrader's own token: nbgrader's JupyterHubAuthPlugin reads students' groups.
+        # The formgrader's own token: nbgrader's JupyterHubAuthPlugin reads the groups of the
+        # students and of the formgrader's own account (that is how it finds its course).
         {"name": f"service-{course_id}", "description": f"The {course_id} formgrader service",
          "services": [course_id],
          "scopes": [f"list:users!group={students}", f"read:users:name!group={students}",
-                    f"read:users:groups!group={students}"]},
+                    f"read:users:groups!group={students}",
+                    f"read:users:name!user={grader_account(course_id)}",
+                    f"read:users:groups!user={grader_account(course_id)}"]},
     ]
 
 
@@ -243,6 +250,22 @@ def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ login
 
 
+def set_groups(user: orm.User, names: list[str]) -> None:
+    """Make `names` the user's groups in the hub's database, creating missing groups."""
+    db = object_session(user)
+    if db is None or {g.name for g in user.groups} == set(names):
+        return
+    groups = []
+    for name in names:
+        group = orm.Group.find(db, name)
+        if group is None:
+            group = orm.Group(name=name)
+            db.add(group)
+        groups.append(group)
+    user.groups = groups
+    db.commit()
+
+
 class SiteAuthenticator(Authenticator):
     """Log in with the site file's password hashes; the site file also sets the groups."""
 
@@ -267,6 +290,14 @@ class SiteAuthenticator(Authenticator):
         if self._site is None or mtime != self._site_mtime:
             self._site, self._site_mtime = load_site(self.site_path), mtime
         return self._site
+
+    def add_user(self, user: Any) -> None:
+        """Called at startup for every hub user: accounts that never log in (the course grader
+        accounts) get their groups here; people get theirs again at each login."""
+        super().add_user(user)
+        groups = user_groups(self.site()).get(user.name)
+        if groups is not None:
+            set_groups(getattr(user, "orm_user", user), groups)
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
         site = self.site()

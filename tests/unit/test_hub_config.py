@@ -47,9 +47,9 @@ def test_groups_per_institution_and_course(site):
         assert f"inst-{inst}" in groups
     assert groups["inst-univ-b"] == ["bella", "boris", "gleb"]
     assert groups["nbgrader-smart-lighting"] == ["anna", "artem", "bella", "boris"]
-    assert groups["formgrade-smart-lighting"] == ["gleb", "irina"]
+    assert groups["formgrade-smart-lighting"] == ["gleb", "grader-smart-lighting", "irina"]
     assert groups["nbgrader-iot-basics"] == ["artem", "pavel"]
-    assert groups["formgrade-iot-basics"] == ["oleg"]
+    assert groups["formgrade-iot-basics"] == ["grader-iot-basics", "oleg"]
     assert groups["lab-admins"] == ["lara"]
     assert "gleb" not in groups["lab-users"]  # a grader only grades
     assert "hugo" not in groups["lab-users"]

@@ -1,0 +1,41 @@
+"""The running platform, started once for the end-to-end tests: `smartlab up` on free ports."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.hubclient import Browser
+from tests.platform import Up, leftovers
+
+DEMO_PASSWORD = "demo-{}"  # the demo site's passwords (hub_config/demo-site.yaml)
+
+
+@pytest.fixture(scope="package")
+def platform(state_root: Path, home_root: Path) -> Iterator[Up]:
+    up = Up(state_root / "e2e-state", home_root)
+    try:
+        up.wait_up()
+        yield up
+    finally:
+        status = up.stop(signal.SIGTERM)
+        wait_until(lambda: not leftovers(up), timeout=30)
+    assert status == 0, "\n".join(up.lines[-20:])
+
+
+@pytest.fixture(scope="package")
+def browsers(platform: Up) -> dict[str, Browser]:
+    """One logged-in browser per demo person, made on first use."""
+
+    class Logins(dict):
+        def __missing__(self, username: str) -> Browser:
+            browser = Browser(platform.hub_url, username)
+            browser.login(DEMO_PASSWORD.format(username))
+            self[username] = browser
+            return browser
+
+    return Logins()
