@@ -132,7 +132,7 @@ def _course_roles(course_id: str, instructors: list[str]) -> list[dict[str, Any]
                     f"access:services!service={course_id}"]},
         # Instructors see who their students are and when they were active, nothing else.
         {"name": f"instructor-{course_id}", "description": f"Instructors of {course_id}",
-         "users": sorted(instructors),
+         "users": sorted(instructors), "groups": [instructors_group(course_id)],  # LTI
          "scopes": [f"list:users!group={students}", f"read:users:name!group={students}",
                     f"read:users:groups!group={students}",
                     f"read:users:activity!group={students}", f"read:groups!group={students}"]},

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from hub_config import hub
+from hub_config.lti.authenticator import LtiAuthenticator
 from hub_config.runtime import Runtime
 from hub_config.site import load_site
 from hub_config.spawner import SiteSpawner
@@ -21,14 +22,20 @@ site_path = Path(os.environ.get("SMARTLAB_SITE", Path(__file__).parent / "demo-s
 site = load_site(site_path)
 runtime = Runtime.from_env(str(site_path), os.environ.get("SMARTLAB_STATE_DIR", "var"))
 
-c.JupyterHub.authenticator_class = hub.SiteAuthenticator
-c.SiteAuthenticator.site_path = str(site_path)
+# The site's people log in with their passwords; partner academies' people by launching the
+# tool from their LMS (LTI 1.3, docs/lti.md), which the same authenticator verifies.
+c.JupyterHub.authenticator_class = LtiAuthenticator
+c.LtiAuthenticator.site_path = str(site_path)
+c.LtiAuthenticator.state_dir = str(Path(runtime.state_dir) / "lti")
+c.LtiAuthenticator.course_dir_template = f"{runtime.home_root}/grader-{{course}}/{{course}}"
+c.LtiAuthenticator.tool_url = os.environ.get("SMARTLAB_PUBLIC_URL", runtime.hub_url)
 c.Authenticator.manage_groups = True
 c.Authenticator.allow_all = False  # JupyterHub >= 5 wants this said explicitly
 c.Authenticator.allowed_users = set(hub.hub_users(site))
 c.Authenticator.admin_users = set(hub.admin_users(site))
 
 c.JupyterHub.load_roles = hub.load_roles(site)
+c.JupyterHub.admin_access = False  # hub admins manage servers, they do not enter them
 c.JupyterHub.services = hub.services(site, runtime)
 
 # Where: the public URL is the proxy's; the hub and the proxy's API stay on loopback.

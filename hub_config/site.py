@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -39,6 +40,10 @@ USERNAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # Hub services that are not courses; a course with one of these ids would take over its URL.
 RESERVED_SERVICE_NAMES = frozenset({"lab", "status"})
 GRADER_PREFIX = "grader-"  # one grader account per course runs its formgrader
+LOCAL_HTTP = re.compile(r"^http://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?(/|$)")
+# An LTI username is <prefix>-<LMS user id> or <prefix>_<12-character hash>: at most 32.
+LMS_PREFIX = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+LMS_PREFIX_MAX = 19
 
 PBKDF2_PREFIX = "$pbkdf2-sha256$"
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
@@ -59,18 +64,58 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class Lms(_Strict):
-    """Placeholder for the institution's LMS (LTI 1.3) until the LTI login lands."""
+def _https_url(value: str) -> str:
+    # The platform's keys and tokens come from these URLs: plain HTTP only on this machine.
+    if not (value.startswith("https://") or LOCAL_HTTP.match(value)):
+        raise ValueError("must be an https:// URL (http:// only for localhost)")
+    return value
 
-    issuer: str
-    client_id: str
+
+def _as_text(value: Any) -> Any:
+    # LMS ids are often numbers (Moodle deployment 1, Canvas client 10000000000001, course 12);
+    # YAML reads them as ints, but LTI carries them as strings.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_as_text(k): v for k, v in value.items()}
+    return value
+
+
+Url = Annotated[str, AfterValidator(_https_url)]
+LmsId = Annotated[str, BeforeValidator(_as_text), Field(min_length=1, max_length=255)]
+
+
+class LmsPlatform(_Strict):
+    """One LMS of an institution (an LTI 1.3 platform) as registered with this tool.
+
+    A launch is trusted when it comes from `issuer` for one of `client_ids` and
+    `deployment_ids`, signed with a key of `jwks_uri`. `contexts` links LMS courses (the LTI
+    context id) to the site's courses. Users become `<username_prefix>-<LMS user id>`.
+    """
+
+    issuer: str = Field(min_length=1)
+    client_ids: list[LmsId] = Field(min_length=1)
+    deployment_ids: list[LmsId] = Field(min_length=1)
+    authorization_endpoint: Url
+    token_endpoint: Url
+    jwks_uri: Url
+    # The `aud` of the tool's client assertions, when the LMS wants something else than
+    # token_endpoint (Moodle and Canvas take token_endpoint).
+    token_audience: str | None = None
+    username_prefix: str | None = None  # default: the institution's id
+    contexts: Annotated[dict[LmsId, str], BeforeValidator(_as_text)] = {}
+
+    def prefix(self, institution: str) -> str:
+        return self.username_prefix or institution
 
 
 class Institution(_Strict):
     id: Id
     name: str = Field(min_length=1)
     kind: Literal["centre", "university", "academy"]  # academy: a partner, not a university
-    lms: Lms | None = None
+    lms: list[LmsPlatform] = []  # its LMSs; their users log in through LTI 1.3 launches
 
 
 class Course(_Strict):
@@ -193,6 +238,61 @@ def _cross_field_errors(spec: SiteSpec, kit_ids: set[str]) -> list[tuple[str, st
                            f"{person.username!r} is the grader account of a course"))
     for i, course in enumerate(spec.courses):
         errors += _course_errors(f"courses.{i}", course, institutions, people, kit_ids)
+    errors += _lms_errors(spec)
+    return errors
+
+
+def lms_username_pattern(prefix: str) -> re.Pattern[str]:
+    """The hub usernames an LMS with this prefix hands out (hub_config.lti.platforms)."""
+    return re.compile(rf"^{re.escape(prefix)}(-[a-z0-9]+|_[a-z2-7]{{12}})$")
+
+
+def _lms_errors(spec: SiteSpec) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    courses = {c.id: c for c in spec.courses}
+    prefixes: dict[str, str] = {}
+    registrations: dict[tuple[str, str], str] = {}
+    for i, inst in enumerate(spec.institutions):
+        for j, lms in enumerate(inst.lms):
+            where = f"institutions.{i}.lms.{j}"
+            prefix = lms.prefix(inst.id)
+            if not LMS_PREFIX.match(prefix) or len(prefix) > LMS_PREFIX_MAX:
+                errors.append((f"{where}.username_prefix",
+                               f"{prefix!r} cannot begin usernames: it needs a letter first and "
+                               f"at most {LMS_PREFIX_MAX} characters (set username_prefix)"))
+            elif prefix + "-" == GRADER_PREFIX:
+                errors.append((f"{where}.username_prefix",
+                               f"{prefix!r} would clash with the courses' grader accounts"))
+            elif prefix in prefixes:
+                errors.append((f"{where}.username_prefix",
+                               f"{prefix!r} already names the users of {prefixes[prefix]}; "
+                               "set a different username_prefix"))
+            prefixes.setdefault(prefix, where)
+            for field in ("client_ids", "deployment_ids"):
+                values: list[str] = getattr(lms, field)
+                errors += [(f"{where}.{field}.{k}", f"{value!r} is used twice")
+                           for k, value in enumerate(values) if value in values[:k]]
+            # Cloud Canvas shares one issuer among all schools: the client id tells them apart.
+            for k, client in enumerate(lms.client_ids):
+                key = (lms.issuer, client)
+                if key in registrations:
+                    errors.append((f"{where}.client_ids.{k}",
+                                   f"issuer {lms.issuer!r} with client id {client!r} is also "
+                                   f"declared at {registrations[key]}"))
+                registrations.setdefault(key, where)
+            for context, course_id in lms.contexts.items():
+                course = courses.get(course_id)
+                if course is None:
+                    errors.append((f"{where}.contexts.{context}", f"no course {course_id!r}"))
+                elif inst.id not in course.institutions:
+                    errors.append((f"{where}.contexts.{context}",
+                                   f"{inst.id!r} does not take part in {course_id!r}"))
+    for k, person in enumerate(spec.people):
+        for prefix, where in prefixes.items():
+            if lms_username_pattern(prefix).match(person.username):
+                errors.append((f"people.{k}.username",
+                               f"{person.username!r} is a username of the LMS at {where}; "
+                               "rename the person or set that LMS's username_prefix"))
     return errors
 
 

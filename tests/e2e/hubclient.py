@@ -93,3 +93,51 @@ def json_of(answer: requests.Response) -> Any:
         raise HubError(f"{answer.request.method} {answer.url}: {answer.status_code} "
                        f"{answer.text[:300]}")
     return answer.json()
+
+
+def run_in_kernel(browser: Browser, code: str, timeout: float = 60.0) -> str:
+    """Run `code` in a new kernel of the browser user's server, as a notebook does; its stdout."""
+    import asyncio
+    import json
+    import uuid
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    prefix = f"/user/{browser.username}/api/kernels"
+    kernel = json_of(browser.post(prefix, json={"name": "python3"}))
+    cookies = "; ".join(f"{c.name}={c.value}" for c in browser.http.cookies
+                        if f"/user/{browser.username}/".startswith(c.path))
+    ws_url = browser.url(f"{prefix}/{kernel['id']}/channels").replace("http", "ws", 1)
+    msg_id = uuid.uuid4().hex
+
+    async def execute() -> str:
+        request = HTTPRequest(ws_url, headers={"Cookie": cookies, "Origin": browser.hub_url},
+                              request_timeout=timeout)
+        socket = await websocket_connect(request)
+        socket.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "",
+                       "session": uuid.uuid4().hex, "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
+        out: list[str] = []
+        while True:
+            raw = await asyncio.wait_for(socket.read_message(), timeout)
+            if raw is None:
+                raise HubError("the kernel's websocket closed")
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                raise HubError("\n".join(msg["content"]["traceback"])[-500:])
+            elif msg["msg_type"] == "execute_reply":
+                socket.close()
+                return "".join(out)
+
+    try:
+        return asyncio.run(execute())
+    finally:
+        browser.request("DELETE", f"{prefix}/{kernel['id']}")

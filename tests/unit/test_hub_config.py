@@ -160,7 +160,11 @@ def load_config(path: Path, monkeypatch, env: dict[str, str]) -> Config:
 def test_jupyterhub_config_is_derived_from_the_site(site, monkeypatch):
     c = load_config(HUB_CONFIG / "jupyterhub_config.py", monkeypatch,
                     {"SMARTLAB_SITE": str(DEMO), "SMARTLAB_LAB_SERVICE_TOKEN": "t0ken"})
-    assert c.JupyterHub.authenticator_class is hub.SiteAuthenticator
+    from hub_config.lti.authenticator import LtiAuthenticator
+
+    assert c.JupyterHub.authenticator_class is LtiAuthenticator  # a SiteAuthenticator too
+    assert issubclass(LtiAuthenticator, hub.SiteAuthenticator)
+    assert c.JupyterHub.admin_access is False
     assert c.Authenticator.allow_all is False
     assert c.Authenticator.manage_groups is True
     assert "load_groups" not in c.JupyterHub  # refused together with manage_groups
