@@ -35,7 +35,6 @@ from hub_config.spawner import JUPYTER_CONFIG_DIR
 LAB_SERVICE = "lab"
 STATUS_SERVICE = "status"
 CULLER_SERVICE = "idle-culler"
-IDLE_TIMEOUT_S = 3600
 
 LAB_USERS = "lab-users"
 LAB_ADMINS = "lab-admins"
@@ -243,7 +242,7 @@ def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
                   "display": True})
     found.append({"name": CULLER_SERVICE,
                   "command": [sys.executable, "-m", "jupyterhub_idle_culler",
-                              f"--timeout={IDLE_TIMEOUT_S}"]})
+                              f"--timeout={site.servers.idle_timeout_minutes * 60}"]})
     return found
 
 

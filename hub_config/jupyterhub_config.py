@@ -58,6 +58,8 @@ c.Spawner.args = hub.singleuser_args(runtime)
 c.Spawner.default_url = "/lab"
 c.Spawner.environment = hub.service_environment(runtime)
 c.Spawner.server_token_scopes = hub.SERVER_TOKEN_SCOPES
+c.Spawner.mem_limit = site.servers.mem_limit
+c.Spawner.cpu_limit = site.servers.cpu_limit
 c.Spawner.http_timeout = 60  # a cold start on a busy 2-core machine
 c.Spawner.start_timeout = 120
 

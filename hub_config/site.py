@@ -155,12 +155,21 @@ class Person(_Strict):
                          "(python -m hub_config.site hash-password)")
 
 
+class Servers(_Strict):
+    """What each user's server may use; enforced where the spawner can (hub_config/limits.py)."""
+
+    mem_limit: str = Field("2G", pattern=r"^\d+(\.\d+)?[KMGT]?$")
+    cpu_limit: float = Field(1.0, gt=0)
+    idle_timeout_minutes: int = Field(60, ge=5)
+
+
 class SiteSpec(_Strict):
     """Everything but `kits:`, which hardware_kits.fleet validates."""
 
     institutions: list[Institution] = Field(min_length=1)
     courses: list[Course] = []
     people: list[Person] = []
+    servers: Servers = Servers()
     kits: list[Any]  # checked by parse_kits
 
 
@@ -174,6 +183,7 @@ class Site(BaseModel):
     courses: list[Course]
     people: list[Person]
     kits: list[KitEntry]
+    servers: Servers = Servers()
 
     def person(self, username: str) -> Person | None:
         return next((p for p in self.people if p.username == username), None)
@@ -203,7 +213,7 @@ def parse_site(data: Any, source: str, models: dict[str, dict] | None = None) ->
     for field, reason in _cross_field_errors(spec, {k.id for k in kits}):
         raise DescriptorError(f"{source}: {field}: {reason}")
     return Site(source=source, institutions=spec.institutions, courses=spec.courses,
-                people=spec.people, kits=kits)
+                people=spec.people, kits=kits, servers=spec.servers)
 
 
 def load_site(path: Path | str, models: dict[str, dict] | None = None) -> Site:

@@ -17,6 +17,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Bool, Unicode, default
 
 from hub_config.accounts import can_isolate, ensure_account
+from hub_config.limits import CgroupLimits, join
 
 # The platform's Jupyter config folder (nbgrader's multi-course settings) for every server.
 JUPYTER_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter"
@@ -31,15 +32,22 @@ class SiteSpawner(LocalProcessSpawner):
     def _isolate_default(self) -> bool:
         return can_isolate()
 
+    _cgroups: tuple[Path, ...] = ()  # the cgroups of this user's server, once made
+
     @property
     def home_dir(self) -> Path:
         return Path(self.home_root) / self.user.name
 
+    def _prepare_account(self) -> None:
+        ensure_account(self.user.name, self.home_dir)
+        # LocalProcessSpawner leaves mem_limit and cpu_limit to others; we enforce them.
+        self._cgroups = tuple(CgroupLimits(self.user.name, int(self.mem_limit or 0),
+                                           float(self.cpu_limit or 0)).prepare())
+
     async def start(self) -> Any:
         if self.isolate:
-            # useradd and chown block: keep the hub's event loop free meanwhile.
-            await asyncio.get_running_loop().run_in_executor(
-                None, ensure_account, self.user.name, self.home_dir)
+            # useradd, chown and cgroup writes block: keep the hub's event loop free meanwhile.
+            await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)
         else:
             self.log.warning("single-account demo mode: %s's server runs as this account, "
                              "with no isolation between users (start the platform as root)",
@@ -49,7 +57,13 @@ class SiteSpawner(LocalProcessSpawner):
 
     def make_preexec_fn(self, name: str) -> Any:
         if self.isolate:
-            return super().make_preexec_fn(name)
+            switch_account, cgroups = super().make_preexec_fn(name), self._cgroups
+
+            def preexec() -> None:
+                join(cgroups)  # still root here: the server and its kernels stay inside
+                switch_account()
+
+            return preexec
         home = str(self.home_dir)
         return lambda: os.chdir(home)
 

@@ -10,6 +10,8 @@ import pytest
 from hub_config.accounts import can_isolate
 from hub_config.course_dirs import course_root
 from hub_config.hub import grader_account
+from hub_config.limits import CGROUP_ROOT, GROUP
+from hub_config.site import load_site
 from tests.e2e.hubclient import run_in_kernel
 
 pytestmark = [pytest.mark.broker,
@@ -17,7 +19,8 @@ pytestmark = [pytest.mark.broker,
 
 PROBE = """
 import json, os, pwd
-seen = {"whoami": pwd.getpwuid(os.getuid()).pw_name}
+seen = {"whoami": pwd.getpwuid(os.getuid()).pw_name,
+        "cgroups": open("/proc/self/cgroup").read()}
 for label, path in %s.items():
     try:
         seen[label] = sorted(os.listdir(path))[:3] if os.path.isdir(path) else open(path).read(10)
@@ -49,3 +52,24 @@ def test_student_code_cannot_read_other_homes_or_submissions(platform, browsers)
     assert seen["own home"] != "denied"  # the probe can tell the difference
     for label in ("other home", "other file", "submissions", "grader home", "course source"):
         assert seen[label] == "denied", (label, seen[label])
+
+
+def test_student_code_runs_inside_the_users_memory_and_cpu_limits(platform, browsers):
+    """The site's `servers:` limits hold for the kernel too (cgroups, hub_config/limits.py)."""
+    if not any(p.exists() for p in (CGROUP_ROOT / "cgroup.controllers",
+                                    CGROUP_ROOT / "memory" / "cgroup.procs")):
+        pytest.skip("no cgroup memory controller on this machine")
+    anna = browsers["anna"]
+    anna.start_server()
+    anna.open("/user/anna/lab")
+    seen = json.loads(run_in_kernel(anna, PROBE % "{}"))
+    site = load_site(platform.runtime.site)
+    assert f"{GROUP}/anna" in seen["cgroups"], seen["cgroups"]
+    v1 = CGROUP_ROOT / "memory" / GROUP / "anna" / "memory.limit_in_bytes"
+    limit = v1 if v1.exists() else CGROUP_ROOT / GROUP / "anna" / "memory.max"
+    assert limit.read_text().strip() == str(parse_bytes(site.servers.mem_limit))
+
+
+def parse_bytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
