@@ -25,6 +25,7 @@ TABLE: dict[str, set[str]] = {
     "GET /hub/admin": {"hugo"},
     # Someone else's server: nobody, hub admins included (JupyterHub.admin_access is off).
     "GET /user/boris/api/status": set(),
+    "GET /user/anna/voila/tree": {"anna"},  # Voilà in every server, for its owner only
     "GET /services/smart-lighting/formgrader": {"irina", "gleb", "hugo"},
     "GET /services/smart-lighting/formgrader/api/submissions/01-energy-model":
         {"irina", "gleb", "hugo"},
@@ -38,7 +39,8 @@ CELLS = [(endpoint, who) for endpoint in TABLE for who in PEOPLE]
 
 @pytest.fixture(scope="module")
 def boris_running(browsers):
-    browsers["boris"].start_server()
+    for student in ("anna", "boris"):
+        browsers[student].start_server()
 
 
 @pytest.mark.parametrize(("endpoint", "who"), CELLS, ids=[f"{w}:{e}" for e, w in CELLS])
