@@ -2,7 +2,9 @@
 demos/demo_multiple_classes lays them out (/home/grader-<course>/<course>).
 
 The grader account owns the course folder (source, release, gradebook); the formgrader service
-runs as that account. Course content comes from courses/ in this repository.
+runs as that account, and so does nbgrader when `smartlab up` releases the first assignment.
+Course content comes from courses/ (courses/install.py; `smartlab courses install` does the
+same for a deployment without `smartlab up`, as the account that runs it).
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ import shutil
 import stat
 from pathlib import Path
 
+from courses.install import COURSES_DIR, assignments, available_courses, copy_missing
 from hub_config import hub
 from hub_config.accounts import AccountError, ensure_account, private_dir, run_as
 from hub_config.runtime import Runtime
 from hub_config.site import Site
-
-COURSE_SOURCES = Path(__file__).resolve().parent.parent / "courses"
 
 GRADER_CONFIG = '''# Written by `smartlab up`: this account's course, for nbgrader.
 c = get_config()  # noqa: F821
@@ -37,11 +38,6 @@ def prepare_exchange(runtime: Runtime) -> None:
     runtime.exchange.chmod(0o777 | stat.S_ISVTX)
 
 
-def assignments(course_id: str) -> list[str]:
-    source = COURSE_SOURCES / course_id / "source"
-    return sorted(p.name for p in source.iterdir() if p.is_dir()) if source.is_dir() else []
-
-
 def prepare_course(runtime: Runtime, course_id: str) -> Path:
     """The grader account, its home and nbgrader config, and the course's sources (first run:
     copied from courses/; later runs keep the instructors' edits)."""
@@ -55,21 +51,13 @@ def prepare_course(runtime: Runtime, course_id: str) -> Path:
     (config_dir / "nbgrader_config.py").write_text(GRADER_CONFIG.format(course=course_id,
                                                                         root=str(root)))
     root.mkdir(exist_ok=True)
-    shipped = COURSE_SOURCES / course_id
-    if shipped.is_dir():
-        # New files and assignments arrive; what the instructors changed stays as they left it.
-        shutil.copytree(shipped, root, dirs_exist_ok=True, copy_function=_copy_if_new,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if course_id in available_courses():
+        copy_missing(COURSES_DIR / course_id, root)  # an instructor's edited copy wins
     if runtime.isolate:
         for path in (config_dir, root):
             _chown_tree(path, owner)
         private_dir(home, owner)
     return root
-
-
-def _copy_if_new(source: str, target: str) -> None:
-    if not os.path.exists(target):
-        shutil.copy2(source, target)
 
 
 def _chown_tree(path: Path, owner: pwd.struct_passwd) -> None:
@@ -80,7 +68,7 @@ def _chown_tree(path: Path, owner: pwd.struct_passwd) -> None:
 
 def release_first_assignment(runtime: Runtime, course_id: str) -> str | None:
     """generate + release the course's first assignment (as its grader) unless already out."""
-    names = assignments(course_id)
+    names = assignments(course_id) if course_id in available_courses() else []
     if not names:
         return None
     first = names[0]

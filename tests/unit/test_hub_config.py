@@ -16,7 +16,7 @@ from hub_config.site import Site, load_site
 
 HUB_CONFIG = Path(__file__).resolve().parents[2] / "hub_config"
 DEMO = HUB_CONFIG / "demo-site.yaml"
-COURSES = ["smart-lighting", "iot-basics", "traffic-signals"]
+COURSES = ["smart-lighting", "iot-basics", "traffic-signals", "smart-parking"]
 
 
 @pytest.fixture(scope="module")

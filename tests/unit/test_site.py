@@ -29,7 +29,8 @@ def write(tmp_path: Path, data: dict[str, Any]) -> Path:
 def test_demo_site_is_valid(models):
     site = load_site(DEMO, models)
     assert {i.kind for i in site.institutions} == {"centre", "university", "academy"}
-    assert [c.id for c in site.courses] == ["smart-lighting", "iot-basics", "traffic-signals"]
+    assert [c.id for c in site.courses] == ["smart-lighting", "iot-basics", "traffic-signals",
+                                            "smart-parking"]
     assert set(site.course("smart-lighting").institutions) == {"univ-a", "univ-b"}
     roles = {r for p in site.people for r in p.roles}
     assert roles == {"student", "instructor", "grader", "lab-admin", "hub-admin"}
