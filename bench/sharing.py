@@ -27,7 +27,8 @@ in another), and measures:
 Results go to stdout (with `--markdown FILE` also into the section "## Kit sharing (issue 3)" of
 that file); progress goes to stderr. The exit status is 0 whatever the figures: it is a
 benchmark, not a test. `--profile` runs the service under cProfile and prints where its event
-loop thread spends its time.
+loop thread spends its time (the decisions: the HTTP
+front-end processes are not profiled).
 
     .venv/bin/python bench/sharing.py [--quick] [--markdown docs/benchmarks.md] [--profile]
 """
@@ -371,6 +372,8 @@ class Stack:
         argv = ["-m", "hub_config.cli", "lab", "serve", "--config", str(config),
                 "--state-dir", str(self.root), "--mqtt-port", str(self.broker.port),
                 "--port", str(self.port)]
+        if self.args.http_processes is not None:
+            argv.append(f"--http-processes={self.args.http_processes}")
         if self.args.profile is not None:
             argv = ["-m", "cProfile", "-o", str(self.profile_path), *argv]
         with self.service_log.open("a") as out:
@@ -417,6 +420,19 @@ class Stack:
     def service_pid(self) -> int:
         assert self.service is not None
         return self.service.pid
+
+    def front_end_pids(self) -> list[int]:
+        """The service's HTTP front-end processes (its children that are not a helper)."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == self.service_pid and b"spawn_main" in cmdline:
+                found.append(int(stat.parent.name))
+        return found
 
     # ------------------------------------------------------------ children
 
@@ -563,9 +579,11 @@ class QueueRun:
     waiting: int
     makespan_s: float
     send_spread_s: float
-    service_cpu_s: float
+    service_cpu_s: float  # the service process and its HTTP front ends
     requests: int
     by_index: np.ndarray = field(repr=False)  # latency of request i in ms, NaN if it failed
+    decider_cpu_s: float = 0.0  # the service process alone (decisions, ticks, MQTT)
+    batches: int = 0  # transactions that decided the burst (distinct `enqueued_at`)
 
     @classmethod
     def pooled(cls, runs: list[QueueRun], label: str) -> QueueRun:
@@ -573,7 +591,8 @@ class QueueRun:
                    [e for r in runs for e in r.errors], sum(r.granted for r in runs),
                    sum(r.waiting for r in runs), sum(r.makespan_s for r in runs),
                    max(r.send_spread_s for r in runs), sum(r.service_cpu_s for r in runs),
-                   sum(r.requests for r in runs), np.vstack([r.by_index for r in runs]))
+                   sum(r.requests for r in runs), np.vstack([r.by_index for r in runs]),
+                   sum(r.decider_cpu_s for r in runs), sum(r.batches for r in runs))
 
     def mean_of(self, start: int, stop: int) -> float:
         """Mean latency of requests start..stop-1 of each burst (sent in that order)."""
@@ -606,7 +625,9 @@ QUEUE_HEADER = ["run", "requests", "errors", "granted / waiting", "p50", "p95", 
 def queue_run(stack: Stack, label: str, mode: str, users: list[User]) -> QueueRun:
     kit_ids = [k for k, _ in KITS]
     bodies = [{"kit": kit_ids[i % len(kit_ids)]} for i in range(len(users))]
-    cpu0 = common.cpu_seconds([stack.service_pid])
+    pids = [stack.service_pid, *stack.front_end_pids()]
+    cpu0 = common.cpu_seconds(pids)
+    cpu_split0 = common.cpu_seconds(pids[:1])
     t0 = time.perf_counter()
     if mode == "tornado":
         replies = fire_tornado(stack.port, [(u.token, b) for u, b in zip(users, bodies,
@@ -616,7 +637,8 @@ def queue_run(stack: Stack, label: str, mode: str, users: list[User]) -> QueueRu
                     for u, b in zip(users, bodies, strict=True)]
         replies = fire(stack.port, requests, len(requests) if mode == "concurrent" else 1)
     t1 = time.perf_counter()
-    service_cpu = common.cpu_seconds([stack.service_pid]) - cpu0
+    service_cpu = common.cpu_seconds(pids) - cpu0
+    decider_cpu = common.cpu_seconds(pids[:1]) - cpu_split0
     errors = [f"#{r.index}: {r.error or r.status} {str(r.body)[:120]}" for r in replies
               if r.error or r.status != 201]
     states = Counter(r.body.get("state") for r in replies
@@ -630,10 +652,13 @@ def queue_run(stack: Stack, label: str, mode: str, users: list[User]) -> QueueRu
     run = QueueRun(label, mode, good, errors, states.get("served", 0),
                    states.get("waiting", 0), t1 - t0,
                    max(starts) - min(starts) if mode != "sequential" else 0.0, service_cpu,
-                   len(users), by_index)
+                   len(users), by_index, decider_cpu,
+                   len({r.body["enqueued_at"] for r in replies
+                        if r.status == 201 and isinstance(r.body, dict)}))
     progress(f"  {label}: p50 {ms(run.p(50))}, p99 {ms(run.p(99))}, max {ms(run.max_ms)}, "
              f"errors {len(errors)}, granted {run.granted}, waiting {run.waiting}, wall "
-             f"{run.makespan_s * 1000:.0f} ms" + (f"; first error {errors[0]}" if errors else ""))
+             f"{run.makespan_s * 1000:.0f} ms, {run.batches} batches"
+             + (f"; first error {errors[0]}" if errors else ""))
     stack.reset_queue(users, replies)
     return run
 
@@ -659,7 +684,7 @@ def queue_phase(stack: Stack, args: argparse.Namespace, users: dict[str, list[Us
     return concurrent, sequential, cross
 
 
-# ============================================================== phase 1b: in-process breakdown
+# ============================================================== phase 1b: where the time goes
 
 class _NoRights:
     def grant(self, user: str, kit_id: str) -> None: ...
@@ -680,101 +705,174 @@ class _AllOnline:
         return []
 
 
-@dataclass
-class Breakdown:
-    per_request_ms: float  # CPU time of LabService.request in-process, unprofiled, mean
-    first_ms: float  # mean of the requests that found 0-9 entries waiting
-    last_ms: float  # mean of the last 10 requests
-    parts: list[tuple[str, float]]  # request's direct callees: share of its time (cProfile)
+STEPS = ("identity", "body", "decision", "answer")  # timed inside the breakdown server
 
 
-def service_breakdown(n: int, root: Path) -> Breakdown:
-    """LabService.request called directly (no HTTP, no broker: rights and kits stubbed) for
-    `n` users against a fresh SQLite database with the 5 kits free, as in a burst; then the same
-    under cProfile, split by what request() calls."""
-    import cProfile
+def breakdown_server(conn: Connection, port: int, db_path: str,
+                     users: dict[str, dict[str, Any]]) -> None:
+    """The lab service's REST API served by one process (as with http_processes = 0), its
+    broker rights and kit gateway stubbed, with a thread-CPU timer around each step of a
+    request: identity, body validation, the queue decision (one `request_many` per batch), the
+    answer (JSON and writing it). "start"/"stop" on `conn` bracket a burst."""
+    from tornado.httpserver import HTTPServer
+    from tornado.ioloop import PeriodicCallback
 
+    from hardware_kits.sharing import api
     from hardware_kits.sharing.policy import SharingPolicy
     from hardware_kits.sharing.service import LabService
-    from hardware_kits.sharing.service import User as ServiceUser
     from hardware_kits.sharing.store import Store, sqlite_url
 
-    kit_ids = [k for k, _ in KITS]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    spent: Counter[str] = Counter()
+    batches: list[int] = []
 
-    def fresh(tag: str) -> Any:
-        service = LabService(Store(sqlite_url(str(root / f"inproc-{tag}.sqlite"))),
-                             SharingPolicy(), _NoRights(), _AllOnline())
-        admin = ServiceUser("bench-admin", "centre", lab_admin=True)
-        for kit_id, model in KITS:
-            service.register_kit(admin, kit_id, model)
-        return service
-
-    def burst(service: Any, tag: str) -> list[float]:
-        times = []
-        for i in range(n):
-            user = ServiceUser(f"{tag}-{i:03d}", f"univ-{i % INSTITUTIONS}")
+    def timed(step: str, f: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             t0 = time.thread_time()
-            service.request(user, kit_id=kit_ids[i % len(kit_ids)])
-            times.append((time.thread_time() - t0) * 1000)
-        return times
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[step] += time.thread_time() - t0
+        return wrapper
 
-    burst(fresh("warm"), "warm")
-    times = burst(fresh("timed"), "timed")
-    k = len(KITS)
-    service = fresh("profiled")
-    profiler = cProfile.Profile()
-    profiler.enable()
-    burst(service, "profiled")
-    profiler.disable()
-    stats = pstats.Stats(profiler)
-    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    request_key = next(key for key in table if key[2] == "request"
-                       and key[0].endswith(os.path.join("sharing", "service.py")))
-    total = table[request_key][3]
-    parts = []
-    for key, (*_, callers) in table.items():
-        if request_key in callers:
-            name = key[2] if key[0] != "~" else key[2].strip("<>")
-            where = Path(key[0]).name
-            label = f"{name} ({where})" if where not in ("service.py", "~") else name
-            parts.append((label, callers[request_key][3] / total))
-    parts.sort(key=lambda p: -p[1])
-    return Breakdown(float(np.mean(times)), float(np.mean(times[k:k + 10])),
-                     float(np.mean(times[-10:])), parts)
+    service = LabService(Store(sqlite_url(db_path)), SharingPolicy(), _NoRights(), _AllOnline())
+    identity = api.TokenIdentity(users)
+    identity.user_for = timed("identity", identity.user_for)  # type: ignore[method-assign]
+    api.parse_body = timed("body", api.parse_body)
+    api.ApiHandler._answer = timed("answer", api.ApiHandler._answer)  # type: ignore[method-assign]
+    request_many = service.request_many
+
+    def decide(requests: list) -> list:
+        batches.append(len(requests))
+        return request_many(requests)
+
+    service.request_many = timed("decision", decide)  # type: ignore[method-assign]
+    ops = api.Operations(api.ApiContext(service=service, accounts=None,  # type: ignore[arg-type]
+                                        mqtt_url=str, provision_kits=lambda _kits: None))
+
+    async def serve() -> None:
+        server = HTTPServer(api.make_app(identity, ops.invoke), xheaders=True,
+                            max_body_size=api.MAX_BODY_BYTES)
+        server.listen(port, "127.0.0.1", backlog=1024)
+        PeriodicCallback(service.tick, 250).start()
+        stop = asyncio.Event()
+        t0 = [0.0]
+
+        def on_command() -> None:
+            command = conn.recv()
+            if command == "start":
+                spent.clear()
+                batches.clear()
+                t0[0] = time.thread_time()
+            elif command == "stop":
+                conn.send(("result", time.thread_time() - t0[0], dict(spent), list(batches)))
+            else:
+                stop.set()
+
+        asyncio.get_running_loop().add_reader(conn.fileno(), on_command)
+        conn.send(("ready", os.getpid()))
+        await stop.wait()
+
+    asyncio.run(serve())
 
 
-PART_NAMES = {
-    "_entry_view": "_entry_view: the answer's position and wait estimate (`_estimates` re-reads "
-                   "the whole waiting queue, kits and last-served times and replays the fair "
-                   "order)",
-    "_assign": "_assign: the grant attempt (reads the whole waiting queue before looking for a "
-               "free kit; none is free after the first 5)",
-    "_live_session_of": "_live_session_of: 'already holding this kit?' query",
-    "_kit": "_kit: kit lookup",
-    "flush (session.py)": "ORM flush: INSERT of the queue entry",
-    "scalar (session.py)": "'already waiting?' query",
-    "__exit__ (contextlib.py)": "commit at the end of the transaction",
+@dataclass
+class Breakdown:
+    requests: int  # over all bursts
+    total_ms: float  # the server thread's CPU over the bursts
+    steps_ms: dict[str, float]
+    batches: list[int]
+    p99_ms: list[float]  # each burst's p99 against this one-process server
+
+
+def service_breakdown(args: argparse.Namespace, root: Path, ctx: Any) -> Breakdown:
+    """The same concurrent bursts against `breakdown_server` (3 of them, after a warm-up)."""
+    groups = [make_users(f"b{r}", args.requests) for r in range(4)]
+    admin = make_users("bench-admin", 1)[0]
+    users = {admin.token: {"name": "bench-admin", "institution": "centre", "lab_admin": True}}
+    users.update({u.token: {"name": u.name, "institution": u.institution}
+                  for group in groups for u in group})
+    port = free_port()
+    proc, conn = common.spawn(ctx, breakdown_server, port, str(root / "breakdown.sqlite"), users)
+    try:
+        Stack._expect(proc, conn, "breakdown server", 60)
+        stack = _ApiOnly(port, admin)
+        for kit_id, model in KITS:
+            stack.ok("POST", "/api/kits", admin, {"id": kit_id, "model": model})
+        kit_ids = [k for k, _ in KITS]
+        total, steps, batches, p99 = 0.0, Counter(), [], []
+        for r, group in enumerate(groups):
+            requests = [http_request("POST", "/api/queue", port, u.token,
+                                     {"kit": kit_ids[i % len(kit_ids)]})
+                        for i, u in enumerate(group)]
+            conn.send("start")
+            replies = fire(port, requests, len(requests))
+            conn.send("stop")
+            _, cpu, spent, sizes = Stack._expect(proc, conn, "breakdown server", 30)
+            stack.reset_queue(group, replies)
+            if r == 0:
+                continue  # warm-up
+            total += cpu
+            steps.update(spent)
+            batches += sizes
+            p99.append(pct(np.array([x.latency_s * 1000 for x in replies]), 99))
+        n = args.requests * (len(groups) - 1)
+        return Breakdown(n, total * 1000, {k: v * 1000 for k, v in steps.items()}, batches,
+                         p99)
+    finally:
+        Stack._end(proc, conn)
+
+
+class _ApiOnly(Stack):
+    """`Stack`'s REST helpers for a server with no broker, twins or observers."""
+
+    def __init__(self, port: int, admin: User) -> None:  # not Stack's: nothing to start
+        self.port = port
+        self.admin = admin
+
+    def wait_kits_free(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while any(k["session_state"] or k["queue_length"]
+                  for k in self.ok("GET", "/api/kits", self.admin)):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the breakdown server's kits did not become free")
+            time.sleep(0.05)
+
+
+STEP_NAMES = {
+    "identity": "identity: the token's user (TokenIdentity)",
+    "body": "body validation (pydantic, strict)",
+    "decision": "queue decision: `LabService.request_many`, one transaction per batch",
+    "answer": "answer: JSON and writing the response",
 }
 
 
-def breakdown_rows(b: Breakdown, over_http_ms: float) -> list[list[str]]:
-    rows = [["LabService.request in-process (no HTTP, stubbed broker), CPU per call, mean",
-             f"{b.per_request_ms:.2f} ms", ""],
-            ["same, requests that found 0-9 / 135-144 entries waiting",
-             f"{b.first_ms:.2f} / {b.last_ms:.2f} ms", ""],
-            ["service CPU per request over HTTP (concurrent bursts, ticks included)",
-             f"{over_http_ms:.2f} ms", ""]]
-    other = 0.0
-    for name, share in b.parts:
-        if share >= 0.03:
-            rows.append([PART_NAMES.get(name, name), "", f"{share:.0%}"])
-        else:
-            other += share
-    rows.append(["the rest (SQL expression building, ORM objects, ...)", "", f"{other:.0%}"])
+def breakdown_rows(b: Breakdown, c_all: QueueRun) -> list[list[str]]:
+    per = b.requests or 1
+    rows = [[f"**one process serving HTTP itself** ({per} requests in "
+             f"{len(b.p99_ms)} bursts; p99 {', '.join(f'{x:.0f}' for x in b.p99_ms)} ms)", "",
+             ""]]
+    for step in STEPS:
+        ms_ = b.steps_ms.get(step, 0.0)
+        rows.append([STEP_NAMES[step], f"{ms_ / per:.3f} ms", f"{ms_ / b.total_ms:.0%}"])
+    http = b.total_ms - sum(b.steps_ms.get(step, 0.0) for step in STEPS)
+    rows.append(["HTTP: accepting, reading, parsing, routing, closing (tornado, asyncio; the "
+                 "rest of the thread's time)", f"{http / per:.3f} ms", f"{http / b.total_ms:.0%}"])
+    rows.append(["total, CPU per request", f"{b.total_ms / per:.3f} ms", "100%"])
+    if b.batches:
+        rows.append([f"batches per burst: {len(b.batches) / len(b.p99_ms):.1f}, requests per "
+                     f"batch: mean {np.mean(b.batches):.0f}, max {max(b.batches)}", "", ""])
+    front = c_all.service_cpu_s - c_all.decider_cpu_s
+    rows.append([f"**the service as run** (concurrent bursts above, {c_all.requests} requests):"
+                 " HTTP front-end processes", f"{front * 1000 / c_all.requests:.3f} ms", ""])
+    bursts = max(len(c_all.by_index), 1)  # one row per burst
+    rows.append([f"the service process: decisions ({c_all.batches / bursts:.1f} batches per "
+                 "burst), ticks, MQTT, the front ends' channel",
+                 f"{c_all.decider_cpu_s * 1000 / c_all.requests:.3f} ms", ""])
     return rows
 
 
-BREAKDOWN_HEADER = ["where a queue request's time goes", "time", "share (cProfile)"]
+BREAKDOWN_HEADER = ["where a queue request's time goes", "CPU per request", "share"]
 
 
 # ============================================================== phase 2: command round trip
@@ -1023,10 +1121,11 @@ def profile_text(path: Path, top: int = 25) -> str:
     stats = pstats.Stats(str(path), stream=out)
     stats.strip_dirs().sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
-    # Where a queue request's time goes, one level down each time.
-    for name in (r"api.py:\d+\(_call\)", r"service.py:\d+\(request\)",
-                 r"service.py:\d+\(_entry_view\)", r"service.py:\d+\(_estimates\)",
-                 r"service.py:\d+\(_assign\)", r"service.py:\d+\(tick\)"):
+    # Where the service process's time goes, one level down each time (the HTTP front ends
+    # are other processes: the breakdown table shows their share).
+    for name in (r"api.py:\d+\(_decide\)", r"service.py:\d+\(request_many\)",
+                 r"service.py:\d+\(_estimates\)", r"service.py:\d+\(_assign\)",
+                 r"frontend.py:\d+\(reply\)", r"service.py:\d+\(tick\)"):
         stats.sort_stats("cumulative").print_callees(name)
     return out.getvalue()
 
@@ -1044,6 +1143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run the service under cProfile and print its hot spots (and "
                              "keep the raw stats in FILE, if given)")
     parser.add_argument("--requests", type=int, default=150, help="users per queue burst")
+    parser.add_argument("--http-processes", type=int, metavar="N",
+                        help="the service's HTTP front-end processes (default: the service's "
+                             "default, 2; 0: it serves HTTP itself)")
     parser.add_argument("--rounds", type=int, default=None, help="bursts (default 3, quick 1)")
     parser.add_argument("--no-tornado", action="store_true",
                         help="skip the cross-check burst from tornado's AsyncHTTPClient")
@@ -1089,6 +1191,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="smartlab-bench-sharing-"))
     root.chmod(0o711)  # the broker drops to the `mosquitto` account; it must reach its folder
     started = datetime.now(UTC)
+    load_before = os.getloadavg()  # the machine is shared: say how busy it was
 
     def interrupted(_sig: int, _frame: Any) -> None:
         raise KeyboardInterrupt
@@ -1103,8 +1206,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         progress(f"broker on port {stack.broker.port}, service on {stack.url}")
         concurrent, sequential, cross = queue_phase(stack, args, users)
-        progress("phase 1b: LabService.request in-process, timed and profiled")
-        breakdown = service_breakdown(args.requests, root)
+        progress("phase 1b: the same bursts against one process serving HTTP itself, each "
+                 "step timed")
+        breakdown = service_breakdown(args, root, stack.ctx)
         base, loaded, niced = command_phase(stack, args, holder)
     except KeyboardInterrupt:
         progress("interrupted")
@@ -1120,12 +1224,16 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(stack.profile_path, args.profile)
         shutil.rmtree(root, ignore_errors=True)
 
+    load_after = os.getloadavg()
+    load = (f"load average (1, 5, 15 min) at the start {', '.join(f'{x:.2f}' for x in load_before)}"
+            f", at the end {', '.join(f'{x:.2f}' for x in load_after)} (2 cores)")
     queue_rows, queue_checks, ratios = queue_tables(concurrent, sequential, cross)
     cmd_header, cmd_rows, cmd_checks = command_tables(base, loaded, niced, args)
     c_all = QueueRun.pooled(concurrent, "")
-    parts = breakdown_rows(breakdown, c_all.service_cpu_s * 1000 / c_all.requests)
+    parts = breakdown_rows(breakdown, c_all)
     checks = queue_checks + cmd_checks
     print()
+    print(load)
     print(f"1. queue burst: {args.requests} users, {len(KITS)} kits; {WEBLAB}")
     print(common.text_table(queue_rows, QUEUE_HEADER))
     print()
@@ -1150,19 +1258,24 @@ def main(argv: list[str] | None = None) -> int:
             "burst; before each burst the queue is empty and the 5 kits are free (the "
             "previous burst's entries leave the queue and its sessions are ended); "
             "concurrent and sequential bursts alternate in order round by round. The service "
-            "is `smartlab lab serve` with its defaults (SQLite in the state folder, 0.25 s "
-            f"tick); the {len(KITS)} twins publish at {args.rate:g} Hz meanwhile.",
+            "is `smartlab lab serve` with its defaults ("
+            + ("2 HTTP front-end processes" if args.http_processes is None else
+               f"but {args.http_processes} HTTP front-end processes")
+            + f", SQLite in the state folder, 0.25 s tick); the {len(KITS)} twins publish at "
+            f"{args.rate:g} Hz meanwhile.",
             f"Reference: {WEBLAB}.",
-            "Breakdown: `LabService.request` called directly in the benchmark process (fresh "
-            "SQLite database, broker rights and kit gateway stubbed, the 5 kits free, "
-            f"{args.requests} fresh users one after another), timed, then again under cProfile "
-            "(which inflates many small Python calls): the share of request()'s time spent in "
-            "each function it calls directly. The service handles requests one at a time on "
-            "its event loop thread, so a burst's last answer comes after about requests x "
-            "service CPU per request.",
+            "Breakdown: the same concurrent bursts (a warm-up, then "
+            f"{len(breakdown.p99_ms)}) against the REST API served by one process alone (as "
+            "`c.LabServiceApp.http_processes = 0`; fresh SQLite database, broker rights and kit "
+            "gateway stubbed) with a thread-CPU timer around each step; HTTP is the rest of "
+            "that thread's CPU time. One thread does all of it one request after another, so a "
+            "burst's last answer comes after about requests x CPU per request: hence the HTTP "
+            "front-end processes of the service as run, which spread the HTTP work over the "
+            "cores while the service process alone decides (batches of queue requests, one "
+            "transaction each, every answer sent as soon as its batch commits).",
             "Sequential: the same burst (other fresh users, same starting state) one request "
-            "after another. Service CPU per request = the service process's CPU time during "
-            "the burst / requests (ticks included).",
+            "after another. Service CPU per request = the CPU time of the service process and "
+            "its front ends during the burst / requests (ticks included).",
             *(["Cross-check: one burst from tornado's `AsyncHTTPClient(max_clients="
                f"{args.requests})`, every request released by one asyncio.Event: the same "
                "order of magnitude, so the figures are not an artefact of the load generator "
@@ -1187,7 +1300,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile is not None:
             notes.append("This run had the service under cProfile (slower than normal).")
         body = [
-            f"Measured {started:%Y-%m-%d %H:%M} UTC on {common.machine()}, with", "",
+            f"Measured {started:%Y-%m-%d %H:%M} UTC on {common.machine()}; {load}; with", "",
             f"    {command}", "",
             f"**1. {args.requests} simultaneous queue requests** ({len(KITS)} kits):", "",
             common.markdown_table(queue_rows, QUEUE_HEADER), "",

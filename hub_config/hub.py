@@ -35,6 +35,7 @@ from hub_config.spawner import JUPYTER_CONFIG_DIR
 LAB_SERVICE = "lab"
 STATUS_SERVICE = "status"
 CULLER_SERVICE = "idle-culler"
+LAB_SERVICE_CONFIG = "lab_service_config.py"  # in the state folder, written by `smartlab up`
 
 LAB_USERS = "lab-users"
 LAB_ADMINS = "lab-admins"
@@ -230,16 +231,29 @@ def formgrader_service(course_id: str, runtime: Runtime) -> dict[str, Any]:
     return service
 
 
+def lab_service(runtime: Runtime) -> dict[str, Any]:
+    """The lab service, managed by the hub: HubOAuth and the hub's groups say who calls."""
+    state = Path(runtime.state_dir)
+    return {
+        "name": LAB_SERVICE, "url": runtime.lab_url, "display": True, "oauth_no_confirm": True,
+        "command": [sys.executable, "-m", "hub_config.cli", "lab", "serve",
+                    "--config", str(state / LAB_SERVICE_CONFIG), "--state-dir", str(state),
+                    "--mqtt-port", str(runtime.mqtt_port), "--port", str(runtime.lab_port)],
+        "environment": {"PATH": service_environment(runtime)["PATH"]},
+    }
+
+
 def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
     """`c.JupyterHub.services`: course formgraders, lab service, status board, idle culler."""
     found = [formgrader_service(c.id, runtime) for c in site.courses]
-    found.append({
-        # Started by `smartlab up`, not by the hub; HubOAuth tells it who calls.
-        "name": LAB_SERVICE, "url": runtime.lab_url, "display": True, "oauth_no_confirm": True,
-    })
-    # Public, read-only board: no hub scopes at all.
+    found.append(lab_service(runtime))
+    # Public, read-only board (Voilà, preheated kernels, a read-only MQTT account): the proxy
+    # sends anyone to it, and it holds no hub scope at all.
     found.append({"name": STATUS_SERVICE, "url": f"http://127.0.0.1:{runtime.status_port}",
-                  "display": True})
+                  "display": True,
+                  "command": [sys.executable, "-m", "hub_config.cli", "board", "--state-dir",
+                              runtime.state_dir, "--mqtt-port", str(runtime.mqtt_port)],
+                  "environment": {"PATH": service_environment(runtime)["PATH"]}})
     found.append({"name": CULLER_SERVICE,
                   "command": [sys.executable, "-m", "jupyterhub_idle_culler",
                               f"--timeout={site.servers.idle_timeout_minutes * 60}"]})

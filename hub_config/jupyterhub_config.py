@@ -62,10 +62,3 @@ c.Spawner.mem_limit = site.servers.mem_limit
 c.Spawner.cpu_limit = site.servers.cpu_limit
 c.Spawner.http_timeout = 60  # a cold start on a busy 2-core machine
 c.Spawner.start_timeout = 120
-
-# The lab service runs outside the hub; it proves itself with this token (none in files).
-lab_token = os.environ.get("SMARTLAB_LAB_SERVICE_TOKEN")
-if lab_token:
-    for service in c.JupyterHub.services:
-        if service["name"] == hub.LAB_SERVICE:
-            service["api_token"] = lab_token

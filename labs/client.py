@@ -4,7 +4,7 @@ Used from Jupyter notebooks, Voilà dashboards and services::
 
     from labs.client import connect
 
-    with connect() as lab:                      # URL from SMARTLAB_MQTT_URL
+    with connect() as lab:                      # URL from SMARTLAB_MQTT_URL, else the lab service
         lab.wait_for_kits(1)
         kit = lab.kit("lamp-1")
         t, v = kit.history("ambient-light")     # numpy arrays, oldest first
@@ -25,6 +25,7 @@ then command it through the control account the service grants while the session
     from labs.client import LabService
 
     lab = LabService("http://127.0.0.1:8181", token)   # or $SMARTLAB_LAB_URL, $SMARTLAB_TOKEN
+                                                    # (in a hub server: $JUPYTERHUB_API_TOKEN)
     with lab.session("streetlight-1") as kit:       # waits in the queue, prints the position
         kit.set("mode", "manual")                   # released on leaving the block
 """
@@ -161,13 +162,23 @@ class KitInfo:
 
 def connect(url: str | None = None, *, client_id: str | None = None, history: int = 3600,
             timeout: float = 10.0) -> Lab:
-    """Connect to the lab's broker; `url` defaults to $SMARTLAB_MQTT_URL.
+    """Connect to the lab's broker; `url` defaults to $SMARTLAB_MQTT_URL, else to the watch
+    account the lab service gives this user (`LabService().mqtt_urls()`): in a notebook of the
+    hub nothing needs typing.
 
     `history` is how many samples per sensor each kit keeps for `Kit.history` (0: none)."""
     url = url or os.environ.get(URL_ENV)
     if not url:
-        raise LabConfigError(f"no broker URL: pass connect('mqtt://user:password@host:port') "
-                             f"or set {URL_ENV}")
+        try:
+            url = LabService(timeout=timeout).mqtt_urls()["watch"]
+        except LabConfigError:
+            raise LabConfigError(
+                f"no broker URL: pass connect('mqtt://user:password@host:port'), set {URL_ENV}, "
+                f"or give the lab service's token in {TOKEN_ENV} (in a hub server: "
+                f"{HUB_TOKEN_ENV})") from None
+        except LabServiceError as err:
+            raise LabConnectionError(f"no broker URL: the lab service did not give one: "
+                                     f"{err}") from None
     try:
         address = BrokerAddress.from_url(url)
     except ValueError as err:
@@ -822,6 +833,7 @@ class Kit:
 
 SERVICE_URL_ENV = "SMARTLAB_LAB_URL"
 TOKEN_ENV = "SMARTLAB_TOKEN"
+HUB_TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # a hub user's server and kernels carry it
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8181"
 
 Progress = Callable[[str], None]
@@ -844,15 +856,17 @@ class LabService:
     """A client of the lab service's REST API: kits, the queue, sessions and bookings.
 
     `url` defaults to $SMARTLAB_LAB_URL (else http://127.0.0.1:8181), `token` to
-    $SMARTLAB_TOKEN. Every method returns the service's JSON answer (dicts and lists)."""
+    $SMARTLAB_TOKEN, else $JUPYTERHUB_API_TOKEN: in a user's server of the hub the service
+    knows the user from the server's own token. Every method returns the service's JSON answer
+    (dicts and lists)."""
 
     def __init__(self, url: str | None = None, token: str | None = None,
                  timeout: float = 10.0) -> None:
         self.url = (url or os.environ.get(SERVICE_URL_ENV) or DEFAULT_SERVICE_URL).rstrip("/")
-        token = token or os.environ.get(TOKEN_ENV)
+        token = token or os.environ.get(TOKEN_ENV) or os.environ.get(HUB_TOKEN_ENV)
         if not token:
             raise LabConfigError(f"no lab service token: pass LabService(url, token) or set "
-                                 f"{TOKEN_ENV}")
+                                 f"{TOKEN_ENV} (in a hub server {HUB_TOKEN_ENV} is used)")
         self.token = token
         self.timeout = timeout
         # The service is on the lab's own network: no proxy from the environment in between.

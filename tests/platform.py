@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -44,10 +43,6 @@ class Up:
     def runtime(self) -> Runtime:
         return Runtime.load(self.state / "hub" / "runtime.json")
 
-    def tokens(self) -> dict[str, str]:
-        """The lab service tokens of the demo users."""
-        return json.loads((self.state / "demo-tokens.json").read_text())
-
     def _read(self) -> None:
         for line in self.process.stdout:
             self.lines.append(line.rstrip())
@@ -81,3 +76,15 @@ def leftovers(up: Up) -> list[str]:
         if any(m in cmdline for m in marks) or str(up.state).encode() in environ:
             found.append(cmdline.decode(errors="replace"))
     return found
+
+
+def lab_token(up: Up, username: str) -> str:
+    """A hub API token of a demo person that opens the lab service, made as a person makes one
+    on the hub's token page (logged in, scoped to the lab service only)."""
+    from tests.e2e.hubclient import Browser, json_of
+
+    browser = Browser(up.hub_url, username)
+    browser.login(f"demo-{username}")
+    made = json_of(browser.post(f"/hub/api/users/{username}/tokens",
+                                json={"note": "test", "scopes": ["access:services!service=lab"]}))
+    return made["token"]

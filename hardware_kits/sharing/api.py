@@ -6,11 +6,18 @@ cannot drift. Handlers only parse, call the service and answer: the rules live i
 
 Every refusal is a 4xx with `{"error": "<one line>"}`; bodies are parsed strictly (no unknown
 fields, no type coercion), so a request either is understood exactly or changes nothing.
-Handlers run on the IOLoop thread, the one thread that drives the service (see app.py).
+Operations run on the service process's event loop thread, the one thread that drives the
+service (see app.py); the handlers, on that thread too or in HTTP front-end processes.
 
 Identity is pluggable: `Identity.user_for(handler)` returns the caller (or an awaitable of it,
-for identities that ask another server, like JupyterHub's OAuth). `TokenIdentity` maps
-`Authorization: token <t>` to users from configuration, for standalone use and tests.
+for identities that ask another server: `hub_identity.HubIdentity` asks JupyterHub).
+`TokenIdentity` maps `Authorization: token <t>` to users from configuration, for standalone use
+and tests.
+
+Handlers authenticate and validate; what a route does runs through an `invoke(route key, user,
+path args, query, body)` function: `Operations.invoke` in the service process itself, or a
+front end's link to it (`frontend.py`), so the HTTP work can be spread over several processes
+while one thread decides.
 """
 
 from __future__ import annotations
@@ -68,12 +75,25 @@ def one_line(text: str) -> str:
 
 
 class Identity:
-    """Says who is calling. Subclass and override `user_for`."""
+    """Says who is calling. Subclass and override `user_for`; it may also raise ApiError (403)
+    for a caller it knows but refuses, with the reason."""
 
     unauthenticated = "authentication required"
 
     def user_for(self, handler: RequestHandler) -> User | Awaitable[User | None] | None:
         raise NotImplementedError
+
+    def handler_bases(self) -> tuple[type, ...]:
+        """Mixins the API handlers need (e.g. JupyterHub's HubOAuthenticated)."""
+        return ()
+
+    def handlers(self, base_url: str) -> list[tuple]:
+        """Extra routes of the identity (e.g. an OAuth callback), as tornado rules."""
+        return []
+
+    def settings(self) -> dict[str, Any]:
+        """Extra tornado application settings (e.g. cookie_secret)."""
+        return {}
 
 
 class UserSpec(BaseModel):
@@ -311,16 +331,17 @@ class Accounts(Protocol):
 
 @dataclass
 class ApiContext:
+    """What the operations reach, in the service process."""
+
     service: LabService
-    identity: Identity
     accounts: Accounts
     mqtt_url: Callable[[Credentials], str]  # the URL users connect with, for an account
     provision_kits: Callable[[list[str]], object]  # broker roles and account of new kits
     kit_health: Callable[[str], dict[str, Any]] = lambda _kit: {
         "mqtt_state": None, "last_telemetry_at": None, "counters": None}
     models: frozenset[str] = frozenset()  # known kit models (empty: any)
-    openapi: dict[str, Any] = field(default_factory=dict)  # set by make_app
-    queue_batcher: QueueBatcher = field(init=False)  # set by make_app
+    openapi: dict[str, Any] = field(default_factory=dict)  # set by Operations
+    queue_batcher: QueueBatcher = field(init=False)  # set by Operations
 
 
 class QueueBatcher:
@@ -347,6 +368,8 @@ class QueueBatcher:
         except Exception as err:  # the transaction failed: every request of it learns so
             results = [err] * len(batch)
         for (*_, future), result in zip(batch, results, strict=True):
+            if future.cancelled():  # its front end went away
+                continue
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
@@ -545,6 +568,10 @@ class Route:
     public: bool = False  # no identity needed
     media: str = "application/json"
 
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
 
 LIVE = Query("live", "only sessions that are not yet released (1/true or 0/false)")
 CSV = {"type": "string", "description": "CSV with a header row"}
@@ -696,11 +723,41 @@ class NotFoundHandler(JsonErrors):
         self.fail(404, f"no such API path: {self.request.path[:200]}")
 
 
+Invoke = Callable[[str, "User | None", dict, dict, Any], Any]  # route key, user, args, ...
+
+
+class Operations:
+    """Runs the routes' operations against the service; only in the service process."""
+
+    def __init__(self, ctx: ApiContext, routes: tuple[Route, ...] = ROUTES) -> None:
+        ctx.openapi = openapi(routes)
+        ctx.queue_batcher = QueueBatcher(ctx.service)
+        self.ctx = ctx
+        self._routes = {route.key: route for route in routes}
+
+    def invoke(self, key: str, user: User | None, args: dict[str, Any], query: dict[str, Any],
+               body: Any) -> Any:
+        """The route's result, or an awaitable of it (queue requests wait for their batch)."""
+        return self._routes[key].op(Call(self.ctx, user, args, query, body))
+
+
+def refusal(err: Exception, what: str) -> tuple[int, str]:
+    """HTTP status and one-line reason for an exception of a call (`what`: method and path)."""
+    if isinstance(err, ApiError | LabError):
+        return err.status, str(err)
+    if isinstance(err, DynSecError | ConnectError | ConnectionError | TimeoutError):
+        log.warning("%s: the broker failed: %s", what, err)
+        return 503, one_line(f"the MQTT broker failed, try again: {err}")
+    log.error("%s failed", what, exc_info=err)
+    return 500, f"internal error ({type(err).__name__}); it has been logged"
+
+
 class ApiHandler(JsonErrors):
     """All methods of one path; dispatches to the route of the request's method."""
 
-    def initialize(self, ctx: ApiContext, routes: dict[str, Route]) -> None:
-        self.ctx = ctx
+    def initialize(self, identity: Identity, invoke: Invoke, routes: dict[str, Route]) -> None:
+        self.identity = identity
+        self.invoke = invoke
         self.routes = routes
 
     async def get(self, **args: str) -> None:
@@ -727,33 +784,25 @@ class ApiHandler(JsonErrors):
             return
         try:
             result = await self._call(route, raw_args)
-        except ApiError as err:
-            self.fail(err.status, str(err))
-        except LabError as err:
-            self.fail(err.status, str(err))
-        except (DynSecError, ConnectError, ConnectionError, TimeoutError) as err:
-            log.warning("%s %s: the broker failed: %s", route.method, route.path, err)
-            self.fail(503, f"the MQTT broker failed, try again: {err}")
         except Exception as err:
-            log.exception("%s %s failed", route.method, self.request.path)
-            self.fail(500, f"internal error ({type(err).__name__}); it has been logged")
+            self.fail(*refusal(err, f"{route.method} {self.request.path}"))
         else:
             self._answer(route, result)
 
     async def _call(self, route: Route, raw_args: dict[str, str]) -> Any:
         user = None
         if not route.public:
-            found = self.ctx.identity.user_for(self)
+            found = self.identity.user_for(self)
             user = await found if inspect.isawaitable(found) else found
             if user is None:
                 self.set_header("WWW-Authenticate", "token")
-                raise ApiError(401, self.ctx.identity.unauthenticated)
+                raise ApiError(401, self.identity.unauthenticated)
             if route.admin and not user.lab_admin:
                 raise ApiError(403, "this needs a lab admin")
         args = {name: _convert_path_arg(name, value) for name, value in raw_args.items()}
         query = _convert_query(route, self.request.query_arguments)
         body = parse_body(route.body, self.request.body) if route.body else None
-        result = route.op(Call(self.ctx, user, args, query, body))
+        result = self.invoke(route.key, user, args, query, body)
         return await result if inspect.isawaitable(result) else result
 
     def _answer(self, route: Route, result: Any) -> None:
@@ -768,15 +817,22 @@ class ApiHandler(JsonErrors):
             self.finish(json.dumps(result))
 
 
-def make_app(ctx: ApiContext, routes: tuple[Route, ...] = ROUTES) -> Application:
+def make_app(identity: Identity, invoke: Invoke, routes: tuple[Route, ...] = ROUTES,
+             base_url: str = "/") -> Application:
+    """The tornado application: every route under /api/, and under `base_url` + api/ too when
+    the service sits behind JupyterHub's proxy (e.g. /services/lab/api/...)."""
     by_path: dict[str, dict[str, Route]] = {}
     for route in routes:
         by_path.setdefault(route.path, {})[route.method] = route
-    ctx.openapi = openapi(routes)
-    ctx.queue_batcher = QueueBatcher(ctx.service)
-    handlers = [(path_regex(path), ApiHandler, {"ctx": ctx, "routes": methods})
-                for path, methods in by_path.items()]
-    return Application(handlers, default_handler_class=NotFoundHandler)
+    handler = ApiHandler
+    if identity.handler_bases():
+        handler = type("ApiHandler", (*identity.handler_bases(), ApiHandler), {})
+    prefixes = [""] + ([base_url.rstrip("/")] if base_url.strip("/") else [])
+    handlers = [(re.escape(prefix) + path_regex(path), handler,
+                 {"identity": identity, "invoke": invoke, "routes": methods})
+                for prefix in prefixes for path, methods in by_path.items()]
+    handlers += identity.handlers(base_url)
+    return Application(handlers, default_handler_class=NotFoundHandler, **identity.settings())
 
 
 # ---------------------------------------------------------------- OpenAPI

@@ -9,8 +9,10 @@ Configuration comes from a Python file (`-f/--config lab_service_config.py`), e.
 and command-line options override it. At start the app opens the database, connects to the
 already running broker as the `lab-service` account (watch every kit, send safe states only),
 aligns the broker's command rights with the sessions in the database, recovers pending
-handovers, and serves the REST API. One asyncio loop runs the HTTP handlers and the periodic
+handovers, and serves the REST API. One asyncio loop runs the API's operations and the periodic
 `tick`, so every LabService call happens on that one thread: granting a kit is one atomic step.
+The HTTP work itself (parsing, identity, validation, writing answers) runs in
+`http_processes` front-end processes that pass each call to that loop (frontend.py).
 
 `smartlab kits register|retire|maintenance|health` call the running service's REST API with
 the admin token in $SMARTLAB_TOKEN.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -34,8 +37,9 @@ from typing import Any, ClassVar
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
-from traitlets import Dict, Float, Integer, Unicode, default
-from traitlets.config import Application
+from tornado.netutil import bind_sockets
+from traitlets import CaselessStrEnum, Dict, Float, Integer, Unicode, default
+from traitlets.config import Application, Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from hardware_kits.broker import Broker, BrokerError
@@ -45,9 +49,11 @@ from hardware_kits.sharing.api import (
     MAX_BODY_BYTES,
     ApiContext,
     Identity,
+    Operations,
     TokenIdentity,
     make_app,
 )
+from hardware_kits.sharing.frontend import FrontEnds
 from hardware_kits.sharing.gateway import SERVICE_ACCOUNT, MqttKitGateway
 from hardware_kits.sharing.history import TelemetryRecorder
 from hardware_kits.sharing.policy import SharingPolicy
@@ -92,8 +98,24 @@ class LabServiceApp(Application):
         3.0, help="At start, wait this long at most for the kits of live sessions to be seen "
                   "online, so that a restart does not end them as 'kit offline'.",
     ).tag(config=True)
+    kits_file = Unicode(
+        "", help="A site file whose kits are registered at start if they are not yet (the site "
+                 "file is where a centre lists its kits; `smartlab up` sets it).").tag(config=True)
     users = Dict(help="Token identity: {token: {name, institution, courses, instructor_of, "
                       "lab_admin, priority}}. For standalone use and tests.").tag(config=True)
+    identity = CaselessStrEnum(
+        ("token", "hub"), "token",
+        help="Who callers are: 'token' (the `users` map) or 'hub' (JupyterHub says, from its "
+             "tokens and OAuth cookies; see HubIdentity and $JUPYTERHUB_API_TOKEN).",
+    ).tag(config=True)
+    base_url = Unicode(help="URL prefix the API is also served under, e.g. /services/lab/ "
+                            "behind JupyterHub's proxy; default $JUPYTERHUB_SERVICE_PREFIX or "
+                            "/ (the API is always at /api/ too).").tag(config=True)
+    http_processes = Integer(
+        2, min=0,
+        help="HTTP front-end processes (frontend.py): they parse, authenticate and validate "
+             "requests, this process alone decides. 0: this process serves HTTP itself.",
+    ).tag(config=True)
 
     aliases: ClassVar[dict] = {
         "f": "LabServiceApp.config_file",
@@ -104,6 +126,8 @@ class LabServiceApp(Application):
         "mqtt-port": "LabServiceApp.mqtt_port",
         "ip": "LabServiceApp.ip",
         "port": "LabServiceApp.port",
+        "identity": "LabServiceApp.identity",
+        "http-processes": "LabServiceApp.http_processes",
         "log-level": "Application.log_level",
     }
 
@@ -118,6 +142,10 @@ class LabServiceApp(Application):
     @default("log_level")
     def _log_level_default(self) -> int:
         return logging.INFO
+
+    @default("base_url")
+    def _base_url_default(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)  # the command line
@@ -136,12 +164,16 @@ class LabServiceApp(Application):
         elif self.config_file != DEFAULT_CONFIG:
             raise CannotStart(f"{path}: no such config file")
         try:
-            self.identity = self.make_identity()
+            self.callers = self.make_identity()
         except ValueError as err:
             raise CannotStart(f"{self.config_file}: {err}") from None
 
     def make_identity(self) -> Identity:
-        """Who callers are. The token map today; JupyterHub's OAuth identity plugs in here."""
+        """Who callers are: JupyterHub (identity 'hub'), or the configured token map."""
+        if self.identity == "hub":
+            from hardware_kits.sharing.hub_identity import HubIdentity
+
+            return HubIdentity(parent=self, base_url=self.base_url, state_dir=self.state_dir)
         if not self.users:
             self.log.warning("no users configured (c.LabServiceApp.users): every request "
                              "will be refused")
@@ -168,26 +200,46 @@ class LabServiceApp(Application):
             ticker = PeriodicCallback(lambda: self.tick(service), self.tick_seconds * 1000)
             ticker.start()
             closing.callback(ticker.stop)
-            server = HTTPServer(make_app(ctx), max_body_size=MAX_BODY_BYTES, xheaders=True)
+            operations = Operations(ctx)
             try:
                 # A class's burst of connections must not overflow the accept queue (tornado's
                 # default backlog is 128): a dropped SYN costs its client a one-second retry.
-                server.listen(self.port, address=self.ip, backlog=LISTEN_BACKLOG)
+                sockets = bind_sockets(self.port, address=self.ip, backlog=LISTEN_BACKLOG)
             except OSError as err:
                 raise CannotStart(f"cannot listen on {self.ip}:{self.port}: "
                                   f"{err.strerror or err}") from None
+            for sock in sockets:
+                closing.callback(sock.close)
+            server, front_ends = None, None
+            if self.http_processes:
+                front_ends = FrontEnds(
+                    self.http_processes, sockets, operations.invoke,
+                    functools.partial(identity_from_config, self.config), self.base_url,
+                    self.log_level)
+                front_ends.start()
+            else:
+                server = HTTPServer(make_app(self.callers, operations.invoke,
+                                             base_url=self.base_url),
+                                    max_body_size=MAX_BODY_BYTES, xheaders=True)
+                server.add_sockets(sockets)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            print(f"lab service on http://{self.ip}:{self.port}/api/ (broker "
-                  f"{self.mqtt_host}:{self.mqtt_port}, database {self.db_url})", flush=True)
+            prefix = f" (and {self.base_url}api/)" if self.base_url.strip("/") else ""
+            print(f"lab service on http://{self.ip}:{self.port}/api/{prefix} (broker "
+                  f"{self.mqtt_host}:{self.mqtt_port}, database {self.db_url}, identity "
+                  f"{self.identity}, {self.http_processes or 'no'} HTTP front-end processes)",
+                  flush=True)
             await stop.wait()
             self.log.info("stopping")
             ticker.stop()
-            server.stop()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.close_all_connections(), 5)
+            if front_ends is not None:
+                await front_ends.stop()
+            if server is not None:
+                server.stop()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(server.close_all_connections(), 5)
 
     def open_backend(self, closing: contextlib.ExitStack) -> tuple[LabService, ApiContext]:
         """Database, broker accounts and connections; `closing` closes them in reverse."""
@@ -216,14 +268,25 @@ class LabServiceApp(Application):
         recorder.start()
         closing.callback(recorder.stop)
         service = LabService(store, policy, rights, gateway)
+        if self.kits_file:
+            self.register_site_kits(service)
 
         def url(creds: Credentials) -> str:
             return BrokerAddress(self.mqtt_host, self.mqtt_port, creds).url()
 
-        ctx = ApiContext(service=service, identity=self.identity, accounts=rights,
+        ctx = ApiContext(service=service, accounts=rights,
                          mqtt_url=url, provision_kits=broker.provision_kits,
                          kit_health=health.health, models=frozenset(load_models()))
         return service, ctx
+
+    def register_site_kits(self, service: LabService) -> None:
+        from hardware_kits.fleet import load_kits
+        from hardware_kits.sharing.service import Conflict, User
+
+        site = User(name="site-file", institution="-", lab_admin=True)
+        for entry in load_kits(Path(self.kits_file)):
+            with contextlib.suppress(Conflict):  # registered already: the database decides
+                service.register_kit(site, entry.id, entry.model, entry.name)
 
     async def wait_for_kits_of_live_sessions(self, service: LabService) -> None:
         """The gateway learns kit states from retained messages just after connecting; a tick
@@ -241,6 +304,11 @@ class LabServiceApp(Application):
             service.tick()
         except Exception:  # log and go on: the next tick retries
             self.log.exception("tick failed")
+
+
+def identity_from_config(config: Config) -> Identity:
+    """The identity of a front-end process: made from the service's own configuration."""
+    return LabServiceApp(config=config).make_identity()
 
 
 class KitHealthObserver:
@@ -280,7 +348,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     argv: list[str] = []
     for option, value in (("--config", args.config), ("--state-dir", args.state_dir),
                           ("--mqtt-port", args.mqtt_port), ("--port", args.port),
-                          ("--ip", args.ip), ("--db-url", args.db_url)):
+                          ("--ip", args.ip), ("--db-url", args.db_url),
+                          ("--identity", args.identity),
+                          ("--http-processes", args.http_processes)):
         if value is not None:
             argv.append(f"{option}={value}")
     app = LabServiceApp()
@@ -324,6 +394,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, help="REST API port (default 8181)")
     serve.add_argument("--ip", help="REST API address (default 127.0.0.1)")
     serve.add_argument("--db-url", help="database URL (default SQLite in the state folder)")
+    serve.add_argument("--identity", choices=("token", "hub"),
+                       help="who callers are: the configured tokens (default) or JupyterHub")
+    serve.add_argument("--http-processes", type=int, metavar="N",
+                       help="HTTP front-end processes (default 2; 0: none)")
     serve.set_defaults(run=cmd_serve)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session as DB
 
 from hardware_kits.sharing import scheduler as S
@@ -177,37 +177,50 @@ class LabService:
         """Queue requests decided together: one transaction, one grant pass, one estimate pass.
 
         A burst of simultaneous requests then costs the queue-wide work once instead of once
-        per request. Each result is the entry's view, or the LabError that refused it."""
+        per request: the new entries go in with one multi-row INSERT (no ORM objects), and the
+        answers are built from that data, the grants and one estimate pass. Each result is the
+        entry's view, or the LabError that refused it."""
         now = self.clock()
+        names = {user.name for user, _, _ in requests}
         with self.store.transaction() as db:
             kits = {kit_id: (model, pool) for kit_id, model, pool in db.execute(
                 select(KitRow.id, KitRow.model, KitRow.pool_state))}
+            # What the requesting users already hold or wait for (not the whole queue).
             holding = {(user, kits[kit_id][0], kit_id) for user, kit_id in db.execute(
                 select(SessionRow.user, SessionRow.kit_id).where(
-                    SessionRow.state.in_((GRANTED, ACTIVE))))}
+                    SessionRow.state.in_((GRANTED, ACTIVE)), SessionRow.user.in_(names)))}
             waiting = {(u, k, m): i for u, k, m, i in db.execute(
                 select(QueueEntryRow.user, QueueEntryRow.kit_id, QueueEntryRow.model,
-                       QueueEntryRow.id).where(QueueEntryRow.state == WAITING))}
-            entries: list[QueueEntryRow | LabError] = []
+                       QueueEntryRow.id).where(QueueEntryRow.state == WAITING,
+                                               QueueEntryRow.user.in_(names)))}
+            results: list[dict | LabError] = []
+            rows: list[dict[str, Any]] = []  # the accepted requests' entries, in order
             for user, kit_id, model in requests:
                 try:
                     _check_request(kits, holding, waiting, user, kit_id, model)
                 except LabError as err:
-                    entries.append(err)
+                    results.append(err)
                     continue
-                entry = QueueEntryRow(user=user.name, institution=user.institution,
-                                      kit_id=kit_id, model=model, priority=user.priority,
-                                      courses=sorted(user.courses), enqueued_at=now)
-                db.add(entry)
+                row = {"user": user.name, "institution": user.institution, "kit_id": kit_id,
+                       "model": model, "priority": user.priority,
+                       "courses": sorted(user.courses), "enqueued_at": now, "state": WAITING}
+                rows.append(row)
+                results.append(row)  # replaced by its view below
                 waiting[(user.name, kit_id, model)] = 0  # a repeat in the same batch is refused
-                entries.append(entry)
-            db.flush()
-            self._assign(db, now)
-            waiting_now = any(isinstance(e, QueueEntryRow) and e.state == WAITING
-                              for e in entries)
-            estimates = self._estimates(db, now) if waiting_now else {}
-            return [e if isinstance(e, LabError) else self._entry_view(db, e, now, estimates)
-                    for e in entries]
+            if not rows:
+                return results
+            # RETURNING's row order is not guaranteed: (user, kit, model) is unique in a batch.
+            q = QueueEntryRow
+            ids = {(u, k, m): i for i, u, k, m in db.execute(
+                insert(q).returning(q.id, q.user, q.kit_id, q.model), rows)}
+            for row in rows:
+                row["id"] = ids[(row["user"], row["kit_id"], row["model"])]
+            sessions = self._assign(db, now)
+            estimates = (self._estimates(db, now)
+                         if any(row["id"] not in sessions for row in rows) else {})
+            return [r if isinstance(r, LabError) else
+                    _new_entry_view(r, sessions.get(r["id"]), self._session_view, now,
+                                    estimates) for r in results]
 
     def leave(self, user: User, entry_id: int) -> dict:
         now = self.clock()
@@ -464,7 +477,8 @@ class LabService:
         if session is not None:
             self._begin_end(db, session, reason, self.clock())
 
-    def _assign(self, db: DB, now: float) -> None:
+    def _assign(self, db: DB, now: float) -> dict[int, SessionRow]:
+        """Grant free kits to waiting entries; returns the new sessions by queue entry id."""
         # Free kits first: usually there are none, and then the queue need not be read at all.
         busy = set(db.scalars(select(SessionRow.kit_id).where(
             SessionRow.state.in_(LIVE_STATES))))
@@ -472,16 +486,22 @@ class LabService:
             select(KitRow.id, KitRow.model).where(KitRow.pool_state == IN_POOL))
             if kit_id not in busy and self.gateway.online(kit_id)]
         if not free:
-            return
+            return {}
         waiting = _load_waiting(db)
         if not waiting:
-            return
+            return {}
+        sessions = {}
         for grant in S.assign(waiting, free, self._booked_slots(db, now),
                               self._last_served(db), now, self.policy.slot_seconds,
                               self.policy.min_walk_in_seconds):
-            self._grant(db, grant, now)
+            session = self._grant(db, grant, now)
+            if session is not None:
+                sessions[grant.entry.id] = session
+        return sessions
 
-    def _grant(self, db: DB, grant: S.Grant, now: float) -> None:
+    def _grant(self, db: DB, grant: S.Grant, now: float) -> SessionRow | None:
+        """The session of a grant; None if the broker could not give the right (no session
+        without the right: the entry keeps waiting)."""
         entry = db.get(QueueEntryRow, grant.entry.id)
         entry.state = SERVED
         booking_id = None
@@ -503,6 +523,8 @@ class LabService:
             entry.state = WAITING
             db.flush()
             self._event(db, "grant-failed", grant.kit_id, entry.user, str(err))
+            return None
+        return session
 
     def _booked_slots(self, db: DB, now: float) -> list[S.BookedSlot]:
         return [S.BookedSlot(b.kit_id, b.course, b.starts_at, b.ends_at)
@@ -548,7 +570,7 @@ class LabService:
         return view
 
     def _estimates(self, db: DB, now: float) -> dict[int, tuple[int, float]]:
-        waiting = _load_waiting(db)
+        waiting = _load_waiting(db, courses=False)  # the estimate ignores bookings
         held = dict(db.execute(select(SessionRow.kit_id, SessionRow.ends_at).where(
             SessionRow.state.in_(LIVE_STATES))).all())
         kits = [S.KitSlot(kit_id, model, held.get(kit_id, now)) for kit_id, model in
@@ -595,11 +617,31 @@ def _check_request(kits: dict[str, tuple[str, str]], holding: set[tuple[str, str
                        "you are already waiting")
 
 
-def _load_waiting(db: DB) -> list[S.Waiting]:
-    """Waiting entries as plain tuples: far cheaper than ORM objects on every request."""
+def _new_entry_view(row: dict[str, Any], session: SessionRow | None,
+                    session_view: Callable[[SessionRow, float], dict], now: float,
+                    estimates: dict[int, tuple[int, float]]) -> dict:
+    """The view of an entry just inserted (as `LabService._entry_view` gives), from its row."""
+    view: dict[str, Any] = {"id": row["id"], "user": row["user"], "kit": row["kit_id"],
+                            "model": row["model"], "state": WAITING,
+                            "enqueued_at": row["enqueued_at"]}
+    if session is not None:
+        view.update(state=SERVED, session=session_view(session, now))
+    else:
+        position, wait = estimates.get(row["id"], (0, float("inf")))
+        view.update(position=position,
+                    estimated_wait_s=None if wait == float("inf") else round(wait, 1))
+    return view
+
+
+def _load_waiting(db: DB, courses: bool = True) -> list[S.Waiting]:
+    """Waiting entries as plain tuples: far cheaper than ORM objects on every request.
+    `courses=False` leaves out the members' courses (a JSON column to decode per row)."""
     q = QueueEntryRow
-    rows = db.execute(select(q.id, q.user, q.institution, q.kit_id, q.model, q.priority,
-                             q.enqueued_at, q.courses).where(q.state == WAITING))
+    columns = [q.id, q.user, q.institution, q.kit_id, q.model, q.priority, q.enqueued_at]
+    rows = db.execute(select(*columns, *([q.courses] if courses else []))
+                      .where(q.state == WAITING))
+    if not courses:
+        return [S.Waiting(*row) for row in rows]
     return [S.Waiting(*row[:7], frozenset(row[7] or ())) for row in rows]
 
 

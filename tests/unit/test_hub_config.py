@@ -143,7 +143,7 @@ def test_one_formgrader_per_course_named_after_it(site, runtime):
     assert len(ports) == len(set(ports))
     assert by_name["lab"]["url"] == "http://127.0.0.1:8181"
     assert by_name["lab"]["oauth_no_confirm"] is True
-    assert "command" not in by_name["lab"]  # started by `smartlab up`
+    assert by_name["lab"]["command"][2:5] == ["hub_config.cli", "lab", "serve"]  # hub-managed
 
 
 # ------------------------------------------------------------------ config files
@@ -158,8 +158,7 @@ def load_config(path: Path, monkeypatch, env: dict[str, str]) -> Config:
 
 
 def test_jupyterhub_config_is_derived_from_the_site(site, monkeypatch):
-    c = load_config(HUB_CONFIG / "jupyterhub_config.py", monkeypatch,
-                    {"SMARTLAB_SITE": str(DEMO), "SMARTLAB_LAB_SERVICE_TOKEN": "t0ken"})
+    c = load_config(HUB_CONFIG / "jupyterhub_config.py", monkeypatch, {"SMARTLAB_SITE": str(DEMO)})
     from hub_config.lti.authenticator import LtiAuthenticator
 
     assert c.JupyterHub.authenticator_class is LtiAuthenticator  # a SiteAuthenticator too
@@ -174,7 +173,7 @@ def test_jupyterhub_config_is_derived_from_the_site(site, monkeypatch):
     assert [s["name"] for s in c.JupyterHub.services] == [
         s["name"] for s in hub.services(site, Runtime(site=str(DEMO), state_dir="var"))]
     lab = next(s for s in c.JupyterHub.services if s["name"] == "lab")
-    assert lab["api_token"] == "t0ken"
+    assert "api_token" not in lab  # a managed service gets its token from the hub
     assert c.Spawner.server_token_scopes == hub.SERVER_TOKEN_SCOPES
 
 
@@ -184,7 +183,6 @@ def test_jupyterhub_config_follows_smartlab_site(tmp_path, monkeypatch):
     c = load_config(HUB_CONFIG / "jupyterhub_config.py", monkeypatch,
                     {"SMARTLAB_SITE": str(other)})
     assert "iot-intro" in {s["name"] for s in c.JupyterHub.services}
-    assert "api_token" not in next(s for s in c.JupyterHub.services if s["name"] == "lab")
 
 
 def test_nbgrader_config_for_several_courses(monkeypatch):

@@ -1,0 +1,299 @@
+"""The lab service behind JupyterHub: who calls, and in which groups, is the hub's word.
+
+`c.LabServiceApp.identity = "hub"`. A caller shows a token the hub issued (`Authorization:
+token <t>`; a user's server and its kernels carry one in $JUPYTERHUB_API_TOKEN) or, in a
+browser, the cookie of the hub's OAuth flow for services (jupyterhub.services.auth.HubOAuth:
+`<prefix>` starts the login, the hub sends the browser back to `<prefix>oauth_callback`).
+
+1. The hub resolves the token (GET /hub/api/user, with the caller's token): the user's name and
+   the token's scopes, which must give access to this service (`access:services!service=lab`).
+2. The service asks, with its own token, for the user's groups (GET /hub/api/users/<name>; its
+   role needs only `list:users`, `read:users:name`, `read:users:groups`): a token that merely
+   grants access to the service does not show its owner's groups.
+3. Groups map to the lab user: `inst-<id>` the institution (exactly one), `nbgrader-<course>`
+   courses taken, `instructors-<course>` courses taught, `lab-admins` lab admin.
+
+Both answers are cached for `cache_max_age` seconds (the token's in HubAuth's own cache), so a
+class's burst asks the hub at most once per student, and a change of groups shows within that
+time. The hub's settings come from JupyterHub's service environment: $JUPYTERHUB_API_TOKEN,
+$JUPYTERHUB_API_URL, $JUPYTERHUB_SERVICE_PREFIX, $JUPYTERHUB_CLIENT_ID,
+$JUPYTERHUB_OAUTH_CALLBACK_URL, $JUPYTERHUB_SERVICE_NAME (set by the hub for a managed service,
+by whoever starts an external one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+import urllib.parse
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.services.auth import (
+    HubOAuth,
+    HubOAuthCallbackHandler,
+    HubOAuthenticated,
+    _ExpiringDict,
+)
+from jupyterhub.utils import url_path_join
+from tornado.httpclient import AsyncHTTPClient
+from tornado.web import HTTPError, RequestHandler
+from traitlets import Integer, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from hardware_kits.sharing.api import ApiError, Identity, one_line
+from hardware_kits.sharing.rights import validate_user
+from hardware_kits.sharing.service import User
+
+COOKIE_SECRET_FILE = "lab-service-cookie-secret"
+OAUTH_STATES_DIR = "lab-service-oauth-states"
+STATE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # secrets.token_urlsafe's alphabet
+
+
+class HubIdentity(Identity, LoggingConfigurable):
+    """Callers as JupyterHub knows them (see the module's documentation)."""
+
+    cache_max_age = Integer(
+        60, min=1, help="Seconds a token's owner and a user's groups are cached: a group "
+                        "change shows within this time.").tag(config=True)
+    service_name = Unicode(help="This service's name at the hub; default "
+                                "$JUPYTERHUB_SERVICE_NAME or 'lab'.").tag(config=True)
+    institution_prefix = Unicode("inst-", help="Group inst-<id>: the institution.").tag(
+        config=True)
+    course_prefix = Unicode("nbgrader-", help="Group nbgrader-<course>: a course taken (as "
+                                              "nbgrader's multi-course setup).").tag(config=True)
+    instructor_prefix = Unicode("instructors-", help="Group instructors-<course>: a course "
+                                                     "taught.").tag(config=True)
+    admin_group = Unicode("lab-admins", help="Members are lab admins.").tag(config=True)
+    cookie_secret_file = Unicode(help="Key signing the login cookies, shared by the HTTP "
+                                      "front ends; created if missing. Default: "
+                                      f"<state folder>/{COOKIE_SECRET_FILE}.").tag(config=True)
+
+    base_url = Unicode("/")  # the service's prefix behind the hub's proxy
+    state_dir = Unicode(".")
+
+    unauthenticated = ("missing, unknown or expired JupyterHub token: send 'Authorization: "
+                       "token <token>' (in a user's server: $JUPYTERHUB_API_TOKEN), or log in "
+                       "through the hub")
+
+    @default("service_name")
+    def _service_name_default(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_NAME") or "lab"
+
+    @default("cookie_secret_file")
+    def _cookie_secret_file_default(self) -> str:
+        return str(Path(self.state_dir) / COOKIE_SECRET_FILE)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not os.environ.get("JUPYTERHUB_API_TOKEN"):
+            raise ValueError("identity 'hub' needs $JUPYTERHUB_API_TOKEN (this service's token "
+                             "at the hub) and $JUPYTERHUB_API_URL")
+        self.scope = f"access:services!service={self.service_name}"
+        self.hub_auth = HubOAuth(
+            parent=self, cache_max_age=self.cache_max_age, access_scopes={self.scope},
+            base_url=self.base_url,
+            oauth_client_id=os.environ.get("JUPYTERHUB_CLIENT_ID")
+            or f"service-{self.service_name}",
+            _oauth_states=SharedOAuthStates(Path(self.state_dir) / OAUTH_STATES_DIR, 600))
+        self._groups: _ExpiringDict = _ExpiringDict(self.cache_max_age)
+        self._cookie_secret = _cookie_secret(Path(self.cookie_secret_file))
+
+    # ------------------------------------------------------------ the API's callers
+
+    async def user_for(self, handler: RequestHandler) -> User | None:
+        try:
+            model = await self.hub_auth.get_user(handler, sync=False)
+        except HTTPError as err:  # the hub could not be asked
+            raise ApiError(503, one_line(f"cannot ask JupyterHub who is calling: "
+                                         f"{err.log_message or err}")) from None
+        if not model:
+            return None
+        name, kind = model["name"], model.get("kind", "user")
+        if kind != "user":
+            raise ApiError(403, f"{kind} {name} is not a hub user: the lab serves users only")
+        if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
+            raise ApiError(403, f"this token of hub user {name} does not give access to the lab "
+                                f"service (it lacks the scope {self.scope})")
+        return self.lab_user(name, await self.groups_of(name))
+
+    async def groups_of(self, name: str) -> list[str]:
+        """The user's hub groups, asked with the service's own token (cached)."""
+        try:
+            return self._groups[name]
+        except KeyError:
+            pass
+        url = url_path_join(self.hub_auth.api_url, "users", urllib.parse.quote(name, safe=""))
+        answer = await AsyncHTTPClient().fetch(  # one per event loop, made on first use
+            url, headers={"Authorization": f"token {self.hub_auth.api_token}"},
+            raise_error=False, request_timeout=10)
+        if answer.code == 599:
+            raise ApiError(503, one_line(f"cannot reach JupyterHub at {self.hub_auth.api_url}: "
+                                         f"{answer.error}"))
+        if answer.code == 404:
+            raise ApiError(403, f"hub user {name} no longer exists")
+        if answer.code == 403:
+            self.log.error("the hub refused to show %s's groups: the service's token needs "
+                           "read:users:groups and read:users:name", name)
+            raise ApiError(503, "the lab service may not read users' groups at the hub "
+                                "(its role needs read:users:groups); an admin must fix this")
+        if answer.code != 200:
+            raise ApiError(503, f"JupyterHub answered {answer.code} when asked for {name}'s "
+                                "groups")
+        groups = list(json.loads(answer.body).get("groups") or [])
+        self._groups[name] = groups
+        return groups
+
+    def lab_user(self, name: str, groups: Iterable[str]) -> User:
+        """The lab user of a hub user in `groups`; ApiError(403) if they cannot be one."""
+        groups = set(groups)
+
+        def suffixes(prefix: str) -> set[str]:
+            return {g[len(prefix):] for g in groups if g.startswith(prefix) and g != prefix}
+
+        institutions = sorted(suffixes(self.institution_prefix))
+        if not institutions:
+            raise ApiError(403, f"hub user {name} belongs to no institution: a hub admin adds "
+                                f"them to a group {self.institution_prefix}<institution>")
+        if len(institutions) > 1:
+            listed = ", ".join(self.institution_prefix + i for i in institutions)
+            raise ApiError(403, f"hub user {name} belongs to several institutions ({listed}); "
+                                "the lab needs exactly one")
+        try:
+            validate_user(name)
+        except ValueError as err:
+            raise ApiError(403, f"hub user {name[:64]!r} cannot use the lab: {err}") from None
+        return User(name, institutions[0], frozenset(suffixes(self.course_prefix)),
+                    frozenset(suffixes(self.instructor_prefix)), self.admin_group in groups)
+
+    # ------------------------------------------------------------ browsers (HubOAuth)
+
+    def handler_bases(self) -> tuple[type, ...]:
+        return (self._authenticated(),)
+
+    def handlers(self, base_url: str) -> list[tuple]:
+        prefix = re.escape(base_url.rstrip("/"))
+        callback = type("OAuthCallbackHandler", (self._authenticated(),
+                                                 HubOAuthCallbackHandler), {})
+        home = type("LoginHandler", (self._authenticated(), LoginHandler), {})
+        return [(prefix + "/oauth_callback", callback), (prefix + "/?", home)]
+
+    def settings(self) -> dict[str, Any]:
+        return {"cookie_secret": self._cookie_secret}
+
+    def _authenticated(self) -> type:
+        """JupyterHub's handler mixin, bound to this identity's HubOAuth (not the singleton):
+        its XSRF rules then apply to cookie-authenticated API calls."""
+        return type("HubAuthenticated", (HubOAuthenticated,), {"_hub_auth": self.hub_auth})
+
+
+class LoginHandler(HubOAuthenticated, RequestHandler):
+    """`<prefix>`: log in through the hub if needed, then show who you are (`api/me`).
+
+    It also sets the hub's `_xsrf` cookie: a page's script sends it back as the X-XSRFToken
+    header, without which a cookie-authenticated write is refused."""
+
+    async def get(self) -> None:
+        model = await self.hub_auth.get_user(self, sync=False)
+        if not model:
+            self.redirect(self.get_login_url())
+            return
+        self.xsrf_token  # noqa: B018 (sets the cookie)
+        self.redirect(url_path_join(self.hub_auth.base_url, "api/me"))
+
+
+class SharedOAuthStates(_ExpiringDict):
+    """HubOAuth's pending logins (next URL, PKCE verifier) in files of the state folder rather
+    than in one process's memory: a login started by one HTTP front end may end in another."""
+
+    def __init__(self, folder: Path, max_age: float) -> None:
+        super().__init__(max_age=max_age)
+        self.folder = folder
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if not isinstance(key, str) or not STATE_ID.fullmatch(key):
+            raise KeyError(key)  # state ids come back in URLs: never a path of their choosing
+        return self.folder / key
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        path = self._path(key)
+        partial = path.with_suffix(".part")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(value, out)
+        partial.replace(path)
+
+    def __getitem__(self, key: str) -> Any:
+        path = self._path(key)
+        try:
+            if time.time() - path.stat().st_mtime > self.max_age:
+                path.unlink(missing_ok=True)
+                raise KeyError(key)
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise KeyError(key) from None
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __delitem__(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except OSError:
+            raise KeyError(key) from None
+
+    def pop(self, key: str, default: Any = "_raise") -> Any:
+        try:
+            value = self[key]
+        except KeyError:
+            if default == "_raise":
+                raise
+            return default
+        self._path(key).unlink(missing_ok=True)
+        return value
+
+    def purge_expired(self) -> None:
+        now = time.time()
+        for path in self.folder.glob("*"):
+            try:
+                if now - path.stat().st_mtime > self.max_age:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                continue
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.folder.glob("*"))
+
+    def __repr__(self) -> str:
+        return f"<SharedOAuthStates {self.folder}>"
+
+
+def _cookie_secret(path: Path) -> bytes:
+    """The key of the login cookies, made on first use and kept (0600) across restarts."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    secret = path.read_text().strip()
+    if len(secret) < 32:
+        raise ValueError(f"{path}: the cookie secret is too short (remove the file to make "
+                         "a new one)")
+    return secret.encode()

@@ -1,0 +1,403 @@
+"""Interface text of the dashboards in English and Russian.
+
+Every text a dashboard shows comes from `CATALOGUES` by key, formatted with `str.format`
+fields. The language comes from `?lang=` in the page's URL, else the browser's
+`Accept-Language` header (Voilà hands it to the kernel as $HTTP_ACCEPT_LANGUAGE when
+`VoilaConfiguration.http_header_envs` lists it), else English; a switch on the page changes it
+live (`Texts.language` is a trait that widgets observe).
+
+Kit data (sensor and actuator names from descriptors, the kit's own rejection details) stay as
+the kit sent them; rejection *reasons* are translated here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from traitlets import HasTraits, Unicode, observe
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = ("en", "ru")
+DEFAULT = "en"
+
+EN: dict[str, str] = {
+    # page frame
+    "language": "Language",
+    "loading": "Loading…",
+    "no_kit": "No kit chosen: open this page with ?kit=<kit id> (known: {known}).",
+    "unknown_kit": "No kit {kit} is on the broker (known: {known}).",
+    "service_down": "The lab service is unreachable ({detail}); live values keep flowing, "
+                    "queue and session information will come back by itself.",
+    "broker_down": "Cannot connect to the lab's MQTT broker: {detail}",
+    "config_missing": "This dashboard is not configured: {detail}",
+    # kit state
+    "state_ready": "online",
+    "state_init": "starting",
+    "state_lost": "lost",
+    "state_disconnected": "switched off",
+    "state_sleeping": "sleeping",
+    "state_none": "unknown",
+    "kit_lost": "Kit {kit} is lost (no contact since {since}). The values below are the last "
+                "received; the page recovers by itself when the kit returns.",
+    "kit_off": "Kit {kit} is switched off; the page recovers by itself when it returns.",
+    "kit_back": "Kit {kit} is back online.",
+    "stale": "No data from kit {kit} for {seconds} s.",
+    # kit dashboard
+    "sensors": "Sensors",
+    "actuators": "Actuators",
+    "window": "Time window",
+    "window_s": "{n} s",
+    "window_min": "{n} min",
+    "window_h": "{n} h",
+    "latest": "latest",
+    "at": "at {time}",
+    "no_value": "no value yet",
+    "now": "now: {value}",
+    "send": "Send",
+    "observer_hint": "You are watching. Queue for the kit to control it.",
+    "controller_hint": "You control this kit until {until}.",
+    "acks": "Acknowledgements",
+    "no_acks": "No commands sent yet.",
+    "ack_applied": "{target} = {value}: applied ({ms} ms)",
+    "ack_rejected": "{target} = {value}: rejected: {reason}",
+    "ack_failed": "{target} = {value}: {reason}",
+    "true": "on",
+    "false": "off",
+    # rejection reasons (protocol.REJECTION_REASONS) and client-side failures
+    "reason_malformed": "not a valid value for this actuator",
+    "reason_out_of_range": "outside the allowed range",
+    "reason_unknown_actuator": "the kit has no such actuator",
+    "reason_oversize": "the value is too large",
+    "reason_wrong_kit": "the command reached the wrong kit",
+    "reason_stale": "the command arrived too late and was dropped",
+    "reason_missing_id": "the command carried no id",
+    "reason_missing_deadline": "the command carried no deadline",
+    "reason_interlock": "not allowed in the kit's current state",
+    "reason_requires": "{actuator} can only be set while {other} is {value}",
+    "reason_not_authorized": "you no longer hold the kit (the session has ended)",
+    "reason_timeout": "the kit did not answer in time",
+    "reason_closed": "the connection was closed",
+    "reason_bad_json": "not valid JSON: {detail}",
+    "reason_other": "{detail}",
+    # queue and session panel
+    "session": "Queue and session",
+    "join": "Queue for this kit",
+    "leave": "Leave the queue",
+    "release": "Release the kit",
+    "idle": "You do not hold this kit and are not in its queue.",
+    "waiting": "In the queue: position {position}, estimated wait {wait}.",
+    "waiting_unknown": "In the queue: position {position}; no estimate yet.",
+    "waiting_none": "In the queue: no kit available right now.",
+    "granted": "You hold the kit: {left} left.",
+    "connecting": "Granted; connecting the control account…",
+    "ended": "Your session has ended ({reason}).",
+    "released": "You released the kit.",
+    "end_time_up": "time is up",
+    "end_released": "released",
+    "end_no_heartbeat": "the page stopped sending heartbeats",
+    "end_ended_by_admin": "ended by a lab admin",
+    "end_kit_offline": "the kit went offline",
+    "end_booked_slot": "a booked slot of a course began",
+    "end_kit_retired": "the kit was retired",
+    "held_by": "Held by someone from {institution}.",
+    "queue_length": "{n} waiting",
+    "wait_under_minute": "under a minute",
+    "wait_minutes": "about {n} min",
+    "my_bookings": "My bookings",
+    "no_bookings": "No coming bookings.",
+    "booking_line": "{kit}, {course}: {start} – {end}",
+    "action_failed": "{detail}",
+    "pool_maintenance": "in maintenance",
+    "pool_needs_attention": "needs attention",
+    "pool_in_pool": "available",
+    "pool_retired": "retired",
+    # overview board
+    "overview": "Lab overview",
+    "kit": "Kit",
+    "model": "Model",
+    "status": "Status",
+    "pool": "Pool",
+    "holder": "Held by",
+    "queue": "Queue",
+    "values": "Latest values",
+    "nobody": "free",
+    "public_note": "Read-only public view.",
+    "updated": "Updated {time}",
+    # instructor and admin views
+    "instructor": "Instructor view",
+    "course": "Course",
+    "no_courses": "You teach no course known to the lab service.",
+    "course_sessions": "Sessions of the course's students",
+    "course_sessions_missing": "The lab service does not list sessions per course yet.",
+    "no_sessions": "No sessions yet.",
+    "course_bookings": "Bookings of the course",
+    "usage": "Usage",
+    "usage_kit": "Session time per kit (min)",
+    "usage_student": "Session time per student (min)",
+    "usage_institution": "Session time per institution (min)",
+    "admin": "Lab administration",
+    "admin_only": "This view is for lab admins.",
+    "health": "Kit health",
+    "attention": "Kits needing attention",
+    "no_attention": "No kit needs attention.",
+    "rejections": "Recent rejections",
+    "no_rejections": "No rejected commands.",
+    "errors": "errors",
+    "applied": "applied",
+    "rejected": "rejected",
+    "last_sample": "last sample",
+    "seconds_ago": "{n} s ago",
+    "never": "never",
+    "safe": "safe",
+    "maintenance_on": "Take into maintenance",
+    "maintenance_off": "Back into the pool",
+    "reason": "Reason",
+    "col_user": "User",
+    "col_kit": "Kit",
+    "col_state": "State",
+    "col_start": "Start",
+    "col_end": "End",
+    "col_minutes": "Minutes",
+    "col_sessions": "Sessions",
+    "col_wait": "Mean wait (s)",
+    "col_target": "Target",
+    "col_reason": "Reason",
+    "col_time": "Time",
+    "col_end_reason": "End reason",
+}
+
+RU: dict[str, str] = {
+    "language": "Язык",
+    "loading": "Загрузка…",
+    "no_kit": "Стенд не выбран: откройте страницу с ?kit=<id стенда> (есть: {known}).",
+    "unknown_kit": "Стенда {kit} нет на брокере (есть: {known}).",
+    "service_down": "Сервис лаборатории недоступен ({detail}); данные продолжают поступать, "
+                    "сведения об очереди и сеансе вернутся сами.",
+    "broker_down": "Не удаётся подключиться к MQTT-брокеру лаборатории: {detail}",
+    "config_missing": "Панель не настроена: {detail}",
+    "state_ready": "на связи",
+    "state_init": "запускается",
+    "state_lost": "потерян",
+    "state_disconnected": "выключен",
+    "state_sleeping": "спит",
+    "state_none": "неизвестно",
+    "kit_lost": "Стенд {kit} потерян (нет связи с {since}). Ниже последние полученные "
+                "значения; страница восстановится сама, когда стенд вернётся.",
+    "kit_off": "Стенд {kit} выключен; страница восстановится сама, когда он вернётся.",
+    "kit_back": "Стенд {kit} снова на связи.",
+    "stale": "Нет данных от стенда {kit} уже {seconds} с.",
+    "sensors": "Датчики",
+    "actuators": "Исполнительные устройства",
+    "window": "Окно времени",
+    "window_s": "{n} с",
+    "window_min": "{n} мин",
+    "window_h": "{n} ч",
+    "latest": "последнее",
+    "at": "в {time}",
+    "no_value": "значений пока нет",
+    "now": "сейчас: {value}",
+    "send": "Отправить",
+    "observer_hint": "Вы наблюдаете. Встаньте в очередь, чтобы управлять стендом.",
+    "controller_hint": "Вы управляете стендом до {until}.",
+    "acks": "Подтверждения",
+    "no_acks": "Команды ещё не отправлялись.",
+    "ack_applied": "{target} = {value}: применено ({ms} мс)",
+    "ack_rejected": "{target} = {value}: отклонено: {reason}",
+    "ack_failed": "{target} = {value}: {reason}",
+    "true": "вкл",
+    "false": "выкл",
+    "reason_malformed": "недопустимое значение для этого устройства",
+    "reason_out_of_range": "вне допустимого диапазона",
+    "reason_unknown_actuator": "у стенда нет такого устройства",
+    "reason_oversize": "слишком большое значение",
+    "reason_wrong_kit": "команда попала не на тот стенд",
+    "reason_stale": "команда пришла слишком поздно и отброшена",
+    "reason_missing_id": "у команды нет идентификатора",
+    "reason_missing_deadline": "у команды нет срока действия",
+    "reason_interlock": "запрещено в текущем состоянии стенда",
+    "reason_requires": "{actuator} можно менять только когда {other} = {value}",
+    "reason_not_authorized": "стенд больше не за вами (сеанс завершён)",
+    "reason_timeout": "стенд не ответил вовремя",
+    "reason_closed": "соединение закрыто",
+    "reason_bad_json": "некорректный JSON: {detail}",
+    "reason_other": "{detail}",
+    "session": "Очередь и сеанс",
+    "join": "Встать в очередь",
+    "leave": "Выйти из очереди",
+    "release": "Освободить стенд",
+    "idle": "Стенд не за вами, и вы не в очереди.",
+    "waiting": "Вы в очереди: место {position}, ожидание {wait}.",
+    "waiting_unknown": "Вы в очереди: место {position}; оценки пока нет.",
+    "waiting_none": "Вы в очереди: свободных стендов сейчас нет.",
+    "granted": "Стенд за вами: осталось {left}.",
+    "connecting": "Стенд выделен; подключаем управление…",
+    "ended": "Ваш сеанс завершён ({reason}).",
+    "released": "Вы освободили стенд.",
+    "end_time_up": "время истекло",
+    "end_released": "стенд освобождён",
+    "end_no_heartbeat": "страница перестала подтверждать присутствие",
+    "end_ended_by_admin": "завершён администратором",
+    "end_kit_offline": "стенд отключился",
+    "end_booked_slot": "началось забронированное время курса",
+    "end_kit_retired": "стенд списан",
+    "held_by": "Стенд занят пользователем из {institution}.",
+    "queue_length": "ждут: {n}",
+    "wait_under_minute": "меньше минуты",
+    "wait_minutes": "около {n} мин",
+    "my_bookings": "Мои бронирования",
+    "no_bookings": "Предстоящих бронирований нет.",
+    "booking_line": "{kit}, {course}: {start} – {end}",
+    "action_failed": "{detail}",
+    "pool_maintenance": "на обслуживании",
+    "pool_needs_attention": "требует внимания",
+    "pool_in_pool": "доступен",
+    "pool_retired": "списан",
+    "overview": "Обзор лаборатории",
+    "kit": "Стенд",
+    "model": "Модель",
+    "status": "Связь",
+    "pool": "Доступность",
+    "holder": "Занят",
+    "queue": "Очередь",
+    "values": "Последние значения",
+    "nobody": "свободен",
+    "public_note": "Публичный просмотр, только чтение.",
+    "updated": "Обновлено {time}",
+    "instructor": "Панель преподавателя",
+    "course": "Курс",
+    "no_courses": "Сервис лаборатории не знает курсов, которые вы ведёте.",
+    "course_sessions": "Сеансы студентов курса",
+    "course_sessions_missing": "Сервис лаборатории пока не выдаёт сеансы по курсам.",
+    "no_sessions": "Сеансов пока нет.",
+    "course_bookings": "Бронирования курса",
+    "usage": "Использование",
+    "usage_kit": "Время сеансов по стендам (мин)",
+    "usage_student": "Время сеансов по студентам (мин)",
+    "usage_institution": "Время сеансов по организациям (мин)",
+    "admin": "Администрирование лаборатории",
+    "admin_only": "Эта панель только для администраторов лаборатории.",
+    "health": "Состояние стендов",
+    "attention": "Стенды, требующие внимания",
+    "no_attention": "Все стенды в порядке.",
+    "rejections": "Последние отклонённые команды",
+    "no_rejections": "Отклонённых команд нет.",
+    "errors": "ошибки",
+    "applied": "применено",
+    "rejected": "отклонено",
+    "last_sample": "последние данные",
+    "seconds_ago": "{n} с назад",
+    "never": "никогда",
+    "safe": "безопасно",
+    "maintenance_on": "На обслуживание",
+    "maintenance_off": "Вернуть в работу",
+    "reason": "Причина",
+    "col_user": "Пользователь",
+    "col_kit": "Стенд",
+    "col_state": "Состояние",
+    "col_start": "Начало",
+    "col_end": "Конец",
+    "col_minutes": "Минуты",
+    "col_sessions": "Сеансы",
+    "col_wait": "Среднее ожидание (с)",
+    "col_target": "Устройство",
+    "col_reason": "Причина",
+    "col_time": "Время",
+    "col_end_reason": "Причина завершения",
+}
+
+CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ru": RU}
+
+
+def negotiate(accept_language: str | None, requested: str | None = None) -> str:
+    """The interface language: `requested` (e.g. from ?lang=) if supported, else the best
+    supported entry of an Accept-Language header by its q weights, else English."""
+    if requested:
+        requested = requested.strip().lower()[:2]
+        if requested in CATALOGUES:
+            return requested
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        lang = tag.strip().lower()[:2]
+        if lang in CATALOGUES and q > 0:
+            ranked.append((q, -position, lang))  # equal weights: the earlier entry wins
+    return max(ranked)[2] if ranked else DEFAULT
+
+
+class Texts(HasTraits):
+    """The page's current language and its catalogue; widgets re-label on `language` changes."""
+
+    language = Unicode(DEFAULT)
+
+    def __init__(self, language: str = DEFAULT) -> None:
+        self._bindings: list[Callable[[], None]] = []
+        super().__init__(language=language if language in CATALOGUES else DEFAULT)
+
+    def __call__(self, key: str, **fields: Any) -> str:
+        catalogue = CATALOGUES[self.language]
+        template = catalogue.get(key) or EN.get(key) or key
+        try:
+            return template.format(**fields)
+        except (KeyError, IndexError, ValueError):
+            return template
+
+    def bind(self, apply: Callable[[], None]) -> Callable[[], None]:
+        """Run `apply()` now and again after every language change (it sets widget traits)."""
+        apply()
+        self._bindings.append(apply)
+        return apply
+
+    def label(self, widget: Any, key: str, attribute: str = "description", **fields: Any
+              ) -> Any:
+        """Keep `widget.<attribute>` set to the text of `key`; returns the widget."""
+        self.bind(lambda: setattr(widget, attribute, self(key, **fields)))
+        return widget
+
+    @observe("language")
+    def _relabel(self, _change: dict[str, Any]) -> None:
+        for apply in list(self._bindings):
+            try:
+                apply()
+            except Exception:  # one broken label must not leave the rest untranslated
+                log.exception("re-labelling with %r failed", apply)
+
+    def end_reason(self, code: str | None) -> str:
+        """Why a session ended (the service's end_reason code), in the current language."""
+        key = f"end_{(code or '').replace('-', '_')}"
+        return self(key) if key in EN else (code or "?")
+
+    def reason(self, reason: str | None, detail: str | None = None,
+               descriptor: dict[str, Any] | None = None, target: str | None = None) -> str:
+        """A command's failure reason in the current language.
+
+        An interlock of kind `requires` is explained from the kit's descriptor (the kit's own
+        detail text is English); other kit reasons get their translated description."""
+        if reason == "interlock" and descriptor and target:
+            for rule in descriptor.get("interlocks", []):
+                if rule.get("kind") == "requires" and rule.get("actuator") == target:
+                    (other, value), = list((rule.get("when") or {"?": "?"}).items())[:1]
+                    return self("reason_requires", actuator=target, other=other, value=value)
+        key = f"reason_{reason}"
+        if reason and key in EN:
+            return self(key)
+        return self("reason_other", detail=detail or reason or "?")
+
+
+def wait_text(texts: Texts, seconds: float | None) -> str:
+    """An estimated wait in words ("under a minute", "about 3 min")."""
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return texts("wait_under_minute")
+    return texts("wait_minutes", n=int(-(-seconds // 60)))

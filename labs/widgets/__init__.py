@@ -1,0 +1,1 @@
+"""Dashboard building blocks (ipywidgets + bqplot); the pages in `labs.pages` assemble them."""

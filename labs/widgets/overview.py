@@ -1,0 +1,168 @@
+"""The lab overview board: every kit with its MQTT state, pool state (maintenance, needs
+attention), holder's institution, queue length and its latest values as sparklines.
+
+MQTT (an observer account) gives the states and values; the lab service, when the page has a
+token for it, gives the pool, holder and queue columns (polled). Without the service the board
+still shows every kit live. It has no controls: the public board is read-only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import time
+from typing import Any
+
+import ipywidgets as W
+
+from labs.client import Kit, Lab, LabService, LabServiceUnavailable
+from labs.i18n import Texts
+from labs.widgets.live import Coalescer, Runner
+from labs.widgets.plots import Sparkline
+
+SPARK_WINDOW_S = 120.0
+NUMERIC = ("float", "integer", "boolean")
+COLUMNS = (("kit", "200px"), ("model", "150px"), ("status", "110px"), ("pool", "200px"),
+           ("holder", "110px"), ("queue", "70px"), ("values", "auto"))
+
+
+def state_badge(texts: Texts, state: str | None) -> str:
+    state = state or "none"
+    colour = {"ready": "#1a7f37", "lost": "#b42318"}.get(state, "#8a6d00")
+    return (f"<span class='smartlab-kit-state' data-state='{html.escape(state)}' "
+            f"style='color:{colour}'>● {html.escape(texts('state_' + state))}</span>")
+
+
+def pool_badge(texts: Texts, kit: dict[str, Any] | None) -> str:
+    if kit is None:
+        return "<span class='smartlab-pool' data-pool=''>–</span>"
+    pool = kit["pool"]
+    colour = {"in-pool": "#1a7f37", "maintenance": "#8a6d00",
+              "needs-attention": "#b42318"}.get(pool, "#555")
+    reason = f"<br><small>{html.escape(kit['reason'])}</small>" if kit.get("reason") else ""
+    return (f"<span class='smartlab-pool' data-pool='{html.escape(pool)}' "
+            f"style='color:{colour}'>{html.escape(texts('pool_' + pool.replace('-', '_')))}"
+            f"</span>{reason}")
+
+
+class BoardRow:
+    def __init__(self, kit: Kit, texts: Texts) -> None:
+        self.kit = kit
+        self.texts = texts
+        descriptor = kit.descriptor or {}
+        self.sparks = [Sparkline(name, spec, texts)
+                       for name, spec in descriptor.get("sensors", {}).items()
+                       if spec.get("datatype") in NUMERIC]
+        self.cells = {key: W.HTML(layout=W.Layout(width=width, flex="0 0 auto"))
+                      for key, width in COLUMNS[:-1]}
+        values = W.HBox([s.widget for s in self.sparks],
+                        layout=W.Layout(flex_flow="row wrap", flex="1 1 auto"))
+        self.widget = W.HBox([*self.cells.values(), values],
+                             layout=W.Layout(border_bottom="1px solid #eee", padding="2px 0",
+                                             align_items="center"))
+        self.widget.add_class("smartlab-board-row")
+        self.widget.add_class(f"smartlab-board-row-{kit.kit_id}")
+        self.service_view: dict[str, Any] | None = None
+        name = html.escape(str(descriptor.get("name", "")))
+        self.cells["kit"].value = (f"<b class='smartlab-board-kit' data-kit='{kit.kit_id}'>"
+                                   f"{html.escape(kit.kit_id)}</b><br><small>{name}</small>")
+        self.cells["model"].value = html.escape(str(descriptor.get("model", "")))
+
+    def render(self, now: float) -> None:
+        t, view = self.texts, self.service_view
+        self.cells["status"].value = state_badge(t, self.kit.state)
+        self.cells["pool"].value = pool_badge(t, view)
+        holder = (view or {}).get("holder_institution")
+        self.cells["holder"].value = html.escape(holder or (t("nobody") if view else "–"))
+        self.cells["queue"].value = str(view["queue_length"]) if view else "–"
+        latest = self.kit.latest
+        for spark in self.sparks:
+            tt, vv = self.kit.history(spark.sensor)
+            spark.show(latest.get(spark.sensor), tt, vv, now - SPARK_WINDOW_S)
+
+
+class OverviewBoard:
+    def __init__(self, lab: Lab, runner: Runner, texts: Texts, *,
+                 service: LabService | None = None, public: bool = False,
+                 max_rate: float = 2.0, service_poll_s: float = 3.0) -> None:
+        self.lab = lab
+        self.runner = runner
+        self.texts = texts
+        self.service = service
+        self.rows: dict[str, BoardRow] = {}
+        self.service_kits: dict[str, dict[str, Any]] = {}
+        self.coalescer = Coalescer(runner, self.flush, max_rate)
+        self.title = W.HTML()
+        self.note = W.HTML()
+        self.stamp = W.HTML()
+        self.head = W.HBox([W.HTML(layout=W.Layout(width=width, flex="0 0 auto"))
+                            for _key, width in COLUMNS],
+                           layout=W.Layout(border_bottom="2px solid #ccc"))
+        self.body = W.VBox()
+        self.widget = W.VBox([self.title, self.note, self.head, self.body, self.stamp])
+        self.widget.add_class("smartlab-overview")
+        self.public = public
+        self.banner: Any = None
+        texts.bind(self._render_frame)
+        self._unsubscribe: list = [lab.on_state(lambda *_: runner.from_thread(self._changed))]
+        self._stops = [runner.every(2.0, self._discover)]
+        if service is not None:
+            self._stops.append(runner.every(service_poll_s, self._poll_service))
+        self._discover()
+
+    def _render_frame(self) -> None:
+        t = self.texts
+        self.title.value = f"<h3 style='margin:4px 0'>{html.escape(t('overview'))}</h3>"
+        self.note.value = f"<small>{html.escape(t('public_note'))}</small>" if self.public \
+            else ""
+        for cell, (key, _width) in zip(self.head.children, COLUMNS, strict=True):
+            cell.value = f"<b>{html.escape(t(key))}</b>"
+        self.coalescer.mark()
+
+    def _discover(self) -> None:
+        """New kits announce themselves at any time: add a row for each."""
+        known = set(self.lab.kits()) | set(self.service_kits)
+        added = False
+        for kit_id in sorted(known - set(self.rows)):
+            try:
+                kit = self.lab.kit(kit_id, timeout=0)
+            except Exception:  # registered with the service but never seen on the broker
+                continue
+            self.rows[kit_id] = BoardRow(kit, self.texts)
+            self._unsubscribe.append(kit.subscribe(
+                lambda *_: self.runner.from_thread(self._changed)))
+            added = True
+        if added:
+            self.body.children = [self.rows[k].widget for k in sorted(self.rows)]
+            self._changed()
+
+    def _changed(self) -> None:
+        self.coalescer.mark()
+
+    def _poll_service(self) -> None:
+        def got(kits: list[dict[str, Any]]) -> None:
+            if self.banner is not None:
+                self.banner.up()
+            self.service_kits = {k["id"]: k for k in kits}
+            self._discover()
+            self.coalescer.mark()
+
+        def failed(err: BaseException) -> None:
+            if self.banner is not None and isinstance(err, LabServiceUnavailable):
+                self.banner.down(err)
+
+        self.runner.submit(self.service.kits, done=got, failed=failed)
+
+    def flush(self) -> None:
+        now = time.time()
+        for kit_id, row in self.rows.items():
+            row.service_view = self.service_kits.get(kit_id)
+            row.render(now)
+        clock = dt.datetime.fromtimestamp(now).strftime("%H:%M:%S")
+        self.stamp.value = f"<small>{html.escape(self.texts('updated', time=clock))}</small>"
+
+    def close(self) -> None:
+        for stop in self._stops:
+            stop()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
