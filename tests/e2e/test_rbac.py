@@ -3,8 +3,8 @@
 Allowed cells must answer 200; forbidden ones 403 (or 404 where JupyterHub hides that the
 thing exists). Rows: a student (anna, smart-lighting and traffic-signals), another student's
 resources (boris), an instructor (irina: smart-lighting, traffic-signals), another course's
-instructor (oleg: iot-basics, smart-parking), a grader (gleb: smart-lighting only), a lab admin (lara), a hub
-admin (hugo).
+instructor (oleg: iot-basics, smart-parking), a grader (gleb: smart-lighting only), a lab
+admin (lara), a hub admin (hugo).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def test_role_endpoint_cell(platform, browsers, boris_running, endpoint, who):
     if who in TABLE[endpoint]:
         assert answer.status_code in (200, 201, 202), (who, endpoint, answer.status_code)
         if path == "/hub/api/users" and who != "hugo":
-            taught = {"irina": {"anna", "artem", "boris", "bella"}, "oleg": {"artem", "pavel", "bella"}}
+            taught = {"irina": {"anna", "artem", "boris", "bella"},
+                      "oleg": {"artem", "pavel", "bella"}}
             assert {u["name"] for u in answer.json()} <= taught[who]
     else:
         assert answer.status_code in (403, 404), (who, endpoint, answer.status_code)
