@@ -93,8 +93,10 @@ def start_and_wait(platform: Up, student: Student, gate: threading.Event | None,
             server = model.get("servers", {}).get("")
             if server and server.get("ready"):
                 break
-            if time.perf_counter() - began > 600:
-                raise RuntimeError("not ready within 600 s")
+            if not server and not model.get("pending"):
+                raise RuntimeError("the hub gave up on the server (see its log)")
+            if time.perf_counter() - began > 900:
+                raise RuntimeError("not ready within 900 s")
             time.sleep(0.5)
         browser.open(f"/user/{student.name}/lab")  # OAuth into the own server, its page
         student.ready_s = time.perf_counter() - (t0[0] if t0 else began)

@@ -60,5 +60,7 @@ c.Spawner.environment = hub.service_environment(runtime)
 c.Spawner.server_token_scopes = hub.SERVER_TOKEN_SCOPES
 c.Spawner.mem_limit = site.servers.mem_limit
 c.Spawner.cpu_limit = site.servers.cpu_limit
-c.Spawner.http_timeout = 60  # a cold start on a busy 2-core machine
-c.Spawner.start_timeout = 120
+# A class logging in at once on a small machine: 50 JupyterLab servers starting together on 2
+# cores need minutes, not JupyterHub's default 30 s (bench/hub.py).
+c.Spawner.http_timeout = 300
+c.Spawner.start_timeout = 300
