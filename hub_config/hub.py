@@ -2,7 +2,8 @@
 
 Pure functions of a Site returning plain data (no hub running), so that tests and
 jupyterhub_config.py share one derivation. Least privilege: nobody but hub admins holds an
-`admin:*` scope; course access follows nbgrader's demos/demo_multiple_classes (RBAC era):
+`admin:*` scope, and nobody holds JupyterHub's built-in `admin` role; course access follows
+nbgrader's demos/demo_multiple_classes (RBAC era):
 
 - students (group nbgrader-<course>): `list:services`, `read:services!service=<course>`;
 - instructors and graders (group formgrade-<course>): `access:services!service=<course>`,
@@ -12,7 +13,9 @@ jupyterhub_config.py share one derivation. Least privilege: nobody but hub admin
 - lab users (students, instructors, lab admins): `access:services!service=lab`; lab admins get
   nothing more from the hub: kit administration is checked by the lab service itself
   (group lab-admins in the caller's token), and they get no formgrader, hence no grades;
-- hub admins: JupyterHub's admin role, through `Authenticator.admin_users`.
+- hub admins: the role `hub-admin`, JupyterHub's admin scopes without `access:servers`,
+  `tokens` and `shutdown`: they manage users, groups and servers but cannot enter a student's
+  server nor mint a token in someone's name.
 """
 
 from __future__ import annotations
@@ -114,7 +117,16 @@ def hub_users(site: Site) -> list[str]:
 
 
 def admin_users(site: Site) -> list[str]:
+    """People with the site role hub-admin (they get the role HUB_ADMIN_ROLE, not JupyterHub's
+    `admin`)."""
     return sorted(p.username for p in site.with_role("hub-admin"))
+
+
+HUB_ADMIN_ROLE = "hub-admin"
+# JupyterHub's default admin scopes minus entering servers, minting tokens and shutting down.
+HUB_ADMIN_SCOPES = ["admin-ui", "admin:users", "admin:servers", "admin:groups",
+                    "list:services", "read:services", "read:hub", "proxy", "read:tokens",
+                    "read:roles", "read:metrics"]
 
 
 # ------------------------------------------------------------------ roles
@@ -164,6 +176,8 @@ def load_roles(site: Site) -> list[dict[str, Any]]:
         {"name": "lab-service", "description": "The lab service's own token",
          "services": [LAB_SERVICE],
          "scopes": ["list:users", "read:users:name", "read:users:groups"]},
+        {"name": HUB_ADMIN_ROLE, "description": "Run the hub, without entering servers",
+         "users": admin_users(site), "scopes": HUB_ADMIN_SCOPES},
         # jupyterhub-idle-culler's documented minimum.
         {"name": CULLER_SERVICE, "description": "Stop idle servers",
          "services": [CULLER_SERVICE],
@@ -180,8 +194,6 @@ def roles_of(site: Site, username: str) -> list[dict[str, Any]]:
     for role in load_roles(site):
         if username in role.get("users", []) or mine & set(role.get("groups", [])):
             held.append(role)
-    if username in admin_users(site):
-        held.append(defaults["admin"])
     return held
 
 
@@ -320,4 +332,4 @@ class SiteAuthenticator(Authenticator):
                                                  person.password_hash):
             return None
         return {"name": person.username, "groups": user_groups(site)[person.username],
-                "admin": "hub-admin" in person.roles}
+                "admin": False}  # hub admins hold the role hub-admin instead

@@ -32,7 +32,7 @@ c.LtiAuthenticator.tool_url = os.environ.get("SMARTLAB_PUBLIC_URL", runtime.hub_
 c.Authenticator.manage_groups = True
 c.Authenticator.allow_all = False  # JupyterHub >= 5 wants this said explicitly
 c.Authenticator.allowed_users = set(hub.hub_users(site))
-c.Authenticator.admin_users = set(hub.admin_users(site))
+c.Authenticator.admin_users = set()  # no built-in admin: hub admins get the hub-admin role
 
 c.JupyterHub.load_roles = hub.load_roles(site)
 c.JupyterHub.admin_access = False  # hub admins manage servers, they do not enter them

@@ -23,15 +23,15 @@ TABLE: dict[str, set[str]] = {
     "GET /hub/api/groups/nbgrader-smart-lighting": {"hugo", "irina"},
     "GET /hub/api/users/boris/tokens": {"hugo"},
     "GET /hub/admin": {"hugo"},
-    # Someone else's server: nobody, hub admins included (JupyterHub.admin_access is off).
+    # Someone else's server: nobody, hub admins included (role hub-admin: no access:servers).
     "GET /user/boris/api/status": set(),
     "GET /user/anna/voila/tree": {"anna"},  # Voilà in every server, for its owner only
-    "GET /services/smart-lighting/formgrader": {"irina", "gleb", "hugo"},
+    # Grades: the course's instructors and graders only (hub admins run the hub, not courses).
+    "GET /services/smart-lighting/formgrader": {"irina", "gleb"},
     "GET /services/smart-lighting/formgrader/api/submissions/01-energy-model":
-        {"irina", "gleb", "hugo"},
-    "GET /services/iot-basics/formgrader": {"oleg", "hugo"},
-    "GET /services/traffic-signals/formgrader/api/submissions/01-fixed-time-plan":
-        {"irina", "hugo"},
+        {"irina", "gleb"},
+    "GET /services/iot-basics/formgrader": {"oleg"},
+    "GET /services/traffic-signals/formgrader/api/submissions/01-fixed-time-plan": {"irina"},
 }
 
 CELLS = [(endpoint, who) for endpoint in TABLE for who in PEOPLE]

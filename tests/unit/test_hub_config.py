@@ -102,8 +102,12 @@ def test_only_hub_admins_hold_admin_scopes(site):
     for username in hub.hub_users(site):
         admin = {s for s in hub.scopes_of(site, username) if s.startswith("admin")}
         assert bool(admin) == (username == "hugo"), username
-    assert not any(s.startswith("admin") for s in all_role_scopes(site))
+    admin_roles = [r["name"] for r in hub.load_roles(site)
+                   if any(s.startswith("admin") for s in r["scopes"])]
+    assert admin_roles == [hub.HUB_ADMIN_ROLE]
     assert all(role["name"] != "admin" for role in hub.load_roles(site))
+    hugo = hub.scopes_of(site, "hugo")
+    assert "admin:users" in hugo and "access:servers" not in hugo and "tokens" not in hugo
 
 
 def test_every_scope_exists_in_jupyterhub(site):
@@ -168,7 +172,7 @@ def test_jupyterhub_config_is_derived_from_the_site(site, monkeypatch):
     assert c.Authenticator.manage_groups is True
     assert "load_groups" not in c.JupyterHub  # refused together with manage_groups
     assert c.Authenticator.allowed_users == set(hub.hub_users(site))
-    assert c.Authenticator.admin_users == {"hugo"}
+    assert c.Authenticator.admin_users == set()  # nobody gets JupyterHub's built-in admin
     assert c.JupyterHub.load_roles == hub.load_roles(site)
     assert [s["name"] for s in c.JupyterHub.services] == [
         s["name"] for s in hub.services(site, Runtime(site=str(DEMO), state_dir="var"))]
@@ -212,7 +216,7 @@ def test_site_authenticator_checks_hashes_and_returns_groups(site):
     user = login(auth, "boris", "demo-boris")
     assert user == {"name": "boris", "groups": hub.user_groups(site)["boris"], "admin": False}
     assert "nbgrader-smart-lighting" in user["groups"]
-    assert login(auth, "hugo", "demo-hugo")["admin"] is True
+    assert login(auth, "hugo", "demo-hugo")["admin"] is False  # the hub-admin role instead
     assert login(auth, "boris", "demo-anna") is None
     assert login(auth, "grader-smart-lighting", "") is None
     assert login(auth, "nobody", "demo-nobody") is None
