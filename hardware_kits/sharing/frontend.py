@@ -57,6 +57,25 @@ def frame(message: Any) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
+class FrameWriter:
+    """Frames written in one turn of the event loop go out in one write: a batch's answers (or
+    a burst's calls) cost one system call and one wake-up of the other side, not one each."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._chunks: list[bytes] = []
+
+    def send(self, message: Any) -> None:
+        if not self._chunks:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._chunks.append(frame(message))
+
+    def _flush(self) -> None:
+        chunks, self._chunks = self._chunks, []
+        if not self.writer.is_closing():
+            self.writer.write(b"".join(chunks))
+
+
 async def read_frame(reader: asyncio.StreamReader) -> Any:
     """The next message; raises asyncio.IncompleteReadError at the end of the stream."""
     (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
@@ -72,14 +91,14 @@ async def serve_front_end(channel: socket.socket, invoke: Invoke) -> None:
     Each frame is started at once (no task for plain results), so queue requests read in one
     turn of the event loop join one batch; a reply is written as soon as its result is known."""
     reader, writer = await asyncio.open_unix_connection(sock=channel)
+    replies = FrameWriter(writer)
 
     def reply(call_id: int, what: str, outcome: Callable[[], Any]) -> None:
         try:
             message = (call_id, OK, outcome())
         except Exception as err:
             message = (call_id, *refusal(err, what))
-        if not writer.is_closing():
-            writer.write(frame(message))
+        replies.send(message)
 
     try:
         while True:
@@ -117,6 +136,7 @@ class ServiceLink:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader, self._writer = reader, writer
+        self._calls = FrameWriter(writer)
         self._pending: dict[int, asyncio.Future] = {}
         self._next_id = 0
         self.closed = False
@@ -128,7 +148,7 @@ class ServiceLink:
             return future
         self._next_id += 1
         self._pending[self._next_id] = future
-        self._writer.write(frame((self._next_id, key, user, args, query, body)))
+        self._calls.send((self._next_id, key, user, args, query, body))
         return future
 
     async def run(self) -> None:
