@@ -19,6 +19,8 @@ from pathlib import Path
 from jupyterhub.spawner import set_user_setuid
 
 ACCOUNT_GROUP = "smartlab-users"
+# Course graders' accounts: the sandbox's fork server gives kernels to this group only.
+GRADER_GROUP = "smartlab-graders"
 
 
 class AccountError(ValueError):
@@ -37,20 +39,23 @@ def _run(*command: str) -> None:
         raise AccountError(f"{' '.join(command[:2])} failed: {detail[-1] if detail else '?'}")
 
 
-def _ensure_group() -> None:
+def _ensure_group(name: str = ACCOUNT_GROUP) -> None:
     try:
-        grp.getgrnam(ACCOUNT_GROUP)
+        grp.getgrnam(name)
     except KeyError:
-        _run("groupadd", "--system", ACCOUNT_GROUP)
+        _run("groupadd", "--system", name)
 
 
 def _is_ours(name: str) -> bool:
     return name in grp.getgrnam(ACCOUNT_GROUP).gr_mem
 
 
-def ensure_account(name: str, home: Path) -> pwd.struct_passwd:
-    """The Unix account `name` with its private home `home` (made or moved there if needed)."""
+def ensure_account(name: str, home: Path, groups: tuple[str, ...] = ()) -> pwd.struct_passwd:
+    """The Unix account `name` with its private home `home` (made or moved there if needed),
+    also a member of `groups`."""
     _ensure_group()
+    for group in groups:
+        _ensure_group(group)
     try:
         account = pwd.getpwnam(name)
     except KeyError:
@@ -66,6 +71,9 @@ def ensure_account(name: str, home: Path) -> pwd.struct_passwd:
         if account.pw_dir != str(home):
             _run("usermod", "--home", str(home), name)
             account = pwd.getpwnam(name)
+    missing = [g for g in groups if name not in grp.getgrnam(g).gr_mem]
+    if missing:
+        _run("usermod", "--append", "--groups", ",".join(missing), name)
     private_dir(home, account)
     return account
 

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from courses.install import COURSES_DIR, assignments, available_courses, copy_missing
 from hub_config import hub
-from hub_config.accounts import AccountError, ensure_account, private_dir, run_as
+from hub_config.accounts import (
+    GRADER_GROUP,
+    AccountError,
+    ensure_account,
+    private_dir,
+    run_as,
+)
 from hub_config.runtime import Runtime
 from hub_config.site import Site
 
@@ -43,7 +49,8 @@ def prepare_course(runtime: Runtime, course_id: str) -> Path:
     copied from courses/; later runs keep the instructors' edits)."""
     account = hub.grader_account(course_id)
     home, root = runtime.home(account), course_root(runtime, course_id)
-    owner = ensure_account(account, home) if runtime.isolate else pwd.getpwuid(os.geteuid())
+    owner = (ensure_account(account, home, groups=(GRADER_GROUP,)) if runtime.isolate
+             else pwd.getpwuid(os.geteuid()))
     if not runtime.isolate:
         home.mkdir(parents=True, exist_ok=True)
     config_dir = home / ".jupyter"

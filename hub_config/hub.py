@@ -31,6 +31,7 @@ from jupyterhub.roles import get_default_roles
 from sqlalchemy.orm import object_session
 from traitlets import Unicode, default
 
+from grader.settings import SOCKET_ENV
 from hub_config.runtime import Runtime
 from hub_config.site import GRADER_PREFIX, Site, load_site, verify_password
 from hub_config.spawner import JUPYTER_CONFIG_DIR
@@ -240,6 +241,8 @@ def formgrader_service(course_id: str, runtime: Runtime) -> dict[str, Any]:
     }
     if runtime.isolate:
         service["user"] = account  # the course files belong to it, not to the hub
+        # Student code then runs as a sandbox account, never as the grader (grader/).
+        service["environment"][SOCKET_ENV] = str(runtime.sandbox_socket)
     return service
 
 

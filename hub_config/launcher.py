@@ -26,7 +26,7 @@ from hardware_kits.cli import DEFAULT_SITE, add_broker_options, broker_for
 from hardware_kits.descriptor import load_models
 from hardware_kits.fleet import Fleet
 from hub_config import hub
-from hub_config.accounts import can_isolate
+from hub_config.accounts import GRADER_GROUP, can_isolate
 from hub_config.course_dirs import prepare_courses
 from hub_config.runtime import RUNTIME_ENV, Runtime, pick_internal_ports, taken_ports
 from hub_config.site import Site, load_site
@@ -132,6 +132,20 @@ def start_hub(runtime: Runtime) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL)
 
 
+def start_sandbox(runtime: Runtime) -> subprocess.Popen | None:
+    """The root fork server that runs student code for the formgraders' "autograde" in the
+    sandbox (grader/). Without isolation a formgrader starts its own, in the mode its account
+    allows, and says so in its log."""
+    if not runtime.isolate:
+        return None
+    runtime.sandbox_socket.parent.mkdir(mode=0o711, exist_ok=True)
+    log = (runtime.hub_dir / "sandbox.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "hub_config.cli", "sandbox", "serve",
+                             "--socket", str(runtime.sandbox_socket), "--group", GRADER_GROUP],
+                            cwd=runtime.hub_dir, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+
 def wait_for_hub(process: subprocess.Popen, runtime: Runtime, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,11 +198,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         addresses = {kit: broker.address(c.username) for kit, c in creds.items()}
         write_service_config(runtime)
         jupyterhub: subprocess.Popen | None = None
+        sandbox: subprocess.Popen | None = None
         try:
             with Fleet(entries, models, addresses), \
                     connect(broker.address(observer.username).url(),
                             client_id=f"smartlab-up-{int(time.time())}") as lab:
-                released = prepare_courses(site, runtime)
+                released = prepare_courses(site, runtime)  # makes the grader accounts
+                sandbox = start_sandbox(runtime)
                 jupyterhub = start_hub(runtime)  # it starts the lab service and formgraders
                 lab.wait_for_kits([e.id for e in entries], timeout=15)
                 wait_for_hub(jupyterhub, runtime)
@@ -199,6 +215,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             if jupyterhub is not None:  # it stops the users' servers, services and proxy
                 stop_process(jupyterhub, timeout=30)
+            if sandbox is not None:
+                stop_process(sandbox)
     print("\nstopped.")
     return 0
 

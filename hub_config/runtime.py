@@ -46,6 +46,11 @@ class Runtime:
         return Path(self.state_dir) / "exchange"
 
     @property
+    def sandbox_socket(self) -> Path:
+        """The root fork server that gives the formgraders sandboxed kernels."""
+        return Path(self.state_dir) / "sandbox" / "sandbox.sock"
+
+    @property
     def lab_url(self) -> str:
         return f"http://127.0.0.1:{self.lab_port}"
 

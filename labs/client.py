@@ -939,8 +939,12 @@ class LabService:
     def leave(self, entry_id: int) -> dict[str, Any]:
         return self.request("DELETE", f"/api/queue/{int(entry_id)}")
 
-    def sessions(self, live: bool = False) -> list[dict[str, Any]]:
-        return self.request("GET", "/api/sessions", query={"live": 1} if live else None)
+    def sessions(self, live: bool = False, course: str | None = None) -> list[dict[str, Any]]:
+        """My sessions (lab admins: all); with `course`, its students' (its instructors)."""
+        query: dict[str, Any] = {"live": 1} if live else {}
+        if course is not None:
+            query["course"] = course
+        return self.request("GET", "/api/sessions", query=query or None)
 
     def heartbeat(self, session_id: int) -> dict[str, Any]:
         return self.request("POST", f"/api/sessions/{int(session_id)}/heartbeat")

@@ -444,7 +444,8 @@ def leave_queue(c: Call) -> dict:
 
 
 def list_sessions(c: Call) -> list[dict]:
-    return c.service.sessions(c.user, live_only=c.query.get("live", False))
+    return c.service.sessions(c.user, live_only=c.query.get("live", False),
+                              course=c.query.get("course") or None)
 
 
 def heartbeat(c: Call) -> dict:
@@ -574,6 +575,8 @@ class Route:
 
 
 LIVE = Query("live", "only sessions that are not yet released (1/true or 0/false)")
+COURSE = Query("course", "the sessions of a course's students (its instructors, lab admins)",
+               str)
 CSV = {"type": "string", "description": "CSV with a header row"}
 HISTORY_QUERY = (
     Query("from", "start, ISO 8601 or epoch seconds (default: an hour before `to`)", str),
@@ -602,8 +605,9 @@ ROUTES: tuple[Route, ...] = (
           response=QueueEntryView),
     Route("DELETE", "/api/queue/{entry_id}", leave_queue, "Leave the queue",
           response=QueueEntryView),
-    Route("GET", "/api/sessions", list_sessions, "My sessions (lab admins: all)",
-          response=[SessionView], query=(LIVE,)),
+    Route("GET", "/api/sessions", list_sessions,
+          "My sessions (lab admins: all); with ?course=, that course's",
+          response=[SessionView], query=(LIVE, COURSE)),
     Route("POST", "/api/sessions/{session_id}/heartbeat", heartbeat,
           "Keep my session alive (409 once it has ended)", response=SessionView),
     Route("POST", "/api/sessions/{session_id}/release", release,

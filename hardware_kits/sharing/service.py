@@ -280,16 +280,31 @@ class LabService:
                 self._begin_end(db, session, ENDED_BY_ADMIN, now)
             return self._session_view(session, now)
 
-    def sessions(self, user: User, live_only: bool = False) -> list[dict]:
-        """Own sessions; lab admins see all. (Instructors' course views come with the hub.)"""
+    def sessions(self, user: User, live_only: bool = False,
+                 course: str | None = None) -> list[dict]:
+        """Own sessions; lab admins see all. With `course`: the sessions held for that course
+        (its students queued as members of it, or used its booked slot), for its instructors
+        and lab admins."""
+        if course is not None and course not in user.instructor_of and not user.lab_admin:
+            raise Forbidden(f"only instructors of {course} and lab admins see its sessions")
         now = self.clock()
         with self.store.transaction() as db:
             query = select(SessionRow).order_by(SessionRow.id)
-            if not user.lab_admin:
+            if course is not None:
+                query = query.outerjoin(
+                    QueueEntryRow, QueueEntryRow.id == SessionRow.queue_entry_id).outerjoin(
+                    BookingRow, BookingRow.id == SessionRow.booking_id).add_columns(
+                    QueueEntryRow.courses, BookingRow.course)
+            elif not user.lab_admin:
                 query = query.where(SessionRow.user == user.name)
             if live_only:
                 query = query.where(SessionRow.state.in_(LIVE_STATES))
-            return [self._session_view(s, now) for s in db.scalars(query)]
+            if course is None:
+                return [self._session_view(s, now) for s in db.scalars(query)]
+            # Course membership is a JSON list on the entry: filtered here, the same on SQLite
+            # and PostgreSQL.
+            return [self._session_view(s, now) for s, courses, booked in db.execute(query)
+                    if booked == course or course in (courses or ())]
 
     # ------------------------------------------------------------ bookings (instructors)
 

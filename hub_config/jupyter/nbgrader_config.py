@@ -12,6 +12,8 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.auth import JupyterHubAuthPlugin
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades
 
+from grader.autograde import use_sandbox
+
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 
 c.Exchange.path_includes_course = True
@@ -22,3 +24,7 @@ c.Authenticator.plugin_class = JupyterHubAuthPlugin
 c.Execute.timeout = 120
 # Hidden tests otherwise show up in the students' feedback (nbgrader #917).
 c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+# The formgrader's "autograde" runs student code in the sandbox (docs/grading.md): as a pool
+# account without network, never as the grader account that owns the gradebook. `smartlab up`
+# points the formgraders at its root fork server ($SMARTLAB_SANDBOX_SOCKET).
+use_sandbox(c)

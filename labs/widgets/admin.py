@@ -16,10 +16,11 @@ from typing import Any
 
 import ipywidgets as W
 
-from labs.client import LabService, LabServiceError, LabServiceUnavailable
+from labs.client import LabService, LabServiceError
 from labs.i18n import Texts
 from labs.widgets.live import Runner
 from labs.widgets.overview import pool_badge, state_badge
+from labs.widgets.polled import PolledView
 from labs.widgets.session_panel import ServiceBanner
 from labs.widgets.tables import BarChart, Raw, heading, table, when
 
@@ -39,16 +40,13 @@ def iso_to_epoch(text: str) -> float | None:
         return None
 
 
-class AdminView:
+class AdminView(PolledView):
     def __init__(self, service: LabService, runner: Runner, texts: Texts, banner: ServiceBanner,
                  *, refresh_s: float = 3.0) -> None:
+        super().__init__(runner, banner)
         self.service = service
-        self.runner = runner
         self.texts = texts
-        self.banner = banner
-        self.data: dict[str, Any] | None = None
         self.error: str | None = None
-        self._busy = False
 
         self.title = W.HTML()
         self.health = W.HTML()
@@ -82,8 +80,9 @@ class AdminView:
             self.headings["usage"], W.HBox([self.by_kit.widget, self.by_institution.widget]),
             self.headings["rejections"], self.rejections])
         self.widget.add_class("smartlab-admin")
+        self.error_line = self.action
         texts.bind(self._render)
-        self._stop = runner.every(refresh_s, self.refresh)
+        self.start_polling(refresh_s)
 
     # ------------------------------------------------------------ data
 
@@ -103,27 +102,6 @@ class AdminView:
                     self.service.request("GET", "/api/records/commands.csv")),
                 "users": {str(s["id"]): s["user"] for s in self.service.sessions()},
                 "at": time.time()}
-
-    def refresh(self) -> None:
-        if self._busy:
-            return
-        self._busy = True
-
-        def got(data: dict[str, Any]) -> None:
-            self._busy = False
-            self.banner.up()
-            self.data = data
-            self._render()
-
-        def failed(err: BaseException) -> None:
-            self._busy = False
-            if isinstance(err, LabServiceUnavailable):
-                self.banner.down(err)
-            else:
-                self.banner.up()
-                self.action.value = f"<span style='color:#b42318'>{html.escape(str(err))}</span>"
-
-        self.runner.submit(self.fetch, done=got, failed=failed)
 
     def _maintenance(self, on: bool) -> None:
         kit_id = self.kit_choice.value
@@ -201,6 +179,3 @@ class AdminView:
                  for r in rejected])
         else:
             self.rejections.value = html.escape(t("no_rejections"))
-
-    def close(self) -> None:
-        self._stop()

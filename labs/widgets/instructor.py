@@ -1,34 +1,25 @@
 """The instructor's view: for each course they teach, the students' sessions and usage and the
 course's bookings; the lab's utilisation per kit.
 
-Sessions per course come from `GET /api/sessions?course=<course>`; a lab service without that
-filter answers 400 and the view says that the list is not available yet (bookings and
-utilisation still show).
+Sessions per course come from `GET /api/sessions?course=<course>` (the sessions its students
+held as its members, or in its booked slots).
 """
 
 from __future__ import annotations
 
 import html
+import time
 from collections import defaultdict
 from typing import Any
 
 import ipywidgets as W
 
-from labs.client import LabService, LabServiceError, LabServiceUnavailable
+from labs.client import LabService
 from labs.i18n import Texts
 from labs.widgets.live import Runner
+from labs.widgets.polled import PolledView
 from labs.widgets.session_panel import ServiceBanner
 from labs.widgets.tables import BarChart, heading, table, when
-
-
-def course_sessions(service: LabService, course: str) -> list[dict[str, Any]] | None:
-    """Sessions of a course's students, or None if the service cannot list them by course."""
-    try:
-        return service.request("GET", "/api/sessions", query={"course": course})
-    except LabServiceError as err:
-        if err.status == 400 and not isinstance(err, LabServiceUnavailable):
-            return None
-        raise
 
 
 def minutes_per_user(sessions: list[dict[str, Any]], now: float) -> dict[str, float]:
@@ -40,16 +31,13 @@ def minutes_per_user(sessions: list[dict[str, Any]], now: float) -> dict[str, fl
     return dict(used)
 
 
-class InstructorView:
+class InstructorView(PolledView):
     def __init__(self, service: LabService, me: dict[str, Any], runner: Runner, texts: Texts,
                  banner: ServiceBanner, *, refresh_s: float = 10.0) -> None:
+        super().__init__(runner, banner)
         self.service = service
         self.courses: list[str] = list(me.get("instructor_of") or [])
-        self.runner = runner
         self.texts = texts
-        self.banner = banner
-        self.data: dict[str, Any] | None = None
-        self._busy = False
         self.title = W.HTML()
         self.course = W.Dropdown(options=self.courses, layout=W.Layout(width="240px"))
         self.course.observe(lambda _c: self._render(), names="value")
@@ -68,37 +56,18 @@ class InstructorView:
                               self.headings["usage"],
                               W.HBox([self.per_student.widget, self.per_kit.widget])])
         self.widget.add_class("smartlab-instructor")
+        self.error_line = self.sessions
         texts.bind(self._render)
-        self._stop = runner.every(refresh_s, self.refresh)
+        self.start_polling(refresh_s)
 
     def fetch(self) -> dict[str, Any]:
-        import time
-
-        return {"sessions": {c: course_sessions(self.service, c) for c in self.courses},
+        return {"sessions": {c: self.service.sessions(course=c) for c in self.courses},
                 "bookings": self.service.bookings(),
                 "usage": self.service.request("GET", "/api/usage"),
                 "at": time.time()}
 
-    def refresh(self) -> None:
-        if self._busy or not self.courses:
-            return
-        self._busy = True
-
-        def got(data: dict[str, Any]) -> None:
-            self._busy = False
-            self.banner.up()
-            self.data = data
-            self._render()
-
-        def failed(err: BaseException) -> None:
-            self._busy = False
-            if isinstance(err, LabServiceUnavailable):
-                self.banner.down(err)
-            else:
-                self.sessions.value = f"<span style='color:#b42318'>{html.escape(str(err))}" \
-                                      "</span>"
-
-        self.runner.submit(self.fetch, done=got, failed=failed)
+    def wants_data(self) -> bool:
+        return bool(self.courses)
 
     def _render(self) -> None:
         t = self.texts
@@ -110,11 +79,8 @@ class InstructorView:
         if data is None:
             self.sessions.value = html.escape(t("loading"))
             return
-        sessions = data["sessions"].get(course)
-        if sessions is None:
-            self.sessions.value = f"<i>{html.escape(t('course_sessions_missing'))}</i>"
-            sessions = []
-        elif not sessions:
+        sessions = data["sessions"].get(course) or []
+        if not sessions:
             self.sessions.value = html.escape(t("no_sessions"))
         else:
             self.sessions.value = table(
@@ -134,6 +100,3 @@ class InstructorView:
         kits = data["usage"]["kits"]
         self.per_kit.show(t("usage_kit"), [u["kit"] for u in kits],
                           [u["session_seconds"] / 60 for u in kits])
-
-    def close(self) -> None:
-        self._stop()

@@ -10,10 +10,10 @@ import pytest
 
 from hardware_kits.descriptor import load_models
 from labs.client import CommandRejected
-from labs.widgets.instructor import course_sessions
 from tests.browser.conftest import (
     COURSE,
     CROSS,
+    ENV,
     KITS,
     LAMP,
     LAMP2,
@@ -259,7 +259,13 @@ def test_a_student_cannot_open_the_admin_view(platform, open_page):
 
 
 def test_instructor_view_shows_the_course_bookings_sessions_and_usage(platform, open_page):
-    carol = platform.client("carol")
+    carol, alice, bob = (platform.client(u) for u in ("carol", "alice", "bob"))
+    for student in (alice, bob):  # alice takes the course, bob does not
+        entry = student.join(kit=ENV)
+        session = entry.get("session") or wait_until(
+            lambda e=entry, s=student: s.queue_entry(e["id"]).get("session"), timeout=30)
+        student.release(session["id"])
+    assert {s["user"] for s in carol.sessions(course=COURSE)} == {"alice"}
     start = int(time.time()) + 3600
     booking = carol.book(LAMP, COURSE, start, start + 1800)
     try:
@@ -267,11 +273,8 @@ def test_instructor_view_shows_the_course_bookings_sessions_and_usage(platform, 
         page.wait_for_selector(".smartlab-course-bookings :text('dash-lamp-1')")
         assert "Бронирования курса" in page.inner_text(".smartlab-instructor")
         assert page.query_selector(".smartlab-instructor svg")  # the usage charts
-        if course_sessions(carol, COURSE) is None:  # the service cannot list them yet
-            page.wait_for_selector(".smartlab-course-sessions:has-text("
-                                   "'пока не выдаёт сеансы по курсам')")
-        else:  # alice (a student of the course) held a kit in the tests above
-            page.wait_for_selector(".smartlab-course-sessions :text('alice')")
+        page.wait_for_selector(".smartlab-course-sessions :text('alice')")
+        assert "bob" not in page.inner_text(".smartlab-course-sessions")
         screenshot(page, "instructor-ru")
     finally:
         carol.cancel_booking(booking["id"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.sandbox import ACCOUNT_PREFIX
 from hub_config.course_dirs import course_root
 from tests.e2e.hubclient import Browser, json_of
 from tests.platform import Up
@@ -43,6 +44,11 @@ def hidden_test_lines(source_notebook: Path) -> list[str]:
     return lines
 
 
+# Appended to anna's answer: its output in her feedback says who ran her code at grading.
+WHO_RUNS_ME = ("import os as _os, pwd as _pwd\n"
+               "print('graded as', _pwd.getpwuid(_os.getuid()).pw_name)")
+
+
 def solution_of(source_notebook: Path, grade_id: str) -> str:
     """The instructor's solution of one answer cell, markers removed."""
     cell = next(c for c in json.loads(source_notebook.read_text())["cells"]
@@ -59,7 +65,7 @@ def answer_one_question(student: Browser, path: str, source_notebook: Path) -> s
                 if c["metadata"].get("nbgrader", {}).get("solution")
                 and c["cell_type"] == "code")
     grade_id = cell["metadata"]["nbgrader"]["grade_id"]
-    cell["source"] = solution_of(source_notebook, grade_id)
+    cell["source"] = solution_of(source_notebook, grade_id) + "\n" + WHO_RUNS_ME
     json_of(student.request("PUT", contents, json={"type": "notebook", "format": "json",
                                                     "content": model["content"]}))
     return grade_id
@@ -122,4 +128,7 @@ def test_two_universities_submit_and_get_feedback_without_hidden_tests(platform,
         assert source_notebook.stem in text or "Score" in text
         leaked = [line for line in hidden if line in text]
         assert not leaked, f"hidden tests in {username}'s feedback: {leaked[:3]}"
+        if username == "anna" and platform.runtime.isolate:
+            # The formgrader's autograde ran her code in the sandbox, not as grader-<course>.
+            assert f"graded as {ACCOUNT_PREFIX}" in text, text[-2000:]
     assert answered

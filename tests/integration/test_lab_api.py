@@ -374,6 +374,7 @@ def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
         ("GET", "/api/queue/999999", "bob", None, 404),
         ("GET", "/api/sessions?live=maybe", "bob", None, 400),
         ("GET", "/api/sessions?colour=red", "bob", None, 400),
+        ("GET", f"/api/sessions?course={COURSE}", "bob", None, 403),
         ("POST", "/api/kits", "alice", {"id": "api-new", "model": "street-lighting"}, 403),
         ("POST", "/api/kits", "admin", {"id": "Not An Id!", "model": "street-lighting"}, 400),
         ("POST", "/api/kits", "admin", {"id": "api-new", "model": "hovercraft"}, 400),
@@ -563,6 +564,9 @@ def test_session_helper_end_to_end(stack):
     assert last["kit"] == PARK
     assert stack.wait_released(last["id"])["end_reason"] == "released"
     assert stack.ok("GET", "/api/sessions?live=true", "frank") == []
+    # frank takes iot101: its instructor sees his sessions, not alice's (no course).
+    of_course = stack.ok("GET", f"/api/sessions?course={COURSE}", "carol")
+    assert {s["user"] for s in of_course} == {"frank"} and len(of_course) >= 2
 
 
 def test_kit_admin_commands_of_smartlab_kits(stack):

@@ -143,6 +143,8 @@ def test_one_formgrader_per_course_named_after_it(site, runtime):
         assert service["command"][0].endswith("/jupyterhub-singleuser")
         assert service["cwd"] == f"/home/grader-{course_id}"
         assert service["environment"]["SMARTLAB_EXCHANGE"] == "/srv/smartlab/exchange"
+        # Its autograde gets kernels from the root fork server, not as the grader account.
+        assert service["environment"]["SMARTLAB_SANDBOX_SOCKET"] == str(runtime.sandbox_socket)
     ports = [s["url"].rsplit(":", 1)[1] for s in by_name.values() if "url" in s]
     assert len(ports) == len(set(ports))
     assert by_name["lab"]["url"] == "http://127.0.0.1:8181"
@@ -200,6 +202,12 @@ def test_nbgrader_config_for_several_courses(monkeypatch):
     assert c.Authenticator.plugin_class is JupyterHubAuthPlugin
     assert c.Execute.timeout > 0
     assert ClearHiddenTests in c.GenerateFeedback.preprocessors
+    # The formgrader's autograde and feedback: sandboxed kernels, hidden tests out of outputs.
+    from grader.execute import SandboxedExecute
+    from grader.feedback import HideHiddenTests
+
+    assert SandboxedExecute in c.Autograde.autograde_preprocessors
+    assert c.GenerateFeedback.preprocessors[0] is HideHiddenTests
 
 
 # ------------------------------------------------------------------ login

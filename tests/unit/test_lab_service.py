@@ -132,6 +132,19 @@ def test_session_lifecycle_is_recorded(lab):
     assert row["released_at"] == T0 + 20
 
 
+def test_instructors_see_their_courses_sessions_only(lab):
+    service, _clock, _, _ = lab
+    mine = service.request(STUDENT_IOT, kit_id="k1")["session"]  # sam takes iot
+    service.request(ALICE, kit_id="k2")  # alice takes no course
+    assert [s["id"] for s in service.sessions(TEACHER, course="iot")] == [mine["id"]]
+    assert [s["user"] for s in service.sessions(ADMIN, course="iot")] == ["sam"]
+    assert service.sessions(TEACHER, course="iot", live_only=True)[0]["state"] == GRANTED
+    assert [s["user"] for s in service.sessions(TEACHER)] == []  # without course: own only
+    for who, course in ((STUDENT_IOT, "iot"), (TEACHER, "other"), (ALICE, "iot")):
+        with pytest.raises(Forbidden, match="only instructors of"):
+            service.sessions(who, course=course)
+
+
 @pytest.mark.parametrize(("setup", "reason"), [
     (lambda s, c, k: None, "no-heartbeat"),
     (lambda s, c, k: k.offline.add("k1"), "kit-offline"),
