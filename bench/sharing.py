@@ -1276,6 +1276,10 @@ def main(argv: list[str] | None = None) -> int:
             "Sequential: the same burst (other fresh users, same starting state) one request "
             "after another. Service CPU per request = the CPU time of the service process and "
             "its front ends during the burst / requests (ticks included).",
+            "Python's garbage collector: a full collection in the service or a front end used "
+            "to walk every start-up object (33-76 ms measured with `gc.callbacks`), and when it "
+            "fell inside a burst that burst's p99 rose to 105-145 ms. Both processes now "
+            "`gc.freeze()` their start-up objects once serving; bursts since: 61-81 ms.",
             *(["Cross-check: one burst from tornado's `AsyncHTTPClient(max_clients="
                f"{args.requests})`, every request released by one asyncio.Event: the same "
                "order of magnitude, so the figures are not an artefact of the load generator "

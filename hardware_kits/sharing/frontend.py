@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import pickle
@@ -201,6 +202,7 @@ async def _serve(sockets: list[socket.socket], channel: socket.socket, identity:
     server = HTTPServer(make_app(identity, link.invoke, base_url=base_url),
                         max_body_size=MAX_BODY_BYTES, xheaders=True)
     server.add_sockets(sockets)
+    gc.freeze()  # start-up objects live as long as the process: no full collection walks them
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, writer.close)  # stop like a closed channel
     try:
