@@ -34,6 +34,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_grade(args: argparse.Namespace) -> int:
+    from grader import speedups
+
+    speedups.skip_slow_optional_imports()
     from grader.app import grade
 
     return grade(args.course, args.assignment, course_dir=args.course_dir,

@@ -13,6 +13,11 @@ the notebooks, in three places; each fix keeps nbgrader's code and answers as th
   recognised by the schema compiled with fastjsonschema (nbformat's validator), and invalid
   metadata raises jsonschema's very error (`best_match`), as before.
 
+`skip_slow_optional_imports()` is for the grading command before it imports nbgrader: jsonschema
+imports `rfc3987_syntax` when it is installed (an optional extra of jsonschema some Jupyter
+package pulls in) to check the "iri" string formats, and that module builds a grammar on import:
+about 1 s of every run's start, for formats no notebook schema uses.
+
 `install()` is for processes that will not fork afterwards (the workers), since engines and
 their connections must not cross a fork.
 """
@@ -20,10 +25,16 @@ their connections must not cross a fork.
 from __future__ import annotations
 
 import json
+import sys
 import types
 from typing import Any
 
 _installed = False
+
+
+def skip_slow_optional_imports() -> None:
+    if "jsonschema" not in sys.modules:  # once imported, it has decided
+        sys.modules.setdefault("rfc3987_syntax", None)  # None: `import` raises ImportError
 
 
 def install() -> None:

@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -515,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
             if err.errno != errno.ENOSPC:
                 raise
         warm_tracebacks()
+    # Every kernel is a fork of this process. Kept in the collector, the preloaded modules'
+    # objects would be walked by each kernel's first full collection, which also writes to
+    # (so copies) every page they sit on: frozen, they stay shared and unvisited.
+    gc.freeze()
     server.serve_forever(listener, args.ready_fd, args.lifeline_fd)
     return 0
 
