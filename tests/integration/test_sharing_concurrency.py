@@ -63,6 +63,7 @@ class Student:
     next_action: float = 0.0
     session: dict | None = None
     vanished: bool = False
+    back_at: float = 0.0  # a vanished student opens the laptop again then
     control: object | None = None  # labs.client.Lab on the control account while holding
     commands: int = 0
     former: list[tuple[str, object]] = field(default_factory=list)
@@ -191,13 +192,18 @@ def lose_session(s: Student, pool: ThreadPoolExecutor) -> int:
 def act(s: Student, service: LabService, now: float) -> None:
     """One random step of a student."""
     if s.vanished:
-        return
+        if now < s.back_at or s.session is not None:
+            return
+        # Back after a while (the session ended without them), with the same appetite: so every
+        # institution's demand stays alike however many of its students vanished, and when.
+        s.vanished = False
     try:
         if s.session is not None:  # holding: heartbeat and work, release, or vanish
             s.next_action = now + s.rng.uniform(15, 30)
             roll = s.rng.random()
             if roll < 0.03:
                 s.vanished = True  # closes the laptop: no heartbeat, no release
+                s.back_at = now + s.rng.uniform(10 * 60, 30 * 60)
             elif roll < 0.15:
                 service.release(s.user, s.session["id"])
             else:
