@@ -406,8 +406,9 @@ def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
                              tolerate=("not found",))[0]
     assert answer.get("error") == "Client not found"
 
-    stack.ok("POST", f"/api/sessions/{held['id']}/release", "alice")
+    # bob leaves first: after alice's release the next tick would hand him the kit.
     stack.ok("DELETE", f"/api/queue/{waiting['id']}", "bob")
+    stack.ok("POST", f"/api/sessions/{held['id']}/release", "alice")
     stack.ok("DELETE", f"/api/bookings/{booking['id']}", "carol")
     stack.wait_released(held["id"])
 
@@ -524,8 +525,8 @@ def test_kill9_and_restart_keep_state_and_reconcile_rights(stack):
         erin_kit.set("mode", "auto", timeout=5)
     assert f"revoked {LAMP1} from erin" in stack.service.output()
 
+    stack.ok("DELETE", f"/api/queue/{waiting['id']}", "bob")  # before the kit is free again
     stack.ok("POST", f"/api/sessions/{held['id']}/release", "alice")
-    stack.ok("DELETE", f"/api/queue/{waiting['id']}", "bob")
     stack.ok("DELETE", f"/api/bookings/{booking['id']}", "carol")
     stack.wait_released(held["id"])
     stack.close_labs()
