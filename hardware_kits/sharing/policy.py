@@ -30,6 +30,10 @@ class SharingPolicy(Configurable):
     min_walk_in_seconds = Float(
         5 * MINUTE, help="No walk-in session is granted for less than this before a booked slot.",
     ).tag(config=True)
+    fair_share_window_seconds = Float(
+        HOUR, help="Fair share between institutions looks back this far: each walk-in session "
+                   "an institution had in it puts its waiting users one slot further back.",
+    ).tag(config=True)
     booking_min_seconds = Float(15 * MINUTE, help="Shortest booking.").tag(config=True)
     booking_max_seconds = Float(120 * MINUTE, help="Longest booking.").tag(config=True)
     booking_granularity_seconds = Float(

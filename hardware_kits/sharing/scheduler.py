@@ -1,9 +1,12 @@
 """Who gets which kit next, and how long everyone waits: pure functions over snapshots.
 
-Fairness: within a priority, institutions take turns (the one served least recently goes first),
-and each institution's own users are served first come, first served. So one university queueing
-many students cannot starve another. A booked slot reserves its kit for the booking course's
-members; walk-in sessions of others end before the slot starts.
+Fairness is fair share, as batch schedulers do it (age plus recent usage): entries are served
+oldest first, except that every walk-in session an institution had in the recent window counts as
+if its entries had arrived one slot later than those of the least-served institution waiting.
+With equal demand that is first come, first served, so every institution waits alike; a
+university queueing many students gets its share and its surplus waits, so it cannot starve
+another. Within an institution it is first come, first served. A booked slot reserves its kit for
+the booking course's members; walk-in sessions of others end before the slot starts.
 """
 
 from __future__ import annotations
@@ -82,38 +85,44 @@ def session_window(entry: Waiting, kit: KitSlot, now: float, slot: float, min_wa
     return ends, None
 
 
-def fair_order(entries: Iterable[Waiting], last_served: dict[str, float]) -> list[Waiting]:
-    """Entries in the order they will be served: priority, then institutions in turn, then FIFO."""
+def fair_order(entries: Iterable[Waiting], recent: dict[str, int],
+               penalty: float) -> list[Waiting]:
+    """Entries in the order they will be served: priority first, then fair share.
+
+    `recent` counts each institution's walk-in sessions in the fair-share window; each one puts
+    the institution's entries `penalty` seconds behind the least-served institution waiting.
+    Ordering an entry counts as a session, so one pass orders a whole backlog."""
     ordered: list[Waiting] = []
     by_priority: dict[int, dict[str, deque[Waiting]]] = {}
     for entry in sorted(entries, key=lambda e: (e.enqueued_at, e.id)):
         by_priority.setdefault(entry.priority, {}).setdefault(entry.institution,
                                                               deque()).append(entry)
-    turn = dict(last_served)
-    tick = max(turn.values(), default=0.0)
+    used = dict(recent)
     for priority in sorted(by_priority, reverse=True):
         queues = by_priority[priority]
         while queues:
-            # The institution served longest ago goes next; never served counts as -inf.
-            institution = min(queues, key=lambda i: (turn.get(i, float("-inf")),
-                                                     queues[i][0].enqueued_at))
+            # Relative to the least-served institution that is waiting: an absent one's low
+            # usage must not push everyone else back alike.
+            floor = min(used.get(i, 0) for i in queues)
+            institution = min(queues, key=lambda i: (
+                queues[i][0].enqueued_at + penalty * (used.get(i, 0) - floor),
+                queues[i][0].id))
             ordered.append(queues[institution].popleft())
-            tick += 1.0
-            turn[institution] = tick
+            used[institution] = used.get(institution, 0) + 1
             if not queues[institution]:
                 del queues[institution]
     return ordered
 
 
 def assign(entries: list[Waiting], free_kits: list[KitSlot], bookings: list[BookedSlot],
-           last_served: dict[str, float], now: float, slot: float,
-           min_walk_in: float) -> list[Grant]:
+           recent: dict[str, int], now: float, slot: float, min_walk_in: float) -> list[Grant]:
     """Grants to make now: entries in fair order each take a free kit they may use.
 
-    An entry waiting for a busy kit does not hold up the entries behind it."""
+    An entry waiting for a busy kit does not hold up the entries behind it. The fair-share
+    penalty of a session is one slot: the time it kept others from the kit."""
     free = sorted(free_kits, key=lambda k: k.kit_id)
     grants: list[Grant] = []
-    for entry in fair_order(entries, last_served):
+    for entry in fair_order(entries, recent, slot):
         if not free:
             break
         for kit in free:
@@ -127,7 +136,7 @@ def assign(entries: list[Waiting], free_kits: list[KitSlot], bookings: list[Book
     return grants
 
 
-def estimate(entries: list[Waiting], kits: list[KitSlot], last_served: dict[str, float],
+def estimate(entries: list[Waiting], kits: list[KitSlot], recent: dict[str, int],
              now: float, slot: float) -> dict[int, tuple[int, float]]:
     """Position (1 = next) and estimated wait in seconds for every waiting entry.
 
@@ -136,7 +145,7 @@ def estimate(entries: list[Waiting], kits: list[KitSlot], last_served: dict[str,
     free_at = {k.kit_id: max(k.free_at, now) for k in kits}
     result: dict[int, tuple[int, float]] = {}
     competitors: dict[str, int] = {}
-    for entry in fair_order(entries, last_served):
+    for entry in fair_order(entries, recent, slot):
         candidates = [k for k in kits if wants(entry, k)]
         if not candidates:
             result[entry.id] = (0, float("inf"))

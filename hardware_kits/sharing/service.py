@@ -507,7 +507,7 @@ class LabService:
             return {}
         sessions = {}
         for grant in S.assign(waiting, free, self._booked_slots(db, now),
-                              self._last_served(db), now, self.policy.slot_seconds,
+                              self._recent_use(db, now), now, self.policy.slot_seconds,
                               self.policy.min_walk_in_seconds):
             session = self._grant(db, grant, now)
             if session is not None:
@@ -546,8 +546,13 @@ class LabService:
                 for b in db.scalars(select(BookingRow).where(~BookingRow.cancelled,
                                                              BookingRow.ends_at > now))]
 
-    def _last_served(self, db: DB) -> dict[str, float]:
-        return dict(db.execute(select(SessionRow.institution, func.max(SessionRow.granted_at))
+    def _recent_use(self, db: DB, now: float) -> dict[str, int]:
+        """Walk-in sessions per institution in the fair-share window. Booked slots do not
+        count: bookings have quotas of their own and take no one's place in the queue."""
+        since = now - self.policy.fair_share_window_seconds
+        return dict(db.execute(select(SessionRow.institution, func.count())
+                               .where(SessionRow.granted_at > since,
+                                      SessionRow.booking_id.is_(None))
                                .group_by(SessionRow.institution)).all())
 
     # ------------------------------------------------------------ views and helpers
@@ -590,7 +595,8 @@ class LabService:
             SessionRow.state.in_(LIVE_STATES))).all())
         kits = [S.KitSlot(kit_id, model, held.get(kit_id, now)) for kit_id, model in
                 db.execute(select(KitRow.id, KitRow.model).where(KitRow.pool_state == IN_POOL))]
-        return S.estimate(waiting, kits, self._last_served(db), now, self.policy.slot_seconds)
+        return S.estimate(waiting, kits, self._recent_use(db, now), now,
+                          self.policy.slot_seconds)
 
     def _session_view(self, session: SessionRow, now: float) -> dict:
         return {"id": session.id, "kit": session.kit_id, "user": session.user,

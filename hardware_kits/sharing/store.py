@@ -96,7 +96,7 @@ class SessionRow(Base):
                                                        nullable=True)
     booking_id: Mapped[int | None] = mapped_column(ForeignKey("bookings.id"), nullable=True)
     requested_at: Mapped[float] = mapped_column(Float)
-    granted_at: Mapped[float] = mapped_column(Float)
+    granted_at: Mapped[float] = mapped_column(Float, index=True)  # fair share looks back
     ends_at: Mapped[float] = mapped_column(Float)  # when its time is up
     last_heartbeat: Mapped[float] = mapped_column(Float)
     ending_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -367,5 +367,5 @@ def test_a_burst_of_requests_is_decided_together(lab):
     assert rights.held == {"k1": "a0"}
     waiting = sorted((v["position"], v["user"]) for v in views if v["state"] == "waiting")
     assert [p for p, _ in waiting] == list(range(1, 7))
-    assert [u for _, u in waiting][:2] == ["b0", "a1"]  # institutions take turns
+    assert [u for _, u in waiting][:2] == ["b0", "a1"]  # a0's session puts univ-a a slot back
     assert len(service.my_queue(users[1])) == 1

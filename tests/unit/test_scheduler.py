@@ -14,24 +14,32 @@ def waiting(i: int, institution: str, t: float, kit: str | None = "k1", model: s
 
 def test_fifo_within_one_institution():
     entries = [waiting(3, "a", 30), waiting(1, "a", 10), waiting(2, "a", 20)]
-    assert [e.id for e in S.fair_order(entries, {})] == [1, 2, 3]
+    assert [e.id for e in S.fair_order(entries, {}, SLOT)] == [1, 2, 3]
 
 
-def test_institutions_take_turns():
+def test_one_institution_queueing_many_does_not_starve_another():
     # Institution a queued five students before b queued one: b does not wait behind all five.
     entries = [waiting(i, "a", i) for i in range(1, 6)] + [waiting(6, "b", 10)]
-    order = [e.id for e in S.fair_order(entries, {})]
+    order = [e.id for e in S.fair_order(entries, {}, SLOT)]
     assert order.index(6) == 1
 
 
-def test_least_recently_served_institution_goes_first():
-    entries = [waiting(1, "a", 1), waiting(2, "b", 2)]
-    assert [e.id for e in S.fair_order(entries, {"a": 100.0, "b": 50.0})] == [2, 1]
+def test_with_equal_use_the_longest_waiting_goes_first():
+    # Not strict turns: b's entry came more than a slot after a's two, so both go before it.
+    entries = [waiting(1, "a", 0), waiting(2, "a", 10), waiting(3, "b", SLOT + 20)]
+    assert [e.id for e in S.fair_order(entries, {"a": 3, "b": 3}, SLOT)] == [1, 2, 3]
+
+
+def test_each_recent_session_puts_an_institution_a_slot_back():
+    entries = [waiting(1, "a", 0), waiting(2, "b", SLOT - 10)]
+    assert [e.id for e in S.fair_order(entries, {"a": 1}, SLOT)] == [2, 1]
+    # An institution that is not waiting does not count: a and b are compared with each other.
+    assert [e.id for e in S.fair_order(entries, {"a": 1, "b": 1, "c": 0}, SLOT)] == [1, 2]
 
 
 def test_priority_before_fairness():
     entries = [waiting(1, "a", 1), waiting(2, "b", 2, priority=1)]
-    assert [e.id for e in S.fair_order(entries, {})] == [2, 1]
+    assert [e.id for e in S.fair_order(entries, {"b": 9}, SLOT)] == [2, 1]
 
 
 def test_no_head_of_line_blocking():
