@@ -69,11 +69,13 @@ STAMP = f".smartlab-sensor-{SENSOR} .smartlab-ts[data-ts]"
 OBSERVE_JS = """(sensor) => {
   window.__delays = [];
   const box = document.querySelector(`.smartlab-sensor-${sensor}`);
-  let last = 0;
+  const stamp = () => parseFloat(box.querySelector('.smartlab-ts[data-ts]')?.dataset.ts ?? 0);
+  // The stamp already shown is not new: other changes in the box (a line redrawn) must not
+  // record its age.
+  let last = stamp();
   new MutationObserver(() => {
-    const el = box.querySelector('.smartlab-ts[data-ts]');
-    if (!el) return;
-    const ts = parseFloat(el.dataset.ts);
+    const ts = stamp();
+    if (!ts) return;
     if (ts === last) return;
     last = ts;
     requestAnimationFrame(() => window.__delays.push(Date.now() - ts * 1000));
@@ -372,8 +374,10 @@ def report(first: dict[str, list[float]],
               "(background throttling off), one cold Voilà kernel each, all showing the same "
               "kit; a MutationObserver per page records `Date.now() - ts` at the next animation "
               "frame after a new sample's stamp appears; the bare subscribers (as many, paho v5 "
-              "in the benchmark process) see the same samples. Coalescing allows 10 flushes/s "
-              "per plot; the kit publishes below that, so every sample is drawn.",
+              "in the benchmark process) see the same samples. Values may be flushed 10 times a "
+              "second, above the kit's rate; a plot's title changes (and is measured) when "
+              "its text does (a new value, or the next second: about 1 sample in 2 at 2 Hz); "
+              "lines are redrawn once a second (the 1-minute window).",
               "- The machine is shared and has 2 cores: the kernels, Voilà, the broker and "
               "Chromium rendering every page compete for them. The 'chromium' CPU column is "
               "the viewers' side, which in a class runs on each student's own computer; "

@@ -4,7 +4,8 @@ per actuator, the acknowledgements as they arrive, and the kit's state.
 Nothing here knows a kit model: a new model's descriptor is rendered as it is. Data flow:
 
     paho thread --Kit.subscribe / Lab.on_state--> Runner.from_thread --> loop: mark()
-    loop: Coalescer (<= max_rate flushes/s) --> flush(): read Kit.history, set widget traits
+    loop: Coalescer (<= max_rate flushes/s) --> flush_values(): latest values, set widget traits
+          Coalescer (redraw_interval)        --> flush_history(): read Kit.history, redraw lines
 
 Commands run in the runner's pool (`Kit.set` waits for the kit's acknowledgement) through the
 control kit the session panel hands over; the controls are enabled only while it is held.
@@ -36,7 +37,13 @@ from labs.client import (
 from labs.i18n import Texts
 from labs.widgets.controls import ActuatorControl
 from labs.widgets.live import DEFAULT_MAX_RATE, Coalescer, Runner
-from labs.widgets.plots import SensorPlot, format_value, plotted, sample_stamp
+from labs.widgets.plots import (
+    SensorPlot,
+    format_value,
+    plotted,
+    redraw_interval,
+    sample_stamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +114,16 @@ class KitDashboard:
         self.controls = {name: ActuatorControl(name, spec, texts, self._submit, self._refused)
                          for name, spec in self.descriptor.get("actuators", {}).items()}
 
-        self.coalescer = Coalescer(runner, self.flush, max_rate)
+        # Values first: a sample's new value reaches the page before its plots are redrawn.
+        self.coalescer = Coalescer(runner, self.flush_values, max_rate)
+        self.lines = Coalescer(runner, self.flush_history, 1 / redraw_interval(window_s))
         self.widget = self._layout()
         texts.bind(self._render_frame)
         self._unsubscribe = [self.kit.subscribe(self._sample_from_thread),
                              lab.on_state(self._state_from_thread)]
         self._stop_stale = runner.every(1.0, self._check_stale, now=False)
         self.coalescer.mark()  # show what the kit sent before the page opened
+        self.lines.mark()
         self._fetch_backfill()  # and what the service recorded before that
 
     # ------------------------------------------------------------ layout
@@ -247,6 +257,7 @@ class KitDashboard:
             if name in body["values"]:
                 ring.add(body["ts"], body["values"][name])
         self.coalescer.mark()
+        self.lines.mark()
 
     def _state_changed(self, state: str | None) -> None:
         if state == self.state:
@@ -269,18 +280,11 @@ class KitDashboard:
         if self.state == "ready" and (self._stale_seconds() is not None or shown):
             self._render_banner()
 
-    def flush(self) -> None:
-        """Copy the kit's latest state into the widgets (on the loop, coalesced)."""
+    def flush_values(self) -> None:
+        """Copy the kit's latest values into the widgets (on the loop, coalesced)."""
         latest, ts = self.kit.latest, self.kit.latest_ts
-        start = time.time() - self.window_s
         for name, plot in self.plots.items():
-            if name in self._enums:
-                t, v = self._enums[name].arrays()
-            else:
-                t, v = self.kit.history(name)
-                if name in self._backfill:
-                    t, v = _joined(self._backfill[name], (t, v))
-            plot.show(latest.get(name), ts, t, v, start)
+            plot.show_value(latest.get(name), ts)
         for name, card in self.cards.items():
             spec = self.descriptor["sensors"][name]
             value = html.escape(format_value(latest.get(name), spec, self.texts))
@@ -291,13 +295,26 @@ class KitDashboard:
         for name, control in self.controls.items():
             control.show_kit_value(actuators.get(name))
 
+    def flush_history(self) -> None:
+        """Redraw the plots' lines over the chosen window (on the loop, coalesced)."""
+        now = time.time()
+        for name, plot in self.plots.items():
+            if name in self._enums:
+                t, v = self._enums[name].arrays()
+            else:
+                t, v = self.kit.history(name)
+                if name in self._backfill:
+                    t, v = _joined(self._backfill[name], (t, v))
+            plot.show_history(t, v, self.window_s, now)
+
     # ------------------------------------------------------------ time window
 
     def _window_changed(self, change: dict[str, Any]) -> None:
         if self._relabelling or change["new"] is None:
             return
         self.window_s = int(change["new"])
-        self.coalescer.mark()
+        self.lines.interval = redraw_interval(self.window_s)
+        self.flush_history()  # the person's choice shows at once, whatever the interval
         self._fetch_backfill()
 
     def _fetch_backfill(self) -> None:
@@ -324,7 +341,7 @@ class KitDashboard:
                 if pairs:
                     data = np.asarray(pairs, dtype=np.float64)
                     self._backfill[name] = (data[:, 0], data[:, 1])
-            self.coalescer.mark()
+            self.flush_history()
 
         self.runner.submit(fetch, done=got,
                            failed=lambda err: log.info("no recorded history: %s", err)

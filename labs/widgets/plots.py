@@ -3,6 +3,14 @@
 Both only change traits (`x`, `y`, the scale's window) inside `hold_sync()`, so one update is one
 widget message; they never re-render an image. Long windows are thinned to `max_points` so a
 message stays small whatever the window.
+
+The browser's cost per sample is what limits how many dashboards a computer shows at once. A
+scale whose range follows the data changes with every sample, and bqplot then redraws the axis
+(ticks, labels, grid lines through d3 transitions that force style recalculations): measured, that
+was half of the page's script time. So the time axis has a fixed range that moves in steps
+(`time_axis`), and between steps a sample only redraws the line. The line itself is redrawn less
+often than values arrive (`redraw_interval`): the latest value (the title) is what a person
+reads at once, while a line over a minute or more moves by a few pixels per sample.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from labs.i18n import Texts
 
 MAX_POINTS = 600
 PLOTTED = ("float", "integer", "boolean", "enum")  # datatypes drawn as lines
+TICK_SPACINGS_S = (5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
+MIN_REDRAW_S = 1.0  # a plot's line is redrawn at most this often
+REDRAW_STEPS = 300  # ... and when the time has moved by about 1/REDRAW_STEPS of its window
 
 
 def plotted(spec: dict[str, Any]) -> bool:
@@ -44,7 +55,29 @@ def window_slice(t: np.ndarray, v: np.ndarray, start: float) -> tuple[np.ndarray
 
 
 def as_dates(t: np.ndarray) -> np.ndarray:
-    return (t * 1000.0).astype("datetime64[ms]")
+    return (np.asarray(t, dtype=np.float64) * 1000.0).astype("datetime64[ms]")
+
+
+def utc(ts: float) -> dt.datetime:
+    """An epoch time as the naive UTC datetime bqplot's date traits send (like `as_dates`)."""
+    return dt.datetime.fromtimestamp(round(ts, 3), dt.UTC).replace(tzinfo=None)
+
+
+def time_axis(now: float, window_s: float) -> tuple[float, float, float]:
+    """(start, end, tick spacing) of a time axis `window_s` wide showing `now`.
+
+    Ticks fall on round times, at most 5 across; the range moves on in steps of half a tick
+    spacing, so `now` stays in its last part and the axis is still between steps."""
+    spacing = next((s for s in TICK_SPACINGS_S if window_s / s <= 5), TICK_SPACINGS_S[-1])
+    step = spacing / 2
+    end = (math.floor(now / step) + 1) * step
+    return end - window_s, end, spacing
+
+
+def redraw_interval(window_s: float) -> float:
+    """Seconds between redraws of a line showing the last `window_s` seconds: a step of
+    about one pixel of a plot a few hundred pixels wide, at most once a second."""
+    return max(MIN_REDRAW_S, window_s / REDRAW_STEPS)
 
 
 def format_value(value: Any, spec: dict[str, Any] | None, texts: Texts) -> str:
@@ -98,8 +131,10 @@ class SensorPlot:
         else:
             self.y_scale = bq.LinearScale()
         stepped = datatype in ("boolean", "enum", "integer")
+        # Both ranges are set here (`_follow`, `_fit_y`), never computed from the data by bqplot.
         self.line = bq.Lines(x=np.empty(0, "datetime64[ms]"), y=np.empty(0),
                              scales={"x": self.x_scale, "y": self.y_scale},
+                             preserve_domain={"x": True, "y": True},
                              interpolation="step-after" if stepped else "linear",
                              stroke_width=1.5)
         ticks: dict[str, Any] = {"num_ticks": 4}
@@ -110,16 +145,16 @@ class SensorPlot:
         self.y_axis = bq.Axis(scale=self.y_scale, side="left", grid_lines="dashed",
                               tick_format="d" if stepped else None,
                               label=self._levels_label(), **ticks)
-        y_axis = self.y_axis
-        x_axis = bq.Axis(scale=self.x_scale, num_ticks=4, tick_format="%H:%M:%S",
-                         grid_lines="none")
-        self.figure = bq.Figure(marks=[self.line], axes=[x_axis, y_axis],
+        self.x_axis = bq.Axis(scale=self.x_scale, tick_format="%H:%M:%S", grid_lines="none")
+        self._time_axis: tuple[float, float, float] | None = None
+        self.figure = bq.Figure(marks=[self.line], axes=[self.x_axis, self.y_axis],
                                 animation_duration=0, min_aspect_ratio=0.01,
                                 max_aspect_ratio=100,
-                                fig_margin={"top": 8, "bottom": 28, "left": 56, "right": 12},
+                                fig_margin={"top": 8, "bottom": 28, "left": 56, "right": 28},
                                 layout=W.Layout(width="100%", height=height))
-        # Name, latest value and its time in one widget: one message per sample.
+        # Name, latest value and its time in one widget: at most one message per sample.
         self.title = W.HTML(layout=W.Layout(width="100%"))
+        self._title_shown: tuple[Any, ...] | None = None
         self.value: Any = None
         self.widget = W.VBox([self.title, self.figure],
                              layout=W.Layout(border="1px solid #ddd", padding="4px",
@@ -135,28 +170,51 @@ class SensorPlot:
     def _render_title(self) -> None:
         name = html.escape(self.spec.get("name") or self.sensor)
         value = html.escape(format_value(self.value, self.spec, self.texts))
+        # Sent only when what a person reads changes: a sample with the same shown value in the
+        # same second (half of a 2 Hz kit's) would re-render the title for nothing. `data-ts`
+        # then stays on the first sample that showed this text.
+        shown = (self.texts.language, name, value, None if self._ts is None else int(self._ts))
+        if shown == self._title_shown:
+            return
+        self._title_shown = shown
         self.title.value = (f"<div style='display:flex;justify-content:space-between'>"
                             f"<span><b>{name}</b>: <span class='smartlab-value'>{value}</span>"
                             f"</span>{sample_stamp(self._ts, self.texts)}</div>")
 
-    def show(self, value: Any, ts: float | None, t: np.ndarray | None, v: np.ndarray | None,
-             start: float) -> None:
-        """Latest value and the history from `start` on (t in epoch seconds).
-
-        A sample costs two widget messages (the title, the line's x and y together); the time
-        axis follows the data, and the y range changes only when the data leave it."""
+    def show_value(self, value: Any, ts: float | None) -> None:
+        """The latest value and its time, in the title (one message, when its text changes)."""
         self.value, self._ts = value, ts
         self._render_title()
-        if t is None or v is None:
-            return
-        t, v = window_slice(t, v, start)
-        t, v = thin(t, v)
+
+    def show_history(self, t: np.ndarray, v: np.ndarray, window_s: float, now: float) -> None:
+        """The history of the last `window_s` seconds up to `now` (t in epoch seconds).
+
+        One widget message (the line's x and y together); the axes change only when the time
+        axis steps on or the data leave the y range."""
+        newest = float(t[-1]) if len(t) else now
+        start, _end, _spacing = self._follow(max(now, newest), window_s)
+        t, v = thin(*window_slice(t, v, start))
         y = v.astype(np.float64)
+        if self.spec.get("datatype") in ("integer", "float"):
+            self._fit_y(y)  # first: the line is drawn once, in its range
         with self.line.hold_sync():
             self.line.x = as_dates(t)
             self.line.y = y
-        if self.spec.get("datatype") in ("integer", "float"):
-            self._fit_y(y)
+
+    def _follow(self, now: float, window_s: float) -> tuple[float, float, float]:
+        """The time axis showing `now`; sent only when it has stepped on (or the window
+        changed), with ticks on round times."""
+        axis = time_axis(now, window_s)
+        if axis != self._time_axis:
+            self._time_axis = axis
+            start, end, spacing = axis
+            ticks = np.arange(math.ceil(start / spacing) * spacing, end + 1e-6, spacing)
+            with self.x_scale.hold_sync():
+                self.x_scale.min, self.x_scale.max = utc(start), utc(end)
+            with self.x_axis.hold_sync():
+                self.x_axis.tick_values = as_dates(ticks)
+                self.x_axis.tick_format = "%H:%M:%S" if spacing < 60 else "%H:%M"
+        return axis
 
     def _fit_y(self, y: np.ndarray) -> None:
         """A y range around the data (a flat line sits mid-plot with readable ticks);

@@ -75,6 +75,9 @@ c.SharingPolicy.min_walk_in_seconds = 1.0
 # ---------------------------------------------------------------- the service process
 
 
+STARTUP_TIMEOUT_S = 60
+
+
 class ServiceProcess:
     """`python -m hub_config.cli lab serve …`, with its output in a file."""
 
@@ -101,7 +104,8 @@ class ServiceProcess:
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         out.close()
-        deadline = time.monotonic() + 20
+        # Generous: a loaded CI machine took over 20 s to import the service.
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"the lab service exited ({self.process.returncode}):\n"
@@ -110,7 +114,8 @@ class ServiceProcess:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self
             time.sleep(0.05)
-        pytest.fail(f"the lab service did not listen within 20 s:\n{self.output()}")
+        pytest.fail(f"the lab service did not listen within {STARTUP_TIMEOUT_S} s:\n"
+                    f"{self.output()}")
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
