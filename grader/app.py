@@ -53,15 +53,17 @@ class Plan:
 
 
 def default_workers() -> int:
-    # One more than the cores: while a kernel starts or a notebook sleeps, another computes.
-    return len(os.sched_getaffinity(0)) + 1
+    # A submission is a chain that alternates between its worker (nbgrader) and its kernel, and
+    # waits while a kernel starts or a notebook sleeps: two chains per core keep the cores busy
+    # (2 cores, 200 notebooks: 1.92 cores busy on average with 5 workers, 1.77 with 3).
+    return 2 * len(os.sched_getaffinity(0)) + 1
 
 
 class SmartGrade(NbGrader):
     name = "smartlab-grade"
     description = "Autograde every submission of an assignment, in parallel and sandboxed."
 
-    workers = Integer(help="Grading processes at once (default: CPUs + 1).").tag(config=True)
+    workers = Integer(help="Grading processes at once (default: 2 x CPUs + 1).").tag(config=True)
     force = Bool(False, help="Grade again submissions that are already autograded.").tag(
         config=True)
     state_dir = Unicode(STATE_DIR, help="Folder (in the course folder) for the run journal "
@@ -171,14 +173,21 @@ class SmartGrade(NbGrader):
 
     # ---- running
 
-    def start_sandbox(self, allow_uids: tuple[int, ...] = ()) -> Callable[[], str]:
-        """Start (or find) the fork server; returns a function that waits until it listens
-        and gives its socket, so its warm-up overlaps with planning."""
+    def start_sandbox(self, allow_uids: tuple[int, ...] = (),
+                      started: kernels.PrivateForkServer | None = None) -> Callable[[], str]:
+        """Start (or find) the fork server, or configure the one `started` before the
+        configuration was read; returns a function that waits until it listens and gives its
+        socket, so its warm-up overlaps with planning."""
         settings = Sandbox(parent=self)
         if settings.server_socket:
+            if started is not None:
+                started.stop()
             return lambda: settings.server_socket
-        self._fork_server = kernels.PrivateForkServer(settings, allow_uids)
-        return self._fork_server.wait_ready
+        if started is None:
+            started = kernels.PrivateForkServer()
+        self._fork_server = started
+        started.configure(settings, allow_uids)
+        return started.wait_ready
 
     def stop_sandbox(self) -> None:
         server = getattr(self, "_fork_server", None)
@@ -394,12 +403,15 @@ def course_owner(root: Path) -> pwd.struct_passwd | None:
 
 def grade(course_id: str, assignment: str, course_dir: str | None = None,
           workers: int | None = None, students: list[str] | None = None,
-          force: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """`smartlab grade` as a function (the CLI and the tests call this)."""
-    root = find_course_dir(course_id, course_dir)
+          force: bool = False, out: TextIO | None = None, err: TextIO | None = None,
+          fork_server: kernels.PrivateForkServer | None = None) -> int:
+    """`smartlab grade` as a function (the CLI and the tests call this). `fork_server`: one
+    started early, not yet configured (this function stops it in any case)."""
     app = SmartGrade()
+    app._fork_server = fork_server
     previous = os.getcwd()
     try:
+        root = find_course_dir(course_id, course_dir)
         app.setup(root, course_id)
         if workers is not None:
             if workers < 1:
@@ -407,7 +419,7 @@ def grade(course_id: str, assignment: str, course_dir: str | None = None,
             app.workers = workers
         app.force = force or app.force
         owner = course_owner(root)
-        sandbox = app.start_sandbox((owner.pw_uid,) if owner else ())
+        sandbox = app.start_sandbox((owner.pw_uid,) if owner else (), fork_server)
         if owner is not None:
             drop_privileges(owner)
         return app.run_batch(assignment, students, out, err, sandbox)

@@ -11,8 +11,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from hub_config.lti.cli import add_push_command  # `smartlab grades push`: LTI grade passback
-
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
@@ -37,10 +35,15 @@ def _run_grade(args: argparse.Namespace) -> int:
     from grader import speedups
 
     speedups.skip_slow_optional_imports()
+    from grader.kernels import PrivateForkServer
+
+    # Started before nbgrader is imported: the kernel's imports overlap with ours.
+    fork_server = PrivateForkServer()
     from grader.app import grade
 
     return grade(args.course, args.assignment, course_dir=args.course_dir,
-                 workers=args.workers, students=args.student, force=args.force)
+                 workers=args.workers, students=args.student, force=args.force,
+                 fork_server=fork_server)
 
 
 # ------------------------------------------------------------------ smartlab grades
@@ -72,8 +75,15 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-GRADES_ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = [add_export,
-                                                                     add_push_command]
+def add_push(actions: argparse._SubParsersAction) -> None:
+    """`smartlab grades push`: LTI grade passback (imported here: `smartlab grade` needs none
+    of the LTI code)."""
+    from hub_config.lti.cli import add_push_command
+
+    add_push_command(actions)
+
+
+GRADES_ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = [add_export, add_push]
 
 
 def register_grades(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:

@@ -26,6 +26,8 @@ from grader.sandbox import Job
 # that notebooks and course tests import.
 DEFAULT_PRELOAD = ["numpy", "numpy.ma", "numpy.random", "hardware_kits.twins", "labs.client",
                    "courses.checks", "courses.live"]
+# The in-process kernel itself.
+KERNEL_MODULES = ["ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell"]
 # `python -m grader.zygote` puts the folder it was started in first on sys.path; kernels must
 # not import from there (IPython adds their own working folder, as for any kernel).
 START_PATH = sys.path[0] if sys.path else ""
@@ -62,11 +64,16 @@ def warm_tracebacks() -> None:
                     *info)
 
 
-def warm_up(run_dir: Path) -> int:
-    """Start one kernel (unconfined, never given code) in a child, and import here every module
-    it imported on its way up, so the real children find them loaded. Returns how many."""
+def warm_up(folder: Path) -> int:
+    """Start one kernel (unconfined, never given code) in a child, its sockets in `folder`, and
+    import here every module it imported on its way up, so the real children find them loaded.
+    Returns how many."""
+    # The kernel machinery itself is imported here first: the trial child then imports only
+    # what starting up and running cells load lazily, and that is all this process imports
+    # again afterwards (importing everything twice was half of the fork server's start-up).
+    preload(KERNEL_MODULES)
     reader, writer = os.pipe()
-    work = Path(run_dir) / "jobs" / f"warmup-{secrets.token_hex(4)}"
+    work = Path(folder) / f"warmup-{secrets.token_hex(4)}"
     work.mkdir(mode=0o700)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
@@ -132,9 +139,13 @@ def run_kernel(job: Job, request: dict[str, Any], source_fd: int | None, log_fd:
             sys.path[:] = [p for p in sys.path if p not in ("", START_PATH)]
             from ipykernel.kernelapp import IPKernelApp
 
-            args = ["-f", conn_file, *request.get("kernel_args", [])]
+            kernel_args = request.get("kernel_args", [])
+            args = ["-f", conn_file, *kernel_args]
             sys.argv = [sys.executable, "-m", "ipykernel_launcher", *args]
             app = IPKernelApp.instance()
+            if not kernel_args:  # the usual kernel spec: `-f {connection_file}` only
+                app.parse_command_line = lambda argv=None: parse_connection_file_only(
+                    app, conn_file)
             app.initialize(args)
             os.write(ready_fd, b"r")
             os.close(ready_fd)
@@ -149,6 +160,18 @@ def run_kernel(job: Job, request: dict[str, Any], source_fd: int | None, log_fd:
             os.write(2, f"sandboxed kernel failed: {type(err).__name__}: {err}\n".encode())
     finally:
         os._exit(code)
+
+
+def parse_connection_file_only(app: Any, conn_file: str) -> None:
+    """What `app.parse_command_line(["-f", conn_file])` does, without building traitlets'
+    argument parser for every class and alias: that was a fifth of each kernel's start-up.
+    tests/grader/test_units.py checks both give the same configuration."""
+    from traitlets.config import Config
+
+    app.argv = ["-f", conn_file]
+    app.cli_config = Config({"IPKernelApp": {"connection_file": conn_file}})
+    app.update_config(app.cli_config)
+    app.extra_args = []
 
 
 def _reseed() -> None:

@@ -49,31 +49,46 @@ class SandboxError(RuntimeError):
 class PrivateForkServer:
     """A fork server child of this process. It stops when this process closes its end of the
     lifeline pipe (exit, crash or `stop()`), which works even after this process has given up
-    root and may no longer signal it."""
+    root and may no longer signal it.
 
-    def __init__(self, settings: Sandbox, allow_uids: tuple[int, ...] = ()) -> None:
+    Without `settings` it starts importing the kernel machinery at once and waits for
+    `configure()`: `smartlab grade` starts it before loading nbgrader and its configuration,
+    so the two start-ups overlap."""
+
+    def __init__(self, settings: Sandbox | None = None,
+                 allow_uids: tuple[int, ...] = ()) -> None:
+        ready_r, ready_w = os.pipe()
+        life_r, self._lifeline = os.pipe()
+        settings_r, self._settings = os.pipe()
+        for fd in (self._lifeline, self._settings):
+            os.set_inheritable(fd, False)
+        command = [sys.executable, "-m", "grader.zygote", "--settings-fd", str(settings_r),
+                   "--ready-fd", str(ready_w), "--lifeline-fd", str(life_r)]
+        self.process = subprocess.Popen(command, pass_fds=(ready_w, life_r, settings_r),
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        for fd in (ready_w, life_r, settings_r):
+            os.close(fd)
+        self._ready = os.fdopen(ready_r, "rb")
+        self.ready = False
+        self.socket_path: Path | None = None
+        atexit.register(self.stop)
+        if settings is not None:
+            self.configure(settings, allow_uids)
+
+    def configure(self, settings: Sandbox, allow_uids: tuple[int, ...] = ()) -> None:
         run_dir = Path(settings.run_dir)
         zygote.prepare_run_dir(run_dir)
         self.socket_path = run_dir / f"forkserver-{os.getpid()}.sock"
-        ready_r, ready_w = os.pipe()
-        life_r, self._lifeline = os.pipe()
-        os.set_inheritable(self._lifeline, False)
-        command = [sys.executable, "-m", "grader.zygote", "--socket", str(self.socket_path),
-                   "--run-dir", str(run_dir), "--max-slots", str(settings.max_slots),
-                   "--preload", ",".join(settings.preload), "--ready-fd", str(ready_w),
-                   "--lifeline-fd", str(life_r)]
-        for uid in allow_uids:
-            command += ["--allow-uid", str(uid)]
-        self.process = subprocess.Popen(command, pass_fds=(ready_w, life_r),
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        os.close(ready_w)
-        os.close(life_r)
-        self._ready = os.fdopen(ready_r, "rb")
-        self.ready = False
-        atexit.register(self.stop)
+        message = {"socket": str(self.socket_path), "run_dir": str(run_dir),
+                   "max_slots": settings.max_slots, "preload": list(settings.preload),
+                   "allow_uid": list(allow_uids)}
+        os.write(self._settings, json.dumps(message).encode() + b"\n")
+        self._close_settings()
 
     def wait_ready(self) -> str:
         """Block until it listens (it imports and warms up first); return its socket."""
+        if self.socket_path is None:
+            raise SandboxError("the fork server was never configured")
         if not self.ready:
             line = self._ready.readline()
             self._ready.close()
@@ -83,7 +98,13 @@ class PrivateForkServer:
             self.ready = True
         return str(self.socket_path)
 
+    def _close_settings(self) -> None:
+        if self._settings >= 0:
+            os.close(self._settings)
+            self._settings = -1
+
     def stop(self) -> None:
+        self._close_settings()  # not configured yet: it reads end-of-file and exits
         if self._lifeline >= 0:
             os.close(self._lifeline)
             self._lifeline = -1

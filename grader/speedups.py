@@ -7,7 +7,8 @@ the notebooks, in three places; each fix keeps nbgrader's code and answers as th
   an engine's compiled-statement cache dies with it, so every query was compiled again: one
   engine per database URL per process instead, whose connection pool `Gradebook.close()` keeps
   (it ends the session, as before);
-- each of those Gradebooks also checks every table exists (`create_all`): once per engine;
+- each of those Gradebooks also checks every table exists (`create_all`) and looks up the
+  course: once per engine;
 - `CheckCellMetadata` validates each cell's metadata with `jsonschema.validate`, which checks
   the schema itself on every call and is slow even then: valid metadata (nearly all) is
   recognised by the schema compiled with fastjsonschema (nbformat's validator), and invalid
@@ -79,6 +80,21 @@ def _share_engines() -> None:
                 done.add(id(bind))
 
     metadata.create_all = create_all_once
+
+    # Each Gradebook also looks up, or adds, its course. On a shared engine the answer stands for
+    # the rest of the run; `check_course` has no other caller than `__init__`.
+    check_course = nbgrader.api.Gradebook.check_course
+    courses: set[tuple[int, str]] = set()
+
+    def check_course_once(self: Any, course_id: str = "default_course", **kwargs: Any) -> Any:
+        key = (id(self.engine), course_id)
+        if kwargs or key not in courses or self.engine not in engines.values():
+            course = check_course(self, course_id=course_id, **kwargs)
+            courses.add(key)
+            return course
+        return None  # known to exist: __init__ ignores the answer
+
+    nbgrader.api.Gradebook.check_course = check_course_once
 
 
 def _validators() -> None:

@@ -42,6 +42,7 @@ import socket
 import stat
 import struct
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ from typing import Any
 from grader import sandbox
 from grader.kernel_child import (
     DEFAULT_PRELOAD,
+    KERNEL_MODULES,
     preload,
     run_kernel,
     warm_tracebacks,
@@ -487,9 +489,38 @@ def _username(uid: int) -> str:
 # ------------------------------------------------------------------ entry point
 
 
+def warm(skip_trial_kernel: bool) -> None:
+    """Import the kernel machinery, and what a trial kernel imports on its way up."""
+    preload(KERNEL_MODULES)
+    if skip_trial_kernel:
+        return
+    with tempfile.TemporaryDirectory(prefix="smartlab-warmup-") as folder:
+        try:
+            warm_up(Path(folder))
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+    warm_tracebacks()
+
+
+def read_settings(args: argparse.Namespace) -> bool:
+    """The rest of the options, from the grader that started us; False if it sent none."""
+    with os.fdopen(args.settings_fd, "rb") as source:
+        line = source.readline()
+    if not line.strip():
+        return False
+    settings = json.loads(line)
+    args.socket = Path(settings["socket"])
+    args.run_dir = Path(settings["run_dir"])
+    args.max_slots = int(settings["max_slots"])
+    args.preload = ",".join(settings["preload"])
+    args.allow_uid = [int(uid) for uid in settings["allow_uid"]]
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader.zygote")
-    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--socket", type=Path)
     parser.add_argument("--run-dir", type=Path, default=None)
     parser.add_argument("--max-slots", type=int, default=64)
     parser.add_argument("--preload", default=",".join(DEFAULT_PRELOAD))
@@ -498,24 +529,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--lifeline-fd", type=int, default=None)
     parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--settings-fd", type=int, default=None,
+                        help="read --socket, --run-dir, --max-slots, --preload and --allow-uid "
+                        "as one JSON line from this fd, after importing the kernel machinery")
     args = parser.parse_args(argv)
+    if args.settings_fd is None and args.socket is None:
+        parser.error("--socket is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s forkserver %(message)s")
     # One thread per BLAS: set before numpy loads (fork + thread pools do not mix).
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # debugpy's frozen-modules note
+    if args.settings_fd is not None:
+        # The slow part first: a grader starts us before it reads its configuration.
+        warm(args.no_warmup)
+        if not read_settings(args):
+            return 0  # the grader ended (or needed no private fork server) before sending them
     run_dir = args.run_dir or default_run_dir()
     server = ForkServer(args.socket, run_dir, args.max_slots, tuple(args.allow_gid),
                         tuple(args.allow_uid))
     listener = server.listen()
     preload([m for m in args.preload.split(",") if m])
-    if not args.no_warmup:
-        try:
-            warm_up(run_dir)
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                raise
-        warm_tracebacks()
+    if args.settings_fd is None:
+        warm(args.no_warmup)
     # Every kernel is a fork of this process. Kept in the collector, the preloaded modules'
     # objects would be walked by each kernel's first full collection, which also writes to
     # (so copies) every page they sit on: frozen, they stay shared and unvisited.

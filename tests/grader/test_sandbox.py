@@ -201,3 +201,17 @@ def test_a_kernel_that_cannot_start_says_why(fork_server: str, folder: Path) -> 
 
     with pytest.raises(SandboxError, match=r"the sandboxed kernel did not start: \S"):
         run_notebook(fork_server, ["print('never')"], folder, memory="64M")
+
+
+def test_a_fork_server_started_early_and_never_configured_just_exits(tmp_path: Path) -> None:
+    """`smartlab grade` starts the fork server before it reads its configuration; a run that
+    ends first (a bad course folder) or needs no private server must not leave it behind."""
+    from grader.app import GradeError, grade
+    from grader.kernels import PrivateForkServer
+
+    server = PrivateForkServer()
+    with pytest.raises(GradeError, match="no such course folder"):
+        grade("nope", "ps1", course_dir=str(tmp_path / "missing"), fork_server=server)
+    assert server.process.wait(10) == 0
+    with pytest.raises(Exception, match="never configured"):
+        server.wait_ready()

@@ -150,3 +150,32 @@ def test_faster_metadata_validation_gives_nbgraders_answers() -> None:
     with pytest.raises(jsonschema.ValidationError) as fast:
         common.jsonschema.validate(bad, schema)
     assert fast.value.message == original.value.message == "'many' is not of type 'number'"
+
+
+def test_kernel_command_line_shortcut_configures_as_traitlets_would() -> None:
+    from ipykernel.kernelapp import IPKernelApp
+
+    from grader.kernel_child import parse_connection_file_only
+
+    parsed, shortcut = IPKernelApp(), IPKernelApp()
+    parsed.parse_command_line(["-f", "/run/x/kernel.json"])
+    parse_connection_file_only(shortcut, "/run/x/kernel.json")
+    assert shortcut.cli_config == parsed.cli_config
+    assert shortcut.config == parsed.config
+    assert (shortcut.argv, shortcut.extra_args) == (parsed.argv, parsed.extra_args)
+    assert shortcut.connection_file == parsed.connection_file == "/run/x/kernel.json"
+
+
+def test_shared_gradebook_engines_still_add_each_new_course_once(tmp_path: Path) -> None:
+    """speedups: the course is looked up once per engine, and a new course is still added."""
+    import nbgrader.api as api
+
+    from grader import speedups
+
+    speedups.install()
+    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    for course in ("c1", "c1", "c2", "c1", "c2"):
+        with api.Gradebook(url, course) as gb:
+            assert gb.course_id == course
+    with api.Gradebook(url, "c1") as gb:
+        assert sorted(c.id for c in gb.db.query(api.Course).all()) == ["c1", "c2"]
