@@ -67,11 +67,8 @@ def warm_tracebacks() -> None:
 def warm_up(folder: Path) -> int:
     """Start one kernel (unconfined, never given code) in a child, its sockets in `folder`, and
     import here every module it imported on its way up, so the real children find them loaded.
-    Returns how many."""
-    # The kernel machinery itself is imported here first: the trial child then imports only
-    # what starting up and running cells load lazily, and that is all this process imports
-    # again afterwards (importing everything twice was half of the fork server's start-up).
-    preload(KERNEL_MODULES)
+    Returns how many. Import KERNEL_MODULES first (grader/zygote.py `warm`): the child then
+    imports only what starting up and running cells load lazily."""
     reader, writer = os.pipe()
     work = Path(folder) / f"warmup-{secrets.token_hex(4)}"
     work.mkdir(mode=0o700)

@@ -82,7 +82,8 @@ class PrivateForkServer:
         message = {"socket": str(self.socket_path), "run_dir": str(run_dir),
                    "max_slots": settings.max_slots, "preload": list(settings.preload),
                    "allow_uid": list(allow_uids)}
-        os.write(self._settings, json.dumps(message).encode() + b"\n")
+        with contextlib.suppress(BrokenPipeError):  # it died starting: wait_ready says so
+            os.write(self._settings, json.dumps(message).encode() + b"\n")
         self._close_settings()
 
     def wait_ready(self) -> str:

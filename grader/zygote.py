@@ -490,7 +490,9 @@ def _username(uid: int) -> str:
 
 
 def warm(skip_trial_kernel: bool) -> None:
-    """Import the kernel machinery, and what a trial kernel imports on its way up."""
+    """Import the kernel machinery, and what a trial kernel imports on its way up. The
+    machinery first: otherwise the trial kernel imports it, and this process again after (that
+    was half of the fork server's start-up)."""
     preload(KERNEL_MODULES)
     if skip_trial_kernel:
         return
