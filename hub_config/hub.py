@@ -35,6 +35,7 @@ from grader.settings import SOCKET_ENV
 from hub_config.runtime import Runtime
 from hub_config.site import GRADER_PREFIX, Site, load_site, verify_password
 from hub_config.spawner import JUPYTER_CONFIG_DIR
+from labs.board import DATA_DIR as VOILA_DATA_DIR
 
 LAB_SERVICE = "lab"
 STATUS_SERVICE = "status"
@@ -215,6 +216,7 @@ def service_environment(runtime: Runtime) -> dict[str, str]:
     """What every server (users' and formgraders') needs to find the platform."""
     return {
         "JUPYTER_CONFIG_PATH": str(JUPYTER_CONFIG_DIR),  # nbgrader's multi-course settings
+        "JUPYTER_PATH": str(VOILA_DATA_DIR),  # the dashboards' Voilà template
         "SMARTLAB_EXCHANGE": str(runtime.exchange),
         "SMARTLAB_LAB_URL": runtime.lab_url,
         # nbgrader runs alembic from PATH: the environment's bin first.

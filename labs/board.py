@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 
 DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
@@ -33,6 +35,16 @@ HEADER_ENVS = ["Accept-Language"]  # -> $HTTP_ACCEPT_LANGUAGE in the kernel (the
 # the notebook UI, ...) would only be downloaded and started for nothing on every page.
 EXTENSIONS = ["@voila-dashboards/widgets-manager8", "@jupyter-widgets/jupyterlab-manager",
               "bqplot", "bqscales"]
+# Voilà's lab template plus a server-rendered first paint (labs.pages.PageBox); Voilà finds
+# it on Jupyter's data path, which `voila_env` extends with DATA_DIR.
+TEMPLATE = "smartlab"
+DATA_DIR = Path(__file__).resolve().parent / "share"
+
+
+def voila_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with DATA_DIR first on $JUPYTER_PATH, for any process that runs Voilà."""
+    paths = [str(DATA_DIR), *(p for p in env.get("JUPYTER_PATH", "").split(os.pathsep) if p)]
+    return {**env, "JUPYTER_PATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
 def voila_command(target: Path = DASHBOARDS, *, port: int = DEFAULT_PORT,
@@ -48,7 +60,7 @@ def voila_command(target: Path = DASHBOARDS, *, port: int = DEFAULT_PORT,
     if not base_url.endswith("/"):
         base_url += "/"
     command = [python, "-m", "voila", str(target), "--no-browser", f"--port={port}",
-               f"--Voila.ip={ip}", f"--Voila.base_url={base_url}",
+               f"--Voila.ip={ip}", f"--Voila.base_url={base_url}", f"--template={TEMPLATE}",
                *(f"--VoilaConfiguration.http_header_envs={h}" for h in HEADER_ENVS),
                "--VoilaConfiguration.show_tracebacks=False",
                # A busy machine can delay a cell's last output past nbclient's 4 s default;
@@ -116,9 +128,9 @@ def cmd_board(args: argparse.Namespace) -> int:
         command = board_command(port=port, ip=args.ip, base_url=base_url,
                                 pool_size=0 if args.no_preheat else args.pool_size)
     if args.print:
-        print(" ".join(command))
+        print(shlex.join([f"JUPYTER_PATH={voila_env({})['JUPYTER_PATH']}", *command]))
         return 0
-    env = board_env(args.state_dir, args.mqtt_port)
+    env = voila_env(board_env(args.state_dir, args.mqtt_port))
     print(f"lab board on http://{args.ip}:{port}{base_url} (Ctrl-C stops it)", flush=True)
     try:
         return subprocess.call(command, env=env)

@@ -18,6 +18,7 @@ import atexit
 import html
 import logging
 import os
+import threading
 import urllib.parse
 from typing import Any, ClassVar
 
@@ -25,6 +26,7 @@ import ipywidgets as W
 import traitlets
 
 from labs.client import (
+    Kit,
     Lab,
     LabConfigError,
     LabError,
@@ -47,6 +49,8 @@ from labs.widgets.session_panel import ServiceBanner, SessionPanel
 log = logging.getLogger(__name__)
 
 MAX_RATE_ENV = "SMARTLAB_DASHBOARD_MAX_RATE"  # flushes per second per plot (default 10)
+SNAPSHOT_MIME = "application/vnd.smartlab.snapshot+html"  # see PageBox
+FIRST_SAMPLE_WAIT_S = 1.0  # a new connection waits this long for a value to paint first
 
 
 def preheated() -> bool:
@@ -104,6 +108,20 @@ def _client_id(kind: str) -> str:
     return f"smartlab-dash-{kind}-{uuid.uuid4().hex[:10]}"
 
 
+def wait_for_first_sample(kit: Kit, timeout: float) -> None:
+    """Block until `kit` has sent a sample, at most `timeout` seconds; at once if it has one
+    already (a preheated kernel) or is not online (nothing is coming)."""
+    if kit.latest_ts is not None or kit.state != "ready":
+        return
+    arrived = threading.Event()
+    unsubscribe = kit.subscribe(lambda _kit_id, _body: arrived.set())
+    try:
+        if kit.latest_ts is None:
+            arrived.wait(timeout)
+    finally:
+        unsubscribe()
+
+
 def error_box(texts: Texts, key: str, **fields: Any) -> W.HTML:
     """A one-line problem in the page's language (no traceback for the visitor)."""
     box = W.HTML()
@@ -121,6 +139,24 @@ def language_switch(texts: Texts) -> W.ToggleButtons:
     traitlets.link((switch, "value"), (texts, "language"))
     texts.label(switch, "language", "tooltip")
     return switch
+
+
+class PageBox(W.VBox):
+    """A page's root widget. Displayed, it also carries `snapshot`: static HTML of what the
+    page shows. The `smartlab` Voilà template (labs/share/voila/templates/smartlab) puts it on
+    screen with the page's first paint, before Voilà's scripts have loaded and the widgets
+    have rendered, and removes it when a live value is on screen. Front ends that do not know
+    its MIME type ignore it."""
+
+    def __init__(self, children: list[W.Widget], snapshot: str = "", **kwargs: Any) -> None:
+        super().__init__(children, **kwargs)
+        self.snapshot = snapshot
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None and self.snapshot:
+            bundle[SNAPSHOT_MIME] = self.snapshot
+        return bundle
 
 
 class Page:
@@ -175,12 +211,16 @@ class Page:
             content = error_box(self.texts, "service_down", detail=str(err))
         except LabError as err:
             content = error_box(self.texts, "reason_other", detail=str(err))
-        return W.VBox([W.HBox([language_switch(self.texts)],
-                              layout=W.Layout(justify_content="flex-end")),
-                       self.banner.widget, content])
+        return PageBox([W.HBox([language_switch(self.texts)],
+                               layout=W.Layout(justify_content="flex-end")),
+                        self.banner.widget, content], snapshot=self.snapshot_html())
 
     def build(self) -> W.Widget:
         raise NotImplementedError
+
+    def snapshot_html(self) -> str:
+        """Static HTML of the page's values for its first paint ("" for none)."""
+        return ""
 
     def close(self) -> None:
         """Release what the page holds; runs when the kernel ends."""
@@ -227,6 +267,13 @@ class KitPage(Page):
         self.dashboard = dashboard
         return W.VBox(parts)
 
+    def snapshot_html(self) -> str:
+        dashboard: KitDashboard | None = getattr(self, "dashboard", None)
+        if dashboard is None:
+            return ""
+        wait_for_first_sample(dashboard.kit, FIRST_SAMPLE_WAIT_S)
+        return f"<div class='smartlab-snapshot-kit'>{dashboard.snapshot_html()}</div>"
+
 
 class OverviewPage(Page):
     """`overview.ipynb`: every kit at a glance; read-only (the public board too)."""
@@ -237,7 +284,12 @@ class OverviewPage(Page):
                               public=os.environ.get("SMARTLAB_BOARD_PUBLIC") == "1")
         board.banner = self.banner
         self._closables.append(board)
+        self.board = board
         return board.widget
+
+    def snapshot_html(self) -> str:
+        board: OverviewBoard | None = getattr(self, "board", None)
+        return "" if board is None else board.snapshot_html()
 
 
 class AdminPage(Page):

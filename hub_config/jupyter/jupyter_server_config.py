@@ -4,12 +4,13 @@ Voilà runs inside each server at /user/<name>/voila/render/...: the dashboards 
 browser's language in the kernel, their widget front ends only, and patience with slow cells.
 """
 
-from labs.board import EXTENSIONS, HEADER_ENVS
+from labs.board import EXTENSIONS, HEADER_ENVS, TEMPLATE
 
 c = get_config()  # noqa: F821 - provided by Jupyter when it loads this file
 
 c.VoilaConfiguration.http_header_envs = HEADER_ENVS
 c.VoilaConfiguration.extension_allowlist = EXTENSIONS
+c.VoilaConfiguration.template = TEMPLATE  # found through $JUPYTER_PATH (labs.board)
 c.VoilaExecutor.iopub_timeout = 30
 # Kernels whose tab is gone and that do nothing are shut down after 30 minutes.
 c.MappingKernelManager.cull_idle_timeout = 1800

@@ -43,12 +43,14 @@ from labs.widgets.plots import (
     plotted,
     redraw_interval,
     sample_stamp,
+    title_html,
 )
 
 log = logging.getLogger(__name__)
 
 WINDOWS = (60, 300, 900, 3600)  # seconds a plot shows
 STALE_AFTER_S = 5.0  # a ready kit silent this long gets a notice
+SNAPSHOT_BOX = "border:1px solid #ddd;padding:4px;margin:2px"  # a sensor's box, as live
 ACK_LINES = 8
 
 
@@ -166,6 +168,9 @@ class KitDashboard:
                              layout=W.Layout(align_items="center")),
                       grid, controls])
         box.add_class("smartlab-kit-dashboard")
+        # A live value on screen: the page's first paint (`snapshot_html`) gives way.
+        for shows_value in [p.title for p in self.plots.values()] + list(self.cards.values()):
+            shows_value.add_class("smartlab-live")
         return box
 
     def _window_options(self) -> None:
@@ -286,14 +291,29 @@ class KitDashboard:
         for name, plot in self.plots.items():
             plot.show_value(latest.get(name), ts)
         for name, card in self.cards.items():
-            spec = self.descriptor["sensors"][name]
-            value = html.escape(format_value(latest.get(name), spec, self.texts))
-            card.value = (f"<b>{html.escape(spec.get('name') or name)}</b>: "
-                          f"<span class='smartlab-value'>{value}</span> "
-                          f"{sample_stamp(ts, self.texts)}")
+            card.value = self._card_html(name, latest.get(name), ts)
         actuators = (self.control or self.kit).actuators or self.kit.actuators
         for name, control in self.controls.items():
             control.show_kit_value(actuators.get(name))
+
+    def _card_html(self, sensor: str, value: Any, ts: float | None) -> str:
+        spec = self.descriptor["sensors"][sensor]
+        shown = html.escape(format_value(value, spec, self.texts))
+        return (f"<b>{html.escape(spec.get('name') or sensor)}</b>: "
+                f"<span class='smartlab-value'>{shown}</span> {sample_stamp(ts, self.texts)}")
+
+    def snapshot_html(self) -> str:
+        """The kit's header and latest values as static HTML: what the page shows from its
+        first paint until the widgets are live (see `labs.pages.PageBox`)."""
+        latest, ts = self.kit.latest, self.kit.latest_ts
+        boxes = [f"<div data-sensor='{html.escape(name)}' style='{SNAPSHOT_BOX}'>"
+                 f"{title_html(name, plot.spec, latest.get(name), ts, self.texts)}</div>"
+                 for name, plot in self.plots.items()]
+        boxes += [f"<div data-sensor='{html.escape(name)}' style='{SNAPSHOT_BOX}'>"
+                  f"{self._card_html(name, latest.get(name), ts)}</div>" for name in self.cards]
+        return (f"{self.header.value}<div style='display:grid;grid-template-columns:"
+                f"repeat(auto-fill,minmax(420px,1fr))'>{''.join(boxes)}</div>"
+                f"<p style='color:#555'><i>{html.escape(self.texts('first_paint'))}</i></p>")
 
     def flush_history(self) -> None:
         """Redraw the plots' lines over the chosen window (on the loop, coalesced)."""

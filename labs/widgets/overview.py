@@ -18,7 +18,7 @@ import ipywidgets as W
 from labs.client import Kit, Lab, LabService, LabServiceUnavailable
 from labs.i18n import Texts
 from labs.widgets.live import Coalescer, Runner
-from labs.widgets.plots import Sparkline
+from labs.widgets.plots import Sparkline, format_value
 
 SPARK_WINDOW_S = 120.0
 NUMERIC = ("float", "integer", "boolean")
@@ -67,6 +67,14 @@ class BoardRow:
         self.cells["kit"].value = (f"<b class='smartlab-board-kit' data-kit='{kit.kit_id}'>"
                                    f"{html.escape(kit.kit_id)}</b><br><small>{name}</small>")
         self.cells["model"].value = html.escape(str(descriptor.get("model", "")))
+        # A live state on screen: the page's first paint (`snapshot_html`) gives way.
+        self.cells["status"].add_class("smartlab-live")
+
+    def values_text(self) -> str:
+        latest = self.kit.latest
+        return " · ".join(f"{html.escape(s.spec.get('name') or s.sensor)}: <b>"
+                          f"{html.escape(format_value(latest.get(s.sensor), s.spec, self.texts))}"
+                          f"</b>" for s in self.sparks)
 
     def render(self, now: float) -> None:
         t, view = self.texts, self.service_view
@@ -160,6 +168,19 @@ class OverviewBoard:
             row.render(now)
         clock = dt.datetime.fromtimestamp(now).strftime("%H:%M:%S")
         self.stamp.value = f"<small>{html.escape(self.texts('updated', time=clock))}</small>"
+
+    def snapshot_html(self) -> str:
+        """Every kit's state and latest values as static HTML: what the page shows from its
+        first paint until the widgets are live (see `labs.pages.PageBox`)."""
+        t = self.texts
+        head = "".join(f"<th style='text-align:left'>{html.escape(t(key))}</th>"
+                       for key in ("kit", "model", "status", "values"))
+        rows = "".join(f"<tr data-kit='{html.escape(kit_id)}'><td>{row.cells['kit'].value}</td>"
+                       f"<td>{row.cells['model'].value}</td>"
+                       f"<td>{state_badge(t, row.kit.state)}</td><td>{row.values_text()}</td></tr>"
+                       for kit_id, row in sorted(self.rows.items()))
+        return (f"{self.title.value}{self.note.value}<table><tr>{head}</tr>{rows}</table>"
+                f"<p style='color:#555'><i>{html.escape(t('first_paint'))}</i></p>")
 
     def close(self) -> None:
         for stop in self._stops:

@@ -113,6 +113,17 @@ def sample_stamp(ts: float | None, texts: Texts) -> str:
             f'{html.escape(texts("at", time=clock))}</span>')
 
 
+def title_html(sensor: str, spec: dict[str, Any], value: Any, ts: float | None,
+               texts: Texts) -> str:
+    """A sensor's name, latest value and its time, as a plot's title (and the page's
+    server-rendered first paint) shows them."""
+    name = html.escape(spec.get("name") or sensor)
+    shown = html.escape(format_value(value, spec, texts))
+    return (f"<div style='display:flex;justify-content:space-between'>"
+            f"<span><b>{name}</b>: <span class='smartlab-value'>{shown}</span>"
+            f"</span>{sample_stamp(ts, texts)}</div>")
+
+
 class SensorPlot:
     """One sensor: title with the latest value, and its history over the chosen window."""
 
@@ -168,18 +179,15 @@ class SensorPlot:
         return " · ".join(f"{i} {name}" for i, name in enumerate(self.levels))
 
     def _render_title(self) -> None:
-        name = html.escape(self.spec.get("name") or self.sensor)
-        value = html.escape(format_value(self.value, self.spec, self.texts))
         # Sent only when what a person reads changes: a sample with the same shown value in the
         # same second (half of a 2 Hz kit's) would re-render the title for nothing. `data-ts`
         # then stays on the first sample that showed this text.
-        shown = (self.texts.language, name, value, None if self._ts is None else int(self._ts))
+        shown = (self.texts.language, format_value(self.value, self.spec, self.texts),
+                 None if self._ts is None else int(self._ts))
         if shown == self._title_shown:
             return
         self._title_shown = shown
-        self.title.value = (f"<div style='display:flex;justify-content:space-between'>"
-                            f"<span><b>{name}</b>: <span class='smartlab-value'>{value}</span>"
-                            f"</span>{sample_stamp(self._ts, self.texts)}</div>")
+        self.title.value = title_html(self.sensor, self.spec, self.value, self._ts, self.texts)
 
     def show_value(self, value: Any, ts: float | None) -> None:
         """The latest value and its time, in the title (one message, when its text changes)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware_kits.broker import Broker, free_port
-from labs.board import DASHBOARDS, voila_command
+from labs.board import DASHBOARDS, voila_command, voila_env
 from labs.client import LabService
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,9 +177,9 @@ class VoilaServer:
         self.log = workdir / f"voila-{name}.log"
         self.command = voila_command(target, port=self.port, preheat=preheat)
         # The kernels import the repository's packages; no user config from ~/.jupyter.
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
-                    "JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"),
-                    "JUPYTER_RUNTIME_DIR": str(workdir / f"jupyter-runtime-{name}")}
+        self.env = voila_env({**os.environ, **env, "PYTHONUNBUFFERED": "1",
+                              "JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"),
+                              "JUPYTER_RUNTIME_DIR": str(workdir / f"jupyter-runtime-{name}")})
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> VoilaServer:

@@ -43,6 +43,20 @@ LINE_JS = """(sensor) => {
 }"""
 
 
+# The order in which a page shows the first paint (laid out, i.e. visible; and whether the
+# page was still loading, i.e. before Voilà's scripts) and a live value.
+FIRST_PAINT_JS = """
+window.__shown = [];
+new MutationObserver(() => {
+  const shown = window.__shown;
+  const paint = document.querySelector('.smartlab-snapshot');
+  if (paint && paint.getClientRects().length && !shown.length)
+    shown.push(`first paint (${document.readyState})`);
+  if (document.querySelector('.smartlab-live') && !shown.includes('live')) shown.push('live');
+}).observe(document, {subtree: true, childList: true});
+"""
+
+
 def sample_ts(page, sensor: str) -> float | None:
     return page.evaluate(TS_JS, sensor)
 
@@ -87,6 +101,24 @@ def test_observer_sees_live_values_of_every_sensor_and_cannot_control(platform, 
     assert page.inner_text(".smartlab-control-mode .smartlab-current") == "now: auto"
     assert page.get_attribute(".smartlab-kit-state", "data-state") == "ready"
     screenshot(page, "kit-observer")
+
+
+def test_the_page_paints_the_latest_values_before_its_widgets_are_live(platform, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        context.add_init_script(FIRST_PAINT_JS)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        served = page.goto(platform.voila("bob").page("kit.ipynb", kit=LAMP)).text()
+        paint = served[served.index('class="smartlab-snapshot"'):]
+        for sensor in load_models()["street-lighting"]["sensors"]:
+            assert f"data-sensor='{sensor}'" in paint
+        assert 'data-ts="' in paint  # a value with its time, in the HTML itself
+        wait_first_value(page, "lamp-power")
+        wait_until(lambda: page.locator(".smartlab-snapshot").count() == 0, timeout=10)
+        assert page.evaluate("window.__shown") == ["first paint (loading)", "live"]
+    finally:
+        context.close()
 
 
 def test_every_kit_model_renders_from_its_descriptor(platform, open_page):

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 
 from hardware_kits.descriptor import load_models, validate_descriptor
-from labs.board import board_command, voila_command
+from labs.board import DATA_DIR, TEMPLATE, board_command, voila_command, voila_env
 from labs.client import Ack, CommandNotAuthorized, CommandRejected
 from labs.i18n import CATALOGUES, EN, RU, Texts, negotiate, wait_text
+from labs.pages import SNAPSHOT_MIME, KitPage, PageBox, wait_for_first_sample
 from labs.widgets.admin import recent_rejections
 from labs.widgets.controls import ActuatorControl
 from labs.widgets.kit_dashboard import KitDashboard
 from labs.widgets.live import Coalescer, Runner
+from labs.widgets.overview import OverviewBoard
 from labs.widgets.plots import MIN_REDRAW_S, format_value, thin, window_slice
 
 # A kit model no dashboard has seen: every datatype a descriptor allows.
@@ -322,6 +324,89 @@ def test_flush_shows_the_window_of_history_and_the_kit_state_without_sending_com
     assert "data-ts" in dash.plots["level"].title.value
     assert dash.controls["mode"].input.value == "manual"  # copied from the kit
     assert kit.sent == []  # ... which sends nothing
+
+
+def test_the_first_paint_has_every_sensor_s_latest_value_escaped_and_no_live_marker():
+    descriptor = {**NEW_MODEL, "name": "Tank <b>&</b>"}
+
+    async def main():
+        kit = FakeKit("tank", descriptor)
+        kit.latest, kit.latest_ts = {"level": 42.5, "pump-state": "filling",
+                                     "label": "<script>x</script>"}, 1_700_000_000.25
+        dash = KitDashboard(FakeLab(kit), "tank", Runner(), Texts("ru"))
+        return dash, dash.snapshot_html()
+
+    dash, html = run(main)
+    for sensor in NEW_MODEL["sensors"]:
+        assert f"data-sensor='{sensor}'" in html
+    assert "42.5 cm" in html and "filling" in html and 'data-ts="1700000000.250"' in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<b>&</b>" not in html  # the kit's name as text
+    assert RU["first_paint"] in html
+    # The live widgets, not the first paint, carry the marker the first paint gives way to.
+    assert "smartlab-live" not in html
+    assert all("smartlab-live" in p.title._dom_classes for p in dash.plots.values())
+
+
+def test_a_page_widget_carries_its_first_paint_beside_the_widget_view():
+    async def main():
+        return (PageBox([W.HTML("x")], snapshot="<b>42</b>")._repr_mimebundle_(),
+                PageBox([W.HTML("x")])._repr_mimebundle_())
+
+    with_snapshot, without = run(main)
+    assert with_snapshot[SNAPSHOT_MIME] == "<b>42</b>"
+    assert "application/vnd.jupyter.widget-view+json" in with_snapshot
+    assert SNAPSHOT_MIME not in without and "application/vnd.jupyter.widget-view+json" in without
+
+
+def test_a_kit_page_waits_briefly_for_a_first_value_only_when_one_is_coming():
+    kit = FakeKit("tank", NEW_MODEL)
+    arrive = threading.Timer(0.1, lambda: [cb("tank", {}) for cb in list(kit.subscribers)])
+    arrive.start()
+    started = time.monotonic()
+    wait_for_first_sample(kit, timeout=5)
+    assert 0.05 < time.monotonic() - started < 2  # woken by the sample
+    assert kit.subscribers == []  # and unsubscribed
+    kit.state = "lost"
+    started = time.monotonic()
+    wait_for_first_sample(kit, timeout=5)
+    assert time.monotonic() - started < 0.05  # a lost kit sends nothing: no wait
+
+    async def unbuilt() -> str:
+        page = KitPage()
+        try:
+            return page.snapshot_html()
+        finally:
+            page.close()
+
+    assert run(unbuilt) == ""  # nothing built (no kit, an error box): nothing painted
+
+
+def test_the_board_s_first_paint_lists_every_kit_with_its_state_and_values():
+    async def main():
+        kit = FakeKit("lamp-1", load_models()["street-lighting"])
+        kit.latest, kit.latest_ts = {"lamp-power": 61.25, "motion": True}, time.time()
+        kit.state = "lost"
+        board = OverviewBoard(FakeLab(kit), Runner(), Texts("en"), public=True)
+        return board, board.snapshot_html()
+
+    board, html = run(main)
+    assert "data-kit='lamp-1'" in html and "data-state='lost'" in html
+    assert "61.2 W" in html or "61.3 W" in html
+    assert EN["public_note"] in html and EN["first_paint"] in html
+    assert "smartlab-live" not in html
+    assert "smartlab-live" in board.rows["lamp-1"].cells["status"]._dom_classes
+
+
+def test_voila_finds_the_first_paint_template_through_the_jupyter_path():
+    assert f"--template={TEMPLATE}" in voila_command(port=1)
+    template = DATA_DIR / "voila" / "templates" / TEMPLATE
+    assert (template / "index.html.j2").is_file()
+    assert '"base_template": "lab"' in (template / "conf.json").read_text()
+    assert SNAPSHOT_MIME in (template / "index.html.j2").read_text()
+    env = voila_env({"JUPYTER_PATH": f"/a:{DATA_DIR}", "HOME": "/h"})
+    assert env["JUPYTER_PATH"] == f"{DATA_DIR}:/a" and env["HOME"] == "/h"
+    assert voila_env({})["JUPYTER_PATH"] == str(DATA_DIR)
 
 
 def test_a_controller_s_change_is_sent_off_the_loop_and_its_answer_shown_in_the_language():
