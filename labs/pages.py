@@ -245,6 +245,8 @@ def _close_pages() -> None:
 class KitPage(Page):
     """`kit.ipynb?kit=<kit id>`: live plots, controls, queue and session."""
 
+    dashboard: KitDashboard | None = None  # once built for a known kit
+
     def build(self) -> W.Widget:
         assert self.lab is not None
         kit_id = query().get("kit", "")
@@ -268,15 +270,16 @@ class KitPage(Page):
         return W.VBox(parts)
 
     def snapshot_html(self) -> str:
-        dashboard: KitDashboard | None = getattr(self, "dashboard", None)
-        if dashboard is None:
+        if self.dashboard is None:
             return ""
-        wait_for_first_sample(dashboard.kit, FIRST_SAMPLE_WAIT_S)
-        return f"<div class='smartlab-snapshot-kit'>{dashboard.snapshot_html()}</div>"
+        wait_for_first_sample(self.dashboard.kit, FIRST_SAMPLE_WAIT_S)
+        return f"<div class='smartlab-snapshot-kit'>{self.dashboard.snapshot_html()}</div>"
 
 
 class OverviewPage(Page):
     """`overview.ipynb`: every kit at a glance; read-only (the public board too)."""
+
+    board: OverviewBoard | None = None  # once built
 
     def build(self) -> W.Widget:
         assert self.lab is not None
@@ -288,8 +291,7 @@ class OverviewPage(Page):
         return board.widget
 
     def snapshot_html(self) -> str:
-        board: OverviewBoard | None = getattr(self, "board", None)
-        return "" if board is None else board.snapshot_html()
+        return "" if self.board is None else self.board.snapshot_html()
 
 
 class AdminPage(Page):
