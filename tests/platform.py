@@ -50,9 +50,17 @@ class Up:
     def wait_up(self, timeout: float = 180) -> str:
         wait_until(lambda: any("Smart City Lab is up" in x for x in self.lines)
                    or self.process.poll() is not None, timeout=timeout)
-        assert self.process.poll() is None, "\n".join(self.lines[-30:])
+        assert self.process.poll() is None, "\n".join(self.lines[-30:] + self.hub_log_tail())
         wait_until(lambda: any("Ctrl-C stops everything" in x for x in self.lines), timeout=10)
         return "\n".join(self.lines)
+
+    def hub_log_tail(self, lines: int = 40) -> list[str]:
+        """The end of JupyterHub's log: why it exited, kept in the failure message because
+        the state folder is deleted with the test session."""
+        log = self.state / "hub" / "jupyterhub.log"
+        if not log.exists():
+            return []
+        return ["--- jupyterhub.log ---", *log.read_text(errors="replace").splitlines()[-lines:]]
 
     def stop(self, sig: int) -> int:
         self.process.send_signal(sig)
