@@ -65,7 +65,7 @@ SENSOR = "lamp-power"
 USERS = {"admin": {"name": "bench-admin", "institution": "centre", "lab_admin": True},
          "viewer": {"name": "bench-viewer", "institution": "univ-a"}}
 TARGET_COLD_S, TARGET_WARM_S, TARGET_P99_MS = 3.0, 1.0, 250.0
-STAMP = f".smartlab-sensor-{SENSOR} .smartlab-ts[data-ts]"  # in the live widgets
+STAMP = f".smartlab-readings [data-sensor='{SENSOR}'] .smartlab-ts[data-ts]"  # live
 FIRST_PAINT = f".smartlab-snapshot [data-sensor='{SENSOR}'] .smartlab-ts[data-ts]"
 
 # In every tab of phase 1: when a value is first on screen, at the next animation frame after
@@ -87,9 +87,10 @@ new MutationObserver(() => {{
 
 OBSERVE_JS = """(sensor) => {
   window.__delays = [];
-  const box = document.querySelector(`.smartlab-sensor-${sensor}`);
-  const stamp = () => parseFloat(box.querySelector('.smartlab-ts[data-ts]')?.dataset.ts ?? 0);
-  // The stamp already shown is not new: other changes in the box (a line redrawn) must not
+  const box = document.querySelector('.smartlab-readings');
+  const stamp = () => parseFloat(
+    box.querySelector(`[data-sensor='${sensor}'] .smartlab-ts[data-ts]`)?.dataset.ts ?? 0);
+  // The stamp already shown is not new: a row re-sent for another sensor's value must not
   // record its age.
   let last = stamp();
   new MutationObserver(() => {
@@ -422,9 +423,10 @@ def report(first: dict[str, list[float]],
               "kit; a MutationObserver per page records `Date.now() - ts` at the next animation "
               "frame after a new sample's stamp appears; the bare subscribers (as many, paho v5 "
               "in the benchmark process) see the same samples. Values may be flushed 10 times a "
-              "second, above the kit's rate; a plot's title changes (and is measured) when "
-              "its text does (a new value, or the next second: about 1 sample in 2 at 2 Hz); "
-              "lines are redrawn once a second (the 1-minute window).",
+              "second, above the kit's rate; the row of latest values changes (and is "
+              f"measured, for {SENSOR}) when its text does (a new value, or the next second: "
+              "about 1 sample in 2 at 2 Hz); lines are redrawn once a second (the 1-minute "
+              "window), and each page's time axes step every 7.5 s at a moment of their own.",
               "- The machine is shared and has 2 cores: the kernels, Voilà, the broker and "
               "Chromium rendering every page compete for them. The 'chromium' CPU column is "
               "the viewers' side, which in a class runs on each student's own computer; "

@@ -4,7 +4,7 @@ per actuator, the acknowledgements as they arrive, and the kit's state.
 Nothing here knows a kit model: a new model's descriptor is rendered as it is. Data flow:
 
     paho thread --Kit.subscribe / Lab.on_state--> Runner.from_thread --> loop: mark()
-    loop: Coalescer (<= max_rate flushes/s) --> flush_values(): latest values, set widget traits
+    loop: Coalescer (<= max_rate flushes/s) --> flush_values(): the Readings row, actuator values
           Coalescer (redraw_interval)        --> flush_history(): read Kit.history, redraw lines
 
 Commands run in the runner's pool (`Kit.set` waits for the kit's acknowledgement) through the
@@ -17,6 +17,7 @@ import collections
 import datetime as dt
 import html
 import logging
+import random
 import time
 from typing import Any
 
@@ -37,20 +38,13 @@ from labs.client import (
 from labs.i18n import Texts
 from labs.widgets.controls import ActuatorControl
 from labs.widgets.live import DEFAULT_MAX_RATE, Coalescer, Runner
-from labs.widgets.plots import (
-    SensorPlot,
-    format_value,
-    plotted,
-    redraw_interval,
-    sample_stamp,
-    title_html,
-)
+from labs.widgets.plots import SensorPlot, format_value, plotted, redraw_interval
+from labs.widgets.readings import Readings
 
 log = logging.getLogger(__name__)
 
 WINDOWS = (60, 300, 900, 3600)  # seconds a plot shows
 STALE_AFTER_S = 5.0  # a ready kit silent this long gets a notice
-SNAPSHOT_BOX = "border:1px solid #ddd;padding:4px;margin:2px"  # a sensor's box, as live
 ACK_LINES = 8
 
 
@@ -104,15 +98,16 @@ class KitDashboard:
         self._enums: dict[str, EnumHistory] = {}
 
         sensors = self.descriptor.get("sensors", {})
-        self.plots: dict[str, SensorPlot] = {}
-        self.cards: dict[str, W.HTML] = {}  # sensors shown as text only
+        self.readings = Readings(sensors, texts)  # every sensor's latest value, one widget
+        # The page's time axes step on together, at a moment of their own: pages of one kit
+        # stepping on the same sample would redraw all their axes in one burst.
+        axis_phase = random.random()
+        self.plots: dict[str, SensorPlot] = {}  # the sensors drawn as lines
         for name, spec in sensors.items():
             if plotted(spec):
-                self.plots[name] = SensorPlot(name, spec, texts)
+                self.plots[name] = SensorPlot(name, spec, axis_phase=axis_phase)
                 if spec["datatype"] == "enum":
                     self._enums[name] = EnumHistory(list(spec["values"]), lab.history or 1)
-            else:
-                self.cards[name] = W.HTML()
         self.controls = {name: ActuatorControl(name, spec, texts, self._submit, self._refused)
                          for name, spec in self.descriptor.get("actuators", {}).items()}
 
@@ -142,14 +137,7 @@ class KitDashboard:
         self.window.observe(self._window_changed, names="value")
         self.sensor_title = t.label(W.HTML(), "sensors", "value")
         self.actuator_title = t.label(W.HTML(), "actuators", "value")
-        cards = []
-        for name, card in self.cards.items():
-            box = W.VBox([card], layout=W.Layout(border="1px solid #ddd", padding="4px",
-                                                 margin="2px"))
-            box.add_class("smartlab-sensor")
-            box.add_class(f"smartlab-sensor-{name}")
-            cards.append(box)
-        grid = W.GridBox([p.widget for p in self.plots.values()] + cards,
+        grid = W.GridBox([p.widget for p in self.plots.values()],
                          layout=W.Layout(grid_template_columns="repeat(auto-fill, "
                                                                "minmax(420px, 1fr))",
                                          width="100%"))
@@ -166,11 +154,10 @@ class KitDashboard:
         box = W.VBox([self.header, self.kit_banner,
                       W.HBox([self.sensor_title, self.window],
                              layout=W.Layout(align_items="center")),
-                      grid, controls])
+                      self.readings.widget, grid, controls])
         box.add_class("smartlab-kit-dashboard")
-        # A live value on screen: the page's first paint (`snapshot_html`) gives way.
-        for shows_value in [p.title for p in self.plots.values()] + list(self.cards.values()):
-            shows_value.add_class("smartlab-live")
+        # Live values on screen: the page's first paint (`snapshot_html`) gives way.
+        self.readings.widget.add_class("smartlab-live")
         return box
 
     def _window_options(self) -> None:
@@ -287,32 +274,16 @@ class KitDashboard:
 
     def flush_values(self) -> None:
         """Copy the kit's latest values into the widgets (on the loop, coalesced)."""
-        latest, ts = self.kit.latest, self.kit.latest_ts
-        for name, plot in self.plots.items():
-            plot.show_value(latest.get(name), ts)
-        for name, card in self.cards.items():
-            card.value = self._card_html(name, latest.get(name), ts)
+        self.readings.show(self.kit.latest, self.kit.latest_ts)
         actuators = (self.control or self.kit).actuators or self.kit.actuators
         for name, control in self.controls.items():
             control.show_kit_value(actuators.get(name))
 
-    def _card_html(self, sensor: str, value: Any, ts: float | None) -> str:
-        spec = self.descriptor["sensors"][sensor]
-        shown = html.escape(format_value(value, spec, self.texts))
-        return (f"<b>{html.escape(spec.get('name') or sensor)}</b>: "
-                f"<span class='smartlab-value'>{shown}</span> {sample_stamp(ts, self.texts)}")
-
     def snapshot_html(self) -> str:
         """The kit's header and latest values as static HTML: what the page shows from its
         first paint until the widgets are live (see `labs.pages.PageBox`)."""
-        latest, ts = self.kit.latest, self.kit.latest_ts
-        boxes = [f"<div data-sensor='{html.escape(name)}' style='{SNAPSHOT_BOX}'>"
-                 f"{title_html(name, plot.spec, latest.get(name), ts, self.texts)}</div>"
-                 for name, plot in self.plots.items()]
-        boxes += [f"<div data-sensor='{html.escape(name)}' style='{SNAPSHOT_BOX}'>"
-                  f"{self._card_html(name, latest.get(name), ts)}</div>" for name in self.cards]
-        return (f"{self.header.value}<div style='display:grid;grid-template-columns:"
-                f"repeat(auto-fill,minmax(420px,1fr))'>{''.join(boxes)}</div>"
+        readings = self.readings.html(self.kit.latest, self.kit.latest_ts)
+        return (f"{self.header.value}{readings}"
                 f"<p style='color:#555'><i>{html.escape(self.texts('first_paint'))}</i></p>")
 
     def flush_history(self) -> None:

@@ -9,8 +9,8 @@ scale whose range follows the data changes with every sample, and bqplot then re
 (ticks, labels, grid lines through d3 transitions that force style recalculations): measured, that
 was half of the page's script time. So the time axis has a fixed range that moves in steps
 (`time_axis`), and between steps a sample only redraws the line. The line itself is redrawn less
-often than values arrive (`redraw_interval`): the latest value (the title) is what a person
-reads at once, while a line over a minute or more moves by a few pixels per sample.
+often than values arrive (`redraw_interval`): the latest value (`labs.widgets.readings`) is what
+a person reads at once, while a line over a minute or more moves by a few pixels per sample.
 """
 
 from __future__ import annotations
@@ -63,14 +63,15 @@ def utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(round(ts, 3), dt.UTC).replace(tzinfo=None)
 
 
-def time_axis(now: float, window_s: float) -> tuple[float, float, float]:
+def time_axis(now: float, window_s: float, phase: float = 0.0) -> tuple[float, float, float]:
     """(start, end, tick spacing) of a time axis `window_s` wide showing `now`.
 
     Ticks fall on round times, at most 5 across; the range moves on in steps of half a tick
-    spacing, so `now` stays in its last part and the axis is still between steps."""
+    spacing, so `now` stays in its last part and the axis is still between steps. The steps
+    come `phase` (a fraction of a step, 0 to 1) after round times."""
     spacing = next((s for s in TICK_SPACINGS_S if window_s / s <= 5), TICK_SPACINGS_S[-1])
     step = spacing / 2
-    end = (math.floor(now / step) + 1) * step
+    end = (math.floor(now / step - phase) + 1 + phase) * step
     return end - window_s, end, spacing
 
 
@@ -113,25 +114,20 @@ def sample_stamp(ts: float | None, texts: Texts) -> str:
             f'{html.escape(texts("at", time=clock))}</span>')
 
 
-def title_html(sensor: str, spec: dict[str, Any], value: Any, ts: float | None,
-               texts: Texts) -> str:
-    """A sensor's name, latest value and its time, as a plot's title (and the page's
-    server-rendered first paint) shows them."""
-    name = html.escape(spec.get("name") or sensor)
-    shown = html.escape(format_value(value, spec, texts))
-    return (f"<div style='display:flex;justify-content:space-between'>"
-            f"<span><b>{name}</b>: <span class='smartlab-value'>{shown}</span>"
-            f"</span>{sample_stamp(ts, texts)}</div>")
+def title_text(name: str, unit: str | None) -> str:
+    """A plot's heading: the sensor's name and unit."""
+    unit_html = f" <small style='color:#555'>{html.escape(unit)}</small>" if unit else ""
+    return f"<b>{html.escape(name)}</b>{unit_html}"
 
 
 class SensorPlot:
-    """One sensor: title with the latest value, and its history over the chosen window."""
+    """One sensor's history over the chosen window, under its name and unit."""
 
-    def __init__(self, sensor: str, spec: dict[str, Any], texts: Texts,
-                 height: str = "170px") -> None:
+    def __init__(self, sensor: str, spec: dict[str, Any], height: str = "170px",
+                 axis_phase: float = 0.0) -> None:
         self.sensor = sensor
         self.spec = spec
-        self.texts = texts
+        self.axis_phase = axis_phase  # see `time_axis`
         datatype = spec.get("datatype")
         self.levels: list[str] = list(spec.get("values") or []) if datatype == "enum" else []
         self.x_scale = bq.DateScale()
@@ -163,36 +159,17 @@ class SensorPlot:
                                 max_aspect_ratio=100,
                                 fig_margin={"top": 8, "bottom": 28, "left": 56, "right": 28},
                                 layout=W.Layout(width="100%", height=height))
-        # Name, latest value and its time in one widget: at most one message per sample.
-        self.title = W.HTML(layout=W.Layout(width="100%"))
-        self._title_shown: tuple[Any, ...] | None = None
-        self.value: Any = None
+        # The name and unit only: the latest values are in the page's `Readings` row.
+        self.title = W.HTML(title_text(spec.get("name") or sensor, spec.get("unit")),
+                            layout=W.Layout(width="100%"))
         self.widget = W.VBox([self.title, self.figure],
                              layout=W.Layout(border="1px solid #ddd", padding="4px",
                                              margin="2px"))
         self.widget.add_class("smartlab-sensor")
         self.widget.add_class(f"smartlab-sensor-{sensor}")
-        self._ts: float | None = None
-        texts.bind(self._render_title)
 
     def _levels_label(self) -> str:
         return " · ".join(f"{i} {name}" for i, name in enumerate(self.levels))
-
-    def _render_title(self) -> None:
-        # Sent only when what a person reads changes: a sample with the same shown value in the
-        # same second (half of a 2 Hz kit's) would re-render the title for nothing. `data-ts`
-        # then stays on the first sample that showed this text.
-        shown = (self.texts.language, format_value(self.value, self.spec, self.texts),
-                 None if self._ts is None else int(self._ts))
-        if shown == self._title_shown:
-            return
-        self._title_shown = shown
-        self.title.value = title_html(self.sensor, self.spec, self.value, self._ts, self.texts)
-
-    def show_value(self, value: Any, ts: float | None) -> None:
-        """The latest value and its time, in the title (one message, when its text changes)."""
-        self.value, self._ts = value, ts
-        self._render_title()
 
     def show_history(self, t: np.ndarray, v: np.ndarray, window_s: float, now: float) -> None:
         """The history of the last `window_s` seconds up to `now` (t in epoch seconds).
@@ -212,7 +189,7 @@ class SensorPlot:
     def _follow(self, now: float, window_s: float) -> tuple[float, float, float]:
         """The time axis showing `now`; sent only when it has stepped on (or the window
         changed), with ticks on round times."""
-        axis = time_axis(now, window_s)
+        axis = time_axis(now, window_s, self.axis_phase)
         if axis != self._time_axis:
             self._time_axis = axis
             start, end, spacing = axis

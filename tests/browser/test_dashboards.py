@@ -34,7 +34,8 @@ DISABLED_JS = """(actuator) => {
   return flag !== null && flag !== 'false';
 }"""
 TS_JS = """(sensor) => {
-  const el = document.querySelector(`.smartlab-sensor-${sensor} .smartlab-ts[data-ts]`);
+  const el = document.querySelector(
+    `.smartlab-readings [data-sensor='${sensor}'] .smartlab-ts[data-ts]`);
   return el ? parseFloat(el.dataset.ts) : null;
 }"""
 LINE_JS = """(sensor) => {
@@ -79,7 +80,7 @@ def type_into_slider(page, actuator: str, value: int) -> None:
 
 
 def wait_first_value(page, sensor: str, timeout: float = 30.0) -> float:
-    page.wait_for_selector(f".smartlab-sensor-{sensor} .smartlab-ts[data-ts]",
+    page.wait_for_selector(f".smartlab-readings [data-sensor='{sensor}'] .smartlab-ts[data-ts]",
                            timeout=timeout * 1000)
     return sample_ts(page, sensor)
 

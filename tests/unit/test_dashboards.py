@@ -269,10 +269,9 @@ def test_every_model_gets_a_plot_per_sensor_and_a_bounded_control_per_actuator(m
 
     dash = run(main)
     for name, spec in descriptor["sensors"].items():
-        if spec["datatype"] in ("float", "integer", "boolean", "enum"):
-            assert name in dash.plots
-        else:
-            assert name in dash.cards
+        assert f"data-sensor='{name}'" in dash.readings.widget.value  # every latest value
+        assert (name in dash.plots) == (spec["datatype"] in ("float", "integer", "boolean",
+                                                              "enum"))
     assert set(dash.controls) == set(descriptor["actuators"])
     for name, control in dash.controls.items():
         spec = descriptor["actuators"][name]
@@ -310,7 +309,7 @@ def test_flush_shows_the_window_of_history_and_the_kit_state_without_sending_com
         await settle(0.2)
         # The new value is shown at once; the lines, drawn when the page opened, are redrawn
         # at most once a second.
-        assert "filling" in dash.plots["pump-state"].title.value
+        assert "filling" in dash.readings.widget.value
         assert list(dash.plots["pump-state"].line.y) == []
         await settle(MIN_REDRAW_S)
         return dash, kit
@@ -320,10 +319,21 @@ def test_flush_shows_the_window_of_history_and_the_kit_state_without_sending_com
     assert 100 <= len(line.x) <= 121  # the last minute of 0.5 s samples
     assert line.y[-1] == 100.0
     assert list(dash.plots["pump-state"].line.y) == [1.0]  # enum level index
-    assert "north" in dash.cards["label"].value
-    assert "data-ts" in dash.plots["level"].title.value
+    assert "north" in dash.readings.widget.value and "data-ts" in dash.readings.widget.value
     assert dash.controls["mode"].input.value == "manual"  # copied from the kit
     assert kit.sent == []  # ... which sends nothing
+
+
+def test_a_page_s_axes_step_together_and_pages_of_one_kit_at_different_moments():
+    async def main() -> list[KitDashboard]:
+        kit = FakeKit("k-1", load_models()["intersection"])
+        return [KitDashboard(FakeLab(kit), "k-1", Runner(), Texts("en")) for _ in range(8)]
+
+    pages = run(main)
+    phases = [{plot.axis_phase for plot in dash.plots.values()} for dash in pages]
+    assert all(len(page) == 1 for page in phases)  # one phase per page
+    assert all(0 <= phase < 1 for page in phases for phase in page)
+    assert len({phase for page in phases for phase in page}) == len(pages)
 
 
 def test_the_first_paint_has_every_sensor_s_latest_value_escaped_and_no_live_marker():
@@ -345,7 +355,7 @@ def test_the_first_paint_has_every_sensor_s_latest_value_escaped_and_no_live_mar
     assert RU["first_paint"] in html
     # The live widgets, not the first paint, carry the marker the first paint gives way to.
     assert "smartlab-live" not in html
-    assert all("smartlab-live" in p.title._dom_classes for p in dash.plots.values())
+    assert "smartlab-live" in dash.readings.widget._dom_classes
 
 
 def test_a_page_widget_carries_its_first_paint_beside_the_widget_view():

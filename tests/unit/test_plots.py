@@ -1,13 +1,12 @@
 """The live sensor plot's browser-side economy: the time axis moves in steps (between them a
-sample only redraws the line), both ranges are set by the plot, the title is re-sent only when
-what a person reads changes, and lines are redrawn about once per pixel of movement."""
+sample only redraws the line), both ranges are set by the plot, and lines are redrawn about once
+per pixel of movement."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from labs.i18n import Texts
 from labs.widgets.plots import SensorPlot, as_dates, redraw_interval, time_axis
 
 LAMP = {"name": "Lamp power", "datatype": "float", "unit": "W", "min": 0, "max": 150}
@@ -32,8 +31,26 @@ def test_time_axis_is_the_window_wide_with_round_ticks_and_moves_in_half_tick_st
     assert time_axis(end, window) == (start + spacing / 2, end + spacing / 2, tick)
 
 
+@pytest.mark.parametrize("phase", [0.25, 0.9])
+def test_a_phase_moves_the_steps_by_that_fraction_of_a_step_and_keeps_the_window(phase):
+    step = 7.5  # the 1-minute window: ticks every 15 s
+    start, end, tick = time_axis(T0 + 1, 60, phase)
+    assert (end - start, tick) == (60, 15)
+    assert start < T0 + 1 < end and (end - phase * step) % step == pytest.approx(0)
+    assert time_axis(end - 0.001, 60, phase) == (start, end, tick)
+    assert time_axis(end, 60, phase)[1] == pytest.approx(end + step)
+
+
+def test_a_plot_steps_its_axis_at_its_own_phase_with_ticks_still_on_round_times():
+    plot = SensorPlot("lamp-power", LAMP, axis_phase=0.5)
+    t = T0 + np.arange(-60, 0.1, 0.5)
+    plot.show_history(t, 40 + np.sin(t), 60, T0)
+    assert plot.x_scale.max == as_dates(np.array([T0 + 3.75]))[0]  # round + half a step
+    assert list(plot.x_axis.tick_values) == list(as_dates(T0 + np.arange(-45, 0.1, 15)))
+
+
 def test_a_sample_redraws_only_the_line_until_the_time_axis_steps_on():
-    plot = SensorPlot("lamp-power", LAMP, Texts("en"))
+    plot = SensorPlot("lamp-power", LAMP)
     t = T0 + np.arange(-120, 0.1, 0.5)
     v = 40 + np.sin(t)
     plot.show_history(t, v, 60, t[-1])
@@ -53,20 +70,6 @@ def test_a_sample_redraws_only_the_line_until_the_time_axis_steps_on():
     t, v = np.append(t, T0 + 7.5), np.append(v, 40.0)
     plot.show_history(t, v, 60, T0 + 7.5)
     assert sorted(axes) == ["max", "min", "tick_values"]
-
-
-def test_the_title_is_resent_only_when_its_value_time_or_language_reads_differently():
-    texts = Texts("en")
-    plot = SensorPlot("lamp-power", LAMP, texts)
-    titles = changes(plot.title, "value")
-    plot.show_value(40.21, T0 + 0.1)
-    plot.show_value(40.24, T0 + 0.6)  # "40.2 W at the same second"
-    assert len(titles) == 1 and 'data-ts="1795500000.100"' in plot.title.value
-    plot.show_value(40.24, T0 + 1.1)  # the next second
-    plot.show_value(41.0, T0 + 1.6)  # another value
-    assert len(titles) == 3 and "41.0 W" in plot.title.value
-    texts.language = "ru"
-    assert len(titles) == 4 and ">в " in plot.title.value
 
 
 @pytest.mark.parametrize(("window", "seconds"), [(60, 1.0), (300, 1.0), (900, 3.0), (3600, 12.0)])
