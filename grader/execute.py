@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Unicode, default
 
 from grader.kernels import SandboxKernelManager
-from grader.sandbox import describe_bytes
+from grader.sandbox import describe_bytes, kernel_runtime, source_checkout
 from grader.settings import Sandbox
 
 NOTE_KEY = "smartlab_grade"  # notebook metadata: why a run stopped early
@@ -45,28 +44,19 @@ NOT_RUN_ENAME = "NotRun"
 STOPS: list[dict[str, Any]] = []
 
 
-REPO = Path(__file__).resolve().parent.parent
-
-
 def _needed() -> list[str]:
     """What the kernel itself runs from: never hidden, whatever the configuration says."""
-    return [os.path.realpath(p) for p in (sys.prefix, REPO / "grader", REPO / "hardware_kits",
-                                          REPO / "labs", REPO / "courses")] + [
-        "/tmp", "/var/tmp", "/dev/shm"]  # the sandbox's private ones are mounted there
+    return [*kernel_runtime(), "/tmp", "/var/tmp", "/dev/shm"]  # the sandbox's private ones
 
 
-def _source_checkout() -> list[Path]:
-    """When the platform runs from its repository (an editable install), the parts of it that
-    are not code: every course's own folder under courses/ (solutions and hidden tests of the
-    shipped courses), the tests (their fixture course), the state folder (tokens, passwords),
-    the site file, the git history."""
-    if not (REPO / "pyproject.toml").exists():
+def _shipped_course_folders() -> list[Path]:
+    """The sandbox shows a kernel only the checkout's packages (`kernel_runtime`); of those,
+    courses/ also holds every shipped course's own folder (solutions and hidden tests)."""
+    checkout = source_checkout()
+    courses = Path(checkout, "courses") if checkout else None
+    if courses is None or not courses.is_dir():
         return []
-    found = [REPO / "var", REPO / "tests", REPO / ".git", REPO / "hub_config" / "demo-site.yaml"]
-    courses = REPO / "courses"
-    if courses.is_dir():
-        found += [d for d in courses.iterdir() if (d / "nbgrader_config.py").exists()]
-    return found
+    return [d for d in courses.iterdir() if (d / "nbgrader_config.py").exists()]
 
 
 def hidden_paths(config: Any, db_url: str | None, course_root: str | None) -> list[str]:
@@ -99,7 +89,7 @@ def hidden_paths(config: Any, db_url: str | None, course_root: str | None) -> li
     add(exchange if isinstance(exchange, str) else os.environ.get("SMARTLAB_EXCHANGE"))
     for variable in ("SMARTLAB_SITE", "SMARTLAB_STATE_DIR", "SMARTLAB_RUNTIME"):
         add(os.environ.get(variable))
-    for path in _source_checkout():
+    for path in _shipped_course_folders():
         add(path)
     for extra in Sandbox(config=config).hide_paths:
         add(extra)

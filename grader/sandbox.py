@@ -4,8 +4,11 @@ Everything here runs in the forked child of the fork server (grader/zygote.py), 
 before the kernel starts. In full mode (the fork server runs as root) the child
 
 - gets private mount, network, IPC and UTS namespaces: no network (only a loopback of its own),
-  the whole filesystem read-only, fresh size-limited tmpfs on /tmp, /var/tmp and /dev/shm, and
-  empty read-only mounts over the grader's files (course folder, gradebook, configuration);
+  the whole filesystem read-only, fresh size-limited tmpfs on /tmp, /var/tmp and /dev/shm, an
+  empty read-only tmpfs over the platform's source checkout with only what the kernel runs from
+  put back (the Python environment and the platform's packages: `kernel_runtime`), wherever
+  the checkout lies, and empty read-only mounts over the grader's files (course folder,
+  gradebook, configuration);
 - copies the submission's support files (not its notebooks) into /tmp/work, reading them with
   the rights of the client that asked for the kernel (a fd it passed, setfsuid to it);
 - sets rlimits (CPU time, address space, processes, file size, open files, no core dumps);
@@ -36,9 +39,13 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 ACCOUNT_PREFIX = "smartlab-sb"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The platform's packages a graded kernel imports: course helpers, kit twins, the client.
+KERNEL_PACKAGES = ("grader", "hardware_kits", "labs", "courses")
 WORKDIR = "/tmp/work"  # the kernel's cwd inside the sandbox
 HOMEDIR = "/tmp/home"  # its $HOME: IPython's folder and the connection file, out of sight
 WEAK_MODE_WARNING = (
@@ -293,6 +300,22 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
 
 
+def kernel_runtime() -> list[str]:
+    """What a sandboxed kernel runs from: this interpreter's environment and the platform's
+    packages. Nothing else of the source checkout is in its sight."""
+    paths = [sys.prefix, *(PROJECT_ROOT / name for name in KERNEL_PACKAGES)]
+    return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
+
+
+def source_checkout() -> str | None:
+    """The repository the platform runs from (an editable install); None when installed."""
+    return str(PROJECT_ROOT) if (PROJECT_ROOT / "pyproject.toml").exists() else None
+
+
+def _is_below(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def _filesystem(job: Job, source_fd: int | None) -> None:
     assert job.account is not None
     # Read-only everything first; then writable islands: the private temporary folders and the
@@ -309,9 +332,28 @@ def _filesystem(job: Job, source_fd: int | None) -> None:
         _remount_all_readonly(job.sock_dir)
     tmp_opts = f"size={max(job.limits.tmp_bytes, 1 << 20)},mode=1777,nr_inodes=16384"
     small = f"size={16 << 20},mode=1777,nr_inodes=1024"
-    for target, opts in (("/tmp", tmp_opts), ("/var/tmp", small), ("/dev/shm", small)):
-        if os.path.isdir(target):
-            _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    masks = [(t, o) for t, o in (("/tmp", tmp_opts), ("/var/tmp", small), ("/dev/shm", small))
+             if os.path.isdir(t)]
+    checkout = source_checkout()
+    if checkout == "/" or (checkout and any(_is_below(checkout, t) for t, _ in masks)):
+        checkout = None  # nothing to mask, or already masked with the temporary folder
+    if checkout:
+        masks.append((checkout, "size=1m,mode=0755,nr_inodes=1024"))
+    # Handles on what must stay visible under the masks, taken before they cover it: the
+    # kernel's runtime (read-only) and its socket folder (writable), wherever they lie.
+    keep = [(p, False) for p in kernel_runtime()] + [(job.sock_dir, True)]
+    held = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC), writable) for path, writable in keep
+            if any(_is_below(path, t) for t, _ in masks)]
+    for target, opts in masks:
+        _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+    for path, fd, writable in held:
+        os.makedirs(path, 0o755, exist_ok=True)  # in a fresh tmpfs of root's: nobody else's
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
+        if not writable:
+            _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    if checkout:
+        _mount(None, checkout, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.mkdir(WORKDIR, 0o700)
     os.mkdir(HOMEDIR, 0o700)
     os.chown(HOMEDIR, job.account.uid, job.account.gid)

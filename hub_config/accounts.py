@@ -13,6 +13,7 @@ import grp
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,21 @@ class AccountError(ValueError):
 def can_isolate() -> bool:
     """Switching to other Unix accounts needs root."""
     return os.geteuid() == 0
+
+
+def closed_to_other_accounts(path: str | os.PathLike[str]) -> str | None:
+    """The first folder on the way to `path` that other accounts cannot pass through (no
+    execute bit for others), or None. Users' servers and graded kernels run under their own
+    accounts from the platform's Python environment, so it must lie on such a path."""
+    current = Path(os.path.abspath(path))
+    for folder in [*reversed(current.parents), current]:
+        try:
+            mode = folder.stat().st_mode
+        except FileNotFoundError:
+            return None  # the rest is made by the platform, with modes of its own
+        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            return str(folder)
+    return None
 
 
 def _run(*command: str) -> None:

@@ -26,7 +26,7 @@ from hardware_kits.cli import DEFAULT_SITE, add_broker_options, broker_for
 from hardware_kits.descriptor import load_models
 from hardware_kits.fleet import Fleet
 from hub_config import hub
-from hub_config.accounts import GRADER_GROUP, can_isolate
+from hub_config.accounts import GRADER_GROUP, can_isolate, closed_to_other_accounts
 from hub_config.course_dirs import prepare_courses
 from hub_config.runtime import RUNTIME_ENV, Runtime, pick_internal_ports, taken_ports
 from hub_config.site import Site, load_site
@@ -108,6 +108,16 @@ def make_runtime(args: argparse.Namespace, site: Site) -> Runtime:
                           "--hub-port, --mqtt-port or --lab-port")
     isolate = can_isolate() and not args.no_isolation
     state_dir = args.state_dir.resolve()
+    if isolate:
+        for what, path in (("the Python environment", sys.prefix), ("the state folder",
+                                                                     state_dir)):
+            closed = closed_to_other_accounts(path)
+            if closed:
+                raise BrokerError(
+                    f"{what} ({path}) lies in {closed}, which other accounts cannot pass "
+                    "through, but users' servers run under their own accounts: clone the "
+                    "repository where they can (/opt, /srv, /tmp), allow it (chmod o+x "
+                    f"{closed}), or choose --state-dir elsewhere")
     runtime = Runtime(site=str(args.site.resolve()), state_dir=str(state_dir),
                       hub_ip=args.hub_ip, hub_port=args.hub_port, mqtt_port=args.mqtt_port,
                       lab_port=args.lab_port, isolate=isolate,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import socket
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from grader.execute import NOT_RUN_ENAME, NOTE_KEY, STOPPED_ENAME
-from grader.sandbox import ACCOUNT_PREFIX, processes_of
+from grader.sandbox import ACCOUNT_PREFIX, KERNEL_PACKAGES, processes_of, source_checkout
 
 from .conftest import SECRET_ENV, root_only, run_notebook, text_of
 
@@ -97,6 +98,28 @@ def test_grader_files_hidden_and_filesystem_read_only(fork_server: str, folder: 
     assert text_of(nb.cells[3]).strip() == "ok"
     assert text_of(nb.cells[4]).strip() == "blocked 27"  # EFBIG: RLIMIT_FSIZE
     assert (folder / "gradebook.db").read_text() == "secret grades"
+
+
+def test_the_checkout_shows_only_what_the_kernel_runs_from(fork_server: str,
+                                                          folder: Path) -> None:
+    """Wherever the repository lies (under /tmp too, which the sandbox replaces), a kernel
+    imports the course helpers and sees nothing else of the checkout: no history, tests,
+    state, site file, nor any shipped course's sources."""
+    checkout = source_checkout()
+    assert checkout is not None  # the suite runs from the repository
+    course = next(Path(checkout, "courses").glob("*/source/*/*.ipynb"))
+    nb, stops = run_notebook(fork_server, [
+        "from courses.recorded import air_incidents\nprint('helpers', callable(air_incidents))",
+        f"import os\nprint(sorted(os.listdir({checkout!r})))",
+        "for path in " + repr([str(course), str(Path(checkout, ".git")),
+                               str(Path(checkout, "tests")), str(Path(checkout, "README.md"))])
+        + ":\n    print(os.path.exists(path))",
+    ], folder)
+    assert text_of(nb.cells[0]).strip() == "helpers True", text_of(nb.cells[0])
+    visible = set(ast.literal_eval(text_of(nb.cells[1])))
+    assert visible <= {*KERNEL_PACKAGES, ".venv"} and {"courses", "grader"} <= visible, visible
+    assert text_of(nb.cells[2]).split() == ["False"] * 4
+    assert stops == []
 
 
 def test_cannot_signal_the_grader_or_its_parent(fork_server: str, folder: Path) -> None:

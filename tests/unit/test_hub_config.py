@@ -228,3 +228,25 @@ def test_site_authenticator_checks_hashes_and_returns_groups(site):
     assert login(auth, "boris", "demo-anna") is None
     assert login(auth, "grader-smart-lighting", "") is None
     assert login(auth, "nobody", "demo-nobody") is None
+
+
+def test_a_folder_closed_to_other_accounts_is_named():
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from hub_config.accounts import closed_to_other_accounts
+
+    top = Path(tempfile.mkdtemp())  # not tmp_path: pytest's parents are closed (0700)
+    try:
+        top.chmod(0o755)
+        private = top / "home"
+        (private / "smartlab" / ".venv").mkdir(parents=True)
+        private.chmod(0o700)
+        assert closed_to_other_accounts(private / "smartlab" / ".venv") == str(private)
+        assert closed_to_other_accounts(private / "smartlab" / "var" / "new") == str(private)
+        private.chmod(0o751)
+        assert closed_to_other_accounts(private / "smartlab" / ".venv") is None
+        assert closed_to_other_accounts(private / "smartlab" / "var" / "new") is None
+    finally:
+        shutil.rmtree(top)
