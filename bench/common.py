@@ -23,9 +23,11 @@ from typing import Any
 
 from hardware_kits.mqtt import BrokerAddress, Credentials, make_client
 
-INTRO = ("# Benchmarks\n\nThe figures are measured on the 2-core CI-class machine; baselines are "
-         "measured in the same run, on the same broker, next to the figures they are compared "
-         "with; compare ratios, not absolute times (the machine is shared and noisy).\n")
+INTRO = (
+    "# Benchmarks\n\nThe figures are measured on the 2-core CI-class machine; baselines are "
+    "measured in the same run, on the same broker, next to the figures they are compared "
+    "with; compare ratios, not absolute times (the machine is shared and noisy).\n"
+)
 
 
 def progress_printer(name: str) -> Callable[[str], None]:
@@ -38,6 +40,7 @@ def progress_printer(name: str) -> Callable[[str], None]:
 
 
 # ============================================================== CPU accounting
+
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of processes (all their threads), from /proc."""
@@ -84,11 +87,14 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, "
-            f"Linux {platform.release()}, Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, "
+        f"Linux {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 # ============================================================== child processes
+
 
 def spawn(ctx: Any, target: Callable[..., None], *args: Any) -> tuple[Any, Connection]:
     """Start `target(child's end of a pipe, *args)` as a daemon process of the multiprocessing
@@ -102,8 +108,15 @@ def spawn(ctx: Any, target: Callable[..., None], *args: Any) -> tuple[Any, Conne
 
 # ============================================================== twins (child process)
 
-def twin_worker(conn: Connection, host: str, port: int, kits: list[tuple[str, str, dict[str, str]]],
-                rate_hz: float, record_sent: bool = False) -> None:
+
+def twin_worker(
+    conn: Connection,
+    host: str,
+    port: int,
+    kits: list[tuple[str, str, dict[str, str]]],
+    rate_hz: float,
+    record_sent: bool = False,
+) -> None:
     """Run `kits` [(kit id, model, credentials)] as twins (KitRunner) until told to stop.
 
     Sends ("ready", pid), then waits for any message; with `record_sent`, answers it with
@@ -163,9 +176,18 @@ def _record_sent(runner: Any) -> array:
 
 # ============================================================== paho subscribers (child process)
 
-def select_loop(conn: Connection, client_ids: list[str], host: str, port: int,
-                credentials: Credentials, topic: str, qos: int, on_message: Any,
-                on_control: Callable[[Any], bool]) -> None:
+
+def select_loop(
+    conn: Connection,
+    client_ids: list[str],
+    host: str,
+    port: int,
+    credentials: Credentials,
+    topic: str,
+    qos: int,
+    on_message: Any,
+    on_control: Callable[[Any], bool],
+) -> None:
     """Drive one paho v5 client per id, subscribed to `topic`, from one selector loop (paho's
     external-loop API: no network thread per client, so many fit in one process).
 
@@ -232,6 +254,7 @@ def select_loop(conn: Connection, client_ids: list[str], host: str, port: int,
 
 # ============================================================== report
 
+
 def text_table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -242,8 +265,13 @@ def text_table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def markdown_table(rows: list[list[str]], header: list[str]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(r) + " |" for r in rows)])
+    return "\n".join(
+        [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows),
+        ]
+    )
 
 
 def write_markdown(path: Path, title: str, body: str, progress: Callable[[str], None]) -> None:

@@ -62,8 +62,10 @@ TITLE = "Dashboards (issue 5)"
 KIT, MODEL = "bench-lamp-1", "street-lighting"
 OTHERS = {"bench-env-1": "environment-station", "bench-park-1": "smart-parking"}
 SENSOR = "lamp-power"
-USERS = {"admin": {"name": "bench-admin", "institution": "centre", "lab_admin": True},
-         "viewer": {"name": "bench-viewer", "institution": "univ-a"}}
+USERS = {
+    "admin": {"name": "bench-admin", "institution": "centre", "lab_admin": True},
+    "viewer": {"name": "bench-viewer", "institution": "univ-a"},
+}
 TARGET_COLD_S, TARGET_WARM_S, TARGET_P99_MS = 3.0, 1.0, 250.0
 STAMP = f".smartlab-readings [data-sensor='{SENSOR}'] .smartlab-ts[data-ts]"  # live
 FIRST_PAINT = f".smartlab-snapshot [data-sensor='{SENSOR}'] .smartlab-ts[data-ts]"
@@ -126,9 +128,14 @@ class Stack:
         models = load_models()
         for kit_id, model in {KIT: MODEL, **OTHERS}.items():
             admin.register_kit(kit_id, model)
-            self.runners.append(KitRunner(kit_id, twin_class(model)(models[model], seed=7),
-                                          self.broker.address(f"kit-{kit_id}"),
-                                          rate_hz=self.rate if kit_id == KIT else None).start())
+            self.runners.append(
+                KitRunner(
+                    kit_id,
+                    twin_class(model)(models[model], seed=7),
+                    self.broker.address(f"kit-{kit_id}"),
+                    rate_hz=self.rate if kit_id == KIT else None,
+                ).start()
+            )
         env = {"SMARTLAB_LAB_URL": self.service.url, "SMARTLAB_TOKEN": token("viewer")}
         self.cold = VoilaServer("cold", self.root, env).start()
         self.warm = VoilaServer("warm", self.root, env, preheat={"kit.ipynb": self.pool}).start()
@@ -158,8 +165,9 @@ def first_value_page(context: Any, url: str) -> tuple[float, float]:
     page = context.new_page()
     try:
         page.goto(url, wait_until="commit")
-        page.wait_for_function("() => window.__firstSeen && window.__firstSeen.live",
-                               timeout=90_000, polling=100)
+        page.wait_for_function(
+            "() => window.__firstSeen && window.__firstSeen.live", timeout=90_000, polling=100
+        )
         seen = page.evaluate("window.__firstSeen")
         return seen["paint"] / 1000, seen["live"] / 1000
     finally:
@@ -204,8 +212,10 @@ def first_value_phase(stack: Stack, browser: Any, runs: int) -> dict[str, list[f
     assert stack.cold is not None and stack.warm is not None
     url_cold = stack.cold.page("kit.ipynb", kit=KIT)
     url_warm = stack.warm.page("kit.ipynb", kit=KIT)
-    results: dict[str, list[float]] = {kind: [] for kind in (
-        "mqtt", "cold", "cold live", "warm", "warm live", "fresh", "fresh live")}
+    results: dict[str, list[float]] = {
+        kind: []
+        for kind in ("mqtt", "cold", "cold live", "warm", "warm live", "fresh", "fresh live")
+    }
 
     def opened(kind: str, context: Any, url: str) -> None:
         first, live = first_value_page(context, url)
@@ -232,11 +242,17 @@ def first_value_phase(stack: Stack, browser: Any, runs: int) -> dict[str, list[f
             finally:
                 fresh.close()
             fills = wait_refilled(stack.warm, fills)
-            progress(f"first value, run {i + 1}/{runs}: mqtt {results['mqtt'][-1]:.3f} s, "
-                     + ", ".join(f"{label} {results[kind][-1]:.2f} s (live "
-                                 f"{results[kind + ' live'][-1]:.2f} s)" for kind, label in
-                                 (("cold", "cold"), ("warm", "preheated"),
-                                  ("fresh", "preheated + empty cache"))))
+            progress(
+                f"first value, run {i + 1}/{runs}: mqtt {results['mqtt'][-1]:.3f} s, "
+                + ", ".join(
+                    f"{label} {results[kind][-1]:.2f} s (live {results[kind + ' live'][-1]:.2f} s)"
+                    for kind, label in (
+                        ("cold", "cold"),
+                        ("warm", "preheated"),
+                        ("fresh", "preheated + empty cache"),
+                    )
+                )
+            )
     finally:
         cached.close()
     return results
@@ -252,8 +268,10 @@ class Subscribers:
         self.delays: list[float] = []
         self.recording = False
         self._lock = threading.Lock()
-        self.labs = [connect(url, client_id=f"bench-sub-{i}-{time.monotonic_ns()}", history=0)
-                     for i in range(n)]
+        self.labs = [
+            connect(url, client_id=f"bench-sub-{i}-{time.monotonic_ns()}", history=0)
+            for i in range(n)
+        ]
         for lab in self.labs:
             lab.kit(KIT, timeout=10).subscribe(self._sample)
 
@@ -295,20 +313,24 @@ def process_groups(stack: Stack) -> dict[str, list[int]]:
             return []
 
     me = psutil.Process()
-    chromium = [p.pid for p in me.children(recursive=True)
-                if "chrom" in (p.name() or "").lower()]
+    chromium = [p.pid for p in me.children(recursive=True) if "chrom" in (p.name() or "").lower()]
     assert stack.cold is not None and stack.cold.process is not None
     server = stack.cold.process.pid
     kernels = sorted(stack.cold.kernel_pids())
     assert stack.broker.process is not None and stack.service is not None
-    return {"chromium": chromium, "kernels": kernels, "voila": [server],
-            "broker": [stack.broker.process.pid],
-            "service": tree(stack.service.process.pid) if stack.service.process else [],
-            "twins+subscribers": [me.pid]}
+    return {
+        "chromium": chromium,
+        "kernels": kernels,
+        "voila": [server],
+        "broker": [stack.broker.process.pid],
+        "service": tree(stack.service.process.pid) if stack.service.process else [],
+        "twins+subscribers": [me.pid],
+    }
 
 
-def measure(pages: list[Any], subs: Subscribers, seconds: float, stack: Stack
-            ) -> tuple[list[float], list[float], dict[str, float]]:
+def measure(
+    pages: list[Any], subs: Subscribers, seconds: float, stack: Stack
+) -> tuple[list[float], list[float], dict[str, float]]:
     for page in pages:
         page.evaluate("() => { window.__delays = []; }")
     subs.take()
@@ -321,8 +343,9 @@ def measure(pages: list[Any], subs: Subscribers, seconds: float, stack: Stack
     return screen, subs.take(), cpu
 
 
-def delay_phase(stack: Stack, browser: Any, dashboards: int, seconds: float
-                ) -> dict[str, tuple[list[float], list[float], dict[str, float]]]:
+def delay_phase(
+    stack: Stack, browser: Any, dashboards: int, seconds: float
+) -> dict[str, tuple[list[float], list[float], dict[str, float]]]:
     assert stack.cold is not None
     url = stack.cold.page("kit.ipynb", kit=KIT)
     results = {}
@@ -360,92 +383,164 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def report(first: dict[str, list[float]],
-           delays: dict[str, tuple[list[float], list[float], dict[str, float]]],
-           args: argparse.Namespace, command: str, started: datetime) -> str:
+def report(
+    first: dict[str, list[float]],
+    delays: dict[str, tuple[list[float], list[float], dict[str, float]]],
+    args: argparse.Namespace,
+    command: str,
+    started: datetime,
+) -> str:
     med = {k: statistics.median(v) for k, v in first.items()}
-    rows1 = [["bare MQTT subscriber (baseline)", f"{med['mqtt']:.3f} s",
-              f"{max(first['mqtt']):.3f} s", "1.0", "", "", ""]]
-    for kind, label in (("cold", "dashboard, cold kernel"),
-                        ("warm", "dashboard, preheated kernel"),
-                        ("fresh", "dashboard, preheated kernel, empty browser cache")):
+    rows1 = [
+        [
+            "bare MQTT subscriber (baseline)",
+            f"{med['mqtt']:.3f} s",
+            f"{max(first['mqtt']):.3f} s",
+            "1.0",
+            "",
+            "",
+            "",
+        ]
+    ]
+    for kind, label in (
+        ("cold", "dashboard, cold kernel"),
+        ("warm", "dashboard, preheated kernel"),
+        ("fresh", "dashboard, preheated kernel, empty browser cache"),
+    ):
         live = f"{kind} live"
-        rows1.append([label, f"{med[kind]:.2f} s", f"{max(first[kind]):.2f} s",
-                      f"{med[kind] / med['mqtt']:.0f}", f"{med[live]:.2f} s",
-                      f"{max(first[live]):.2f} s", f"{med[live] / med['mqtt']:.0f}"])
-    header1 = ["opening -> first live value on screen", "median", "max", "x baseline",
-               "in the live widgets: median", "max", "x baseline"]
+        rows1.append(
+            [
+                label,
+                f"{med[kind]:.2f} s",
+                f"{max(first[kind]):.2f} s",
+                f"{med[kind] / med['mqtt']:.0f}",
+                f"{med[live]:.2f} s",
+                f"{max(first[live]):.2f} s",
+                f"{med[live] / med['mqtt']:.0f}",
+            ]
+        )
+    header1 = [
+        "opening -> first live value on screen",
+        "median",
+        "max",
+        "x baseline",
+        "in the live widgets: median",
+        "max",
+        "x baseline",
+    ]
     rows2 = []
     many = list(delays)[-1]
     for n, (screen, base, _cpu) in delays.items():
-        rows2.append([f"{n} dashboard{'s' if n != '1' else ''} open",
-                      f"{pct(screen, 50):.0f} ms", f"{pct(screen, 99):.0f} ms",
-                      f"{max(screen):.0f} ms" if screen else "-", str(len(screen)),
-                      f"{pct(base, 50):.1f} ms", f"{pct(base, 99):.1f} ms", str(len(base))])
-    header2 = ["twin publish -> value on screen", "p50", "p99", "max", "samples",
-               "bare subscribers p50", "p99", "samples"]
+        rows2.append(
+            [
+                f"{n} dashboard{'s' if n != '1' else ''} open",
+                f"{pct(screen, 50):.0f} ms",
+                f"{pct(screen, 99):.0f} ms",
+                f"{max(screen):.0f} ms" if screen else "-",
+                str(len(screen)),
+                f"{pct(base, 50):.1f} ms",
+                f"{pct(base, 99):.1f} ms",
+                str(len(base)),
+            ]
+        )
+    header2 = [
+        "twin publish -> value on screen",
+        "p50",
+        "p99",
+        "max",
+        "samples",
+        "bare subscribers p50",
+        "p99",
+        "samples",
+    ]
     groups = list(next(iter(delays.values()))[2])
-    rows3 = [[f"{n} open", *(f"{cpu[g]:.0f}" for g in groups)]
-             for n, (_s, _b, cpu) in delays.items()]
+    rows3 = [
+        [f"{n} open", *(f"{cpu[g]:.0f}" for g in groups)] for n, (_s, _b, cpu) in delays.items()
+    ]
     header3 = ["CPU, % of one core", *groups]
     screen_many = delays[many][0]
     checks = [
         (med["cold"] <= TARGET_COLD_S, f"first value, cold, median ≤ {TARGET_COLD_S:g} s"),
         (med["warm"] <= TARGET_WARM_S, f"first value, preheated, median ≤ {TARGET_WARM_S:g} s"),
-        (int(many) == args.dashboards,
-         f"{args.dashboards} dashboards open at once (opened: {many})"),
-        (pct(screen_many, 99) <= TARGET_P99_MS,
-         f"p99 publish -> screen ≤ {TARGET_P99_MS:g} ms with {many} dashboards"),
+        (
+            int(many) == args.dashboards,
+            f"{args.dashboards} dashboards open at once (opened: {many})",
+        ),
+        (
+            pct(screen_many, 99) <= TARGET_P99_MS,
+            f"p99 publish -> screen ≤ {TARGET_P99_MS:g} ms with {many} dashboards",
+        ),
     ]
-    lines = [f"Measured {started:%Y-%m-%d %H:%M} UTC on {common.machine()}, with", "",
-             f"    {command}", "",
-             common.markdown_table(rows1, header1), "",
-             common.markdown_table(rows2, header2), "",
-             common.markdown_table(rows3, header3), ""]
+    lines = [
+        f"Measured {started:%Y-%m-%d %H:%M} UTC on {common.machine()}, with",
+        "",
+        f"    {command}",
+        "",
+        common.markdown_table(rows1, header1),
+        "",
+        common.markdown_table(rows2, header2),
+        "",
+        common.markdown_table(rows3, header3),
+        "",
+    ]
     lines += [f"- **{'PASS' if ok else 'FAIL'}** {text}" for ok, text in checks]
-    lines += ["",
-              f"- {args.runs} openings per kind, each in a new tab; the clock runs, in the "
-              "page, from the navigation's start to the animation frame after the first value "
-              "is laid out (the `data-ts` stamp of the "
-              f"{SENSOR} value, the kit at {args.rate:g} Hz): visible in the page's "
-              "server-rendered first paint, or in the live widgets (right-hand columns), "
-              "which replace it. A cold kernel connects after the request and waits up to "
-              "1 s for a sample to paint; a preheated one has the latest sample already. "
-              "The tab is then closed and its kernel shuts down. "
-              "Tabs share one browser context (Voilà's "
-              "and bqplot's static files cached, as for anyone who used the platform before) "
-              "except on the 'empty browser cache' row (a new context each time). The "
-              f"preheated server keeps {args.pool} kit.ipynb kernels ready (imported, "
-              "connected, the viewer's history filling); each measurement waits for the pool "
-              "to refill.",
-              f"- Delay: {args.dashboards} dashboards in one headless Chromium "
-              "(background throttling off), one cold Voilà kernel each, all showing the same "
-              "kit; a MutationObserver per page records `Date.now() - ts` at the next animation "
-              "frame after a new sample's stamp appears; the bare subscribers (as many, paho v5 "
-              "in the benchmark process) see the same samples. Values may be flushed 10 times a "
-              "second, above the kit's rate; the row of latest values changes (and is "
-              f"measured, for {SENSOR}) when its text does (a new value, or the next second: "
-              "about 1 sample in 2 at 2 Hz); lines are redrawn once a second (the 1-minute "
-              "window), and each page's time axes step every 7.5 s at a moment of their own.",
-              "- The machine is shared and has 2 cores: the kernels, Voilà, the broker and "
-              "Chromium rendering every page compete for them. The 'chromium' CPU column is "
-              "the viewers' side, which in a class runs on each student's own computer; "
-              "'others' is load from outside this benchmark. Compare ratios to the baseline."]
+    lines += [
+        "",
+        f"- {args.runs} openings per kind, each in a new tab; the clock runs, in the "
+        "page, from the navigation's start to the animation frame after the first value "
+        "is laid out (the `data-ts` stamp of the "
+        f"{SENSOR} value, the kit at {args.rate:g} Hz): visible in the page's "
+        "server-rendered first paint, or in the live widgets (right-hand columns), "
+        "which replace it. A cold kernel connects after the request and waits up to "
+        "1 s for a sample to paint; a preheated one has the latest sample already. "
+        "The tab is then closed and its kernel shuts down. "
+        "Tabs share one browser context (Voilà's "
+        "and bqplot's static files cached, as for anyone who used the platform before) "
+        "except on the 'empty browser cache' row (a new context each time). The "
+        f"preheated server keeps {args.pool} kit.ipynb kernels ready (imported, "
+        "connected, the viewer's history filling); each measurement waits for the pool "
+        "to refill.",
+        f"- Delay: {args.dashboards} dashboards in one headless Chromium "
+        "(background throttling off), one cold Voilà kernel each, all showing the same "
+        "kit; a MutationObserver per page records `Date.now() - ts` at the next animation "
+        "frame after a new sample's stamp appears; the bare subscribers (as many, paho v5 "
+        "in the benchmark process) see the same samples. Values may be flushed 10 times a "
+        "second, above the kit's rate; the row of latest values changes (and is "
+        f"measured, for {SENSOR}) when its text does (a new value, or the next second: "
+        "about 1 sample in 2 at 2 Hz); lines are redrawn once a second (the 1-minute "
+        "window), and each page's time axes step every 7.5 s at a moment of their own.",
+        "- The machine is shared and has 2 cores: the kernels, Voilà, the broker and "
+        "Chromium rendering every page compete for them. The 'chromium' CPU column is "
+        "the viewers' side, which in a class runs on each student's own computer; "
+        "'others' is load from outside this benchmark. Compare ratios to the baseline.",
+    ]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and pages (smoke)")
-    parser.add_argument("--markdown", type=Path, metavar="FILE",
-                        help="write the results into this file's dashboards section")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="FILE",
+        help="write the results into this file's dashboards section",
+    )
     parser.add_argument("--runs", type=int, default=None, help="openings per kind (default 5)")
     parser.add_argument("--pool", type=int, default=2, help="preheated kernels (default 2)")
     parser.add_argument("--dashboards", type=int, default=None, help="pages open (default 20)")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="delay measurement with all pages open (default 30)")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="measured kit's telemetry, Hz (default: its model's, 2 Hz)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="delay measurement with all pages open (default 30)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="measured kit's telemetry, Hz (default: its model's, 2 Hz)",
+    )
     args = parser.parse_args(argv)
     args.runs = args.runs or (2 if args.quick else 5)
     args.dashboards = args.dashboards or (4 if args.quick else 20)
@@ -456,8 +551,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join([".venv/bin/python", "bench/dashboards.py",
-                          *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(
+        [".venv/bin/python", "bench/dashboards.py", *(sys.argv[1:] if argv is None else argv)]
+    )
     from playwright.sync_api import sync_playwright
 
     root = Path(tempfile.mkdtemp(prefix="smartlab-bench-dashboards-"))
@@ -482,8 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         for server in (stack.cold, stack.warm):
             if server is not None:
-                progress(f"failed; the log of Voilà ({server.name}) ends with:\n"
-                         f"{server.output()}")
+                progress(f"failed; the log of Voilà ({server.name}) ends with:\n{server.output()}")
         raise
     finally:
         stack.stop()

@@ -52,8 +52,9 @@ def pick_course(explicit: str | None) -> tuple[Path, str, str]:
     candidates = [Path(explicit)] if explicit else [REPO / "courses" / "iot-basics", FIXTURE]
     for course in candidates:
         source = course / "source"
-        assignments = sorted(p.name for p in source.iterdir() if p.is_dir()) \
-            if source.is_dir() else []
+        assignments = (
+            sorted(p.name for p in source.iterdir() if p.is_dir()) if source.is_dir() else []
+        )
         if assignments:
             return course, _course_id(course), assignments[0]
     raise SystemExit(f"no course with a source/<assignment>/ in {candidates}")
@@ -66,8 +67,7 @@ def _course_id(course: Path) -> str:
     return course.name
 
 
-def timed(name: str, command: list[str], cwd: Path, env: dict[str, str],
-          log: Path) -> Run:
+def timed(name: str, command: list[str], cwd: Path, env: dict[str, str], log: Path) -> Run:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy = common.machine_busy_seconds()
     started = time.monotonic()
@@ -83,8 +83,10 @@ def timed(name: str, command: list[str], cwd: Path, env: dict[str, str],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=200)
-    parser.add_argument("--course", help="course folder (default: courses/iot-basics, else the "
-                        "grader tests' course)")
+    parser.add_argument(
+        "--course",
+        help="course folder (default: courses/iot-basics, else the grader tests' course)",
+    )
     parser.add_argument("--workers", type=int, help="smartlab grade --workers")
     parser.add_argument("--markdown", type=Path, help="write the results into this file")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -96,11 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("SMARTLAB_SANDBOX_SOCKET", None)
     try:
         base = work / "course"
-        shutil.copytree(course, base, ignore=shutil.ignore_patterns(
-            "gradebook.db", "release", "submitted", "autograded", "feedback", ".smartlab"))
+        shutil.copytree(
+            course,
+            base,
+            ignore=shutil.ignore_patterns(
+                "gradebook.db", "release", "submitted", "autograded", "feedback", ".smartlab"
+            ),
+        )
         progress(f"{course_id}/{assignment}: nbgrader generate_assignment")
-        subprocess.run(["nbgrader", "generate_assignment", assignment], cwd=base, env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["nbgrader", "generate_assignment", assignment],
+            cwd=base,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         plans = class_plans(base, assignment, args.students, seed=7)
         write_submissions(base, assignment, plans)
         notebooks = len(list((base / "release" / assignment).glob("*.ipynb")))
@@ -108,22 +120,39 @@ def main(argv: list[str] | None = None) -> int:
         copies = {name: work / name for name in ("nbgrader", "smartlab")}
         for copy in copies.values():
             shutil.copytree(base, copy)
-        progress(f"nbgrader autograde: {args.students} submissions, {total} notebooks, "
-                 "one at a time (several minutes)")
-        nb_run = timed("nbgrader autograde", ["nbgrader", "autograde", assignment],
-                       copies["nbgrader"], env, work / "nbgrader.log")
+        progress(
+            f"nbgrader autograde: {args.students} submissions, {total} notebooks, "
+            "one at a time (several minutes)"
+        )
+        nb_run = timed(
+            "nbgrader autograde",
+            ["nbgrader", "autograde", assignment],
+            copies["nbgrader"],
+            env,
+            work / "nbgrader.log",
+        )
         progress(f"nbgrader autograde: {nb_run.wall:.1f} s")
-        command = [sys.executable, "-m", "hub_config.cli", "grade", course_id, assignment,
-                   "--course-dir", str(copies["smartlab"])]
+        command = [
+            sys.executable,
+            "-m",
+            "hub_config.cli",
+            "grade",
+            course_id,
+            assignment,
+            "--course-dir",
+            str(copies["smartlab"]),
+        ]
         if args.workers:
             command += ["--workers", str(args.workers)]
         progress("smartlab grade")
         sl_run = timed("smartlab grade", command, REPO, env, work / "smartlab.log")
         progress(f"smartlab grade: {sl_run.wall:.1f} s")
-        expected = cell_scores(f"sqlite:///{copies['nbgrader'] / 'gradebook.db'}", assignment,
-                               course_id)
-        actual = cell_scores(f"sqlite:///{copies['smartlab'] / 'gradebook.db'}", assignment,
-                             course_id)
+        expected = cell_scores(
+            f"sqlite:///{copies['nbgrader'] / 'gradebook.db'}", assignment, course_id
+        )
+        actual = cell_scores(
+            f"sqlite:///{copies['smartlab'] / 'gradebook.db'}", assignment, course_id
+        )
         diff = differences(expected, actual)
     finally:
         if not args.keep:
@@ -133,11 +162,28 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for run in (nb_run, sl_run):
-        rows.append([run.name, f"{run.wall:.1f}", f"{total / run.wall:.2f}",
-                     f"{run.wall / total:.3f}", f"{run.cpu:.1f}", f"{run.cpu / total:.3f}",
-                     f"{run.others:.2f}", str(run.status)])
-    header = ["", "wall s", "notebooks/s", "s per notebook", "CPU s", "CPU s per notebook",
-              "other load (cores)", "exit"]
+        rows.append(
+            [
+                run.name,
+                f"{run.wall:.1f}",
+                f"{total / run.wall:.2f}",
+                f"{run.wall / total:.3f}",
+                f"{run.cpu:.1f}",
+                f"{run.cpu / total:.3f}",
+                f"{run.others:.2f}",
+                str(run.status),
+            ]
+        )
+    header = [
+        "",
+        "wall s",
+        "notebooks/s",
+        "s per notebook",
+        "CPU s",
+        "CPU s per notebook",
+        "other load (cores)",
+        "exit",
+    ]
     ratio = nb_run.wall / sl_run.wall
     cpu_ratio = nb_run.cpu / sl_run.cpu if sl_run.cpu else float("nan")
     cores = len(os.sched_getaffinity(0))
@@ -162,10 +208,13 @@ def main(argv: list[str] | None = None) -> int:
             "wrong, failing or slow; a third with extra cells), graded by `nbgrader autograde` "
             "(serial, a cold kernel per notebook) and by `smartlab grade` (parallel, warm "
             "sandboxed kernels, default workers) in the same run on the same machine. Compare "
-            "the ratio, not the absolute times: the machine is shared (\"other load\": cores "
+            'the ratio, not the absolute times: the machine is shared ("other load": cores '
             "other people's processes kept busy during each run).",
-            "", common.markdown_table(rows, header), "",
-            *[f"- {line}" for line in summary], "",
+            "",
+            common.markdown_table(rows, header),
+            "",
+            *[f"- {line}" for line in summary],
+            "",
             f"Measured {time.strftime('%Y-%m-%d')}; target: >= 10x nbgrader's throughput on "
             "2 cores, identical scores.",
         ]

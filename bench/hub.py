@@ -59,9 +59,15 @@ def make_site(path: Path, students: int) -> list[str]:
     hashed = hash_password(PASSWORD)
     names = [f"st{i:03d}" for i in range(students + 1)]  # st000: the baseline student
     for i, name in enumerate(names):
-        site["people"].append({"username": name, "name": f"Student {i}", "roles": ["student"],
-                               "institution": "univ-a" if i % 2 else "univ-b",
-                               "password_hash": hashed})
+        site["people"].append(
+            {
+                "username": name,
+                "name": f"Student {i}",
+                "roles": ["student"],
+                "institution": "univ-a" if i % 2 else "univ-b",
+                "password_hash": hashed,
+            }
+        )
     course = next(c for c in site["courses"] if c["id"] == COURSE)
     course["students"] += names
     path.write_text(yaml.safe_dump(site, allow_unicode=True, sort_keys=False))
@@ -76,8 +82,9 @@ def timed_get(browser: Browser, path: str) -> tuple[float, dict]:
     return elapsed, answer.json()
 
 
-def start_and_wait(platform: Up, student: Student, gate: threading.Event | None,
-                   t0: list[float]) -> None:
+def start_and_wait(
+    platform: Up, student: Student, gate: threading.Event | None, t0: list[float]
+) -> None:
     browser = Browser(platform.hub_url, student.name)
     if gate is not None:
         gate.wait()
@@ -131,8 +138,9 @@ def run(students: int) -> tuple[str, str]:
 
         storm = [Student(name) for name in names[1:]]
         gate, t0 = threading.Event(), [0.0]
-        threads = [threading.Thread(target=start_and_wait, args=(platform, s, gate, t0))
-                   for s in storm]
+        threads = [
+            threading.Thread(target=start_and_wait, args=(platform, s, gate, t0)) for s in storm
+        ]
         for thread in threads:
             thread.start()
         progress(f"storm: {students} students log in and start their servers now")
@@ -148,46 +156,69 @@ def run(students: int) -> tuple[str, str]:
     return report(students, idle, alone, storm)
 
 
-def report(students: int, idle: list[float], alone: Student,
-           storm: list[Student]) -> tuple[str, str]:
+def report(
+    students: int, idle: list[float], alone: Student, storm: list[Student]
+) -> tuple[str, str]:
     ready = [s.ready_s for s in storm if s.ready_s is not None]
     errors = [f"{s.name}: {s.error}" for s in storm if s.error]
     loaded = [ms for s in storm for ms in s.api_ms]
     all_ready = max(ready) if len(ready) == len(storm) else float("nan")
     rows = [
         ["students", "1", str(students), ""],
-        ["servers ready / errors", f"{int(alone.ready_s is not None)} / "
-                                   f"{int(alone.error is not None)}",
-         f"{len(ready)} / {len(errors)}", ""],
-        ["time until all ready", f"{alone.ready_s or float('nan'):.1f} s", f"{all_ready:.1f} s",
-         f"{all_ready / (alone.ready_s or float('nan')):.1f}"],
-        ["login -> ready, p50", f"{alone.ready_s or float('nan'):.1f} s",
-         f"{pct(ready, 50):.1f} s", ""],
+        [
+            "servers ready / errors",
+            f"{int(alone.ready_s is not None)} / {int(alone.error is not None)}",
+            f"{len(ready)} / {len(errors)}",
+            "",
+        ],
+        [
+            "time until all ready",
+            f"{alone.ready_s or float('nan'):.1f} s",
+            f"{all_ready:.1f} s",
+            f"{all_ready / (alone.ready_s or float('nan')):.1f}",
+        ],
+        [
+            "login -> ready, p50",
+            f"{alone.ready_s or float('nan'):.1f} s",
+            f"{pct(ready, 50):.1f} s",
+            "",
+        ],
         ["login -> ready, p99", "", f"{pct(ready, 99):.1f} s", ""],
-        ["hub API p50 (GET /hub/api/users/<me>)", f"{pct(idle, 50):.1f} ms",
-         f"{pct(loaded, 50):.1f} ms", f"{pct(loaded, 50) / pct(idle, 50):.1f}"],
-        ["hub API p99", f"{pct(idle, 99):.1f} ms", f"{pct(loaded, 99):.1f} ms",
-         f"{pct(loaded, 99) / pct(idle, 99):.1f}"],
+        [
+            "hub API p50 (GET /hub/api/users/<me>)",
+            f"{pct(idle, 50):.1f} ms",
+            f"{pct(loaded, 50):.1f} ms",
+            f"{pct(loaded, 50) / pct(idle, 50):.1f}",
+        ],
+        [
+            "hub API p99",
+            f"{pct(idle, 99):.1f} ms",
+            f"{pct(loaded, 99):.1f} ms",
+            f"{pct(loaded, 99) / pct(idle, 99):.1f}",
+        ],
         ["hub API requests timed", str(len(idle)), str(len(loaded)), ""],
     ]
-    header = ["", "baseline (idle, one student)", f"{students} students at once",
-              "storm/baseline"]
-    notes = ("\n\n- Each student: its own HTTP session; log in (form POST), "
-             "`POST /hub/api/users/<me>/server`, poll `GET /hub/api/users/<me>` every 0.5 s "
-             "(each poll timed: the hub API under load), then open the own server's page "
-             "(OAuth, JupyterLab). "
-             "'time until all ready' counts from the common start to the last student's "
-             "server answering through the proxy.\n"
-             "- Baseline in the same run, before the storm: 200 sequential API calls of one "
-             "logged-in student on the idle platform, and one student's login -> ready alone.\n"
-             "- Servers: JupyterLab (`jupyterhub-singleuser`) under each student's own Unix "
-             "account when run as root; kits, lab service and formgraders run meanwhile.")
+    header = ["", "baseline (idle, one student)", f"{students} students at once", "storm/baseline"]
+    notes = (
+        "\n\n- Each student: its own HTTP session; log in (form POST), "
+        "`POST /hub/api/users/<me>/server`, poll `GET /hub/api/users/<me>` every 0.5 s "
+        "(each poll timed: the hub API under load), then open the own server's page "
+        "(OAuth, JupyterLab). "
+        "'time until all ready' counts from the common start to the last student's "
+        "server answering through the proxy.\n"
+        "- Baseline in the same run, before the storm: 200 sequential API calls of one "
+        "logged-in student on the idle platform, and one student's login -> ready alone.\n"
+        "- Servers: JupyterLab (`jupyterhub-singleuser`) under each student's own Unix "
+        "account when run as root; kits, lab service and formgraders run meanwhile."
+    )
     if errors:
         notes += "\n- Errors: " + "; ".join(errors[:5])
     text = common.text_table(rows, header)
-    md = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
-          f"{common.machine()}, with\n\n    .venv/bin/python bench/hub.py --students {students}"
-          " --markdown docs/benchmarks.md\n\n" + common.markdown_table(rows, header) + notes)
+    md = (
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
+        f"{common.machine()}, with\n\n    .venv/bin/python bench/hub.py --students {students}"
+        " --markdown docs/benchmarks.md\n\n" + common.markdown_table(rows, header) + notes
+    )
     return text, md
 
 

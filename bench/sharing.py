@@ -73,16 +73,20 @@ REPO = Path(__file__).resolve().parent.parent
 TITLE = "Kit sharing (issue 3)"
 SECTION = f"## {TITLE}"
 TARGET = "bench-park-1"
-KITS = [(TARGET, "smart-parking"), ("bench-lamp-1", "street-lighting"),
-        ("bench-lamp-2", "street-lighting"), ("bench-cross-1", "intersection"),
-        ("bench-env-1", "environment-station")]
+KITS = [
+    (TARGET, "smart-parking"),
+    ("bench-lamp-1", "street-lighting"),
+    ("bench-lamp-2", "street-lighting"),
+    ("bench-cross-1", "intersection"),
+    ("bench-env-1", "environment-station"),
+]
 OBSERVER = "bench-observer"
 OBSERVE_FILTER = P.all_kits("$telemetry")
 INSTITUTIONS = 6
 QUEUE_P99_TARGET_MS = 100.0
 COMMAND_P99_TARGET_MS = 30.0
 NICE = 19  # the diagnostic block: observers yield the CPU to the broker, kit and holder
-WEBLAB = ("WebLab-Deusto's published best: mean ≈ 0.05 s, max ≈ 0.3 s (Redis, 5 processes)")
+WEBLAB = "WebLab-Deusto's published best: mean ≈ 0.05 s, max ≈ 0.3 s (Redis, 5 processes)"
 CONFIG = """
 c.LabServiceApp.users = {users!r}
 """
@@ -92,6 +96,7 @@ progress = common.progress_printer("sharing")
 
 
 # ============================================================== measuring helpers
+
 
 def pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
@@ -107,12 +112,19 @@ def ratio(a: float, b: float) -> str:
 
 # ============================================================== HTTP load generator
 
-def http_request(method: str, path: str, port: int, token: str | None = None,
-                 body: Any = None) -> bytes:
+
+def http_request(
+    method: str, path: str, port: int, token: str | None = None, body: Any = None
+) -> bytes:
     """One HTTP/1.1 request with `Connection: close`, as bytes ready to send."""
     data = b"" if body is None else json.dumps(body).encode()
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close",
-             "Accept: application/json", f"Content-Length: {len(data)}"]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Connection: close",
+        "Accept: application/json",
+        f"Content-Length: {len(data)}",
+    ]
     if token:
         lines.append(f"Authorization: token {token}")
     if body is not None:
@@ -145,8 +157,14 @@ def _parse(raw: bytes) -> tuple[int, Any]:
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    kind = next((line.split(":", 1)[1].strip() for line in lines[1:]
-                 if line.lower().startswith("content-type:")), "")
+    kind = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in lines[1:]
+            if line.lower().startswith("content-type:")
+        ),
+        "",
+    )
     if kind.startswith("application/json"):
         try:
             return status, json.loads(body)
@@ -166,8 +184,7 @@ def _answer_length(buffer: bytearray) -> int | None:
     return None  # read to EOF
 
 
-def fire(port: int, requests: list[bytes], in_flight: int, timeout: float = 60.0
-         ) -> list[Reply]:
+def fire(port: int, requests: list[bytes], in_flight: int, timeout: float = 60.0) -> list[Reply]:
     """Send `requests` to 127.0.0.1:port, each on a new connection, at most `in_flight` at a
     time (len(requests): all started in one tight loop; 1: one after another)."""
     selector = selectors.DefaultSelector()
@@ -187,8 +204,9 @@ def fire(port: int, requests: list[bytes], in_flight: int, timeout: float = 60.0
                 status, body = _parse(bytes(conn.buffer))
             except (ValueError, IndexError) as err:
                 error = f"unreadable answer: {err}"
-        replies[conn.index] = Reply(conn.index, status, done - conn.started, conn.started, body,
-                                    error)
+        replies[conn.index] = Reply(
+            conn.index, status, done - conn.started, conn.started, body, error
+        )
 
     def new_socket() -> socket.socket:
         sock = socket.socket()
@@ -227,7 +245,7 @@ def fire(port: int, requests: list[bytes], in_flight: int, timeout: float = 60.0
                     if err:
                         finish(conn, f"connect: {os.strerror(err)}")
                         continue
-                    conn.sent += conn.sock.send(conn.request[conn.sent:])
+                    conn.sent += conn.sock.send(conn.request[conn.sent :])
                     if conn.sent == len(conn.request):
                         selector.modify(conn.sock, selectors.EVENT_READ, conn)
                     continue
@@ -251,8 +269,7 @@ def fire(port: int, requests: list[bytes], in_flight: int, timeout: float = 60.0
     return [r for r in replies if r is not None]
 
 
-def fire_tornado(port: int, requests: list[tuple[str, dict]], timeout: float = 60.0
-                 ) -> list[Reply]:
+def fire_tornado(port: int, requests: list[tuple[str, dict]], timeout: float = 60.0) -> list[Reply]:
     """The same burst with tornado's AsyncHTTPClient (max_clients = the burst size): every
     request waits on one asyncio.Event, set once all are ready."""
     from tornado.httpclient import AsyncHTTPClient, HTTPRequest
@@ -263,10 +280,14 @@ def fire_tornado(port: int, requests: list[tuple[str, dict]], timeout: float = 6
         url = f"http://127.0.0.1:{port}/api/queue"
 
         async def one(index: int, token: str, body: dict) -> Reply:
-            request = HTTPRequest(url, method="POST", body=json.dumps(body),
-                                  headers={"Authorization": f"token {token}",
-                                           "Content-Type": "application/json"},
-                                  connect_timeout=timeout, request_timeout=timeout)
+            request = HTTPRequest(
+                url,
+                method="POST",
+                body=json.dumps(body),
+                headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+                connect_timeout=timeout,
+                request_timeout=timeout,
+            )
             await release.wait()
             started = time.perf_counter()
             answer = await client.fetch(request, raise_error=False)
@@ -276,11 +297,11 @@ def fire_tornado(port: int, requests: list[tuple[str, dict]], timeout: float = 6
             if answer.body:
                 with contextlib.suppress(ValueError):
                     parsed = json.loads(answer.body)
-            return Reply(index, 0 if error else answer.code, done - started, started, parsed,
-                         error)
+            return Reply(index, 0 if error else answer.code, done - started, started, parsed, error)
 
-        tasks = [asyncio.create_task(one(i, token, body))
-                 for i, (token, body) in enumerate(requests)]
+        tasks = [
+            asyncio.create_task(one(i, token, body)) for i, (token, body) in enumerate(requests)
+        ]
         for _ in range(3):
             await asyncio.sleep(0)  # every task is waiting on the event
         release.set()
@@ -294,8 +315,17 @@ def fire_tornado(port: int, requests: list[tuple[str, dict]], timeout: float = 6
 
 # ============================================================== child processes
 
-def observer_worker(conn: Connection, index: int, count: int, host: str, port: int,
-                    creds: dict[str, str], qos: int, niceness: int) -> None:
+
+def observer_worker(
+    conn: Connection,
+    index: int,
+    count: int,
+    host: str,
+    port: int,
+    creds: dict[str, str],
+    qos: int,
+    niceness: int,
+) -> None:
     """`count` paho v5 clients subscribed to every kit's telemetry, driven by one selector loop;
     counts what they receive between "mark" and "stop"."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -316,13 +346,23 @@ def observer_worker(conn: Connection, index: int, count: int, host: str, port: i
 
     try:
         client_ids = [f"{OBSERVER}-{index}-{j}" for j in range(count)]
-        common.select_loop(conn, client_ids, host, port, Credentials(**creds), OBSERVE_FILTER,
-                           qos, on_message, on_control)
+        common.select_loop(
+            conn,
+            client_ids,
+            host,
+            port,
+            Credentials(**creds),
+            OBSERVE_FILTER,
+            qos,
+            on_message,
+            on_control,
+        )
     except Exception as err:
         conn.send(("error", f"{type(err).__name__}: {err}"))
 
 
 # ============================================================== the stack
+
 
 @dataclass
 class User:
@@ -332,8 +372,14 @@ class User:
 
 
 def make_users(prefix: str, n: int) -> list[User]:
-    return [User(f"{prefix}-{i:03d}", f"bench-token-{prefix}-{i:03d}-{os.urandom(6).hex()}",
-                 f"univ-{i % INSTITUTIONS}") for i in range(n)]
+    return [
+        User(
+            f"{prefix}-{i:03d}",
+            f"bench-token-{prefix}-{i:03d}-{os.urandom(6).hex()}",
+            f"univ-{i % INSTITUTIONS}",
+        )
+        for i in range(n)
+    ]
 
 
 class Stack:
@@ -366,35 +412,65 @@ class Stack:
         # The service writes the broker's credential file from now on: the benchmark only
         # uses what it read above.
         config = self.root / "lab_service_config.py"
-        config.write_text(CONFIG.format(users={
-            u.token: {"name": u.name, "institution": u.institution,
-                      "lab_admin": u.name == "bench-admin"} for u in self.users}))
-        argv = ["-m", "hub_config.cli", "lab", "serve", "--config", str(config),
-                "--state-dir", str(self.root), "--mqtt-port", str(self.broker.port),
-                "--port", str(self.port)]
+        config.write_text(
+            CONFIG.format(
+                users={
+                    u.token: {
+                        "name": u.name,
+                        "institution": u.institution,
+                        "lab_admin": u.name == "bench-admin",
+                    }
+                    for u in self.users
+                }
+            )
+        )
+        argv = [
+            "-m",
+            "hub_config.cli",
+            "lab",
+            "serve",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(self.root),
+            "--mqtt-port",
+            str(self.broker.port),
+            "--port",
+            str(self.port),
+        ]
         if self.args.http_processes is not None:
             argv.append(f"--http-processes={self.args.http_processes}")
         if self.args.profile is not None:
             argv = ["-m", "cProfile", "-o", str(self.profile_path), *argv]
         with self.service_log.open("a") as out:
             self.service = subprocess.Popen(
-                [sys.executable, *argv], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                [sys.executable, *argv],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         deadline = time.monotonic() + 30
         while True:
             if self.service.poll() is not None:
-                raise RuntimeError(f"the lab service exited ({self.service.returncode}):\n"
-                                   f"{self.service_output()}")
+                raise RuntimeError(
+                    f"the lab service exited ({self.service.returncode}):\n{self.service_output()}"
+                )
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the lab service did not listen within 30 s:\n"
-                                   f"{self.service_output()}")
+                raise RuntimeError(
+                    f"the lab service did not listen within 30 s:\n{self.service_output()}"
+                )
             time.sleep(0.05)
         for kit_id, model in KITS:
-            self.ok("POST", "/api/kits", self.admin, {"id": kit_id, "model": model,
-                                                      "name": f"bench {kit_id}"})
+            self.ok(
+                "POST",
+                "/api/kits",
+                self.admin,
+                {"id": kit_id, "model": model, "name": f"bench {kit_id}"},
+            )
         self.start_twins("target", [TARGET])
         self.start_twins("others", [k for k, _ in KITS if k != TARGET])
         self.wait_kits_free()
@@ -464,8 +540,9 @@ class Stack:
     def start_twins(self, group: str, kit_ids: list[str]) -> None:
         models = dict(KITS)
         kits = [(k, models[k], self.kit_creds[k]) for k in kit_ids]
-        proc, conn = self._spawn(common.twin_worker, self.broker.host, self.broker.port, kits,
-                                 self.args.rate)
+        proc, conn = self._spawn(
+            common.twin_worker, self.broker.host, self.broker.port, kits, self.args.rate
+        )
         _, pid = self._expect(proc, conn, f"twins {group}", 30)
         self.twins[group] = (proc, conn, pid)
 
@@ -474,14 +551,22 @@ class Stack:
         self._end(proc, conn)
 
     def start_observers(self, niceness: int = 0) -> None:
-        n, procs = self.args.observers, max(1, min(self.args.observer_procs,
-                                                   self.args.observers))
+        n, procs = self.args.observers, max(1, min(self.args.observer_procs, self.args.observers))
         started = []
         for i in range(procs):
             count = n // procs + (1 if i < n % procs else 0)
-            started.append(self._spawn(observer_worker, i, count, self.broker.host,
-                                       self.broker.port, self.observer_creds, self.args.qos,
-                                       niceness))
+            started.append(
+                self._spawn(
+                    observer_worker,
+                    i,
+                    count,
+                    self.broker.host,
+                    self.broker.port,
+                    self.observer_creds,
+                    self.args.qos,
+                    niceness,
+                )
+            )
         for i, (proc, conn) in enumerate(started):
             try:
                 _, pid = self._expect(proc, conn, f"observer process {i}", 90)
@@ -511,8 +596,7 @@ class Stack:
 
     # ------------------------------------------------------------ REST
 
-    def call(self, method: str, path: str, user: User | None, body: Any = None
-             ) -> tuple[int, Any]:
+    def call(self, method: str, path: str, user: User | None, body: Any = None) -> tuple[int, Any]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         headers = {"Authorization": f"token {user.token}"} if user else {}
         data = None if body is None else json.dumps(body).encode()
@@ -530,8 +614,9 @@ class Stack:
     def ok(self, method: str, path: str, user: User | None, body: Any = None) -> Any:
         status, answer = self.call(method, path, user, body)
         if not 200 <= status < 300:
-            raise RuntimeError(f"{method} {path} as {user.name if user else None}: "
-                               f"{status} {answer}")
+            raise RuntimeError(
+                f"{method} {path} as {user.name if user else None}: {status} {answer}"
+            )
         return answer
 
     def wait_kits_free(self, timeout: float = 60.0) -> None:
@@ -539,8 +624,14 @@ class Stack:
         deadline = time.monotonic() + timeout
         while True:
             kits = self.ok("GET", "/api/kits", self.admin)
-            busy = [k["id"] for k in kits if k["pool"] != "in-pool" or not k["online"]
-                    or k["session_state"] is not None or k["queue_length"]]
+            busy = [
+                k["id"]
+                for k in kits
+                if k["pool"] != "in-pool"
+                or not k["online"]
+                or k["session_state"] is not None
+                or k["queue_length"]
+            ]
             if not busy and len(kits) == len(KITS):
                 return
             if time.monotonic() > deadline:
@@ -569,6 +660,7 @@ class Stack:
 
 # ============================================================== phase 1: queue burst
 
+
 @dataclass
 class QueueRun:
     label: str
@@ -587,12 +679,21 @@ class QueueRun:
 
     @classmethod
     def pooled(cls, runs: list[QueueRun], label: str) -> QueueRun:
-        return cls(label, runs[0].mode, np.concatenate([r.latencies_ms for r in runs]),
-                   [e for r in runs for e in r.errors], sum(r.granted for r in runs),
-                   sum(r.waiting for r in runs), sum(r.makespan_s for r in runs),
-                   max(r.send_spread_s for r in runs), sum(r.service_cpu_s for r in runs),
-                   sum(r.requests for r in runs), np.vstack([r.by_index for r in runs]),
-                   sum(r.decider_cpu_s for r in runs), sum(r.batches for r in runs))
+        return cls(
+            label,
+            runs[0].mode,
+            np.concatenate([r.latencies_ms for r in runs]),
+            [e for r in runs for e in r.errors],
+            sum(r.granted for r in runs),
+            sum(r.waiting for r in runs),
+            sum(r.makespan_s for r in runs),
+            max(r.send_spread_s for r in runs),
+            sum(r.service_cpu_s for r in runs),
+            sum(r.requests for r in runs),
+            np.vstack([r.by_index for r in runs]),
+            sum(r.decider_cpu_s for r in runs),
+            sum(r.batches for r in runs),
+        )
 
     def mean_of(self, start: int, stop: int) -> float:
         """Mean latency of requests start..stop-1 of each burst (sent in that order)."""
@@ -611,15 +712,34 @@ class QueueRun:
         return float(self.latencies_ms.mean()) if len(self.latencies_ms) else float("nan")
 
     def row(self) -> list[str]:
-        return [self.label, str(self.requests), str(len(self.errors)),
-                f"{self.granted} / {self.waiting}", ms(self.p(50)), ms(self.p(95)),
-                ms(self.p(99)), ms(self.max_ms), ms(self.mean_ms),
-                f"{self.makespan_s * 1000:.0f} ms",
-                f"{self.service_cpu_s * 1000 / max(self.requests, 1):.2f} ms"]
+        return [
+            self.label,
+            str(self.requests),
+            str(len(self.errors)),
+            f"{self.granted} / {self.waiting}",
+            ms(self.p(50)),
+            ms(self.p(95)),
+            ms(self.p(99)),
+            ms(self.max_ms),
+            ms(self.mean_ms),
+            f"{self.makespan_s * 1000:.0f} ms",
+            f"{self.service_cpu_s * 1000 / max(self.requests, 1):.2f} ms",
+        ]
 
 
-QUEUE_HEADER = ["run", "requests", "errors", "granted / waiting", "p50", "p95", "p99", "max",
-                "mean", "wall time (all requests)", "service CPU per request"]
+QUEUE_HEADER = [
+    "run",
+    "requests",
+    "errors",
+    "granted / waiting",
+    "p50",
+    "p95",
+    "p99",
+    "max",
+    "mean",
+    "wall time (all requests)",
+    "service CPU per request",
+]
 
 
 def queue_run(stack: Stack, label: str, mode: str, users: list[User]) -> QueueRun:
@@ -630,49 +750,71 @@ def queue_run(stack: Stack, label: str, mode: str, users: list[User]) -> QueueRu
     cpu_split0 = common.cpu_seconds(pids[:1])
     t0 = time.perf_counter()
     if mode == "tornado":
-        replies = fire_tornado(stack.port, [(u.token, b) for u, b in zip(users, bodies,
-                                                                         strict=True)])
+        replies = fire_tornado(
+            stack.port, [(u.token, b) for u, b in zip(users, bodies, strict=True)]
+        )
     else:
-        requests = [http_request("POST", "/api/queue", stack.port, u.token, b)
-                    for u, b in zip(users, bodies, strict=True)]
+        requests = [
+            http_request("POST", "/api/queue", stack.port, u.token, b)
+            for u, b in zip(users, bodies, strict=True)
+        ]
         replies = fire(stack.port, requests, len(requests) if mode == "concurrent" else 1)
     t1 = time.perf_counter()
     service_cpu = common.cpu_seconds(pids) - cpu0
     decider_cpu = common.cpu_seconds(pids[:1]) - cpu_split0
-    errors = [f"#{r.index}: {r.error or r.status} {str(r.body)[:120]}" for r in replies
-              if r.error or r.status != 201]
-    states = Counter(r.body.get("state") for r in replies
-                     if r.status == 201 and isinstance(r.body, dict))
+    errors = [
+        f"#{r.index}: {r.error or r.status} {str(r.body)[:120]}"
+        for r in replies
+        if r.error or r.status != 201
+    ]
+    states = Counter(
+        r.body.get("state") for r in replies if r.status == 201 and isinstance(r.body, dict)
+    )
     good = np.array([r.latency_s * 1000 for r in replies if not r.error and r.status == 201])
     starts = [r.started for r in replies]
     by_index = np.full(len(users), np.nan)
     for r in replies:
         if not r.error and r.status == 201:
             by_index[r.index] = r.latency_s * 1000
-    run = QueueRun(label, mode, good, errors, states.get("served", 0),
-                   states.get("waiting", 0), t1 - t0,
-                   max(starts) - min(starts) if mode != "sequential" else 0.0, service_cpu,
-                   len(users), by_index, decider_cpu,
-                   len({r.body["enqueued_at"] for r in replies
-                        if r.status == 201 and isinstance(r.body, dict)}))
-    progress(f"  {label}: p50 {ms(run.p(50))}, p99 {ms(run.p(99))}, max {ms(run.max_ms)}, "
-             f"errors {len(errors)}, granted {run.granted}, waiting {run.waiting}, wall "
-             f"{run.makespan_s * 1000:.0f} ms, {run.batches} batches"
-             + (f"; first error {errors[0]}" if errors else ""))
+    run = QueueRun(
+        label,
+        mode,
+        good,
+        errors,
+        states.get("served", 0),
+        states.get("waiting", 0),
+        t1 - t0,
+        max(starts) - min(starts) if mode != "sequential" else 0.0,
+        service_cpu,
+        len(users),
+        by_index,
+        decider_cpu,
+        len(
+            {r.body["enqueued_at"] for r in replies if r.status == 201 and isinstance(r.body, dict)}
+        ),
+    )
+    progress(
+        f"  {label}: p50 {ms(run.p(50))}, p99 {ms(run.p(99))}, max {ms(run.max_ms)}, "
+        f"errors {len(errors)}, granted {run.granted}, waiting {run.waiting}, wall "
+        f"{run.makespan_s * 1000:.0f} ms, {run.batches} batches"
+        + (f"; first error {errors[0]}" if errors else "")
+    )
     stack.reset_queue(users, replies)
     return run
 
 
-def queue_phase(stack: Stack, args: argparse.Namespace, users: dict[str, list[User]]
-                ) -> tuple[list[QueueRun], list[QueueRun], QueueRun | None]:
+def queue_phase(
+    stack: Stack, args: argparse.Namespace, users: dict[str, list[User]]
+) -> tuple[list[QueueRun], list[QueueRun], QueueRun | None]:
     progress("phase 1: warm-up")
     queue_run(stack, "warm-up concurrent", "concurrent", users["wc"])
     queue_run(stack, "warm-up sequential", "sequential", users["ws"])
     concurrent, sequential = [], []
     for r in range(1, args.rounds + 1):
         order = ["concurrent", "sequential"] if r % 2 else ["sequential", "concurrent"]
-        progress(f"phase 1 round {r}/{args.rounds}: {args.requests} requests, "
-                 f"{' then '.join(order)}")
+        progress(
+            f"phase 1 round {r}/{args.rounds}: {args.requests} requests, {' then '.join(order)}"
+        )
         for mode in order:
             key = f"{mode[0]}{r}"
             run = queue_run(stack, f"{mode}, round {r}", mode, users[key])
@@ -685,6 +827,7 @@ def queue_phase(stack: Stack, args: argparse.Namespace, users: dict[str, list[Us
 
 
 # ============================================================== phase 1b: where the time goes
+
 
 class _NoRights:
     def grant(self, user: str, kit_id: str) -> None: ...
@@ -708,8 +851,9 @@ class _AllOnline:
 STEPS = ("identity", "body", "decision", "answer")  # timed inside the breakdown server
 
 
-def breakdown_server(conn: Connection, port: int, db_path: str,
-                     users: dict[str, dict[str, Any]]) -> None:
+def breakdown_server(
+    conn: Connection, port: int, db_path: str, users: dict[str, dict[str, Any]]
+) -> None:
     """The lab service's REST API served by one process (as with http_processes = 0), its
     broker rights and kit gateway stubbed, with a thread-CPU timer around each step of a
     request: identity, body validation, the queue decision (one `request_many` per batch), the
@@ -733,6 +877,7 @@ def breakdown_server(conn: Connection, port: int, db_path: str,
                 return f(*args, **kwargs)
             finally:
                 spent[step] += time.thread_time() - t0
+
         return wrapper
 
     service = LabService(Store(sqlite_url(db_path)), SharingPolicy(), _NoRights(), _AllOnline())
@@ -747,12 +892,19 @@ def breakdown_server(conn: Connection, port: int, db_path: str,
         return request_many(requests)
 
     service.request_many = timed("decision", decide)  # type: ignore[method-assign]
-    ops = api.Operations(api.ApiContext(service=service, accounts=None,  # type: ignore[arg-type]
-                                        mqtt_url=str, provision_kits=lambda _kits: None))
+    ops = api.Operations(
+        api.ApiContext(
+            service=service,
+            accounts=None,  # type: ignore[arg-type]
+            mqtt_url=str,
+            provision_kits=lambda _kits: None,
+        )
+    )
 
     async def serve() -> None:
-        server = HTTPServer(api.make_app(identity, ops.invoke), xheaders=True,
-                            max_body_size=api.MAX_BODY_BYTES)
+        server = HTTPServer(
+            api.make_app(identity, ops.invoke), xheaders=True, max_body_size=api.MAX_BODY_BYTES
+        )
         server.listen(port, "127.0.0.1", backlog=1024)
         PeriodicCallback(service.tick, 250).start()
         stop = asyncio.Event()
@@ -790,8 +942,9 @@ def service_breakdown(args: argparse.Namespace, root: Path, ctx: Any) -> Breakdo
     groups = [make_users(f"b{r}", args.requests) for r in range(4)]
     admin = make_users("bench-admin", 1)[0]
     users = {admin.token: {"name": "bench-admin", "institution": "centre", "lab_admin": True}}
-    users.update({u.token: {"name": u.name, "institution": u.institution}
-                  for group in groups for u in group})
+    users.update(
+        {u.token: {"name": u.name, "institution": u.institution} for group in groups for u in group}
+    )
     port = free_port()
     proc, conn = common.spawn(ctx, breakdown_server, port, str(root / "breakdown.sqlite"), users)
     try:
@@ -802,9 +955,12 @@ def service_breakdown(args: argparse.Namespace, root: Path, ctx: Any) -> Breakdo
         kit_ids = [k for k, _ in KITS]
         total, steps, batches, p99 = 0.0, Counter(), [], []
         for r, group in enumerate(groups):
-            requests = [http_request("POST", "/api/queue", port, u.token,
-                                     {"kit": kit_ids[i % len(kit_ids)]})
-                        for i, u in enumerate(group)]
+            requests = [
+                http_request(
+                    "POST", "/api/queue", port, u.token, {"kit": kit_ids[i % len(kit_ids)]}
+                )
+                for i, u in enumerate(group)
+            ]
             conn.send("start")
             replies = fire(port, requests, len(requests))
             conn.send("stop")
@@ -817,8 +973,7 @@ def service_breakdown(args: argparse.Namespace, root: Path, ctx: Any) -> Breakdo
             batches += sizes
             p99.append(pct(np.array([x.latency_s * 1000 for x in replies]), 99))
         n = args.requests * (len(groups) - 1)
-        return Breakdown(n, total * 1000, {k: v * 1000 for k, v in steps.items()}, batches,
-                         p99)
+        return Breakdown(n, total * 1000, {k: v * 1000 for k, v in steps.items()}, batches, p99)
     finally:
         Stack._end(proc, conn)
 
@@ -832,8 +987,9 @@ class _ApiOnly(Stack):
 
     def wait_kits_free(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while any(k["session_state"] or k["queue_length"]
-                  for k in self.ok("GET", "/api/kits", self.admin)):
+        while any(
+            k["session_state"] or k["queue_length"] for k in self.ok("GET", "/api/kits", self.admin)
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError("the breakdown server's kits did not become free")
             time.sleep(0.05)
@@ -849,26 +1005,54 @@ STEP_NAMES = {
 
 def breakdown_rows(b: Breakdown, c_all: QueueRun) -> list[list[str]]:
     per = b.requests or 1
-    rows = [[f"**one process serving HTTP itself** ({per} requests in "
-             f"{len(b.p99_ms)} bursts; p99 {', '.join(f'{x:.0f}' for x in b.p99_ms)} ms)", "",
-             ""]]
+    rows = [
+        [
+            f"**one process serving HTTP itself** ({per} requests in "
+            f"{len(b.p99_ms)} bursts; p99 {', '.join(f'{x:.0f}' for x in b.p99_ms)} ms)",
+            "",
+            "",
+        ]
+    ]
     for step in STEPS:
         ms_ = b.steps_ms.get(step, 0.0)
         rows.append([STEP_NAMES[step], f"{ms_ / per:.3f} ms", f"{ms_ / b.total_ms:.0%}"])
     http = b.total_ms - sum(b.steps_ms.get(step, 0.0) for step in STEPS)
-    rows.append(["HTTP: accepting, reading, parsing, routing, closing (tornado, asyncio; the "
-                 "rest of the thread's time)", f"{http / per:.3f} ms", f"{http / b.total_ms:.0%}"])
+    rows.append(
+        [
+            "HTTP: accepting, reading, parsing, routing, closing (tornado, asyncio; the "
+            "rest of the thread's time)",
+            f"{http / per:.3f} ms",
+            f"{http / b.total_ms:.0%}",
+        ]
+    )
     rows.append(["total, CPU per request", f"{b.total_ms / per:.3f} ms", "100%"])
     if b.batches:
-        rows.append([f"batches per burst: {len(b.batches) / len(b.p99_ms):.1f}, requests per "
-                     f"batch: mean {np.mean(b.batches):.0f}, max {max(b.batches)}", "", ""])
+        rows.append(
+            [
+                f"batches per burst: {len(b.batches) / len(b.p99_ms):.1f}, requests per "
+                f"batch: mean {np.mean(b.batches):.0f}, max {max(b.batches)}",
+                "",
+                "",
+            ]
+        )
     front = c_all.service_cpu_s - c_all.decider_cpu_s
-    rows.append([f"**the service as run** (concurrent bursts above, {c_all.requests} requests):"
-                 " HTTP front-end processes", f"{front * 1000 / c_all.requests:.3f} ms", ""])
+    rows.append(
+        [
+            f"**the service as run** (concurrent bursts above, {c_all.requests} requests):"
+            " HTTP front-end processes",
+            f"{front * 1000 / c_all.requests:.3f} ms",
+            "",
+        ]
+    )
     bursts = max(len(c_all.by_index), 1)  # one row per burst
-    rows.append([f"the service process: decisions ({c_all.batches / bursts:.1f} batches per "
-                 "burst), ticks, MQTT, the front ends' channel",
-                 f"{c_all.decider_cpu_s * 1000 / c_all.requests:.3f} ms", ""])
+    rows.append(
+        [
+            f"the service process: decisions ({c_all.batches / bursts:.1f} batches per "
+            "burst), ticks, MQTT, the front ends' channel",
+            f"{c_all.decider_cpu_s * 1000 / c_all.requests:.3f} ms",
+            "",
+        ]
+    )
     return rows
 
 
@@ -876,6 +1060,7 @@ BREAKDOWN_HEADER = ["where a queue request's time goes", "CPU per request", "sha
 
 
 # ============================================================== phase 2: command round trip
+
 
 @dataclass
 class CommandBlock:
@@ -893,8 +1078,15 @@ class CommandBlock:
     def add(self, other: CommandBlock) -> None:
         total = self.seconds + other.seconds
         names = set(self.cpu) | set(other.cpu)
-        self.cpu = {n: (self.cpu.get(n, 0.0) * self.seconds + other.cpu.get(n, 0.0)
-                        * other.seconds) / total for n in names} if total else {}
+        self.cpu = (
+            {
+                n: (self.cpu.get(n, 0.0) * self.seconds + other.cpu.get(n, 0.0) * other.seconds)
+                / total
+                for n in names
+            }
+            if total
+            else {}
+        )
         self.rtt_ms += other.rtt_ms
         self.out_ms += other.out_ms
         self.back_ms += other.back_ms
@@ -910,8 +1102,9 @@ class CommandBlock:
         return max(self.rtt_ms) if self.rtt_ms else float("nan")
 
 
-def run_commands(kit: Any, n: int, label: str, gap_s: float, rng: random.Random,
-                 state: dict[str, str]) -> CommandBlock:
+def run_commands(
+    kit: Any, n: int, label: str, gap_s: float, rng: random.Random, state: dict[str, str]
+) -> CommandBlock:
     """`n` gate toggles, one after another, each waiting for its acknowledgement."""
     from labs.client import CommandError
 
@@ -941,8 +1134,9 @@ def split(n: int, parts: int) -> list[int]:
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
-def command_phase(stack: Stack, args: argparse.Namespace, holder: User
-                  ) -> tuple[CommandBlock, CommandBlock, CommandBlock | None]:
+def command_phase(
+    stack: Stack, args: argparse.Namespace, holder: User
+) -> tuple[CommandBlock, CommandBlock, CommandBlock | None]:
     from labs.client import LabService
 
     stack.stop_twins("others")
@@ -957,29 +1151,41 @@ def command_phase(stack: Stack, args: argparse.Namespace, holder: User
     loaded_parts = split(args.commands, rounds)
 
     def groups() -> dict[str, list[int]]:
-        return {"broker": [stack.broker.process.pid], "service": [stack.service_pid],
-                "target twin": [stack.twins["target"][2]],
-                "other twins": [stack.twins["others"][2]] if "others" in stack.twins else [],
-                "observers": [pid for _, _, pid in stack.observers],
-                "holder": [os.getpid()]}
+        return {
+            "broker": [stack.broker.process.pid],
+            "service": [stack.service_pid],
+            "target twin": [stack.twins["target"][2]],
+            "other twins": [stack.twins["others"][2]] if "others" in stack.twins else [],
+            "observers": [pid for _, _, pid in stack.observers],
+            "holder": [os.getpid()],
+        }
 
     def measured(block: CommandBlock, n: int, what: str) -> None:
         meter = common.CpuMeter(groups())
         part = run_commands(kit, n, block.label, args.gap, rng, gate)
         part.cpu = meter.stop()
-        progress(f"  {what}: {n} commands, p50 {ms(part.p(50))}, p99 {ms(part.p(99))}, "
-                 f"max {ms(part.max_ms)}, errors {len(part.errors)}")
+        progress(
+            f"  {what}: {n} commands, p50 {ms(part.p(50))}, p99 {ms(part.p(99))}, "
+            f"max {ms(part.max_ms)}, errors {len(part.errors)}"
+        )
         block.add(part)
 
-    with service.session(TARGET, progress=lambda line: progress(f"  holder: {line}"),
-                         heartbeat_s=10.0, poll_s=0.2, wait_timeout=60) as kit:
+    with service.session(
+        TARGET,
+        progress=lambda line: progress(f"  holder: {line}"),
+        heartbeat_s=10.0,
+        poll_s=0.2,
+        wait_timeout=60,
+    ) as kit:
         gate = {"gate": kit.actuators.get("gate", "closed")}
         run_commands(kit, args.warmup_commands, "warm-up", args.gap, rng, gate)
         for r in range(rounds):
             what = f"round {r + 1}/{rounds}"
             measured(base, base_parts[2 * r], f"{what}, baseline")
-            progress(f"  {what}: starting the other {len(KITS) - 1} twins and "
-                     f"{args.observers} observers in {args.observer_procs} processes")
+            progress(
+                f"  {what}: starting the other {len(KITS) - 1} twins and "
+                f"{args.observers} observers in {args.observer_procs} processes"
+            )
             stack.start_twins("others", [k for k, _ in KITS if k != TARGET])
             for block, niceness in ((loaded, 0), (niced, NICE)):
                 if block is None:
@@ -992,8 +1198,7 @@ def command_phase(stack: Stack, args: argparse.Namespace, holder: User
                 got, seconds = stack.stop_observers()
                 block.delivered = (block.delivered or 0) + got
                 block.delivered_s += seconds
-                progress(f"  observers received {got} messages in {seconds:.1f} s; "
-                         "stopped them")
+                progress(f"  observers received {got} messages in {seconds:.1f} s; stopped them")
             stack.stop_twins("others")
             time.sleep(args.settle)
             run_commands(kit, args.warmup_commands, "warm-up", args.gap, rng, gate)
@@ -1018,40 +1223,75 @@ def verdict_lines(checks: list[tuple[str, str, bool]], markdown: bool = False) -
     return [f"{verdict(kind, ok):<6}  {kind}: {name}" for kind, name, ok in checks]
 
 
-def queue_tables(concurrent: list[QueueRun], sequential: list[QueueRun],
-                 cross: QueueRun | None
-                 ) -> tuple[list[list[str]], list[tuple[str, str, bool]], list[list[str]]]:
+def queue_tables(
+    concurrent: list[QueueRun], sequential: list[QueueRun], cross: QueueRun | None
+) -> tuple[list[list[str]], list[tuple[str, str, bool]], list[list[str]]]:
     c_all = QueueRun.pooled(concurrent, "concurrent, pooled")
     s_all = QueueRun.pooled(sequential, "sequential, pooled")
     rows = [r.row() for r in concurrent] + [c_all.row()]
     rows += [r.row() for r in sequential] + [s_all.row()]
     if cross is not None:
         rows.append(cross.row())
-    ratios = [["concurrent / sequential (pooled)", ratio(c_all.p(50), s_all.p(50)),
-               ratio(c_all.p(95), s_all.p(95)), ratio(c_all.p(99), s_all.p(99)),
-               ratio(c_all.max_ms, s_all.max_ms), ratio(c_all.mean_ms, s_all.mean_ms)]]
+    ratios = [
+        [
+            "concurrent / sequential (pooled)",
+            ratio(c_all.p(50), s_all.p(50)),
+            ratio(c_all.p(95), s_all.p(95)),
+            ratio(c_all.p(99), s_all.p(99)),
+            ratio(c_all.max_ms, s_all.max_ms),
+            ratio(c_all.mean_ms, s_all.mean_ms),
+        ]
+    ]
     if cross is not None:
-        ratios.append(["tornado client / socket client (concurrent)",
-                       ratio(cross.p(50), c_all.p(50)), ratio(cross.p(95), c_all.p(95)),
-                       ratio(cross.p(99), c_all.p(99)), ratio(cross.max_ms, c_all.max_ms),
-                       ratio(cross.mean_ms, c_all.mean_ms)])
+        ratios.append(
+            [
+                "tornado client / socket client (concurrent)",
+                ratio(cross.p(50), c_all.p(50)),
+                ratio(cross.p(95), c_all.p(95)),
+                ratio(cross.p(99), c_all.p(99)),
+                ratio(cross.max_ms, c_all.max_ms),
+                ratio(cross.mean_ms, c_all.mean_ms),
+            ]
+        )
     n, k = s_all.requests // len(sequential), len(KITS)
     early, late = s_all.mean_of(k, k + 10), s_all.mean_of(n - 10, n)
-    ratios.append([f"sequential: requests {n - 10}-{n - 1} / requests {k}-{k + 9} (mean; queue "
-                   f"{n - 10 - k}-{n - 1 - k} vs 0-9 long)", "", "", "", "",
-                   f"{ratio(late, early)} ({late:.1f} vs {early:.1f} ms)"])
+    ratios.append(
+        [
+            f"sequential: requests {n - 10}-{n - 1} / requests {k}-{k + 9} (mean; queue "
+            f"{n - 10 - k}-{n - 1 - k} vs 0-9 long)",
+            "",
+            "",
+            "",
+            "",
+            f"{ratio(late, early)} ({late:.1f} vs {early:.1f} ms)",
+        ]
+    )
     rounds = ", ".join(f"{r.p(99):.0f}" for r in concurrent)
     checks = [
-        (TARGET_CHECK, f"queue burst p99 ≤ {QUEUE_P99_TARGET_MS:g} ms ({c_all.requests} "
-         f"concurrent requests pooled: p99 {c_all.p(99):.1f} ms; per round: {rounds} ms)",
-         c_all.p(99) <= QUEUE_P99_TARGET_MS and not c_all.errors),
-        (TARGET_CHECK, f"every round's p99 ≤ {QUEUE_P99_TARGET_MS:g} ms",
-         all(r.p(99) <= QUEUE_P99_TARGET_MS for r in concurrent)),
-        (SANITY, "no failed request (concurrent and sequential)",
-         not c_all.errors and not s_all.errors),
-        (SANITY, f"each burst granted exactly {len(KITS)} kits and queued the rest",
-         all(r.granted == len(KITS) and r.waiting == r.requests - len(KITS)
-             for r in concurrent + sequential)),
+        (
+            TARGET_CHECK,
+            f"queue burst p99 ≤ {QUEUE_P99_TARGET_MS:g} ms ({c_all.requests} "
+            f"concurrent requests pooled: p99 {c_all.p(99):.1f} ms; per round: {rounds} ms)",
+            c_all.p(99) <= QUEUE_P99_TARGET_MS and not c_all.errors,
+        ),
+        (
+            TARGET_CHECK,
+            f"every round's p99 ≤ {QUEUE_P99_TARGET_MS:g} ms",
+            all(r.p(99) <= QUEUE_P99_TARGET_MS for r in concurrent),
+        ),
+        (
+            SANITY,
+            "no failed request (concurrent and sequential)",
+            not c_all.errors and not s_all.errors,
+        ),
+        (
+            SANITY,
+            f"each burst granted exactly {len(KITS)} kits and queued the rest",
+            all(
+                r.granted == len(KITS) and r.waiting == r.requests - len(KITS)
+                for r in concurrent + sequential
+            ),
+        ),
     ]
     return rows, checks, ratios
 
@@ -1059,9 +1299,9 @@ def queue_tables(concurrent: list[QueueRun], sequential: list[QueueRun],
 RATIO_HEADER = ["", "p50", "p95", "p99", "max", "mean"]
 
 
-def command_tables(base: CommandBlock, loaded: CommandBlock, niced: CommandBlock | None,
-                   args: argparse.Namespace
-                   ) -> tuple[list[str], list[list[str]], list[tuple[str, str, bool]]]:
+def command_tables(
+    base: CommandBlock, loaded: CommandBlock, niced: CommandBlock | None, args: argparse.Namespace
+) -> tuple[list[str], list[list[str]], list[tuple[str, str, bool]]]:
     blocks = [base, loaded] + ([niced] if niced is not None else [])
     header = ["", "baseline", "with observers"]
     header += [f"observers at nice {NICE} (diagnostic)"] if niced is not None else []
@@ -1085,34 +1325,55 @@ def command_tables(base: CommandBlock, loaded: CommandBlock, niced: CommandBlock
 
     rows = [
         text("commands (errors)", lambda b: f"{len(b.rtt_ms)} ({len(b.errors)})"),
-        row("p50", lambda b: b.p(50)), row("p95", lambda b: b.p(95)),
-        row("p99", lambda b: b.p(99)), row("max", lambda b: b.max_ms),
+        row("p50", lambda b: b.p(50)),
+        row("p95", lambda b: b.p(95)),
+        row("p99", lambda b: b.p(99)),
+        row("max", lambda b: b.max_ms),
         row("mean", lambda b: float(np.mean(b.rtt_ms)) if b.rtt_ms else float("nan")),
-        text("p99 of each part, in order", lambda b: " / ".join(f"{x:.1f}"
-                                                                for x in b.parts_p99) + " ms"),
+        text(
+            "p99 of each part, in order",
+            lambda b: " / ".join(f"{x:.1f}" for x in b.parts_p99) + " ms",
+        ),
         row("holder -> kit, p50 (ack ts - send)", lambda b: b.p(50, "out")),
         row("holder -> kit, p99", lambda b: b.p(99, "out")),
         row("kit -> holder, p50 (receive - ack ts)", lambda b: b.p(50, "back")),
         row("kit -> holder, p99", lambda b: b.p(99, "back")),
-        text("CPU, % of a core: " + " / ".join(names),
-             lambda b: " / ".join(f"{b.cpu.get(n, 0):.0f}" for n in names)),
+        text(
+            "CPU, % of a core: " + " / ".join(names),
+            lambda b: " / ".join(f"{b.cpu.get(n, 0):.0f}" for n in names),
+        ),
         text("observer deliveries", delivered),
     ]
     got = loaded.delivered / loaded.delivered_s if loaded.delivered_s else float("nan")
     checks = [
-        (TARGET_CHECK, f"holder's command p99 ≤ {COMMAND_P99_TARGET_MS:g} ms with "
-         f"{args.observers} observers (p99 {loaded.p(99):.1f} ms)",
-         loaded.p(99) <= COMMAND_P99_TARGET_MS and not loaded.errors),
-        (SANITY, f"baseline p99 ≤ {COMMAND_P99_TARGET_MS:g} ms too (p99 {base.p(99):.1f} ms)",
-         base.p(99) <= COMMAND_P99_TARGET_MS and not base.errors),
+        (
+            TARGET_CHECK,
+            f"holder's command p99 ≤ {COMMAND_P99_TARGET_MS:g} ms with "
+            f"{args.observers} observers (p99 {loaded.p(99):.1f} ms)",
+            loaded.p(99) <= COMMAND_P99_TARGET_MS and not loaded.errors,
+        ),
+        (
+            SANITY,
+            f"baseline p99 ≤ {COMMAND_P99_TARGET_MS:g} ms too (p99 {base.p(99):.1f} ms)",
+            base.p(99) <= COMMAND_P99_TARGET_MS and not base.errors,
+        ),
         (SANITY, "every command acknowledged as applied", not any(b.errors for b in blocks)),
-        (SANITY, "observers took ≥ 95 % of the telemetry they subscribed to as it came (less: "
-         "they fell behind and the broker queued for them)", got >= 0.95 * expected),
+        (
+            SANITY,
+            "observers took ≥ 95 % of the telemetry they subscribed to as it came (less: "
+            "they fell behind and the broker queued for them)",
+            got >= 0.95 * expected,
+        ),
     ]
     if niced is not None:
-        checks.append((SANITY, f"diagnostic: p99 ≤ {COMMAND_P99_TARGET_MS:g} ms with the "
-                       f"observers at nice {NICE} (p99 {niced.p(99):.1f} ms)",
-                       niced.p(99) <= COMMAND_P99_TARGET_MS and not niced.errors))
+        checks.append(
+            (
+                SANITY,
+                f"diagnostic: p99 ≤ {COMMAND_P99_TARGET_MS:g} ms with the "
+                f"observers at nice {NICE} (p99 {niced.p(99):.1f} ms)",
+                niced.p(99) <= COMMAND_P99_TARGET_MS and not niced.errors,
+            )
+        )
     return header, rows, checks
 
 
@@ -1123,49 +1384,86 @@ def profile_text(path: Path, top: int = 25) -> str:
     stats.sort_stats("cumulative").print_stats(top)
     # Where the service process's time goes, one level down each time (the HTTP front ends
     # are other processes: the breakdown table shows their share).
-    for name in (r"api.py:\d+\(_decide\)", r"service.py:\d+\(request_many\)",
-                 r"service.py:\d+\(_estimates\)", r"service.py:\d+\(_assign\)",
-                 r"frontend.py:\d+\(reply\)", r"service.py:\d+\(tick\)"):
+    for name in (
+        r"api.py:\d+\(_decide\)",
+        r"service.py:\d+\(request_many\)",
+        r"service.py:\d+\(_estimates\)",
+        r"service.py:\d+\(_assign\)",
+        r"frontend.py:\d+\(reply\)",
+        r"service.py:\d+\(tick\)",
+    ):
         stats.sort_stats("cumulative").print_callees(name)
     return out.getvalue()
 
 
 # ============================================================== main
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 round, 100 commands, 20 observers in 2 processes, "
-                             "no tornado cross-check")
-    parser.add_argument("--markdown", type=Path, metavar="FILE",
-                        help=f"append/replace the section {SECTION!r} in FILE")
-    parser.add_argument("--profile", nargs="?", const="", default=None, metavar="FILE",
-                        help="run the service under cProfile and print its hot spots (and "
-                             "keep the raw stats in FILE, if given)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round, 100 commands, 20 observers in 2 processes, "
+        "no tornado cross-check",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="FILE",
+        help=f"append/replace the section {SECTION!r} in FILE",
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE",
+        help="run the service under cProfile and print its hot spots (and "
+        "keep the raw stats in FILE, if given)",
+    )
     parser.add_argument("--requests", type=int, default=150, help="users per queue burst")
-    parser.add_argument("--http-processes", type=int, metavar="N",
-                        help="the service's HTTP front-end processes (default: the service's "
-                             "default, 2; 0: it serves HTTP itself)")
+    parser.add_argument(
+        "--http-processes",
+        type=int,
+        metavar="N",
+        help="the service's HTTP front-end processes (default: the service's "
+        "default, 2; 0: it serves HTTP itself)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="bursts (default 3, quick 1)")
-    parser.add_argument("--no-tornado", action="store_true",
-                        help="skip the cross-check burst from tornado's AsyncHTTPClient")
-    parser.add_argument("--commands", type=int, default=None,
-                        help="commands per condition (default 500, quick 100)")
+    parser.add_argument(
+        "--no-tornado",
+        action="store_true",
+        help="skip the cross-check burst from tornado's AsyncHTTPClient",
+    )
+    parser.add_argument(
+        "--commands", type=int, default=None, help="commands per condition (default 500, quick 100)"
+    )
     parser.add_argument("--warmup-commands", type=int, default=20)
-    parser.add_argument("--cmd-rounds", type=int, default=None,
-                        help="split each condition into this many interleaved parts (default "
-                             "2, quick 1)")
+    parser.add_argument(
+        "--cmd-rounds",
+        type=int,
+        default=None,
+        help="split each condition into this many interleaved parts (default 2, quick 1)",
+    )
     parser.add_argument("--observers", type=int, default=None, help="default 100, quick 20")
     parser.add_argument("--observer-procs", type=int, default=None, help="default 4, quick 2")
-    parser.add_argument("--qos", type=int, choices=[0, 1], default=1,
-                        help="QoS of the observers' subscriptions")
+    parser.add_argument(
+        "--qos", type=int, choices=[0, 1], default=1, help="QoS of the observers' subscriptions"
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="telemetry per kit, Hz")
-    parser.add_argument("--gap", type=float, default=0.02,
-                        help="random pause of 0..GAP s between two commands")
-    parser.add_argument("--no-nice-check", dest="nice_check", action="store_false",
-                        help=f"skip the diagnostic block with the observers at nice {NICE}")
-    parser.add_argument("--settle", type=float, default=2.0,
-                        help="pause after starting/stopping the observers, s")
+    parser.add_argument(
+        "--gap", type=float, default=0.02, help="random pause of 0..GAP s between two commands"
+    )
+    parser.add_argument(
+        "--no-nice-check",
+        dest="nice_check",
+        action="store_false",
+        help=f"skip the diagnostic block with the observers at nice {NICE}",
+    )
+    parser.add_argument(
+        "--settle", type=float, default=2.0, help="pause after starting/stopping the observers, s"
+    )
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.commands = args.commands or (100 if args.quick else 500)
@@ -1178,8 +1476,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join([".venv/bin/python", "bench/sharing.py",
-                          *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(
+        [".venv/bin/python", "bench/sharing.py", *(sys.argv[1:] if argv is None else argv)]
+    )
     groups = {"wc": 30, "ws": 30, "t1": args.requests}
     for r in range(1, args.rounds + 1):
         groups[f"c{r}"] = groups[f"s{r}"] = args.requests
@@ -1200,14 +1499,17 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(args, root, everyone)
     profile = None
     try:
-        progress(f"starting broker, lab service and {len(KITS)} twins at {args.rate:g} Hz "
-                 f"({len(everyone)} users configured)"
-                 + (" - service under cProfile" if args.profile is not None else ""))
+        progress(
+            f"starting broker, lab service and {len(KITS)} twins at {args.rate:g} Hz "
+            f"({len(everyone)} users configured)"
+            + (" - service under cProfile" if args.profile is not None else "")
+        )
         stack.start()
         progress(f"broker on port {stack.broker.port}, service on {stack.url}")
         concurrent, sequential, cross = queue_phase(stack, args, users)
-        progress("phase 1b: the same bursts against one process serving HTTP itself, each "
-                 "step timed")
+        progress(
+            "phase 1b: the same bursts against one process serving HTTP itself, each step timed"
+        )
         breakdown = service_breakdown(args, root, stack.ctx)
         base, loaded, niced = command_phase(stack, args, holder)
     except KeyboardInterrupt:
@@ -1225,8 +1527,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     load_after = os.getloadavg()
-    load = (f"load average (1, 5, 15 min) at the start {', '.join(f'{x:.2f}' for x in load_before)}"
-            f", at the end {', '.join(f'{x:.2f}' for x in load_after)} (2 cores)")
+    load = (
+        f"load average (1, 5, 15 min) at the start {', '.join(f'{x:.2f}' for x in load_before)}"
+        f", at the end {', '.join(f'{x:.2f}' for x in load_after)} (2 cores)"
+    )
     queue_rows, queue_checks, ratios = queue_tables(concurrent, sequential, cross)
     cmd_header, cmd_rows, cmd_checks = command_tables(base, loaded, niced, args)
     c_all = QueueRun.pooled(concurrent, "")
@@ -1251,7 +1555,7 @@ def main(argv: list[str] | None = None) -> int:
         spread = max(r.send_spread_s for r in concurrent) * 1000
         notes = [
             f"Queue burst: {args.requests} distinct users per burst, {args.requests // len(KITS)}"
-            f" per kit, `POST /api/queue {{\"kit\": ...}}` each on a new connection (as "
+            f' per kit, `POST /api/queue {{"kit": ...}}` each on a new connection (as '
             "`labs.client.LabService` does), all connects started in one tight loop of one "
             f"non-blocking socket client (at most {spread:.1f} ms between the first and the "
             "last); latency = connect to the last byte of the answer. Fresh users every "
@@ -1259,8 +1563,11 @@ def main(argv: list[str] | None = None) -> int:
             "previous burst's entries leave the queue and its sessions are ended); "
             "concurrent and sequential bursts alternate in order round by round. The service "
             "is `smartlab lab serve` with its defaults ("
-            + ("2 HTTP front-end processes" if args.http_processes is None else
-               f"but {args.http_processes} HTTP front-end processes")
+            + (
+                "2 HTTP front-end processes"
+                if args.http_processes is None
+                else f"but {args.http_processes} HTTP front-end processes"
+            )
             + f", SQLite in the state folder, 0.25 s tick); the {len(KITS)} twins publish at "
             f"{args.rate:g} Hz meanwhile.",
             f"Reference: {WEBLAB}.",
@@ -1280,11 +1587,17 @@ def main(argv: list[str] | None = None) -> int:
             "to walk every start-up object (33-76 ms measured with `gc.callbacks`), and when it "
             "fell inside a burst that burst's p99 rose to 105-145 ms. Both processes now "
             "`gc.freeze()` their start-up objects once serving; bursts since: 61-81 ms.",
-            *(["Cross-check: one burst from tornado's `AsyncHTTPClient(max_clients="
-               f"{args.requests})`, every request released by one asyncio.Event: the same "
-               "order of magnitude, so the figures are not an artefact of the load generator "
-               "(one burst only: its ratio to the other bursts moves with the machine's "
-               "load)."] if cross else []),
+            *(
+                [
+                    "Cross-check: one burst from tornado's `AsyncHTTPClient(max_clients="
+                    f"{args.requests})`, every request released by one asyncio.Event: the same "
+                    "order of magnitude, so the figures are not an artefact of the load generator "
+                    "(one burst only: its ratio to the other bursts moves with the machine's "
+                    "load)."
+                ]
+                if cross
+                else []
+            ),
             f"Command round trip: `LabService.session({TARGET!r})` (queue -> granted -> "
             "`/api/me/mqtt` control URL), then `kit.set('gate', open/closed)` one after "
             f"another with a random 0-{args.gap * 1000:.0f} ms pause, timed by "
@@ -1297,24 +1610,36 @@ def main(argv: list[str] | None = None) -> int:
             "four in another. 'others' CPU = the rest of the machine meanwhile.",
         ]
         if niced is not None:
-            notes.append(f"Diagnostic block: the same {args.observers} observers started again "
-                         f"at nice {NICE}, so that they only get the CPU the broker, the kits "
-                         "and the holder leave, as if they ran on the students' own machines; "
-                         "the broker still has to deliver them every message.")
+            notes.append(
+                f"Diagnostic block: the same {args.observers} observers started again "
+                f"at nice {NICE}, so that they only get the CPU the broker, the kits "
+                "and the holder leave, as if they ran on the students' own machines; "
+                "the broker still has to deliver them every message."
+            )
         if args.profile is not None:
             notes.append("This run had the service under cProfile (slower than normal).")
         body = [
-            f"Measured {started:%Y-%m-%d %H:%M} UTC on {common.machine()}; {load}; with", "",
-            f"    {command}", "",
-            f"**1. {args.requests} simultaneous queue requests** ({len(KITS)} kits):", "",
-            common.markdown_table(queue_rows, QUEUE_HEADER), "",
-            common.markdown_table(ratios, RATIO_HEADER), "",
-            *verdict_lines(queue_checks, markdown=True), "",
-            common.markdown_table(parts, BREAKDOWN_HEADER), "",
+            f"Measured {started:%Y-%m-%d %H:%M} UTC on {common.machine()}; {load}; with",
+            "",
+            f"    {command}",
+            "",
+            f"**1. {args.requests} simultaneous queue requests** ({len(KITS)} kits):",
+            "",
+            common.markdown_table(queue_rows, QUEUE_HEADER),
+            "",
+            common.markdown_table(ratios, RATIO_HEADER),
+            "",
+            *verdict_lines(queue_checks, markdown=True),
+            "",
+            common.markdown_table(parts, BREAKDOWN_HEADER),
+            "",
             f"**2. Holder's command round trip with {args.observers} observers** "
-            f"({TARGET}, client -> broker -> kit -> acknowledgement):", "",
-            common.markdown_table(cmd_rows, cmd_header), "",
-            *verdict_lines(cmd_checks, markdown=True), "",
+            f"({TARGET}, client -> broker -> kit -> acknowledgement):",
+            "",
+            common.markdown_table(cmd_rows, cmd_header),
+            "",
+            *verdict_lines(cmd_checks, markdown=True),
+            "",
             *[f"- {note}" for note in notes],
         ]
         common.write_markdown(args.markdown, TITLE, "\n".join(body), progress)

@@ -70,6 +70,7 @@ progress = common.progress_printer("telemetry")
 
 # ============================================================== results
 
+
 @dataclass
 class PhaseResult:
     """What one measuring window gave: latencies in ms and message accounting."""
@@ -113,37 +114,58 @@ class PhaseResult:
 
     @property
     def ok(self) -> bool:
-        return (not self.errors and self.lost == 0 and self.received > 0
-                and self.achieved_hz >= MIN_RATE_FRACTION * self.target_hz)
+        return (
+            not self.errors
+            and self.lost == 0
+            and self.received > 0
+            and self.achieved_hz >= MIN_RATE_FRACTION * self.target_hz
+        )
 
     @classmethod
     def merge(cls, parts: list[PhaseResult]) -> PhaseResult:
         """Pool the rounds of one combination (windows add up, CPU is time-weighted)."""
         first, total = parts[0], sum(p.window_s for p in parts)
         cpu = {k: sum(p.cpu.get(k, 0.0) * p.window_s for p in parts) / total for k in first.cpu}
-        return cls(first.label, first.subscribers, first.rate_hz, first.kits, total,
-                   np.concatenate([p.latencies_ms for p in parts]),
-                   sum(p.expected for p in parts), sum(p.received for p in parts),
-                   sum(p.gaps for p in parts), sum(p.duplicates for p in parts),
-                   sum(p.sent for p in parts), [e for p in parts for e in p.errors], cpu,
-                   [(p.pct(99), p.cpu.get("others", float("nan"))) for p in parts])
+        return cls(
+            first.label,
+            first.subscribers,
+            first.rate_hz,
+            first.kits,
+            total,
+            np.concatenate([p.latencies_ms for p in parts]),
+            sum(p.expected for p in parts),
+            sum(p.received for p in parts),
+            sum(p.gaps for p in parts),
+            sum(p.duplicates for p in parts),
+            sum(p.sent for p in parts),
+            [e for p in parts for e in p.errors],
+            cpu,
+            [(p.pct(99), p.cpu.get("others", float("nan"))) for p in parts],
+        )
 
     def cpu_text(self) -> str:
         return ", ".join(f"{name} {pct:.0f}%" for name, pct in self.cpu.items())
 
     def line(self) -> str:
-        return (f"{self.label}: {self.kits} kits x {self.rate_hz:g} Hz, {self.subscribers} subs: "
-                f"p50 {self.pct(50):.2f} ms, p99 {self.pct(99):.2f} ms, max {self.max_ms:.2f} ms, "
-                f"sent {self.achieved_hz:.0f}/s of {self.target_hz:.0f}/s, received "
-                f"{self.received}/{self.expected} (lost {self.lost}, gaps {self.gaps}); "
-                f"cpu {self.cpu_text()}"
-                + (f", errors: {'; '.join(self.errors)}" if self.errors else ""))
+        return (
+            f"{self.label}: {self.kits} kits x {self.rate_hz:g} Hz, {self.subscribers} subs: "
+            f"p50 {self.pct(50):.2f} ms, p99 {self.pct(99):.2f} ms, max {self.max_ms:.2f} ms, "
+            f"sent {self.achieved_hz:.0f}/s of {self.target_hz:.0f}/s, received "
+            f"{self.received}/{self.expected} (lost {self.lost}, gaps {self.gaps}); "
+            f"cpu {self.cpu_text()}"
+            + (f", errors: {'; '.join(self.errors)}" if self.errors else "")
+        )
 
 
-def account(label: str, subscribers: int, rate_hz: float, window: tuple[float, float, float],
-            sent_ts: dict[str, list[float]], streams: list[dict[str, list[tuple[int, float,
-                                                                               float]]]],
-            errors: list[str]) -> PhaseResult:
+def account(
+    label: str,
+    subscribers: int,
+    rate_hz: float,
+    window: tuple[float, float, float],
+    sent_ts: dict[str, list[float]],
+    streams: list[dict[str, list[tuple[int, float, float]]]],
+    errors: list[str],
+) -> PhaseResult:
     """Turn what was sent and what each subscriber got into a PhaseResult.
 
     `sent_ts[kit]` lists the `ts` of every message sent, in sequence order; `streams` has one
@@ -171,15 +193,35 @@ def account(label: str, subscribers: int, rate_hz: float, window: tuple[float, f
                 last = seq if last is None else max(last, seq)
             received += len(seen)
     sent = sum(in_window.values())
-    return PhaseResult(label, subscribers, rate_hz, len(sent_ts), t1 - t0,
-                       np.array(latencies) * 1000.0, sent * subscribers, received, gaps,
-                       duplicates, sent, errors)
+    return PhaseResult(
+        label,
+        subscribers,
+        rate_hz,
+        len(sent_ts),
+        t1 - t0,
+        np.array(latencies) * 1000.0,
+        sent * subscribers,
+        received,
+        gaps,
+        duplicates,
+        sent,
+        errors,
+    )
 
 
 # ============================================================== paho subscribers (child processes)
 
-def subscriber_worker(conn: Connection, index: int, count: int, host: str, port: int,
-                      creds: dict[str, str], loop: str, qos: int = 1) -> None:
+
+def subscriber_worker(
+    conn: Connection,
+    index: int,
+    count: int,
+    host: str,
+    port: int,
+    creds: dict[str, str],
+    loop: str,
+    qos: int = 1,
+) -> None:
     """`count` paho v5 clients subscribed to every kit's telemetry (QoS 1 unless told).
 
     loop="select": one selector loop drives every client of this process (paho's external-loop
@@ -196,8 +238,14 @@ def subscriber_worker(conn: Connection, index: int, count: int, host: str, port:
         if loop == "threads":
             clients = []
             for j in range(count):
-                client = connect_client(host, port, credentials, f"bench-sub-{index}-{j}",
-                                        subscribe=[(SUB_FILTER, qos)], keepalive=60)
+                client = connect_client(
+                    host,
+                    port,
+                    credentials,
+                    f"bench-sub-{index}-{j}",
+                    subscribe=[(SUB_FILTER, qos)],
+                    keepalive=60,
+                )
                 client.user_data_set(j)
                 client.on_message = on_message
                 clients.append(client)
@@ -214,8 +262,9 @@ def subscriber_worker(conn: Connection, index: int, count: int, host: str, port:
                 return True
 
             client_ids = [f"bench-sub-{index}-{j}" for j in range(count)]
-            common.select_loop(conn, client_ids, host, port, credentials, SUB_FILTER, qos,
-                               on_message, on_control)
+            common.select_loop(
+                conn, client_ids, host, port, credentials, SUB_FILTER, qos, on_message, on_control
+            )
             window = control[0]
     except Exception as err:
         conn.send(("error", f"subscriber process {index}: {type(err).__name__}: {err}"))
@@ -223,8 +272,9 @@ def subscriber_worker(conn: Connection, index: int, count: int, host: str, port:
     conn.send(("result", _streams(records, count, window)))
 
 
-def _streams(records: list[tuple[float, int, str, bytes]], count: int,
-             window: tuple[float, float, float]) -> list[dict[str, list[tuple[int, float, float]]]]:
+def _streams(
+    records: list[tuple[float, int, str, bytes]], count: int, window: tuple[float, float, float]
+) -> list[dict[str, list[tuple[int, float, float]]]]:
     """Per client: kit -> [(seq, ts, receive time)] in arrival order, inside the window only."""
     t0, t1, _ = window
     streams: list[dict[str, list]] = [defaultdict(list) for _ in range(count)]
@@ -240,6 +290,7 @@ def _streams(records: list[tuple[float, int, str, bytes]], count: int,
 
 
 # ============================================================== orchestration helpers
+
 
 @dataclass
 class Bench:
@@ -310,8 +361,9 @@ class Bench:
             raise RuntimeError(f"expected {what}, got {kind}")
         return payload
 
-    def measure(self, warmup: float, duration: float, groups: dict[str, list[int]]
-                ) -> tuple[tuple[float, float, float], dict[str, float]]:
+    def measure(
+        self, warmup: float, duration: float, groups: dict[str, list[int]]
+    ) -> tuple[tuple[float, float, float], dict[str, float]]:
         """Wait through warm-up, window and drain; return (t0, t1, deadline) in epoch s and
         the CPU each group of processes used inside the window, in % of one core."""
         t0 = time.time() + warmup
@@ -324,8 +376,16 @@ class Bench:
         time.sleep(max(0.0, deadline - time.time()))
         return (t0, t1, deadline), cpu
 
-    def run(self, label: str, pubs: str, subs: str, subscribers: int, rate_hz: float,
-            warmup: float, duration: float) -> PhaseResult:
+    def run(
+        self,
+        label: str,
+        pubs: str,
+        subs: str,
+        subscribers: int,
+        rate_hz: float,
+        warmup: float,
+        duration: float,
+    ) -> PhaseResult:
         """One window: `pubs` is "twins" or "raw" (mosquitto_pub), `subs` "paho" or "raw"
         (mosquitto_sub)."""
         outdir = Path(tempfile.mkdtemp(prefix="subs-", dir=self.root))
@@ -340,8 +400,9 @@ class Bench:
                 sub_pids = [proc.pid for proc in self.children]
             if pubs == "twins":
                 kits = [(k, model, self.kit_creds[k].as_dict()) for k, model in self.kits]
-                twin, tconn = self.spawn(common.twin_worker, self.host, self.port, kits, rate_hz,
-                                         True)  # record what was sent
+                twin, tconn = self.spawn(
+                    common.twin_worker, self.host, self.port, kits, rate_hz, True
+                )  # record what was sent
                 self.expect(tconn, "ready", 60)
                 pub_pids = [twin.pid]
             else:
@@ -349,8 +410,11 @@ class Bench:
                 feeder = Feeder(procs, self.templates, rate_hz, self.offsets)
                 feeder.start()
                 pub_pids = [os.getpid(), *(proc.pid for proc in procs.values())]
-            groups = {"broker": [self.broker.process.pid], "publishers": pub_pids,
-                      "subscribers": sub_pids}
+            groups = {
+                "broker": [self.broker.process.pid],
+                "publishers": pub_pids,
+                "subscribers": sub_pids,
+            }
             window, cpu = self.measure(warmup, duration, groups)
             if feeder is None:
                 tconn.send("stop")
@@ -378,15 +442,29 @@ class Bench:
     def start_paho_subs(self, subscribers: int) -> list[tuple[Any, Connection]]:
         procs = min(self.args.sub_procs, subscribers)
         sizes = [subscribers // procs + (i < subscribers % procs) for i in range(procs)]
-        subs = [self.spawn(subscriber_worker, i, n, self.host, self.port,
-                           self.observer.as_dict(), self.args.sub_loop, self.args.sub_qos)
-                for i, n in enumerate(sizes)]
+        subs = [
+            self.spawn(
+                subscriber_worker,
+                i,
+                n,
+                self.host,
+                self.port,
+                self.observer.as_dict(),
+                self.args.sub_loop,
+                self.args.sub_qos,
+            )
+            for i, n in enumerate(sizes)
+        ]
         for _, conn in subs:
             self.expect(conn, "ready", 90)
         return subs
 
-    def collect_paho(self, subs: list[tuple[Any, Connection]], window: tuple[float, float, float],
-                     errors: list[str]) -> list[dict]:
+    def collect_paho(
+        self,
+        subs: list[tuple[Any, Connection]],
+        window: tuple[float, float, float],
+        errors: list[str],
+    ) -> list[dict]:
         streams: list[dict] = []
         for _, conn in subs:
             conn.send(window)
@@ -398,35 +476,67 @@ class Bench:
         return streams
 
     def mqtt_args(self, creds: Credentials, client_id: str, qos: int = 1) -> list[str]:
-        return ["-h", self.host, "-p", str(self.port), "-u", creds.username, "-P", creds.password,
-                "-i", client_id, "-V", "mqttv5", "-q", str(qos), "--nodelay"]
+        return [
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-u",
+            creds.username,
+            "-P",
+            creds.password,
+            "-i",
+            client_id,
+            "-V",
+            "mqttv5",
+            "-q",
+            str(qos),
+            "--nodelay",
+        ]
 
     def start_raw_subs(self, subscribers: int, outdir: Path) -> list[Path]:
         files = [outdir / f"sub-{i}.txt" for i in range(subscribers)]
         for i, path in enumerate(files):
             with path.open("wb") as out:
                 # Line-buffered, so that the readiness probe shows up at once.
-                self.popen(["stdbuf", "-oL", "mosquitto_sub",
-                            *self.mqtt_args(self.observer, f"bench-raw-sub-{i}",
-                                            self.args.sub_qos),
-                            "-t", SUB_FILTER, "-F", "%U %t %p"],
-                           stdout=out, stderr=subprocess.STDOUT)
+                self.popen(
+                    [
+                        "stdbuf",
+                        "-oL",
+                        "mosquitto_sub",
+                        *self.mqtt_args(self.observer, f"bench-raw-sub-{i}", self.args.sub_qos),
+                        "-t",
+                        SUB_FILTER,
+                        "-F",
+                        "%U %t %p",
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
         self.wait_subscribed(files)
         return files
 
     def start_raw_pubs(self) -> dict[str, subprocess.Popen]:
-        pubs = {kit: self.popen(["mosquitto_pub",
-                                 *self.mqtt_args(self.kit_creds[kit], f"bench-raw-{kit}"),
-                                 "-t", P.telemetry_topic(kit), "-l"],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-                for kit, _ in self.kits}
+        pubs = {
+            kit: self.popen(
+                [
+                    "mosquitto_pub",
+                    *self.mqtt_args(self.kit_creds[kit], f"bench-raw-{kit}"),
+                    "-t",
+                    P.telemetry_topic(kit),
+                    "-l",
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for kit, _ in self.kits
+        }
         time.sleep(0.5)  # let them connect; earlier lines would only wait in the pipe
         return pubs
 
     @staticmethod
-    def stop_raw_pubs(feeder: Feeder, pubs: dict[str, subprocess.Popen]
-                      ) -> dict[str, list[float]]:
+    def stop_raw_pubs(feeder: Feeder, pubs: dict[str, subprocess.Popen]) -> dict[str, list[float]]:
         feeder.stop()
         for proc in pubs.values():
             proc.stdin.close()  # mosquitto_pub publishes what is left, then disconnects
@@ -457,8 +567,13 @@ class Bench:
 class Feeder:
     """Feeds `mosquitto_pub -l` processes one JSON line per tick per kit, like a twin would."""
 
-    def __init__(self, pubs: dict[str, subprocess.Popen], templates: dict[str, dict],
-                 rate_hz: float, offsets: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        pubs: dict[str, subprocess.Popen],
+        templates: dict[str, dict],
+        rate_hz: float,
+        offsets: dict[str, float] | None = None,
+    ) -> None:
         self.pubs = pubs
         self.offsets = offsets
         self.templates = templates
@@ -495,8 +610,12 @@ class Feeder:
                 seqs[i] += 1
                 template = self.templates[kit]
                 ts = time.time()
-                line = P.encode_telemetry(seqs[i], ts, template["values"],
-                                          round(template["sim"] + seqs[i] * self.period, 3))
+                line = P.encode_telemetry(
+                    seqs[i],
+                    ts,
+                    template["values"],
+                    round(template["sim"] + seqs[i] * self.period, 3),
+                )
                 os.write(fds[kit], line.encode() + b"\n")
                 self.sent[kit].append(ts)
                 due += self.period
@@ -510,8 +629,9 @@ class Feeder:
 LINE = re.compile(rb"^(\d+\.\d+) (\S+) (\{.*\})$")
 
 
-def parse_sub_file(path: Path, window: tuple[float, float, float]
-                   ) -> dict[str, list[tuple[int, float, float]]]:
+def parse_sub_file(
+    path: Path, window: tuple[float, float, float]
+) -> dict[str, list[tuple[int, float, float]]]:
     """kit -> [(seq, ts, receive time)] from one `mosquitto_sub -F '%U %t %p'` output file."""
     t0, t1, _ = window
     stream: dict[str, list] = defaultdict(list)
@@ -529,6 +649,7 @@ def parse_sub_file(path: Path, window: tuple[float, float, float]
 
 # ============================================================== the whole run
 
+
 @dataclass(frozen=True)
 class Combo:
     """Which publishers feed which subscribers."""
@@ -540,8 +661,10 @@ class Combo:
 
 TWINS = Combo("twins -> paho", "twins", "paho")
 RAW = Combo("mosquitto_pub -> mosquitto_sub", "raw", "raw")
-CROSS = [Combo("twins -> mosquitto_sub", "twins", "raw"),
-         Combo("mosquitto_pub -> paho", "raw", "paho")]
+CROSS = [
+    Combo("twins -> mosquitto_sub", "twins", "raw"),
+    Combo("mosquitto_pub -> paho", "raw", "paho"),
+]
 
 
 def nominal(bench: Bench, combos: list[Combo]) -> dict[Combo, PhaseResult]:
@@ -549,10 +672,11 @@ def nominal(bench: Bench, combos: list[Combo]) -> dict[Combo, PhaseResult]:
     args, parts = bench.args, defaultdict(list)
     window = args.duration / args.rounds
     for r in range(args.rounds):
-        order = combos[r % len(combos):] + combos[:r % len(combos)]
+        order = combos[r % len(combos) :] + combos[: r % len(combos)]
         for combo in order:
-            result = bench.run(combo.name, combo.pubs, combo.subs, args.subscribers, args.rate,
-                               args.warmup, window)
+            result = bench.run(
+                combo.name, combo.pubs, combo.subs, args.subscribers, args.rate, args.warmup, window
+            )
             parts[combo].append(result)
             progress(f"  round {r + 1}/{args.rounds} {result.line()}")
     return {combo: PhaseResult.merge(parts[combo]) for combo in combos}
@@ -575,8 +699,15 @@ def rate_sweep(bench: Bench, combos: list[Combo]) -> dict[Combo, Sweep]:
         if not active:
             break
         for combo in active:
-            result = bench.run(combo.name, combo.pubs, combo.subs, args.rate_subscribers, rate,
-                               args.rate_warmup, args.rate_window)
+            result = bench.run(
+                combo.name,
+                combo.pubs,
+                combo.subs,
+                args.rate_subscribers,
+                rate,
+                args.rate_warmup,
+                args.rate_window,
+            )
             sweep = sweeps[combo]
             sweep.steps[rate] = result
             progress(f"  {result.line()} -> {'ok' if result.ok else 'FAIL'}")
@@ -615,57 +746,107 @@ def cpu_cell(result: PhaseResult) -> str:
 HEADER = ["", "twins (KitRunner -> paho)", "raw (mosquitto_pub -> mosquitto_sub)", "twin/raw"]
 
 
-def report(twin: PhaseResult, raw: PhaseResult, twin_rate: Sweep | None, raw_rate: Sweep | None,
-           rate_subscribers: int) -> tuple[list[list[str]], list[tuple[str, bool | None]]]:
+def report(
+    twin: PhaseResult,
+    raw: PhaseResult,
+    twin_rate: Sweep | None,
+    raw_rate: Sweep | None,
+    rate_subscribers: int,
+) -> tuple[list[list[str]], list[tuple[str, bool | None]]]:
     """Table rows and (target, passed or None if not measured) pairs."""
     kits = twin.kits
     rates = None
     if twin_rate is not None and raw_rate is not None:
         rates = (twin_rate.best or 0.0, raw_rate.best or 0.0)
     rows = [
-        ["p50 latency", f"{twin.pct(50):.2f} ms", f"{raw.pct(50):.2f} ms",
-         f"{ratio(twin.pct(50), raw.pct(50)):.2f}"],
-        ["p99 latency", f"{twin.pct(99):.2f} ms", f"{raw.pct(99):.2f} ms",
-         f"{ratio(twin.pct(99), raw.pct(99)):.2f}"],
-        ["max latency", f"{twin.max_ms:.2f} ms", f"{raw.max_ms:.2f} ms",
-         f"{ratio(twin.max_ms, raw.max_ms):.2f}"],
-        ["messages received / expected", f"{twin.received} / {twin.expected}",
-         f"{raw.received} / {raw.expected}", ""],
+        [
+            "p50 latency",
+            f"{twin.pct(50):.2f} ms",
+            f"{raw.pct(50):.2f} ms",
+            f"{ratio(twin.pct(50), raw.pct(50)):.2f}",
+        ],
+        [
+            "p99 latency",
+            f"{twin.pct(99):.2f} ms",
+            f"{raw.pct(99):.2f} ms",
+            f"{ratio(twin.pct(99), raw.pct(99)):.2f}",
+        ],
+        [
+            "max latency",
+            f"{twin.max_ms:.2f} ms",
+            f"{raw.max_ms:.2f} ms",
+            f"{ratio(twin.max_ms, raw.max_ms):.2f}",
+        ],
+        [
+            "messages received / expected",
+            f"{twin.received} / {twin.expected}",
+            f"{raw.received} / {raw.expected}",
+            "",
+        ],
         ["lost / sequence gaps", f"{twin.lost} / {twin.gaps}", f"{raw.lost} / {raw.gaps}", ""],
-        ["publish rate achieved", f"{twin.achieved_hz:.1f} msg/s", f"{raw.achieved_hz:.1f} msg/s",
-         ""],
+        [
+            "publish rate achieved",
+            f"{twin.achieved_hz:.1f} msg/s",
+            f"{raw.achieved_hz:.1f} msg/s",
+            "",
+        ],
         ["CPU, % of a core: broker / pub / sub / others", cpu_cell(twin), cpu_cell(raw), ""],
-        [f"max zero-loss rate ({rate_subscribers} subscribers)", fmt_rate(twin_rate, kits),
-         fmt_rate(raw_rate, kits),
-         "" if rates is None else f"{ratio(*rates):.2f}"
-         + (" (bound)" if twin_rate.capped or raw_rate.capped else "")],
+        [
+            f"max zero-loss rate ({rate_subscribers} subscribers)",
+            fmt_rate(twin_rate, kits),
+            fmt_rate(raw_rate, kits),
+            ""
+            if rates is None
+            else f"{ratio(*rates):.2f}"
+            + (" (bound)" if twin_rate.capped or raw_rate.capped else ""),
+        ],
     ]
     checks: list[tuple[str, bool | None]] = [
-        (f"twin p99 ≤ {P99_TARGET_MS:g} ms ({kits} kits x {twin.rate_hz:g} Hz, "
-         f"{twin.subscribers} subscribers)", twin.pct(99) <= P99_TARGET_MS),
+        (
+            f"twin p99 ≤ {P99_TARGET_MS:g} ms ({kits} kits x {twin.rate_hz:g} Hz, "
+            f"{twin.subscribers} subscribers)",
+            twin.pct(99) <= P99_TARGET_MS,
+        ),
         (f"twin p50 within {RATIO_TARGET:g}x raw", twin.pct(50) <= RATIO_TARGET * raw.pct(50)),
         (f"twin p99 within {RATIO_TARGET:g}x raw", twin.pct(99) <= RATIO_TARGET * raw.pct(99)),
-        (f"twin max zero-loss rate within {RATIO_TARGET:g}x raw",
-         None if rates is None else rates[0] * RATIO_TARGET >= rates[1]),
+        (
+            f"twin max zero-loss rate within {RATIO_TARGET:g}x raw",
+            None if rates is None else rates[0] * RATIO_TARGET >= rates[1],
+        ),
         ("no message lost at the nominal load (twins)", twin.lost == 0 and twin.received > 0),
     ]
     return rows, checks
 
 
-SPLIT_HEADER = ["publishers -> subscribers", "p50", "p99",
-                "p99 ms of each window (others' CPU %)", "max", "lost",
-                "CPU, % of a core: broker / pub / sub / others"]
+SPLIT_HEADER = [
+    "publishers -> subscribers",
+    "p50",
+    "p99",
+    "p99 ms of each window (others' CPU %)",
+    "max",
+    "lost",
+    "CPU, % of a core: broker / pub / sub / others",
+]
 
 
 def split_rows(results: list[PhaseResult]) -> list[list[str]]:
-    return [[r.label, f"{r.pct(50):.2f} ms", f"{r.pct(99):.2f} ms",
-             " / ".join(f"{x:.0f} ({o:.0f})" for x, o in r.rounds), f"{r.max_ms:.2f} ms",
-             str(r.lost),
-             cpu_cell(r)] for r in results]
+    return [
+        [
+            r.label,
+            f"{r.pct(50):.2f} ms",
+            f"{r.pct(99):.2f} ms",
+            " / ".join(f"{x:.0f} ({o:.0f})" for x, o in r.rounds),
+            f"{r.max_ms:.2f} ms",
+            str(r.lost),
+            cpu_cell(r),
+        ]
+        for r in results
+    ]
 
 
-def sweep_rows(sweeps: dict[Combo, Sweep], steps: list[float], kits: int
-               ) -> tuple[list[str], list[list[str]]]:
+def sweep_rows(
+    sweeps: dict[Combo, Sweep], steps: list[float], kits: int
+) -> tuple[list[str], list[list[str]]]:
     header = ["Hz per kit (msg/s)", *(c.name for c in sweeps)]
     rows = []
     for rate in steps:
@@ -707,40 +888,82 @@ def kit_templates(kits: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="short smoke run (5 s windows, one round, fewer rate steps)")
-    parser.add_argument("--markdown", type=Path, metavar="FILE",
-                        help=f"append/replace the section {SECTION!r} in FILE")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short smoke run (5 s windows, one round, fewer rate steps)",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="FILE",
+        help=f"append/replace the section {SECTION!r} in FILE",
+    )
     parser.add_argument("--subscribers", type=int, default=100)
-    parser.add_argument("--sub-procs", type=int, default=4,
-                        help="processes the paho subscribers are spread over")
-    parser.add_argument("--sub-loop", choices=["select", "threads"], default="select",
-                        help="paho subscribers: one selector loop per process (default) or "
-                             "connect_client's network thread per client")
-    parser.add_argument("--sub-qos", type=int, choices=[0, 1], default=1,
-                        help="QoS of every subscription, paho and mosquitto_sub (default 1)")
+    parser.add_argument(
+        "--sub-procs", type=int, default=4, help="processes the paho subscribers are spread over"
+    )
+    parser.add_argument(
+        "--sub-loop",
+        choices=["select", "threads"],
+        default="select",
+        help="paho subscribers: one selector loop per process (default) or "
+        "connect_client's network thread per client",
+    )
+    parser.add_argument(
+        "--sub-qos",
+        type=int,
+        choices=[0, 1],
+        default=1,
+        help="QoS of every subscription, paho and mosquitto_sub (default 1)",
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="per-kit rate, Hz (phases 1-2)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up per window, s")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="measured time per combination, s (default 20, quick 5)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="split --duration into this many interleaved windows so that the "
-                             "machine's noise hits twins and raw alike (default 4, quick 1)")
-    parser.add_argument("--drain", type=float, default=2.0,
-                        help="how late after the window a message may still arrive, s")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="measured time per combination, s (default 20, quick 5)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="split --duration into this many interleaved windows so that the "
+        "machine's noise hits twins and raw alike (default 4, quick 1)",
+    )
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=2.0,
+        help="how late after the window a message may still arrive, s",
+    )
     parser.add_argument("--rate-subscribers", type=int, default=10)
-    parser.add_argument("--rate-steps", default=None,
-                        help="per-kit rates, Hz (default 20,50,100,200,400,800,1600; "
-                             "quick 20,100,400)")
-    parser.add_argument("--rate-window", type=float, default=None,
-                        help="window per rate step, s (default 5, quick 3)")
+    parser.add_argument(
+        "--rate-steps",
+        default=None,
+        help="per-kit rates, Hz (default 20,50,100,200,400,800,1600; quick 20,100,400)",
+    )
+    parser.add_argument(
+        "--rate-window",
+        type=float,
+        default=None,
+        help="window per rate step, s (default 5, quick 3)",
+    )
     parser.add_argument("--rate-warmup", type=float, default=1.0)
-    parser.add_argument("--kit-models", default=DEFAULT_MODELS,
-                        help="comma-separated kit models (default: one of each, two "
-                             "street-lighting)")
-    parser.add_argument("--skip", choices=["rate", "cross"], action="append", default=[],
-                        help="leave out a phase (cross: the twins -> mosquitto_sub and "
-                             "mosquitto_pub -> paho runs that split the difference)")
+    parser.add_argument(
+        "--kit-models",
+        default=DEFAULT_MODELS,
+        help="comma-separated kit models (default: one of each, two street-lighting)",
+    )
+    parser.add_argument(
+        "--skip",
+        choices=["rate", "cross"],
+        action="append",
+        default=[],
+        help="leave out a phase (cross: the twins -> mosquitto_sub and "
+        "mosquitto_pub -> paho runs that split the difference)",
+    )
     args = parser.parse_args(argv)
     args.duration = args.duration or (5.0 if args.quick else 20.0)
     args.rounds = args.rounds or (1 if args.quick else 4)
@@ -752,8 +975,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join([".venv/bin/python", "bench/telemetry.py",
-                          *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(
+        [".venv/bin/python", "bench/telemetry.py", *(sys.argv[1:] if argv is None else argv)]
+    )
     models = args.kit_models.split(",")
     kits: list[tuple[str, str]] = []
     for model in models:
@@ -777,21 +1001,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         broker.start()
         creds = broker.provision_kits([k for k, _ in kits] + [PROBE_KIT])
-        bench = Bench(args, broker, root, kits, {k: creds[k] for k, _ in kits},
-                      broker.provision_user("bench-observer"), creds[PROBE_KIT], templates)
+        bench = Bench(
+            args,
+            broker,
+            root,
+            kits,
+            {k: creds[k] for k, _ in kits},
+            broker.provision_user("bench-observer"),
+            creds[PROBE_KIT],
+            templates,
+        )
         progress(f"broker on {broker.host}:{broker.port}; kits: {', '.join(k for k, _ in kits)}")
-        progress(f"phases 1-2: {len(kits)} kits x {rate:g} Hz, {n} subscribers (paho: "
-                 f"{min(args.sub_procs, n)} processes, {args.sub_loop} loop), "
-                 f"{args.rounds} x ({args.warmup:g} s warm-up + "
-                 f"{args.duration / args.rounds:g} s) per combination: "
-                 + "; ".join(c.name for c in combos))
+        progress(
+            f"phases 1-2: {len(kits)} kits x {rate:g} Hz, {n} subscribers (paho: "
+            f"{min(args.sub_procs, n)} processes, {args.sub_loop} loop), "
+            f"{args.rounds} x ({args.warmup:g} s warm-up + "
+            f"{args.duration / args.rounds:g} s) per combination: "
+            + "; ".join(c.name for c in combos)
+        )
         results = nominal(bench, combos)
         for combo in combos:
             progress(f"  pooled {results[combo].line()}")
         if "rate" not in args.skip:
-            progress(f"phase 3: zero-loss rate, {args.rate_subscribers} subscribers, steps "
-                     f"{','.join(f'{s:g}' for s in args.rate_steps)} Hz/kit, "
-                     f"{args.rate_window:g} s each")
+            progress(
+                f"phase 3: zero-loss rate, {args.rate_subscribers} subscribers, steps "
+                f"{','.join(f'{s:g}' for s in args.rate_steps)} Hz/kit, "
+                f"{args.rate_window:g} s each"
+            )
             sweeps = rate_sweep(bench, combos)
     except KeyboardInterrupt:
         progress("interrupted")
@@ -805,8 +1041,9 @@ def main(argv: list[str] | None = None) -> int:
     twin, raw = results[TWINS], results[RAW]
     rows, checks = report(twin, raw, sweeps.get(TWINS), sweeps.get(RAW), args.rate_subscribers)
     split = split_rows([results[c] for c in combos])
-    sweep_header, sweep_table = sweep_rows(sweeps, args.rate_steps, len(kits)) \
-        if sweeps else ([], [])
+    sweep_header, sweep_table = (
+        sweep_rows(sweeps, args.rate_steps, len(kits)) if sweeps else ([], [])
+    )
     verdicts = [f"{verdict(ok)}  {name}" for name, ok in checks]
     print()
     print(common.text_table(rows, HEADER))
@@ -849,10 +1086,14 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
         if split:
-            body += ["The same nominal load, each kind of publisher against each kind of "
-                     "subscriber (where a difference comes from); 'others' is the CPU the rest "
-                     "of the machine used meanwhile:", "",
-                     common.markdown_table(split, SPLIT_HEADER), ""]
+            body += [
+                "The same nominal load, each kind of publisher against each kind of "
+                "subscriber (where a difference comes from); 'others' is the CPU the rest "
+                "of the machine used meanwhile:",
+                "",
+                common.markdown_table(split, SPLIT_HEADER),
+                "",
+            ]
         if sweep_table:
             body += ["Rate steps:", "", common.markdown_table(sweep_table, sweep_header), ""]
         body += [f"- {note}" for note in notes]

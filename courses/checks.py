@@ -59,8 +59,9 @@ def describe_call(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def call(fn: Callable[..., Any], *args: Any, seconds: float = DEFAULT_SECONDS,
-         **kwargs: Any) -> Any:
+def call(
+    fn: Callable[..., Any], *args: Any, seconds: float = DEFAULT_SECONDS, **kwargs: Any
+) -> Any:
     """`fn(*args, **kwargs)` with a time limit; any failure becomes one readable AssertionError."""
     name = describe_call(fn)
     if not callable(fn):
@@ -69,13 +70,13 @@ def call(fn: Callable[..., Any], *args: Any, seconds: float = DEFAULT_SECONDS,
         with time_limit(seconds, name):
             return fn(*args, **kwargs)
     except StudentTimeout:
-        raise AssertionError(f"{name} не завершилась за {seconds:g} с: возможно, "
-                             "бесконечный цикл") from None
+        raise AssertionError(
+            f"{name} не завершилась за {seconds:g} с: возможно, бесконечный цикл"
+        ) from None
     except NotImplementedError:
         raise AssertionError(f"{name} ещё не написана (NotImplementedError)") from None
     except Exception as err:  # the student's bug, reported as this question's failure
-        raise AssertionError(f"{name} завершилась с ошибкой {type(err).__name__}: "
-                             f"{err}") from None
+        raise AssertionError(f"{name} завершилась с ошибкой {type(err).__name__}: {err}") from None
 
 
 def number(value: Any, what: str) -> float:
@@ -93,8 +94,9 @@ def number(value: Any, what: str) -> float:
 def integer(value: Any, what: str) -> int:
     """`value` as an int; AssertionError unless it is a whole number (int or numpy integer)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-        raise AssertionError(f"{what}: ожидалось целое число (int), получено "
-                             f"{type(value).__name__}")
+        raise AssertionError(
+            f"{what}: ожидалось целое число (int), получено {type(value).__name__}"
+        )
     return int(value)
 
 
@@ -107,38 +109,40 @@ def array(value: Any, what: str, length: int | None = None) -> np.ndarray:
     except (TypeError, ValueError):
         raise AssertionError(f"{what}: элементы массива должны быть числами") from None
     if result.ndim != 1:
-        raise AssertionError(f"{what}: ожидался одномерный массив, получена форма "
-                             f"{result.shape}")
+        raise AssertionError(f"{what}: ожидался одномерный массив, получена форма {result.shape}")
     if length is not None and len(result) != length:
         raise AssertionError(f"{what}: ожидалось {length} элементов, получено {len(result)}")
     return result
 
 
-def close(actual: Any, expected: float, what: str, rel: float = 1e-6,
-          abs_tol: float = 1e-9) -> None:
+def close(
+    actual: Any, expected: float, what: str, rel: float = 1e-6, abs_tol: float = 1e-9
+) -> None:
     """Assert that a number is within `rel`/`abs_tol` of the expected value."""
     value = number(actual, what)
     if not math.isclose(value, expected, rel_tol=rel, abs_tol=abs_tol):
         raise AssertionError(f"{what}: получено {value:.6g}, ожидалось {expected:.6g}")
 
 
-def all_close(actual: Any, expected: Any, what: str, rel: float = 1e-6,
-              abs_tol: float = 1e-9) -> None:
+def all_close(
+    actual: Any, expected: Any, what: str, rel: float = 1e-6, abs_tol: float = 1e-9
+) -> None:
     """Assert that an array matches the expected one element by element (NaN equals NaN)."""
     want = np.asarray(expected, dtype=float)
     got = array(actual, what, len(want))
     bad = ~np.isclose(got, want, rtol=rel, atol=abs_tol, equal_nan=True)
     if bad.any():
         i = int(np.argmax(bad))
-        raise AssertionError(f"{what}: {int(bad.sum())} из {len(want)} элементов не совпадают, "
-                             f"первый — [{i}]: получено {got[i]:.6g}, ожидалось {want[i]:.6g}")
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} из {len(want)} элементов не совпадают, "
+            f"первый — [{i}]: получено {got[i]:.6g}, ожидалось {want[i]:.6g}"
+        )
 
 
 def keys(value: Any, expected: set[str] | list[str], what: str) -> dict[str, Any]:
     """Assert that `value` is a dict with exactly the expected keys."""
     if not isinstance(value, dict):
-        raise AssertionError(f"{what}: ожидался словарь (dict), получено "
-                             f"{type(value).__name__}")
+        raise AssertionError(f"{what}: ожидался словарь (dict), получено {type(value).__name__}")
     want = set(expected)
     if set(value) != want:
         missing = ", ".join(sorted(want - set(value))) or "—"

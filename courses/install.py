@@ -37,8 +37,11 @@ class CourseError(ValueError):
 
 def available_courses() -> list[str]:
     """Course ids shipped with the platform (folders with a config and a source folder)."""
-    return sorted(p.name for p in COURSES_DIR.iterdir()
-                  if (p / CONFIG_FILE).is_file() and (p / "source").is_dir())
+    return sorted(
+        p.name
+        for p in COURSES_DIR.iterdir()
+        if (p / CONFIG_FILE).is_file() and (p / "source").is_dir()
+    )
 
 
 def assignments(course_id: str) -> list[str]:
@@ -49,8 +52,7 @@ def assignments(course_id: str) -> list[str]:
 
 def _course_dir(course_id: str) -> Path:
     if course_id not in available_courses():
-        raise CourseError(f"no course {course_id!r}; available: "
-                          f"{', '.join(available_courses())}")
+        raise CourseError(f"no course {course_id!r}; available: {', '.join(available_courses())}")
     return COURSES_DIR / course_id
 
 
@@ -82,20 +84,36 @@ def nbgrader_env() -> dict[str, str]:
 def run_nbgrader(args: list[str], course_root: Path, exchange: Path | None = None) -> None:
     """Run one nbgrader command in a course folder; CourseError with nbgrader's last error
     line if it fails."""
-    command = [str(Path(sys.executable).parent / "nbgrader"), *args,
-               f"--CourseDirectory.root={course_root}"]
+    command = [
+        str(Path(sys.executable).parent / "nbgrader"),
+        *args,
+        f"--CourseDirectory.root={course_root}",
+    ]
     if exchange is not None:
         command += [f"--Exchange.root={exchange}", "--Exchange.path_includes_course=True"]
-    done = subprocess.run(command, cwd=course_root, env=nbgrader_env(), capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        command, cwd=course_root, env=nbgrader_env(), capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
-        lines = [line for line in (done.stderr + done.stdout).splitlines()
-                 if "ERROR" in line or "Error" in line] or done.stderr.splitlines() or ["?"]
+        lines = (
+            [
+                line
+                for line in (done.stderr + done.stdout).splitlines()
+                if "ERROR" in line or "Error" in line
+            ]
+            or done.stderr.splitlines()
+            or ["?"]
+        )
         raise CourseError(f"nbgrader {args[0]} failed in {course_root}: {lines[-1].strip()}")
 
 
-def install_course(course_id: str, course_root: Path, release_first: bool = True,
-                   exchange: Path | None = None, progress: Progress | None = print) -> list[str]:
+def install_course(
+    course_id: str,
+    course_root: Path,
+    release_first: bool = True,
+    exchange: Path | None = None,
+    progress: Progress | None = print,
+) -> list[str]:
     """Install a course into `course_root`; with `release_first`, generate and release its
     first assignment to `exchange` (unless it is released already). Returns the assignments
     released by this call."""
@@ -124,13 +142,20 @@ def install_course(course_id: str, course_root: Path, release_first: bool = True
     return [first]
 
 
-def install_all(root: Path, exchange: Path | None, release_first: bool = True,
-                courses: list[str] | None = None,
-                progress: Progress | None = print) -> dict[str, list[str]]:
+def install_all(
+    root: Path,
+    exchange: Path | None,
+    release_first: bool = True,
+    courses: list[str] | None = None,
+    progress: Progress | None = print,
+) -> dict[str, list[str]]:
     """Install courses into `root/<course_id>`; returns course -> assignments released."""
-    return {course_id: install_course(course_id, Path(root) / course_id, release_first,
-                                      exchange, progress)
-            for course_id in (courses or available_courses())}
+    return {
+        course_id: install_course(
+            course_id, Path(root) / course_id, release_first, exchange, progress
+        )
+        for course_id in (courses or available_courses())
+    }
 
 
 # ------------------------------------------------------------------ smartlab courses
@@ -152,12 +177,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = group.add_subparsers(dest="courses_command", required=True)
     listing = sub.add_parser("list", help="list the courses and their assignments")
     listing.set_defaults(run=cmd_list)
-    install = sub.add_parser("install", help="copy courses into course folders and release "
-                                             "their first assignments")
-    install.add_argument("--root", type=Path, required=True,
-                         help="folder that receives one course folder per course")
+    install = sub.add_parser(
+        "install", help="copy courses into course folders and release their first assignments"
+    )
+    install.add_argument(
+        "--root", type=Path, required=True, help="folder that receives one course folder per course"
+    )
     install.add_argument("--exchange", type=Path, help="nbgrader exchange folder")
-    install.add_argument("--no-release", action="store_true",
-                         help="only copy the course files")
+    install.add_argument("--no-release", action="store_true", help="only copy the course files")
     install.add_argument("course", nargs="*", help="course ids (default: all)")
     install.set_defaults(run=cmd_install)

@@ -53,8 +53,9 @@ def live_kit(lab: Lab | None, kit_id: str, timeout: float = 5.0) -> Kit | None:
 
 
 @contextlib.contextmanager
-def live_session(kit_or_model: str, wait_timeout: float = 120.0,
-                 **options: Any) -> Iterator[Kit | None]:
+def live_session(
+    kit_or_model: str, wait_timeout: float = 120.0, **options: Any
+) -> Iterator[Kit | None]:
     """Hold a kit through the lab service (queue, session, heartbeats) while the block runs.
 
     Yields the kit to command, or None when the lab service or the kit cannot be had (no
@@ -67,7 +68,8 @@ def live_session(kit_or_model: str, wait_timeout: float = 120.0,
     with contextlib.ExitStack() as stack:
         try:
             kit = stack.enter_context(
-                LabService().session(kit_or_model, wait_timeout=wait_timeout, **options))
+                LabService().session(kit_or_model, wait_timeout=wait_timeout, **options)
+            )
         except LabError as err:
             _note(err)
             kit = None

@@ -94,8 +94,9 @@ CO2_PUFF_PPM = (150.0, 600.0)
 INCIDENTS_PER_DAY = 3  # per sensor
 
 
-def air_incidents(seed: int = 5, days: int = 3,
-                  start: float = SPRING_DAY + 10 * DAY_S) -> dict[str, Any]:
+def air_incidents(
+    seed: int = 5, days: int = 3, start: float = SPRING_DAY + 10 * DAY_S
+) -> dict[str, Any]:
     """Minute samples of PM2.5 and CO2 with staged incidents: {"t", "pm25", "co2" (arrays),
     "incidents": [(sensor, t_start, amplitude), ...]} (incidents in time order)."""
     twin = _twin("environment-station", seed=seed, start=start)
@@ -104,8 +105,9 @@ def air_incidents(seed: int = 5, days: int = 3,
     incidents: dict[int, tuple[str, float]] = {}
     for sensor, amplitudes in (("pm25", PM_PUFF_UGM3), ("co2", CO2_PUFF_PPM)):
         # at least two hours apart, so that one incident has decayed before the next
-        slots = plan.choice(np.arange(60, minutes - 60, 120), size=INCIDENTS_PER_DAY * days,
-                            replace=False)
+        slots = plan.choice(
+            np.arange(60, minutes - 60, 120), size=INCIDENTS_PER_DAY * days, replace=False
+        )
         for minute in slots:
             offset = 0 if sensor == "pm25" else 60
             incidents[int(minute) + offset] = (sensor, float(plan.uniform(*amplitudes)))
@@ -120,8 +122,7 @@ def air_incidents(seed: int = 5, days: int = 3,
         t.append(int(twin.t))
         pm25.append(sample["pm25"])
         co2.append(sample["co2"])
-    return {"t": np.array(t), "pm25": np.array(pm25), "co2": np.array(co2),
-            "incidents": staged}
+    return {"t": np.array(t), "pm25": np.array(pm25), "co2": np.array(co2), "incidents": staged}
 
 
 def air_incidents_csv() -> str:
@@ -132,8 +133,10 @@ def air_incidents_csv() -> str:
     for sensor, started, _amplitude in data["incidents"]:
         window = (data["t"] > started) & (data["t"] <= started + 600)
         marks[window] = sensor
-    return _csv(["t", "pm25", "co2", "incident"],
-                zip(data["t"], data["pm25"], data["co2"], marks, strict=True))
+    return _csv(
+        ["t", "pm25", "co2", "incident"],
+        zip(data["t"], data["pm25"], data["co2"], marks, strict=True),
+    )
 
 
 # ------------------------------------------------------------------ smart-lighting
@@ -170,8 +173,13 @@ def junction_counts() -> str:
         arrived = dict(twin.arrived_by_approach)
         presses = twin.pedestrian_requests
         twin.advance(900.0)
-        rows.append([start, *(twin.arrived_by_approach[a] - arrived[a] for a in APPROACHES),
-                     twin.pedestrian_requests - presses])
+        rows.append(
+            [
+                start,
+                *(twin.arrived_by_approach[a] - arrived[a] for a in APPROACHES),
+                twin.pedestrian_requests - presses,
+            ]
+        )
     return _csv(["t_start", *APPROACHES, "pedestrians"], rows)
 
 
@@ -193,13 +201,25 @@ def parking_week() -> str:
             kit.set("gate", gate)
         before = {name: getattr(kit.twin, name) for name in counters}
         kit.advance(300.0)
-        rows.append([int(kit.t), kit.twin.occupied, kit.twin.waiting,
-                     *(getattr(kit.twin, name) - before[name] for name in counters), gate])
+        rows.append(
+            [
+                int(kit.t),
+                kit.twin.occupied,
+                kit.twin.waiting,
+                *(getattr(kit.twin, name) - before[name] for name in counters),
+                gate,
+            ]
+        )
     return _csv(["t", "occupied", "waiting", *counters, "gate"], rows)
 
 
-def bay_sensors(seed: int = 8, days: int = 2, stuck: int = 3, flapping: int = 6,
-                start: float = SPRING_DAY + 20 * DAY_S) -> dict[str, Any]:
+def bay_sensors(
+    seed: int = 8,
+    days: int = 2,
+    stuck: int = 3,
+    flapping: int = 6,
+    start: float = SPRING_DAY + 20 * DAY_S,
+) -> dict[str, Any]:
     """Minute readings of the eight bay sensors with two staged faults: from 10:00 on the
     first day sensor `stuck` reads "occupied" whatever is there, and sensor `flapping` (a
     loose contact) flips at random for a few hours every afternoon.
@@ -226,8 +246,10 @@ def bay_sensors(seed: int = 8, days: int = 2, stuck: int = 3, flapping: int = 6,
 
 def bay_sensors_csv() -> str:
     data = bay_sensors()
-    return _csv(["t", *(f"bay{i}" for i in range(data["bays"].shape[1]))],
-                ([t, *row.astype(int)] for t, row in zip(data["t"], data["bays"], strict=True)))
+    return _csv(
+        ["t", *(f"bay{i}" for i in range(data["bays"].shape[1]))],
+        ([t, *row.astype(int)] for t, row in zip(data["t"], data["bays"], strict=True)),
+    )
 
 
 # ------------------------------------------------------------------ registry
@@ -244,10 +266,15 @@ DATASETS: dict[Path, Callable[[], str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m courses.recorded",
-                                     description="Write (or check) the courses' recorded data.")
-    parser.add_argument("--check", action="store_true",
-                        help="only compare the committed files with freshly generated data")
+    parser = argparse.ArgumentParser(
+        prog="python -m courses.recorded",
+        description="Write (or check) the courses' recorded data.",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only compare the committed files with freshly generated data",
+    )
     args = parser.parse_args(argv)
     stale = []
     for relative, make in DATASETS.items():

@@ -65,9 +65,11 @@ class SmartGrade(NbGrader):
 
     workers = Integer(help="Grading processes at once (default: 2 x CPUs + 1).").tag(config=True)
     force = Bool(False, help="Grade again submissions that are already autograded.").tag(
-        config=True)
-    state_dir = Unicode(STATE_DIR, help="Folder (in the course folder) for the run journal "
-                        "and log.").tag(config=True)
+        config=True
+    )
+    state_dir = Unicode(
+        STATE_DIR, help="Folder (in the course folder) for the run journal and log."
+    ).tag(config=True)
 
     @default("workers")
     def _workers_default(self) -> int:
@@ -125,8 +127,10 @@ class SmartGrade(NbGrader):
             else:
                 plan.grade.append(student)
         if students and not (plan.grade or plan.resumed or plan.already or plan.empty):
-            raise GradeError(f"no submission of {assignment!r} by {', '.join(students)} in "
-                             f"{Path(pattern).parent.parent}")
+            raise GradeError(
+                f"no submission of {assignment!r} by {', '.join(students)} in "
+                f"{Path(pattern).parent.parent}"
+            )
         return plan
 
     def _check_gradebook(self, assignment: str) -> None:
@@ -137,7 +141,8 @@ class SmartGrade(NbGrader):
                 raise GradeError(
                     f"assignment {assignment!r} is not in the gradebook of "
                     f"{self.coursedir.root}: run `nbgrader generate_assignment {assignment}` "
-                    "there first") from None
+                    "there first"
+                ) from None
             if not found.notebooks:
                 raise GradeError(f"assignment {assignment!r} has no notebooks in the gradebook")
 
@@ -173,8 +178,9 @@ class SmartGrade(NbGrader):
 
     # ---- running
 
-    def start_sandbox(self, allow_uids: tuple[int, ...] = (),
-                      started: kernels.PrivateForkServer | None = None) -> Callable[[], str]:
+    def start_sandbox(
+        self, allow_uids: tuple[int, ...] = (), started: kernels.PrivateForkServer | None = None
+    ) -> Callable[[], str]:
         """Start (or find) the fork server, or configure the one `started` before the
         configuration was read; returns a function that waits until it listens and gives its
         socket, so its warm-up overlaps with planning."""
@@ -194,9 +200,14 @@ class SmartGrade(NbGrader):
         if server is not None:
             server.stop()
 
-    def run_batch(self, assignment: str, students: list[str] | None = None,
-                  out: TextIO | None = None, err: TextIO | None = None,
-                  sandbox: Callable[[], str] | None = None) -> int:
+    def run_batch(
+        self,
+        assignment: str,
+        students: list[str] | None = None,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        sandbox: Callable[[], str] | None = None,
+    ) -> int:
         out, err = out or sys.stdout, err or sys.stderr
         self.state_path.mkdir(exist_ok=True)
         os.chmod(self.state_path, 0o700)
@@ -205,15 +216,23 @@ class SmartGrade(NbGrader):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
-            raise GradeError(f"another `smartlab grade` is grading {assignment!r} in "
-                             f"{self.coursedir.root}; wait for it to finish") from None
+            raise GradeError(
+                f"another `smartlab grade` is grading {assignment!r} in "
+                f"{self.coursedir.root}; wait for it to finish"
+            ) from None
         try:
             return self._run_locked(assignment, students, out, err, sandbox)
         finally:
             lock.close()
 
-    def _run_locked(self, assignment: str, students: list[str] | None, out: TextIO,
-                    err: TextIO, sandbox: Callable[[], str] | None) -> int:
+    def _run_locked(
+        self,
+        assignment: str,
+        students: list[str] | None,
+        out: TextIO,
+        err: TextIO,
+        sandbox: Callable[[], str] | None,
+    ) -> int:
         journal = Journal(self.state_path / f"grade-{assignment}.journal")
         log_path = self.state_path / f"grade-{assignment}.log"
         stop_logging = self._log_to(log_path)
@@ -244,8 +263,7 @@ class SmartGrade(NbGrader):
         """nbgrader's per-notebook INFO goes to the run's log file, not the terminal; so do
         library warnings (SQLAlchemy's about nbgrader's sessions). Returns the undo."""
         handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(process)d %(levelname)s %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
         for old in list(self.log.handlers):
             self.log.removeHandler(old)
         self.log.addHandler(handler)
@@ -276,8 +294,9 @@ class SmartGrade(NbGrader):
             return f"WEAK (student code runs as {opened['user']})"
         return "full (pool accounts smartlab-sb*, no network, course files hidden)"
 
-    def _run(self, assignment: str, todo: list[str], journal: Journal,
-             err: TextIO) -> list[Outcome]:
+    def _run(
+        self, assignment: str, todo: list[str], journal: Journal, err: TextIO
+    ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         if not todo:
             return outcomes
@@ -296,8 +315,13 @@ class SmartGrade(NbGrader):
             known = {k: result[k] for k in Outcome.__dataclass_fields__ if k in result}
             outcome = Outcome(**{"student": student, **known})
             outcomes.append(outcome)
-            journal.record(student, outcome.status, message=outcome.message,
-                           seconds=outcome.seconds, stops=outcome.stops)
+            journal.record(
+                student,
+                outcome.status,
+                message=outcome.message,
+                seconds=outcome.seconds,
+                stops=outcome.stops,
+            )
             if outcome.details:
                 self.log.error("%s: %s", student, outcome.details)
             progress.advance(failed=outcome.status == "failed")
@@ -309,25 +333,38 @@ class SmartGrade(NbGrader):
             progress.close()
         return outcomes
 
-    def _summary(self, assignment: str, plan: Plan, outcomes: list[Outcome], mode: str,
-                 log_path: Path, out: TextIO) -> None:
+    def _summary(
+        self,
+        assignment: str,
+        plan: Plan,
+        outcomes: list[Outcome],
+        mode: str,
+        log_path: Path,
+        out: TextIO,
+    ) -> None:
         graded = [o for o in outcomes if o.status == "graded"]
         failed = [o for o in outcomes if o.status == "failed"]
         stopped = [o for o in graded if o.stops]
         total = sum(o.seconds for o in outcomes)
-        print(f"{assignment}: {len(graded)} graded, {len(failed)} failed, "
-              f"{len(plan.already)} already graded, {len(plan.empty)} skipped"
-              + (f" ({len(plan.resumed)} resumed from an interrupted run)"
-                 if plan.resumed else ""), file=out)
+        print(
+            f"{assignment}: {len(graded)} graded, {len(failed)} failed, "
+            f"{len(plan.already)} already graded, {len(plan.empty)} skipped"
+            + (f" ({len(plan.resumed)} resumed from an interrupted run)" if plan.resumed else ""),
+            file=out,
+        )
         if outcomes:
-            print(f"sandbox: {mode}; {self.workers} workers; "
-                  f"{clock(total)} of grading time", file=out)
+            print(
+                f"sandbox: {mode}; {self.workers} workers; {clock(total)} of grading time", file=out
+            )
         if stopped:
             print("stopped by a limit (graded as far as they got):", file=out)
             for o in stopped:
                 for stop in o.stops:
-                    print(f"  {o.student}: {stop['notebook']}.ipynb cell {stop['cell']}: "
-                          f"{stop['reason']}", file=out)
+                    print(
+                        f"  {o.student}: {stop['notebook']}.ipynb cell {stop['cell']}: "
+                        f"{stop['reason']}",
+                        file=out,
+                    )
         if failed:
             print("failed (not graded; details in the log):", file=out)
             for o in failed:
@@ -401,10 +438,17 @@ def course_owner(root: Path) -> pwd.struct_passwd | None:
         raise GradeError(f"{root} belongs to uid {uid}, which has no account") from None
 
 
-def grade(course_id: str, assignment: str, course_dir: str | None = None,
-          workers: int | None = None, students: list[str] | None = None,
-          force: bool = False, out: TextIO | None = None, err: TextIO | None = None,
-          fork_server: kernels.PrivateForkServer | None = None) -> int:
+def grade(
+    course_id: str,
+    assignment: str,
+    course_dir: str | None = None,
+    workers: int | None = None,
+    students: list[str] | None = None,
+    force: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    fork_server: kernels.PrivateForkServer | None = None,
+) -> int:
     """`smartlab grade` as a function (the CLI and the tests call this). `fork_server`: one
     started early, not yet configured (this function stops it in any case)."""
     app = SmartGrade()

@@ -126,14 +126,30 @@ class SubmissionGrader(LoggingConfigurable):
             status, message = "failed", f"{type(err).__name__}: {err}"
         finally:
             logger.removeHandler(capture)
-        warnings = sorted({r.getMessage().splitlines()[0] for r in capture.records
-                           if r.levelno == logging.WARNING})
-        return Outcome(student=student, status=status, message=message,
-                       warnings=[w for w in warnings if not _noise(w)], stops=list(STOPS),
-                       seconds=round(time.monotonic() - started, 3), details=details)
+        warnings = sorted(
+            {
+                r.getMessage().splitlines()[0]
+                for r in capture.records
+                if r.levelno == logging.WARNING
+            }
+        )
+        return Outcome(
+            student=student,
+            status=status,
+            message=message,
+            warnings=[w for w in warnings if not _noise(w)],
+            stops=list(STOPS),
+            seconds=round(time.monotonic() - started, 3),
+            details=details,
+        )
 
 
 def _noise(warning: str) -> bool:
     # nbgrader warns for every test cell whose hidden tests the release left out: expected.
-    return warning.startswith(("Attribute 'checksum' for cell", "Removing existing assignment",
-                               "Removing existing notebook"))
+    return warning.startswith(
+        (
+            "Attribute 'checksum' for cell",
+            "Removing existing assignment",
+            "Removing existing notebook",
+        )
+    )

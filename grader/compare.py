@@ -18,7 +18,9 @@ def cell_scores(db_url: str, assignment: str, course_id: str = "") -> dict[CellK
             for nb in submission.notebooks:
                 for grade in nb.grades:
                     scores[(submission.student.id, nb.name, grade.name)] = (
-                        grade.auto_score, grade.needs_manual_grade)
+                        grade.auto_score,
+                        grade.needs_manual_grade,
+                    )
     return scores
 
 
@@ -27,6 +29,7 @@ def differences(expected: dict[CellKey, Any], actual: dict[CellKey, Any]) -> lis
     lines = []
     for key in sorted(set(expected) | set(actual)):
         if expected.get(key) != actual.get(key):
-            lines.append(f"{'/'.join(key)}: nbgrader {expected.get(key)}, "
-                         f"smartlab {actual.get(key)}")
+            lines.append(
+                f"{'/'.join(key)}: nbgrader {expected.get(key)}, smartlab {actual.get(key)}"
+            )
     return lines

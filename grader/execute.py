@@ -76,7 +76,7 @@ def hidden_paths(config: Any, db_url: str | None, course_root: str | None) -> li
 
     add(course_root)
     if db_url and db_url.startswith("sqlite:///"):
-        db = db_url[len("sqlite:///"):]
+        db = db_url[len("sqlite:///") :]
         for suffix in ("", "-journal", "-wal", "-shm"):
             add(db + suffix)
     for folder in jupyter_config_path():
@@ -99,9 +99,11 @@ def hidden_paths(config: Any, db_url: str | None, course_root: str | None) -> li
 class SandboxedExecute(Execute):
     """nbgrader's Execute on sandboxed warm kernels (see module doc)."""
 
-    course_root = Unicode(help="The course folder (hidden from student code); default: "
-                          "CourseDirectory.root, else the current folder (nbgrader runs its "
-                          "converters there).").tag(config=True)
+    course_root = Unicode(
+        help="The course folder (hidden from student code); default: "
+        "CourseDirectory.root, else the current folder (nbgrader runs its "
+        "converters there)."
+    ).tag(config=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
@@ -130,8 +132,9 @@ class SandboxedExecute(Execute):
 
     # ---- run
 
-    def preprocess(self, nb: NotebookNode, resources: Any = None,
-                   km: Any = None) -> tuple[NotebookNode, dict[str, Any]]:
+    def preprocess(
+        self, nb: NotebookNode, resources: Any = None, km: Any = None
+    ) -> tuple[NotebookNode, dict[str, Any]]:
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
@@ -160,7 +163,8 @@ class SandboxedExecute(Execute):
                     self._stopped_at = index
                     self._stop = self._stop or (
                         f"it kept running past the cell time limit ({self.timeout} s) and "
-                        "ignored the interrupt")
+                        "ignored the interrupt"
+                    )
                     self._kill_kernel()
                     self._mark_stopped(cell)
         self.set_widgets_metadata()
@@ -170,13 +174,13 @@ class SandboxedExecute(Execute):
 
     # ---- limits
 
-    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
-               cell_index: int) -> NotebookNode | None:
+    def output(
+        self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
+    ) -> NotebookNode | None:
         self._output_bytes += _content_size(msg.get("content", {}))
         if self._output_limit and self._output_bytes > self._output_limit:
             if self._stop is None:
-                self._stop = (f"its output passed the limit of "
-                              f"{describe_bytes(self._output_limit)}")
+                self._stop = f"its output passed the limit of {describe_bytes(self._output_limit)}"
                 self._kill_kernel()
             return None
         return super().output(outs, msg, display_id, cell_index)
@@ -199,44 +203,69 @@ class SandboxedExecute(Execute):
         if reason == "cpu":
             return f"it used up its CPU time ({limits.cpu_seconds} s)"
         if reason == "wall":
-            return (f"the notebook ran longer than its time limit "
-                    f"({limits.wall_seconds:g} s for all cells)")
+            return (
+                f"the notebook ran longer than its time limit "
+                f"({limits.wall_seconds:g} s for all cells)"
+            )
         sig = info.get("signal")
         if sig:
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else sig
-            return (f"the kernel died ({name}); the limits are "
-                    f"{describe_bytes(limits.memory_bytes)} of memory and "
-                    f"{limits.processes} processes")
+            return (
+                f"the kernel died ({name}); the limits are "
+                f"{describe_bytes(limits.memory_bytes)} of memory and "
+                f"{limits.processes} processes"
+            )
         return f"the kernel stopped (exit code {info.get('code')})"
 
     def _mark_stopped(self, cell: NotebookNode) -> None:
         cell.outputs = list(cell.get("outputs", []))
-        cell.outputs.append(new_output(
-            "error", ename=STOPPED_ENAME, evalue=f"grading stopped here: {self._stop}",
-            traceback=[f"{STOPPED_ENAME}: grading stopped in this cell because {self._stop}."]))
+        cell.outputs.append(
+            new_output(
+                "error",
+                ename=STOPPED_ENAME,
+                evalue=f"grading stopped here: {self._stop}",
+                traceback=[f"{STOPPED_ENAME}: grading stopped in this cell because {self._stop}."],
+            )
+        )
 
     def _mark_not_run(self, cell: NotebookNode) -> None:
         if cell.cell_type != "code" or not cell.source.strip():
             return
-        cell.outputs = [new_output(
-            "error", ename=NOT_RUN_ENAME, evalue="not run: grading stopped in an earlier cell",
-            traceback=[f"{NOT_RUN_ENAME}: this cell was not run because grading stopped "
-                       f"earlier ({self._stop})."])]
+        cell.outputs = [
+            new_output(
+                "error",
+                ename=NOT_RUN_ENAME,
+                evalue="not run: grading stopped in an earlier cell",
+                traceback=[
+                    f"{NOT_RUN_ENAME}: this cell was not run because grading stopped "
+                    f"earlier ({self._stop})."
+                ],
+            )
+        ]
         cell.execution_count = None
 
     def _add_note(self, resources: Any) -> None:
         assert self._stopped_at is not None
         number = self._stopped_at + 1
-        text = (f"**Grading stopped early.** The notebook was stopped in cell {number} because "
-                f"{self._stop}. It was graded as far as it got: the cells after that were not "
-                f"run, and their tests score no points.")
+        text = (
+            f"**Grading stopped early.** The notebook was stopped in cell {number} because "
+            f"{self._stop}. It was graded as far as it got: the cells after that were not "
+            f"run, and their tests score no points."
+        )
         note = new_markdown_cell(text)
         note.metadata[NOTE_KEY] = {"note": True}
         self.nb.cells.insert(0, note)
         self.nb.metadata[NOTE_KEY] = {"stopped_at_cell": number, "reason": self._stop}
         ids = (resources or {}).get("nbgrader", {})
-        STOPS.append({"student": ids.get("student"), "assignment": ids.get("assignment"),
-                      "notebook": ids.get("notebook"), "cell": number, "reason": self._stop})
+        STOPS.append(
+            {
+                "student": ids.get("student"),
+                "assignment": ids.get("assignment"),
+                "notebook": ids.get("notebook"),
+                "cell": number,
+                "reason": self._stop,
+            }
+        )
 
 
 def _content_size(content: dict[str, Any]) -> int:
@@ -252,6 +281,13 @@ def _content_size(content: dict[str, Any]) -> int:
 
 def installed_preprocessors(preprocessors: list[Any]) -> list[Any]:
     """nbgrader's autograde list with Execute replaced by SandboxedExecute."""
-    return [SandboxedExecute if (isinstance(pp, type) and issubclass(pp, Execute)
-                                 and not issubclass(pp, SandboxedExecute)) else pp
-            for pp in preprocessors]
+    return [
+        SandboxedExecute
+        if (
+            isinstance(pp, type)
+            and issubclass(pp, Execute)
+            and not issubclass(pp, SandboxedExecute)
+        )
+        else pp
+        for pp in preprocessors
+    ]

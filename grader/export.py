@@ -25,9 +25,19 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.plugins import ExportPlugin
 from traitlets import Unicode
 
-NBGRADER_COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name",
-                    "first_name", "email", "raw_score", "late_submission_penalty", "score",
-                    "max_score"]
+NBGRADER_COLUMNS = [
+    "assignment",
+    "duedate",
+    "timestamp",
+    "student_id",
+    "last_name",
+    "first_name",
+    "email",
+    "raw_score",
+    "late_submission_penalty",
+    "score",
+    "max_score",
+]
 COLUMNS = [*NBGRADER_COLUMNS, "institution"]
 UNKNOWN = "unknown"  # students the site file does not list
 
@@ -45,8 +55,11 @@ def institutions(site_path: str | os.PathLike[str] | None = None) -> dict[str, s
     """username -> institution id, from the site file ($SMARTLAB_SITE or the demo site)."""
     from hub_config.site import load_site
 
-    path = site_path or os.environ.get("SMARTLAB_SITE") or \
-        Path(__file__).resolve().parent.parent / "hub_config" / "demo-site.yaml"
+    path = (
+        site_path
+        or os.environ.get("SMARTLAB_SITE")
+        or Path(__file__).resolve().parent.parent / "hub_config" / "demo-site.yaml"
+    )
     site = load_site(Path(path))
     return {p.username: p.institution for p in site.people}
 
@@ -57,22 +70,27 @@ def gradebook_rows(gradebook: Gradebook, where: dict[str, str]) -> list[Row]:
     for assignment in gradebook.assignments:
         for student in gradebook.students:
             values: dict[str, Any] = {
-                "assignment": assignment.name, "duedate": assignment.duedate,
-                "student_id": student.id, "last_name": student.last_name,
-                "first_name": student.first_name, "email": student.email,
+                "assignment": assignment.name,
+                "duedate": assignment.duedate,
+                "student_id": student.id,
+                "last_name": student.last_name,
+                "first_name": student.first_name,
+                "email": student.email,
                 "max_score": assignment.max_score,
                 "institution": where.get(student.id, UNKNOWN),
             }
             try:
                 submission = gradebook.find_submission(assignment.name, student.id)
             except MissingEntry:
-                values.update(timestamp="", raw_score=0.0, late_submission_penalty=0.0,
-                              score=0.0)
+                values.update(timestamp="", raw_score=0.0, late_submission_penalty=0.0, score=0.0)
             else:
                 penalty = submission.late_submission_penalty
-                values.update(timestamp=submission.timestamp, raw_score=submission.score,
-                              late_submission_penalty=penalty,
-                              score=max(0.0, submission.score - penalty))
+                values.update(
+                    timestamp=submission.timestamp,
+                    raw_score=submission.score,
+                    late_submission_penalty=penalty,
+                    score=max(0.0, submission.score - penalty),
+                )
             rows.append(Row({k: ("" if v is None else v) for k, v in values.items()}))
     # nbgrader lists students in database order (the order they were graded in, which a
     # parallel run shuffles); sorted files compare and diff across runs.
@@ -97,11 +115,25 @@ def write_totals(path: Path, rows: list[Row]) -> Path:
     for row in rows:
         v = row.values
         entry = students[v["student_id"]]
-        entry.update(username=v["student_id"], first_name=v["first_name"],
-                     last_name=v["last_name"], email=v["email"], institution=v["institution"])
+        entry.update(
+            username=v["student_id"],
+            first_name=v["first_name"],
+            last_name=v["last_name"],
+            email=v["email"],
+            institution=v["institution"],
+        )
         entry[v["assignment"]] = float(v["score"] or 0)
-    header = ["username", "first_name", "last_name", "email", "institution", *assignments,
-              "total", "max_total", "percent"]
+    header = [
+        "username",
+        "first_name",
+        "last_name",
+        "email",
+        "institution",
+        *assignments,
+        "total",
+        "max_total",
+        "percent",
+    ]
     max_total = sum(maxima.values())
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)
@@ -109,8 +141,11 @@ def write_totals(path: Path, rows: list[Row]) -> Path:
         for username in sorted(students):
             entry = students[username]
             total = sum(entry.get(a, 0.0) for a in assignments)
-            entry.update(total=total, max_total=max_total,
-                         percent=round(100 * total / max_total, 2) if max_total else 0.0)
+            entry.update(
+                total=total,
+                max_total=max_total,
+                percent=round(100 * total / max_total, 2) if max_total else 0.0,
+            )
             writer.writerow({k: _text(entry.get(k, "")) for k in header})
     return path
 
@@ -125,8 +160,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "_"
 
 
-def export_course(course_dir: Path, course_id: str, out: Path,
-                  site_path: str | None = None) -> list[Path]:
+def export_course(
+    course_dir: Path, course_id: str, out: Path, site_path: str | None = None
+) -> list[Path]:
     """Write the course CSV, one CSV per institution and the LMS totals; return the paths."""
     from grader.app import SmartGrade  # the course's own nbgrader config: db_url, course_id
 
@@ -154,7 +190,8 @@ class InstitutionCsvExportPlugin(ExportPlugin):
     """nbgrader export plugin: nbgrader's CSV with an institution column."""
 
     site = Unicode("", help="Site file for the institutions (default $SMARTLAB_SITE).").tag(
-        config=True)
+        config=True
+    )
 
     def export(self, gradebook: Gradebook) -> None:
         rows = gradebook_rows(gradebook, institutions(self.site or None))

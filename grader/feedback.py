@@ -26,8 +26,9 @@ MIN_LINE = 8  # shorter lines ("pass", "else:") carry nothing worth hiding and m
 REDACTED = "[hidden test code removed]"
 
 
-def hidden_lines(nb: NotebookNode, begin: str = "BEGIN HIDDEN TESTS",
-                 end: str = "END HIDDEN TESTS") -> set[str]:
+def hidden_lines(
+    nb: NotebookNode, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS"
+) -> set[str]:
     """The stripped lines inside hidden test regions of `nb` (long enough to mean something)."""
     found: set[str] = set()
     for cell in nb.cells:
@@ -63,21 +64,24 @@ def leaks(nb: NotebookNode, lines: set[str]) -> list[str]:
 def _output_text(output: NotebookNode) -> str:
     parts = [output.get("text", ""), output.get("evalue", ""), *output.get("traceback", [])]
     for value in output.get("data", {}).values():
-        parts.append(value if isinstance(value, str) else "".join(value)
-                     if isinstance(value, list) else "")
+        parts.append(
+            value if isinstance(value, str) else "".join(value) if isinstance(value, list) else ""
+        )
     return "\n".join(str(p) for p in parts)
 
 
 class HideHiddenTests(ClearHiddenTests):
     """ClearHiddenTests for feedback, plus the hidden lines removed from every output."""
 
-    def preprocess(self, nb: NotebookNode,
-                   resources: ResourcesDict) -> tuple[NotebookNode, ResourcesDict]:
+    def preprocess(
+        self, nb: NotebookNode, resources: ResourcesDict
+    ) -> tuple[NotebookNode, ResourcesDict]:
         self._lines = hidden_lines(nb, self.begin_test_delimeter, self.end_test_delimeter)
         return super().preprocess(nb, resources)
 
-    def preprocess_cell(self, cell: NotebookNode, resources: ResourcesDict,
-                        cell_index: int) -> tuple[NotebookNode, ResourcesDict]:
+    def preprocess_cell(
+        self, cell: NotebookNode, resources: ResourcesDict, cell_index: int
+    ) -> tuple[NotebookNode, ResourcesDict]:
         cell, resources = super().preprocess_cell(cell, resources, cell_index)
         if cell.cell_type == "code":
             cell.outputs = [self._redact(o) for o in cell.get("outputs", [])]
@@ -90,13 +94,15 @@ class HideHiddenTests(ClearHiddenTests):
             output.text = self._clean_text(output.text)
         elif kind == "error":
             output.evalue = self._clean_text(output.evalue)
-            output.traceback = [self._clean_text(entry, traceback=True)
-                                for entry in output.traceback]
+            output.traceback = [
+                self._clean_text(entry, traceback=True) for entry in output.traceback
+            ]
         elif kind in ("display_data", "execute_result"):
             for mime, value in list(output.get("data", {}).items()):
                 if isinstance(value, str) and _mentions(value, self._lines | markers):
-                    output.data[mime] = self._clean_text(value) if mime.startswith("text/") \
-                        else REDACTED
+                    output.data[mime] = (
+                        self._clean_text(value) if mime.startswith("text/") else REDACTED
+                    )
         return output
 
     def _clean_text(self, text: Any, traceback: bool = False) -> Any:

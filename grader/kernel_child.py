@@ -24,8 +24,15 @@ from grader.sandbox import Job
 # numpy (with the parts it imports lazily on first use: reading data files needs numpy.ma, 10-20 ms
 # in every kernel otherwise; numpy.random is reseeded per kernel), and the platform's own modules
 # that notebooks and course tests import.
-DEFAULT_PRELOAD = ["numpy", "numpy.ma", "numpy.random", "hardware_kits.twins", "labs.client",
-                   "courses.checks", "courses.live"]
+DEFAULT_PRELOAD = [
+    "numpy",
+    "numpy.ma",
+    "numpy.random",
+    "hardware_kits.twins",
+    "labs.client",
+    "courses.checks",
+    "courses.live",
+]
 # The in-process kernel itself.
 KERNEL_MODULES = ["ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell"]
 # `python -m grader.zygote` puts the folder it was started in first on sys.path; kernels must
@@ -61,7 +68,8 @@ def warm_tracebacks() -> None:
         for theme in ("linux", "nocolor", "neutral"):
             with contextlib.suppress(Exception):
                 ultratb.AutoFormattedTB(mode="Context", theme_name=theme).structured_traceback(
-                    *info)
+                    *info
+                )
 
 
 def warm_up(folder: Path) -> int:
@@ -83,8 +91,15 @@ def warm_up(folder: Path) -> int:
             from ipykernel.kernelapp import IPKernelApp
 
             app = IPKernelApp.instance()
-            app.initialize(["-f", str(work / "kernel.json"), "--transport=ipc",
-                            f"--ip={work / 'k'}", "--HistoryManager.hist_file=:memory:"])
+            app.initialize(
+                [
+                    "-f",
+                    str(work / "kernel.json"),
+                    "--transport=ipc",
+                    f"--ip={work / 'k'}",
+                    "--HistoryManager.hist_file=:memory:",
+                ]
+            )
             # What a first cell imports (display, compilation, a traceback) counts too.
             for code in ("import numpy as np\nnp.arange(3)", "print(1)", "1/0"):
                 app.shell.run_cell(code, store_history=True)
@@ -107,8 +122,9 @@ def warm_up(folder: Path) -> int:
 # ------------------------------------------------------------------ kernel child
 
 
-def run_kernel(job: Job, request: dict[str, Any], source_fd: int | None, log_fd: int,
-               ready_fd: int) -> None:
+def run_kernel(
+    job: Job, request: dict[str, Any], source_fd: int | None, log_fd: int, ready_fd: int
+) -> None:
     """In the forked child: confine, then become the kernel; write to `ready_fd` once its
     sockets are bound. Never returns."""
     code = 1
@@ -126,8 +142,9 @@ def run_kernel(job: Job, request: dict[str, Any], source_fd: int | None, log_fd:
         if source_fd is not None:
             os.close(source_fd)
         connection = dict(request["connection"])
-        conn_file = os.path.join(sandbox.HOMEDIR if job.full else os.path.dirname(job.sock_dir),
-                                 "kernel.json")
+        conn_file = os.path.join(
+            sandbox.HOMEDIR if job.full else os.path.dirname(job.sock_dir), "kernel.json"
+        )
         fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(connection, out)
@@ -142,7 +159,8 @@ def run_kernel(job: Job, request: dict[str, Any], source_fd: int | None, log_fd:
             app = IPKernelApp.instance()
             if not kernel_args:  # the usual kernel spec: `-f {connection_file}` only
                 app.parse_command_line = lambda argv=None: parse_connection_file_only(
-                    app, conn_file)
+                    app, conn_file
+                )
             app.initialize(args)
             os.write(ready_fd, b"r")
             os.close(ready_fd)

@@ -39,6 +39,8 @@ from grader.sandbox import Limits
 from grader.settings import Sandbox
 
 log = logging.getLogger("smartlab.grade")
+
+
 class SandboxError(RuntimeError):
     """The sandbox could not give a kernel; the message says why."""
 
@@ -55,17 +57,29 @@ class PrivateForkServer:
     `configure()`: `smartlab grade` starts it before loading nbgrader and its configuration,
     so the two start-ups overlap."""
 
-    def __init__(self, settings: Sandbox | None = None,
-                 allow_uids: tuple[int, ...] = ()) -> None:
+    def __init__(self, settings: Sandbox | None = None, allow_uids: tuple[int, ...] = ()) -> None:
         ready_r, ready_w = os.pipe()
         life_r, self._lifeline = os.pipe()
         settings_r, self._settings = os.pipe()
         for fd in (self._lifeline, self._settings):
             os.set_inheritable(fd, False)
-        command = [sys.executable, "-m", "grader.zygote", "--settings-fd", str(settings_r),
-                   "--ready-fd", str(ready_w), "--lifeline-fd", str(life_r)]
-        self.process = subprocess.Popen(command, pass_fds=(ready_w, life_r, settings_r),
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        command = [
+            sys.executable,
+            "-m",
+            "grader.zygote",
+            "--settings-fd",
+            str(settings_r),
+            "--ready-fd",
+            str(ready_w),
+            "--lifeline-fd",
+            str(life_r),
+        ]
+        self.process = subprocess.Popen(
+            command,
+            pass_fds=(ready_w, life_r, settings_r),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         for fd in (ready_w, life_r, settings_r):
             os.close(fd)
         self._ready = os.fdopen(ready_r, "rb")
@@ -79,9 +93,13 @@ class PrivateForkServer:
         run_dir = Path(settings.run_dir)
         zygote.prepare_run_dir(run_dir)
         self.socket_path = run_dir / f"forkserver-{os.getpid()}.sock"
-        message = {"socket": str(self.socket_path), "run_dir": str(run_dir),
-                   "max_slots": settings.max_slots, "preload": list(settings.preload),
-                   "allow_uid": list(allow_uids)}
+        message = {
+            "socket": str(self.socket_path),
+            "run_dir": str(run_dir),
+            "max_slots": settings.max_slots,
+            "preload": list(settings.preload),
+            "allow_uid": list(allow_uids),
+        }
         with contextlib.suppress(BrokenPipeError):  # it died starting: wait_ready says so
             os.write(self._settings, json.dumps(message).encode() + b"\n")
         self._close_settings()
@@ -145,8 +163,9 @@ class KernelLease:
             self.sock.connect(socket_path)
         except OSError as err:
             self.sock.close()
-            raise SandboxError(f"cannot reach the sandbox fork server at {socket_path}: "
-                               f"{err.strerror or err}") from None
+            raise SandboxError(
+                f"cannot reach the sandbox fork server at {socket_path}: {err.strerror or err}"
+            ) from None
         self.exit_info: dict[str, Any] | None = None
         self.ready: bool | None = None
         self.pid: int | None = None
@@ -182,8 +201,7 @@ class KernelLease:
         return json.loads(data)
 
     def open(self, limits: Limits, hide: list[str], env: dict[str, str]) -> dict[str, Any]:
-        return self._request({"op": "open", "limits": limits.as_dict(), "hide": hide,
-                              "env": env})
+        return self._request({"op": "open", "limits": limits.as_dict(), "hide": hide, "env": env})
 
     def launch(self, request: dict[str, Any], source_dir: str | None) -> int:
         fds = []
@@ -298,15 +316,21 @@ class SandboxProvisioner(LocalProvisioner):
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
         assert self.lease is not None
         in_process, kernel_args = _ipykernel_arguments(cmd)
-        request = {"connection": _jsonable(self.connection_info), "argv": cmd,
-                   "ipykernel": in_process, "kernel_args": kernel_args}
+        request = {
+            "connection": _jsonable(self.connection_info),
+            "argv": cmd,
+            "ipykernel": in_process,
+            "kernel_args": kernel_args,
+        }
         cwd = kwargs.get("cwd")
         self.lease.launch(request, os.fspath(cwd) if cwd else None)
         if self.lease.ready is False:  # it died on its way up: say why, not "no reply"
             info = self.lease.wait_exit(5) or {}
             tail = (info.get("log_tail") or "").strip().splitlines()
-            raise SandboxError("the sandboxed kernel did not start: "
-                               + (tail[-1] if tail else f"exit {info.get('code')}"))
+            raise SandboxError(
+                "the sandboxed kernel did not start: "
+                + (tail[-1] if tail else f"exit {info.get('code')}")
+            )
         self.process = _RemoteProcess(self.lease)
         self.pid, self.pgid = self.lease.pid, None  # signals go through the fork server
         self.cwd = cwd
@@ -341,13 +365,15 @@ def _ipykernel_arguments(cmd: list[str]) -> tuple[bool, list[str]]:
     if "-m" not in cmd or ("ipykernel_launcher" not in cmd and "ipykernel" not in cmd):
         return False, []
     try:
-        same = os.path.realpath(cmd[0]) == os.path.realpath(sys.executable) or \
-            os.path.basename(cmd[0]) == "python"
+        same = (
+            os.path.realpath(cmd[0]) == os.path.realpath(sys.executable)
+            or os.path.basename(cmd[0]) == "python"
+        )
     except OSError:
         same = False
     if not same:
         return False, []
-    args = cmd[cmd.index("-m") + 2:]
+    args = cmd[cmd.index("-m") + 2 :]
     out, skip = [], False
     for arg in args:
         if skip:
@@ -443,8 +469,9 @@ class SandboxKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
         self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
         if self.provisioner is None:
-            self.provisioner = SandboxProvisioner(kernel_id=self.kernel_id,
-                                                  kernel_spec=self.kernel_spec, parent=self)
+            self.provisioner = SandboxProvisioner(
+                kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self
+            )
         return await super()._async_pre_start_kernel(**kw)
 
     @property

@@ -37,8 +37,11 @@ def _worker_main(conn: Connection, work: Work, init: Callable[[], None] | None) 
         try:
             result = work(task)
         except Exception as err:  # the pool's caller decides what a failure means
-            result = {"status": "failed", "message": f"{type(err).__name__}: {err}",
-                      "details": traceback.format_exc()}
+            result = {
+                "status": "failed",
+                "message": f"{type(err).__name__}: {err}",
+                "details": traceback.format_exc(),
+            }
         conn.send(result)
 
 
@@ -51,14 +54,19 @@ class WorkerPool:
 
     def _spawn(self) -> tuple[Any, Connection]:
         parent, child = self.ctx.Pipe()
-        process = self.ctx.Process(target=_worker_main, args=(child, self.work, self.init),
-                                   daemon=True)
+        process = self.ctx.Process(
+            target=_worker_main, args=(child, self.work, self.init), daemon=True
+        )
         process.start()
         child.close()
         return process, parent
 
-    def run(self, tasks: list[str], on_result: Callable[[str, dict[str, Any]], None],
-            on_start: Callable[[str], None] | None = None) -> None:
+    def run(
+        self,
+        tasks: list[str],
+        on_result: Callable[[str, dict[str, Any]], None],
+        on_start: Callable[[str], None] | None = None,
+    ) -> None:
         """Run every task; call `on_result(task, result)` in this process as each finishes."""
         queue = list(reversed(tasks))
         busy: dict[Connection, tuple[Any, str]] = {}
@@ -76,8 +84,11 @@ class WorkerPool:
                     busy[conn] = (process, task)
                 ready = wait(list(busy) + [p.sentinel for p, _ in busy.values()])
                 for item in ready:
-                    conn = item if isinstance(item, Connection) else next(
-                        (c for c, (p, _) in busy.items() if p.sentinel == item), None)
+                    conn = (
+                        item
+                        if isinstance(item, Connection)
+                        else next((c for c, (p, _) in busy.items() if p.sentinel == item), None)
+                    )
                     if conn is None or conn not in busy:
                         continue
                     process, task = busy.pop(conn)
@@ -85,8 +96,10 @@ class WorkerPool:
                         result = conn.recv()
                     except (EOFError, OSError):
                         process.join(1)
-                        result = {"status": "failed", "message":
-                                  f"the grading process died (exit code {process.exitcode})"}
+                        result = {
+                            "status": "failed",
+                            "message": f"the grading process died (exit code {process.exitcode})",
+                        }
                         conn.close()
                         process, conn = self._spawn()
                     idle.append((process, conn))

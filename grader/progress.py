@@ -18,8 +18,14 @@ def clock(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, label: str = "grading", stream: TextIO | None = None,
-                 width: int = 28, every: float = 5.0) -> None:
+    def __init__(
+        self,
+        total: int,
+        label: str = "grading",
+        stream: TextIO | None = None,
+        width: int = 28,
+        every: float = 5.0,
+    ) -> None:
         self.total, self.label, self.width, self.every = total, label, width, every
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -40,8 +46,10 @@ class Progress:
         left = (self.total - self.done) / rate if rate > 0 else float("nan")
         eta = clock(left) if rate > 0 else "?"
         failed = f", {self.failed} failed" if self.failed else ""
-        return (f"{self.label} [{bar}] {self.done}/{self.total}  {rate:.2f}/s  "
-                f"{clock(elapsed)} elapsed, {eta} left{failed}")
+        return (
+            f"{self.label} [{bar}] {self.done}/{self.total}  {rate:.2f}/s  "
+            f"{clock(elapsed)} elapsed, {eta} left{failed}"
+        )
 
     def _draw(self, final: bool = False) -> None:
         now = time.monotonic()

@@ -52,12 +52,20 @@ WEAK_MODE_WARNING = (
     "SANDBOX IS WEAK: not running as root, so student code runs as this account ({user}) "
     "with its rights: it can read what {user} can read (course files, gradebook) and use the "
     "network. Only the CPU/memory/process/output limits and a fresh process apply. Run the "
-    "grader as root (or use the root sandbox service) for the full sandbox.")
+    "grader as root (or use the root sandbox service) for the full sandbox."
+)
 
 # <linux/sched.h>, <sys/mount.h>, <linux/mount.h>, <linux/prctl.h>
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
-    1, 2, 4, 32, 4096, 16384, 1 << 18)
+    1,
+    2,
+    4,
+    32,
+    4096,
+    16384,
+    1 << 18,
+)
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (new syscall table)
@@ -73,23 +81,40 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int,
-           data: str | None = None) -> None:
-    _check(_libc.mount(source.encode() if source else None, target.encode(),
-                       fstype.encode() if fstype else None, ctypes.c_ulong(flags),
-                       data.encode() if data else None), f"mount {target}")
+def _mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
 
 
 class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 def _mount_setattr(path: str, attr_set: int, attr_clr: int = 0) -> None:
     attr = _MountAttr(attr_set, attr_clr, 0, 0)
-    result = _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD),
-                           path.encode(), ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
-                           ctypes.c_size_t(ctypes.sizeof(attr)))
+    result = _libc.syscall(
+        ctypes.c_long(SYS_MOUNT_SETATTR),
+        ctypes.c_int(AT_FDCWD),
+        path.encode(),
+        ctypes.c_uint(AT_RECURSIVE),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
     _check(result, f"mount_setattr {path}")
 
 
@@ -162,9 +187,22 @@ def ensure_account(slot: int) -> Account:
         entry = None
     if entry is None:
         done = subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", "--user-group", "--comment",
-             "Smart City Lab grading sandbox", name], capture_output=True, text=True)
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+                "--comment",
+                "Smart City Lab grading sandbox",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0 and "already exists" not in done.stderr:
             raise OSError(f"useradd {name} failed: {done.stderr.strip()}")
         entry = pwd.getpwnam(name)
@@ -332,8 +370,11 @@ def _filesystem(job: Job, source_fd: int | None) -> None:
         _remount_all_readonly(job.sock_dir)
     tmp_opts = f"size={max(job.limits.tmp_bytes, 1 << 20)},mode=1777,nr_inodes=16384"
     small = f"size={16 << 20},mode=1777,nr_inodes=1024"
-    masks = [(t, o) for t, o in (("/tmp", tmp_opts), ("/var/tmp", small), ("/dev/shm", small))
-             if os.path.isdir(t)]
+    masks = [
+        (t, o)
+        for t, o in (("/tmp", tmp_opts), ("/var/tmp", small), ("/dev/shm", small))
+        if os.path.isdir(t)
+    ]
     checkout = source_checkout()
     if checkout == "/" or (checkout and any(_is_below(checkout, t) for t, _ in masks)):
         checkout = None  # nothing to mask, or already masked with the temporary folder
@@ -342,8 +383,11 @@ def _filesystem(job: Job, source_fd: int | None) -> None:
     # Handles on what must stay visible under the masks, taken before they cover it: the
     # kernel's runtime (read-only) and its socket folder (writable), wherever they lie.
     keep = [(p, False) for p in kernel_runtime()] + [(job.sock_dir, True)]
-    held = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC), writable) for path, writable in keep
-            if any(_is_below(path, t) for t, _ in masks)]
+    held = [
+        (path, os.open(path, os.O_PATH | os.O_CLOEXEC), writable)
+        for path, writable in keep
+        if any(_is_below(path, t) for t, _ in masks)
+    ]
     for target, opts in masks:
         _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
     for path, fd, writable in held:

@@ -36,32 +36,47 @@ class Sandbox(LoggingConfigurable):
     """Limits for student code and where its kernels come from."""
 
     cpu_seconds = Integer(600, help="CPU seconds the kernel of one notebook may use.").tag(
-        config=True)
+        config=True
+    )
     wall_seconds = Float(
-        900.0, help="Wall-clock seconds one notebook may run, all cells together (the "
-        "per-cell limit stays nbgrader's Execute.timeout).").tag(config=True)
+        900.0,
+        help="Wall-clock seconds one notebook may run, all cells together (the "
+        "per-cell limit stays nbgrader's Execute.timeout).",
+    ).tag(config=True)
     memory = Unicode("2G", help="Address space of the kernel (RLIMIT_AS), e.g. 1G.").tag(
-        config=True)
-    processes = Integer(64, help="Processes and threads of the sandbox account.").tag(
-        config=True)
+        config=True
+    )
+    processes = Integer(64, help="Processes and threads of the sandbox account.").tag(config=True)
     file_size = Unicode("64M", help="Largest file student code may write.").tag(config=True)
     tmp_size = Unicode("256M", help="Size of the private /tmp (the work folder is in it).").tag(
-        config=True)
+        config=True
+    )
     open_files = Integer(256, help="Open files of the kernel.").tag(config=True)
     output = Unicode("8M", help="Cell output kept from one notebook; more stops the kernel.").tag(
-        config=True)
-    hide_paths = List(Unicode(), help=(
-        "Extra files or folders that student code must not see (in addition to the course "
-        "folder, the gradebook and the Jupyter/nbgrader configuration folders).")).tag(
-        config=True)
-    server_socket = Unicode(help=(
-        "Socket of a running fork server (`smartlab sandbox serve`); default "
-        f"${SOCKET_ENV}, else a private one started on first use.")).tag(config=True)
+        config=True
+    )
+    hide_paths = List(
+        Unicode(),
+        help=(
+            "Extra files or folders that student code must not see (in addition to the course "
+            "folder, the gradebook and the Jupyter/nbgrader configuration folders)."
+        ),
+    ).tag(config=True)
+    server_socket = Unicode(
+        help=(
+            "Socket of a running fork server (`smartlab sandbox serve`); default "
+            f"${SOCKET_ENV}, else a private one started on first use."
+        )
+    ).tag(config=True)
     run_dir = Unicode(help="Where the fork server keeps sockets, slots and job folders.").tag(
-        config=True)
+        config=True
+    )
     max_slots = Integer(64, help="Kernels at once (one pool account each).").tag(config=True)
-    preload = List(Unicode(), default_value=list(kernel_child.DEFAULT_PRELOAD), help=(
-        "Modules the fork server imports before forking kernels.")).tag(config=True)
+    preload = List(
+        Unicode(),
+        default_value=list(kernel_child.DEFAULT_PRELOAD),
+        help=("Modules the fork server imports before forking kernels."),
+    ).tag(config=True)
 
     @default("server_socket")
     def _server_socket_default(self) -> str:
@@ -77,7 +92,13 @@ class Sandbox(LoggingConfigurable):
         return proposal["value"]
 
     def limits(self) -> Limits:
-        return Limits(cpu_seconds=self.cpu_seconds, wall_seconds=self.wall_seconds,
-                      memory_bytes=parse_size(self.memory), processes=self.processes,
-                      file_bytes=parse_size(self.file_size), tmp_bytes=parse_size(self.tmp_size),
-                      open_files=self.open_files, output_bytes=parse_size(self.output))
+        return Limits(
+            cpu_seconds=self.cpu_seconds,
+            wall_seconds=self.wall_seconds,
+            memory_bytes=parse_size(self.memory),
+            processes=self.processes,
+            file_bytes=parse_size(self.file_size),
+            tmp_bytes=parse_size(self.tmp_size),
+            open_files=self.open_files,
+            output_bytes=parse_size(self.output),
+        )

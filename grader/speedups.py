@@ -123,8 +123,9 @@ def _validators() -> None:
             raise error
         return None
 
-    shim = types.SimpleNamespace(**{name: getattr(jsonschema, name) for name in dir(jsonschema)
-                                    if not name.startswith("__")})
+    shim = types.SimpleNamespace(
+        **{name: getattr(jsonschema, name) for name in dir(jsonschema) if not name.startswith("__")}
+    )
     shim.validate = validate
     common.jsonschema = shim
 

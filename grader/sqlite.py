@@ -30,8 +30,8 @@ _tuned = False
 
 def sqlite_path(db_url: str) -> str | None:
     prefix = "sqlite:///"
-    if db_url.startswith(prefix) and db_url[len(prefix):] not in ("", ":memory:"):
-        return db_url[len(prefix):]
+    if db_url.startswith(prefix) and db_url[len(prefix) :] not in ("", ":memory:"):
+        return db_url[len(prefix) :]
     return None
 
 

@@ -47,7 +47,7 @@ def _solution_region(source: str) -> tuple[list[str], list[str], list[str], str]
         return None
     end = next((i for i in range(begin + 1, len(lines)) if END in lines[i]), len(lines))
     indent = _INDENT.match(lines[begin]).group(1)  # type: ignore[union-attr]
-    return lines[:begin], lines[begin + 1:end], lines[end + 1:], indent
+    return lines[:begin], lines[begin + 1 : end], lines[end + 1 :], indent
 
 
 def answer(source: str, variant: str, slow_seconds: float = 0.05) -> str:
@@ -64,8 +64,11 @@ def answer(source: str, variant: str, slow_seconds: float = 0.05) -> str:
         elif variant == "error":
             body = [f"{indent}raise RuntimeError('a bug in the student code')"]
         elif variant == "slow":
-            body = [f"{indent}import time as _time", f"{indent}_time.sleep({slow_seconds})",
-                    *solution]
+            body = [
+                f"{indent}import time as _time",
+                f"{indent}_time.sleep({slow_seconds})",
+                *solution,
+            ]
         elif variant == "loop":
             body = [f"{indent}while True:", f"{indent}    pass"]
         else:
@@ -116,8 +119,11 @@ def _with_final_cell(nb: NotebookNode, code: str | None) -> NotebookNode:
 
 
 def solution_ids(source: NotebookNode) -> list[str]:
-    return [c.metadata["nbgrader"]["grade_id"] for c in source.cells
-            if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"]
+    return [
+        c.metadata["nbgrader"]["grade_id"]
+        for c in source.cells
+        if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"
+    ]
 
 
 def write_submissions(course: Path, assignment: str, plans: Iterable[Plan]) -> list[str]:
@@ -126,8 +132,9 @@ def write_submissions(course: Path, assignment: str, plans: Iterable[Plan]) -> l
     source_dir = course / "source" / assignment
     release_dir = course / "release" / assignment
     if not release_dir.is_dir():
-        raise FileNotFoundError(f"{release_dir}: run `nbgrader generate_assignment "
-                                f"{assignment}` first")
+        raise FileNotFoundError(
+            f"{release_dir}: run `nbgrader generate_assignment {assignment}` first"
+        )
     notebooks = sorted(p.name for p in release_dir.glob("*.ipynb"))
     sources = {n: nbformat.read(source_dir / n, as_version=4) for n in notebooks}
     released = {n: nbformat.read(release_dir / n, as_version=4) for n in notebooks}
@@ -147,19 +154,24 @@ def write_submissions(course: Path, assignment: str, plans: Iterable[Plan]) -> l
     return students
 
 
-def class_plans(course: Path, assignment: str, count: int, seed: int = 1,
-                mix: dict[str, float] | None = None) -> list[Plan]:
+def class_plans(
+    course: Path, assignment: str, count: int, seed: int = 1, mix: dict[str, float] | None = None
+) -> list[Plan]:
     """`count` students with a realistic mix of answers: most correct, some blank, wrong,
     failing or slow (no endless loops unless `mix` asks for them), a third with extra cells."""
     mix = mix or {"correct": 0.55, "blank": 0.1, "wrong": 0.15, "error": 0.1, "slow": 0.1}
     names, weights = list(mix), list(mix.values())
     source_dir = Path(course) / "source" / assignment
-    ids = [gid for nb in sorted(source_dir.glob("*.ipynb"))
-           for gid in solution_ids(nbformat.read(nb, as_version=4))]
+    ids = [
+        gid
+        for nb in sorted(source_dir.glob("*.ipynb"))
+        for gid in solution_ids(nbformat.read(nb, as_version=4))
+    ]
     rng = random.Random(seed)
     plans = []
     for i in range(count):
         answers = {gid: rng.choices(names, weights)[0] for gid in ids}
-        plans.append(Plan(student=f"student{i:04d}", answers=answers,
-                          extra_cells=rng.random() < 0.33))
+        plans.append(
+            Plan(student=f"student{i:04d}", answers=answers, extra_cells=rng.random() < 0.33)
+        )
     return plans

@@ -108,8 +108,14 @@ class Connection:
 
 
 class ForkServer:
-    def __init__(self, socket_path: Path, run_dir: Path, max_slots: int = 64,
-                 allowed_gids: tuple[int, ...] = (), allowed_uids: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        run_dir: Path,
+        max_slots: int = 64,
+        allowed_gids: tuple[int, ...] = (),
+        allowed_uids: tuple[int, ...] = (),
+    ) -> None:
         self.socket_path = Path(socket_path)
         self.run_dir = Path(run_dir)
         self.max_slots = max_slots
@@ -140,8 +146,9 @@ class ForkServer:
         listener.setblocking(False)
         return listener
 
-    def serve_forever(self, listener: socket.socket, ready_fd: int | None = None,
-                      lifeline_fd: int | None = None) -> None:
+    def serve_forever(
+        self, listener: socket.socket, ready_fd: int | None = None, lifeline_fd: int | None = None
+    ) -> None:
         """Serve until SIGTERM/SIGINT, or until `lifeline_fd` (the read end of a pipe whose
         writer is the grader) reports EOF: the fork server never outlives its grader."""
         wake_r, wake_w = socket.socketpair()
@@ -203,7 +210,8 @@ class ForkServer:
             except BlockingIOError:
                 return
             pid, uid, gid = struct.unpack(
-                "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            )
             if not self._allowed(uid, gid):
                 log.warning("refusing pid %d uid %d: not allowed to ask for kernels", pid, uid)
                 sock.close()
@@ -315,8 +323,13 @@ class ForkServer:
     def _prepare(self, conn: Connection, slot: int, slot_fd: int) -> None:
         request = conn.pending_open or {}
         conn.pending_open = None
-        limits = Limits(**{k: v for k, v in request.get("limits", {}).items()
-                           if k in Limits.__dataclass_fields__})
+        limits = Limits(
+            **{
+                k: v
+                for k, v in request.get("limits", {}).items()
+                if k in Limits.__dataclass_fields__
+            }
+        )
         account = None
         if self.full:
             account = self.accounts.get(slot) or self._ensure_account(slot)
@@ -335,13 +348,28 @@ class ForkServer:
         else:
             os.chmod(job_dir, 0o700)
         hide = [str(p) for p in request.get("hide", []) if isinstance(p, str) and p.startswith("/")]
-        conn.job = Job(slot=slot, full=self.full, account=account, sock_dir=str(sock_dir),
-                       client_uid=conn.uid, client_gid=conn.gid, limits=limits,
-                       hide=hide, env=dict(request.get("env", {})))
+        conn.job = Job(
+            slot=slot,
+            full=self.full,
+            account=account,
+            sock_dir=str(sock_dir),
+            client_uid=conn.uid,
+            client_gid=conn.gid,
+            limits=limits,
+            hide=hide,
+            env=dict(request.get("env", {})),
+        )
         conn.job_dir, conn.slot_fd = job_dir, slot_fd
-        self._send(conn, {"ok": True, "slot": slot, "sock_dir": str(sock_dir),
-                          "mode": "full" if self.full else "weak",
-                          "user": account.name if account else _username(os.geteuid())})
+        self._send(
+            conn,
+            {
+                "ok": True,
+                "slot": slot,
+                "sock_dir": str(sock_dir),
+                "mode": "full" if self.full else "weak",
+                "user": account.name if account else _username(os.geteuid()),
+            },
+        )
 
     def _ensure_account(self, slot: int) -> Account:
         lock = os.open(self.run_dir / "slots" / "accounts.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -431,13 +459,22 @@ class ForkServer:
             reason = conn.reason
             sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
             # SIGXCPU: the soft CPU limit; SIGKILL with the CPU used up: the hard one.
-            if reason is None and job is not None and job.limits.cpu_seconds and (
-                    sig == signal.SIGXCPU or (sig == signal.SIGKILL
-                                              and cpu >= job.limits.cpu_seconds - 0.05)):
+            if (
+                reason is None
+                and job is not None
+                and job.limits.cpu_seconds
+                and (
+                    sig == signal.SIGXCPU
+                    or (sig == signal.SIGKILL and cpu >= job.limits.cpu_seconds - 0.05)
+                )
+            ):
                 reason = "cpu"
             message = {
-                "op": "exit", "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                "signal": sig, "reason": reason, "cpu_seconds": round(cpu, 3),
+                "op": "exit",
+                "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                "signal": sig,
+                "reason": reason,
+                "cpu_seconds": round(cpu, 3),
                 "max_rss_kib": usage.ru_maxrss,
                 "wall_seconds": round(time.monotonic() - conn.started, 3),
                 "log_tail": _tail(conn.log_path),
@@ -454,8 +491,12 @@ class ForkServer:
         if job is not None and job.account is not None:
             left = sandbox.kill_account_processes(job.account.uid)
             if left:
-                log.error("%d processes of %s survived; slot %d stays locked", left,
-                          job.account.name, job.slot)
+                log.error(
+                    "%d processes of %s survived; slot %d stays locked",
+                    left,
+                    job.account.name,
+                    job.slot,
+                )
                 conn.slot_fd = None  # never reuse an account that still runs something
         if conn.job_dir is not None:
             shutil.rmtree(conn.job_dir, ignore_errors=True)
@@ -531,9 +572,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--lifeline-fd", type=int, default=None)
     parser.add_argument("--no-warmup", action="store_true")
-    parser.add_argument("--settings-fd", type=int, default=None,
-                        help="read --socket, --run-dir, --max-slots, --preload and --allow-uid "
-                        "as one JSON line from this fd, after importing the kernel machinery")
+    parser.add_argument(
+        "--settings-fd",
+        type=int,
+        default=None,
+        help="read --socket, --run-dir, --max-slots, --preload and --allow-uid "
+        "as one JSON line from this fd, after importing the kernel machinery",
+    )
     args = parser.parse_args(argv)
     if args.settings_fd is None and args.socket is None:
         parser.error("--socket is required")
@@ -548,8 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         if not read_settings(args):
             return 0  # the grader ended (or needed no private fork server) before sending them
     run_dir = args.run_dir or default_run_dir()
-    server = ForkServer(args.socket, run_dir, args.max_slots, tuple(args.allow_gid),
-                        tuple(args.allow_uid))
+    server = ForkServer(
+        args.socket, run_dir, args.max_slots, tuple(args.allow_gid), tuple(args.allow_uid)
+    )
     listener = server.listen()
     preload([m for m in args.preload.split(",") if m])
     if args.settings_fd is None:

@@ -42,11 +42,14 @@ def find_mosquitto() -> tuple[str, str, str]:
     broker = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     ctrl = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
     plugins = glob.glob("/usr/lib/*/mosquitto_dynamic_security.so") + glob.glob(
-        "/usr/lib/mosquitto_dynamic_security.so")
+        "/usr/lib/mosquitto_dynamic_security.so"
+    )
     missing = [p for p in (broker, ctrl) if not os.path.exists(p)]
     if missing or not plugins:
-        raise BrokerError("Mosquitto 2 with its dynamic-security plugin is not installed "
-                          "(Debian/Ubuntu: apt-get install mosquitto mosquitto-clients)")
+        raise BrokerError(
+            "Mosquitto 2 with its dynamic-security plugin is not installed "
+            "(Debian/Ubuntu: apt-get install mosquitto mosquitto-clients)"
+        )
     return broker, ctrl, plugins[0]
 
 
@@ -94,12 +97,16 @@ def command_acls(kit_id: str) -> list[dict]:
 
 def observe_acls(kit_id: str) -> list[dict]:
     """Subscribe to and receive everything under one kit's tree (telemetry, state, acks)."""
-    return [allow("subscribePattern", P.kit_filter(kit_id)),
-            allow("publishClientReceive", P.kit_filter(kit_id))]
+    return [
+        allow("subscribePattern", P.kit_filter(kit_id)),
+        allow("publishClientReceive", P.kit_filter(kit_id)),
+    ]
 
 
-OBSERVER_ACLS = [allow("subscribePattern", P.HOMIE_PREFIX + "/#"),
-                 allow("publishClientReceive", P.HOMIE_PREFIX + "/#")]
+OBSERVER_ACLS = [
+    allow("subscribePattern", P.HOMIE_PREFIX + "/#"),
+    allow("publishClientReceive", P.HOMIE_PREFIX + "/#"),
+]
 # The lab service may put any kit into its safe state, and command nothing else.
 SUPERVISOR_ROLE = "supervise_kits"
 SUPERVISOR_ACLS = [allow("publishClientSend", P.all_kits(P.SAFE_STATE_PROPERTY + "/set"))]
@@ -180,8 +187,9 @@ class Broker:
         try:
             account = pwd.getpwnam(MOSQUITTO_USER)
         except KeyError:
-            raise BrokerError(f"the {MOSQUITTO_USER!r} account is missing; reinstall the "
-                              "mosquitto package") from None
+            raise BrokerError(
+                f"the {MOSQUITTO_USER!r} account is missing; reinstall the mosquitto package"
+            ) from None
         for path in [self.state_dir, *self.state_dir.iterdir()]:
             if path != self.secrets_path:
                 os.chown(path, account.pw_uid, account.pw_gid)
@@ -190,22 +198,34 @@ class Broker:
         """Write the configuration, initialise dynsec on first run, start and provision basics."""
         broker_bin, ctrl, plugin = find_mosquitto()
         if not port_is_free(self.host, self.port):
-            raise BrokerError(f"port {self.port} on {self.host} is already in use; stop what "
-                              "holds it or choose another port")
+            raise BrokerError(
+                f"port {self.port} on {self.host} is already in use; stop what "
+                "holds it or choose another port"
+            )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         admin = self.credentials(ADMIN)
         if not self.dynsec_path.exists():
-            subprocess.run([ctrl, "dynsec", "init", str(self.dynsec_path), admin.username,
-                            admin.password], check=True, capture_output=True)
+            subprocess.run(
+                [ctrl, "dynsec", "init", str(self.dynsec_path), admin.username, admin.password],
+                check=True,
+                capture_output=True,
+            )
         self._write_config(plugin)
         self._chown_for_broker()
-        self.process = subprocess.Popen([broker_bin, "-c", str(self.conf_path)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [broker_bin, "-c", str(self.conf_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         self._wait_until_listening(timeout)
         with self.admin() as dynsec:
-            dynsec.set_default_acl_access(publishClientSend=False, publishClientReceive=True,
-                                          subscribe=False, unsubscribe=True)
+            dynsec.set_default_acl_access(
+                publishClientSend=False,
+                publishClientReceive=True,
+                subscribe=False,
+                unsubscribe=True,
+            )
             dynsec.create_role(OBSERVER_ROLE, OBSERVER_ACLS)
             dynsec.create_role(SUPERVISOR_ROLE, SUPERVISOR_ACLS)
         return self
@@ -222,8 +242,7 @@ class Broker:
                     return
             time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} "
-                          f"within {timeout} s")
+        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout} s")
 
     def _log_tail(self) -> str:
         try:

@@ -21,9 +21,12 @@ def default_state_dir() -> Path:
 
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", type=Path, default=default_state_dir(),
-                        help="where the platform keeps its state (default: $SMARTLAB_STATE_DIR "
-                             "or ./var)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default_state_dir(),
+        help="where the platform keeps its state (default: $SMARTLAB_STATE_DIR or ./var)",
+    )
     parser.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default 1883)")
 
 
@@ -40,6 +43,7 @@ def wait_for_interrupt() -> None:
 
 
 # ---------------------------------------------------------------- kits
+
 
 def cmd_models(_args: argparse.Namespace) -> int:
     for name, desc in load_models().items():
@@ -67,8 +71,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     entries = load_kits(args.site, models)
     broker = broker_for(args)
     if not broker.secrets_path.exists():
-        raise DescriptorError(f"{broker.state_dir}: no broker state; start it first with "
-                              "`smartlab broker run`")
+        raise DescriptorError(
+            f"{broker.state_dir}: no broker state; start it first with `smartlab broker run`"
+        )
     creds = broker.provision_kits([e.id for e in entries])
     addresses = {kit: broker.address(c.username) for kit, c in creds.items()}
     with Fleet(entries, models, addresses):
@@ -86,8 +91,17 @@ def cmd_firmware(args: argparse.Namespace) -> int:
         raise DescriptorError(f"{args.site}: kits: no kit with id {args.kit!r}")
     broker = broker_for(args)
     creds = broker.credentials(f"kit-{entry.id}")
-    out = build_bundle(args.out, entry.id, models[entry.model], args.broker_host, args.mqtt_port,
-                       creds.username, creds.password, args.wifi_ssid, args.wifi_password)
+    out = build_bundle(
+        args.out,
+        entry.id,
+        models[entry.model],
+        args.broker_host,
+        args.mqtt_port,
+        creds.username,
+        creds.password,
+        args.wifi_ssid,
+        args.wifi_password,
+    )
     print(f"firmware bundle for {entry.id} in {out}; copy it with: mpremote cp -r {out}/. :")
     return 0
 
@@ -113,15 +127,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_broker_options(firmware)
     firmware.set_defaults(run=cmd_firmware)
     from hardware_kits.sharing.app import add_kit_admin  # the admin actions go through the API
+
     add_kit_admin(sub)
 
 
 # ---------------------------------------------------------------- broker
 
+
 def cmd_broker_run(args: argparse.Namespace) -> int:
     with broker_for(args) as broker:
-        print(f"mosquitto listening on {broker.host}:{broker.port} (state in {broker.state_dir}); "
-              "Ctrl-C stops it")
+        print(
+            f"mosquitto listening on {broker.host}:{broker.port} (state in {broker.state_dir}); "
+            "Ctrl-C stops it"
+        )
         wait_for_interrupt()
     return 0
 
@@ -141,7 +159,11 @@ def register_broker(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(run=cmd_broker_run)
     user = sub.add_parser("user", help="create an MQTT account that observes every kit")
     user.add_argument("username")
-    user.add_argument("--command", action="append", metavar="KIT",
-                      help="also allow commanding this kit (repeatable)")
+    user.add_argument(
+        "--command",
+        action="append",
+        metavar="KIT",
+        help="also allow commanding this kit (repeatable)",
+    )
     add_broker_options(user)
     user.set_defaults(run=cmd_broker_user)

@@ -130,8 +130,9 @@ def _check_semantics(wire: dict[str, Any]) -> None:
             # The safe state is applied as a whole, so `requires` (an ordering rule) is moot.
             core.check_interlocks(key, value["safe"], kinds=("exclusive", "index_into"))
         except P.ProtocolError as err:
-            raise DescriptorError(f"actuators.{key}.safe: breaks an interlock: {err.detail}") \
-                from None
+            raise DescriptorError(
+                f"actuators.{key}.safe: breaks an interlock: {err.detail}"
+            ) from None
     # Pins may name parts that are neither sensor nor actuator (a lamp driver, a status LED).
     for pin_name in wire["pins"]:
         if not HOMIE_ID.match(pin_name):
@@ -176,8 +177,9 @@ def read_yaml(path: Path) -> Any:
 def load_descriptor(path: Path) -> dict[str, Any]:
     wire = validate_descriptor(read_yaml(path), str(path))
     if wire["model"] != path.stem:
-        raise DescriptorError(f"{path}: model: {wire['model']!r} must match the file name "
-                              f"{path.stem!r}")
+        raise DescriptorError(
+            f"{path}: model: {wire['model']!r} must match the file name {path.stem!r}"
+        )
     return wire
 
 

@@ -34,10 +34,14 @@ class DynSec:
         self._lock = threading.Lock()  # one batch in flight: the plugin answers in order
         self._answer: list[dict[str, Any]] | None = None
         self._answered = threading.Event()
-        self._client = connect_client(host, port, admin,
-                                      client_id=f"dynsec-{uuid.uuid4().hex[:8]}",
-                                      on_message=self._on_message,
-                                      subscribe=[(RESPONSE_TOPIC, 1)])
+        self._client = connect_client(
+            host,
+            port,
+            admin,
+            client_id=f"dynsec-{uuid.uuid4().hex[:8]}",
+            on_message=self._on_message,
+            subscribe=[(RESPONSE_TOPIC, 1)],
+        )
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -50,12 +54,14 @@ class DynSec:
         """Send commands as one batch; raise DynSecError unless every error is tolerated."""
         with self._lock:
             self._answered.clear()
-            info = self._client.publish(CONTROL_TOPIC, json.dumps({"commands": list(commands)}),
-                                        qos=1)
+            info = self._client.publish(
+                CONTROL_TOPIC, json.dumps({"commands": list(commands)}), qos=1
+            )
             info.wait_for_publish(self.timeout)
             if not self._answered.wait(self.timeout):
-                raise DynSecError("the dynamic-security plugin did not answer "
-                                  f"within {self.timeout} s")
+                raise DynSecError(
+                    f"the dynamic-security plugin did not answer within {self.timeout} s"
+                )
             answers = self._answer or []
         for command, answer in zip(commands, answers, strict=False):
             error = answer.get("error")
@@ -67,34 +73,61 @@ class DynSec:
 
     def create_role(self, rolename: str, acls: list[dict[str, Any]]) -> None:
         """Create a role, or reset the ACLs of an existing one to `acls`."""
-        answers = self.call({"command": "createRole", "rolename": rolename, "acls": acls},
-                            tolerate=ALREADY_EXISTS)
+        answers = self.call(
+            {"command": "createRole", "rolename": rolename, "acls": acls}, tolerate=ALREADY_EXISTS
+        )
         if answers and answers[0].get("error"):
             current = self.call({"command": "getRole", "rolename": rolename})[0]
             old = current.get("data", {}).get("role", {}).get("acls", [])
             if _acl_key(old) != _acl_key(acls):
-                self.call(*[{"command": "removeRoleACL", "rolename": rolename,
-                             "acltype": a["acltype"], "topic": a["topic"]} for a in old],
-                          *[{"command": "addRoleACL", "rolename": rolename, **a} for a in acls])
+                self.call(
+                    *[
+                        {
+                            "command": "removeRoleACL",
+                            "rolename": rolename,
+                            "acltype": a["acltype"],
+                            "topic": a["topic"],
+                        }
+                        for a in old
+                    ],
+                    *[{"command": "addRoleACL", "rolename": rolename, **a} for a in acls],
+                )
 
     def ensure_client(self, creds: Credentials, roles: list[str]) -> None:
         """Create a client with these roles, or align an existing one's password and roles."""
-        answers = self.call({"command": "createClient", "username": creds.username,
-                             "password": creds.password,
-                             "roles": [{"rolename": r} for r in roles]},
-                            tolerate=ALREADY_EXISTS)
+        answers = self.call(
+            {
+                "command": "createClient",
+                "username": creds.username,
+                "password": creds.password,
+                "roles": [{"rolename": r} for r in roles],
+            },
+            tolerate=ALREADY_EXISTS,
+        )
         if answers and answers[0].get("error"):
             info = self.call({"command": "getClient", "username": creds.username})[0]
             have = {r["rolename"] for r in info.get("data", {}).get("client", {}).get("roles", [])}
-            self.call({"command": "setClientPassword", "username": creds.username,
-                       "password": creds.password},
-                      *[{"command": "addClientRole", "username": creds.username, "rolename": r}
-                        for r in roles if r not in have])
+            self.call(
+                {
+                    "command": "setClientPassword",
+                    "username": creds.username,
+                    "password": creds.password,
+                },
+                *[
+                    {"command": "addClientRole", "username": creds.username, "rolename": r}
+                    for r in roles
+                    if r not in have
+                ],
+            )
 
     def set_default_acl_access(self, **allow: bool) -> None:
         """e.g. set_default_acl_access(publishClientSend=False, subscribe=False)."""
-        self.call({"command": "setDefaultACLAccess",
-                   "acls": [{"acltype": k, "allow": v} for k, v in allow.items()]})
+        self.call(
+            {
+                "command": "setDefaultACLAccess",
+                "acls": [{"acltype": k, "allow": v} for k, v in allow.items()],
+            }
+        )
 
     def close(self) -> None:
         self._client.disconnect()

@@ -37,10 +37,18 @@ def _resolve_descriptor(descriptor: dict[str, Any] | str | Path) -> dict[str, An
     return load_descriptor(path)
 
 
-def build_bundle(out_dir: str | Path, kit_id: str, descriptor: dict[str, Any] | str | Path,
-                 host: str, port: int, username: str, password: str,
-                 wifi_ssid: str | None = None, wifi_password: str | None = None,
-                 ntp: str | bool | None = None) -> Path:
+def build_bundle(
+    out_dir: str | Path,
+    kit_id: str,
+    descriptor: dict[str, Any] | str | Path,
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    wifi_ssid: str | None = None,
+    wifi_password: str | None = None,
+    ntp: str | bool | None = None,
+) -> Path:
     """Write a flashable firmware bundle for one kit into `out_dir` and return its path.
 
     `ntp` is an NTP server name (default: MicroPython's pool), or False to keep the board's RTC.
@@ -71,8 +79,12 @@ def build_bundle(out_dir: str | Path, kit_id: str, descriptor: dict[str, Any] | 
     return out
 
 
-def run_under_cpython(bundle_dir: str | Path, python: str | None = None,
-                      env: dict[str, str] | None = None, **popen_kwargs: Any) -> subprocess.Popen:
+def run_under_cpython(
+    bundle_dir: str | Path,
+    python: str | None = None,
+    env: dict[str, str] | None = None,
+    **popen_kwargs: Any,
+) -> subprocess.Popen:
     """Start the bundle's main.py under CPython with the simulated `machine` module.
 
     The interpreter runs with -S (no site-packages), so the firmware sees exactly what a board
@@ -87,13 +99,17 @@ def run_under_cpython(bundle_dir: str | Path, python: str | None = None,
     child_env.update(env or {})
     child_env["PYTHONPATH"] = str(SIM_DIR)  # nothing else: hardware_kits must not leak in
     child_env["PYTHONUNBUFFERED"] = "1"
-    return subprocess.Popen([python or sys.executable, "-S", "main.py"], cwd=bundle,
-                            env=child_env, **popen_kwargs)
+    return subprocess.Popen(
+        [python or sys.executable, "-S", "main.py"], cwd=bundle, env=child_env, **popen_kwargs
+    )
 
 
-def run_under_micropython(bundle_dir: str | Path, micropython: str | list[str] = "micropython",
-                          env: dict[str, str] | None = None,
-                          **popen_kwargs: Any) -> subprocess.Popen:
+def run_under_micropython(
+    bundle_dir: str | Path,
+    micropython: str | list[str] = "micropython",
+    env: dict[str, str] | None = None,
+    **popen_kwargs: Any,
+) -> subprocess.Popen:
     """Start the bundle's main.py under MicroPython's Unix port with the simulated `machine`.
 
     `micropython` is the interpreter command (a path, or a list for a wrapper). This runs the

@@ -54,8 +54,10 @@ def parse_kits(data: Any, source: str, models: dict[str, dict]) -> list[KitEntry
             where = ".".join(str(p) for p in first["loc"])
             raise DescriptorError(f"{source}: kits.{i}.{where}: {first['msg']}") from None
         if entry.model not in models:
-            raise DescriptorError(f"{source}: kits.{i}.model: no kit model {entry.model!r} "
-                                  f"(known: {', '.join(sorted(models))})")
+            raise DescriptorError(
+                f"{source}: kits.{i}.model: no kit model {entry.model!r} "
+                f"(known: {', '.join(sorted(models))})"
+            )
         if any(e.id == entry.id for e in entries):
             raise DescriptorError(f"{source}: kits.{i}.id: {entry.id!r} is used twice")
         entries.append(entry)
@@ -69,8 +71,9 @@ def load_kits(path: Path, models: dict[str, dict] | None = None) -> list[KitEntr
 class Fleet:
     """The twins of a site, each on its own connection with its own kit credentials."""
 
-    def __init__(self, entries: list[KitEntry], models: dict[str, dict],
-                 addresses: dict[str, BrokerAddress]) -> None:
+    def __init__(
+        self, entries: list[KitEntry], models: dict[str, dict], addresses: dict[str, BrokerAddress]
+    ) -> None:
         self.runners: list[KitRunner] = []
         for entry in entries:
             if not entry.twin:
@@ -78,8 +81,11 @@ class Fleet:
             descriptor = models[entry.model]
             start = (entry.start or datetime.now().astimezone()).timestamp()
             model = twin_class(entry.model)(descriptor, seed=entry.seed, start=start)
-            self.runners.append(KitRunner(entry.id, model, addresses[entry.id],
-                                          rate_hz=entry.rate_hz, speed=entry.speed))
+            self.runners.append(
+                KitRunner(
+                    entry.id, model, addresses[entry.id], rate_hz=entry.rate_hz, speed=entry.speed
+                )
+            )
 
     def start(self) -> Fleet:
         for runner in self.runners:

@@ -28,9 +28,17 @@ class KitRunner:
     """One twin on the broker. `rate_hz` overrides the model's telemetry rate; `speed` > 1 runs
     simulated time faster than the wall clock (telemetry keeps its wall-clock rate)."""
 
-    def __init__(self, kit_id: str, model: TwinModel, address: BrokerAddress,
-                 rate_hz: float | None = None, speed: float = 1.0, qos: int = 1,
-                 status_every: float = 5.0, mirror_every: float = 1.0) -> None:
+    def __init__(
+        self,
+        kit_id: str,
+        model: TwinModel,
+        address: BrokerAddress,
+        rate_hz: float | None = None,
+        speed: float = 1.0,
+        qos: int = 1,
+        status_every: float = 5.0,
+        mirror_every: float = 1.0,
+    ) -> None:
         self.kit_id = kit_id
         self.model = model
         self.descriptor = model.descriptor
@@ -50,7 +58,9 @@ class KitRunner:
 
     def start(self) -> KitRunner:
         self.client = connect_client(
-            self.address.host, self.address.port, self.address.credentials,
+            self.address.host,
+            self.address.port,
+            self.address.credentials,
             client_id=f"kit-{self.kit_id}",
             will=(P.state_topic(self.kit_id), P.STATE_LOST, 1, True),
             on_connect=self._announce,
@@ -67,8 +77,9 @@ class KitRunner:
         if self._thread is not None:
             self._thread.join(5)
         if self.client is not None:
-            self.client.publish(P.state_topic(self.kit_id), P.STATE_DISCONNECTED, qos=1,
-                                retain=True).wait_for_publish(2)
+            self.client.publish(
+                P.state_topic(self.kit_id), P.STATE_DISCONNECTED, qos=1, retain=True
+            ).wait_for_publish(2)
             self.client.disconnect()
             self.client.loop_stop()
             self.client = None
@@ -87,8 +98,9 @@ class KitRunner:
     def _announce(self, client: mqtt.Client) -> None:
         kit = self.kit_id
         self._publish_retained(client, P.state_topic(kit), P.STATE_INIT)
-        self._publish_retained(client, P.description_topic(kit),
-                               json.dumps(P.homie_description(kit, self.descriptor)))
+        self._publish_retained(
+            client, P.description_topic(kit), json.dumps(P.homie_description(kit, self.descriptor))
+        )
         with self._lock:
             self._publish_actuators(client, self.core.state)
             self._publish_retained(client, P.status_topic(kit), json.dumps(self.core.status()))
@@ -97,8 +109,11 @@ class KitRunner:
     def _publish_actuators(self, client: mqtt.Client, values: dict[str, Any]) -> None:
         for name, value in values.items():
             spec = self.descriptor["actuators"][name]
-            self._publish_retained(client, P.property_topic(self.kit_id, P.ACTUATORS_NODE, name),
-                                   P.encode_value(spec, value))
+            self._publish_retained(
+                client,
+                P.property_topic(self.kit_id, P.ACTUATORS_NODE, name),
+                P.encode_value(spec, value),
+            )
 
     # ---------------------------------------------------------------- commands
 
@@ -106,15 +121,22 @@ class KitRunner:
         try:
             props = user_properties(msg.properties)
             with self._lock:
-                ack = self.core.handle_command(msg.topic, msg.payload,
-                                               props.get(P.PROP_COMMAND_ID),
-                                               props.get(P.PROP_DEADLINE))
+                ack = self.core.handle_command(
+                    msg.topic, msg.payload, props.get(P.PROP_COMMAND_ID), props.get(P.PROP_DEADLINE)
+                )
                 status = json.dumps(self.core.status())
-            client.publish(self._reply_topic(msg), json.dumps(ack), qos=1,
-                           properties=reply_properties(msg.properties))
+            client.publish(
+                self._reply_topic(msg),
+                json.dumps(ack),
+                qos=1,
+                properties=reply_properties(msg.properties),
+            )
             if ack["status"] == P.APPLIED and not ack.get("duplicate"):
-                changed = ack["value"] if ack["target"] == P.SAFE_STATE_PROPERTY \
+                changed = (
+                    ack["value"]
+                    if ack["target"] == P.SAFE_STATE_PROPERTY
                     else {ack["target"]: ack["value"]}
+                )
                 self._publish_actuators(client, changed)
             self._publish_retained(client, P.status_topic(self.kit_id), status)
         except Exception:  # a kit must survive anything a client sends
@@ -165,5 +187,9 @@ class KitRunner:
         """Homie property values for generic MQTT tools, at most once a second."""
         for name, value in values.items():
             spec = self.descriptor["sensors"][name]
-            client.publish(P.property_topic(self.kit_id, P.SENSORS_NODE, name),
-                           P.encode_value(spec, value), qos=0, retain=True)
+            client.publish(
+                P.property_topic(self.kit_id, P.SENSORS_NODE, name),
+                P.encode_value(spec, value),
+                qos=0,
+                retain=True,
+            )

@@ -48,12 +48,16 @@ class KitCore:
         target = "?"
         try:
             if len(payload) > P.MAX_COMMAND_BYTES:
-                raise P.ProtocolError(P.R_OVERSIZE, "command is larger than %d bytes"
-                                      % P.MAX_COMMAND_BYTES)
+                raise P.ProtocolError(
+                    P.R_OVERSIZE, "command is larger than %d bytes" % P.MAX_COMMAND_BYTES
+                )
             target = P.command_target(self.kit_id, topic)
             if not command_id or len(command_id) > P.MAX_COMMAND_ID_CHARS:
-                raise P.ProtocolError(P.R_MISSING_ID, "a command needs a %s of 1..%d characters"
-                                      % (P.PROP_COMMAND_ID, P.MAX_COMMAND_ID_CHARS))
+                raise P.ProtocolError(
+                    P.R_MISSING_ID,
+                    "a command needs a %s of 1..%d characters"
+                    % (P.PROP_COMMAND_ID, P.MAX_COMMAND_ID_CHARS),
+                )
             if command_id in self._recent:
                 self.duplicates += 1
                 ack = dict(self._recent[command_id])
@@ -70,8 +74,9 @@ class KitCore:
     def _decide(self, target, payload, command_id, deadline_ms, now):
         deadline = _parse_deadline(deadline_ms)
         if now * 1000 > deadline:
-            raise P.ProtocolError(P.R_STALE, "deadline passed %d ms ago"
-                                  % int(now * 1000 - deadline))
+            raise P.ProtocolError(
+                P.R_STALE, "deadline passed %d ms ago" % int(now * 1000 - deadline)
+            )
         if target == P.SAFE_STATE_PROPERTY:
             value = P.safe_state(self.descriptor)
             self._apply(target, value)
@@ -79,8 +84,10 @@ class KitCore:
         else:
             spec = self.actuators.get(target)
             if spec is None:
-                raise P.ProtocolError(P.R_UNKNOWN_ACTUATOR, "kit model %s has no actuator %r"
-                                      % (self.descriptor["model"], target))
+                raise P.ProtocolError(
+                    P.R_UNKNOWN_ACTUATOR,
+                    "kit model %s has no actuator %r" % (self.descriptor["model"], target),
+                )
             value = P.decode_value(spec, payload, target)
             self.check_interlocks(target, value)
             self._apply(target, value)
@@ -94,8 +101,7 @@ class KitCore:
 
     def _reject(self, command_id, target, err, now):
         self.rejections[err.reason] = self.rejections.get(err.reason, 0) + 1
-        return P.make_ack(command_id, target, P.REJECTED, now, reason=err.reason,
-                          detail=err.detail)
+        return P.make_ack(command_id, target, P.REJECTED, now, reason=err.reason, detail=err.detail)
 
     def _remember_ack(self, command_id, ack):
         self._recent[command_id] = ack
@@ -114,20 +120,26 @@ class KitCore:
             if kind == "requires" and rule["actuator"] == target:
                 for other, wanted in rule["when"].items():
                     if self.state.get(other) != wanted:
-                        raise P.ProtocolError(P.R_INTERLOCK, "%s can only be set while %s is %s"
-                                              % (target, other, wanted))
+                        raise P.ProtocolError(
+                            P.R_INTERLOCK,
+                            "%s can only be set while %s is %s" % (target, other, wanted),
+                        )
             elif kind == "exclusive" and rule["actuator"] == target:
                 _check_exclusive(rule, value)
             elif kind == "index_into" and rule["actuator"] == target:
                 size = len(self.state.get(rule["into"], ()))
                 if value >= size:
-                    raise P.ProtocolError(P.R_INTERLOCK, "%s=%d but %s has only %d entries"
-                                          % (target, value, rule["into"], size))
+                    raise P.ProtocolError(
+                        P.R_INTERLOCK,
+                        "%s=%d but %s has only %d entries" % (target, value, rule["into"], size),
+                    )
             elif kind == "index_into" and rule["into"] == target:
                 index = self.state.get(rule["actuator"], 0)
                 if index >= len(value):
-                    raise P.ProtocolError(P.R_INTERLOCK, "%s would drop the entry %s=%d uses"
-                                          % (target, rule["actuator"], index))
+                    raise P.ProtocolError(
+                        P.R_INTERLOCK,
+                        "%s would drop the entry %s=%d uses" % (target, rule["actuator"], index),
+                    )
 
     # ------------------------------------------------------------ telemetry and status
 
@@ -155,13 +167,15 @@ class KitCore:
 
 def _parse_deadline(deadline_ms):
     if deadline_ms is None or deadline_ms == "":
-        raise P.ProtocolError(P.R_MISSING_DEADLINE, "a command needs a %s (epoch ms)"
-                              % P.PROP_DEADLINE)
+        raise P.ProtocolError(
+            P.R_MISSING_DEADLINE, "a command needs a %s (epoch ms)" % P.PROP_DEADLINE
+        )
     try:
         return int(deadline_ms)
     except ValueError:
-        raise P.ProtocolError(P.R_MISSING_DEADLINE, "%s must be epoch milliseconds"
-                              % P.PROP_DEADLINE) from None
+        raise P.ProtocolError(
+            P.R_MISSING_DEADLINE, "%s must be epoch milliseconds" % P.PROP_DEADLINE
+        ) from None
 
 
 def _check_exclusive(rule, stages):
@@ -171,5 +185,6 @@ def _check_exclusive(rule, stages):
         green = stage.get(field, ())
         for a, b in rule["conflicts"]:
             if a in green and b in green:
-                raise P.ProtocolError(P.R_INTERLOCK, "stage %d would give conflicting greens "
-                                      "to %s and %s" % (i, a, b))
+                raise P.ProtocolError(
+                    P.R_INTERLOCK, "stage %d would give conflicting greens to %s and %s" % (i, a, b)
+                )

@@ -42,8 +42,11 @@ class BrokerAddress:
         parts = urlsplit(url)
         if parts.scheme != "mqtt" or not parts.username or parts.password is None:
             raise ValueError("an MQTT URL looks like mqtt://user:password@host:port")
-        return cls(parts.hostname or "127.0.0.1", parts.port or 1883,
-                   Credentials(unquote(parts.username), unquote(parts.password)))
+        return cls(
+            parts.hostname or "127.0.0.1",
+            parts.port or 1883,
+            Credentials(unquote(parts.username), unquote(parts.password)),
+        )
 
     def url(self) -> str:
         c = self.credentials
@@ -61,8 +64,9 @@ def _nodelay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
 
 def make_client(client_id: str, creds: Credentials) -> mqtt.Client:
     """A paho v5 client (callback API v2) with credentials and TCP_NODELAY set."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+    )
     client.username_pw_set(creds.username, creds.password)
     client.on_socket_open = _nodelay
     return client
@@ -128,8 +132,10 @@ def connect_client(
     if "refused" in outcome:
         client.disconnect()
         client.loop_stop()
-        raise ConnectError(f"the broker refused a subscription of {creds.username!r}: "
-                           + ", ".join(outcome["refused"]))
+        raise ConnectError(
+            f"the broker refused a subscription of {creds.username!r}: "
+            + ", ".join(outcome["refused"])
+        )
     return client
 
 
@@ -138,8 +144,10 @@ def command_properties(command_id: str, response_topic: str, deadline_s: float) 
     props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic = response_topic
     props.CorrelationData = command_id.encode()
-    props.UserProperty = [(P.PROP_COMMAND_ID, command_id),
-                          (P.PROP_DEADLINE, str(int(deadline_s * 1000)))]
+    props.UserProperty = [
+        (P.PROP_COMMAND_ID, command_id),
+        (P.PROP_DEADLINE, str(int(deadline_s * 1000))),
+    ]
     return props
 
 
@@ -157,4 +165,3 @@ def reply_properties(request: Properties | None) -> Properties | None:
     props = Properties(PacketTypes.PUBLISH)
     props.CorrelationData = data
     return props
-

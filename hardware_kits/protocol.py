@@ -46,8 +46,15 @@ R_MISSING_ID = "missing_id"
 R_MISSING_DEADLINE = "missing_deadline"
 R_INTERLOCK = "interlock"
 REASONS = (
-    R_MALFORMED, R_OUT_OF_RANGE, R_UNKNOWN_ACTUATOR, R_OVERSIZE, R_WRONG_KIT, R_STALE,
-    R_MISSING_ID, R_MISSING_DEADLINE, R_INTERLOCK,
+    R_MALFORMED,
+    R_OUT_OF_RANGE,
+    R_UNKNOWN_ACTUATOR,
+    R_OVERSIZE,
+    R_WRONG_KIT,
+    R_STALE,
+    R_MISSING_ID,
+    R_MISSING_DEADLINE,
+    R_INTERLOCK,
 )
 
 MAX_COMMAND_BYTES = 4096
@@ -67,6 +74,7 @@ class ProtocolError(ValueError):
 
 
 # ---------------------------------------------------------------- topics
+
 
 def device_topic(kit_id):
     return HOMIE_PREFIX + "/" + kit_id
@@ -128,7 +136,7 @@ def split_topic(topic):
     prefix = HOMIE_PREFIX + "/"
     if not topic.startswith(prefix):
         return None, None
-    parts = topic[len(prefix):].split("/", 1)
+    parts = topic[len(prefix) :].split("/", 1)
     if len(parts) < 2 or not parts[0]:
         return None, None
     return parts[0], parts[1]
@@ -140,8 +148,9 @@ def command_target(kit_id, topic):
     Raises ProtocolError for a topic of another kit or one that is not a command topic."""
     target_kit, rest = split_topic(topic)
     if target_kit != kit_id:
-        raise ProtocolError(R_WRONG_KIT, "command addressed to kit %r, this is %r"
-                            % (target_kit, kit_id))
+        raise ProtocolError(
+            R_WRONG_KIT, "command addressed to kit %r, this is %r" % (target_kit, kit_id)
+        )
     if rest == SAFE_STATE_PROPERTY + "/set":
         return SAFE_STATE_PROPERTY
     parts = rest.split("/")
@@ -151,6 +160,7 @@ def command_target(kit_id, topic):
 
 
 # ---------------------------------------------------------------- values (Homie datatypes)
+
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -179,8 +189,9 @@ def check_value(spec, value, name="value"):
             raise ProtocolError(R_MALFORMED, "%s must be true or false" % name)
     elif datatype == "enum":
         if value not in spec["values"]:
-            raise ProtocolError(R_OUT_OF_RANGE, "%s must be one of %s"
-                                % (name, ", ".join(spec["values"])))
+            raise ProtocolError(
+                R_OUT_OF_RANGE, "%s must be one of %s" % (name, ", ".join(spec["values"]))
+            )
     elif datatype == "string":
         if not isinstance(value, str):
             raise ProtocolError(R_MALFORMED, "%s must be text" % name)
@@ -223,20 +234,24 @@ def check_schema(schema, value, name="value"):
         if not _finite(value):
             raise ProtocolError(R_MALFORMED, "%s must be finite" % name)
         if "minimum" in schema and value < schema["minimum"]:
-            raise ProtocolError(R_OUT_OF_RANGE, "%s=%s is below %s" % (name, value,
-                                                                     schema["minimum"]))
+            raise ProtocolError(
+                R_OUT_OF_RANGE, "%s=%s is below %s" % (name, value, schema["minimum"])
+            )
         if "maximum" in schema and value > schema["maximum"]:
-            raise ProtocolError(R_OUT_OF_RANGE, "%s=%s is above %s" % (name, value,
-                                                                     schema["maximum"]))
+            raise ProtocolError(
+                R_OUT_OF_RANGE, "%s=%s is above %s" % (name, value, schema["maximum"])
+            )
     if isinstance(value, str) and "maxLength" in schema and len(value) > schema["maxLength"]:
         raise ProtocolError(R_OUT_OF_RANGE, "%s is too long" % name)
     if isinstance(value, list):
         if len(value) < schema.get("minItems", 0):
-            raise ProtocolError(R_OUT_OF_RANGE, "%s needs at least %d items"
-                                % (name, schema["minItems"]))
+            raise ProtocolError(
+                R_OUT_OF_RANGE, "%s needs at least %d items" % (name, schema["minItems"])
+            )
         if "maxItems" in schema and len(value) > schema["maxItems"]:
-            raise ProtocolError(R_OUT_OF_RANGE, "%s has more than %d items"
-                                % (name, schema["maxItems"]))
+            raise ProtocolError(
+                R_OUT_OF_RANGE, "%s has more than %d items" % (name, schema["maxItems"])
+            )
         if schema.get("uniqueItems"):
             seen = []
             for item in value:
@@ -286,6 +301,7 @@ def encode_value(spec, value):
 
 # ---------------------------------------------------------------- payloads
 
+
 def encode_telemetry(seq, ts, values, sim=None):
     """One telemetry sample. `ts` is the kit's wall clock (epoch s), `sim` its simulated time."""
     body = {"seq": seq, "ts": ts, "values": values}
@@ -330,6 +346,7 @@ def decode_ack(payload):
 
 # ---------------------------------------------------------------- description
 
+
 def homie_format(spec):
     """Homie 5 `format` attribute for a property spec (None where Homie defines none)."""
     datatype = spec["datatype"]
@@ -350,8 +367,12 @@ def _fmt(x):
 
 
 def _homie_property(spec, settable):
-    prop = {"name": spec.get("name", ""), "datatype": spec["datatype"], "settable": settable,
-            "retained": True}
+    prop = {
+        "name": spec.get("name", ""),
+        "datatype": spec["datatype"],
+        "settable": settable,
+        "retained": True,
+    }
     if spec.get("unit"):
         prop["unit"] = spec["unit"]
     fmt = homie_format(spec)
@@ -365,10 +386,8 @@ def homie_description(kit_id, descriptor, name=None):
 
     The full descriptor travels along under "smartlab" so that clients and dashboards can render
     any kit from the wire alone."""
-    sensors = {key: _homie_property(spec, False)
-               for key, spec in descriptor["sensors"].items()}
-    actuators = {key: _homie_property(spec, True)
-                 for key, spec in descriptor["actuators"].items()}
+    sensors = {key: _homie_property(spec, False) for key, spec in descriptor["sensors"].items()}
+    actuators = {key: _homie_property(spec, True) for key, spec in descriptor["actuators"].items()}
     return {
         "homie": HOMIE_VERSION,
         "version": descriptor.get("version", 1),

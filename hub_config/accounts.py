@@ -76,14 +76,26 @@ def ensure_account(name: str, home: Path, groups: tuple[str, ...] = ()) -> pwd.s
         account = pwd.getpwnam(name)
     except KeyError:
         home.parent.mkdir(parents=True, exist_ok=True)
-        _run("useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/bash",
-             "--user-group", "--groups", ACCOUNT_GROUP, name)
+        _run(
+            "useradd",
+            "--no-create-home",
+            "--home-dir",
+            str(home),
+            "--shell",
+            "/bin/bash",
+            "--user-group",
+            "--groups",
+            ACCOUNT_GROUP,
+            name,
+        )
         account = pwd.getpwnam(name)
     else:
         if not _is_ours(name):
-            raise AccountError(f"the Unix account {name!r} exists and was not made by Smart City "
-                               f"Lab (no group {ACCOUNT_GROUP}): rename the person in the site "
-                               "file")
+            raise AccountError(
+                f"the Unix account {name!r} exists and was not made by Smart City "
+                f"Lab (no group {ACCOUNT_GROUP}): rename the person in the site "
+                "file"
+            )
         if account.pw_dir != str(home):
             _run("usermod", "--home", str(home), name)
             account = pwd.getpwnam(name)
@@ -109,10 +121,12 @@ def run_as(name: str | None, command: list[str], cwd: Path, env: dict[str, str])
         account = pwd.getpwnam(name)
         env = {**env, "HOME": account.pw_dir, "USER": name, "LOGNAME": name}
         preexec = set_user_setuid(name, chdir=False)  # JupyterHub's own switch of account
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                          preexec_fn=preexec)
+    done = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, preexec_fn=preexec
+    )
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         who = f" as {name}" if name else ""
-        raise AccountError(f"{' '.join(command[-3:])}{who} failed: "
-                           f"{lines[-1] if lines else done.returncode}")
+        raise AccountError(
+            f"{' '.join(command[-3:])}{who} failed: {lines[-1] if lines else done.returncode}"
+        )

@@ -18,9 +18,11 @@ from importlib.metadata import EntryPoint, entry_points
 COMMAND_ENTRY_POINTS = "smartlab.commands"
 # Exceptions that mean bad input: (module, class). Looked up only in modules the command has
 # imported: an exception class that was never imported cannot have been raised.
-USER_ERROR_CLASSES = (("hardware_kits.descriptor", "DescriptorError"),
-                      ("hardware_kits.broker", "BrokerError"),
-                      ("hardware_kits.mqtt", "ConnectError"))
+USER_ERROR_CLASSES = (
+    ("hardware_kits.descriptor", "DescriptorError"),
+    ("hardware_kits.broker", "BrokerError"),
+    ("hardware_kits.mqtt", "ConnectError"),
+)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -62,8 +64,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:

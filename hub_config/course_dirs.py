@@ -27,11 +27,11 @@ from hub_config.accounts import (
 from hub_config.runtime import Runtime
 from hub_config.site import Site
 
-GRADER_CONFIG = '''# Written by `smartlab up`: this account's course, for nbgrader.
+GRADER_CONFIG = """# Written by `smartlab up`: this account's course, for nbgrader.
 c = get_config()  # noqa: F821
 c.CourseDirectory.course_id = {course!r}
 c.CourseDirectory.root = {root!r}
-'''
+"""
 
 
 def course_root(runtime: Runtime, course_id: str) -> Path:
@@ -49,14 +49,18 @@ def prepare_course(runtime: Runtime, course_id: str) -> Path:
     copied from courses/; later runs keep the instructors' edits)."""
     account = hub.grader_account(course_id)
     home, root = runtime.home(account), course_root(runtime, course_id)
-    owner = (ensure_account(account, home, groups=(GRADER_GROUP,)) if runtime.isolate
-             else pwd.getpwuid(os.geteuid()))
+    owner = (
+        ensure_account(account, home, groups=(GRADER_GROUP,))
+        if runtime.isolate
+        else pwd.getpwuid(os.geteuid())
+    )
     if not runtime.isolate:
         home.mkdir(parents=True, exist_ok=True)
     config_dir = home / ".jupyter"
     config_dir.mkdir(exist_ok=True)
-    (config_dir / "nbgrader_config.py").write_text(GRADER_CONFIG.format(course=course_id,
-                                                                        root=str(root)))
+    (config_dir / "nbgrader_config.py").write_text(
+        GRADER_CONFIG.format(course=course_id, root=str(root))
+    )
     root.mkdir(exist_ok=True)
     if course_id in available_courses():
         copy_missing(COURSES_DIR / course_id, root)  # an instructor's edited copy wins
@@ -85,8 +89,12 @@ def release_first_assignment(runtime: Runtime, course_id: str) -> str | None:
     env = {**os.environ, **hub.service_environment(runtime)}
     account = hub.grader_account(course_id)
     for step in ("generate_assignment", "release_assignment"):
-        run_as(account if runtime.isolate else None,
-               [hub.venv_command("nbgrader"), step, first, "--force"], root, env)
+        run_as(
+            account if runtime.isolate else None,
+            [hub.venv_command("nbgrader"), step, first, "--force"],
+            root,
+            env,
+        )
     return first
 
 

@@ -76,8 +76,9 @@ def instructors_group(course_id: str) -> str:
 
 def user_groups(site: Site) -> dict[str, list[str]]:
     """Each person's hub groups; the authenticator hands them over at every login."""
-    found: dict[str, set[str]] = {p.username: {institution_group(p.institution)}
-                                  for p in site.people}
+    found: dict[str, set[str]] = {
+        p.username: {institution_group(p.institution)} for p in site.people
+    }
     for course in site.courses:
         for username in course.students:
             found[username].add(f"nbgrader-{course.id}")
@@ -126,9 +127,19 @@ def admin_users(site: Site) -> list[str]:
 
 HUB_ADMIN_ROLE = "hub-admin"
 # JupyterHub's default admin scopes minus entering servers, minting tokens and shutting down.
-HUB_ADMIN_SCOPES = ["admin-ui", "admin:users", "admin:servers", "admin:groups",
-                    "list:services", "read:services", "read:hub", "proxy", "read:tokens",
-                    "read:roles", "read:metrics"]
+HUB_ADMIN_SCOPES = [
+    "admin-ui",
+    "admin:users",
+    "admin:servers",
+    "admin:groups",
+    "list:services",
+    "read:services",
+    "read:hub",
+    "proxy",
+    "read:tokens",
+    "read:roles",
+    "read:metrics",
+]
 
 
 # ------------------------------------------------------------------ roles
@@ -137,27 +148,51 @@ HUB_ADMIN_SCOPES = ["admin-ui", "admin:users", "admin:servers", "admin:groups",
 def _course_roles(course_id: str, instructors: list[str]) -> list[dict[str, Any]]:
     students = f"nbgrader-{course_id}"
     return [
-        {"name": students, "description": f"Students of {course_id}: find its service",
-         "groups": [students],
-         "scopes": ["list:services", f"read:services!service={course_id}"]},
-        {"name": f"formgrade-{course_id}", "description": f"The formgrader of {course_id}",
-         "groups": [f"formgrade-{course_id}"], "users": [grader_account(course_id)],
-         "scopes": ["list:services", f"read:services!service={course_id}",
-                    f"access:services!service={course_id}"]},
+        {
+            "name": students,
+            "description": f"Students of {course_id}: find its service",
+            "groups": [students],
+            "scopes": ["list:services", f"read:services!service={course_id}"],
+        },
+        {
+            "name": f"formgrade-{course_id}",
+            "description": f"The formgrader of {course_id}",
+            "groups": [f"formgrade-{course_id}"],
+            "users": [grader_account(course_id)],
+            "scopes": [
+                "list:services",
+                f"read:services!service={course_id}",
+                f"access:services!service={course_id}",
+            ],
+        },
         # Instructors see who their students are and when they were active, nothing else.
-        {"name": f"instructor-{course_id}", "description": f"Instructors of {course_id}",
-         "users": sorted(instructors), "groups": [instructors_group(course_id)],  # LTI
-         "scopes": [f"list:users!group={students}", f"read:users:name!group={students}",
-                    f"read:users:groups!group={students}",
-                    f"read:users:activity!group={students}", f"read:groups!group={students}"]},
+        {
+            "name": f"instructor-{course_id}",
+            "description": f"Instructors of {course_id}",
+            "users": sorted(instructors),
+            "groups": [instructors_group(course_id)],  # LTI
+            "scopes": [
+                f"list:users!group={students}",
+                f"read:users:name!group={students}",
+                f"read:users:groups!group={students}",
+                f"read:users:activity!group={students}",
+                f"read:groups!group={students}",
+            ],
+        },
         # The formgrader's own token: nbgrader's JupyterHubAuthPlugin reads the groups of the
         # students and of the formgrader's own account (that is how it finds its course).
-        {"name": f"service-{course_id}", "description": f"The {course_id} formgrader service",
-         "services": [course_id],
-         "scopes": [f"list:users!group={students}", f"read:users:name!group={students}",
-                    f"read:users:groups!group={students}",
-                    f"read:users:name!user={grader_account(course_id)}",
-                    f"read:users:groups!user={grader_account(course_id)}"]},
+        {
+            "name": f"service-{course_id}",
+            "description": f"The {course_id} formgrader service",
+            "services": [course_id],
+            "scopes": [
+                f"list:users!group={students}",
+                f"read:users:name!group={students}",
+                f"read:users:groups!group={students}",
+                f"read:users:name!user={grader_account(course_id)}",
+                f"read:users:groups!user={grader_account(course_id)}",
+            ],
+        },
     ]
 
 
@@ -167,23 +202,46 @@ def load_roles(site: Site) -> list[dict[str, Any]]:
     for course in site.courses:
         roles += _course_roles(course.id, course.instructors)
     roles += [
-        {"name": LAB_USERS, "description": "Use the shared lab kits", "groups": [LAB_USERS],
-         "scopes": ["list:services", f"read:services!service={LAB_SERVICE}",
-                    f"access:services!service={LAB_SERVICE}"]},
-        {"name": LAB_ADMINS, "description": "Administer the kits (in the lab service)",
-         "groups": [LAB_ADMINS],
-         "scopes": ["list:services", f"read:services!service={LAB_SERVICE}",
-                    f"access:services!service={LAB_SERVICE}"]},
+        {
+            "name": LAB_USERS,
+            "description": "Use the shared lab kits",
+            "groups": [LAB_USERS],
+            "scopes": [
+                "list:services",
+                f"read:services!service={LAB_SERVICE}",
+                f"access:services!service={LAB_SERVICE}",
+            ],
+        },
+        {
+            "name": LAB_ADMINS,
+            "description": "Administer the kits (in the lab service)",
+            "groups": [LAB_ADMINS],
+            "scopes": [
+                "list:services",
+                f"read:services!service={LAB_SERVICE}",
+                f"access:services!service={LAB_SERVICE}",
+            ],
+        },
         # The lab service maps callers and bookings to courses and institutions (groups).
-        {"name": "lab-service", "description": "The lab service's own token",
-         "services": [LAB_SERVICE],
-         "scopes": ["list:users", "read:users:name", "read:users:groups"]},
-        {"name": HUB_ADMIN_ROLE, "description": "Run the hub, without entering servers",
-         "users": admin_users(site), "scopes": HUB_ADMIN_SCOPES},
+        {
+            "name": "lab-service",
+            "description": "The lab service's own token",
+            "services": [LAB_SERVICE],
+            "scopes": ["list:users", "read:users:name", "read:users:groups"],
+        },
+        {
+            "name": HUB_ADMIN_ROLE,
+            "description": "Run the hub, without entering servers",
+            "users": admin_users(site),
+            "scopes": HUB_ADMIN_SCOPES,
+        },
         # jupyterhub-idle-culler's documented minimum.
-        {"name": CULLER_SERVICE, "description": "Stop idle servers",
-         "services": [CULLER_SERVICE],
-         "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]},
+        {
+            "name": CULLER_SERVICE,
+            "description": "Stop idle servers",
+            "services": [CULLER_SERVICE],
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        },
     ]
     return roles
 
@@ -237,8 +295,11 @@ def formgrader_service(course_id: str, runtime: Runtime) -> dict[str, Any]:
         "url": f"http://127.0.0.1:{runtime.formgrader_ports.get(course_id, 0)}",
         "command": [venv_command("jupyterhub-singleuser"), *singleuser_args(runtime)],
         "cwd": str(runtime.home(account)),
-        "environment": {**service_environment(runtime), "JUPYTERHUB_DEFAULT_URL": "/formgrader",
-                        "HOME": str(runtime.home(account))},
+        "environment": {
+            **service_environment(runtime),
+            "JUPYTERHUB_DEFAULT_URL": "/formgrader",
+            "HOME": str(runtime.home(account)),
+        },
         "oauth_no_confirm": True,
     }
     if runtime.isolate:
@@ -252,10 +313,25 @@ def lab_service(runtime: Runtime) -> dict[str, Any]:
     """The lab service, managed by the hub: HubOAuth and the hub's groups say who calls."""
     state = Path(runtime.state_dir)
     return {
-        "name": LAB_SERVICE, "url": runtime.lab_url, "display": True, "oauth_no_confirm": True,
-        "command": [sys.executable, "-m", "hub_config.cli", "lab", "serve",
-                    "--config", str(state / LAB_SERVICE_CONFIG), "--state-dir", str(state),
-                    "--mqtt-port", str(runtime.mqtt_port), "--port", str(runtime.lab_port)],
+        "name": LAB_SERVICE,
+        "url": runtime.lab_url,
+        "display": True,
+        "oauth_no_confirm": True,
+        "command": [
+            sys.executable,
+            "-m",
+            "hub_config.cli",
+            "lab",
+            "serve",
+            "--config",
+            str(state / LAB_SERVICE_CONFIG),
+            "--state-dir",
+            str(state),
+            "--mqtt-port",
+            str(runtime.mqtt_port),
+            "--port",
+            str(runtime.lab_port),
+        ],
         "environment": {"PATH": service_environment(runtime)["PATH"]},
     }
 
@@ -266,14 +342,35 @@ def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
     found.append(lab_service(runtime))
     # Public, read-only board (Voilà, preheated kernels, a read-only MQTT account): the proxy
     # sends anyone to it, and it holds no hub scope at all.
-    found.append({"name": STATUS_SERVICE, "url": f"http://127.0.0.1:{runtime.status_port}",
-                  "display": True,
-                  "command": [sys.executable, "-m", "hub_config.cli", "board", "--state-dir",
-                              runtime.state_dir, "--mqtt-port", str(runtime.mqtt_port)],
-                  "environment": {"PATH": service_environment(runtime)["PATH"]}})
-    found.append({"name": CULLER_SERVICE,
-                  "command": [sys.executable, "-m", "jupyterhub_idle_culler",
-                              f"--timeout={site.servers.idle_timeout_minutes * 60}"]})
+    found.append(
+        {
+            "name": STATUS_SERVICE,
+            "url": f"http://127.0.0.1:{runtime.status_port}",
+            "display": True,
+            "command": [
+                sys.executable,
+                "-m",
+                "hub_config.cli",
+                "board",
+                "--state-dir",
+                runtime.state_dir,
+                "--mqtt-port",
+                str(runtime.mqtt_port),
+            ],
+            "environment": {"PATH": service_environment(runtime)["PATH"]},
+        }
+    )
+    found.append(
+        {
+            "name": CULLER_SERVICE,
+            "command": [
+                sys.executable,
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={site.servers.idle_timeout_minutes * 60}",
+            ],
+        }
+    )
     return found
 
 
@@ -333,8 +430,10 @@ class SiteAuthenticator(Authenticator):
         site = self.site()
         person = site.person(data.get("username", ""))
         # Grader accounts are not people: they have no password and cannot log in here.
-        if person is None or not verify_password(data.get("password", ""),
-                                                 person.password_hash):
+        if person is None or not verify_password(data.get("password", ""), person.password_hash):
             return None
-        return {"name": person.username, "groups": user_groups(site)[person.username],
-                "admin": False}  # hub admins hold the role hub-admin instead
+        return {
+            "name": person.username,
+            "groups": user_groups(site)[person.username],
+            "admin": False,
+        }  # hub admins hold the role hub-admin instead

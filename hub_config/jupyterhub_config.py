@@ -45,8 +45,9 @@ c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{runtime.proxy_api_port}"
 c.ConfigurableHTTPProxy.pid_file = str(runtime.hub_dir / "proxy.pid")
 c.JupyterHub.cookie_secret_file = str(runtime.hub_dir / "jupyterhub_cookie_secret")
 # PostgreSQL in production (docs/deploy.md): SMARTLAB_HUB_DB_URL=postgresql+psycopg://...
-c.JupyterHub.db_url = os.environ.get("SMARTLAB_HUB_DB_URL",
-                                     f"sqlite:///{runtime.hub_dir / 'jupyterhub.sqlite'}")
+c.JupyterHub.db_url = os.environ.get(
+    "SMARTLAB_HUB_DB_URL", f"sqlite:///{runtime.hub_dir / 'jupyterhub.sqlite'}"
+)
 
 # Each user's server: their own Unix account and home when root (TLJH-style), JupyterLab with
 # nbgrader's assignment list and Voilà, the platform's addresses in the environment.

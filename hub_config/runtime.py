@@ -82,11 +82,14 @@ def pick_internal_ports(course_ids: list[str], taken: set[int]) -> dict[str, obj
                 chosen.add(port)
                 return port
 
-    return {"hub_api_port": one(), "proxy_api_port": one(), "status_port": one(),
-            "formgrader_ports": {course: one() for course in course_ids}}
+    return {
+        "hub_api_port": one(),
+        "proxy_api_port": one(),
+        "status_port": one(),
+        "formgrader_ports": {course: one() for course in course_ids},
+    }
 
 
 def taken_ports(ports: dict[str, int], host: str = "127.0.0.1") -> list[str]:
     """The named public ports that something else already listens on."""
-    return [f"{name} port {port}" for name, port in ports.items()
-            if not port_is_free(host, port)]
+    return [f"{name} port {port}" for name, port in ports.items() if not port_is_free(host, port)]

@@ -50,6 +50,8 @@ BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 PBKDF2_ROUNDS = 29000  # passlib's default for pbkdf2_sha256
 
 Role = Literal["student", "instructor", "grader", "lab-admin", "hub-admin"]
+
+
 def _plain_id(value: str) -> str:
     if not COURSE_ID.match(value):
         raise ValueError("must be lowercase letters, digits and single hyphens")
@@ -139,8 +141,10 @@ class Person(_Strict):
     @classmethod
     def _username(cls, value: str) -> str:
         if not USERNAME.match(value):
-            raise ValueError("must start with a lowercase letter and have at most 32 lowercase "
-                             "letters, digits, '-' or '_'")
+            raise ValueError(
+                "must start with a lowercase letter and have at most 32 lowercase "
+                "letters, digits, '-' or '_'"
+            )
         return value
 
     @field_validator("password_hash")
@@ -151,8 +155,10 @@ class Person(_Strict):
         if value.startswith(PBKDF2_PREFIX):
             _parse_pbkdf2(value)  # raises ValueError on a malformed hash
             return value
-        raise ValueError("must be a `$pbkdf2-sha256$` or bcrypt hash, never a plain password "
-                         "(python -m hub_config.site hash-password)")
+        raise ValueError(
+            "must be a `$pbkdf2-sha256$` or bcrypt hash, never a plain password "
+            "(python -m hub_config.site hash-password)"
+        )
 
 
 class Servers(_Strict):
@@ -212,8 +218,14 @@ def parse_site(data: Any, source: str, models: dict[str, dict] | None = None) ->
         raise DescriptorError(f"{source}: {_loc(first)}: {first['msg']}") from None
     for field, reason in _cross_field_errors(spec, {k.id for k in kits}):
         raise DescriptorError(f"{source}: {field}: {reason}")
-    return Site(source=source, institutions=spec.institutions, courses=spec.courses,
-                people=spec.people, kits=kits, servers=spec.servers)
+    return Site(
+        source=source,
+        institutions=spec.institutions,
+        courses=spec.courses,
+        people=spec.people,
+        kits=kits,
+        servers=spec.servers,
+    )
 
 
 def load_site(path: Path | str, models: dict[str, dict] | None = None) -> Site:
@@ -241,11 +253,11 @@ def _cross_field_errors(spec: SiteSpec, kit_ids: set[str]) -> list[tuple[str, st
     graders = {GRADER_PREFIX + c.id for c in spec.courses}
     for i, person in enumerate(spec.people):
         if person.institution not in institutions:
-            errors.append((f"people.{i}.institution",
-                           f"no institution {person.institution!r}"))
+            errors.append((f"people.{i}.institution", f"no institution {person.institution!r}"))
         if person.username in graders:
-            errors.append((f"people.{i}.username",
-                           f"{person.username!r} is the grader account of a course"))
+            errors.append(
+                (f"people.{i}.username", f"{person.username!r} is the grader account of a course")
+            )
     for i, course in enumerate(spec.courses):
         errors += _course_errors(f"courses.{i}", course, institutions, people, kit_ids)
     errors += _lms_errors(spec)
@@ -267,59 +279,95 @@ def _lms_errors(spec: SiteSpec) -> list[tuple[str, str]]:
             where = f"institutions.{i}.lms.{j}"
             prefix = lms.prefix(inst.id)
             if not LMS_PREFIX.match(prefix) or len(prefix) > LMS_PREFIX_MAX:
-                errors.append((f"{where}.username_prefix",
-                               f"{prefix!r} cannot begin usernames: it needs a letter first and "
-                               f"at most {LMS_PREFIX_MAX} characters (set username_prefix)"))
+                errors.append(
+                    (
+                        f"{where}.username_prefix",
+                        f"{prefix!r} cannot begin usernames: it needs a letter first and "
+                        f"at most {LMS_PREFIX_MAX} characters (set username_prefix)",
+                    )
+                )
             elif prefix + "-" == GRADER_PREFIX:
-                errors.append((f"{where}.username_prefix",
-                               f"{prefix!r} would clash with the courses' grader accounts"))
+                errors.append(
+                    (
+                        f"{where}.username_prefix",
+                        f"{prefix!r} would clash with the courses' grader accounts",
+                    )
+                )
             elif prefix in prefixes:
-                errors.append((f"{where}.username_prefix",
-                               f"{prefix!r} already names the users of {prefixes[prefix]}; "
-                               "set a different username_prefix"))
+                errors.append(
+                    (
+                        f"{where}.username_prefix",
+                        f"{prefix!r} already names the users of {prefixes[prefix]}; "
+                        "set a different username_prefix",
+                    )
+                )
             prefixes.setdefault(prefix, where)
             for field in ("client_ids", "deployment_ids"):
                 values: list[str] = getattr(lms, field)
-                errors += [(f"{where}.{field}.{k}", f"{value!r} is used twice")
-                           for k, value in enumerate(values) if value in values[:k]]
+                errors += [
+                    (f"{where}.{field}.{k}", f"{value!r} is used twice")
+                    for k, value in enumerate(values)
+                    if value in values[:k]
+                ]
             # Cloud Canvas shares one issuer among all schools: the client id tells them apart.
             for k, client in enumerate(lms.client_ids):
                 key = (lms.issuer, client)
                 if key in registrations:
-                    errors.append((f"{where}.client_ids.{k}",
-                                   f"issuer {lms.issuer!r} with client id {client!r} is also "
-                                   f"declared at {registrations[key]}"))
+                    errors.append(
+                        (
+                            f"{where}.client_ids.{k}",
+                            f"issuer {lms.issuer!r} with client id {client!r} is also "
+                            f"declared at {registrations[key]}",
+                        )
+                    )
                 registrations.setdefault(key, where)
             for context, course_id in lms.contexts.items():
                 course = courses.get(course_id)
                 if course is None:
                     errors.append((f"{where}.contexts.{context}", f"no course {course_id!r}"))
                 elif inst.id not in course.institutions:
-                    errors.append((f"{where}.contexts.{context}",
-                                   f"{inst.id!r} does not take part in {course_id!r}"))
+                    errors.append(
+                        (
+                            f"{where}.contexts.{context}",
+                            f"{inst.id!r} does not take part in {course_id!r}",
+                        )
+                    )
     for k, person in enumerate(spec.people):
         for prefix, where in prefixes.items():
             if lms_username_pattern(prefix).match(person.username):
-                errors.append((f"people.{k}.username",
-                               f"{person.username!r} is a username of the LMS at {where}; "
-                               "rename the person or set that LMS's username_prefix"))
+                errors.append(
+                    (
+                        f"people.{k}.username",
+                        f"{person.username!r} is a username of the LMS at {where}; "
+                        "rename the person or set that LMS's username_prefix",
+                    )
+                )
     return errors
 
 
-def _course_errors(where: str, course: Course, institutions: set[str],
-                   people: dict[str, Person], kit_ids: set[str]) -> list[tuple[str, str]]:
+def _course_errors(
+    where: str, course: Course, institutions: set[str], people: dict[str, Person], kit_ids: set[str]
+) -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
     if course.id in RESERVED_SERVICE_NAMES:
-        errors.append((f"{where}.id", f"{course.id!r} is the name of another hub service "
-                                      f"({', '.join(sorted(RESERVED_SERVICE_NAMES))})"))
+        errors.append(
+            (
+                f"{where}.id",
+                f"{course.id!r} is the name of another hub service "
+                f"({', '.join(sorted(RESERVED_SERVICE_NAMES))})",
+            )
+        )
     for j, inst in enumerate(course.institutions):
         if inst not in institutions:
             errors.append((f"{where}.institutions.{j}", f"no institution {inst!r}"))
     for j, kit in enumerate(course.kits):
         if kit not in kit_ids:
             errors.append((f"{where}.kits.{j}", f"no kit {kit!r}"))
-    for field, role in (("instructors", "instructor"), ("graders", "grader"),
-                        ("students", "student")):
+    for field, role in (
+        ("instructors", "instructor"),
+        ("graders", "grader"),
+        ("students", "student"),
+    ):
         members: list[str] = getattr(course, field)
         errors += _duplicates(members, where, field)
         for j, username in enumerate(members):
@@ -329,9 +377,13 @@ def _course_errors(where: str, course: Course, institutions: set[str],
             elif role not in person.roles:
                 errors.append((f"{where}.{field}.{j}", f"{username!r} lacks the {role} role"))
             elif role == "student" and person.institution not in course.institutions:
-                errors.append((f"{where}.{field}.{j}",
-                               f"{username!r} is from {person.institution!r}, which does not "
-                               f"take part in {course.id!r}"))
+                errors.append(
+                    (
+                        f"{where}.{field}.{j}",
+                        f"{username!r} is from {person.institution!r}, which does not "
+                        f"take part in {course.id!r}",
+                    )
+                )
     return errors
 
 

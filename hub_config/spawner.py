@@ -26,7 +26,8 @@ JUPYTER_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter"
 class SiteSpawner(LocalProcessSpawner):
     home_root = Unicode("/home", help="Folder that holds the users' homes.").tag(config=True)
     isolate = Bool(help="Run each server as the user's own Unix account (needs root).").tag(
-        config=True)
+        config=True
+    )
 
     @default("isolate")
     def _isolate_default(self) -> bool:
@@ -41,17 +42,22 @@ class SiteSpawner(LocalProcessSpawner):
     def _prepare_account(self) -> None:
         ensure_account(self.user.name, self.home_dir)
         # LocalProcessSpawner leaves mem_limit and cpu_limit to others; we enforce them.
-        self._cgroups = tuple(CgroupLimits(self.user.name, int(self.mem_limit or 0),
-                                           float(self.cpu_limit or 0)).prepare())
+        self._cgroups = tuple(
+            CgroupLimits(
+                self.user.name, int(self.mem_limit or 0), float(self.cpu_limit or 0)
+            ).prepare()
+        )
 
     async def start(self) -> Any:
         if self.isolate:
             # useradd, chown and cgroup writes block: keep the hub's event loop free meanwhile.
             await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)
         else:
-            self.log.warning("single-account demo mode: %s's server runs as this account, "
-                             "with no isolation between users (start the platform as root)",
-                             self.user.name)
+            self.log.warning(
+                "single-account demo mode: %s's server runs as this account, "
+                "with no isolation between users (start the platform as root)",
+                self.user.name,
+            )
             self.home_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return await super().start()
 

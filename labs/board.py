@@ -33,8 +33,12 @@ DEFAULT_PORT = 8870
 HEADER_ENVS = ["Accept-Language"]  # -> $HTTP_ACCEPT_LANGUAGE in the kernel (the language)
 # The front-end extensions a dashboard needs; the others installed in the environment (nbgrader,
 # the notebook UI, ...) would only be downloaded and started for nothing on every page.
-EXTENSIONS = ["@voila-dashboards/widgets-manager8", "@jupyter-widgets/jupyterlab-manager",
-              "bqplot", "bqscales"]
+EXTENSIONS = [
+    "@voila-dashboards/widgets-manager8",
+    "@jupyter-widgets/jupyterlab-manager",
+    "bqplot",
+    "bqscales",
+]
 # Voilà's lab template plus a server-rendered first paint (labs.pages.PageBox); Voilà finds
 # it on Jupyter's data path, which `voila_env` extends with DATA_DIR.
 TEMPLATE = "smartlab"
@@ -47,11 +51,16 @@ def voila_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, "JUPYTER_PATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
-def voila_command(target: Path = DASHBOARDS, *, port: int = DEFAULT_PORT,
-                  ip: str = "127.0.0.1", base_url: str = "/",
-                  preheat: dict[str, int] | None = None,
-                  extensions: list[str] | None = EXTENSIONS,
-                  python: str = sys.executable) -> list[str]:
+def voila_command(
+    target: Path = DASHBOARDS,
+    *,
+    port: int = DEFAULT_PORT,
+    ip: str = "127.0.0.1",
+    base_url: str = "/",
+    preheat: dict[str, int] | None = None,
+    extensions: list[str] | None = EXTENSIONS,
+    python: str = sys.executable,
+) -> list[str]:
     """The command line of a standalone Voilà serving `target` (a notebook or a folder).
 
     `preheat` maps notebook names (relative to the folder; the notebook itself in single
@@ -59,37 +68,59 @@ def voila_command(target: Path = DASHBOARDS, *, port: int = DEFAULT_PORT,
     a kernel per visitor."""
     if not base_url.endswith("/"):
         base_url += "/"
-    command = [python, "-m", "voila", str(target), "--no-browser", f"--port={port}",
-               f"--Voila.ip={ip}", f"--Voila.base_url={base_url}", f"--template={TEMPLATE}",
-               *(f"--VoilaConfiguration.http_header_envs={h}" for h in HEADER_ENVS),
-               "--VoilaConfiguration.show_tracebacks=False",
-               # A busy machine can delay a cell's last output past nbclient's 4 s default;
-               # the page would then be sent without its widgets.
-               "--VoilaExecutor.iopub_timeout=30",
-               # Closing a tab shuts its kernel down by a beacon without the _xsrf field
-               # (voila #1458: refused with 403, the kernel would run on). A standalone
-               # Voilà has no login, so the XSRF check protects nothing here.
-               # (traitlets passes the value as the string "True": any non-empty one is true)
-               "--Voila.tornado_settings=disable_check_xsrf=True"]
-    command += [f"--VoilaConfiguration.extension_allowlist={name}"
-                for name in extensions or ()]
+    command = [
+        python,
+        "-m",
+        "voila",
+        str(target),
+        "--no-browser",
+        f"--port={port}",
+        f"--Voila.ip={ip}",
+        f"--Voila.base_url={base_url}",
+        f"--template={TEMPLATE}",
+        *(f"--VoilaConfiguration.http_header_envs={h}" for h in HEADER_ENVS),
+        "--VoilaConfiguration.show_tracebacks=False",
+        # A busy machine can delay a cell's last output past nbclient's 4 s default;
+        # the page would then be sent without its widgets.
+        "--VoilaExecutor.iopub_timeout=30",
+        # Closing a tab shuts its kernel down by a beacon without the _xsrf field
+        # (voila #1458: refused with 403, the kernel would run on). A standalone
+        # Voilà has no login, so the XSRF check protects nothing here.
+        # (traitlets passes the value as the string "True": any non-empty one is true)
+        "--Voila.tornado_settings=disable_check_xsrf=True",
+    ]
+    command += [f"--VoilaConfiguration.extension_allowlist={name}" for name in extensions or ()]
     pools = {name: n for name, n in (preheat or {}).items() if n > 0}
     if pools:
         config = {"default": {"pool_size": 0}}
         for name, size in pools.items():
             config[name] = {"pool_size": size}
-        command += ["--preheat_kernel=True", f"--pool_size={max(pools.values())}",
-                    f"--VoilaKernelManager.kernel_pools_config={json.dumps(config)}",
-                    # the pool refills right after a visitor takes a kernel
-                    "--VoilaKernelManager.fill_delay=10"]
+        command += [
+            "--preheat_kernel=True",
+            f"--pool_size={max(pools.values())}",
+            f"--VoilaKernelManager.kernel_pools_config={json.dumps(config)}",
+            # the pool refills right after a visitor takes a kernel
+            "--VoilaKernelManager.fill_delay=10",
+        ]
     return command
 
 
-def board_command(port: int = DEFAULT_PORT, ip: str = "127.0.0.1", base_url: str = "/",
-                  pool_size: int = 2, python: str = sys.executable) -> list[str]:
+def board_command(
+    port: int = DEFAULT_PORT,
+    ip: str = "127.0.0.1",
+    base_url: str = "/",
+    pool_size: int = 2,
+    python: str = sys.executable,
+) -> list[str]:
     """The public overview board: its notebook alone, with `pool_size` preheated kernels."""
-    return voila_command(DASHBOARDS / BOARD_NOTEBOOK, port=port, ip=ip, base_url=base_url,
-                         preheat={BOARD_NOTEBOOK: pool_size}, python=python)
+    return voila_command(
+        DASHBOARDS / BOARD_NOTEBOOK,
+        port=port,
+        ip=ip,
+        base_url=base_url,
+        preheat={BOARD_NOTEBOOK: pool_size},
+        python=python,
+    )
 
 
 def _hub_defaults() -> tuple[str, int | None]:
@@ -104,8 +135,10 @@ def board_env(state_dir: Path | None, mqtt_port: int) -> dict[str, str]:
     env = {**os.environ, "SMARTLAB_BOARD_PUBLIC": "1"}
     if not env.get("SMARTLAB_MQTT_URL"):
         if state_dir is None:
-            raise ValueError("set SMARTLAB_MQTT_URL to a read-only observer account "
-                             "(`smartlab broker user status-board`) or pass --state-dir")
+            raise ValueError(
+                "set SMARTLAB_MQTT_URL to a read-only observer account "
+                "(`smartlab broker user status-board`) or pass --state-dir"
+            )
         from hardware_kits.broker import Broker
 
         broker = Broker(state_dir / "broker", port=mqtt_port)
@@ -121,12 +154,20 @@ def cmd_board(args: argparse.Namespace) -> int:
     base_url = args.base_url or prefix
     port = args.port or hub_port or DEFAULT_PORT
     if args.dashboards:
-        command = voila_command(DASHBOARDS, port=port, ip=args.ip, base_url=base_url,
-                                preheat={} if args.no_preheat else
-                                {BOARD_NOTEBOOK: args.pool_size})
+        command = voila_command(
+            DASHBOARDS,
+            port=port,
+            ip=args.ip,
+            base_url=base_url,
+            preheat={} if args.no_preheat else {BOARD_NOTEBOOK: args.pool_size},
+        )
     else:
-        command = board_command(port=port, ip=args.ip, base_url=base_url,
-                                pool_size=0 if args.no_preheat else args.pool_size)
+        command = board_command(
+            port=port,
+            ip=args.ip,
+            base_url=base_url,
+            pool_size=0 if args.no_preheat else args.pool_size,
+        )
     if args.print:
         print(shlex.join([f"JUPYTER_PATH={voila_env({})['JUPYTER_PATH']}", *command]))
         return 0
@@ -140,19 +181,26 @@ def cmd_board(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction) -> None:
     board = commands.add_parser("board", help="serve the public lab overview board (Voilà)")
-    board.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT}, or the hub "
-                                                "service's)")
+    board.add_argument(
+        "--port", type=int, help=f"port (default {DEFAULT_PORT}, or the hub service's)"
+    )
     board.add_argument("--ip", default="127.0.0.1", help="address (default 127.0.0.1)")
-    board.add_argument("--base-url", help="URL prefix (default $JUPYTERHUB_SERVICE_PREFIX "
-                                          "or /)")
-    board.add_argument("--pool-size", type=int, default=2,
-                       help="preheated kernels kept ready (default 2)")
+    board.add_argument("--base-url", help="URL prefix (default $JUPYTERHUB_SERVICE_PREFIX or /)")
+    board.add_argument(
+        "--pool-size", type=int, default=2, help="preheated kernels kept ready (default 2)"
+    )
     board.add_argument("--no-preheat", action="store_true", help="start a kernel per visitor")
-    board.add_argument("--dashboards", action="store_true",
-                       help="serve every dashboard of labs/dashboards, not only the board")
+    board.add_argument(
+        "--dashboards",
+        action="store_true",
+        help="serve every dashboard of labs/dashboards, not only the board",
+    )
     board.add_argument("--print", action="store_true", help="print the voila command line")
-    board.add_argument("--state-dir", type=Path,
-                       help="platform state folder: create the board's observer account on "
-                            "its broker when $SMARTLAB_MQTT_URL is not set")
+    board.add_argument(
+        "--state-dir",
+        type=Path,
+        help="platform state folder: create the board's observer account on "
+        "its broker when $SMARTLAB_MQTT_URL is not set",
+    )
     board.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default 1883)")
     board.set_defaults(run=cmd_board)

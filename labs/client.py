@@ -138,12 +138,18 @@ class Ack:
     @classmethod
     def from_wire(cls, kit_id: str, body: dict[str, Any], round_trip_s: float) -> Ack:
         ts = body.get("ts")
-        return cls(id=str(body.get("id")), target=str(body.get("target")),
-                   status=str(body.get("status")), value=body.get("value"),
-                   reason=body.get("reason"), detail=body.get("detail"),
-                   ts=float(ts) if isinstance(ts, (int, float)) else None,
-                   duplicate=bool(body.get("duplicate", False)), round_trip_s=round_trip_s,
-                   kit=kit_id)
+        return cls(
+            id=str(body.get("id")),
+            target=str(body.get("target")),
+            status=str(body.get("status")),
+            value=body.get("value"),
+            reason=body.get("reason"),
+            detail=body.get("detail"),
+            ts=float(ts) if isinstance(ts, (int, float)) else None,
+            duplicate=bool(body.get("duplicate", False)),
+            round_trip_s=round_trip_s,
+            kit=kit_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -160,8 +166,13 @@ class KitInfo:
 # ---------------------------------------------------------------- connect
 
 
-def connect(url: str | None = None, *, client_id: str | None = None, history: int = 3600,
-            timeout: float = 10.0) -> Lab:
+def connect(
+    url: str | None = None,
+    *,
+    client_id: str | None = None,
+    history: int = 3600,
+    timeout: float = 10.0,
+) -> Lab:
     """Connect to the lab's broker; `url` defaults to $SMARTLAB_MQTT_URL, else to the watch
     account the lab service gives this user (`LabService().mqtt_urls()`): in a notebook of the
     hub nothing needs typing.
@@ -175,10 +186,12 @@ def connect(url: str | None = None, *, client_id: str | None = None, history: in
             raise LabConfigError(
                 f"no broker URL: pass connect('mqtt://user:password@host:port'), set {URL_ENV}, "
                 f"or give the lab service's token in {TOKEN_ENV} (in a hub server: "
-                f"{HUB_TOKEN_ENV})") from None
+                f"{HUB_TOKEN_ENV})"
+            ) from None
         except LabServiceError as err:
-            raise LabConnectionError(f"no broker URL: the lab service did not give one: "
-                                     f"{err}") from None
+            raise LabConnectionError(
+                f"no broker URL: the lab service did not give one: {err}"
+            ) from None
     try:
         address = BrokerAddress.from_url(url)
     except ValueError as err:
@@ -209,9 +222,11 @@ class _Ring:
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies, oldest first, so callers never see later writes."""
         if self.n < len(self.t):
-            return self.t[:self.n].copy(), self.v[:self.n].copy()
-        return (np.concatenate((self.t[self.i:], self.t[:self.i])),
-                np.concatenate((self.v[self.i:], self.v[:self.i])))
+            return self.t[: self.n].copy(), self.v[: self.n].copy()
+        return (
+            np.concatenate((self.t[self.i :], self.t[: self.i])),
+            np.concatenate((self.v[self.i :], self.v[: self.i])),
+        )
 
 
 def _ring_dtype(spec: dict[str, Any] | None, value: Any) -> type | None:
@@ -272,8 +287,14 @@ def _plain(value: Any) -> Any:
 class Lab:
     """A connection to the lab's broker and the live picture of every kit on it."""
 
-    def __init__(self, address: BrokerAddress, *, client_id: str | None = None,
-                 history: int = 3600, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        client_id: str | None = None,
+        history: int = 3600,
+        timeout: float = 10.0,
+    ) -> None:
         if history < 0:
             raise ValueError("history must be 0 or more samples")
         self.address = address
@@ -290,15 +311,29 @@ class Lab:
         self._early_refusals: dict[int, str] = {}  # PUBACK before publish() returned
         self._net_thread: int | None = None
         self._closed = False
-        subscriptions = [(P.all_kits(s), 1) for s in
-                         ("$description", "$state", "$telemetry", "$status",
-                          P.ACTUATORS_NODE + "/+", "$ack/" + self.requester)]
+        subscriptions = [
+            (P.all_kits(s), 1)
+            for s in (
+                "$description",
+                "$state",
+                "$telemetry",
+                "$status",
+                P.ACTUATORS_NODE + "/+",
+                "$ack/" + self.requester,
+            )
+        ]
         creds = address.credentials
         try:
             self._client = connect_client(
-                address.host, address.port, creds, self.client_id,
-                on_message=self._on_message, subscribe=subscriptions,
-                on_connect=self._on_connect, timeout=timeout)
+                address.host,
+                address.port,
+                creds,
+                self.client_id,
+                on_message=self._on_message,
+                subscribe=subscriptions,
+                on_connect=self._on_connect,
+                timeout=timeout,
+            )
         except ConnectError as err:
             raise LabConnectionError(str(err)) from None
         self._client.on_publish = self._on_publish
@@ -340,17 +375,24 @@ class Lab:
     def kits(self) -> dict[str, KitInfo]:
         """Every kit that has announced a description, by kit id."""
         with self._cond:
-            return {kit_id: kit._info() for kit_id, kit in sorted(self._kits.items())
-                    if kit._descriptor is not None}
+            return {
+                kit_id: kit._info()
+                for kit_id, kit in sorted(self._kits.items())
+                if kit._descriptor is not None
+            }
 
-    def wait_for_kits(self, kits: int | str | Iterable[str] = 1, timeout: float = 10.0, *,
-                      ready: bool = True) -> dict[str, KitInfo]:
+    def wait_for_kits(
+        self, kits: int | str | Iterable[str] = 1, timeout: float = 10.0, *, ready: bool = True
+    ) -> dict[str, KitInfo]:
         """Wait until `kits` (a count, or kit ids) are announced (and `ready`); return kits()."""
         wanted = kits if isinstance(kits, int) else {kits} if isinstance(kits, str) else set(kits)
 
         def present() -> set[str]:
-            return {kit_id for kit_id, kit in self._kits.items() if kit._descriptor is not None
-                    and (not ready or kit._state == P.STATE_READY)}
+            return {
+                kit_id
+                for kit_id, kit in self._kits.items()
+                if kit._descriptor is not None and (not ready or kit._state == P.STATE_READY)
+            }
 
         def satisfied() -> bool:
             have = present()
@@ -359,11 +401,16 @@ class Lab:
         with self._cond:
             if not self._cond.wait_for(lambda: self._closed or satisfied(), timeout):
                 have = present()
-                need = (f"{wanted} kits" if isinstance(wanted, int)
-                        else ", ".join(sorted(wanted - have)))
+                need = (
+                    f"{wanted} kits"
+                    if isinstance(wanted, int)
+                    else ", ".join(sorted(wanted - have))
+                )
                 what = "ready" if ready else "announced"
-                raise LabTimeout(f"waited {timeout} s for {need} to be {what}; "
-                                 f"{what}: {', '.join(sorted(have)) or 'none'}")
+                raise LabTimeout(
+                    f"waited {timeout} s for {need} to be {what}; "
+                    f"{what}: {', '.join(sorted(have)) or 'none'}"
+                )
             self._check_open()
         return self.kits()
 
@@ -374,8 +421,10 @@ class Lab:
             self._check_open()
             if not self._has_description(kit_id):
                 known = ", ".join(sorted(k for k in self._kits if self._has_description(k)))
-                raise UnknownKit(f"no kit {kit_id!r} has announced itself on the broker "
-                                 f"(known: {known or 'none'})")
+                raise UnknownKit(
+                    f"no kit {kit_id!r} has announced itself on the broker "
+                    f"(known: {known or 'none'})"
+                )
             return self._kits[kit_id]
 
     def on_state(self, callback: StateCallback) -> Callable[[], None]:
@@ -387,8 +436,8 @@ class Lab:
 
         def unsubscribe() -> None:
             with self._cond:
-                self._state_callbacks = tuple(c for c in self._state_callbacks
-                                              if c is not callback)
+                self._state_callbacks = tuple(c for c in self._state_callbacks if c is not callback)
+
         return unsubscribe
 
     def _has_description(self, kit_id: str) -> bool:
@@ -486,14 +535,24 @@ class Lab:
                 pending.refused = str(reason)
                 pending.done.set()
 
-    def _command(self, kit_id: str, target: str, topic: str, payload: bytes | str,
-                 command_id: str | None, deadline_s: float | None, timeout: float) -> Ack:
+    def _command(
+        self,
+        kit_id: str,
+        target: str,
+        topic: str,
+        payload: bytes | str,
+        command_id: str | None,
+        deadline_s: float | None,
+        timeout: float,
+    ) -> Ack:
         """Publish one command (QoS 1) and wait for its acknowledgement."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if threading.get_ident() == self._net_thread:
-            raise LabError("commands cannot be sent from a callback: it runs on the MQTT "
-                           "network thread, which must stay free to receive the acknowledgement")
+            raise LabError(
+                "commands cannot be sent from a callback: it runs on the MQTT "
+                "network thread, which must stay free to receive the acknowledgement"
+            )
         command_id = command_id or uuid.uuid4().hex
         deadline_s = time.time() + timeout if deadline_s is None else deadline_s
         pending = _Pending(kit_id, target, command_id, threading.Event())
@@ -510,15 +569,16 @@ class Lab:
                 if pending.mid is not None and self._by_mid.get(pending.mid) is pending:
                     del self._by_mid[pending.mid]
 
-    def _send_and_wait(self, pending: _Pending, topic: str, payload: bytes | str,
-                       deadline_s: float, timeout: float) -> Ack:
-        props = command_properties(pending.command_id, P.ack_topic(pending.kit_id,
-                                                                   self.requester), deadline_s)
+    def _send_and_wait(
+        self, pending: _Pending, topic: str, payload: bytes | str, deadline_s: float, timeout: float
+    ) -> Ack:
+        props = command_properties(
+            pending.command_id, P.ack_topic(pending.kit_id, self.requester), deadline_s
+        )
         pending.sent_at = time.monotonic()
         info = self._client.publish(topic, payload, qos=1, properties=props)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued
-            raise CommandError(f"cannot send to kit {pending.kit_id}: "
-                               f"{mqtt.error_string(info.rc)}")
+            raise CommandError(f"cannot send to kit {pending.kit_id}: {mqtt.error_string(info.rc)}")
         with self._cond:
             # The PUBACK may have been handled before publish() returned: check for it here.
             pending.mid = info.mid
@@ -528,19 +588,25 @@ class Lab:
             elif not pending.done.is_set():
                 self._by_mid[info.mid] = pending
         if not pending.done.wait(timeout):
-            raise CommandTimeout(f"kit {pending.kit_id} did not acknowledge {pending.target} "
-                                 f"(command {pending.command_id}) within {timeout} s")
+            raise CommandTimeout(
+                f"kit {pending.kit_id} did not acknowledge {pending.target} "
+                f"(command {pending.command_id}) within {timeout} s"
+            )
         return self._outcome(pending)
 
     def _outcome(self, pending: _Pending) -> Ack:
         if pending.refused is not None:
             user = self.address.credentials.username
-            raise CommandNotAuthorized(f"the broker refused {user!r}'s command for "
-                                       f"{pending.target} on kit {pending.kit_id}: "
-                                       f"{pending.refused}")
+            raise CommandNotAuthorized(
+                f"the broker refused {user!r}'s command for "
+                f"{pending.target} on kit {pending.kit_id}: "
+                f"{pending.refused}"
+            )
         if pending.ack is None:  # woken by close()
-            raise LabClosed(f"the lab was closed while {pending.target} on kit "
-                            f"{pending.kit_id} waited for its acknowledgement")
+            raise LabClosed(
+                f"the lab was closed while {pending.target} on kit "
+                f"{pending.kit_id} waited for its acknowledgement"
+            )
         ack = Ack.from_wire(pending.kit_id, pending.ack, pending.acked_at - pending.sent_at)
         if ack.status != P.APPLIED:
             raise CommandRejected(ack)
@@ -646,8 +712,10 @@ class Kit:
         dtype = _ring_dtype(spec, None) if spec is not None else None
         if dtype is None:
             kind = spec["datatype"] if spec else "not numeric"
-            raise ValueError(f"sensor {sensor!r} of kit {self.kit_id} is {kind}: "
-                             "only numeric and boolean sensors keep a history")
+            raise ValueError(
+                f"sensor {sensor!r} of kit {self.kit_id} is {kind}: "
+                "only numeric and boolean sensors keep a history"
+            )
         return np.empty(0, np.float64), np.empty(0, dtype)  # no sample yet (or history=0)
 
     def subscribe(self, callback: SampleCallback) -> Callable[[], None]:
@@ -661,12 +729,14 @@ class Kit:
         def unsubscribe() -> None:
             with self._lock:
                 self._subscribers = tuple(c for c in self._subscribers if c is not callback)
+
         return unsubscribe
 
     # ------------------------------------------------------------ commands
 
-    def set(self, actuator: str, value: Any, timeout: float = 2.0,
-            deadline: float | None = None) -> Ack:
+    def set(
+        self, actuator: str, value: Any, timeout: float = 2.0, deadline: float | None = None
+    ) -> Ack:
         """Set an actuator and wait for the kit's acknowledgement.
 
         The value is checked against the descriptor first; an invalid one raises
@@ -675,27 +745,57 @@ class Kit:
         value = _plain(value)
         spec = self._actuator_spec(actuator)
         if spec is None:
-            raise CommandRejected(self._local_ack(actuator, P.R_UNKNOWN_ACTUATOR,
-                                                  f"kit model {self.model} has no actuator "
-                                                  f"{actuator!r}"))
+            raise CommandRejected(
+                self._local_ack(
+                    actuator,
+                    P.R_UNKNOWN_ACTUATOR,
+                    f"kit model {self.model} has no actuator {actuator!r}",
+                )
+            )
         try:
             P.check_value(spec, value, actuator)
         except P.ProtocolError as err:
             raise CommandRejected(self._local_ack(actuator, err.reason, err.detail)) from None
-        return self.lab._command(self.kit_id, actuator, P.set_topic(self.kit_id, actuator),
-                                 P.encode_value(spec, value), None, deadline, timeout)
+        return self.lab._command(
+            self.kit_id,
+            actuator,
+            P.set_topic(self.kit_id, actuator),
+            P.encode_value(spec, value),
+            None,
+            deadline,
+            timeout,
+        )
 
-    def send_raw(self, actuator: str, payload: bytes | str, command_id: str | None = None,
-                 deadline_s: float | None = None, timeout: float = 2.0) -> Ack:
+    def send_raw(
+        self,
+        actuator: str,
+        payload: bytes | str,
+        command_id: str | None = None,
+        deadline_s: float | None = None,
+        timeout: float = 2.0,
+    ) -> Ack:
         """Send a payload as is, without local checks (to test the kit's own validation)."""
-        return self.lab._command(self.kit_id, actuator, P.set_topic(self.kit_id, actuator),
-                                 payload, command_id, deadline_s, timeout)
+        return self.lab._command(
+            self.kit_id,
+            actuator,
+            P.set_topic(self.kit_id, actuator),
+            payload,
+            command_id,
+            deadline_s,
+            timeout,
+        )
 
     def safe_state(self, timeout: float = 2.0) -> Ack:
         """Put every actuator at its safe value; the Ack's value is the whole safe state."""
-        return self.lab._command(self.kit_id, P.SAFE_STATE_PROPERTY,
-                                 P.safe_state_topic(self.kit_id), SAFE_STATE_PAYLOAD, None,
-                                 None, timeout)
+        return self.lab._command(
+            self.kit_id,
+            P.SAFE_STATE_PROPERTY,
+            P.safe_state_topic(self.kit_id),
+            SAFE_STATE_PAYLOAD,
+            None,
+            None,
+            timeout,
+        )
 
     def _actuator_spec(self, actuator: str) -> dict[str, Any] | None:
         with self._lock:
@@ -704,17 +804,29 @@ class Kit:
             return self._descriptor["actuators"].get(actuator)
 
     def _local_ack(self, target: str, reason: str, detail: str) -> Ack:
-        return Ack(id="", target=target, status=P.REJECTED, reason=reason, detail=detail,
-                   ts=time.time(), kit=self.kit_id, local=True)
+        return Ack(
+            id="",
+            target=target,
+            status=P.REJECTED,
+            reason=reason,
+            detail=detail,
+            ts=time.time(),
+            kit=self.kit_id,
+            local=True,
+        )
 
     # ------------------------------------------------------------ network thread
 
     def _info(self) -> KitInfo:
         desc = self._description or {}
         descriptor = self._descriptor or {}
-        return KitInfo(self.kit_id, str(descriptor.get("model", "")),
-                       str(desc.get("name") or descriptor.get("name", self.kit_id)),
-                       self._state, copy.deepcopy(descriptor))
+        return KitInfo(
+            self.kit_id,
+            str(descriptor.get("model", "")),
+            str(desc.get("name") or descriptor.get("name", self.kit_id)),
+            self._state,
+            copy.deepcopy(descriptor),
+        )
 
     def _handle_telemetry(self, payload: bytes) -> None:
         try:
@@ -752,8 +864,9 @@ class Kit:
                 if name in self._rings:
                     continue  # a sensor without history
                 dtype = _ring_dtype(sensors.get(name), value)
-                ring = self._rings[name] = (_Ring(self.lab.history, dtype)
-                                            if dtype is not None else None)
+                ring = self._rings[name] = (
+                    _Ring(self.lab.history, dtype) if dtype is not None else None
+                )
                 if ring is None:
                     continue
             stored = _storable(ring, value)
@@ -783,10 +896,12 @@ class Kit:
         try:
             description = json.loads(payload)
             descriptor = description["smartlab"]["descriptor"]
-            ok = (description["smartlab"].get("kit", self.kit_id) == self.kit_id
-                  and isinstance(descriptor["sensors"], dict)
-                  and isinstance(descriptor["actuators"], dict)
-                  and isinstance(descriptor["model"], str))
+            ok = (
+                description["smartlab"].get("kit", self.kit_id) == self.kit_id
+                and isinstance(descriptor["sensors"], dict)
+                and isinstance(descriptor["actuators"], dict)
+                and isinstance(descriptor["model"], str)
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             ok = False
         if not ok:
@@ -860,13 +975,16 @@ class LabService:
     knows the user from the server's own token. Every method returns the service's JSON answer
     (dicts and lists)."""
 
-    def __init__(self, url: str | None = None, token: str | None = None,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout: float = 10.0
+    ) -> None:
         self.url = (url or os.environ.get(SERVICE_URL_ENV) or DEFAULT_SERVICE_URL).rstrip("/")
         token = token or os.environ.get(TOKEN_ENV) or os.environ.get(HUB_TOKEN_ENV)
         if not token:
-            raise LabConfigError(f"no lab service token: pass LabService(url, token) or set "
-                                 f"{TOKEN_ENV} (in a hub server {HUB_TOKEN_ENV} is used)")
+            raise LabConfigError(
+                f"no lab service token: pass LabService(url, token) or set "
+                f"{TOKEN_ENV} (in a hub server {HUB_TOKEN_ENV} is used)"
+            )
         self.token = token
         self.timeout = timeout
         # The service is on the lab's own network: no proxy from the environment in between.
@@ -875,8 +993,9 @@ class LabService:
     def __repr__(self) -> str:
         return f"<LabService {self.url}>"
 
-    def request(self, method: str, path: str, body: Any = None,
-                query: dict[str, Any] | None = None) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
+    ) -> Any:
         """One call: JSON in, JSON (or CSV text) out; LabServiceError on a refusal."""
         url = self.url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         headers = {"Authorization": f"token {self.token}", "Accept": "application/json"}
@@ -891,12 +1010,14 @@ class LabService:
             with self._opener.open(request, timeout=self.timeout) as answer:
                 raw, media = answer.read(), answer.headers.get_content_type()
         except urllib.error.HTTPError as err:
-            raise LabServiceError(f"{_error_reason(err)} ({method} {path}: {err.code})",
-                                  err.code) from None
+            raise LabServiceError(
+                f"{_error_reason(err)} ({method} {path}: {err.code})", err.code
+            ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
             reason = getattr(err, "reason", None) or err
-            raise LabServiceUnavailable(f"cannot reach the lab service at {self.url}: "
-                                        f"{reason}") from None
+            raise LabServiceUnavailable(
+                f"cannot reach the lab service at {self.url}: {reason}"
+            ) from None
         if media != "application/json":
             return raw.decode()
         try:
@@ -920,8 +1041,9 @@ class LabService:
         return self.request("DELETE", f"/api/kits/{_quote(kit_id)}")
 
     def set_maintenance(self, kit_id: str, on: bool, reason: str = "") -> dict[str, Any]:
-        return self.request("PUT", f"/api/kits/{_quote(kit_id)}/maintenance",
-                            {"on": on, "reason": reason})
+        return self.request(
+            "PUT", f"/api/kits/{_quote(kit_id)}/maintenance", {"on": on, "reason": reason}
+        )
 
     # ------------------------------------------------------------ queue and sessions
 
@@ -960,8 +1082,14 @@ class LabService:
     def bookings(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/bookings")
 
-    def book(self, kit: str, course: str, starts_at: float | str, ends_at: float | str,
-             group: str | None = None) -> dict[str, Any]:
+    def book(
+        self,
+        kit: str,
+        course: str,
+        starts_at: float | str,
+        ends_at: float | str,
+        group: str | None = None,
+    ) -> dict[str, Any]:
         """Times are epoch seconds or ISO 8601 strings (UTC unless they carry an offset)."""
         body = {"kit": kit, "course": course, "starts_at": starts_at, "ends_at": ends_at}
         if group is not None:
@@ -981,9 +1109,15 @@ class LabService:
     # ------------------------------------------------------------ the session helper
 
     @contextlib.contextmanager
-    def session(self, kit_or_model: str, *, progress: Progress | None = print,
-                heartbeat_s: float = 15.0, poll_s: float = 1.0,
-                wait_timeout: float | None = None) -> Iterator[Kit]:
+    def session(
+        self,
+        kit_or_model: str,
+        *,
+        progress: Progress | None = print,
+        heartbeat_s: float = 15.0,
+        poll_s: float = 1.0,
+        wait_timeout: float | None = None,
+    ) -> Iterator[Kit]:
         """Queue for a kit (or any kit of a model), wait, and command it while the block runs::
 
             lab = LabService("http://127.0.0.1:8181", token)
@@ -1008,8 +1142,9 @@ class LabService:
         try:
             urls = self.mqtt_urls()
             # The control account watches too; only its command right comes and goes.
-            lab = connect(urls["control"], client_id=f"smartlab-session-{session_id}-"
-                                                     f"{uuid.uuid4().hex[:6]}")
+            lab = connect(
+                urls["control"], client_id=f"smartlab-session-{session_id}-{uuid.uuid4().hex[:6]}"
+            )
             try:
                 self.heartbeat(session_id)  # granted -> active
                 with _Heartbeat(self, session_id, heartbeat_s, say):
@@ -1027,8 +1162,9 @@ class LabService:
             return {"model": kit_or_model}
         return {"kit": kit_or_model}  # the service says "no kit …"
 
-    def _wait_for_grant(self, entry: dict[str, Any], say: Progress, poll_s: float,
-                        wait_timeout: float | None) -> dict[str, Any]:
+    def _wait_for_grant(
+        self, entry: dict[str, Any], say: Progress, poll_s: float, wait_timeout: float | None
+    ) -> dict[str, Any]:
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         shown = None
         while entry["state"] == "waiting":
@@ -1068,13 +1204,14 @@ class LabService:
             log.warning("could not release session %s: %s", session_id, err)
 
 
-def session(kit_or_model: str, service: LabService | None = None,
-            **options: Any) -> contextlib.AbstractContextManager[Kit]:
+def session(
+    kit_or_model: str, service: LabService | None = None, **options: Any
+) -> contextlib.AbstractContextManager[Kit]:
     """`LabService.session` with a service from $SMARTLAB_LAB_URL and $SMARTLAB_TOKEN::
 
-        from labs.client import session
-        with session("street-lighting") as kit:     # any kit of the model
-            kit.set("mode", "manual")
+    from labs.client import session
+    with session("street-lighting") as kit:     # any kit of the model
+        kit.set("mode", "manual")
     """
     return (service or LabService()).session(kit_or_model, **options)
 
@@ -1082,16 +1219,16 @@ def session(kit_or_model: str, service: LabService | None = None,
 class _Heartbeat:
     """Keeps a session alive from a background thread until stopped or the session ends."""
 
-    def __init__(self, service: LabService, session_id: int, every_s: float,
-                 say: Progress) -> None:
+    def __init__(self, service: LabService, session_id: int, every_s: float, say: Progress) -> None:
         self.service = service
         self.session_id = session_id
         self.every_s = every_s
         self.say = say
         self.ended: str | None = None  # why the service refused a heartbeat
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"heartbeat-{session_id}")
+        self._thread = threading.Thread(
+            target=self._run, daemon=True, name=f"heartbeat-{session_id}"
+        )
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -1138,5 +1275,7 @@ def _waiting_line(entry: dict[str, Any]) -> str:
     target = entry["kit"] or f"a {entry['model']} kit"
     if not entry.get("position"):
         return f"waiting for {target}: no kit available now (queue entry {entry['id']})"
-    return (f"waiting for {target}: position {entry['position']}, estimated wait "
-            f"{_duration(entry.get('estimated_wait_s'))} (queue entry {entry['id']})")
+    return (
+        f"waiting for {target}: position {entry['position']}, estimated wait "
+        f"{_duration(entry.get('estimated_wait_s'))} (queue entry {entry['id']})"
+    )

@@ -30,7 +30,7 @@ EN: dict[str, str] = {
     "no_kit": "No kit chosen: open this page with ?kit=<kit id> (known: {known}).",
     "unknown_kit": "No kit {kit} is on the broker (known: {known}).",
     "service_down": "The lab service is unreachable ({detail}); live values keep flowing, "
-                    "queue and session information will come back by itself.",
+    "queue and session information will come back by itself.",
     "broker_down": "Cannot connect to the lab's MQTT broker: {detail}",
     "config_missing": "This dashboard is not configured: {detail}",
     # kit state
@@ -41,7 +41,7 @@ EN: dict[str, str] = {
     "state_sleeping": "sleeping",
     "state_none": "unknown",
     "kit_lost": "Kit {kit} is lost (no contact since {since}). The values below are the last "
-                "received; the page recovers by itself when the kit returns.",
+    "received; the page recovers by itself when the kit returns.",
     "kit_off": "Kit {kit} is switched off; the page recovers by itself when it returns.",
     "kit_back": "Kit {kit} is back online.",
     "stale": "No data from kit {kit} for {seconds} s.",
@@ -175,7 +175,7 @@ RU: dict[str, str] = {
     "no_kit": "Стенд не выбран: откройте страницу с ?kit=<id стенда> (есть: {known}).",
     "unknown_kit": "Стенда {kit} нет на брокере (есть: {known}).",
     "service_down": "Сервис лаборатории недоступен ({detail}); данные продолжают поступать, "
-                    "сведения об очереди и сеансе вернутся сами.",
+    "сведения об очереди и сеансе вернутся сами.",
     "broker_down": "Не удаётся подключиться к MQTT-брокеру лаборатории: {detail}",
     "config_missing": "Панель не настроена: {detail}",
     "state_ready": "на связи",
@@ -185,7 +185,7 @@ RU: dict[str, str] = {
     "state_sleeping": "спит",
     "state_none": "неизвестно",
     "kit_lost": "Стенд {kit} потерян (нет связи с {since}). Ниже последние полученные "
-                "значения; страница восстановится сама, когда стенд вернётся.",
+    "значения; страница восстановится сама, когда стенд вернётся.",
     "kit_off": "Стенд {kit} выключен; страница восстановится сама, когда он вернётся.",
     "kit_back": "Стенд {kit} снова на связи.",
     "stale": "Нет данных от стенда {kit} уже {seconds} с.",
@@ -358,8 +358,7 @@ class Texts(HasTraits):
         self._bindings.append(apply)
         return apply
 
-    def label(self, widget: Any, key: str, attribute: str = "description", **fields: Any
-              ) -> Any:
+    def label(self, widget: Any, key: str, attribute: str = "description", **fields: Any) -> Any:
         """Keep `widget.<attribute>` set to the text of `key`; returns the widget."""
         self.bind(lambda: setattr(widget, attribute, self(key, **fields)))
         return widget
@@ -377,8 +376,13 @@ class Texts(HasTraits):
         key = f"end_{(code or '').replace('-', '_')}"
         return self(key) if key in EN else (code or "?")
 
-    def reason(self, reason: str | None, detail: str | None = None,
-               descriptor: dict[str, Any] | None = None, target: str | None = None) -> str:
+    def reason(
+        self,
+        reason: str | None,
+        detail: str | None = None,
+        descriptor: dict[str, Any] | None = None,
+        target: str | None = None,
+    ) -> str:
         """A command's failure reason in the current language.
 
         An interlock of kind `requires` is explained from the kit's descriptor (the kit's own
@@ -386,7 +390,7 @@ class Texts(HasTraits):
         if reason == "interlock" and descriptor and target:
             for rule in descriptor.get("interlocks", []):
                 if rule.get("kind") == "requires" and rule.get("actuator") == target:
-                    (other, value), = list((rule.get("when") or {"?": "?"}).items())[:1]
+                    ((other, value),) = list((rule.get("when") or {"?": "?"}).items())[:1]
                     return self("reason_requires", actuator=target, other=other, value=value)
         key = f"reason_{reason}"
         if reason and key in EN:

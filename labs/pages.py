@@ -126,15 +126,25 @@ def error_box(texts: Texts, key: str, **fields: Any) -> W.HTML:
     """A one-line problem in the page's language (no traceback for the visitor)."""
     box = W.HTML()
     box.add_class("smartlab-error")
-    texts.bind(lambda: setattr(box, "value", (
-        "<div style='background:#fde8e8;border:1px solid #e5a0a0;padding:8px'>"
-        f"⚠ {html.escape(texts(key, **fields))}</div>")))
+    texts.bind(
+        lambda: setattr(
+            box,
+            "value",
+            (
+                "<div style='background:#fde8e8;border:1px solid #e5a0a0;padding:8px'>"
+                f"⚠ {html.escape(texts(key, **fields))}</div>"
+            ),
+        )
+    )
     return box
 
 
 def language_switch(texts: Texts) -> W.ToggleButtons:
-    switch = W.ToggleButtons(options=[(code.upper(), code) for code in LANGUAGES],
-                             value=texts.language, style={"button_width": "44px"})
+    switch = W.ToggleButtons(
+        options=[(code.upper(), code) for code in LANGUAGES],
+        value=texts.language,
+        style={"button_width": "44px"},
+    )
     switch.add_class("smartlab-language")
     traitlets.link((switch, "value"), (texts, "language"))
     texts.label(switch, "language", "tooltip")
@@ -203,17 +213,21 @@ class Page:
         self.texts.language = page_language()
         if self.problem is not None:
             key, detail = self.problem
-            return W.VBox([language_switch(self.texts),
-                           error_box(self.texts, key, detail=detail)])
+            return W.VBox([language_switch(self.texts), error_box(self.texts, key, detail=detail)])
         try:
             content = self.build()
         except LabServiceError as err:
             content = error_box(self.texts, "service_down", detail=str(err))
         except LabError as err:
             content = error_box(self.texts, "reason_other", detail=str(err))
-        return PageBox([W.HBox([language_switch(self.texts)],
-                               layout=W.Layout(justify_content="flex-end")),
-                        self.banner.widget, content], snapshot=self.snapshot_html())
+        return PageBox(
+            [
+                W.HBox([language_switch(self.texts)], layout=W.Layout(justify_content="flex-end")),
+                self.banner.widget,
+                content,
+            ],
+            snapshot=self.snapshot_html(),
+        )
 
     def build(self) -> W.Widget:
         raise NotImplementedError
@@ -257,13 +271,15 @@ class KitPage(Page):
             self.lab.kit(kit_id, timeout=3)
         except UnknownKit:
             return error_box(self.texts, "unknown_kit", kit=kit_id, known=known)
-        dashboard = KitDashboard(self.lab, kit_id, self.runner, self.texts,
-                                 service=self.service, max_rate=max_rate())
+        dashboard = KitDashboard(
+            self.lab, kit_id, self.runner, self.texts, service=self.service, max_rate=max_rate()
+        )
         self._closables.append(dashboard)
         parts: list[W.Widget] = [dashboard.widget]
         if self.service is not None:
-            panel = SessionPanel(self.service, kit_id, self.runner, self.texts, self.banner,
-                                 dashboard.set_control)
+            panel = SessionPanel(
+                self.service, kit_id, self.runner, self.texts, self.banner, dashboard.set_control
+            )
             self._closables.append(panel)
             parts.insert(0, panel.widget)
         self.dashboard = dashboard
@@ -283,8 +299,13 @@ class OverviewPage(Page):
 
     def build(self) -> W.Widget:
         assert self.lab is not None
-        board = OverviewBoard(self.lab, self.runner, self.texts, service=self.service,
-                              public=os.environ.get("SMARTLAB_BOARD_PUBLIC") == "1")
+        board = OverviewBoard(
+            self.lab,
+            self.runner,
+            self.texts,
+            service=self.service,
+            public=os.environ.get("SMARTLAB_BOARD_PUBLIC") == "1",
+        )
         board.banner = self.banner
         self._closables.append(board)
         self.board = board
@@ -314,7 +335,6 @@ class AdminPage(Page):
 class InstructorPage(AdminPage):
     def build(self) -> W.Widget:
         assert self.service is not None
-        view = InstructorView(self.service, self.service.me(), self.runner, self.texts,
-                              self.banner)
+        view = InstructorView(self.service, self.service.me(), self.runner, self.texts, self.banner)
         self._closables.append(view)
         return view.widget

@@ -76,11 +76,24 @@ class KitProcess(ChildProcess):
 
     def start(self) -> KitProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hub_config.cli", "kits", "run", "--site", str(self.site),
-             "--state-dir", str(self.broker.state_dir.parent),
-             "--mqtt-port", str(self.broker.port)],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "hub_config.cli",
+                "kits",
+                "run",
+                "--site",
+                str(self.site),
+                "--state-dir",
+                str(self.broker.state_dir.parent),
+                "--mqtt-port",
+                str(self.broker.port),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         return self
 
 

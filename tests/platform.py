@@ -24,11 +24,29 @@ class Up:
         self.mqtt_port, self.lab_port, self.hub_port = free_port(), free_port(), free_port()
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hub_config.cli", "up", "--state-dir", str(state),
-             "--mqtt-port", str(self.mqtt_port), "--lab-port", str(self.lab_port),
-             "--hub-port", str(self.hub_port), "--home-root", str(home_root), *extra],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "hub_config.cli",
+                "up",
+                "--state-dir",
+                str(state),
+                "--mqtt-port",
+                str(self.mqtt_port),
+                "--lab-port",
+                str(self.lab_port),
+                "--hub-port",
+                str(self.hub_port),
+                "--home-root",
+                str(home_root),
+                *extra,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
     @property
@@ -48,8 +66,13 @@ class Up:
             self.lines.append(line.rstrip())
 
     def wait_up(self, timeout: float = 180) -> str:
-        wait_until(lambda: any("Smart City Lab is up" in x for x in self.lines)
-                   or self.process.poll() is not None, timeout=timeout)
+        wait_until(
+            lambda: (
+                any("Smart City Lab is up" in x for x in self.lines)
+                or self.process.poll() is not None
+            ),
+            timeout=timeout,
+        )
         assert self.process.poll() is None, "\n".join(self.lines[-30:] + self.hub_log_tail())
         wait_until(lambda: any("Ctrl-C stops everything" in x for x in self.lines), timeout=10)
         return "\n".join(self.lines)
@@ -70,8 +93,7 @@ class Up:
 def leftovers(up: Up) -> list[str]:
     """Processes still running that belong to this platform instance: those naming its state
     folder or its ports, and the hub's children (servers, services, proxy)."""
-    marks = [str(up.state).encode(), f":{up.hub_port}".encode(),
-             f"--port {up.hub_port}".encode()]
+    marks = [str(up.state).encode(), f":{up.hub_port}".encode(), f"--port {up.hub_port}".encode()]
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -93,6 +115,10 @@ def lab_token(up: Up, username: str) -> str:
 
     browser = Browser(up.hub_url, username)
     browser.login(f"demo-{username}")
-    made = json_of(browser.post(f"/hub/api/users/{username}/tokens",
-                                json={"note": "test", "scopes": ["access:services!service=lab"]}))
+    made = json_of(
+        browser.post(
+            f"/hub/api/users/{username}/tokens",
+            json={"note": "test", "scopes": ["access:services!service=lab"]},
+        )
+    )
     return made["token"]

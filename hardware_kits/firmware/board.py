@@ -31,6 +31,7 @@ if hasattr(time, "ticks_ms"):
     _ticks_ms = time.ticks_ms
     _ticks_diff = time.ticks_diff
 else:  # CPython with the simulated machine module
+
     def _ticks_ms():
         return int(time.monotonic() * 1000)
 
@@ -106,8 +107,10 @@ class StreetLightingBoard:
         """The auto-mode rule: off in daylight; at night full while motion is recent, else dim."""
         if self._lux >= DARK_LUX:
             return 0
-        if self._last_motion is not None and \
-                _ticks_diff(_ticks_ms(), self._last_motion) < MOTION_HOLD_MS:
+        if (
+            self._last_motion is not None
+            and _ticks_diff(_ticks_ms(), self._last_motion) < MOTION_HOLD_MS
+        ):
             return AUTO_MOTION_LEVEL
         return AUTO_IDLE_LEVEL
 

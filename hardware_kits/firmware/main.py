@@ -78,6 +78,7 @@ def set_clock(cfg):
 
 # ---------------------------------------------------------------- Wi-Fi
 
+
 def connect_wifi(cfg, timeout_s=30):
     """Join the configured network on a board; nothing to do on a PC (no `network` module)."""
     try:
@@ -101,6 +102,7 @@ def connect_wifi(cfg, timeout_s=30):
 
 
 # ---------------------------------------------------------------- the kit
+
 
 class Firmware:
     def __init__(self, cfg, board):
@@ -129,8 +131,11 @@ class Firmware:
     def publish_actuators(self, names):
         for name in names:
             spec = self.descriptor["actuators"][name]
-            self.publish(P.property_topic(self.kit_id, P.ACTUATORS_NODE, name),
-                         P.encode_value(spec, self.core.state[name]), retain=True)
+            self.publish(
+                P.property_topic(self.kit_id, P.ACTUATORS_NODE, name),
+                P.encode_value(spec, self.core.state[name]),
+                retain=True,
+            )
 
     def publish_status(self):
         self.publish(P.status_topic(self.kit_id), json.dumps(self.core.status()), retain=True)
@@ -140,17 +145,26 @@ class Firmware:
     def connect(self):
         cfg = self.cfg
         kit = self.kit_id
-        client = umqtt5.MQTTClient(cfg.get("client_id") or "kit-" + kit, cfg["host"],
-                                   int(cfg["port"]), cfg.get("username"), cfg.get("password"),
-                                   keepalive=int(cfg.get("keepalive", 30)))
+        client = umqtt5.MQTTClient(
+            cfg.get("client_id") or "kit-" + kit,
+            cfg["host"],
+            int(cfg["port"]),
+            cfg.get("username"),
+            cfg.get("password"),
+            keepalive=int(cfg.get("keepalive", 30)),
+        )
         client.set_last_will(P.state_topic(kit), P.STATE_LOST, retain=True, qos=1)
         client.set_callback(self.on_message)
-        client.connect(clean_start=True, max_packet_size=cfg.get("max_packet_size",
-                                                                  DEFAULT_MAX_PACKET))
+        client.connect(
+            clean_start=True, max_packet_size=cfg.get("max_packet_size", DEFAULT_MAX_PACKET)
+        )
         self.client = client
         self.publish(P.state_topic(kit), P.STATE_INIT, retain=True)
-        self.publish(P.description_topic(kit),
-                     json.dumps(P.homie_description(kit, self.descriptor)), retain=True)
+        self.publish(
+            P.description_topic(kit),
+            json.dumps(P.homie_description(kit, self.descriptor)),
+            retain=True,
+        )
         self.publish_actuators(self.descriptor["actuators"])
         self.publish_status()
         # Subscribe before saying "ready": a command sent on seeing "ready" must not be lost.
@@ -183,8 +197,9 @@ class Firmware:
     def on_message(self, topic, msg, props):
         try:
             user = props.get("user_properties") or {}
-            ack = self.core.handle_command(topic, msg, user.get(P.PROP_COMMAND_ID),
-                                           user.get(P.PROP_DEADLINE))
+            ack = self.core.handle_command(
+                topic, msg, user.get(P.PROP_COMMAND_ID), user.get(P.PROP_DEADLINE)
+            )
             body = json.dumps(ack)
         except Exception as err:  # a kit must survive anything a client sends
             self.core.errors += 1
@@ -210,8 +225,12 @@ class Firmware:
         """Homie property values for generic MQTT tools (retained, QoS 0)."""
         for name, value in values.items():
             spec = self.descriptor["sensors"][name]
-            self.publish(P.property_topic(self.kit_id, P.SENSORS_NODE, name),
-                         P.encode_value(spec, value), retain=True, qos=0)
+            self.publish(
+                P.property_topic(self.kit_id, P.SENSORS_NODE, name),
+                P.encode_value(spec, value),
+                retain=True,
+                qos=0,
+            )
 
     def run_connected(self):
         """Telemetry, status and commands until the connection breaks (raises)."""

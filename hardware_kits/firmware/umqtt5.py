@@ -137,6 +137,7 @@ class MQTTException(Exception):
 
 # ---------------------------------------------------------------- encoding primitives
 
+
 def _bytes(value):
     if isinstance(value, str):
         return value.encode()
@@ -184,11 +185,11 @@ def encode_string(s):
 def decode_binary(buf, offset):
     if offset + 2 > len(buf):
         raise MQTTException(None, "truncated length prefix")
-    n = struct.unpack(">H", buf[offset:offset + 2])[0]
+    n = struct.unpack(">H", buf[offset : offset + 2])[0]
     end = offset + 2 + n
     if end > len(buf):
         raise MQTTException(None, "truncated string or binary data")
-    return bytes(buf[offset + 2:end]), end
+    return bytes(buf[offset + 2 : end]), end
 
 
 def decode_string(buf, offset):
@@ -248,10 +249,10 @@ def decode_properties(buf, offset):
             value = buf[offset]
             offset += 1
         elif kind == "H":
-            value = struct.unpack(">H", buf[offset:offset + 2])[0]
+            value = struct.unpack(">H", buf[offset : offset + 2])[0]
             offset += 2
         elif kind == "L":
-            value = struct.unpack(">I", buf[offset:offset + 4])[0]
+            value = struct.unpack(">I", buf[offset : offset + 4])[0]
             offset += 4
         elif kind == "V":
             value, offset = decode_varint(buf, offset)
@@ -277,8 +278,10 @@ def packet(first_byte, body):
 
 # ---------------------------------------------------------------- packet builders
 
-def connect_packet(client_id, keepalive, clean_start=True, user=None, password=None,
-                   will=None, properties=None):
+
+def connect_packet(
+    client_id, keepalive, clean_start=True, user=None, password=None, will=None, properties=None
+):
     """`will` is None or (topic, msg, retain, qos, will_properties)."""
     flags = 0x02 if clean_start else 0
     payload = bytearray(encode_string(client_id))
@@ -319,7 +322,7 @@ def parse_publish(first, body):
     topic, offset = decode_string(body, 0)
     pid = 0
     if qos:
-        pid = struct.unpack(">H", body[offset:offset + 2])[0]
+        pid = struct.unpack(">H", body[offset : offset + 2])[0]
         offset += 2
     props, offset = decode_properties(body, offset)
     return topic, bytes(body[offset:]), qos, bool(first & 0x01), pid, props
@@ -379,6 +382,7 @@ if hasattr(time, "ticks_ms"):  # MicroPython: wrapping millisecond ticks
     ticks_diff = time.ticks_diff
     ticks_add = time.ticks_add
 else:
+
     def ticks_ms():
         return int(time.monotonic() * 1000)
 
@@ -391,9 +395,11 @@ else:
 
 # ---------------------------------------------------------------- the client
 
+
 class MQTTClient:
-    def __init__(self, client_id, server, port=1883, user=None, password=None, keepalive=60,
-                 timeout=10):
+    def __init__(
+        self, client_id, server, port=1883, user=None, password=None, keepalive=60, timeout=10
+    ):
         self.client_id = client_id
         self.server = server
         self.port = port
@@ -513,8 +519,17 @@ class MQTTClient:
         if max_packet_size:
             props["maximum_packet_size"] = max_packet_size
         try:
-            self._send(connect_packet(self.client_id, self.keepalive, clean_start, self.user,
-                                      self.password, self.will, props))
+            self._send(
+                connect_packet(
+                    self.client_id,
+                    self.keepalive,
+                    clean_start,
+                    self.user,
+                    self.password,
+                    self.will,
+                    props,
+                )
+            )
             first, body = self._read_packet()
             if first != CONNACK:
                 raise MQTTException(0x82, "expected CONNACK, got packet type 0x%02X" % first)
@@ -596,8 +611,7 @@ class MQTTClient:
         codes = parse_suback(self._wait_for(SUBACK, pid))[1]
         if not codes or codes[0] >= 0x80:
             code = codes[0] if codes else 0x80
-            raise MQTTException(code, "subscription to %s refused: %s"
-                                % (topic, reason_name(code)))
+            raise MQTTException(code, "subscription to %s refused: %s" % (topic, reason_name(code)))
         return codes[0]
 
     # ------------------------------------------------------------ receiving
@@ -609,8 +623,9 @@ class MQTTClient:
         while True:
             left = limit - ticks_diff(ticks_ms(), start)
             if left <= 0 or not self._readable(left):
-                raise MQTTException(None, "no acknowledgement from the broker within %s s"
-                                    % self.timeout)
+                raise MQTTException(
+                    None, "no acknowledgement from the broker within %s s" % self.timeout
+                )
             first, body = self._read_packet()
             if (first & 0xF0) == kind and struct.unpack(">H", body[0:2])[0] == pid:
                 return body

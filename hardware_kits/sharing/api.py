@@ -109,8 +109,14 @@ class UserSpec(BaseModel):
     priority: int = 0
 
     def user(self) -> User:
-        return User(validate_user(self.name), self.institution, frozenset(self.courses),
-                    frozenset(self.instructor_of), self.lab_admin, self.priority)
+        return User(
+            validate_user(self.name),
+            self.institution,
+            frozenset(self.courses),
+            frozenset(self.instructor_of),
+            self.lab_admin,
+            self.priority,
+        )
 
 
 def _digest(token: str) -> str:
@@ -159,10 +165,22 @@ def _epoch(value: Any) -> Any:
     return value  # a float passes; anything else fails the float check
 
 
-Timestamp = Annotated[float, BeforeValidator(_epoch), WithJsonSchema({
-    "anyOf": [{"type": "number", "description": "epoch seconds"},
-              {"type": "string", "format": "date-time", "description": "ISO 8601; UTC if no "
-                                                                      "offset is given"}]})]
+Timestamp = Annotated[
+    float,
+    BeforeValidator(_epoch),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "description": "epoch seconds"},
+                {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "ISO 8601; UTC if no offset is given",
+                },
+            ]
+        }
+    ),
+]
 
 
 class Body(BaseModel):
@@ -185,8 +203,9 @@ class MaintenanceChange(Body):
 class QueueRequest(Body):
     """Wait for one kit, or for any working kit of a model."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["kit"]},
-                                                          {"required": ["model"]}]})
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["kit"]}, {"required": ["model"]}]}
+    )
 
     kit: str | None = Field(None, min_length=1, max_length=64)
     model: str | None = Field(None, min_length=1, max_length=64)
@@ -338,7 +357,10 @@ class ApiContext:
     mqtt_url: Callable[[Credentials], str]  # the URL users connect with, for an account
     provision_kits: Callable[[list[str]], object]  # broker roles and account of new kits
     kit_health: Callable[[str], dict[str, Any]] = lambda _kit: {
-        "mqtt_state": None, "last_telemetry_at": None, "counters": None}
+        "mqtt_state": None,
+        "last_telemetry_at": None,
+        "counters": None,
+    }
     models: frozenset[str] = frozenset()  # known kit models (empty: any)
     openapi: dict[str, Any] = field(default_factory=dict)  # set by Operations
     queue_batcher: QueueBatcher = field(init=False)  # set by Operations
@@ -399,8 +421,9 @@ def list_kits(c: Call) -> list[dict]:
 def register_kit(c: Call) -> dict:
     body: KitCreate = c.body
     if c.ctx.models and body.model not in c.ctx.models:
-        raise ApiError(400, f"unknown kit model {body.model!r} "
-                            f"(known: {', '.join(sorted(c.ctx.models))})")
+        raise ApiError(
+            400, f"unknown kit model {body.model!r} (known: {', '.join(sorted(c.ctx.models))})"
+        )
     if any(k["id"] == body.id for k in c.service.kits()):
         # Checked before provisioning: re-provisioning resets the kit's account, which
         # disconnects the kit and would end its holder's session.
@@ -444,8 +467,9 @@ def leave_queue(c: Call) -> dict:
 
 
 def list_sessions(c: Call) -> list[dict]:
-    return c.service.sessions(c.user, live_only=c.query.get("live", False),
-                              course=c.query.get("course") or None)
+    return c.service.sessions(
+        c.user, live_only=c.query.get("live", False), course=c.query.get("course") or None
+    )
 
 
 def heartbeat(c: Call) -> dict:
@@ -475,15 +499,22 @@ def cancel_booking(c: Call) -> dict:
 
 def me(c: Call) -> dict:
     u = c.user
-    return {"name": u.name, "institution": u.institution, "courses": sorted(u.courses),
-            "instructor_of": sorted(u.instructor_of), "lab_admin": u.lab_admin,
-            "priority": u.priority}
+    return {
+        "name": u.name,
+        "institution": u.institution,
+        "courses": sorted(u.courses),
+        "instructor_of": sorted(u.instructor_of),
+        "lab_admin": u.lab_admin,
+        "priority": u.priority,
+    }
 
 
 def mqtt_urls(c: Call) -> dict:
     accounts = c.ctx.accounts
-    return {"watch": c.ctx.mqtt_url(accounts.watch_account(c.user.name, None)),
-            "control": c.ctx.mqtt_url(accounts.control_account(c.user.name))}
+    return {
+        "watch": c.ctx.mqtt_url(accounts.watch_account(c.user.name, None)),
+        "control": c.ctx.mqtt_url(accounts.control_account(c.user.name)),
+    }
 
 
 def sessions_csv(c: Call) -> str:
@@ -509,8 +540,7 @@ def _history_rows(c: Call) -> tuple[list[dict], list[str]]:
     start = _query_time(c.query, "from", end - 3600.0)
     wanted = [s for s in c.query.get("sensors", "").split(",") if s] or None
     try:
-        rows = history.history(c.service.store, kit_id, start, end, wanted,
-                               descriptor=descriptor)
+        rows = history.history(c.service.store, kit_id, start, end, wanted, descriptor=descriptor)
     except ValueError as err:
         raise ApiError(400, one_line(str(err))) from None
     sensors = wanted or list((descriptor or {}).get("sensors", {}))
@@ -532,8 +562,9 @@ def _query_time(query: dict[str, Any], name: str, default: float) -> float:
     try:
         return float(text) if text.replace(".", "", 1).isdigit() else float(_epoch(text))
     except (ValueError, TypeError):
-        raise ApiError(400, f"query parameter {name} must be an ISO 8601 time or epoch "
-                            "seconds") from None
+        raise ApiError(
+            400, f"query parameter {name} must be an ISO 8601 time or epoch seconds"
+        ) from None
 
 
 @functools.cache
@@ -575,8 +606,7 @@ class Route:
 
 
 LIVE = Query("live", "only sessions that are not yet released (1/true or 0/false)")
-COURSE = Query("course", "the sessions of a course's students (its instructors, lab admins)",
-               str)
+COURSE = Query("course", "the sessions of a course's students (its instructors, lab admins)", str)
 CSV = {"type": "string", "description": "CSV with a header row"}
 HISTORY_QUERY = (
     Query("from", "start, ISO 8601 or epoch seconds (default: an hour before `to`)", str),
@@ -586,62 +616,169 @@ HISTORY_QUERY = (
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/kits", list_kits, "Kits in the pool (not retired)", response=[KitView]),
-    Route("POST", "/api/kits", register_kit, "Register a kit and provision its broker account",
-          body=KitCreate, response=KitView, status=201, admin=True),
-    Route("GET", "/api/kits/{kit_id}", kit_health,
-          "A kit's health: pool state, online, last telemetry, the kit's counters",
-          response=KitHealth),
-    Route("DELETE", "/api/kits/{kit_id}", retire_kit, "Retire a kit (its session ends)",
-          response=KitView, admin=True),
-    Route("PUT", "/api/kits/{kit_id}/maintenance", set_maintenance,
-          "Take a kit out of the pool for maintenance, or put it back",
-          body=MaintenanceChange, response=KitView, admin=True),
-    Route("POST", "/api/queue", join_queue,
-          "Queue for a kit or a model: the entry, with the session if granted at once",
-          body=QueueRequest, response=QueueEntryView, status=201),
+    Route(
+        "POST",
+        "/api/kits",
+        register_kit,
+        "Register a kit and provision its broker account",
+        body=KitCreate,
+        response=KitView,
+        status=201,
+        admin=True,
+    ),
+    Route(
+        "GET",
+        "/api/kits/{kit_id}",
+        kit_health,
+        "A kit's health: pool state, online, last telemetry, the kit's counters",
+        response=KitHealth,
+    ),
+    Route(
+        "DELETE",
+        "/api/kits/{kit_id}",
+        retire_kit,
+        "Retire a kit (its session ends)",
+        response=KitView,
+        admin=True,
+    ),
+    Route(
+        "PUT",
+        "/api/kits/{kit_id}/maintenance",
+        set_maintenance,
+        "Take a kit out of the pool for maintenance, or put it back",
+        body=MaintenanceChange,
+        response=KitView,
+        admin=True,
+    ),
+    Route(
+        "POST",
+        "/api/queue",
+        join_queue,
+        "Queue for a kit or a model: the entry, with the session if granted at once",
+        body=QueueRequest,
+        response=QueueEntryView,
+        status=201,
+    ),
     Route("GET", "/api/queue", my_queue, "My waiting queue entries", response=[QueueEntryView]),
-    Route("GET", "/api/queue/{entry_id}", queue_entry,
-          "One of my queue entries: position and wait, or its session once served",
-          response=QueueEntryView),
-    Route("DELETE", "/api/queue/{entry_id}", leave_queue, "Leave the queue",
-          response=QueueEntryView),
-    Route("GET", "/api/sessions", list_sessions,
-          "My sessions (lab admins: all); with ?course=, that course's",
-          response=[SessionView], query=(LIVE, COURSE)),
-    Route("POST", "/api/sessions/{session_id}/heartbeat", heartbeat,
-          "Keep my session alive (409 once it has ended)", response=SessionView),
-    Route("POST", "/api/sessions/{session_id}/release", release,
-          "Release my session: rights revoked, the kit put in its safe state",
-          response=SessionView),
-    Route("POST", "/api/sessions/{session_id}/end", end_session, "End any session",
-          response=SessionView, admin=True),
-    Route("GET", "/api/bookings", list_bookings,
-          "Coming bookings of my courses (lab admins: all)", response=[BookingView]),
-    Route("POST", "/api/bookings", book, "Book a kit for a course I teach",
-          body=BookingCreate, response=BookingView, status=201),
-    Route("DELETE", "/api/bookings/{booking_id}", cancel_booking, "Cancel a booking",
-          response=BookingView),
+    Route(
+        "GET",
+        "/api/queue/{entry_id}",
+        queue_entry,
+        "One of my queue entries: position and wait, or its session once served",
+        response=QueueEntryView,
+    ),
+    Route(
+        "DELETE", "/api/queue/{entry_id}", leave_queue, "Leave the queue", response=QueueEntryView
+    ),
+    Route(
+        "GET",
+        "/api/sessions",
+        list_sessions,
+        "My sessions (lab admins: all); with ?course=, that course's",
+        response=[SessionView],
+        query=(LIVE, COURSE),
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/heartbeat",
+        heartbeat,
+        "Keep my session alive (409 once it has ended)",
+        response=SessionView,
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/release",
+        release,
+        "Release my session: rights revoked, the kit put in its safe state",
+        response=SessionView,
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/end",
+        end_session,
+        "End any session",
+        response=SessionView,
+        admin=True,
+    ),
+    Route(
+        "GET",
+        "/api/bookings",
+        list_bookings,
+        "Coming bookings of my courses (lab admins: all)",
+        response=[BookingView],
+    ),
+    Route(
+        "POST",
+        "/api/bookings",
+        book,
+        "Book a kit for a course I teach",
+        body=BookingCreate,
+        response=BookingView,
+        status=201,
+    ),
+    Route(
+        "DELETE",
+        "/api/bookings/{booking_id}",
+        cancel_booking,
+        "Cancel a booking",
+        response=BookingView,
+    ),
     Route("GET", "/api/me", me, "Who the service takes me for", response=Me),
-    Route("GET", "/api/me/mqtt", mqtt_urls,
-          "My MQTT accounts (created on first use): watch every kit; command the kit I hold",
-          response=MqttUrls),
-    Route("GET", "/api/records/sessions.csv", sessions_csv,
-          "Sessions as CSV (lab admins: all; others: their own)", response=CSV,
-          media="text/csv"),
-    Route("GET", "/api/records/commands.csv", commands_csv,
-          "Acknowledged commands as CSV (lab admins: all; others: those of their sessions)",
-          response=CSV, media="text/csv"),
-    Route("GET", "/api/usage", usage,
-          "Utilisation per kit and per institution: session time, sessions, mean queue wait",
-          response=Usage),
-    Route("GET", "/api/kits/{kit_id}/history.json", history_json,
-          "Recorded telemetry of a kit, oldest first (default: the last hour)",
-          response={"type": "array", "items": {"type": "object"}}, query=HISTORY_QUERY),
-    Route("GET", "/api/kits/{kit_id}/history.csv", history_csv,
-          "Recorded telemetry of a kit as CSV: ts, seq, time, then one column per sensor",
-          response=CSV, media="text/csv", query=HISTORY_QUERY),
-    Route("GET", "/api/openapi.json", openapi_document, "This document",
-          response={"type": "object"}, public=True),
+    Route(
+        "GET",
+        "/api/me/mqtt",
+        mqtt_urls,
+        "My MQTT accounts (created on first use): watch every kit; command the kit I hold",
+        response=MqttUrls,
+    ),
+    Route(
+        "GET",
+        "/api/records/sessions.csv",
+        sessions_csv,
+        "Sessions as CSV (lab admins: all; others: their own)",
+        response=CSV,
+        media="text/csv",
+    ),
+    Route(
+        "GET",
+        "/api/records/commands.csv",
+        commands_csv,
+        "Acknowledged commands as CSV (lab admins: all; others: those of their sessions)",
+        response=CSV,
+        media="text/csv",
+    ),
+    Route(
+        "GET",
+        "/api/usage",
+        usage,
+        "Utilisation per kit and per institution: session time, sessions, mean queue wait",
+        response=Usage,
+    ),
+    Route(
+        "GET",
+        "/api/kits/{kit_id}/history.json",
+        history_json,
+        "Recorded telemetry of a kit, oldest first (default: the last hour)",
+        response={"type": "array", "items": {"type": "object"}},
+        query=HISTORY_QUERY,
+    ),
+    Route(
+        "GET",
+        "/api/kits/{kit_id}/history.csv",
+        history_csv,
+        "Recorded telemetry of a kit as CSV: ts, seq, time, then one column per sensor",
+        response=CSV,
+        media="text/csv",
+        query=HISTORY_QUERY,
+    ),
+    Route(
+        "GET",
+        "/api/openapi.json",
+        openapi_document,
+        "This document",
+        response={"type": "object"},
+        public=True,
+    ),
 )
 
 _PARAM = re.compile(r"\{([a-z_]+)\}")
@@ -654,16 +791,18 @@ def path_params(path: str) -> list[str]:
 def path_regex(path: str) -> str:
     """/api/kits/{kit_id} -> /api/kits/(?P<kit_id>[^/]+), literal parts escaped."""
     parts = _PARAM.split(path)  # literal, name, literal, name, ...
-    return "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)"
-                   for i, p in enumerate(parts))
+    return "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
 
 
 def _convert_path_arg(name: str, raw: str) -> Any:
     if not name.endswith("_id") or name == "kit_id":
         return raw
     if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
-        raise ApiError(400, f"{name.removesuffix('_id').replace('_', ' ')} id must be a "
-                            f"positive integer, not {raw[:40]!r}")
+        raise ApiError(
+            400,
+            f"{name.removesuffix('_id').replace('_', ' ')} id must be a "
+            f"positive integer, not {raw[:40]!r}",
+        )
     return int(raw)
 
 
@@ -739,8 +878,9 @@ class Operations:
         self.ctx = ctx
         self._routes = {route.key: route for route in routes}
 
-    def invoke(self, key: str, user: User | None, args: dict[str, Any], query: dict[str, Any],
-               body: Any) -> Any:
+    def invoke(
+        self, key: str, user: User | None, args: dict[str, Any], query: dict[str, Any], body: Any
+    ) -> Any:
         """The route's result, or an awaitable of it (queue requests wait for their batch)."""
         return self._routes[key].op(Call(self.ctx, user, args, query, body))
 
@@ -783,8 +923,11 @@ class ApiHandler(JsonErrors):
         route = self.routes.get(self.request.method or "")
         if route is None:
             self.set_header("Allow", ", ".join(self.routes))
-            self.fail(405, f"{self.request.method} is not allowed on {self.request.path}; "
-                           f"allowed: {', '.join(self.routes)}")
+            self.fail(
+                405,
+                f"{self.request.method} is not allowed on {self.request.path}; "
+                f"allowed: {', '.join(self.routes)}",
+            )
             return
         try:
             result = await self._call(route, raw_args)
@@ -821,8 +964,9 @@ class ApiHandler(JsonErrors):
             self.finish(json.dumps(result))
 
 
-def make_app(identity: Identity, invoke: Invoke, routes: tuple[Route, ...] = ROUTES,
-             base_url: str = "/") -> Application:
+def make_app(
+    identity: Identity, invoke: Invoke, routes: tuple[Route, ...] = ROUTES, base_url: str = "/"
+) -> Application:
     """The tornado application: every route under /api/, and under `base_url` + api/ too when
     the service sits behind JupyterHub's proxy (e.g. /services/lab/api/...)."""
     by_path: dict[str, dict[str, Route]] = {}
@@ -832,9 +976,15 @@ def make_app(identity: Identity, invoke: Invoke, routes: tuple[Route, ...] = ROU
     if identity.handler_bases():
         handler = type("ApiHandler", (*identity.handler_bases(), ApiHandler), {})
     prefixes = [""] + ([base_url.rstrip("/")] if base_url.strip("/") else [])
-    handlers = [(re.escape(prefix) + path_regex(path), handler,
-                 {"identity": identity, "invoke": invoke, "routes": methods})
-                for prefix in prefixes for path, methods in by_path.items()]
+    handlers = [
+        (
+            re.escape(prefix) + path_regex(path),
+            handler,
+            {"identity": identity, "invoke": invoke, "routes": methods},
+        )
+        for prefix in prefixes
+        for path, methods in by_path.items()
+    ]
     handlers += identity.handlers(base_url)
     return Application(handlers, default_handler_class=NotFoundHandler, **identity.settings())
 
@@ -866,30 +1016,52 @@ class _Schemas:
 def openapi(routes: tuple[Route, ...] = ROUTES) -> dict[str, Any]:
     """The OpenAPI 3.1 document of `routes`."""
     schemas = _Schemas()
-    error = {"description": "refused: the reason in one line",
-             "content": {"application/json": {"schema": schemas.ref(ErrorView)}}}
+    error = {
+        "description": "refused: the reason in one line",
+        "content": {"application/json": {"schema": schemas.ref(ErrorView)}},
+    }
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         op: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.op.__name__,
-            "responses": {str(route.status): {
-                "description": "OK", "content": {route.media: {
-                    "schema": schemas.response(route.response)}}},
-                "4XX": error, "5XX": error},
+            "responses": {
+                str(route.status): {
+                    "description": "OK",
+                    "content": {route.media: {"schema": schemas.response(route.response)}},
+                },
+                "4XX": error,
+                "5XX": error,
+            },
         }
-        params = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer", "minimum": 1}
-                   if name.endswith("_id") and name != "kit_id" else {"type": "string"}}
-                  for name in path_params(route.path)]
-        params += [{"name": q.name, "in": "query", "required": False, "description":
-                    q.description, "schema": {"type": "boolean" if q.kind is bool else "string"}}
-                   for q in route.query]
+        params = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1}
+                if name.endswith("_id") and name != "kit_id"
+                else {"type": "string"},
+            }
+            for name in path_params(route.path)
+        ]
+        params += [
+            {
+                "name": q.name,
+                "in": "query",
+                "required": False,
+                "description": q.description,
+                "schema": {"type": "boolean" if q.kind is bool else "string"},
+            }
+            for q in route.query
+        ]
         if params:
             op["parameters"] = params
         if route.body is not None:
-            op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": schemas.ref(route.body)}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schemas.ref(route.body)}},
+            }
         if route.public:
             op["security"] = []
         if route.admin:
@@ -897,11 +1069,22 @@ def openapi(routes: tuple[Route, ...] = ROUTES) -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Smart City Lab service", "version": "1",
-                 "description": "Queue, bookings and sessions of the shared lab kits."},
+        "info": {
+            "title": "Smart City Lab service",
+            "version": "1",
+            "description": "Queue, bookings and sessions of the shared lab kits.",
+        },
         "paths": paths,
-        "components": {"schemas": schemas.components, "securitySchemes": {"token": {
-            "type": "apiKey", "in": "header", "name": "Authorization",
-            "description": "'token <token>'"}}},
+        "components": {
+            "schemas": schemas.components,
+            "securitySchemes": {
+                "token": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "'token <token>'",
+                }
+            },
+        },
         "security": [{"token": []}],
     }

@@ -84,38 +84,52 @@ class LabServiceApp(Application):
     raise_config_file_errors = True  # a broken config file stops the start, it is not skipped
 
     config_file = Unicode(DEFAULT_CONFIG, help="The Python config file to load.").tag(config=True)
-    state_dir = Unicode(help="The platform's state folder (the broker's state is in its "
-                             "`broker/`); default $SMARTLAB_STATE_DIR or ./var.").tag(config=True)
-    db_url = Unicode(help="SQLAlchemy URL of the database; default SQLite in the state folder."
-                     ).tag(config=True)
-    mqtt_host = Unicode("127.0.0.1", help="Host of the running broker, also used in the MQTT "
-                                          "URLs handed to users.").tag(config=True)
+    state_dir = Unicode(
+        help="The platform's state folder (the broker's state is in its "
+        "`broker/`); default $SMARTLAB_STATE_DIR or ./var."
+    ).tag(config=True)
+    db_url = Unicode(
+        help="SQLAlchemy URL of the database; default SQLite in the state folder."
+    ).tag(config=True)
+    mqtt_host = Unicode(
+        "127.0.0.1", help="Host of the running broker, also used in the MQTT URLs handed to users."
+    ).tag(config=True)
     mqtt_port = Integer(1883, help="Port of the running broker.").tag(config=True)
     ip = Unicode("127.0.0.1", help="Address the REST API listens on.").tag(config=True)
     port = Integer(8181, help="Port the REST API listens on.").tag(config=True)
-    tick_seconds = Float(0.25, help="How often sessions are advanced and kits granted."
-                         ).tag(config=True)
+    tick_seconds = Float(0.25, help="How often sessions are advanced and kits granted.").tag(
+        config=True
+    )
     startup_wait_seconds = Float(
-        3.0, help="At start, wait this long at most for the kits of live sessions to be seen "
-                  "online, so that a restart does not end them as 'kit offline'.",
+        3.0,
+        help="At start, wait this long at most for the kits of live sessions to be seen "
+        "online, so that a restart does not end them as 'kit offline'.",
     ).tag(config=True)
     kits_file = Unicode(
-        "", help="A site file whose kits are registered at start if they are not yet (the site "
-                 "file is where a centre lists its kits; `smartlab up` sets it).").tag(config=True)
-    users = Dict(help="Token identity: {token: {name, institution, courses, instructor_of, "
-                      "lab_admin, priority}}. For standalone use and tests.").tag(config=True)
-    identity = CaselessStrEnum(
-        ("token", "hub"), "token",
-        help="Who callers are: 'token' (the `users` map) or 'hub' (JupyterHub says, from its "
-             "tokens and OAuth cookies; see HubIdentity and $JUPYTERHUB_API_TOKEN).",
+        "",
+        help="A site file whose kits are registered at start if they are not yet (the site "
+        "file is where a centre lists its kits; `smartlab up` sets it).",
     ).tag(config=True)
-    base_url = Unicode(help="URL prefix the API is also served under, e.g. /services/lab/ "
-                            "behind JupyterHub's proxy; default $JUPYTERHUB_SERVICE_PREFIX or "
-                            "/ (the API is always at /api/ too).").tag(config=True)
+    users = Dict(
+        help="Token identity: {token: {name, institution, courses, instructor_of, "
+        "lab_admin, priority}}. For standalone use and tests."
+    ).tag(config=True)
+    identity = CaselessStrEnum(
+        ("token", "hub"),
+        "token",
+        help="Who callers are: 'token' (the `users` map) or 'hub' (JupyterHub says, from its "
+        "tokens and OAuth cookies; see HubIdentity and $JUPYTERHUB_API_TOKEN).",
+    ).tag(config=True)
+    base_url = Unicode(
+        help="URL prefix the API is also served under, e.g. /services/lab/ "
+        "behind JupyterHub's proxy; default $JUPYTERHUB_SERVICE_PREFIX or "
+        "/ (the API is always at /api/ too)."
+    ).tag(config=True)
     http_processes = Integer(
-        2, min=0,
+        2,
+        min=0,
         help="HTTP front-end processes (frontend.py): they parse, authenticate and validate "
-             "requests, this process alone decides. 0: this process serves HTTP itself.",
+        "requests, this process alone decides. 0: this process serves HTTP itself.",
     ).tag(config=True)
 
     aliases: ClassVar[dict] = {
@@ -154,14 +168,16 @@ class LabServiceApp(Application):
         if path.is_file():
             try:
                 # Not load_config_file: it answers a bad value by exiting the process.
-                loader = PyFileConfigLoader(path.name, path=str(path.parent.resolve()),
-                                            log=self.log)
+                loader = PyFileConfigLoader(
+                    path.name, path=str(path.parent.resolve()), log=self.log
+                )
                 config = loader.load_config()
                 config.merge(self.cli_config)  # the command line wins over the file
                 self.update_config(config)
             except Exception as err:
-                raise CannotStart(f"{path}: {type(err).__name__}: "
-                                  f"{' '.join(str(err).split())}") from None
+                raise CannotStart(
+                    f"{path}: {type(err).__name__}: {' '.join(str(err).split())}"
+                ) from None
         elif self.config_file != DEFAULT_CONFIG:
             raise CannotStart(f"{path}: no such config file")
         try:
@@ -176,8 +192,9 @@ class LabServiceApp(Application):
 
             return HubIdentity(parent=self, base_url=self.base_url, state_dir=self.state_dir)
         if not self.users:
-            self.log.warning("no users configured (c.LabServiceApp.users): every request "
-                             "will be refused")
+            self.log.warning(
+                "no users configured (c.LabServiceApp.users): every request will be refused"
+            )
         return TokenIdentity(self.users)
 
     # ------------------------------------------------------------ running
@@ -207,31 +224,40 @@ class LabServiceApp(Application):
                 # default backlog is 128): a dropped SYN costs its client a one-second retry.
                 sockets = bind_sockets(self.port, address=self.ip, backlog=LISTEN_BACKLOG)
             except OSError as err:
-                raise CannotStart(f"cannot listen on {self.ip}:{self.port}: "
-                                  f"{err.strerror or err}") from None
+                raise CannotStart(
+                    f"cannot listen on {self.ip}:{self.port}: {err.strerror or err}"
+                ) from None
             for sock in sockets:
                 closing.callback(sock.close)
             server, front_ends = None, None
             if self.http_processes:
                 front_ends = FrontEnds(
-                    self.http_processes, sockets, operations.invoke,
-                    functools.partial(identity_from_config, self.config), self.base_url,
-                    self.log_level)
+                    self.http_processes,
+                    sockets,
+                    operations.invoke,
+                    functools.partial(identity_from_config, self.config),
+                    self.base_url,
+                    self.log_level,
+                )
                 front_ends.start()
             else:
-                server = HTTPServer(make_app(self.callers, operations.invoke,
-                                             base_url=self.base_url),
-                                    max_body_size=MAX_BODY_BYTES, xheaders=True)
+                server = HTTPServer(
+                    make_app(self.callers, operations.invoke, base_url=self.base_url),
+                    max_body_size=MAX_BODY_BYTES,
+                    xheaders=True,
+                )
                 server.add_sockets(sockets)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             prefix = f" (and {self.base_url}api/)" if self.base_url.strip("/") else ""
-            print(f"lab service on http://{self.ip}:{self.port}/api/{prefix} (broker "
-                  f"{self.mqtt_host}:{self.mqtt_port}, database {self.db_url}, identity "
-                  f"{self.identity}, {self.http_processes or 'no'} HTTP front-end processes)",
-                  flush=True)
+            print(
+                f"lab service on http://{self.ip}:{self.port}/api/{prefix} (broker "
+                f"{self.mqtt_host}:{self.mqtt_port}, database {self.db_url}, identity "
+                f"{self.identity}, {self.http_processes or 'no'} HTTP front-end processes)",
+                flush=True,
+            )
             # A full collection walked every start-up object (SQLAlchemy, pydantic, tornado):
             # 50-70 ms in the middle of a class's burst of requests. They live as long as the
             # process, so the collector may ignore them.
@@ -248,16 +274,16 @@ class LabServiceApp(Application):
 
     def open_backend(self, closing: contextlib.ExitStack) -> tuple[LabService, ApiContext]:
         """Database, broker accounts and connections; `closing` closes them in reverse."""
-        broker = Broker(Path(self.state_dir) / "broker", host=self.mqtt_host,
-                        port=self.mqtt_port)
+        broker = Broker(Path(self.state_dir) / "broker", host=self.mqtt_host, port=self.mqtt_port)
         if not broker.secrets_path.exists():
-            raise BrokerError(f"{broker.state_dir}: no broker state; start the broker first "
-                              "(`smartlab broker run` or `smartlab up`)")
+            raise BrokerError(
+                f"{broker.state_dir}: no broker state; start the broker first "
+                "(`smartlab broker run` or `smartlab up`)"
+            )
         # Least privilege: the service watches every kit and sends safe states, nothing else.
         broker.provision_supervisor(SERVICE_ACCOUNT)
         if self.db_url.startswith("sqlite:///"):
-            Path(self.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True,
-                                                                      exist_ok=True)
+            Path(self.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         store = Store(self.db_url)
         closing.callback(store.close)
         rights = BrokerRights(broker.admin, broker.credentials)
@@ -268,8 +294,13 @@ class LabServiceApp(Application):
         health = KitHealthObserver(address)
         closing.callback(health.close)
         policy = SharingPolicy(parent=self)
-        recorder = TelemetryRecorder(store, self.mqtt_host, self.mqtt_port, address.credentials,
-                                     retention_s=policy.telemetry_retention_seconds)
+        recorder = TelemetryRecorder(
+            store,
+            self.mqtt_host,
+            self.mqtt_port,
+            address.credentials,
+            retention_s=policy.telemetry_retention_seconds,
+        )
         recorder.start()
         closing.callback(recorder.stop)
         service = LabService(store, policy, rights, gateway)
@@ -279,9 +310,14 @@ class LabServiceApp(Application):
         def url(creds: Credentials) -> str:
             return BrokerAddress(self.mqtt_host, self.mqtt_port, creds).url()
 
-        ctx = ApiContext(service=service, accounts=rights,
-                         mqtt_url=url, provision_kits=broker.provision_kits,
-                         kit_health=health.health, models=frozenset(load_models()))
+        ctx = ApiContext(
+            service=service,
+            accounts=rights,
+            mqtt_url=url,
+            provision_kits=broker.provision_kits,
+            kit_health=health.health,
+            models=frozenset(load_models()),
+        )
         return service, ctx
 
     def register_site_kits(self, service: LabService) -> None:
@@ -321,8 +357,9 @@ class KitHealthObserver:
     from a watching connection of the service's account."""
 
     def __init__(self, address: BrokerAddress) -> None:
-        self._lab = Lab(address, client_id=f"{SERVICE_ACCOUNT}-health-{uuid.uuid4().hex[:6]}",
-                        history=0)
+        self._lab = Lab(
+            address, client_id=f"{SERVICE_ACCOUNT}-health-{uuid.uuid4().hex[:6]}", history=0
+        )
 
     def health(self, kit_id: str) -> dict[str, Any]:
         try:
@@ -332,15 +369,16 @@ class KitHealthObserver:
         status = kit.status or {}
         counters = None
         if status:
-            counters = {"applied": int(status.get("applied", 0)),
-                        "rejected": int(status.get("rejected", 0)),
-                        "rejections": dict(status.get("rejections") or {}),
-                        "errors": int(status.get("errors", 0)),
-                        "duplicates": int(status.get("duplicates", 0)),
-                        "uptime": float(status.get("uptime", 0.0)),
-                        "safe": status.get("safe")}
-        return {"mqtt_state": kit.state, "last_telemetry_at": kit.latest_ts,
-                "counters": counters}
+            counters = {
+                "applied": int(status.get("applied", 0)),
+                "rejected": int(status.get("rejected", 0)),
+                "rejections": dict(status.get("rejections") or {}),
+                "errors": int(status.get("errors", 0)),
+                "duplicates": int(status.get("duplicates", 0)),
+                "uptime": float(status.get("uptime", 0.0)),
+                "safe": status.get("safe"),
+            }
+        return {"mqtt_state": kit.state, "last_telemetry_at": kit.latest_ts, "counters": counters}
 
     def close(self) -> None:
         self._lab.close()
@@ -351,11 +389,16 @@ class KitHealthObserver:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     argv: list[str] = []
-    for option, value in (("--config", args.config), ("--state-dir", args.state_dir),
-                          ("--mqtt-port", args.mqtt_port), ("--port", args.port),
-                          ("--ip", args.ip), ("--db-url", args.db_url),
-                          ("--identity", args.identity),
-                          ("--http-processes", args.http_processes)):
+    for option, value in (
+        ("--config", args.config),
+        ("--state-dir", args.state_dir),
+        ("--mqtt-port", args.mqtt_port),
+        ("--port", args.port),
+        ("--ip", args.ip),
+        ("--db-url", args.db_url),
+        ("--identity", args.identity),
+        ("--http-processes", args.http_processes),
+    ):
         if value is not None:
             argv.append(f"{option}={value}")
     app = LabServiceApp()
@@ -368,8 +411,10 @@ def _rest(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
     """Run one REST call with the admin token; user errors end in one line and exit 2."""
     token = os.environ.get("SMARTLAB_TOKEN")
     if not token:
-        print("smartlab: set SMARTLAB_TOKEN to a lab admin's token of the lab service",
-              file=sys.stderr)
+        print(
+            "smartlab: set SMARTLAB_TOKEN to a lab admin's token of the lab service",
+            file=sys.stderr,
+        )
         return 2
     try:
         result = call(lab_client.LabService(args.url, token))
@@ -391,53 +436,69 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = lab.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
     serve = sub.add_parser("serve", help="run the lab service (the broker must be running)")
-    serve.add_argument("-f", "--config", type=Path, help=f"config file (default "
-                                                          f"./{DEFAULT_CONFIG} if present)")
-    serve.add_argument("--state-dir", type=Path, help="state folder (default "
-                                                      "$SMARTLAB_STATE_DIR or ./var)")
+    serve.add_argument(
+        "-f", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG} if present)"
+    )
+    serve.add_argument(
+        "--state-dir", type=Path, help="state folder (default $SMARTLAB_STATE_DIR or ./var)"
+    )
     serve.add_argument("--mqtt-port", type=int, help="broker port (default 1883)")
     serve.add_argument("--port", type=int, help="REST API port (default 8181)")
     serve.add_argument("--ip", help="REST API address (default 127.0.0.1)")
     serve.add_argument("--db-url", help="database URL (default SQLite in the state folder)")
-    serve.add_argument("--identity", choices=("token", "hub"),
-                       help="who callers are: the configured tokens (default) or JupyterHub")
-    serve.add_argument("--http-processes", type=int, metavar="N",
-                       help="HTTP front-end processes (default 2; 0: none)")
+    serve.add_argument(
+        "--identity",
+        choices=("token", "hub"),
+        help="who callers are: the configured tokens (default) or JupyterHub",
+    )
+    serve.add_argument(
+        "--http-processes",
+        type=int,
+        metavar="N",
+        help="HTTP front-end processes (default 2; 0: none)",
+    )
     serve.set_defaults(run=cmd_serve)
-
 
 
 def add_kit_admin(actions: argparse._SubParsersAction) -> None:
     """`smartlab kits register|retire|maintenance|health`, through the running lab service
     with a lab admin's token from $SMARTLAB_TOKEN."""
     url = argparse.ArgumentParser(add_help=False)
-    url.add_argument("--url", default=os.environ.get("SMARTLAB_LAB_URL"),
-                     help="lab service URL (default $SMARTLAB_LAB_URL or "
-                          "http://127.0.0.1:8181)")
+    url.add_argument(
+        "--url",
+        default=os.environ.get("SMARTLAB_LAB_URL"),
+        help="lab service URL (default $SMARTLAB_LAB_URL or http://127.0.0.1:8181)",
+    )
 
     register_kit = actions.add_parser("register", parents=[url], help="add a kit to the pool")
     register_kit.add_argument("kit")
     register_kit.add_argument("--model", required=True)
     register_kit.add_argument("--name", default="")
-    register_kit.set_defaults(run=lambda a: _rest(
-        a, lambda s: _kit_line(s.register_kit(a.kit, a.model, a.name))))
+    register_kit.set_defaults(
+        run=lambda a: _rest(a, lambda s: _kit_line(s.register_kit(a.kit, a.model, a.name)))
+    )
 
     retire = actions.add_parser("retire", parents=[url], help="take a kit out for good")
     retire.add_argument("kit")
     retire.set_defaults(run=lambda a: _rest(a, lambda s: _kit_line(s.retire_kit(a.kit))))
 
-    maintenance = actions.add_parser("maintenance", parents=[url],
-                                     help="take a kit out for maintenance (--off: back)")
+    maintenance = actions.add_parser(
+        "maintenance", parents=[url], help="take a kit out for maintenance (--off: back)"
+    )
     maintenance.add_argument("kit")
     maintenance.add_argument("--off", action="store_true", help="put it back in the pool")
     maintenance.add_argument("--reason", default="")
-    maintenance.set_defaults(run=lambda a: _rest(a, lambda s: _kit_line(
-        s.set_maintenance(a.kit, not a.off, a.reason))))
+    maintenance.set_defaults(
+        run=lambda a: _rest(a, lambda s: _kit_line(s.set_maintenance(a.kit, not a.off, a.reason)))
+    )
 
     health = actions.add_parser("health", parents=[url], help="a kit's health, or every kit")
     health.add_argument("kit", nargs="?")
-    health.set_defaults(run=lambda a: _rest(
-        a, lambda s: s.kit(a.kit) if a.kit else "\n".join(map(_kit_line, s.kits()))))
+    health.set_defaults(
+        run=lambda a: _rest(
+            a, lambda s: s.kit(a.kit) if a.kit else "\n".join(map(_kit_line, s.kits()))
+        )
+    )
 
 
 def main() -> None:

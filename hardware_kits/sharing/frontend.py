@@ -114,11 +114,13 @@ async def serve_front_end(channel: socket.socket, invoke: Invoke) -> None:
                 continue
             if isinstance(result, asyncio.Future):
                 result.add_done_callback(
-                    lambda f, call_id=call_id, key=key: reply(call_id, key, f.result))
+                    lambda f, call_id=call_id, key=key: reply(call_id, key, f.result)
+                )
             elif asyncio.iscoroutine(result):
                 task = asyncio.ensure_future(result)
                 task.add_done_callback(
-                    lambda f, call_id=call_id, key=key: reply(call_id, key, f.result))
+                    lambda f, call_id=call_id, key=key: reply(call_id, key, f.result)
+                )
             else:
                 reply(call_id, key, lambda result=result: result)
     finally:
@@ -171,20 +173,26 @@ class ServiceLink:
             self.closed = True
             for future in self._pending.values():
                 if not future.done():
-                    future.set_exception(ApiError(503, "the lab service is stopping, try "
-                                                       "again"))
+                    future.set_exception(ApiError(503, "the lab service is stopping, try again"))
             self._pending.clear()
             self._writer.close()
 
 
-def run_front_end(index: int, sockets: list[socket.socket], channel: socket.socket,
-                  make_identity: Callable[[], Identity], base_url: str, log_level: int) -> None:
+def run_front_end(
+    index: int,
+    sockets: list[socket.socket],
+    channel: socket.socket,
+    make_identity: Callable[[], Identity],
+    base_url: str,
+    log_level: int,
+) -> None:
     """A front-end process's main function (multiprocessing, spawn)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the service process's to handle
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(f"[%(levelname)1.1s %(asctime)s front end {index}] "
-                                           "%(message)s"))
+    handler.setFormatter(
+        logging.Formatter(f"[%(levelname)1.1s %(asctime)s front end {index}] %(message)s")
+    )
     for name in ("hardware_kits", "labs", "tornado"):  # as the service process's log
         logger = logging.getLogger(name)
         logger.addHandler(handler)
@@ -195,12 +203,16 @@ def run_front_end(index: int, sockets: list[socket.socket], channel: socket.sock
     asyncio.run(_serve(sockets, channel, identity, base_url))
 
 
-async def _serve(sockets: list[socket.socket], channel: socket.socket, identity: Identity,
-                 base_url: str) -> None:
+async def _serve(
+    sockets: list[socket.socket], channel: socket.socket, identity: Identity, base_url: str
+) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=channel)
     link = ServiceLink(reader, writer)
-    server = HTTPServer(make_app(identity, link.invoke, base_url=base_url),
-                        max_body_size=MAX_BODY_BYTES, xheaders=True)
+    server = HTTPServer(
+        make_app(identity, link.invoke, base_url=base_url),
+        max_body_size=MAX_BODY_BYTES,
+        xheaders=True,
+    )
     server.add_sockets(sockets)
     gc.freeze()  # start-up objects live as long as the process: no full collection walks them
     loop = asyncio.get_running_loop()
@@ -231,8 +243,15 @@ class FrontEnds:
 
     RESTART_PAUSE_S = 1.0  # a front end that dies at once is not restarted in a tight loop
 
-    def __init__(self, count: int, sockets: list[socket.socket], invoke: Invoke,
-                 make_identity: Callable[[], Identity], base_url: str, log_level: int) -> None:
+    def __init__(
+        self,
+        count: int,
+        sockets: list[socket.socket],
+        invoke: Invoke,
+        make_identity: Callable[[], Identity],
+        base_url: str,
+        log_level: int,
+    ) -> None:
         self.count = count
         self.sockets = sockets
         self.invoke = invoke
@@ -251,9 +270,11 @@ class FrontEnds:
     def _start(self, index: int) -> None:
         ours, theirs = socket.socketpair()
         process = self._mp.Process(
-            target=run_front_end, name=f"lab-front-end-{index}", daemon=True,
-            args=(index, self.sockets, theirs, self.make_identity, self.base_url,
-                  self.log_level))
+            target=run_front_end,
+            name=f"lab-front-end-{index}",
+            daemon=True,
+            args=(index, self.sockets, theirs, self.make_identity, self.base_url, self.log_level),
+        )
         process.start()
         theirs.close()
         self._running[index] = (process, ours)
@@ -267,8 +288,9 @@ class FrontEnds:
         if self._stopping:
             return
         await asyncio.get_running_loop().run_in_executor(None, process.join, 5)
-        log.error("HTTP front end %d stopped (exit code %s); starting another", index,
-                  process.exitcode)
+        log.error(
+            "HTTP front end %d stopped (exit code %s); starting another", index, process.exitcode
+        )
         if asyncio.get_running_loop().time() - started < 5:
             await asyncio.sleep(self.RESTART_PAUSE_S)
         if not self._stopping:

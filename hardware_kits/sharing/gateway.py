@@ -36,10 +36,13 @@ class MqttKitGateway:
         self._acks: deque[dict[str, Any]] = deque(maxlen=100_000)  # for the command records
         self.malformed = 0
         self._client = connect_client(
-            address.host, address.port, address.credentials,
+            address.host,
+            address.port,
+            address.credentials,
             client_id=f"{self.requester}-{uuid.uuid4().hex[:6]}",
             on_message=self._on_message,
-            subscribe=[(P.all_kits("$state"), 1), (P.all_kits("$ack/#"), 1)])
+            subscribe=[(P.all_kits("$state"), 1), (P.all_kits("$ack/#"), 1)],
+        )
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         kit_id, rest = P.split_topic(msg.topic)
@@ -51,11 +54,14 @@ class MqttKitGateway:
                     self._states[kit_id] = msg.payload.decode()
             elif rest.startswith("$ack/"):
                 ack = P.decode_ack(msg.payload)
-                requester = rest[len("$ack/"):]
+                requester = rest[len("$ack/") :]
                 with self._lock:
                     self._acks.append({"kit": kit_id, "requester": requester, **ack})
-                    if requester == self.requester and ack["target"] == P.SAFE_STATE_PROPERTY \
-                            and ack["status"] == P.APPLIED:
+                    if (
+                        requester == self.requester
+                        and ack["target"] == P.SAFE_STATE_PROPERTY
+                        and ack["status"] == P.APPLIED
+                    ):
                         self._confirmed.append(ack["id"])
         except (P.ProtocolError, UnicodeError, KeyError):
             with self._lock:
@@ -69,12 +75,14 @@ class MqttKitGateway:
 
     def send_safe_state(self, kit_id: str) -> str:
         command_id = uuid.uuid4().hex
-        props = command_properties(command_id, P.ack_topic(kit_id, self.requester),
-                                   time.time() + self.deadline_s)
+        props = command_properties(
+            command_id, P.ack_topic(kit_id, self.requester), time.time() + self.deadline_s
+        )
         info = self._client.publish(P.safe_state_topic(kit_id), "", qos=1, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"cannot send the safe state to {kit_id}: "
-                                  f"{mqtt.error_string(info.rc)}")
+            raise ConnectionError(
+                f"cannot send the safe state to {kit_id}: {mqtt.error_string(info.rc)}"
+            )
         return command_id
 
     def confirmed_safe(self, kit_id: str, command_id: str) -> bool:

@@ -54,6 +54,7 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, DisconnectionError, PoolTi
 
 # ---------------------------------------------------------------- decoding
 
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
@@ -106,6 +107,7 @@ class _RecentSamples:
 
 # ---------------------------------------------------------------- recorder
 
+
 class TelemetryRecorder:
     """Records every kit's telemetry into a `Store`, in batches, from its own writer thread.
 
@@ -113,10 +115,20 @@ class TelemetryRecorder:
     telemetry, dropped), `duplicates` (exact copies, dropped), `dropped` (lost to the buffer
     cap or refused by the database), `write_errors` (failed writes, retried)."""
 
-    def __init__(self, store: Store, host: str, port: int, credentials: Credentials, *,
-                 flush_every: float = 0.5, batch_size: int = 500, max_buffer: int = 100_000,
-                 retention_s: float | None = DEFAULT_RETENTION_S,
-                 client_id: str | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        host: str,
+        port: int,
+        credentials: Credentials,
+        *,
+        flush_every: float = 0.5,
+        batch_size: int = 500,
+        max_buffer: int = 100_000,
+        retention_s: float | None = DEFAULT_RETENTION_S,
+        client_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if flush_every <= 0 or batch_size < 1 or max_buffer < 1:
             raise ValueError("flush_every must be positive, batch_size and max_buffer at least 1")
         if retention_s is not None and retention_s <= 0:
@@ -155,8 +167,13 @@ class TelemetryRecorder:
         self._thread.start()
         try:
             self._client = connect_client(
-                self.host, self.port, self.credentials, self.client_id,
-                on_message=self._on_message, subscribe=[(P.all_kits("$telemetry"), 1)])
+                self.host,
+                self.port,
+                self.credentials,
+                self.client_id,
+                on_message=self._on_message,
+                subscribe=[(P.all_kits("$telemetry"), 1)],
+            )
         except Exception:
             self._stop_writer()
             raise
@@ -265,8 +282,11 @@ class TelemetryRecorder:
                 self._requeue(batch[i:])
                 raise
             except SQLAlchemyError as err:
-                log.warning("history: dropped a sample of %s: %s", row.get("kit_id"),
-                            str(err).splitlines()[0])
+                log.warning(
+                    "history: dropped a sample of %s: %s",
+                    row.get("kit_id"),
+                    str(err).splitlines()[0],
+                )
                 with self._lock:
                     self.dropped += 1
             else:
@@ -307,6 +327,7 @@ class TelemetryRecorder:
 
 # ---------------------------------------------------------------- storage
 
+
 def insert_rows(store: Store, rows: Sequence[dict[str, Any]]) -> None:
     """Insert telemetry rows ({kit_id, seq, ts, values}) in one transaction (an executemany)."""
     with store.transaction() as db:
@@ -344,9 +365,16 @@ def prune_statement(kit_ids: Sequence[str], cutoff: float) -> Delete:
 
 # ---------------------------------------------------------------- queries
 
-def history(store: Store, kit_id: str, start: float, end: float,
-            sensors: Iterable[str] | str | None = None, limit: int = 100_000,
-            descriptor: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+
+def history(
+    store: Store,
+    kit_id: str,
+    start: float,
+    end: float,
+    sensors: Iterable[str] | str | None = None,
+    limit: int = 100_000,
+    descriptor: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """A kit's samples with start <= ts < end, oldest first, at most `limit` of them.
 
     Each row is {"ts", "seq", "values"}; `values` holds only the `sensors` asked for (all when
@@ -365,8 +393,10 @@ def history(store: Store, kit_id: str, start: float, end: float,
         result = db.execute(statement).all()
     if wanted is None:
         return [{"ts": ts, "seq": seq, "values": values} for ts, seq, values in result]
-    return [{"ts": ts, "seq": seq, "values": {k: values[k] for k in wanted if k in values}}
-            for ts, seq, values in result]
+    return [
+        {"ts": ts, "seq": seq, "values": {k: values[k] for k in wanted if k in values}}
+        for ts, seq, values in result
+    ]
 
 
 def _check_range(start: float, end: float) -> None:
@@ -376,8 +406,9 @@ def _check_range(start: float, end: float) -> None:
         raise ValueError(f"end {end} is before start {start} (epoch seconds)")
 
 
-def _check_sensors(sensors: Iterable[str] | str | None,
-                   descriptor: dict[str, Any] | None) -> list[str] | None:
+def _check_sensors(
+    sensors: Iterable[str] | str | None, descriptor: dict[str, Any] | None
+) -> list[str] | None:
     if sensors is None:
         return None
     wanted = [sensors] if isinstance(sensors, str) else list(sensors)
@@ -385,12 +416,15 @@ def _check_sensors(sensors: Iterable[str] | str | None,
         known = descriptor["sensors"]
         unknown = [name for name in wanted if name not in known]
         if unknown:
-            raise ValueError(f"unknown sensor(s) of a {descriptor.get('model', 'kit')} kit: "
-                             f"{', '.join(unknown)} (it has {', '.join(known)})")
+            raise ValueError(
+                f"unknown sensor(s) of a {descriptor.get('model', 'kit')} kit: "
+                f"{', '.join(unknown)} (it has {', '.join(known)})"
+            )
     return wanted
 
 
 # ---------------------------------------------------------------- export
+
 
 def history_csv(rows: Iterable[dict[str, Any]], sensors: Sequence[str]) -> str:
     """CSV with a header `ts,seq,time,<sensor>...`; `time` is ISO-8601 UTC.
@@ -402,8 +436,14 @@ def history_csv(rows: Iterable[dict[str, Any]], sensors: Sequence[str]) -> str:
     writer.writerow(["ts", "seq", "time", *sensors])
     for row in rows:
         values = row["values"]
-        writer.writerow([repr(float(row["ts"])), row["seq"], _iso(row["ts"]),
-                         *(_csv_cell(values.get(name)) for name in sensors)])
+        writer.writerow(
+            [
+                repr(float(row["ts"])),
+                row["seq"],
+                _iso(row["ts"]),
+                *(_csv_cell(values.get(name)) for name in sensors),
+            ]
+        )
     return out.getvalue()
 
 

@@ -58,27 +58,37 @@ class HubIdentity(Identity, LoggingConfigurable):
     """Callers as JupyterHub knows them (see the module's documentation)."""
 
     cache_max_age = Integer(
-        60, min=1, help="Seconds a token's owner and a user's groups are cached: a group "
-                        "change shows within this time.").tag(config=True)
-    service_name = Unicode(help="This service's name at the hub; default "
-                                "$JUPYTERHUB_SERVICE_NAME or 'lab'.").tag(config=True)
-    institution_prefix = Unicode("inst-", help="Group inst-<id>: the institution.").tag(
-        config=True)
-    course_prefix = Unicode("nbgrader-", help="Group nbgrader-<course>: a course taken (as "
-                                              "nbgrader's multi-course setup).").tag(config=True)
-    instructor_prefix = Unicode("instructors-", help="Group instructors-<course>: a course "
-                                                     "taught.").tag(config=True)
+        60,
+        min=1,
+        help="Seconds a token's owner and a user's groups are cached: a group "
+        "change shows within this time.",
+    ).tag(config=True)
+    service_name = Unicode(
+        help="This service's name at the hub; default $JUPYTERHUB_SERVICE_NAME or 'lab'."
+    ).tag(config=True)
+    institution_prefix = Unicode("inst-", help="Group inst-<id>: the institution.").tag(config=True)
+    course_prefix = Unicode(
+        "nbgrader-",
+        help="Group nbgrader-<course>: a course taken (as nbgrader's multi-course setup).",
+    ).tag(config=True)
+    instructor_prefix = Unicode(
+        "instructors-", help="Group instructors-<course>: a course taught."
+    ).tag(config=True)
     admin_group = Unicode("lab-admins", help="Members are lab admins.").tag(config=True)
-    cookie_secret_file = Unicode(help="Key signing the login cookies, shared by the HTTP "
-                                      "front ends; created if missing. Default: "
-                                      f"<state folder>/{COOKIE_SECRET_FILE}.").tag(config=True)
+    cookie_secret_file = Unicode(
+        help="Key signing the login cookies, shared by the HTTP "
+        "front ends; created if missing. Default: "
+        f"<state folder>/{COOKIE_SECRET_FILE}."
+    ).tag(config=True)
 
     base_url = Unicode("/")  # the service's prefix behind the hub's proxy
     state_dir = Unicode(".")
 
-    unauthenticated = ("missing, unknown or expired JupyterHub token: send 'Authorization: "
-                       "token <token>' (in a user's server: $JUPYTERHUB_API_TOKEN), or log in "
-                       "through the hub")
+    unauthenticated = (
+        "missing, unknown or expired JupyterHub token: send 'Authorization: "
+        "token <token>' (in a user's server: $JUPYTERHUB_API_TOKEN), or log in "
+        "through the hub"
+    )
 
     @default("service_name")
     def _service_name_default(self) -> str:
@@ -91,15 +101,20 @@ class HubIdentity(Identity, LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not os.environ.get("JUPYTERHUB_API_TOKEN"):
-            raise ValueError("identity 'hub' needs $JUPYTERHUB_API_TOKEN (this service's token "
-                             "at the hub) and $JUPYTERHUB_API_URL")
+            raise ValueError(
+                "identity 'hub' needs $JUPYTERHUB_API_TOKEN (this service's token "
+                "at the hub) and $JUPYTERHUB_API_URL"
+            )
         self.scope = f"access:services!service={self.service_name}"
         self.hub_auth = HubOAuth(
-            parent=self, cache_max_age=self.cache_max_age, access_scopes={self.scope},
+            parent=self,
+            cache_max_age=self.cache_max_age,
+            access_scopes={self.scope},
             base_url=self.base_url,
             oauth_client_id=os.environ.get("JUPYTERHUB_CLIENT_ID")
             or f"service-{self.service_name}",
-            _oauth_states=SharedOAuthStates(Path(self.state_dir) / OAUTH_STATES_DIR, 600))
+            _oauth_states=SharedOAuthStates(Path(self.state_dir) / OAUTH_STATES_DIR, 600),
+        )
         self._groups: _ExpiringDict = _ExpiringDict(self.cache_max_age)
         self._cookie_secret = _cookie_secret(Path(self.cookie_secret_file))
 
@@ -109,16 +124,20 @@ class HubIdentity(Identity, LoggingConfigurable):
         try:
             model = await self.hub_auth.get_user(handler, sync=False)
         except HTTPError as err:  # the hub could not be asked
-            raise ApiError(503, one_line(f"cannot ask JupyterHub who is calling: "
-                                         f"{err.log_message or err}")) from None
+            raise ApiError(
+                503, one_line(f"cannot ask JupyterHub who is calling: {err.log_message or err}")
+            ) from None
         if not model:
             return None
         name, kind = model["name"], model.get("kind", "user")
         if kind != "user":
             raise ApiError(403, f"{kind} {name} is not a hub user: the lab serves users only")
         if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
-            raise ApiError(403, f"this token of hub user {name} does not give access to the lab "
-                                f"service (it lacks the scope {self.scope})")
+            raise ApiError(
+                403,
+                f"this token of hub user {name} does not give access to the lab "
+                f"service (it lacks the scope {self.scope})",
+            )
         return self.lab_user(name, await self.groups_of(name))
 
     async def groups_of(self, name: str) -> list[str]:
@@ -129,21 +148,30 @@ class HubIdentity(Identity, LoggingConfigurable):
             pass
         url = url_path_join(self.hub_auth.api_url, "users", urllib.parse.quote(name, safe=""))
         answer = await AsyncHTTPClient().fetch(  # one per event loop, made on first use
-            url, headers={"Authorization": f"token {self.hub_auth.api_token}"},
-            raise_error=False, request_timeout=10)
+            url,
+            headers={"Authorization": f"token {self.hub_auth.api_token}"},
+            raise_error=False,
+            request_timeout=10,
+        )
         if answer.code == 599:
-            raise ApiError(503, one_line(f"cannot reach JupyterHub at {self.hub_auth.api_url}: "
-                                         f"{answer.error}"))
+            raise ApiError(
+                503, one_line(f"cannot reach JupyterHub at {self.hub_auth.api_url}: {answer.error}")
+            )
         if answer.code == 404:
             raise ApiError(403, f"hub user {name} no longer exists")
         if answer.code == 403:
-            self.log.error("the hub refused to show %s's groups: the service's token needs "
-                           "read:users:groups and read:users:name", name)
-            raise ApiError(503, "the lab service may not read users' groups at the hub "
-                                "(its role needs read:users:groups); an admin must fix this")
+            self.log.error(
+                "the hub refused to show %s's groups: the service's token needs "
+                "read:users:groups and read:users:name",
+                name,
+            )
+            raise ApiError(
+                503,
+                "the lab service may not read users' groups at the hub "
+                "(its role needs read:users:groups); an admin must fix this",
+            )
         if answer.code != 200:
-            raise ApiError(503, f"JupyterHub answered {answer.code} when asked for {name}'s "
-                                "groups")
+            raise ApiError(503, f"JupyterHub answered {answer.code} when asked for {name}'s groups")
         groups = list(json.loads(answer.body).get("groups") or [])
         self._groups[name] = groups
         return groups
@@ -153,22 +181,33 @@ class HubIdentity(Identity, LoggingConfigurable):
         groups = set(groups)
 
         def suffixes(prefix: str) -> set[str]:
-            return {g[len(prefix):] for g in groups if g.startswith(prefix) and g != prefix}
+            return {g[len(prefix) :] for g in groups if g.startswith(prefix) and g != prefix}
 
         institutions = sorted(suffixes(self.institution_prefix))
         if not institutions:
-            raise ApiError(403, f"hub user {name} belongs to no institution: a hub admin adds "
-                                f"them to a group {self.institution_prefix}<institution>")
+            raise ApiError(
+                403,
+                f"hub user {name} belongs to no institution: a hub admin adds "
+                f"them to a group {self.institution_prefix}<institution>",
+            )
         if len(institutions) > 1:
             listed = ", ".join(self.institution_prefix + i for i in institutions)
-            raise ApiError(403, f"hub user {name} belongs to several institutions ({listed}); "
-                                "the lab needs exactly one")
+            raise ApiError(
+                403,
+                f"hub user {name} belongs to several institutions ({listed}); "
+                "the lab needs exactly one",
+            )
         try:
             validate_user(name)
         except ValueError as err:
             raise ApiError(403, f"hub user {name[:64]!r} cannot use the lab: {err}") from None
-        return User(name, institutions[0], frozenset(suffixes(self.course_prefix)),
-                    frozenset(suffixes(self.instructor_prefix)), self.admin_group in groups)
+        return User(
+            name,
+            institutions[0],
+            frozenset(suffixes(self.course_prefix)),
+            frozenset(suffixes(self.instructor_prefix)),
+            self.admin_group in groups,
+        )
 
     # ------------------------------------------------------------ browsers (HubOAuth)
 
@@ -177,8 +216,9 @@ class HubIdentity(Identity, LoggingConfigurable):
 
     def handlers(self, base_url: str) -> list[tuple]:
         prefix = re.escape(base_url.rstrip("/"))
-        callback = type("OAuthCallbackHandler", (self._authenticated(),
-                                                 HubOAuthCallbackHandler), {})
+        callback = type(
+            "OAuthCallbackHandler", (self._authenticated(), HubOAuthCallbackHandler), {}
+        )
         home = type("LoginHandler", (self._authenticated(), LoginHandler), {})
         return [(prefix + "/oauth_callback", callback), (prefix + "/?", home)]
 
@@ -294,6 +334,7 @@ def _cookie_secret(path: Path) -> bytes:
             out.write(secrets.token_hex(32))
     secret = path.read_text().strip()
     if len(secret) < 32:
-        raise ValueError(f"{path}: the cookie secret is too short (remove the file to make "
-                         "a new one)")
+        raise ValueError(
+            f"{path}: the cookie secret is too short (remove the file to make a new one)"
+        )
     return secret.encode()

@@ -18,11 +18,33 @@ from sqlalchemy import Select, func, select
 from hardware_kits.sharing.service import User
 from hardware_kits.sharing.store import CommandRow, SessionRow, Store
 
-SESSION_COLUMNS = ("id", "kit", "user", "institution", "state", "requested_at", "granted_at",
-                   "ends_at", "ending_at", "released_at", "end_reason", "queue_wait_s",
-                   "booking_id")
-COMMAND_COLUMNS = ("id", "session_id", "kit", "requester", "command_id", "target", "status",
-                   "value", "reason", "ts")
+SESSION_COLUMNS = (
+    "id",
+    "kit",
+    "user",
+    "institution",
+    "state",
+    "requested_at",
+    "granted_at",
+    "ends_at",
+    "ending_at",
+    "released_at",
+    "end_reason",
+    "queue_wait_s",
+    "booking_id",
+)
+COMMAND_COLUMNS = (
+    "id",
+    "session_id",
+    "kit",
+    "requester",
+    "command_id",
+    "target",
+    "status",
+    "value",
+    "reason",
+    "ts",
+)
 
 
 def iso(t: float | None) -> str:
@@ -47,11 +69,24 @@ def _csv(header: tuple[str, ...], rows: list[list[Any]]) -> str:
 
 def sessions_csv(store: Store, user: User) -> str:
     with store.transaction() as db:
-        rows = [[s.id, s.kit_id, s.user, s.institution, s.state, iso(s.requested_at),
-                 iso(s.granted_at), iso(s.ends_at), iso(s.ending_at), iso(s.released_at),
-                 s.end_reason or "", round(s.queue_wait_s, 3),
-                 "" if s.booking_id is None else s.booking_id]
-                for s in db.scalars(_visible_sessions(user))]
+        rows = [
+            [
+                s.id,
+                s.kit_id,
+                s.user,
+                s.institution,
+                s.state,
+                iso(s.requested_at),
+                iso(s.granted_at),
+                iso(s.ends_at),
+                iso(s.ending_at),
+                iso(s.released_at),
+                s.end_reason or "",
+                round(s.queue_wait_s, 3),
+                "" if s.booking_id is None else s.booking_id,
+            ]
+            for s in db.scalars(_visible_sessions(user))
+        ]
     return _csv(SESSION_COLUMNS, rows)
 
 
@@ -59,13 +94,25 @@ def commands_csv(store: Store, user: User) -> str:
     query = select(CommandRow).order_by(CommandRow.ts, CommandRow.id)
     if not user.lab_admin:
         # Commands recorded under the user's own sessions (the kit's holder at the time).
-        query = query.where(CommandRow.session_id.in_(
-            select(SessionRow.id).where(SessionRow.user == user.name)))
+        query = query.where(
+            CommandRow.session_id.in_(select(SessionRow.id).where(SessionRow.user == user.name))
+        )
     with store.transaction() as db:
-        rows = [[c.id, "" if c.session_id is None else c.session_id, c.kit_id, c.requester,
-                 c.command_id, c.target, c.status, json.dumps(c.value), c.reason or "",
-                 iso(c.ts)]
-                for c in db.scalars(query)]
+        rows = [
+            [
+                c.id,
+                "" if c.session_id is None else c.session_id,
+                c.kit_id,
+                c.requester,
+                c.command_id,
+                c.target,
+                c.status,
+                json.dumps(c.value),
+                c.reason or "",
+                iso(c.ts),
+            ]
+            for c in db.scalars(query)
+        ]
     return _csv(COMMAND_COLUMNS, rows)
 
 
@@ -80,12 +127,21 @@ def usage(store: Store, now: float) -> dict[str, Any]:
 
     def grouped(column: Any) -> list[dict[str, Any]]:
         with store.transaction() as db:
-            result = db.execute(select(column, count, seconds, waited)
-                                .group_by(column).order_by(column)).all()
-        return [{"name": name, "sessions": n, "session_seconds": round(total or 0.0, 3),
-                 "mean_queue_wait_s": round(wait or 0.0, 3)} for name, n, total, wait in result]
+            result = db.execute(
+                select(column, count, seconds, waited).group_by(column).order_by(column)
+            ).all()
+        return [
+            {
+                "name": name,
+                "sessions": n,
+                "session_seconds": round(total or 0.0, 3),
+                "mean_queue_wait_s": round(wait or 0.0, 3),
+            }
+            for name, n, total, wait in result
+        ]
 
     by_kit = [{"kit": row.pop("name"), **row} for row in grouped(SessionRow.kit_id)]
-    by_institution = [{"institution": row.pop("name"), **row}
-                      for row in grouped(SessionRow.institution)]
+    by_institution = [
+        {"institution": row.pop("name"), **row} for row in grouped(SessionRow.institution)
+    ]
     return {"generated_at": now, "kits": by_kit, "institutions": by_institution}

@@ -43,12 +43,15 @@ NO_ANSWER = "did not answer"
 def validate_user(user: str) -> str:
     """Return `user` if it can be an MQTT username and role-name part; raise ValueError if not."""
     if not isinstance(user, str) or not USER_NAME.fullmatch(user):
-        raise ValueError(f"invalid user name {user!r}: use 1 to 64 characters of "
-                         "A-Z a-z 0-9 . _ @ -")
+        raise ValueError(
+            f"invalid user name {user!r}: use 1 to 64 characters of A-Z a-z 0-9 . _ @ -"
+        )
     if user.startswith(RESERVED_PREFIXES) or user == ADMIN:
-        raise ValueError(f"invalid user name {user!r}: names starting with "
-                         f"{' or '.join(RESERVED_PREFIXES)} (and {ADMIN!r}) are reserved "
-                         "for the platform's own accounts")
+        raise ValueError(
+            f"invalid user name {user!r}: names starting with "
+            f"{' or '.join(RESERVED_PREFIXES)} (and {ADMIN!r}) are reserved "
+            "for the platform's own accounts"
+        )
     return user
 
 
@@ -71,8 +74,9 @@ class BrokerRights:
     Thread-safe: calls are serialised on one kept-open dynsec connection (opening one per call
     would cost a TCP and MQTT handshake on every grant)."""
 
-    def __init__(self, dynsec_factory: Callable[[], DynSec],
-                 credentials: Callable[[str], Credentials]) -> None:
+    def __init__(
+        self, dynsec_factory: Callable[[], DynSec], credentials: Callable[[str], Credentials]
+    ) -> None:
         self._factory = dynsec_factory
         self._credentials = credentials
         self._dynsec: DynSec | None = None
@@ -94,8 +98,9 @@ class BrokerRights:
                 self._drop()  # a late answer would otherwise be taken for the next batch's
                 answers = self._connection().call(*commands, tolerate=EVERY_ERROR)
         if len(answers) != len(commands):
-            raise DynSecError(f"the dynamic-security plugin answered {len(answers)} "
-                              f"of {len(commands)} commands")
+            raise DynSecError(
+                f"the dynamic-security plugin answered {len(answers)} of {len(commands)} commands"
+            )
         return answers
 
     def _connection(self) -> DynSec:
@@ -159,8 +164,12 @@ class BrokerRights:
 
     def _roles_or_create(self, creds: Credentials, roles: set[str]) -> set[str] | None:
         """Create the client with `roles` and return None, or return the roles it already has."""
-        create = _command("createClient", creds.username, password=creds.password,
-                          roles=[{"rolename": r} for r in sorted(roles)])
+        create = _command(
+            "createClient",
+            creds.username,
+            password=creds.password,
+            roles=[{"rolename": r} for r in sorted(roles)],
+        )
         answer = self._call(create)[0]
         error = answer.get("error")
         if not error:
@@ -191,8 +200,10 @@ class BrokerRights:
         if error == ALREADY_HELD and command_role(kit_id) in self._client_roles(username):
             return  # a repeated grant; "Internal error" says nothing more specific
         if error == ROLE_NOT_FOUND:
-            raise DynSecError(f"kit {kit_id!r} has no role {command_role(kit_id)!r}: "
-                              "provision the kit on the broker first")
+            raise DynSecError(
+                f"kit {kit_id!r} has no role {command_role(kit_id)!r}: "
+                "provision the kit on the broker first"
+            )
         if error:
             raise DynSecError(f"addClientRole {username} {command_role(kit_id)}: {error}")
 
@@ -212,9 +223,14 @@ class BrokerRights:
     def held(self) -> dict[str, set[str]]:
         """User -> kit ids whose command role that user's control account has right now
         (users holding none are left out)."""
-        held = {user: {role.removeprefix(COMMAND_PREFIX) for role in roles
-                       if role.startswith(COMMAND_PREFIX)}
-                for user, roles in self._control_roles().items()}
+        held = {
+            user: {
+                role.removeprefix(COMMAND_PREFIX)
+                for role in roles
+                if role.startswith(COMMAND_PREFIX)
+            }
+            for user, roles in self._control_roles().items()
+        }
         return {user: kits for user, kits in held.items() if kits}
 
     def _control_roles(self) -> dict[str, set[str]]:
@@ -227,7 +243,8 @@ class BrokerRights:
             username = client.get("username", "")
             if username.startswith(CONTROL_PREFIX):
                 result[username.removeprefix(CONTROL_PREFIX)] = {
-                    r["rolename"] for r in client.get("roles", [])}
+                    r["rolename"] for r in client.get("roles", [])
+                }
         return result
 
     def reconcile(self, holders: dict[str, str]) -> list[str]:
@@ -254,8 +271,10 @@ class BrokerRights:
                 notes.append(_describe_removal(user, role))
             for role in sorted(keep - roles):
                 changes.append(_role_change("addClientRole", CONTROL_PREFIX + user, role))
-                notes.append(f"granted {role.removeprefix(COMMAND_PREFIX)} to {user}: "
-                             "the holder lacked the broker right")
+                notes.append(
+                    f"granted {role.removeprefix(COMMAND_PREFIX)} to {user}: "
+                    "the holder lacked the broker right"
+                )
         if changes:
             self._check(self._call(*changes), *changes)
         return notes
@@ -263,8 +282,9 @@ class BrokerRights:
     def _check(self, answers: list[dict[str, Any]], *commands: dict[str, Any]) -> None:
         for command, answer in zip(commands, answers, strict=True):
             if answer.get("error"):
-                what = " ".join(filter(None, (command["command"], command["username"],
-                                              command.get("rolename"))))
+                what = " ".join(
+                    filter(None, (command["command"], command["username"], command.get("rolename")))
+                )
                 raise DynSecError(f"{what}: {answer['error']}")
 
 

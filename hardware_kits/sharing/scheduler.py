@@ -56,20 +56,29 @@ def wants(entry: Waiting, kit: KitSlot) -> bool:
 
 
 def booking_at(kit_id: str, t: float, bookings: Iterable[BookedSlot]) -> BookedSlot | None:
-    return next((b for b in bookings if b.kit_id == kit_id and b.starts_at <= t < b.ends_at),
-                None)
+    return next((b for b in bookings if b.kit_id == kit_id and b.starts_at <= t < b.ends_at), None)
 
 
-def next_foreign_booking(entry: Waiting, kit_id: str, after: float,
-                         bookings: Iterable[BookedSlot]) -> float | None:
+def next_foreign_booking(
+    entry: Waiting, kit_id: str, after: float, bookings: Iterable[BookedSlot]
+) -> float | None:
     """Start of the next booked slot on the kit that this user is not a member of."""
-    starts = [b.starts_at for b in bookings
-              if b.kit_id == kit_id and b.starts_at > after and b.course not in entry.courses]
+    starts = [
+        b.starts_at
+        for b in bookings
+        if b.kit_id == kit_id and b.starts_at > after and b.course not in entry.courses
+    ]
     return min(starts, default=None)
 
 
-def session_window(entry: Waiting, kit: KitSlot, now: float, slot: float, min_walk_in: float,
-                   bookings: list[BookedSlot]) -> tuple[float, BookedSlot | None] | None:
+def session_window(
+    entry: Waiting,
+    kit: KitSlot,
+    now: float,
+    slot: float,
+    min_walk_in: float,
+    bookings: list[BookedSlot],
+) -> tuple[float, BookedSlot | None] | None:
     """When a session of `entry` on `kit` starting now would end, or None if it may not start."""
     booked = booking_at(kit.kit_id, now, bookings)
     if booked is not None:
@@ -85,8 +94,7 @@ def session_window(entry: Waiting, kit: KitSlot, now: float, slot: float, min_wa
     return ends, None
 
 
-def fair_order(entries: Iterable[Waiting], recent: dict[str, int],
-               penalty: float) -> list[Waiting]:
+def fair_order(entries: Iterable[Waiting], recent: dict[str, int], penalty: float) -> list[Waiting]:
     """Entries in the order they will be served: priority first, then fair share.
 
     `recent` counts each institution's walk-in sessions in the fair-share window; each one puts
@@ -95,8 +103,9 @@ def fair_order(entries: Iterable[Waiting], recent: dict[str, int],
     ordered: list[Waiting] = []
     by_priority: dict[int, dict[str, deque[Waiting]]] = {}
     for entry in sorted(entries, key=lambda e: (e.enqueued_at, e.id)):
-        by_priority.setdefault(entry.priority, {}).setdefault(entry.institution,
-                                                              deque()).append(entry)
+        by_priority.setdefault(entry.priority, {}).setdefault(entry.institution, deque()).append(
+            entry
+        )
     used = dict(recent)
     for priority in sorted(by_priority, reverse=True):
         queues = by_priority[priority]
@@ -104,9 +113,13 @@ def fair_order(entries: Iterable[Waiting], recent: dict[str, int],
             # Relative to the least-served institution that is waiting: an absent one's low
             # usage must not push everyone else back alike.
             floor = min(used.get(i, 0) for i in queues)
-            institution = min(queues, key=lambda i: (
-                queues[i][0].enqueued_at + penalty * (used.get(i, 0) - floor),
-                queues[i][0].id))
+            institution = min(
+                queues,
+                key=lambda i: (
+                    queues[i][0].enqueued_at + penalty * (used.get(i, 0) - floor),
+                    queues[i][0].id,
+                ),
+            )
             ordered.append(queues[institution].popleft())
             used[institution] = used.get(institution, 0) + 1
             if not queues[institution]:
@@ -114,8 +127,15 @@ def fair_order(entries: Iterable[Waiting], recent: dict[str, int],
     return ordered
 
 
-def assign(entries: list[Waiting], free_kits: list[KitSlot], bookings: list[BookedSlot],
-           recent: dict[str, int], now: float, slot: float, min_walk_in: float) -> list[Grant]:
+def assign(
+    entries: list[Waiting],
+    free_kits: list[KitSlot],
+    bookings: list[BookedSlot],
+    recent: dict[str, int],
+    now: float,
+    slot: float,
+    min_walk_in: float,
+) -> list[Grant]:
     """Grants to make now: entries in fair order each take a free kit they may use.
 
     An entry waiting for a busy kit does not hold up the entries behind it. The fair-share
@@ -136,8 +156,9 @@ def assign(entries: list[Waiting], free_kits: list[KitSlot], bookings: list[Book
     return grants
 
 
-def estimate(entries: list[Waiting], kits: list[KitSlot], recent: dict[str, int],
-             now: float, slot: float) -> dict[int, tuple[int, float]]:
+def estimate(
+    entries: list[Waiting], kits: list[KitSlot], recent: dict[str, int], now: float, slot: float
+) -> dict[int, tuple[int, float]]:
     """Position (1 = next) and estimated wait in seconds for every waiting entry.
 
     Replays the fair order against the times the kits become free, each session lasting a
@@ -157,4 +178,3 @@ def estimate(entries: list[Waiting], kits: list[KitSlot], recent: dict[str, int]
         free_at[soonest.kit_id] = start + slot
         result[entry.id] = (competitors[key], start - now)
     return result
-

@@ -49,8 +49,14 @@ from hardware_kits.sharing.store import (
 
 # Why a session ended.
 TIME_UP, RELEASED_BY_USER, NO_HEARTBEAT, ENDED_BY_ADMIN, KIT_OFFLINE, BOOKED_SLOT, RETIRING = (
-    "time-up", "released", "no-heartbeat", "ended-by-admin", "kit-offline", "booked-slot",
-    "kit-retired")
+    "time-up",
+    "released",
+    "no-heartbeat",
+    "ended-by-admin",
+    "kit-offline",
+    "booked-slot",
+    "kit-retired",
+)
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,14 @@ def week_start(t: float) -> float:
 
 
 class LabService:
-    def __init__(self, store: Store, policy: SharingPolicy, rights: Rights, gateway: KitGateway,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: SharingPolicy,
+        rights: Rights,
+        gateway: KitGateway,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.rights = rights
@@ -135,8 +147,11 @@ class LabService:
             kit = self._kit(db, kit_id)
             self._end_live_session(db, kit_id, RETIRING)
             kit.pool_state, kit.reason = RETIRED, f"retired by {admin.name}"
-            for entry in db.scalars(select(QueueEntryRow).where(
-                    QueueEntryRow.kit_id == kit_id, QueueEntryRow.state == WAITING)):
+            for entry in db.scalars(
+                select(QueueEntryRow).where(
+                    QueueEntryRow.kit_id == kit_id, QueueEntryRow.state == WAITING
+                )
+            ):
                 entry.state, entry.left_at = LEFT, self.clock()
             return self._kit_view(db, kit)
 
@@ -153,14 +168,16 @@ class LabService:
                 kit.pool_state, kit.reason = MAINTENANCE, reason or f"maintenance by {admin.name}"
             else:
                 kit.pool_state, kit.reason = IN_POOL, ""
-            self._event(db, "maintenance-on" if on else "back-in-pool", kit_id, admin.name,
-                        kit.reason)
+            self._event(
+                db, "maintenance-on" if on else "back-in-pool", kit_id, admin.name, kit.reason
+            )
             return self._kit_view(db, kit)
 
     def kits(self) -> list[dict]:
         with self.store.transaction() as db:
-            rows = db.scalars(select(KitRow).where(KitRow.pool_state != RETIRED)
-                              .order_by(KitRow.id)).all()
+            rows = db.scalars(
+                select(KitRow).where(KitRow.pool_state != RETIRED).order_by(KitRow.id)
+            ).all()
             return [self._kit_view(db, kit) for kit in rows]
 
     # ------------------------------------------------------------ queue (students)
@@ -172,8 +189,9 @@ class LabService:
             raise result
         return result
 
-    def request_many(self, requests: list[tuple[User, str | None, str | None]]
-                     ) -> list[dict | LabError]:
+    def request_many(
+        self, requests: list[tuple[User, str | None, str | None]]
+    ) -> list[dict | LabError]:
         """Queue requests decided together: one transaction, one grant pass, one estimate pass.
 
         A burst of simultaneous requests then costs the queue-wide work once instead of once
@@ -183,16 +201,32 @@ class LabService:
         now = self.clock()
         names = {user.name for user, _, _ in requests}
         with self.store.transaction() as db:
-            kits = {kit_id: (model, pool) for kit_id, model, pool in db.execute(
-                select(KitRow.id, KitRow.model, KitRow.pool_state))}
+            kits = {
+                kit_id: (model, pool)
+                for kit_id, model, pool in db.execute(
+                    select(KitRow.id, KitRow.model, KitRow.pool_state)
+                )
+            }
             # What the requesting users already hold or wait for (not the whole queue).
-            holding = {(user, kits[kit_id][0], kit_id) for user, kit_id in db.execute(
-                select(SessionRow.user, SessionRow.kit_id).where(
-                    SessionRow.state.in_((GRANTED, ACTIVE)), SessionRow.user.in_(names)))}
-            waiting = {(u, k, m): i for u, k, m, i in db.execute(
-                select(QueueEntryRow.user, QueueEntryRow.kit_id, QueueEntryRow.model,
-                       QueueEntryRow.id).where(QueueEntryRow.state == WAITING,
-                                               QueueEntryRow.user.in_(names)))}
+            holding = {
+                (user, kits[kit_id][0], kit_id)
+                for user, kit_id in db.execute(
+                    select(SessionRow.user, SessionRow.kit_id).where(
+                        SessionRow.state.in_((GRANTED, ACTIVE)), SessionRow.user.in_(names)
+                    )
+                )
+            }
+            waiting = {
+                (u, k, m): i
+                for u, k, m, i in db.execute(
+                    select(
+                        QueueEntryRow.user,
+                        QueueEntryRow.kit_id,
+                        QueueEntryRow.model,
+                        QueueEntryRow.id,
+                    ).where(QueueEntryRow.state == WAITING, QueueEntryRow.user.in_(names))
+                )
+            }
             results: list[dict | LabError] = []
             rows: list[dict[str, Any]] = []  # the accepted requests' entries, in order
             for user, kit_id, model in requests:
@@ -201,9 +235,16 @@ class LabService:
                 except LabError as err:
                     results.append(err)
                     continue
-                row = {"user": user.name, "institution": user.institution, "kit_id": kit_id,
-                       "model": model, "priority": user.priority,
-                       "courses": sorted(user.courses), "enqueued_at": now, "state": WAITING}
+                row = {
+                    "user": user.name,
+                    "institution": user.institution,
+                    "kit_id": kit_id,
+                    "model": model,
+                    "priority": user.priority,
+                    "courses": sorted(user.courses),
+                    "enqueued_at": now,
+                    "state": WAITING,
+                }
                 rows.append(row)
                 results.append(row)  # replaced by its view below
                 waiting[(user.name, kit_id, model)] = 0  # a repeat in the same batch is refused
@@ -211,16 +252,24 @@ class LabService:
                 return results
             # RETURNING's row order is not guaranteed: (user, kit, model) is unique in a batch.
             q = QueueEntryRow
-            ids = {(u, k, m): i for i, u, k, m in db.execute(
-                insert(q).returning(q.id, q.user, q.kit_id, q.model), rows)}
+            ids = {
+                (u, k, m): i
+                for i, u, k, m in db.execute(
+                    insert(q).returning(q.id, q.user, q.kit_id, q.model), rows
+                )
+            }
             for row in rows:
                 row["id"] = ids[(row["user"], row["kit_id"], row["model"])]
             sessions = self._assign(db, now)
-            estimates = (self._estimates(db, now)
-                         if any(row["id"] not in sessions for row in rows) else {})
-            return [r if isinstance(r, LabError) else
-                    _new_entry_view(r, sessions.get(r["id"]), self._session_view, now,
-                                    estimates) for r in results]
+            estimates = (
+                self._estimates(db, now) if any(row["id"] not in sessions for row in rows) else {}
+            )
+            return [
+                r
+                if isinstance(r, LabError)
+                else _new_entry_view(r, sessions.get(r["id"]), self._session_view, now, estimates)
+                for r in results
+            ]
 
     def leave(self, user: User, entry_id: int) -> dict:
         now = self.clock()
@@ -244,8 +293,11 @@ class LabService:
     def my_queue(self, user: User) -> list[dict]:
         now = self.clock()
         with self.store.transaction() as db:
-            rows = db.scalars(select(QueueEntryRow).where(
-                QueueEntryRow.user == user.name, QueueEntryRow.state == WAITING)).all()
+            rows = db.scalars(
+                select(QueueEntryRow).where(
+                    QueueEntryRow.user == user.name, QueueEntryRow.state == WAITING
+                )
+            ).all()
             estimates = self._estimates(db, now) if rows else {}
             return [self._entry_view(db, e, now, estimates) for e in rows]
 
@@ -280,8 +332,9 @@ class LabService:
                 self._begin_end(db, session, ENDED_BY_ADMIN, now)
             return self._session_view(session, now)
 
-    def sessions(self, user: User, live_only: bool = False,
-                 course: str | None = None) -> list[dict]:
+    def sessions(
+        self, user: User, live_only: bool = False, course: str | None = None
+    ) -> list[dict]:
         """Own sessions; lab admins see all. With `course`: the sessions held for that course
         (its students queued as members of it, or used its booked slot), for its instructors
         and lab admins."""
@@ -291,10 +344,11 @@ class LabService:
         with self.store.transaction() as db:
             query = select(SessionRow).order_by(SessionRow.id)
             if course is not None:
-                query = query.outerjoin(
-                    QueueEntryRow, QueueEntryRow.id == SessionRow.queue_entry_id).outerjoin(
-                    BookingRow, BookingRow.id == SessionRow.booking_id).add_columns(
-                    QueueEntryRow.courses, BookingRow.course)
+                query = (
+                    query.outerjoin(QueueEntryRow, QueueEntryRow.id == SessionRow.queue_entry_id)
+                    .outerjoin(BookingRow, BookingRow.id == SessionRow.booking_id)
+                    .add_columns(QueueEntryRow.courses, BookingRow.course)
+                )
             elif not user.lab_admin:
                 query = query.where(SessionRow.user == user.name)
             if live_only:
@@ -303,13 +357,23 @@ class LabService:
                 return [self._session_view(s, now) for s in db.scalars(query)]
             # Course membership is a JSON list on the entry: filtered here, the same on SQLite
             # and PostgreSQL.
-            return [self._session_view(s, now) for s, courses, booked in db.execute(query)
-                    if booked == course or course in (courses or ())]
+            return [
+                self._session_view(s, now)
+                for s, courses, booked in db.execute(query)
+                if booked == course or course in (courses or ())
+            ]
 
     # ------------------------------------------------------------ bookings (instructors)
 
-    def book(self, user: User, kit_id: str, course: str, starts_at: float, ends_at: float,
-             group: str | None = None) -> dict:
+    def book(
+        self,
+        user: User,
+        kit_id: str,
+        course: str,
+        starts_at: float,
+        ends_at: float,
+        group: str | None = None,
+    ) -> dict:
         if course not in user.instructor_of:
             raise Forbidden(f"only instructors of {course} can book for it")
         now = self.clock()
@@ -318,17 +382,31 @@ class LabService:
             kit = self._kit(db, kit_id)
             if kit.pool_state == RETIRED:
                 raise NotFound(f"no kit {kit_id}")
-            clash = db.scalar(select(BookingRow).where(
-                BookingRow.kit_id == kit_id, ~BookingRow.cancelled,
-                BookingRow.starts_at < ends_at, BookingRow.ends_at > starts_at))
+            clash = db.scalar(
+                select(BookingRow).where(
+                    BookingRow.kit_id == kit_id,
+                    ~BookingRow.cancelled,
+                    BookingRow.starts_at < ends_at,
+                    BookingRow.ends_at > starts_at,
+                )
+            )
             if clash is not None:
-                raise Conflict(f"kit {kit_id} is already booked from "
-                               f"{_iso(clash.starts_at)} to {_iso(clash.ends_at)} "
-                               f"(booking {clash.id})")
+                raise Conflict(
+                    f"kit {kit_id} is already booked from "
+                    f"{_iso(clash.starts_at)} to {_iso(clash.ends_at)} "
+                    f"(booking {clash.id})"
+                )
             self._check_quotas(db, user, starts_at, ends_at)
-            booking = BookingRow(kit_id=kit_id, course=course, group=group, booked_by=user.name,
-                                 institution=user.institution, starts_at=starts_at,
-                                 ends_at=ends_at, created_at=now)
+            booking = BookingRow(
+                kit_id=kit_id,
+                course=course,
+                group=group,
+                booked_by=user.name,
+                institution=user.institution,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                created_at=now,
+            )
             db.add(booking)
             db.flush()
             return _booking_view(booking)
@@ -338,8 +416,11 @@ class LabService:
             booking = db.get(BookingRow, booking_id)
             if booking is None or booking.cancelled:
                 raise NotFound(f"no booking {booking_id}")
-            if booking.booked_by != user.name and booking.course not in user.instructor_of \
-                    and not user.lab_admin:
+            if (
+                booking.booked_by != user.name
+                and booking.course not in user.instructor_of
+                and not user.lab_admin
+            ):
                 raise Forbidden(f"booking {booking_id} is not yours to cancel")
             booking.cancelled = True
             return _booking_view(booking)
@@ -359,32 +440,43 @@ class LabService:
         if starts_at < now:
             raise LabError("a booking cannot start in the past")
         if starts_at < now + p.booking_lead_seconds:
-            raise LabError(f"bookings must start at least {p.booking_lead_seconds / 60:.0f} "
-                           "minutes ahead; use the queue for now")
+            raise LabError(
+                f"bookings must start at least {p.booking_lead_seconds / 60:.0f} "
+                "minutes ahead; use the queue for now"
+            )
         if starts_at > now + p.booking_ahead_max_seconds:
-            raise LabError(f"bookings can be made at most "
-                           f"{p.booking_ahead_max_seconds / 86400:.0f} days ahead")
+            raise LabError(
+                f"bookings can be made at most {p.booking_ahead_max_seconds / 86400:.0f} days ahead"
+            )
         if not p.booking_min_seconds <= length <= p.booking_max_seconds:
-            raise LabError(f"a booking lasts {p.booking_min_seconds / 60:.0f} to "
-                           f"{p.booking_max_seconds / 60:.0f} minutes")
+            raise LabError(
+                f"a booking lasts {p.booking_min_seconds / 60:.0f} to "
+                f"{p.booking_max_seconds / 60:.0f} minutes"
+            )
         grain = p.booking_granularity_seconds
         if starts_at % grain or ends_at % grain:
             raise LabError(f"bookings start and end on {grain / 60:.0f}-minute boundaries")
 
     def _check_quotas(self, db: DB, user: User, starts_at: float, ends_at: float) -> None:
         week = week_start(starts_at)
-        booked = select(func.coalesce(func.sum(BookingRow.ends_at - BookingRow.starts_at), 0.0)) \
-            .where(~BookingRow.cancelled, BookingRow.starts_at >= week,
-                   BookingRow.starts_at < week + WEEK)
+        booked = select(
+            func.coalesce(func.sum(BookingRow.ends_at - BookingRow.starts_at), 0.0)
+        ).where(
+            ~BookingRow.cancelled, BookingRow.starts_at >= week, BookingRow.starts_at < week + WEEK
+        )
         length = ends_at - starts_at
         mine = db.scalar(booked.where(BookingRow.booked_by == user.name))
         if mine + length > self.policy.booking_quota_user_week_seconds:
-            raise Conflict(f"over your weekly booking quota of "
-                           f"{self.policy.booking_quota_user_week_seconds / 3600:g} h")
+            raise Conflict(
+                f"over your weekly booking quota of "
+                f"{self.policy.booking_quota_user_week_seconds / 3600:g} h"
+            )
         ours = db.scalar(booked.where(BookingRow.institution == user.institution))
         if ours + length > self.policy.booking_quota_institution_week_seconds:
-            raise Conflict(f"over the weekly booking quota of {user.institution} "
-                           f"({self.policy.booking_quota_institution_week_seconds / 3600:g} h)")
+            raise Conflict(
+                f"over the weekly booking quota of {user.institution} "
+                f"({self.policy.booking_quota_institution_week_seconds / 3600:g} h)"
+            )
 
     # ------------------------------------------------------------ the engine
 
@@ -396,8 +488,9 @@ class LabService:
                 self._record_commands(db, acks)
         now = self.clock()
         with self.store.transaction() as db:
-            for session in db.scalars(select(SessionRow).where(
-                    SessionRow.state.in_(LIVE_STATES))).all():
+            for session in db.scalars(
+                select(SessionRow).where(SessionRow.state.in_(LIVE_STATES))
+            ).all():
                 self._advance(db, session, now)
             self._assign(db, now)
 
@@ -408,13 +501,22 @@ class LabService:
         for ack in acks:
             kit_id = ack["kit"]
             if kit_id not in latest:
-                latest[kit_id] = db.scalar(select(func.max(SessionRow.id)).where(
-                    SessionRow.kit_id == kit_id))
-            db.add(CommandRow(session_id=latest[kit_id], kit_id=kit_id,
-                              requester=ack["requester"], command_id=str(ack.get("id")),
-                              target=str(ack.get("target")), status=ack["status"],
-                              value=ack.get("value"), reason=ack.get("reason"),
-                              ts=float(ack.get("ts") or 0.0)))
+                latest[kit_id] = db.scalar(
+                    select(func.max(SessionRow.id)).where(SessionRow.kit_id == kit_id)
+                )
+            db.add(
+                CommandRow(
+                    session_id=latest[kit_id],
+                    kit_id=kit_id,
+                    requester=ack["requester"],
+                    command_id=str(ack.get("id")),
+                    target=str(ack.get("target")),
+                    status=ack["status"],
+                    value=ack.get("value"),
+                    reason=ack.get("reason"),
+                    ts=float(ack.get("ts") or 0.0),
+                )
+            )
 
     def recover(self) -> list[str]:
         """After a restart: resend every pending safe-state command and forgive heartbeats
@@ -422,21 +524,25 @@ class LabService:
         now = self.clock()
         done = []
         with self.store.transaction() as db:
-            for session in db.scalars(select(SessionRow).where(
-                    SessionRow.state.in_(LIVE_STATES))).all():
+            for session in db.scalars(
+                select(SessionRow).where(SessionRow.state.in_(LIVE_STATES))
+            ).all():
                 if session.state in (GRANTED, ACTIVE):
                     session.last_heartbeat = max(session.last_heartbeat, now)
                 elif session.state == ENDING:
                     session.safe_command_id, session.ending_at = None, now
-                    done.append(f"session {session.id}: safe state of {session.kit_id} "
-                                "asked again")
+                    done.append(f"session {session.id}: safe state of {session.kit_id} asked again")
         return done
 
     def holders(self) -> dict[str, str]:
         """kit -> user for sessions that currently carry command rights."""
         with self.store.transaction() as db:
-            return {s.kit_id: s.user for s in db.scalars(select(SessionRow).where(
-                SessionRow.state.in_((GRANTED, ACTIVE))))}
+            return {
+                s.kit_id: s.user
+                for s in db.scalars(
+                    select(SessionRow).where(SessionRow.state.in_((GRANTED, ACTIVE)))
+                )
+            }
 
     def _advance(self, db: DB, session: SessionRow, now: float) -> None:
         if session.state in (GRANTED, ACTIVE):
@@ -480,35 +586,49 @@ class LabService:
         elif now - session.ending_at > self.policy.safe_confirm_timeout_seconds:
             kit = db.get(KitRow, session.kit_id)
             kit.pool_state = NEEDS_ATTENTION
-            kit.reason = (f"did not confirm its safe state within "
-                          f"{self.policy.safe_confirm_timeout_seconds:g} s after session "
-                          f"{session.id} ended ({session.end_reason})")
+            kit.reason = (
+                f"did not confirm its safe state within "
+                f"{self.policy.safe_confirm_timeout_seconds:g} s after session "
+                f"{session.id} ended ({session.end_reason})"
+            )
             session.state, session.released_at = RELEASED, now
             self._event(db, "needs-attention", kit.id, session.user, kit.reason)
 
     def _end_live_session(self, db: DB, kit_id: str, reason: str) -> None:
-        session = db.scalar(select(SessionRow).where(SessionRow.kit_id == kit_id,
-                                                     SessionRow.state.in_((GRANTED, ACTIVE))))
+        session = db.scalar(
+            select(SessionRow).where(
+                SessionRow.kit_id == kit_id, SessionRow.state.in_((GRANTED, ACTIVE))
+            )
+        )
         if session is not None:
             self._begin_end(db, session, reason, self.clock())
 
     def _assign(self, db: DB, now: float) -> dict[int, SessionRow]:
         """Grant free kits to waiting entries; returns the new sessions by queue entry id."""
         # Free kits first: usually there are none, and then the queue need not be read at all.
-        busy = set(db.scalars(select(SessionRow.kit_id).where(
-            SessionRow.state.in_(LIVE_STATES))))
-        free = [S.KitSlot(kit_id, model, now) for kit_id, model in db.execute(
-            select(KitRow.id, KitRow.model).where(KitRow.pool_state == IN_POOL))
-            if kit_id not in busy and self.gateway.online(kit_id)]
+        busy = set(db.scalars(select(SessionRow.kit_id).where(SessionRow.state.in_(LIVE_STATES))))
+        free = [
+            S.KitSlot(kit_id, model, now)
+            for kit_id, model in db.execute(
+                select(KitRow.id, KitRow.model).where(KitRow.pool_state == IN_POOL)
+            )
+            if kit_id not in busy and self.gateway.online(kit_id)
+        ]
         if not free:
             return {}
         waiting = _load_waiting(db)
         if not waiting:
             return {}
         sessions = {}
-        for grant in S.assign(waiting, free, self._booked_slots(db, now),
-                              self._recent_use(db, now), now, self.policy.slot_seconds,
-                              self.policy.min_walk_in_seconds):
+        for grant in S.assign(
+            waiting,
+            free,
+            self._booked_slots(db, now),
+            self._recent_use(db, now),
+            now,
+            self.policy.slot_seconds,
+            self.policy.min_walk_in_seconds,
+        ):
             session = self._grant(db, grant, now)
             if session is not None:
                 sessions[grant.entry.id] = session
@@ -521,14 +641,25 @@ class LabService:
         entry.state = SERVED
         booking_id = None
         if grant.booking is not None:
-            booking_id = db.scalar(select(BookingRow.id).where(
-                BookingRow.kit_id == grant.kit_id, ~BookingRow.cancelled,
-                BookingRow.starts_at == grant.booking.starts_at))
-        session = SessionRow(kit_id=grant.kit_id, user=entry.user,
-                             institution=entry.institution, state=GRANTED,
-                             queue_entry_id=entry.id, booking_id=booking_id,
-                             requested_at=entry.enqueued_at, granted_at=now,
-                             ends_at=grant.ends_at, last_heartbeat=now)
+            booking_id = db.scalar(
+                select(BookingRow.id).where(
+                    BookingRow.kit_id == grant.kit_id,
+                    ~BookingRow.cancelled,
+                    BookingRow.starts_at == grant.booking.starts_at,
+                )
+            )
+        session = SessionRow(
+            kit_id=grant.kit_id,
+            user=entry.user,
+            institution=entry.institution,
+            state=GRANTED,
+            queue_entry_id=entry.id,
+            booking_id=booking_id,
+            requested_at=entry.enqueued_at,
+            granted_at=now,
+            ends_at=grant.ends_at,
+            last_heartbeat=now,
+        )
         db.add(session)
         db.flush()  # the unique index refuses a second live session here, before any right
         try:
@@ -542,18 +673,24 @@ class LabService:
         return session
 
     def _booked_slots(self, db: DB, now: float) -> list[S.BookedSlot]:
-        return [S.BookedSlot(b.kit_id, b.course, b.starts_at, b.ends_at)
-                for b in db.scalars(select(BookingRow).where(~BookingRow.cancelled,
-                                                             BookingRow.ends_at > now))]
+        return [
+            S.BookedSlot(b.kit_id, b.course, b.starts_at, b.ends_at)
+            for b in db.scalars(
+                select(BookingRow).where(~BookingRow.cancelled, BookingRow.ends_at > now)
+            )
+        ]
 
     def _recent_use(self, db: DB, now: float) -> dict[str, int]:
         """Walk-in sessions per institution in the fair-share window. Booked slots do not
         count: bookings have quotas of their own and take no one's place in the queue."""
         since = now - self.policy.fair_share_window_seconds
-        return dict(db.execute(select(SessionRow.institution, func.count())
-                               .where(SessionRow.granted_at > since,
-                                      SessionRow.booking_id.is_(None))
-                               .group_by(SessionRow.institution)).all())
+        return dict(
+            db.execute(
+                select(SessionRow.institution, func.count())
+                .where(SessionRow.granted_at > since, SessionRow.booking_id.is_(None))
+                .group_by(SessionRow.institution)
+            ).all()
+        )
 
     # ------------------------------------------------------------ views and helpers
 
@@ -569,21 +706,31 @@ class LabService:
             raise NotFound(f"no session {session_id} of yours")
         return session
 
-    def _event(self, db: DB, kind: str, kit_id: str | None, user: str | None,
-               detail: str) -> None:
+    def _event(self, db: DB, kind: str, kit_id: str | None, user: str | None, detail: str) -> None:
         db.add(EventRow(ts=self.clock(), kind=kind, kit_id=kit_id, user=user, detail=detail))
 
-    def _entry_view(self, db: DB, entry: QueueEntryRow, now: float,
-                    estimates: dict[int, tuple[int, float]] | None = None) -> dict:
-        view: dict[str, Any] = {"id": entry.id, "user": entry.user, "kit": entry.kit_id,
-                                "model": entry.model, "state": entry.state,
-                                "enqueued_at": entry.enqueued_at}
+    def _entry_view(
+        self,
+        db: DB,
+        entry: QueueEntryRow,
+        now: float,
+        estimates: dict[int, tuple[int, float]] | None = None,
+    ) -> dict:
+        view: dict[str, Any] = {
+            "id": entry.id,
+            "user": entry.user,
+            "kit": entry.kit_id,
+            "model": entry.model,
+            "state": entry.state,
+            "enqueued_at": entry.enqueued_at,
+        }
         if entry.state == WAITING:
             if estimates is None:
                 estimates = self._estimates(db, now)
             position, wait = estimates.get(entry.id, (0, float("inf")))
-            view.update(position=position,
-                        estimated_wait_s=None if wait == float("inf") else round(wait, 1))
+            view.update(
+                position=position, estimated_wait_s=None if wait == float("inf") else round(wait, 1)
+            )
         elif entry.state == SERVED:
             session = db.scalar(select(SessionRow).where(SessionRow.queue_entry_id == entry.id))
             view["session"] = self._session_view(session, now) if session else None
@@ -591,66 +738,112 @@ class LabService:
 
     def _estimates(self, db: DB, now: float) -> dict[int, tuple[int, float]]:
         waiting = _load_waiting(db, courses=False)  # the estimate ignores bookings
-        held = dict(db.execute(select(SessionRow.kit_id, SessionRow.ends_at).where(
-            SessionRow.state.in_(LIVE_STATES))).all())
-        kits = [S.KitSlot(kit_id, model, held.get(kit_id, now)) for kit_id, model in
-                db.execute(select(KitRow.id, KitRow.model).where(KitRow.pool_state == IN_POOL))]
-        return S.estimate(waiting, kits, self._recent_use(db, now), now,
-                          self.policy.slot_seconds)
+        held = dict(
+            db.execute(
+                select(SessionRow.kit_id, SessionRow.ends_at).where(
+                    SessionRow.state.in_(LIVE_STATES)
+                )
+            ).all()
+        )
+        kits = [
+            S.KitSlot(kit_id, model, held.get(kit_id, now))
+            for kit_id, model in db.execute(
+                select(KitRow.id, KitRow.model).where(KitRow.pool_state == IN_POOL)
+            )
+        ]
+        return S.estimate(waiting, kits, self._recent_use(db, now), now, self.policy.slot_seconds)
 
     def _session_view(self, session: SessionRow, now: float) -> dict:
-        return {"id": session.id, "kit": session.kit_id, "user": session.user,
-                "institution": session.institution, "state": session.state,
-                "granted_at": session.granted_at, "ends_at": session.ends_at,
-                "time_left_s": round(max(0.0, session.ends_at - now), 1)
-                if session.state in (GRANTED, ACTIVE) else 0.0,
-                "queue_wait_s": round(session.queue_wait_s, 3),
-                "end_reason": session.end_reason, "released_at": session.released_at}
+        return {
+            "id": session.id,
+            "kit": session.kit_id,
+            "user": session.user,
+            "institution": session.institution,
+            "state": session.state,
+            "granted_at": session.granted_at,
+            "ends_at": session.ends_at,
+            "time_left_s": round(max(0.0, session.ends_at - now), 1)
+            if session.state in (GRANTED, ACTIVE)
+            else 0.0,
+            "queue_wait_s": round(session.queue_wait_s, 3),
+            "end_reason": session.end_reason,
+            "released_at": session.released_at,
+        }
 
     def _kit_view(self, db: DB, kit: KitRow) -> dict:
-        holder = db.scalar(select(SessionRow).where(SessionRow.kit_id == kit.id,
-                                                    SessionRow.state.in_(LIVE_STATES)))
-        queued = db.scalar(select(func.count()).select_from(QueueEntryRow).where(
-            QueueEntryRow.state == WAITING,
-            (QueueEntryRow.kit_id == kit.id) | (QueueEntryRow.model == kit.model)))
-        return {"id": kit.id, "model": kit.model, "name": kit.name, "pool": kit.pool_state,
-                "reason": kit.reason, "online": self.gateway.online(kit.id),
-                "holder_institution": holder.institution if holder else None,
-                "session_state": holder.state if holder else None, "queue_length": queued}
+        holder = db.scalar(
+            select(SessionRow).where(SessionRow.kit_id == kit.id, SessionRow.state.in_(LIVE_STATES))
+        )
+        queued = db.scalar(
+            select(func.count())
+            .select_from(QueueEntryRow)
+            .where(
+                QueueEntryRow.state == WAITING,
+                (QueueEntryRow.kit_id == kit.id) | (QueueEntryRow.model == kit.model),
+            )
+        )
+        return {
+            "id": kit.id,
+            "model": kit.model,
+            "name": kit.name,
+            "pool": kit.pool_state,
+            "reason": kit.reason,
+            "online": self.gateway.online(kit.id),
+            "holder_institution": holder.institution if holder else None,
+            "session_state": holder.state if holder else None,
+            "queue_length": queued,
+        }
 
 
-def _check_request(kits: dict[str, tuple[str, str]], holding: set[tuple[str, str, str]],
-                   waiting: dict[tuple[str, str | None, str | None], int], user: User,
-                   kit_id: str | None, model: str | None) -> None:
+def _check_request(
+    kits: dict[str, tuple[str, str]],
+    holding: set[tuple[str, str, str]],
+    waiting: dict[tuple[str, str | None, str | None], int],
+    user: User,
+    kit_id: str | None,
+    model: str | None,
+) -> None:
     """Refuse a queue request that names no kit, an unknown one, or repeats what the user has."""
     if (kit_id is None) == (model is None):
         raise LabError("ask for either a kit or a kit model")
     if kit_id is not None and kits.get(kit_id, ("", RETIRED))[1] == RETIRED:
         raise NotFound(f"no kit {kit_id}")
-    if model is not None and not any(m == model and pool != RETIRED
-                                     for m, pool in kits.values()):
+    if model is not None and not any(m == model and pool != RETIRED for m, pool in kits.values()):
         raise NotFound(f"no kit of model {model}")
     if any(u == user.name and (k == kit_id if kit_id else m == model) for u, m, k in holding):
         raise Conflict("you already hold this kit")
     duplicate = waiting.get((user.name, kit_id, model))
     if duplicate is not None:
-        raise Conflict(f"you are already waiting (queue entry {duplicate})" if duplicate else
-                       "you are already waiting")
+        raise Conflict(
+            f"you are already waiting (queue entry {duplicate})"
+            if duplicate
+            else "you are already waiting"
+        )
 
 
-def _new_entry_view(row: dict[str, Any], session: SessionRow | None,
-                    session_view: Callable[[SessionRow, float], dict], now: float,
-                    estimates: dict[int, tuple[int, float]]) -> dict:
+def _new_entry_view(
+    row: dict[str, Any],
+    session: SessionRow | None,
+    session_view: Callable[[SessionRow, float], dict],
+    now: float,
+    estimates: dict[int, tuple[int, float]],
+) -> dict:
     """The view of an entry just inserted (as `LabService._entry_view` gives), from its row."""
-    view: dict[str, Any] = {"id": row["id"], "user": row["user"], "kit": row["kit_id"],
-                            "model": row["model"], "state": WAITING,
-                            "enqueued_at": row["enqueued_at"]}
+    view: dict[str, Any] = {
+        "id": row["id"],
+        "user": row["user"],
+        "kit": row["kit_id"],
+        "model": row["model"],
+        "state": WAITING,
+        "enqueued_at": row["enqueued_at"],
+    }
     if session is not None:
         view.update(state=SERVED, session=session_view(session, now))
     else:
         position, wait = estimates.get(row["id"], (0, float("inf")))
-        view.update(position=position,
-                    estimated_wait_s=None if wait == float("inf") else round(wait, 1))
+        view.update(
+            position=position, estimated_wait_s=None if wait == float("inf") else round(wait, 1)
+        )
     return view
 
 
@@ -659,17 +852,24 @@ def _load_waiting(db: DB, courses: bool = True) -> list[S.Waiting]:
     `courses=False` leaves out the members' courses (a JSON column to decode per row)."""
     q = QueueEntryRow
     columns = [q.id, q.user, q.institution, q.kit_id, q.model, q.priority, q.enqueued_at]
-    rows = db.execute(select(*columns, *([q.courses] if courses else []))
-                      .where(q.state == WAITING))
+    rows = db.execute(select(*columns, *([q.courses] if courses else [])).where(q.state == WAITING))
     if not courses:
         return [S.Waiting(*row) for row in rows]
     return [S.Waiting(*row[:7], frozenset(row[7] or ())) for row in rows]
 
 
 def _booking_view(b: BookingRow) -> dict:
-    return {"id": b.id, "kit": b.kit_id, "course": b.course, "group": b.group,
-            "booked_by": b.booked_by, "institution": b.institution, "starts_at": b.starts_at,
-            "ends_at": b.ends_at, "cancelled": b.cancelled}
+    return {
+        "id": b.id,
+        "kit": b.kit_id,
+        "course": b.course,
+        "group": b.group,
+        "booked_by": b.booked_by,
+        "institution": b.institution,
+        "starts_at": b.starts_at,
+        "ends_at": b.ends_at,
+        "cancelled": b.cancelled,
+    }
 
 
 def _require_admin(user: User) -> None:
@@ -679,4 +879,3 @@ def _require_admin(user: User) -> None:
 
 def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-

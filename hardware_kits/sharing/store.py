@@ -32,8 +32,12 @@ GRANTED, ACTIVE, ENDING, SAFE, RELEASED = "granted", "active", "ending", "safe",
 LIVE_STATES = (GRANTED, ACTIVE, ENDING, SAFE)  # the kit is not free in any of these
 
 # Kit pool states.
-IN_POOL, MAINTENANCE, NEEDS_ATTENTION, RETIRED = "in-pool", "maintenance", "needs-attention", \
-    "retired"
+IN_POOL, MAINTENANCE, NEEDS_ATTENTION, RETIRED = (
+    "in-pool",
+    "maintenance",
+    "needs-attention",
+    "retired",
+)
 
 # Queue entry states.
 WAITING, SERVED, LEFT = "waiting", "served", "left"
@@ -92,8 +96,9 @@ class SessionRow(Base):
     user: Mapped[str] = mapped_column(String(128), index=True)
     institution: Mapped[str] = mapped_column(String(64), index=True)
     state: Mapped[str] = mapped_column(String(12), index=True)
-    queue_entry_id: Mapped[int | None] = mapped_column(ForeignKey("queue_entries.id"),
-                                                       nullable=True)
+    queue_entry_id: Mapped[int | None] = mapped_column(
+        ForeignKey("queue_entries.id"), nullable=True
+    )
     booking_id: Mapped[int | None] = mapped_column(ForeignKey("bookings.id"), nullable=True)
     requested_at: Mapped[float] = mapped_column(Float)
     granted_at: Mapped[float] = mapped_column(Float, index=True)  # fair share looks back
@@ -107,9 +112,13 @@ class SessionRow(Base):
 
     __table_args__ = (
         # At most one live session per kit, enforced by the database.
-        Index("one_live_session_per_kit", "kit_id", unique=True,
-              sqlite_where=text("state IN ('granted', 'active', 'ending', 'safe')"),
-              postgresql_where=text("state IN ('granted', 'active', 'ending', 'safe')")),
+        Index(
+            "one_live_session_per_kit",
+            "kit_id",
+            unique=True,
+            sqlite_where=text("state IN ('granted', 'active', 'ending', 'safe')"),
+            postgresql_where=text("state IN ('granted', 'active', 'ending', 'safe')"),
+        ),
     )
 
     @property
@@ -123,8 +132,9 @@ class CommandRow(Base):
     __tablename__ = "commands"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), nullable=True,
-                                                   index=True)
+    session_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sessions.id"), nullable=True, index=True
+    )
     kit_id: Mapped[str] = mapped_column(String(64), index=True)
     requester: Mapped[str] = mapped_column(String(128))
     command_id: Mapped[str] = mapped_column(String(64))

@@ -41,8 +41,9 @@ def solar_declination_deg(t: float) -> float:
     return -23.44 * math.cos(2.0 * math.pi / DAYS_PER_YEAR * (day + 10.0))
 
 
-def sun_elevation_deg(t: float, latitude_deg: float = DEFAULT_LATITUDE_DEG,
-                      longitude_deg: float = 0.0) -> float:
+def sun_elevation_deg(
+    t: float, latitude_deg: float = DEFAULT_LATITUDE_DEG, longitude_deg: float = 0.0
+) -> float:
     """Elevation of the sun above the horizon (negative at night)."""
     solar_hour = hour_of_day(t) + longitude_deg / 15.0  # equation of time (±16 min) ignored
     hour_angle = math.radians(15.0 * (solar_hour - 12.0))
@@ -87,8 +88,12 @@ def daily_bump(hour: float, centre: float, width: float) -> float:
 def _raw_traffic(hour: float) -> float:
     # Weekday urban profile: night floor, morning rush ~08:00, midday plateau, evening rush
     # ~17:30 — the shape of the hourly factors in count data (e.g. FHWA Traffic Monitoring Guide).
-    return (0.15 + 1.4 * daily_bump(hour, 8.0, 1.3) + 0.8 * daily_bump(hour, 13.0, 3.0)
-            + 1.5 * daily_bump(hour, 17.5, 1.8))
+    return (
+        0.15
+        + 1.4 * daily_bump(hour, 8.0, 1.3)
+        + 0.8 * daily_bump(hour, 13.0, 3.0)
+        + 1.5 * daily_bump(hour, 17.5, 1.8)
+    )
 
 
 _TRAFFIC_MEAN = sum(_raw_traffic(minute / 60.0) for minute in range(1440)) / 1440.0
@@ -125,7 +130,7 @@ class OrnsteinUhlenbeck:
     def __init__(self, rng: random.Random, tau: float, sigma: float, step: float) -> None:
         self.rng = rng
         self._decay = math.exp(-step / tau)
-        self._kick = sigma * math.sqrt(1.0 - self._decay ** 2)
+        self._kick = sigma * math.sqrt(1.0 - self._decay**2)
         self.value = rng.gauss(0.0, sigma)  # start in the stationary distribution
 
     def step(self) -> float:

@@ -101,14 +101,16 @@ class EnvironmentModel(TwinModel):
         self.mean_temperature_c = float(p.get("mean_temperature_c", 12.0))
         self.daily_swing_c = float(p.get("daily_swing_c", 6.0))
         self.co2_background_ppm = float(p.get("co2_outdoor_ppm", 420.0))
-        self._limits = {name: (spec.get("min"), spec.get("max"))
-                        for name, spec in descriptor["sensors"].items()}
+        self._limits = {
+            name: (spec.get("min"), spec.get("max")) for name, spec in descriptor["sensors"].items()
+        }
         rng = self.rng
         self._temp_drift = OrnsteinUhlenbeck(rng, TEMP_DRIFT_TAU_S, TEMP_DRIFT_SIGMA_C, STEP_S)
         self._dew_drift = OrnsteinUhlenbeck(rng, DEWPOINT_TAU_S, DEWPOINT_SIGMA_C, STEP_S)
         self._pressure_drift = OrnsteinUhlenbeck(rng, PRESSURE_TAU_S, PRESSURE_SIGMA_HPA, STEP_S)
-        self._pm_drift = OrnsteinUhlenbeck(rng, PM_BACKGROUND_TAU_S, PM_BACKGROUND_LOG_SIGMA,
-                                           STEP_S)
+        self._pm_drift = OrnsteinUhlenbeck(
+            rng, PM_BACKGROUND_TAU_S, PM_BACKGROUND_LOG_SIGMA, STEP_S
+        )
         self._co2_plume = OrnsteinUhlenbeck(rng, CO2_PLUME_TAU_S, CO2_PLUME_SIGMA_PPM, STEP_S)
         self._noise_drift = OrnsteinUhlenbeck(rng, NOISE_TAU_S, NOISE_SIGMA_DB, STEP_S)
         self._episode_decay = math.exp(-STEP_S / EPISODE_TAU_S)
@@ -130,8 +132,14 @@ class EnvironmentModel(TwinModel):
     # ------------------------------------------------------------ stepping
 
     def _step(self, now: float) -> None:
-        for process in (self._temp_drift, self._dew_drift, self._pressure_drift, self._pm_drift,
-                        self._co2_plume, self._noise_drift):
+        for process in (
+            self._temp_drift,
+            self._dew_drift,
+            self._pressure_drift,
+            self._pm_drift,
+            self._co2_plume,
+            self._noise_drift,
+        ):
             process.step()
         self._weather(now)
         self._episodes()
@@ -144,8 +152,12 @@ class EnvironmentModel(TwinModel):
         cycle = math.cos(2.0 * math.pi * (hour - WARMEST_HOUR) / 24.0)
         drift = self._temp_drift.value
         self.temperature = self.mean_temperature_c + self.daily_swing_c / 2.0 * cycle + drift
-        dew_point = (self.mean_temperature_c - DEWPOINT_DEPRESSION_C
-                     + DEWPOINT_FOLLOWS_DRIFT * drift + self._dew_drift.value)
+        dew_point = (
+            self.mean_temperature_c
+            - DEWPOINT_DEPRESSION_C
+            + DEWPOINT_FOLLOWS_DRIFT * drift
+            + self._dew_drift.value
+        )
         dew_point = min(dew_point, self.temperature)  # saturated: fog, RH 100 %
         self.humidity = _relative_humidity(self.temperature, dew_point)
         tide = TIDE_HPA * math.cos(2.0 * math.pi * (hour - 10.0) / 12.0)
@@ -162,9 +174,13 @@ class EnvironmentModel(TwinModel):
         background = PM_BACKGROUND_UGM3 * math.exp(self._pm_drift.value)
         self.pm25_outdoor = background + PM_TRAFFIC_UGM3 * traffic + self.episode_ugm3
         night = daily_bump(hour, 4.0, 3.0)
-        self.co2_outdoor = max(self.co2_background_ppm + CO2_TRAFFIC_PPM * traffic
-                               + CO2_NIGHT_PPM * night + self._co2_plume.value,
-                               self.co2_background_ppm - 2.0 * CO2_PLUME_SIGMA_PPM)
+        self.co2_outdoor = max(
+            self.co2_background_ppm
+            + CO2_TRAFFIC_PPM * traffic
+            + CO2_NIGHT_PPM * night
+            + self._co2_plume.value,
+            self.co2_background_ppm - 2.0 * CO2_PLUME_SIGMA_PPM,
+        )
 
     def _enclosure(self) -> None:
         # Well-mixed box: each step a fixed share of its air is replaced by street air.
@@ -180,8 +196,9 @@ class EnvironmentModel(TwinModel):
         self.loud_event_db *= LOUD_EVENT_DECAY
         if poisson(self.rng, LOUD_EVENTS_PER_HOUR / HOUR_S * STEP_S):
             self.loud_event_db = self.rng.uniform(*LOUD_EVENT_DB)
-        self.noise = (_db_sum(traffic_db, NIGHT_FLOOR_DBA) + self._noise_drift.value
-                      + self.loud_event_db)
+        self.noise = (
+            _db_sum(traffic_db, NIGHT_FLOOR_DBA) + self._noise_drift.value + self.loud_event_db
+        )
 
     # ------------------------------------------------------------ sensors
 

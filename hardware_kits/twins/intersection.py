@@ -235,8 +235,9 @@ class IntersectionModel(TwinModel):
             f"vehicles-{a}": min(self.queues[a], self._max[f"vehicles-{a}"]) for a in APPROACHES
         }
         values["queue-length"] = min(sum(self.queues.values()), self._max["queue-length"])
-        values["pedestrian-requests"] = min(self.pedestrian_requests,
-                                            self._max["pedestrian-requests"])
+        values["pedestrian-requests"] = min(
+            self.pedestrian_requests, self._max["pedestrian-requests"]
+        )
         values["phase"] = -1 if self.signal == FLASHING else self.stage
         values["signal"] = self.signal
         return values

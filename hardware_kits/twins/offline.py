@@ -30,15 +30,22 @@ OFFLINE_KIT_ID = "offline"
 class OfflineKit:
     """One twin with KitCore in front of it; `set` raises protocol.ProtocolError on refusal."""
 
-    def __init__(self, model: str, seed: int = 0, start: float = 0.0,
-                 descriptor: dict[str, Any] | None = None, **twin_params: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        seed: int = 0,
+        start: float = 0.0,
+        descriptor: dict[str, Any] | None = None,
+        **twin_params: Any,
+    ) -> None:
         descriptor = descriptor or load_models()[model]
         if twin_params:  # e.g. other traffic flows for a hidden test scenario
             descriptor = {**descriptor, "twin": {**descriptor.get("twin", {}), **twin_params}}
         self.descriptor = descriptor
         self.twin: TwinModel = twin_class(model)(descriptor, seed=seed, start=start)
-        self.core = KitCore(OFFLINE_KIT_ID, descriptor, clock=lambda: self.twin.t,
-                            apply_hook=self.twin.apply)
+        self.core = KitCore(
+            OFFLINE_KIT_ID, descriptor, clock=lambda: self.twin.t, apply_hook=self.twin.apply
+        )
         self._ids = itertools.count()
 
     @property
@@ -64,12 +71,17 @@ class OfflineKit:
             value = value.item()
         spec = self.descriptor["actuators"].get(actuator)
         if spec is None:
-            raise P.ProtocolError(P.R_UNKNOWN_ACTUATOR, f"kit model "
-                                  f"{self.descriptor['model']} has no actuator {actuator!r}")
+            raise P.ProtocolError(
+                P.R_UNKNOWN_ACTUATOR,
+                f"kit model {self.descriptor['model']} has no actuator {actuator!r}",
+            )
         P.check_value(spec, value, actuator)  # what encode_value assumes (as Kit.set does)
-        ack = self.core.handle_command(P.set_topic(OFFLINE_KIT_ID, actuator),
-                                       P.encode_value(spec, value), f"c{next(self._ids)}",
-                                       str(int(self.twin.t * 1000) + 60_000))
+        ack = self.core.handle_command(
+            P.set_topic(OFFLINE_KIT_ID, actuator),
+            P.encode_value(spec, value),
+            f"c{next(self._ids)}",
+            str(int(self.twin.t * 1000) + 60_000),
+        )
         if ack["status"] != P.APPLIED:
             raise P.ProtocolError(ack["reason"], ack["detail"])
         return ack.get("value")

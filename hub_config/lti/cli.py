@@ -16,21 +16,30 @@ LTI_FOLDER = "lti"
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--site", type=Path,
-                        default=Path(os.environ.get("SMARTLAB_SITE", DEFAULT_SITE)),
-                        help="the site file (default: $SMARTLAB_SITE or the demo site)")
-    parser.add_argument("--state-dir", type=Path, default=default_state_dir(),
-                        help="the platform's state folder; LTI records and the tool key are in "
-                             "its lti/ (default: $SMARTLAB_STATE_DIR or ./var)")
+    parser.add_argument(
+        "--site",
+        type=Path,
+        default=Path(os.environ.get("SMARTLAB_SITE", DEFAULT_SITE)),
+        help="the site file (default: $SMARTLAB_SITE or the demo site)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default_state_dir(),
+        help="the platform's state folder; LTI records and the tool key are in "
+        "its lti/ (default: $SMARTLAB_STATE_DIR or ./var)",
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     lti = commands.add_parser("lti", help="LTI 1.3: what LMS administrators enter")
     sub = lti.add_subparsers(dest="lti_command", required=True, metavar="COMMAND")
-    show = sub.add_parser("show", help="print the tool's registration values and the site's "
-                                       "LMS platforms")
-    show.add_argument("--hub-url", required=True,
-                      help="the hub's public address, e.g. https://lab.example.org")
+    show = sub.add_parser(
+        "show", help="print the tool's registration values and the site's LMS platforms"
+    )
+    show.add_argument(
+        "--hub-url", required=True, help="the hub's public address, e.g. https://lab.example.org"
+    )
     _add_common(show)
     show.set_defaults(run=run_show)
 
@@ -48,9 +57,11 @@ def run_show(args: argparse.Namespace) -> int:
     print("Public key (PEM):")
     print(key.public_pem().rstrip())
     for platform in platforms(site):
-        print(f"\nLMS {platform.key} ({platform.institution}): issuer {platform.issuer}, "
-              f"client ids {', '.join(platform.client_ids)}, "
-              f"deployments {', '.join(platform.deployment_ids)}")
+        print(
+            f"\nLMS {platform.key} ({platform.institution}): issuer {platform.issuer}, "
+            f"client ids {', '.join(platform.client_ids)}, "
+            f"deployments {', '.join(platform.deployment_ids)}"
+        )
         for context, course in sorted(platform.contexts.items()):
             print(f"  LMS course {context!r} → {course}")
     return 0
@@ -62,15 +73,24 @@ def run_show(args: argparse.Namespace) -> int:
 def add_push_command(grades: argparse._SubParsersAction) -> None:
     """`push` under `smartlab grades` (grader/cli.py owns the group)."""
     push = grades.add_parser(
-        "push", help="send an assignment's scores to the LMSs of its LTI students (AGS)")
+        "push", help="send an assignment's scores to the LMSs of its LTI students (AGS)"
+    )
     push.add_argument("course", help="course id")
     push.add_argument("assignment", help="nbgrader assignment name")
     _add_common(push)
     push.add_argument("--course-dir", help="the course folder (as for `smartlab grade`)")
-    push.add_argument("--attempts", type=int, default=4,
-                      help="tries per request before a score is reported failed (default 4)")
-    push.add_argument("--backoff", type=float, default=1.0,
-                      help="seconds before the first retry, doubling after (default 1)")
+    push.add_argument(
+        "--attempts",
+        type=int,
+        default=4,
+        help="tries per request before a score is reported failed (default 4)",
+    )
+    push.add_argument(
+        "--backoff",
+        type=float,
+        default=1.0,
+        help="seconds before the first retry, doubling after (default 1)",
+    )
     push.set_defaults(run=run_push)
 
 
@@ -84,21 +104,33 @@ def run_push(args: argparse.Namespace) -> int:
     site = load_site(args.site)
     folder = args.state_dir / LTI_FOLDER
     if not (folder / KEY_FILE).exists():
-        raise FileNotFoundError(f"{folder / KEY_FILE}: no tool key; LMSs know the hub's key, "
-                                "so push from the hub's state folder (--state-dir)")
-    report = push(site, Store(folder), ToolKey.load_or_create(folder / KEY_FILE), args.course,
-                  args.assignment, find_course_dir(args.course, args.course_dir),
-                  Retry(attempts=args.attempts, backoff=args.backoff),
-                  progress=lambda line: print(f"pushing {line}", flush=True))
+        raise FileNotFoundError(
+            f"{folder / KEY_FILE}: no tool key; LMSs know the hub's key, "
+            "so push from the hub's state folder (--state-dir)"
+        )
+    report = push(
+        site,
+        Store(folder),
+        ToolKey.load_or_create(folder / KEY_FILE),
+        args.course,
+        args.assignment,
+        find_course_dir(args.course, args.course_dir),
+        Retry(attempts=args.attempts, backoff=args.backoff),
+        progress=lambda line: print(f"pushing {line}", flush=True),
+    )
     for problem in report.problems:
         print(f"not sent: {problem}", file=sys.stderr)
     for outcome in report.failed:
-        print(f"failed: {outcome.username} ({outcome.platform} course {outcome.context_id!r}): "
-              f"{outcome.error}", file=sys.stderr)
+        print(
+            f"failed: {outcome.username} ({outcome.platform} course {outcome.context_id!r}): "
+            f"{outcome.error}",
+            file=sys.stderr,
+        )
     print(report.summary())
     if report.failed or report.problems:
-        print("nothing is lost: the failed scores are recorded; run the push again to send them",
-              file=sys.stderr)
+        print(
+            "nothing is lost: the failed scores are recorded; run the push again to send them",
+            file=sys.stderr,
+        )
         return 1
     return 0
-

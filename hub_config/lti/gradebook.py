@@ -22,8 +22,16 @@ def gradebook_url(folder: Path) -> str:
     return f"sqlite:///{folder / GRADEBOOK}"
 
 
-def ensure_student(template: str, course: str, student_id: str, *, first_name: str | None,
-                   last_name: str | None, email: str | None, lms_user_id: str) -> bool:
+def ensure_student(
+    template: str,
+    course: str,
+    student_id: str,
+    *,
+    first_name: str | None,
+    last_name: str | None,
+    email: str | None,
+    lms_user_id: str,
+) -> bool:
     """Create or update the student in the course's gradebook; False if the course is absent."""
     folder = course_dir(template, course)
     if not folder.is_dir():
@@ -32,9 +40,13 @@ def ensure_student(template: str, course: str, student_id: str, *, first_name: s
 
     database = folder / GRADEBOOK
     with Gradebook(gradebook_url(folder), course_id=course) as gradebook:
-        gradebook.update_or_create_student(student_id, first_name=first_name,
-                                           last_name=last_name, email=email,
-                                           lms_user_id=lms_user_id)
+        gradebook.update_or_create_student(
+            student_id,
+            first_name=first_name,
+            last_name=last_name,
+            email=email,
+            lms_user_id=lms_user_id,
+        )
     _give_to_course_owner(database, folder)
     return True
 

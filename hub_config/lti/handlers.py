@@ -34,10 +34,12 @@ if TYPE_CHECKING:
     from hub_config.lti.authenticator import LtiAuthenticator
 
 STATE_COOKIE_DAYS = 600 / 86400  # a launch must complete within the state's lifetime
-AGS_SCOPES = ["https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
-              "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly",
-              "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly",
-              "https://purl.imsglobal.org/spec/lti-ags/scope/score"]
+AGS_SCOPES = [
+    "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/score",
+]
 
 
 class LtiHandler(BaseHandler):
@@ -85,15 +87,26 @@ class LoginInitiationHandler(LtiHandler):
         target = self.get_argument("target_link_uri", "")
         client_id = self.get_argument("client_id", None)
         deployment = self.get_argument("lti_deployment_id", None)
-        missing = [name for name, value in (("iss", issuer), ("login_hint", login_hint),
-                                            ("target_link_uri", target)) if not value]
+        missing = [
+            name
+            for name, value in (
+                ("iss", issuer),
+                ("login_hint", login_hint),
+                ("target_link_uri", target),
+            )
+            if not value
+        ]
         if missing:
             self.refuse(400, f"the login initiation has no {', '.join(missing)}")
         platform = self.platform_for(issuer, client_id)
         if client_id is None:
             if len(platform.client_ids) > 1:
-                self.refuse(400, f"{issuer} has several client ids here: the login initiation "
-                                 "must name its client_id", issuer=issuer)
+                self.refuse(
+                    400,
+                    f"{issuer} has several client ids here: the login initiation "
+                    "must name its client_id",
+                    issuer=issuer,
+                )
             client_id = platform.client_ids[0]  # optional in LTI 1.3 when there is one
         if deployment is not None and deployment not in platform.deployment_ids:
             self.refuse(403, f"unknown deployment {deployment!r} of {issuer}", issuer=issuer)
@@ -101,13 +114,26 @@ class LoginInitiationHandler(LtiHandler):
         self.lti.store().add_state(state, LoginState(nonce, issuer, client_id, target))
         secure = self.tool_url().startswith("https://")
         # SameSite=None: the launch is a cross-site POST from the LMS (needs HTTPS, i.e. Secure).
-        self.set_signed_cookie(self.state_cookie(state), "1", expires_days=STATE_COOKIE_DAYS,
-                               path=url_path_join(self.hub.base_url, "lti"), httponly=True,
-                               secure=secure, samesite="None" if secure else "Lax")
-        params = {"scope": "openid", "response_type": "id_token", "response_mode": "form_post",
-                  "prompt": "none", "client_id": client_id,
-                  "redirect_uri": self.lti_url("launch"), "login_hint": login_hint,
-                  "state": state, "nonce": nonce}
+        self.set_signed_cookie(
+            self.state_cookie(state),
+            "1",
+            expires_days=STATE_COOKIE_DAYS,
+            path=url_path_join(self.hub.base_url, "lti"),
+            httponly=True,
+            secure=secure,
+            samesite="None" if secure else "Lax",
+        )
+        params = {
+            "scope": "openid",
+            "response_type": "id_token",
+            "response_mode": "form_post",
+            "prompt": "none",
+            "client_id": client_id,
+            "redirect_uri": self.lti_url("launch"),
+            "login_hint": login_hint,
+            "state": state,
+            "nonce": nonce,
+        }
         message_hint = self.get_argument("lti_message_hint", None)
         if message_hint is not None:
             params["lti_message_hint"] = message_hint
@@ -116,12 +142,17 @@ class LoginInitiationHandler(LtiHandler):
     def platform_for(self, issuer: str, client_id: str | None) -> Platform:
         site = self.lti.site()
         if not any(p.issuer == issuer for p in platforms(site)):
-            self.refuse(403, f"unknown issuer {issuer!r}: no LMS of the site file has it",
-                        issuer=issuer)
+            self.refuse(
+                403, f"unknown issuer {issuer!r}: no LMS of the site file has it", issuer=issuer
+            )
         platform = find_platform(site, issuer, client_id)
         if platform is None and client_id is None:
-            self.refuse(400, f"several LMSs share the issuer {issuer}: the login initiation "
-                             "must name its client_id", issuer=issuer)
+            self.refuse(
+                400,
+                f"several LMSs share the issuer {issuer}: the login initiation "
+                "must name its client_id",
+                issuer=issuer,
+            )
         if platform is None:
             self.refuse(403, f"unknown client id {client_id!r} for {issuer}", issuer=issuer)
         return platform
@@ -136,8 +167,11 @@ class LaunchHandler(LtiHandler):
     async def post(self) -> None:
         error = self.get_argument("error", None)
         if error:
-            self.refuse(403, f"the LMS answered {error}: "
-                             f"{self.get_argument('error_description', '(no description)')}")
+            self.refuse(
+                403,
+                f"the LMS answered {error}: "
+                f"{self.get_argument('error_description', '(no description)')}",
+            )
         id_token, state = self.get_argument("id_token", ""), self.get_argument("state", "")
         if not id_token or not state:
             self.refuse(400, "the launch has no id_token or no state")
@@ -147,23 +181,35 @@ class LaunchHandler(LtiHandler):
             self.refuse(403, str(err))
         cookie = self.state_cookie(state)
         if self.get_signed_cookie(cookie, max_age_days=STATE_COOKIE_DAYS) is None:
-            self.refuse(403, "this browser did not start the launch (no login state cookie; "
-                             "is it blocking cookies?)", issuer=login.issuer)
+            self.refuse(
+                403,
+                "this browser did not start the launch (no login state cookie; "
+                "is it blocking cookies?)",
+                issuer=login.issuer,
+            )
         self.clear_cookie(cookie, path=url_path_join(self.hub.base_url, "lti"))
         launch = await self.verified(id_token, login)
         course = launch.platform.contexts.get(launch.context_id)
         context = dict(issuer=login.issuer, sub=launch.sub, context=launch.context_id)
         if course is None:
             title = f" ({launch.context_title})" if launch.context_title else ""
-            self.refuse(403, f"LMS course {launch.context_id!r}{title} is not linked to a course "
-                             f"here: the centre adds it to `contexts` of this LMS in the site "
-                             "file", **context)
+            self.refuse(
+                403,
+                f"LMS course {launch.context_id!r}{title} is not linked to a course "
+                f"here: the centre adds it to `contexts` of this LMS in the site "
+                "file",
+                **context,
+            )
         roles = course_roles(launch.roles)
         if not roles:
-            self.refuse(403, "no course role: the LMS sent none of learner, instructor, "
-                             "teaching assistant", **context)
-        user = await self.login_user({"lti_launch": launch, "course": course,
-                                      "course_roles": roles})
+            self.refuse(
+                403,
+                "no course role: the LMS sent none of learner, instructor, teaching assistant",
+                **context,
+            )
+        user = await self.login_user(
+            {"lti_launch": launch, "course": course, "course_roles": roles}
+        )
         if user is None:
             self.refuse(403, f"{launch.username} may not use this hub", **context)
         self.redirect(self.landing_url(launch, login, user))
@@ -176,12 +222,14 @@ class LaunchHandler(LtiHandler):
                 known = any(p.issuer == issuer for p in platforms(self.lti.site()))
                 raise lti_launch.LaunchError(
                     f"{'issuer mismatch' if known else 'unknown issuer'} {issuer!r}: the login "
-                    f"began for {login.issuer}")
+                    f"began for {login.issuer}"
+                )
             platform = find_platform(self.lti.site(), login.issuer, login.client_id)
             if platform is None:
                 raise lti_launch.LaunchError(f"{login.issuer} is no longer in the site file")
-            launch = await lti_launch.verify(id_token, platform, login.client_id, login.nonce,
-                                             self.lti.jwks())
+            launch = await lti_launch.verify(
+                id_token, platform, login.client_id, login.nonce, self.lti.jwks()
+            )
             if not self.lti.store().use_nonce(login.issuer, login.nonce, claims.get("exp", 0)):
                 raise lti_launch.LaunchError("replayed id_token: its nonce was already used")
         except lti_launch.LaunchError as err:
@@ -193,8 +241,11 @@ class LaunchHandler(LtiHandler):
         target = urlparse(launch.target_link_uri or login.target_link_uri)
         own_host = target.netloc in ("", urlparse(self.tool_url()).netloc)
         lti_pages = url_path_join(self.hub.base_url, "lti")
-        if own_host and target.path.startswith(self.base_url) and not (
-                target.path.startswith(lti_pages) or target.path.rstrip("/") == lti_pages):
+        if (
+            own_host
+            and target.path.startswith(self.base_url)
+            and not (target.path.startswith(lti_pages) or target.path.rstrip("/") == lti_pages)
+        ):
             return target.path + (f"?{target.query}" if target.query else "")
         return self.get_next_url(user)
 
@@ -212,8 +263,7 @@ class CanvasConfigHandler(LtiHandler):
 
     async def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.write(canvas_configuration(self.tool_url(), self.hub.base_url,
-                                        self.lti.tool_title))
+        self.write(canvas_configuration(self.tool_url(), self.hub.base_url, self.lti.tool_title))
 
 
 def canvas_configuration(tool_url: str, hub_base_url: str, title: str) -> dict[str, Any]:
@@ -228,16 +278,25 @@ def canvas_configuration(tool_url: str, hub_base_url: str, title: str) -> dict[s
         "target_link_uri": url("launch"),
         "public_jwk_url": url("jwks"),
         "scopes": AGS_SCOPES,
-        "extensions": [{
-            "domain": domain, "platform": "canvas.instructure.com",
-            # Name and e-mail fill the nbgrader gradebook's student record.
-            "privacy_level": "public",
-            "settings": {"placements": [{
-                "placement": "course_navigation", "message_type": "LtiResourceLinkRequest",
-                "target_link_uri": url("launch"), "text": title,
-                # JupyterHub forbids framing (frame-ancestors 'none'): open a new tab.
-                "windowTarget": "_blank",
-            }]},
-        }],
+        "extensions": [
+            {
+                "domain": domain,
+                "platform": "canvas.instructure.com",
+                # Name and e-mail fill the nbgrader gradebook's student record.
+                "privacy_level": "public",
+                "settings": {
+                    "placements": [
+                        {
+                            "placement": "course_navigation",
+                            "message_type": "LtiResourceLinkRequest",
+                            "target_link_uri": url("launch"),
+                            "text": title,
+                            # JupyterHub forbids framing (frame-ancestors 'none'): open a new tab.
+                            "windowTarget": "_blank",
+                        }
+                    ]
+                },
+            }
+        ],
         "custom_fields": {},
     }

@@ -101,8 +101,9 @@ def audiences(claims: dict[str, Any]) -> list[str]:
     return [aud] if isinstance(aud, str) else [a for a in aud or [] if isinstance(a, str)]
 
 
-async def verify(id_token: str, platform: Platform, client_id: str, nonce: str,
-                 jwks: JwksCache) -> Launch:
+async def verify(
+    id_token: str, platform: Platform, client_id: str, nonce: str, jwks: JwksCache
+) -> Launch:
     """The launch in `id_token`, or LaunchError naming the first thing wrong with it."""
     header, _ = unverified_claims(id_token)
     if header.get("alg") != "RS256":
@@ -110,23 +111,32 @@ async def verify(id_token: str, platform: Platform, client_id: str, nonce: str,
     key = await jwks.key(platform.jwks_uri, header.get("kid"))
     try:
         claims = jwt.decode(
-            id_token, key.key, algorithms=["RS256"], audience=client_id, issuer=platform.issuer,
-            leeway=LEEWAY, options={"require": ["iss", "aud", "exp", "iat", "nonce", "sub"]})
+            id_token,
+            key.key,
+            algorithms=["RS256"],
+            audience=client_id,
+            issuer=platform.issuer,
+            leeway=LEEWAY,
+            options={"require": ["iss", "aud", "exp", "iat", "nonce", "sub"]},
+        )
     except jwt.ExpiredSignatureError:
         raise LaunchError("expired id_token: its `exp` has passed") from None
     except jwt.ImmatureSignatureError:
-        raise LaunchError("id_token from the future: its `iat`/`nbf` is ahead of our clock"
-                          ) from None
+        raise LaunchError(
+            "id_token from the future: its `iat`/`nbf` is ahead of our clock"
+        ) from None
     except jwt.InvalidAudienceError:
-        raise LaunchError(f"wrong audience: the id_token is not for client id {client_id!r}"
-                          ) from None
+        raise LaunchError(
+            f"wrong audience: the id_token is not for client id {client_id!r}"
+        ) from None
     except jwt.InvalidIssuerError:
         raise LaunchError(f"wrong issuer: the id_token is not from {platform.issuer!r}") from None
     except jwt.MissingRequiredClaimError as err:
         raise LaunchError(f"missing claim: the id_token has no `{err.claim}`") from None
     except jwt.InvalidSignatureError:
-        raise LaunchError("bad signature: the id_token is not signed by the platform's key"
-                          ) from None
+        raise LaunchError(
+            "bad signature: the id_token is not signed by the platform's key"
+        ) from None
     except jwt.PyJWTError as err:
         raise LaunchError(f"invalid id_token: {err}") from None
     # With several audiences, `azp` names the one the token was issued to (OIDC core 3.1.3.7).
@@ -147,15 +157,19 @@ def _text(claims: dict[str, Any], name: str) -> str:
 def _launch(claims: dict[str, Any], platform: Platform, client_id: str) -> Launch:
     message_type = _text(claims, LTI + "message_type")
     if message_type != RESOURCE_LINK_REQUEST:
-        raise LaunchError(f"unsupported message type {message_type!r}: this tool takes "
-                          f"{RESOURCE_LINK_REQUEST} launches")
+        raise LaunchError(
+            f"unsupported message type {message_type!r}: this tool takes "
+            f"{RESOURCE_LINK_REQUEST} launches"
+        )
     version = _text(claims, LTI + "version")
     if version != "1.3.0":
         raise LaunchError(f"unsupported LTI version {version!r}: this tool speaks 1.3.0")
     deployment = _text(claims, LTI + "deployment_id")
     if deployment not in platform.deployment_ids:
-        raise LaunchError(f"unknown deployment {deployment!r} of {platform.issuer}: the site "
-                          f"file declares {', '.join(platform.deployment_ids)}")
+        raise LaunchError(
+            f"unknown deployment {deployment!r} of {platform.issuer}: the site "
+            f"file declares {', '.join(platform.deployment_ids)}"
+        )
     link = claims.get(LTI + "resource_link")
     if not isinstance(link, dict) or not link.get("id"):
         raise LaunchError(f"missing claim: the id_token has no `{LTI}resource_link` id")
@@ -164,8 +178,10 @@ def _launch(claims: dict[str, Any], platform: Platform, client_id: str) -> Launc
         raise LaunchError(f"missing claim: the id_token has no `{LTI}roles` list")
     context = claims.get(LTI + "context")
     if not isinstance(context, dict) or not isinstance(context.get("id"), str | int):
-        raise LaunchError(f"missing claim: the id_token has no `{LTI}context` id "
-                          "(launch the tool from inside an LMS course)")
+        raise LaunchError(
+            f"missing claim: the id_token has no `{LTI}context` id "
+            "(launch the tool from inside an LMS course)"
+        )
     ags = claims.get(AGS_ENDPOINT)
 
     def optional(name: str) -> str | None:
@@ -173,10 +189,16 @@ def _launch(claims: dict[str, Any], platform: Platform, client_id: str) -> Launc
         return value if isinstance(value, str) and value else None
 
     return Launch(
-        platform=platform, client_id=client_id, sub=_text(claims, "sub"),
+        platform=platform,
+        client_id=client_id,
+        sub=_text(claims, "sub"),
         context_id=str(context["id"]),
         context_title=context.get("title") if isinstance(context.get("title"), str) else None,
-        roles=roles, name=optional("name"), given_name=optional("given_name"),
-        family_name=optional("family_name"), email=optional("email"),
+        roles=roles,
+        name=optional("name"),
+        given_name=optional("given_name"),
+        family_name=optional("family_name"),
+        email=optional("email"),
         target_link_uri=optional(LTI + "target_link_uri") or "",
-        ags=ags if isinstance(ags, dict) else {})
+        ags=ags if isinstance(ags, dict) else {},
+    )

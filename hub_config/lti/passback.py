@@ -54,7 +54,7 @@ class Retry:
     timeout: float = 20.0
 
     def delays(self) -> list[float]:
-        return [self.backoff * 2 ** i for i in range(self.attempts - 1)]
+        return [self.backoff * 2**i for i in range(self.attempts - 1)]
 
 
 def transient(status: int) -> bool:
@@ -72,9 +72,15 @@ def with_query(url: str, path_suffix: str = "", **params: str) -> str:
 class AgsClient:
     """One LMS as seen by the tool: access token, line items, scores."""
 
-    def __init__(self, platform: Platform, client_id: str, key: ToolKey, retry: Retry,
-                 session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        client_id: str,
+        key: ToolKey,
+        retry: Retry,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.platform, self.client_id, self.key, self.retry = platform, client_id, key, retry
         self.session = session or requests.Session()
         self.sleep = sleep
@@ -87,8 +93,7 @@ class AgsClient:
         while True:
             attempt += 1
             try:
-                response = self.session.request(method, url, timeout=self.retry.timeout,
-                                                **kwargs)
+                response = self.session.request(method, url, timeout=self.retry.timeout, **kwargs)
             except requests.RequestException as err:
                 problem = f"{type(err).__name__}: {err}"
             else:
@@ -96,11 +101,13 @@ class AgsClient:
                     return response, attempt
                 problem = f"HTTP {response.status_code} {response.text[:200].strip()}"
                 if not transient(response.status_code):
-                    raise PassbackError(f"{method} {url} refused: {problem}", attempt,
-                                        response.status_code)
+                    raise PassbackError(
+                        f"{method} {url} refused: {problem}", attempt, response.status_code
+                    )
             if attempt > len(delays):
-                raise PassbackError(f"{method} {url} failed {attempt} times, last: {problem}",
-                                    attempt)
+                raise PassbackError(
+                    f"{method} {url} failed {attempt} times, last: {problem}", attempt
+                )
             delay = delays[attempt - 1]
             log.info("%s %s: %s; retrying in %.1f s", method, url, problem, delay)
             self.sleep(delay)
@@ -108,18 +115,29 @@ class AgsClient:
     def token(self) -> str:
         if self._token is None or self._token[1] < time.monotonic():
             assertion = self.key.client_assertion(self.client_id, self.platform.token_audience)
-            response, _ = self._send("POST", self.platform.token_endpoint, data={
-                "grant_type": "client_credentials",
-                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                "client_assertion": assertion,
-                "scope": " ".join([LINEITEM_SCOPE, LINEITEM_READ_SCOPE, SCORE_SCOPE])})
+            response, _ = self._send(
+                "POST",
+                self.platform.token_endpoint,
+                data={
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    "client_assertion": assertion,
+                    "scope": " ".join([LINEITEM_SCOPE, LINEITEM_READ_SCOPE, SCORE_SCOPE]),
+                },
+            )
             body = response.json()
             lifetime = float(body.get("expires_in", 3600))
             self._token = (body["access_token"], time.monotonic() + lifetime - 60)
         return self._token[0]
 
-    def _authorised(self, method: str, url: str, content_type: str | None = None,
-                    accept: str | None = None, **kwargs: Any) -> tuple[requests.Response, int]:
+    def _authorised(
+        self,
+        method: str,
+        url: str,
+        content_type: str | None = None,
+        accept: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[requests.Response, int]:
         headers = {"Authorization": f"Bearer {self.token()}"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -138,26 +156,46 @@ class AgsClient:
         """The URL of the assignment's line item in this LMS course, created if missing."""
         assert context.lineitems is not None
         response, _ = self._authorised(
-            "GET", with_query(context.lineitems, resource_id=assignment), accept=CONTAINER_TYPE)
+            "GET", with_query(context.lineitems, resource_id=assignment), accept=CONTAINER_TYPE
+        )
         for item in response.json():
             if item.get("resourceId") == assignment and item.get("id"):
                 return item["id"]
         if LINEITEM_SCOPE not in context.scopes:
-            raise PassbackError(f"no line item for {assignment!r} and this LMS course does not "
-                                "let the tool create one", 1)
+            raise PassbackError(
+                f"no line item for {assignment!r} and this LMS course does not "
+                "let the tool create one",
+                1,
+            )
         response, _ = self._authorised(
-            "POST", context.lineitems, content_type=LINEITEM_TYPE, accept=LINEITEM_TYPE,
-            json={"label": assignment, "scoreMaximum": max_score, "resourceId": assignment,
-                  "tag": TAG})
+            "POST",
+            context.lineitems,
+            content_type=LINEITEM_TYPE,
+            accept=LINEITEM_TYPE,
+            json={
+                "label": assignment,
+                "scoreMaximum": max_score,
+                "resourceId": assignment,
+                "tag": TAG,
+            },
+        )
         return response.json()["id"]
 
     def post_score(self, lineitem: str, sub: str, score: float, max_score: float) -> int:
         """Post one score; the number of attempts it took."""
-        _, attempts = self._authorised("POST", with_query(lineitem, "/scores"),
-                                       content_type=SCORE_TYPE, json={
-            "userId": sub, "scoreGiven": score, "scoreMaximum": max_score,
-            "activityProgress": "Completed", "gradingProgress": "FullyGraded",
-            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds")})
+        _, attempts = self._authorised(
+            "POST",
+            with_query(lineitem, "/scores"),
+            content_type=SCORE_TYPE,
+            json={
+                "userId": sub,
+                "scoreGiven": score,
+                "scoreMaximum": max_score,
+                "activityProgress": "Completed",
+                "gradingProgress": "FullyGraded",
+                "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            },
+        )
         return attempts
 
 
@@ -197,9 +235,11 @@ class Report:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def summary(self) -> str:
-        counts = ", ".join(f"{self.count(s)} {s}" for s in
-                           ("sent", "unchanged", "failed", "not graded", "no submission")
-                           if self.count(s))
+        counts = ", ".join(
+            f"{self.count(s)} {s}"
+            for s in ("sent", "unchanged", "failed", "not graded", "no submission")
+            if self.count(s)
+        )
         return f"{self.course}/{self.assignment}: {counts or 'nothing to send'}"
 
 
@@ -214,14 +254,23 @@ def read_grades(course_dir: Path, course: str, assignment: str) -> tuple[float, 
             found = book.find_assignment(assignment)
         except MissingEntry:
             raise ValueError(f"{course}: no assignment {assignment!r} in the gradebook") from None
-        grades = {s.student.id: Grade(float(s.score), float(found.max_score),
-                                      bool(s.needs_manual_grade)) for s in found.submissions}
+        grades = {
+            s.student.id: Grade(float(s.score), float(found.max_score), bool(s.needs_manual_grade))
+            for s in found.submissions
+        }
         return float(found.max_score), grades
 
 
-def push(site: Site, store: Store, key: ToolKey, course: str, assignment: str,
-         course_dir: Path, retry: Retry | None = None,
-         progress: Callable[[str], None] = lambda line: None) -> Report:
+def push(
+    site: Site,
+    store: Store,
+    key: ToolKey,
+    course: str,
+    assignment: str,
+    course_dir: Path,
+    retry: Retry | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Report:
     """Send the assignment's scores to every LMS course linked to `course`; see the module."""
     retry = retry or Retry()
     if site.course(course) is None:
@@ -243,18 +292,34 @@ def push(site: Site, store: Store, key: ToolKey, course: str, assignment: str,
             report.problems.append(f"{where}: its LMS is no longer in the site file")
             continue
         if context.lineitems is None:
-            report.problems.append(f"{where}: no Assignment and Grade Services endpoint came "
-                                   "with its launches (enable AGS for the tool in the LMS)")
+            report.problems.append(
+                f"{where}: no Assignment and Grade Services endpoint came "
+                "with its launches (enable AGS for the tool in the LMS)"
+            )
             continue
         progress(f"{where}: {len(members)} students")
         client = AgsClient(platform, context.client_id, key, retry)
-        _push_context(client, store, context, assignment, max_score,
-                      {m: grades.get(m) for m in members}, report)
+        _push_context(
+            client,
+            store,
+            context,
+            assignment,
+            max_score,
+            {m: grades.get(m) for m in members},
+            report,
+        )
     return report
 
 
-def _push_context(client: AgsClient, store: Store, context: Context, assignment: str,
-                  max_score: float, grades: dict[str, Grade | None], report: Report) -> None:
+def _push_context(
+    client: AgsClient,
+    store: Store,
+    context: Context,
+    assignment: str,
+    max_score: float,
+    grades: dict[str, Grade | None],
+    report: Report,
+) -> None:
     todo: list[tuple[str, Grade]] = []
     for username, grade in sorted(grades.items()):
         outcome = Outcome(context.platform, context.context_id, username, "")
@@ -264,8 +329,11 @@ def _push_context(client: AgsClient, store: Store, context: Context, assignment:
             outcome.status = "not graded"
         else:
             sent = store.sent_score(context.platform, context.context_id, assignment, username)
-            if sent and sent.status == "sent" and (sent.score, sent.max_score) == (
-                    grade.score, grade.max_score):
+            if (
+                sent
+                and sent.status == "sent"
+                and (sent.score, sent.max_score) == (grade.score, grade.max_score)
+            ):
                 outcome.status, outcome.score = "unchanged", grade.score
             else:
                 todo.append((username, grade))
@@ -280,8 +348,17 @@ def _push_context(client: AgsClient, store: Store, context: Context, assignment:
             store.set_lineitem(context.platform, context.context_id, assignment, lineitem)
     except (PassbackError, ValueError, KeyError) as err:
         for username, grade in todo:
-            _record(store, report, context, assignment, username, grade, "failed", 0,
-                    f"line item: {err}")
+            _record(
+                store,
+                report,
+                context,
+                assignment,
+                username,
+                grade,
+                "failed",
+                0,
+                f"line item: {err}",
+            )
         return
     for username, grade in todo:
         user = store.user(username)
@@ -294,15 +371,45 @@ def _push_context(client: AgsClient, store: Store, context: Context, assignment:
             if isinstance(err, PassbackError) and err.status == 404:
                 # The line item was deleted in the LMS: look it up (or make it) next time.
                 store.forget_lineitem(context.platform, context.context_id, assignment)
-            _record(store, report, context, assignment, username, grade, "failed",
-                    getattr(err, "attempts", 1), str(err))
+            _record(
+                store,
+                report,
+                context,
+                assignment,
+                username,
+                grade,
+                "failed",
+                getattr(err, "attempts", 1),
+                str(err),
+            )
         else:
             _record(store, report, context, assignment, username, grade, "sent", attempts, None)
 
 
-def _record(store: Store, report: Report, context: Context, assignment: str, username: str,
-            grade: Grade, status: str, attempts: int, error: str | None) -> None:
-    store.record_score(context.platform, context.context_id, assignment, username, grade.score,
-                       grade.max_score, status, attempts, error)
-    report.outcomes.append(Outcome(context.platform, context.context_id, username, status,
-                                   grade.score, attempts, error))
+def _record(
+    store: Store,
+    report: Report,
+    context: Context,
+    assignment: str,
+    username: str,
+    grade: Grade,
+    status: str,
+    attempts: int,
+    error: str | None,
+) -> None:
+    store.record_score(
+        context.platform,
+        context.context_id,
+        assignment,
+        username,
+        grade.score,
+        grade.max_score,
+        status,
+        attempts,
+        error,
+    )
+    report.outcomes.append(
+        Outcome(
+            context.platform, context.context_id, username, status, grade.score, attempts, error
+        )
+    )

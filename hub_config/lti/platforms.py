@@ -27,7 +27,9 @@ MANAGED_PREFIXES = ("inst-", "nbgrader-", "formgrade-", "instructors-")
 MEMBERSHIP = "http://purl.imsglobal.org/vocab/lis/v2/membership#"
 LEARNER = f"{MEMBERSHIP}Learner"
 INSTRUCTOR = f"{MEMBERSHIP}Instructor"
-TEACHING_ASSISTANT = "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant"
+TEACHING_ASSISTANT = (
+    "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant"
+)
 
 STUDENT, COURSE_INSTRUCTOR, GRADER = "student", "instructor", "grader"
 
@@ -49,12 +51,18 @@ class Platform:
 
     @classmethod
     def from_site(cls, institution: str, lms: LmsPlatform) -> Platform:
-        return cls(key=lms.prefix(institution), institution=institution, issuer=lms.issuer,
-                   client_ids=tuple(lms.client_ids), deployment_ids=tuple(lms.deployment_ids),
-                   authorization_endpoint=lms.authorization_endpoint,
-                   token_endpoint=lms.token_endpoint, jwks_uri=lms.jwks_uri,
-                   token_audience=lms.token_audience or lms.token_endpoint,
-                   contexts=dict(lms.contexts))
+        return cls(
+            key=lms.prefix(institution),
+            institution=institution,
+            issuer=lms.issuer,
+            client_ids=tuple(lms.client_ids),
+            deployment_ids=tuple(lms.deployment_ids),
+            authorization_endpoint=lms.authorization_endpoint,
+            token_endpoint=lms.token_endpoint,
+            jwks_uri=lms.jwks_uri,
+            token_audience=lms.token_audience or lms.token_endpoint,
+            contexts=dict(lms.contexts),
+        )
 
     def username(self, sub: str) -> str:
         """The hub username of the LMS user `sub`: stable, and unique across platforms.
@@ -109,8 +117,9 @@ def course_groups(course: str, role: str) -> set[str]:
     return {f"formgrade-{course}"}
 
 
-def hub_groups(institution: str, enrolments: Iterable[tuple[str, str]],
-               existing: Iterable[str] = ()) -> list[str]:
+def hub_groups(
+    institution: str, enrolments: Iterable[tuple[str, str]], existing: Iterable[str] = ()
+) -> list[str]:
     """Hub groups from an LTI user's (course, role) enrolments, merged with unmanaged ones.
 
     Students and instructors use the lab kits (as with the site's people); graders alone do not.

@@ -114,9 +114,17 @@ class Store:
         with self._db() as db:
             db.execute("DELETE FROM login_states WHERE expires < ?", (now - KEEP_USED,))
             db.execute("DELETE FROM used_nonces WHERE expires < ?", (now,))
-            db.execute("INSERT INTO login_states VALUES (?, ?, ?, ?, ?, ?, 0)",
-                       (state, login.nonce, login.issuer, login.client_id,
-                        login.target_link_uri, now + STATE_LIFETIME))
+            db.execute(
+                "INSERT INTO login_states VALUES (?, ?, ?, ?, ?, ?, 0)",
+                (
+                    state,
+                    login.nonce,
+                    login.issuer,
+                    login.client_id,
+                    login.target_link_uri,
+                    now + STATE_LIFETIME,
+                ),
+            )
 
     def use_state(self, state: str) -> LoginState:
         """The login state of a launch, marked used; StateError if it cannot be used."""
@@ -124,40 +132,62 @@ class Store:
             row = db.execute("SELECT * FROM login_states WHERE state = ?", (state,)).fetchone()
             if row is None:
                 raise StateError("unknown login state: start again from the LMS")
-            taken = db.execute("UPDATE login_states SET used = 1 WHERE state = ? AND used = 0",
-                               (state,)).rowcount
+            taken = db.execute(
+                "UPDATE login_states SET used = 1 WHERE state = ? AND used = 0", (state,)
+            ).rowcount
         if not taken:
             raise StateError("replayed launch: this login state was already used")
         if row["expires"] < time.time():
-            raise StateError("expired login state: the launch took longer than "
-                             f"{STATE_LIFETIME:.0f} s; start again from the LMS")
+            raise StateError(
+                "expired login state: the launch took longer than "
+                f"{STATE_LIFETIME:.0f} s; start again from the LMS"
+            )
         return LoginState(row["nonce"], row["issuer"], row["client_id"], row["target_link_uri"])
 
     def use_nonce(self, issuer: str, nonce: str, expires: float) -> bool:
         """Record a platform nonce; False if it was seen before (a replayed id_token)."""
         with self._db() as db:
             try:
-                db.execute("INSERT INTO used_nonces VALUES (?, ?, ?)",
-                           (issuer, nonce, max(expires, time.time() + KEEP_USED)))
+                db.execute(
+                    "INSERT INTO used_nonces VALUES (?, ?, ?)",
+                    (issuer, nonce, max(expires, time.time() + KEEP_USED)),
+                )
             except sqlite3.IntegrityError:
                 return False
         return True
 
     # ---------------------------------------------------------------- users, enrolments
 
-    def record_launch(self, username: str, platform: str, sub: str, name: str | None,
-                      email: str | None, context: Context, roles: set[str]) -> None:
+    def record_launch(
+        self,
+        username: str,
+        platform: str,
+        sub: str,
+        name: str | None,
+        email: str | None,
+        context: Context,
+        roles: set[str],
+    ) -> None:
         """Remember the user, the context and the user's roles in it (replacing older ones)."""
         now = time.time()
         with self._db() as db:
-            db.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO "
-                       "UPDATE SET name = excluded.name, email = excluded.email, "
-                       "updated = excluded.updated", (username, platform, sub, name, email, now))
-            db.execute("DELETE FROM enrolments WHERE username = ? AND platform = ? AND "
-                       "context_id = ?", (username, platform, context.context_id))
-            db.executemany("INSERT INTO enrolments VALUES (?, ?, ?, ?, ?, ?)",
-                           [(username, platform, context.context_id, context.course, role, now)
-                            for role in sorted(roles)])
+            db.execute(
+                "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO "
+                "UPDATE SET name = excluded.name, email = excluded.email, "
+                "updated = excluded.updated",
+                (username, platform, sub, name, email, now),
+            )
+            db.execute(
+                "DELETE FROM enrolments WHERE username = ? AND platform = ? AND context_id = ?",
+                (username, platform, context.context_id),
+            )
+            db.executemany(
+                "INSERT INTO enrolments VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (username, platform, context.context_id, context.course, role, now)
+                    for role in sorted(roles)
+                ],
+            )
             # A launch without the AGS claim keeps the endpoints learned from earlier ones.
             db.execute(
                 "INSERT INTO contexts VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -166,11 +196,23 @@ class Store:
                 "lineitems = coalesce(excluded.lineitems, lineitems), "
                 "scopes = CASE WHEN excluded.lineitems IS NULL THEN scopes "
                 "ELSE excluded.scopes END, updated = excluded.updated",
-                (platform, context.context_id, context.course, context.client_id, context.title,
-                 context.lineitems, json.dumps(context.scopes), now))
+                (
+                    platform,
+                    context.context_id,
+                    context.course,
+                    context.client_id,
+                    context.title,
+                    context.lineitems,
+                    json.dumps(context.scopes),
+                    now,
+                ),
+            )
 
-    def enrolments(self, username: str | None = None, course: str | None = None,
-                   ) -> list[Enrolment]:
+    def enrolments(
+        self,
+        username: str | None = None,
+        course: str | None = None,
+    ) -> list[Enrolment]:
         query, args = "SELECT * FROM enrolments WHERE 1", []
         if username is not None:
             query, args = query + " AND username = ?", [*args, username]
@@ -178,8 +220,10 @@ class Store:
             query, args = query + " AND course = ?", [*args, course]
         with self._db() as db:
             rows = db.execute(query + " ORDER BY username, platform, context_id, role", args)
-            return [Enrolment(r["username"], r["platform"], r["context_id"], r["course"],
-                              r["role"]) for r in rows]
+            return [
+                Enrolment(r["username"], r["platform"], r["context_id"], r["course"], r["role"])
+                for r in rows
+            ]
 
     def user(self, username: str) -> dict[str, Any] | None:
         with self._db() as db:
@@ -188,47 +232,90 @@ class Store:
 
     def contexts(self, course: str) -> list[Context]:
         with self._db() as db:
-            rows = db.execute("SELECT * FROM contexts WHERE course = ? "
-                              "ORDER BY platform, context_id", (course,))
-            return [Context(r["platform"], r["context_id"], r["course"], r["client_id"],
-                            r["title"], r["lineitems"], json.loads(r["scopes"])) for r in rows]
+            rows = db.execute(
+                "SELECT * FROM contexts WHERE course = ? ORDER BY platform, context_id", (course,)
+            )
+            return [
+                Context(
+                    r["platform"],
+                    r["context_id"],
+                    r["course"],
+                    r["client_id"],
+                    r["title"],
+                    r["lineitems"],
+                    json.loads(r["scopes"]),
+                )
+                for r in rows
+            ]
 
     # ---------------------------------------------------------------- passback records
 
     def lineitem(self, platform: str, context_id: str, assignment: str) -> str | None:
         with self._db() as db:
-            row = db.execute("SELECT url FROM lineitems WHERE platform = ? AND context_id = ? "
-                             "AND assignment = ?", (platform, context_id, assignment)).fetchone()
+            row = db.execute(
+                "SELECT url FROM lineitems WHERE platform = ? AND context_id = ? "
+                "AND assignment = ?",
+                (platform, context_id, assignment),
+            ).fetchone()
             return row["url"] if row else None
 
     def set_lineitem(self, platform: str, context_id: str, assignment: str, url: str) -> None:
         with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO lineitems VALUES (?, ?, ?, ?)",
-                       (platform, context_id, assignment, url))
+            db.execute(
+                "INSERT OR REPLACE INTO lineitems VALUES (?, ?, ?, ?)",
+                (platform, context_id, assignment, url),
+            )
 
     def forget_lineitem(self, platform: str, context_id: str, assignment: str) -> None:
         with self._db() as db:
-            db.execute("DELETE FROM lineitems WHERE platform = ? AND context_id = ? AND "
-                       "assignment = ?", (platform, context_id, assignment))
+            db.execute(
+                "DELETE FROM lineitems WHERE platform = ? AND context_id = ? AND assignment = ?",
+                (platform, context_id, assignment),
+            )
 
-    def sent_score(self, platform: str, context_id: str, assignment: str,
-                   username: str) -> SentScore | None:
+    def sent_score(
+        self, platform: str, context_id: str, assignment: str, username: str
+    ) -> SentScore | None:
         with self._db() as db:
-            row = db.execute("SELECT * FROM scores WHERE platform = ? AND context_id = ? AND "
-                             "assignment = ? AND username = ?",
-                             (platform, context_id, assignment, username)).fetchone()
+            row = db.execute(
+                "SELECT * FROM scores WHERE platform = ? AND context_id = ? AND "
+                "assignment = ? AND username = ?",
+                (platform, context_id, assignment, username),
+            ).fetchone()
         if row is None:
             return None
-        return SentScore(row["score"], row["max_score"], row["status"], row["attempts"],
-                         row["last_error"])
+        return SentScore(
+            row["score"], row["max_score"], row["status"], row["attempts"], row["last_error"]
+        )
 
-    def record_score(self, platform: str, context_id: str, assignment: str, username: str,
-                     score: float, max_score: float, status: str, attempts: int,
-                     error: str | None) -> None:
+    def record_score(
+        self,
+        platform: str,
+        context_id: str,
+        assignment: str,
+        username: str,
+        score: float,
+        max_score: float,
+        status: str,
+        attempts: int,
+        error: str | None,
+    ) -> None:
         with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (platform, context_id, assignment, username, score, max_score, status,
-                        attempts, error, time.time()))
+            db.execute(
+                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    platform,
+                    context_id,
+                    assignment,
+                    username,
+                    score,
+                    max_score,
+                    status,
+                    attempts,
+                    error,
+                    time.time(),
+                ),
+            )
 
     def scores(self, assignment: str | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM scores", []

@@ -41,8 +41,15 @@ def iso_to_epoch(text: str) -> float | None:
 
 
 class AdminView(PolledView):
-    def __init__(self, service: LabService, runner: Runner, texts: Texts, banner: ServiceBanner,
-                 *, refresh_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        service: LabService,
+        runner: Runner,
+        texts: Texts,
+        banner: ServiceBanner,
+        *,
+        refresh_s: float = 3.0,
+    ) -> None:
         super().__init__(runner, banner)
         self.service = service
         self.texts = texts
@@ -59,8 +66,7 @@ class AdminView(PolledView):
         self.by_institution = BarChart()
         self.kit_choice = W.Dropdown(layout=W.Layout(width="200px"))
         self.reason = W.Text(layout=W.Layout(width="260px"))
-        self.on = W.Button(button_style="warning", icon="wrench",
-                           layout=W.Layout(width="auto"))
+        self.on = W.Button(button_style="warning", icon="wrench", layout=W.Layout(width="auto"))
         self.off = W.Button(button_style="success", icon="check", layout=W.Layout(width="auto"))
         self.on.add_class("smartlab-maintenance-on")
         self.off.add_class("smartlab-maintenance-off")
@@ -70,15 +76,24 @@ class AdminView(PolledView):
         texts.label(self.on, "maintenance_on")
         texts.label(self.off, "maintenance_off")
         texts.label(self.reason, "reason", "placeholder")
-        self.headings = {key: heading(texts, key) for key in
-                         ("health", "attention", "usage", "rejections")}
-        self.widget = W.VBox([
-            self.title,
-            self.headings["health"], self.health,
-            W.HBox([self.kit_choice, self.reason, self.on, self.off]), self.action,
-            self.headings["attention"], self.attention,
-            self.headings["usage"], W.HBox([self.by_kit.widget, self.by_institution.widget]),
-            self.headings["rejections"], self.rejections])
+        self.headings = {
+            key: heading(texts, key) for key in ("health", "attention", "usage", "rejections")
+        }
+        self.widget = W.VBox(
+            [
+                self.title,
+                self.headings["health"],
+                self.health,
+                W.HBox([self.kit_choice, self.reason, self.on, self.off]),
+                self.action,
+                self.headings["attention"],
+                self.attention,
+                self.headings["usage"],
+                W.HBox([self.by_kit.widget, self.by_institution.widget]),
+                self.headings["rejections"],
+                self.rejections,
+            ]
+        )
         self.widget.add_class("smartlab-admin")
         self.error_line = self.action
         texts.bind(self._render)
@@ -96,12 +111,16 @@ class AdminView(PolledView):
             except LabServiceError as err:
                 if err.status != 404:  # retired between the two calls
                     raise
-        return {"kits": kits, "health": health,
-                "usage": self.service.request("GET", "/api/usage"),
-                "rejections": recent_rejections(
-                    self.service.request("GET", "/api/records/commands.csv")),
-                "users": {str(s["id"]): s["user"] for s in self.service.sessions()},
-                "at": time.time()}
+        return {
+            "kits": kits,
+            "health": health,
+            "usage": self.service.request("GET", "/api/usage"),
+            "rejections": recent_rejections(
+                self.service.request("GET", "/api/records/commands.csv")
+            ),
+            "users": {str(s["id"]): s["user"] for s in self.service.sessions()},
+            "at": time.time(),
+        }
 
     def _maintenance(self, on: bool) -> None:
         kit_id = self.kit_choice.value
@@ -110,15 +129,15 @@ class AdminView(PolledView):
         reason = self.reason.value.strip()
 
         def done(view: dict[str, Any]) -> None:
-            self.action.value = f"<small>{html.escape(kit_id)}: {html.escape(view['pool'])}" \
-                                f"</small>"
+            self.action.value = f"<small>{html.escape(kit_id)}: {html.escape(view['pool'])}</small>"
             self.refresh()
 
         def failed(err: BaseException) -> None:
             self.action.value = f"<span style='color:#b42318'>{html.escape(str(err))}</span>"
 
-        self.runner.submit(self.service.set_maintenance, kit_id, on, reason, done=done,
-                           failed=failed)
+        self.runner.submit(
+            self.service.set_maintenance, kit_id, on, reason, done=done, failed=failed
+        )
 
     # ------------------------------------------------------------ rendering
 
@@ -140,42 +159,77 @@ class AdminView(PolledView):
             last = h.get("last_telemetry_at")
             age = t("seconds_ago", n=int(data["at"] - last)) if last else t("never")
             safe = counters.get("safe")
-            rows.append([Raw(f"<b>{html.escape(kit['id'])}</b>"), kit["model"],
-                         Raw(pool_badge(t, kit)),
-                         Raw(state_badge(t, h.get("mqtt_state") or
-                                         ("ready" if kit["online"] else None))),
-                         age, counters.get("applied", "–"), counters.get("rejected", "–"),
-                         counters.get("errors", "–"),
-                         "–" if safe is None else ("✓" if safe else "✗")])
+            rows.append(
+                [
+                    Raw(f"<b>{html.escape(kit['id'])}</b>"),
+                    kit["model"],
+                    Raw(pool_badge(t, kit)),
+                    Raw(
+                        state_badge(t, h.get("mqtt_state") or ("ready" if kit["online"] else None))
+                    ),
+                    age,
+                    counters.get("applied", "–"),
+                    counters.get("rejected", "–"),
+                    counters.get("errors", "–"),
+                    "–" if safe is None else ("✓" if safe else "✗"),
+                ]
+            )
             classes.append(f"smartlab-health-row smartlab-health-{kit['id']}")
         self.health.value = table(
-            [t("kit"), t("model"), t("pool"), t("status"), t("last_sample"), t("applied"),
-             t("rejected"), t("errors"), t("safe")], rows, row_classes=classes)
+            [
+                t("kit"),
+                t("model"),
+                t("pool"),
+                t("status"),
+                t("last_sample"),
+                t("applied"),
+                t("rejected"),
+                t("errors"),
+                t("safe"),
+            ],
+            rows,
+            row_classes=classes,
+        )
 
         attention = [k for k in kits if k["pool"] in ("needs-attention", "maintenance")]
         if attention:
             self.attention.value = table(
                 [t("kit"), t("pool"), t("reason")],
-                [[k["id"], Raw(pool_badge(t, {**k, "reason": ""})), k.get("reason", "")]
-                 for k in attention],
-                row_classes=[f"smartlab-attention-{k['id']}" for k in attention])
+                [
+                    [k["id"], Raw(pool_badge(t, {**k, "reason": ""})), k.get("reason", "")]
+                    for k in attention
+                ],
+                row_classes=[f"smartlab-attention-{k['id']}" for k in attention],
+            )
         else:
             self.attention.value = html.escape(t("no_attention"))
 
         usage = data["usage"]
-        self.by_kit.show(t("usage_kit"), [u["kit"] for u in usage["kits"]],
-                         [u["session_seconds"] / 60 for u in usage["kits"]])
-        self.by_institution.show(t("usage_institution"),
-                                 [u["institution"] for u in usage["institutions"]],
-                                 [u["session_seconds"] / 60 for u in usage["institutions"]])
+        self.by_kit.show(
+            t("usage_kit"),
+            [u["kit"] for u in usage["kits"]],
+            [u["session_seconds"] / 60 for u in usage["kits"]],
+        )
+        self.by_institution.show(
+            t("usage_institution"),
+            [u["institution"] for u in usage["institutions"]],
+            [u["session_seconds"] / 60 for u in usage["institutions"]],
+        )
 
         rejected = data["rejections"]
         if rejected:
             self.rejections.value = table(
                 [t("col_time"), t("col_kit"), t("col_target"), t("col_reason"), t("col_user")],
-                [[when(iso_to_epoch(r["ts"])), r["kit"], r["target"],
-                  t.reason(r.get("reason") or None, r.get("reason")),
-                  data["users"].get(r.get("session_id", ""), r["requester"])]
-                 for r in rejected])
+                [
+                    [
+                        when(iso_to_epoch(r["ts"])),
+                        r["kit"],
+                        r["target"],
+                        t.reason(r.get("reason") or None, r.get("reason")),
+                        data["users"].get(r.get("session_id", ""), r["requester"]),
+                    ]
+                    for r in rejected
+                ],
+            )
         else:
             self.rejections.value = html.escape(t("no_rejections"))

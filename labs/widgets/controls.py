@@ -28,8 +28,9 @@ class LocalError(ValueError):
 class ActuatorControl:
     """The input for one actuator, its current value, and whether the user may use it."""
 
-    def __init__(self, actuator: str, spec: dict[str, Any], texts: Texts,
-                 submit: Submit, refused: Refused) -> None:
+    def __init__(
+        self, actuator: str, spec: dict[str, Any], texts: Texts, submit: Submit, refused: Refused
+    ) -> None:
         self.actuator = actuator
         self.spec = spec
         self.texts = texts
@@ -42,10 +43,8 @@ class ActuatorControl:
         self.input, self.send = self._make_input()
         self.current = W.HTML()
         self.current.add_class("smartlab-current")
-        name = W.HTML(f"<b>{spec.get('name') or actuator}</b>",
-                      layout=W.Layout(width="160px"))
-        parts = [name, self.input] + ([self.send] if self.send is not None else []) + \
-            [self.current]
+        name = W.HTML(f"<b>{spec.get('name') or actuator}</b>", layout=W.Layout(width="160px"))
+        parts = [name, self.input] + ([self.send] if self.send is not None else []) + [self.current]
         self.widget = W.HBox(parts, layout=W.Layout(align_items="center"))
         self.widget.add_class("smartlab-control")
         self.widget.add_class(f"smartlab-control-{actuator}")
@@ -58,21 +57,32 @@ class ActuatorControl:
         spec, kind = self.spec, self.datatype
         layout = W.Layout(width="280px")
         if kind == "integer":
-            widget = W.IntSlider(min=int(spec["min"]), max=int(spec["max"]),
-                                 step=int(spec.get("step") or 1), value=int(spec["min"]),
-                                 continuous_update=False, layout=layout)
+            widget = W.IntSlider(
+                min=int(spec["min"]),
+                max=int(spec["max"]),
+                step=int(spec.get("step") or 1),
+                value=int(spec["min"]),
+                continuous_update=False,
+                layout=layout,
+            )
         elif kind == "float":
             low, high = float(spec["min"]), float(spec["max"])
-            widget = W.FloatSlider(min=low, max=high, value=low,
-                                   step=float(spec.get("step") or (high - low) / 100 or 0.1),
-                                   continuous_update=False, layout=layout)
+            widget = W.FloatSlider(
+                min=low,
+                max=high,
+                value=low,
+                step=float(spec.get("step") or (high - low) / 100 or 0.1),
+                continuous_update=False,
+                layout=layout,
+            )
         elif kind == "boolean":
             widget = W.ToggleButton(value=False, layout=W.Layout(width="120px"))
         elif kind == "enum":
             widget = W.Dropdown(options=list(spec["values"]), layout=layout)
         elif kind == "string":
-            widget = W.Text(layout=layout, continuous_update=True,
-                            placeholder=f"≤ {spec.get('max_length', '')}")
+            widget = W.Text(
+                layout=layout, continuous_update=True, placeholder=f"≤ {spec.get('max_length', '')}"
+            )
         else:  # json
             widget = W.Textarea(rows=4, layout=W.Layout(width="420px"))
         widget.add_class("smartlab-input")
@@ -92,8 +102,9 @@ class ActuatorControl:
             self.send.description = self.texts("send")
         if self.datatype == "boolean":
             self.input.description = self.texts("true" if self.input.value else "false")
-        self.current.value = self.texts("now", value=format_value(self.kit_value, self.spec,
-                                                                   self.texts))
+        self.current.value = self.texts(
+            "now", value=format_value(self.kit_value, self.spec, self.texts)
+        )
 
     # ------------------------------------------------------------ user actions
 

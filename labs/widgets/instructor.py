@@ -25,15 +25,24 @@ from labs.widgets.tables import BarChart, heading, table, when
 def minutes_per_user(sessions: list[dict[str, Any]], now: float) -> dict[str, float]:
     used: dict[str, float] = defaultdict(float)
     for s in sessions:
-        end = s.get("released_at") or (now if s["state"] in ("granted", "active") else
-                                       s.get("ends_at") or now)
+        end = s.get("released_at") or (
+            now if s["state"] in ("granted", "active") else s.get("ends_at") or now
+        )
         used[s["user"]] += max(0.0, min(end, s.get("ends_at") or end) - s["granted_at"]) / 60
     return dict(used)
 
 
 class InstructorView(PolledView):
-    def __init__(self, service: LabService, me: dict[str, Any], runner: Runner, texts: Texts,
-                 banner: ServiceBanner, *, refresh_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        service: LabService,
+        me: dict[str, Any],
+        runner: Runner,
+        texts: Texts,
+        banner: ServiceBanner,
+        *,
+        refresh_s: float = 10.0,
+    ) -> None:
         super().__init__(runner, banner)
         self.service = service
         self.courses: list[str] = list(me.get("instructor_of") or [])
@@ -47,24 +56,34 @@ class InstructorView(PolledView):
         self.bookings.add_class("smartlab-course-bookings")
         self.per_student = BarChart()
         self.per_kit = BarChart()
-        self.headings = {key: heading(texts, key) for key in
-                         ("course_sessions", "course_bookings", "usage")}
+        self.headings = {
+            key: heading(texts, key) for key in ("course_sessions", "course_bookings", "usage")
+        }
         texts.label(self.course, "course")
-        self.widget = W.VBox([self.title, self.course,
-                              self.headings["course_sessions"], self.sessions,
-                              self.headings["course_bookings"], self.bookings,
-                              self.headings["usage"],
-                              W.HBox([self.per_student.widget, self.per_kit.widget])])
+        self.widget = W.VBox(
+            [
+                self.title,
+                self.course,
+                self.headings["course_sessions"],
+                self.sessions,
+                self.headings["course_bookings"],
+                self.bookings,
+                self.headings["usage"],
+                W.HBox([self.per_student.widget, self.per_kit.widget]),
+            ]
+        )
         self.widget.add_class("smartlab-instructor")
         self.error_line = self.sessions
         texts.bind(self._render)
         self.start_polling(refresh_s)
 
     def fetch(self) -> dict[str, Any]:
-        return {"sessions": {c: self.service.sessions(course=c) for c in self.courses},
-                "bookings": self.service.bookings(),
-                "usage": self.service.request("GET", "/api/usage"),
-                "at": time.time()}
+        return {
+            "sessions": {c: self.service.sessions(course=c) for c in self.courses},
+            "bookings": self.service.bookings(),
+            "usage": self.service.request("GET", "/api/usage"),
+            "at": time.time(),
+        }
 
     def wants_data(self) -> bool:
         return bool(self.courses)
@@ -84,19 +103,33 @@ class InstructorView(PolledView):
             self.sessions.value = html.escape(t("no_sessions"))
         else:
             self.sessions.value = table(
-                [t("col_user"), t("col_kit"), t("col_state"), t("col_start"),
-                 t("col_end_reason")],
-                [[s["user"], s["kit"], s["state"], when(s["granted_at"]),
-                  t.end_reason(s["end_reason"]) if s.get("end_reason") else "–"]
-                 for s in sessions[-30:][::-1]])
-        bookings = [b for b in data["bookings"] if b["course"] == course and
-                    not b.get("cancelled")]
-        self.bookings.value = table(
-            [t("col_kit"), t("col_start"), t("col_end"), t("col_user")],
-            [[b["kit"], when(b["starts_at"]), when(b["ends_at"]), b["booked_by"]]
-             for b in bookings]) if bookings else html.escape(t("no_bookings"))
+                [t("col_user"), t("col_kit"), t("col_state"), t("col_start"), t("col_end_reason")],
+                [
+                    [
+                        s["user"],
+                        s["kit"],
+                        s["state"],
+                        when(s["granted_at"]),
+                        t.end_reason(s["end_reason"]) if s.get("end_reason") else "–",
+                    ]
+                    for s in sessions[-30:][::-1]
+                ],
+            )
+        bookings = [b for b in data["bookings"] if b["course"] == course and not b.get("cancelled")]
+        self.bookings.value = (
+            table(
+                [t("col_kit"), t("col_start"), t("col_end"), t("col_user")],
+                [
+                    [b["kit"], when(b["starts_at"]), when(b["ends_at"]), b["booked_by"]]
+                    for b in bookings
+                ],
+            )
+            if bookings
+            else html.escape(t("no_bookings"))
+        )
         used = minutes_per_user(sessions, data["at"])
         self.per_student.show(t("usage_student"), list(used), list(used.values()))
         kits = data["usage"]["kits"]
-        self.per_kit.show(t("usage_kit"), [u["kit"] for u in kits],
-                          [u["session_seconds"] / 60 for u in kits])
+        self.per_kit.show(
+            t("usage_kit"), [u["kit"] for u in kits], [u["session_seconds"] / 60 for u in kits]
+        )

@@ -61,8 +61,7 @@ class EnumHistory:
 
     def __init__(self, levels: list[str], capacity: int) -> None:
         self.index = {name: i for i, name in enumerate(levels)}
-        self.samples: collections.deque[tuple[float, float]] = collections.deque(
-            maxlen=capacity)
+        self.samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=capacity)
 
     def add(self, ts: float, value: Any) -> None:
         self.samples.append((ts, float(self.index.get(value, np.nan))))
@@ -77,9 +76,17 @@ class EnumHistory:
 class KitDashboard:
     """Everything about one kit on one page. Build it on the kernel's loop."""
 
-    def __init__(self, lab: Lab, kit_id: str, runner: Runner, texts: Texts, *,
-                 service: LabService | None = None, max_rate: float = DEFAULT_MAX_RATE,
-                 window_s: int = 60) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        kit_id: str,
+        runner: Runner,
+        texts: Texts,
+        *,
+        service: LabService | None = None,
+        max_rate: float = DEFAULT_MAX_RATE,
+        window_s: int = 60,
+    ) -> None:
         self.lab = lab
         self.kit: Kit = lab.kit(kit_id)
         self.kit_id = kit_id
@@ -91,7 +98,8 @@ class KitDashboard:
         self.control: Kit | None = None  # the kit through the user's control account
         self.ends_at: float | None = None
         self.acks: collections.deque[tuple[str, str, dict[str, Any]]] = collections.deque(
-            maxlen=ACK_LINES)
+            maxlen=ACK_LINES
+        )
         self.state: str | None = self.kit.state
         self.lost_since: float | None = None if self.state == "ready" else time.time()
         self._backfill: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -108,16 +116,20 @@ class KitDashboard:
                 self.plots[name] = SensorPlot(name, spec, axis_phase=axis_phase)
                 if spec["datatype"] == "enum":
                     self._enums[name] = EnumHistory(list(spec["values"]), lab.history or 1)
-        self.controls = {name: ActuatorControl(name, spec, texts, self._submit, self._refused)
-                         for name, spec in self.descriptor.get("actuators", {}).items()}
+        self.controls = {
+            name: ActuatorControl(name, spec, texts, self._submit, self._refused)
+            for name, spec in self.descriptor.get("actuators", {}).items()
+        }
 
         # Values first: a sample's new value reaches the page before its plots are redrawn.
         self.coalescer = Coalescer(runner, self.flush_values, max_rate)
         self.lines = Coalescer(runner, self.flush_history, 1 / redraw_interval(window_s))
         self.widget = self._layout()
         texts.bind(self._render_frame)
-        self._unsubscribe = [self.kit.subscribe(self._sample_from_thread),
-                             lab.on_state(self._state_from_thread)]
+        self._unsubscribe = [
+            self.kit.subscribe(self._sample_from_thread),
+            lab.on_state(self._state_from_thread),
+        ]
         self._stop_stale = runner.every(1.0, self._check_stale, now=False)
         self.coalescer.mark()  # show what the kit sent before the page opened
         self.lines.mark()
@@ -130,31 +142,41 @@ class KitDashboard:
         self.header = W.HTML()
         self.kit_banner = W.HTML(layout=W.Layout(display="none"))
         self.kit_banner.add_class("smartlab-kit-banner")
-        self.window = W.Dropdown(layout=W.Layout(width="260px"),
-                                 style={"description_width": "initial"})
+        self.window = W.Dropdown(
+            layout=W.Layout(width="260px"), style={"description_width": "initial"}
+        )
         self.window.add_class("smartlab-window")
         self._window_options()
         self.window.observe(self._window_changed, names="value")
         self.sensor_title = t.label(W.HTML(), "sensors", "value")
         self.actuator_title = t.label(W.HTML(), "actuators", "value")
-        grid = W.GridBox([p.widget for p in self.plots.values()],
-                         layout=W.Layout(grid_template_columns="repeat(auto-fill, "
-                                                               "minmax(420px, 1fr))",
-                                         width="100%"))
+        grid = W.GridBox(
+            [p.widget for p in self.plots.values()],
+            layout=W.Layout(
+                grid_template_columns="repeat(auto-fill, minmax(420px, 1fr))", width="100%"
+            ),
+        )
         self.hint = W.HTML()
         self.hint.add_class("smartlab-control-hint")
         self.ack_log = W.HTML()
         self.ack_log.add_class("smartlab-acks")
-        controls = W.VBox([self.actuator_title, self.hint]
-                          + [c.widget for c in self.controls.values()]
-                          + [self.ack_log],
-                          layout=W.Layout(border="1px solid #ccd", padding="6px",
-                                          margin="4px 0"))
+        controls = W.VBox(
+            [self.actuator_title, self.hint]
+            + [c.widget for c in self.controls.values()]
+            + [self.ack_log],
+            layout=W.Layout(border="1px solid #ccd", padding="6px", margin="4px 0"),
+        )
         controls.add_class("smartlab-actuators")
-        box = W.VBox([self.header, self.kit_banner,
-                      W.HBox([self.sensor_title, self.window],
-                             layout=W.Layout(align_items="center")),
-                      self.readings.widget, grid, controls])
+        box = W.VBox(
+            [
+                self.header,
+                self.kit_banner,
+                W.HBox([self.sensor_title, self.window], layout=W.Layout(align_items="center")),
+                self.readings.widget,
+                grid,
+                controls,
+            ]
+        )
         box.add_class("smartlab-kit-dashboard")
         # Live values on screen: the page's first paint (`snapshot_html`) gives way.
         self.readings.widget.add_class("smartlab-live")
@@ -187,14 +209,14 @@ class KitDashboard:
             f"<small style='color:#555'>{name}</small> "
             f"<span class='smartlab-kit-state' data-state='{html.escape(state)}' "
             f"style='color:{colour};font-size:80%'>● {html.escape(t('state_' + state))}"
-            f"</span></h3>")
+            f"</span></h3>"
+        )
 
     def _render_banner(self) -> None:
         t = self.texts
         text = None
         if self.state == "lost":
-            since = dt.datetime.fromtimestamp(self.lost_since or time.time()).strftime(
-                "%H:%M:%S")
+            since = dt.datetime.fromtimestamp(self.lost_since or time.time()).strftime("%H:%M:%S")
             text = t("kit_lost", kit=self.kit_id, since=since)
         elif self.state in ("disconnected", "sleeping", None):
             text = t("kit_off", kit=self.kit_id)
@@ -204,8 +226,10 @@ class KitDashboard:
             self.kit_banner.layout.display = "none"
             self.kit_banner.value = ""
         else:
-            self.kit_banner.value = (f"<div style='background:#fde8e8;border:1px solid #e5a0a0;"
-                                     f"padding:6px'>⚠ {html.escape(text)}</div>")
+            self.kit_banner.value = (
+                f"<div style='background:#fde8e8;border:1px solid #e5a0a0;"
+                f"padding:6px'>⚠ {html.escape(text)}</div>"
+            )
             self.kit_banner.layout.display = None
 
     def _render_hint(self) -> None:
@@ -226,13 +250,19 @@ class KitDashboard:
         for status, key, fields in reversed(self.acks):
             fields = dict(fields)
             if "reason_code" in fields:
-                fields["reason"] = t.reason(fields.pop("reason_code"), fields.pop("detail", None),
-                                            self.descriptor, fields.get("target"))
+                fields["reason"] = t.reason(
+                    fields.pop("reason_code"),
+                    fields.pop("detail", None),
+                    self.descriptor,
+                    fields.get("target"),
+                )
             colour = "#1a7f37" if status == "applied" else "#b42318"
             mark = "✓" if status == "applied" else "✗"
-            lines.append(f"<div class='smartlab-ack smartlab-ack-{status}' "
-                         f"style='color:{colour}'>{mark} {html.escape(t(key, **fields))}</div>")
-        self.ack_log.value = (f"<b>{html.escape(t('acks'))}</b>" + "".join(lines))
+            lines.append(
+                f"<div class='smartlab-ack smartlab-ack-{status}' "
+                f"style='color:{colour}'>{mark} {html.escape(t(key, **fields))}</div>"
+            )
+        self.ack_log.value = f"<b>{html.escape(t('acks'))}</b>" + "".join(lines)
 
     # ------------------------------------------------------------ live data
 
@@ -283,8 +313,10 @@ class KitDashboard:
         """The kit's header and latest values as static HTML: what the page shows from its
         first paint until the widgets are live (see `labs.pages.PageBox`)."""
         readings = self.readings.html(self.kit.latest, self.kit.latest_ts)
-        return (f"{self.header.value}{readings}"
-                f"<p style='color:#555'><i>{html.escape(self.texts('first_paint'))}</i></p>")
+        return (
+            f"{self.header.value}{readings}"
+            f"<p style='color:#555'><i>{html.escape(self.texts('first_paint'))}</i></p>"
+        )
 
     def flush_history(self) -> None:
         """Redraw the plots' lines over the chosen window (on the loop, coalesced)."""
@@ -313,30 +345,44 @@ class KitDashboard:
         if self.service is None or not self.plots:
             return
         numeric = [n for n in self.plots if n not in self._enums]
-        oldest = min((self.kit.history(n)[0][:1].tolist() or [time.time()])[0]
-                     for n in numeric) if numeric else time.time()
+        oldest = (
+            min((self.kit.history(n)[0][:1].tolist() or [time.time()])[0] for n in numeric)
+            if numeric
+            else time.time()
+        )
         start = time.time() - self.window_s
         if start >= oldest - 1:
             return
         kit_id = self.kit_id
 
         def fetch() -> list[dict[str, Any]]:
-            return self.service.request("GET", f"/api/kits/{kit_id}/history.json",
-                                        query={"from": f"{start:.3f}", "to": f"{oldest:.3f}",
-                                               "sensors": ",".join(numeric)})
+            return self.service.request(
+                "GET",
+                f"/api/kits/{kit_id}/history.json",
+                query={"from": f"{start:.3f}", "to": f"{oldest:.3f}", "sensors": ",".join(numeric)},
+            )
 
         def got(rows: list[dict[str, Any]]) -> None:
             for name in numeric:
-                pairs = [(r["ts"], r["values"][name]) for r in rows
-                         if isinstance(r["values"].get(name), (int, float))]
+                pairs = [
+                    (r["ts"], r["values"][name])
+                    for r in rows
+                    if isinstance(r["values"].get(name), (int, float))
+                ]
                 if pairs:
                     data = np.asarray(pairs, dtype=np.float64)
                     self._backfill[name] = (data[:, 0], data[:, 1])
             self.flush_history()
 
-        self.runner.submit(fetch, done=got,
-                           failed=lambda err: log.info("no recorded history: %s", err)
-                           if isinstance(err, LabServiceError) else None)
+        self.runner.submit(
+            fetch,
+            done=got,
+            failed=lambda err: (
+                log.info("no recorded history: %s", err)
+                if isinstance(err, LabServiceError)
+                else None
+            ),
+        )
 
     # ------------------------------------------------------------ control
 
@@ -365,26 +411,46 @@ class KitDashboard:
         def failed(err: BaseException) -> None:
             control.settled()
             if isinstance(err, CommandRejected):
-                self._ack("rejected", "ack_rejected", target=actuator, value=shown,
-                          reason_code=err.reason, detail=err.detail)
+                self._ack(
+                    "rejected",
+                    "ack_rejected",
+                    target=actuator,
+                    value=shown,
+                    reason_code=err.reason,
+                    detail=err.detail,
+                )
             elif isinstance(err, CommandNotAuthorized):
-                self._ack("rejected", "ack_failed", target=actuator, value=shown,
-                          reason_code="not_authorized")
+                self._ack(
+                    "rejected",
+                    "ack_failed",
+                    target=actuator,
+                    value=shown,
+                    reason_code="not_authorized",
+                )
             elif isinstance(err, CommandTimeout):
-                self._ack("rejected", "ack_failed", target=actuator, value=shown,
-                          reason_code="timeout")
+                self._ack(
+                    "rejected", "ack_failed", target=actuator, value=shown, reason_code="timeout"
+                )
             elif isinstance(err, LabClosed):
-                self._ack("rejected", "ack_failed", target=actuator, value=shown,
-                          reason_code="closed")
+                self._ack(
+                    "rejected", "ack_failed", target=actuator, value=shown, reason_code="closed"
+                )
             else:
-                self._ack("rejected", "ack_failed", target=actuator, value=shown,
-                          reason_code=None, detail=str(err))
+                self._ack(
+                    "rejected",
+                    "ack_failed",
+                    target=actuator,
+                    value=shown,
+                    reason_code=None,
+                    detail=str(err),
+                )
 
         self.runner.submit(kit.set, actuator, value, done=applied, failed=failed)
 
     def _refused(self, actuator: str, text: str, why: str) -> None:
-        self._ack("rejected", "ack_failed", target=actuator, value=text[:40],
-                  reason_code=None, detail=why)
+        self._ack(
+            "rejected", "ack_failed", target=actuator, value=text[:40], reason_code=None, detail=why
+        )
 
     def _ack(self, status: str, key: str, **fields: Any) -> None:
         self.acks.append((status, key, fields))
@@ -398,8 +464,9 @@ class KitDashboard:
         self._stop_stale()
 
 
-def _joined(older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _joined(
+    older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     t_old, v_old = older
     t_new, v_new = newer
     if len(t_new):

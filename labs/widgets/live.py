@@ -34,8 +34,9 @@ class Runner:
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, workers: int = 4) -> None:
         self.loop = loop or asyncio.get_running_loop()
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers,
-                                                           thread_name_prefix="smartlab-dash")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="smartlab-dash"
+        )
         self._handles: set[asyncio.Handle | asyncio.TimerHandle] = set()
         self._closed = False
         self.errors = 0  # callbacks that raised (logged)
@@ -68,8 +69,9 @@ class Runner:
         self._handles.add(handle)
         return handle
 
-    def every(self, seconds: float, fn: Callable[[], Any], *, now: bool = True
-              ) -> Callable[[], None]:
+    def every(
+        self, seconds: float, fn: Callable[[], Any], *, now: bool = True
+    ) -> Callable[[], None]:
         """Call `fn()` on the loop every `seconds` (first call at once if `now`); returns a stop
         function. A call that raises is logged; the next one still comes."""
         state = {"stopped": False, "handle": None}
@@ -93,9 +95,13 @@ class Runner:
             state["handle"] = self.later(seconds, tick)
         return stop
 
-    def submit(self, fn: Callable[..., Any], *args: Any,
-               done: Callable[[Any], Any] | None = None,
-               failed: Callable[[BaseException], Any] | None = None) -> None:
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        done: Callable[[Any], Any] | None = None,
+        failed: Callable[[BaseException], Any] | None = None,
+    ) -> None:
         """Run the blocking `fn(*args)` in the pool; then `done(result)` or `failed(error)` on
         the loop."""
         if self._closed:
@@ -111,8 +117,7 @@ class Runner:
                 if failed is not None:
                     self.from_thread(failed, error)
                 else:
-                    log.warning("background call %s failed: %s", getattr(fn, "__name__", fn),
-                                error)
+                    log.warning("background call %s failed: %s", getattr(fn, "__name__", fn), error)
             elif done is not None:
                 self.from_thread(done, f.result())
 
@@ -146,9 +151,13 @@ class Coalescer:
     same turn share one flush); later marks wait for the next free slot. The last mark is always
     followed by a flush, so the screen ends up showing the latest state."""
 
-    def __init__(self, runner: Runner, flush: Callable[[], Any],
-                 max_rate: float = DEFAULT_MAX_RATE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        flush: Callable[[], Any],
+        max_rate: float = DEFAULT_MAX_RATE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_rate <= 0:
             raise ValueError("max_rate must be positive")
         self.runner = runner

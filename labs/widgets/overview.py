@@ -22,27 +22,39 @@ from labs.widgets.plots import Sparkline, format_value
 
 SPARK_WINDOW_S = 120.0
 NUMERIC = ("float", "integer", "boolean")
-COLUMNS = (("kit", "200px"), ("model", "150px"), ("status", "110px"), ("pool", "200px"),
-           ("holder", "110px"), ("queue", "70px"), ("values", "auto"))
+COLUMNS = (
+    ("kit", "200px"),
+    ("model", "150px"),
+    ("status", "110px"),
+    ("pool", "200px"),
+    ("holder", "110px"),
+    ("queue", "70px"),
+    ("values", "auto"),
+)
 
 
 def state_badge(texts: Texts, state: str | None) -> str:
     state = state or "none"
     colour = {"ready": "#1a7f37", "lost": "#b42318"}.get(state, "#8a6d00")
-    return (f"<span class='smartlab-kit-state' data-state='{html.escape(state)}' "
-            f"style='color:{colour}'>● {html.escape(texts('state_' + state))}</span>")
+    return (
+        f"<span class='smartlab-kit-state' data-state='{html.escape(state)}' "
+        f"style='color:{colour}'>● {html.escape(texts('state_' + state))}</span>"
+    )
 
 
 def pool_badge(texts: Texts, kit: dict[str, Any] | None) -> str:
     if kit is None:
         return "<span class='smartlab-pool' data-pool=''>–</span>"
     pool = kit["pool"]
-    colour = {"in-pool": "#1a7f37", "maintenance": "#8a6d00",
-              "needs-attention": "#b42318"}.get(pool, "#555")
+    colour = {"in-pool": "#1a7f37", "maintenance": "#8a6d00", "needs-attention": "#b42318"}.get(
+        pool, "#555"
+    )
     reason = f"<br><small>{html.escape(kit['reason'])}</small>" if kit.get("reason") else ""
-    return (f"<span class='smartlab-pool' data-pool='{html.escape(pool)}' "
-            f"style='color:{colour}'>{html.escape(texts('pool_' + pool.replace('-', '_')))}"
-            f"</span>{reason}")
+    return (
+        f"<span class='smartlab-pool' data-pool='{html.escape(pool)}' "
+        f"style='color:{colour}'>{html.escape(texts('pool_' + pool.replace('-', '_')))}"
+        f"</span>{reason}"
+    )
 
 
 class BoardRow:
@@ -50,31 +62,42 @@ class BoardRow:
         self.kit = kit
         self.texts = texts
         descriptor = kit.descriptor or {}
-        self.sparks = [Sparkline(name, spec, texts)
-                       for name, spec in descriptor.get("sensors", {}).items()
-                       if spec.get("datatype") in NUMERIC]
-        self.cells = {key: W.HTML(layout=W.Layout(width=width, flex="0 0 auto"))
-                      for key, width in COLUMNS[:-1]}
-        values = W.HBox([s.widget for s in self.sparks],
-                        layout=W.Layout(flex_flow="row wrap", flex="1 1 auto"))
-        self.widget = W.HBox([*self.cells.values(), values],
-                             layout=W.Layout(border_bottom="1px solid #eee", padding="2px 0",
-                                             align_items="center"))
+        self.sparks = [
+            Sparkline(name, spec, texts)
+            for name, spec in descriptor.get("sensors", {}).items()
+            if spec.get("datatype") in NUMERIC
+        ]
+        self.cells = {
+            key: W.HTML(layout=W.Layout(width=width, flex="0 0 auto"))
+            for key, width in COLUMNS[:-1]
+        }
+        values = W.HBox(
+            [s.widget for s in self.sparks], layout=W.Layout(flex_flow="row wrap", flex="1 1 auto")
+        )
+        self.widget = W.HBox(
+            [*self.cells.values(), values],
+            layout=W.Layout(border_bottom="1px solid #eee", padding="2px 0", align_items="center"),
+        )
         self.widget.add_class("smartlab-board-row")
         self.widget.add_class(f"smartlab-board-row-{kit.kit_id}")
         self.service_view: dict[str, Any] | None = None
         name = html.escape(str(descriptor.get("name", "")))
-        self.cells["kit"].value = (f"<b class='smartlab-board-kit' data-kit='{kit.kit_id}'>"
-                                   f"{html.escape(kit.kit_id)}</b><br><small>{name}</small>")
+        self.cells["kit"].value = (
+            f"<b class='smartlab-board-kit' data-kit='{kit.kit_id}'>"
+            f"{html.escape(kit.kit_id)}</b><br><small>{name}</small>"
+        )
         self.cells["model"].value = html.escape(str(descriptor.get("model", "")))
         # A live state on screen: the page's first paint (`snapshot_html`) gives way.
         self.cells["status"].add_class("smartlab-live")
 
     def values_text(self) -> str:
         latest = self.kit.latest
-        return " · ".join(f"{html.escape(s.spec.get('name') or s.sensor)}: <b>"
-                          f"{html.escape(format_value(latest.get(s.sensor), s.spec, self.texts))}"
-                          f"</b>" for s in self.sparks)
+        return " · ".join(
+            f"{html.escape(s.spec.get('name') or s.sensor)}: <b>"
+            f"{html.escape(format_value(latest.get(s.sensor), s.spec, self.texts))}"
+            f"</b>"
+            for s in self.sparks
+        )
 
     def render(self, now: float) -> None:
         t, view = self.texts, self.service_view
@@ -90,9 +113,17 @@ class BoardRow:
 
 
 class OverviewBoard:
-    def __init__(self, lab: Lab, runner: Runner, texts: Texts, *,
-                 service: LabService | None = None, public: bool = False,
-                 max_rate: float = 2.0, service_poll_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        runner: Runner,
+        texts: Texts,
+        *,
+        service: LabService | None = None,
+        public: bool = False,
+        max_rate: float = 2.0,
+        service_poll_s: float = 3.0,
+    ) -> None:
         self.lab = lab
         self.runner = runner
         self.texts = texts
@@ -103,9 +134,10 @@ class OverviewBoard:
         self.title = W.HTML()
         self.note = W.HTML()
         self.stamp = W.HTML()
-        self.head = W.HBox([W.HTML(layout=W.Layout(width=width, flex="0 0 auto"))
-                            for _key, width in COLUMNS],
-                           layout=W.Layout(border_bottom="2px solid #ccc"))
+        self.head = W.HBox(
+            [W.HTML(layout=W.Layout(width=width, flex="0 0 auto")) for _key, width in COLUMNS],
+            layout=W.Layout(border_bottom="2px solid #ccc"),
+        )
         self.body = W.VBox()
         self.widget = W.VBox([self.title, self.note, self.head, self.body, self.stamp])
         self.widget.add_class("smartlab-overview")
@@ -121,8 +153,7 @@ class OverviewBoard:
     def _render_frame(self) -> None:
         t = self.texts
         self.title.value = f"<h3 style='margin:4px 0'>{html.escape(t('overview'))}</h3>"
-        self.note.value = f"<small>{html.escape(t('public_note'))}</small>" if self.public \
-            else ""
+        self.note.value = f"<small>{html.escape(t('public_note'))}</small>" if self.public else ""
         for cell, (key, _width) in zip(self.head.children, COLUMNS, strict=True):
             cell.value = f"<b>{html.escape(t(key))}</b>"
         self.coalescer.mark()
@@ -137,8 +168,9 @@ class OverviewBoard:
             except Exception:  # registered with the service but never seen on the broker
                 continue
             self.rows[kit_id] = BoardRow(kit, self.texts)
-            self._unsubscribe.append(kit.subscribe(
-                lambda *_: self.runner.from_thread(self._changed)))
+            self._unsubscribe.append(
+                kit.subscribe(lambda *_: self.runner.from_thread(self._changed))
+            )
             added = True
         if added:
             self.body.children = [self.rows[k].widget for k in sorted(self.rows)]
@@ -173,14 +205,20 @@ class OverviewBoard:
         """Every kit's state and latest values as static HTML: what the page shows from its
         first paint until the widgets are live (see `labs.pages.PageBox`)."""
         t = self.texts
-        head = "".join(f"<th style='text-align:left'>{html.escape(t(key))}</th>"
-                       for key in ("kit", "model", "status", "values"))
-        rows = "".join(f"<tr data-kit='{html.escape(kit_id)}'><td>{row.cells['kit'].value}</td>"
-                       f"<td>{row.cells['model'].value}</td>"
-                       f"<td>{state_badge(t, row.kit.state)}</td><td>{row.values_text()}</td></tr>"
-                       for kit_id, row in sorted(self.rows.items()))
-        return (f"{self.title.value}{self.note.value}<table><tr>{head}</tr>{rows}</table>"
-                f"<p style='color:#555'><i>{html.escape(t('first_paint'))}</i></p>")
+        head = "".join(
+            f"<th style='text-align:left'>{html.escape(t(key))}</th>"
+            for key in ("kit", "model", "status", "values")
+        )
+        rows = "".join(
+            f"<tr data-kit='{html.escape(kit_id)}'><td>{row.cells['kit'].value}</td>"
+            f"<td>{row.cells['model'].value}</td>"
+            f"<td>{state_badge(t, row.kit.state)}</td><td>{row.values_text()}</td></tr>"
+            for kit_id, row in sorted(self.rows.items())
+        )
+        return (
+            f"{self.title.value}{self.note.value}<table><tr>{head}</tr>{rows}</table>"
+            f"<p style='color:#555'><i>{html.escape(t('first_paint'))}</i></p>"
+        )
 
     def close(self) -> None:
         for stop in self._stops:

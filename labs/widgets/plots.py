@@ -38,8 +38,9 @@ def plotted(spec: dict[str, Any]) -> bool:
     return spec.get("datatype") in PLOTTED
 
 
-def thin(t: np.ndarray, v: np.ndarray, max_points: int = MAX_POINTS
-         ) -> tuple[np.ndarray, np.ndarray]:
+def thin(
+    t: np.ndarray, v: np.ndarray, max_points: int = MAX_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
     """At most `max_points` samples, evenly spread, always keeping the newest."""
     n = len(t)
     if n <= max_points:
@@ -110,8 +111,10 @@ def sample_stamp(ts: float | None, texts: Texts) -> str:
     if ts is None:
         return f'<span class="smartlab-ts">{html.escape(texts("no_value"))}</span>'
     clock = dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
-    return (f'<span class="smartlab-ts" data-ts="{ts:.3f}">'
-            f'{html.escape(texts("at", time=clock))}</span>')
+    return (
+        f'<span class="smartlab-ts" data-ts="{ts:.3f}">'
+        f"{html.escape(texts('at', time=clock))}</span>"
+    )
 
 
 def title_text(name: str, unit: str | None) -> str:
@@ -123,8 +126,9 @@ def title_text(name: str, unit: str | None) -> str:
 class SensorPlot:
     """One sensor's history over the chosen window, under its name and unit."""
 
-    def __init__(self, sensor: str, spec: dict[str, Any], height: str = "170px",
-                 axis_phase: float = 0.0) -> None:
+    def __init__(
+        self, sensor: str, spec: dict[str, Any], height: str = "170px", axis_phase: float = 0.0
+    ) -> None:
         self.sensor = sensor
         self.spec = spec
         self.axis_phase = axis_phase  # see `time_axis`
@@ -139,32 +143,46 @@ class SensorPlot:
             self.y_scale = bq.LinearScale()
         stepped = datatype in ("boolean", "enum", "integer")
         # Both ranges are set here (`_follow`, `_fit_y`), never computed from the data by bqplot.
-        self.line = bq.Lines(x=np.empty(0, "datetime64[ms]"), y=np.empty(0),
-                             scales={"x": self.x_scale, "y": self.y_scale},
-                             preserve_domain={"x": True, "y": True},
-                             interpolation="step-after" if stepped else "linear",
-                             stroke_width=1.5)
+        self.line = bq.Lines(
+            x=np.empty(0, "datetime64[ms]"),
+            y=np.empty(0),
+            scales={"x": self.x_scale, "y": self.y_scale},
+            preserve_domain={"x": True, "y": True},
+            interpolation="step-after" if stepped else "linear",
+            stroke_width=1.5,
+        )
         ticks: dict[str, Any] = {"num_ticks": 4}
         if datatype == "boolean":
             ticks = {"tick_values": [0, 1]}
         elif self.levels:
             ticks = {"tick_values": list(range(len(self.levels)))}
-        self.y_axis = bq.Axis(scale=self.y_scale, side="left", grid_lines="dashed",
-                              tick_format="d" if stepped else None,
-                              label=self._levels_label(), **ticks)
+        self.y_axis = bq.Axis(
+            scale=self.y_scale,
+            side="left",
+            grid_lines="dashed",
+            tick_format="d" if stepped else None,
+            label=self._levels_label(),
+            **ticks,
+        )
         self.x_axis = bq.Axis(scale=self.x_scale, tick_format="%H:%M:%S", grid_lines="none")
         self._time_axis: tuple[float, float, float] | None = None
-        self.figure = bq.Figure(marks=[self.line], axes=[self.x_axis, self.y_axis],
-                                animation_duration=0, min_aspect_ratio=0.01,
-                                max_aspect_ratio=100,
-                                fig_margin={"top": 8, "bottom": 28, "left": 56, "right": 28},
-                                layout=W.Layout(width="100%", height=height))
+        self.figure = bq.Figure(
+            marks=[self.line],
+            axes=[self.x_axis, self.y_axis],
+            animation_duration=0,
+            min_aspect_ratio=0.01,
+            max_aspect_ratio=100,
+            fig_margin={"top": 8, "bottom": 28, "left": 56, "right": 28},
+            layout=W.Layout(width="100%", height=height),
+        )
         # The name and unit only: the latest values are in the page's `Readings` row.
-        self.title = W.HTML(title_text(spec.get("name") or sensor, spec.get("unit")),
-                            layout=W.Layout(width="100%"))
-        self.widget = W.VBox([self.title, self.figure],
-                             layout=W.Layout(border="1px solid #ddd", padding="4px",
-                                             margin="2px"))
+        self.title = W.HTML(
+            title_text(spec.get("name") or sensor, spec.get("unit")), layout=W.Layout(width="100%")
+        )
+        self.widget = W.VBox(
+            [self.title, self.figure],
+            layout=W.Layout(border="1px solid #ddd", padding="4px", margin="2px"),
+        )
         self.widget.add_class("smartlab-sensor")
         self.widget.add_class(f"smartlab-sensor-{sensor}")
 
@@ -218,14 +236,20 @@ class SensorPlot:
             pad = span * 0.08 if span > 1e-9 else max(abs(lo) * 0.05, 1.0)
             low, high = lo - pad, hi + pad
         now_low, now_high = self.y_scale.min, self.y_scale.max
-        if now_low is not None and now_high is not None and now_low <= lo and hi <= now_high \
-                and (now_high - now_low) <= 3 * (high - low):
+        if (
+            now_low is not None
+            and now_high is not None
+            and now_low <= lo
+            and hi <= now_high
+            and (now_high - now_low) <= 3 * (high - low)
+        ):
             return  # the data still fit the range shown: no message
         with self.y_scale.hold_sync():
             self.y_scale.min, self.y_scale.max = low, high
         if self.spec["datatype"] == "integer":
-            self.y_axis.tick_values = sorted({int(np.rint(x)) for x in
-                                              np.linspace(lo, hi, min(5, hi - lo + 1))})
+            self.y_axis.tick_values = sorted(
+                {int(np.rint(x)) for x in np.linspace(lo, hi, min(5, hi - lo + 1))}
+            )
 
 
 class Sparkline:
@@ -237,17 +261,28 @@ class Sparkline:
         self.texts = texts
         self.x_scale = bq.LinearScale()
         self.y_scale = bq.LinearScale()
-        self.line = bq.Lines(x=np.empty(0), y=np.empty(0),
-                             scales={"x": self.x_scale, "y": self.y_scale}, stroke_width=1,
-                             interpolation="step-after"
-                             if spec.get("datatype") in ("boolean", "integer") else "linear")
-        self.figure = bq.Figure(marks=[self.line], axes=[], animation_duration=0,
-                                min_aspect_ratio=0.01, max_aspect_ratio=100,
-                                fig_margin={"top": 2, "bottom": 2, "left": 2, "right": 2},
-                                layout=W.Layout(width="90px", height="28px"))
+        self.line = bq.Lines(
+            x=np.empty(0),
+            y=np.empty(0),
+            scales={"x": self.x_scale, "y": self.y_scale},
+            stroke_width=1,
+            interpolation="step-after"
+            if spec.get("datatype") in ("boolean", "integer")
+            else "linear",
+        )
+        self.figure = bq.Figure(
+            marks=[self.line],
+            axes=[],
+            animation_duration=0,
+            min_aspect_ratio=0.01,
+            max_aspect_ratio=100,
+            fig_margin={"top": 2, "bottom": 2, "left": 2, "right": 2},
+            layout=W.Layout(width="90px", height="28px"),
+        )
         self.label = W.HTML()
-        self.widget = W.HBox([self.label, self.figure],
-                             layout=W.Layout(align_items="center", margin="0 6px 0 0"))
+        self.widget = W.HBox(
+            [self.label, self.figure], layout=W.Layout(align_items="center", margin="0 6px 0 0")
+        )
         self.widget.add_class("smartlab-spark")
         self.value: Any = None
         texts.bind(self._render)
@@ -255,11 +290,12 @@ class Sparkline:
     def _render(self) -> None:
         name = html.escape(self.spec.get("name") or self.sensor)
         value = html.escape(format_value(self.value, self.spec, self.texts))
-        self.label.value = (f"<span title='{name}' style='font-size:90%'>{name}: "
-                            f"<b class='smartlab-value'>{value}</b></span>")
+        self.label.value = (
+            f"<span title='{name}' style='font-size:90%'>{name}: "
+            f"<b class='smartlab-value'>{value}</b></span>"
+        )
 
-    def show(self, value: Any, t: np.ndarray | None, v: np.ndarray | None, start: float
-             ) -> None:
+    def show(self, value: Any, t: np.ndarray | None, v: np.ndarray | None, start: float) -> None:
         self.value = value
         self._render()
         if t is None or v is None:

@@ -23,14 +23,17 @@ from labs.widgets.plots import format_value, sample_stamp
 CHIP = "border:1px solid #ddd;padding:4px 8px;min-width:220px;flex:1 1 220px"
 
 
-def reading_html(sensor: str, spec: dict[str, Any], value: Any, ts: float | None,
-                 texts: Texts) -> str:
+def reading_html(
+    sensor: str, spec: dict[str, Any], value: Any, ts: float | None, texts: Texts
+) -> str:
     """A sensor's name, latest value and its time."""
     name = html.escape(spec.get("name") or sensor)
     shown = html.escape(format_value(value, spec, texts))
-    return (f"<div style='display:flex;justify-content:space-between;gap:8px'>"
-            f"<span><b>{name}</b>: <span class='smartlab-value'>{shown}</span>"
-            f"</span>{sample_stamp(ts, texts)}</div>")
+    return (
+        f"<div style='display:flex;justify-content:space-between;gap:8px'>"
+        f"<span><b>{name}</b>: <span class='smartlab-value'>{shown}</span>"
+        f"</span>{sample_stamp(ts, texts)}</div>"
+    )
 
 
 class Readings:
@@ -54,9 +57,14 @@ class Readings:
     def _render(self) -> None:
         # A 2 Hz kit whose values read the same within a second would otherwise re-send the
         # row for nothing; `data-ts` then stays on the first sample that showed this text.
-        shown = (self.texts.language, None if self.ts is None else int(self.ts),
-                 *(format_value(self.latest.get(name), spec, self.texts)
-                   for name, spec in self.sensors.items()))
+        shown = (
+            self.texts.language,
+            None if self.ts is None else int(self.ts),
+            *(
+                format_value(self.latest.get(name), spec, self.texts)
+                for name, spec in self.sensors.items()
+            ),
+        )
         if shown == self._shown:
             return
         self._shown = shown
@@ -67,5 +75,6 @@ class Readings:
         chips = "".join(
             f"<div class='smartlab-reading' data-sensor='{html.escape(name)}' style='{CHIP}'>"
             f"{reading_html(name, spec, latest.get(name), ts, self.texts)}</div>"
-            for name, spec in self.sensors.items())
+            for name, spec in self.sensors.items()
+        )
         return f"<div style='display:flex;flex-wrap:wrap;gap:4px;margin:2px'>{chips}</div>"

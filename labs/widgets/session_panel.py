@@ -71,16 +71,27 @@ class ServiceBanner:
             self.widget.value = ""
             return
         text = html.escape(self.texts("service_down", detail=self.detail))
-        self.widget.value = (f"<div style='background:#fff3cd;border:1px solid #e0b84d;"
-                             f"padding:6px'>⚠ {text}</div>")
+        self.widget.value = (
+            f"<div style='background:#fff3cd;border:1px solid #e0b84d;padding:6px'>⚠ {text}</div>"
+        )
         self.widget.layout.display = None
 
 
 class SessionPanel:
-    def __init__(self, service: LabService, kit_id: str, runner: Runner, texts: Texts,
-                 banner: ServiceBanner, on_control: ControlHandler, *,
-                 poll_s: float = 1.0, heartbeat_s: float = 15.0, kits_poll_s: float = 3.0,
-                 bookings_poll_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        service: LabService,
+        kit_id: str,
+        runner: Runner,
+        texts: Texts,
+        banner: ServiceBanner,
+        on_control: ControlHandler,
+        *,
+        poll_s: float = 1.0,
+        heartbeat_s: float = 15.0,
+        kits_poll_s: float = 3.0,
+        bookings_poll_s: float = 30.0,
+    ) -> None:
         self.service = service
         self.kit_id = kit_id
         self.runner = runner
@@ -101,9 +112,11 @@ class SessionPanel:
         self.join = W.Button(button_style="primary", icon="sign-in")
         self.leave = W.Button(icon="sign-out")
         self.release = W.Button(button_style="warning", icon="unlock")
-        for button, key, action in ((self.join, "join", self._join),
-                                    (self.leave, "leave", self._leave),
-                                    (self.release, "release", self._release)):
+        for button, key, action in (
+            (self.join, "join", self._join),
+            (self.leave, "leave", self._leave),
+            (self.release, "release", self._release),
+        ):
             texts.label(button, key)
             button.add_class(f"smartlab-{key}")
             button.on_click(lambda _b, act=action: act())
@@ -112,22 +125,35 @@ class SessionPanel:
         self.kit_line = W.HTML()
         self.bookings_box = W.HTML()
         self.title = texts.label(W.HTML(), "session", "value")
-        self.widget = W.VBox([self.title, W.HBox([self.join, self.leave, self.release]),
-                              self.status, self.kit_line, self.bookings_box],
-                             layout=W.Layout(border="1px solid #ccd", padding="6px",
-                                             margin="4px 0"))
+        self.widget = W.VBox(
+            [
+                self.title,
+                W.HBox([self.join, self.leave, self.release]),
+                self.status,
+                self.kit_line,
+                self.bookings_box,
+            ],
+            layout=W.Layout(border="1px solid #ccd", padding="6px", margin="4px 0"),
+        )
         self.widget.add_class("smartlab-session-panel")
         texts.bind(self._render)
-        self._stops = [runner.every(poll_s, self._poll),
-                       runner.every(kits_poll_s, self._poll_kit),
-                       runner.every(bookings_poll_s, self._poll_bookings),
-                       runner.every(1.0, self._render_status, now=False)]
+        self._stops = [
+            runner.every(poll_s, self._poll),
+            runner.every(kits_poll_s, self._poll_kit),
+            runner.every(bookings_poll_s, self._poll_bookings),
+            runner.every(1.0, self._render_status, now=False),
+        ]
         self._discover()
 
     # ------------------------------------------------------------ REST plumbing
 
-    def _call(self, fn: Callable[..., Any], *args: Any, done: Callable[[Any], Any],
-              failed: Callable[[BaseException], Any] | None = None) -> None:
+    def _call(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        done: Callable[[Any], Any],
+        failed: Callable[[BaseException], Any] | None = None,
+    ) -> None:
         def ok(result: Any) -> None:
             self.banner.up()
             done(result)
@@ -158,6 +184,7 @@ class SessionPanel:
 
     def _discover(self) -> None:
         """After a page reload: pick up a waiting entry or a live session of this kit."""
+
         def found(result: tuple[list[dict], list[dict]]) -> None:
             queue, sessions = result
             if self.state != IDLE:
@@ -171,16 +198,19 @@ class SessionPanel:
                 self.entry, self.state = mine[-1], WAITING
                 self._render()
 
-        self._call(lambda: (self.service.my_queue(), self.service.sessions(live=True)),
-                   done=found)
+        self._call(lambda: (self.service.my_queue(), self.service.sessions(live=True)), done=found)
 
     def _poll(self) -> None:
         if self._polling:
             return
         if self.state == WAITING and self.entry is not None:
             self._polling = True
-            self._call(self.service.queue_entry, self.entry["id"], done=self._entry_polled,
-                       failed=self._poll_failed)
+            self._call(
+                self.service.queue_entry,
+                self.entry["id"],
+                done=self._entry_polled,
+                failed=self._poll_failed,
+            )
         elif self.state == HOLDING and self.session is not None and self.control_lab is None:
             self._granted(self.session)  # the control connection failed: try again
         elif self.state == HOLDING and self.session is not None:
@@ -188,11 +218,18 @@ class SessionPanel:
             beat = time.monotonic() - self._last_beat >= self.heartbeat_s
             if beat:
                 self._last_beat = time.monotonic()
-                self._call(self.service.heartbeat, self.session["id"],
-                           done=self._session_polled, failed=self._heartbeat_failed)
+                self._call(
+                    self.service.heartbeat,
+                    self.session["id"],
+                    done=self._session_polled,
+                    failed=self._heartbeat_failed,
+                )
             else:
-                self._call(lambda: self.service.sessions(live=True), done=self._sessions_polled,
-                           failed=self._poll_failed)
+                self._call(
+                    lambda: self.service.sessions(live=True),
+                    done=self._sessions_polled,
+                    failed=self._poll_failed,
+                )
 
     def _poll_failed(self, _err: BaseException) -> None:
         self._polling = False
@@ -221,8 +258,11 @@ class SessionPanel:
             self._ended(mine)
         else:  # no longer live: all my sessions say how it ended
             self._polling = True
-            self._call(lambda: self.service.sessions(), done=self._all_sessions_polled,
-                       failed=self._poll_failed)
+            self._call(
+                lambda: self.service.sessions(),
+                done=self._all_sessions_polled,
+                failed=self._poll_failed,
+            )
 
     def _all_sessions_polled(self, sessions: list[dict[str, Any]]) -> None:
         self._polling = False
@@ -243,23 +283,32 @@ class SessionPanel:
 
     def _heartbeat_failed(self, err: BaseException) -> None:
         self._polling = False
-        if isinstance(err, LabServiceError) and err.status in (404, 409) and \
-                self.state == HOLDING and self.session is not None:
+        if (
+            isinstance(err, LabServiceError)
+            and err.status in (404, 409)
+            and self.state == HOLDING
+            and self.session is not None
+        ):
             # 409: the session has ended; find out why.
             self._polling = True
-            self._call(lambda: self.service.sessions(), done=self._all_sessions_polled,
-                       failed=self._poll_failed)
+            self._call(
+                lambda: self.service.sessions(),
+                done=self._all_sessions_polled,
+                failed=self._poll_failed,
+            )
 
     def _poll_kit(self) -> None:
         def got(kits: list[dict[str, Any]]) -> None:
             self.kit_view = next((k for k in kits if k["id"] == self.kit_id), None)
             self._render_kit()
+
         self._call(self.service.kits, done=got, failed=lambda _e: None)
 
     def _poll_bookings(self) -> None:
         def got(bookings: list[dict[str, Any]]) -> None:
             self.bookings = [b for b in bookings if not b.get("cancelled")]
             self._render_bookings()
+
         self._call(self.service.bookings, done=got, failed=lambda _e: None)
 
     # ------------------------------------------------------------ actions
@@ -305,8 +354,7 @@ class SessionPanel:
         def released(view: dict[str, Any]) -> None:
             self._ended(view, released=True)
 
-        self._call(self.service.release, session["id"], done=released,
-                   failed=self._action_failed)
+        self._call(self.service.release, session["id"], done=released, failed=self._action_failed)
 
     # ------------------------------------------------------------ session life
 
@@ -317,8 +365,11 @@ class SessionPanel:
 
         def open_control() -> Lab:
             urls = self.service.mqtt_urls()
-            lab = connect(urls["control"], history=0,
-                          client_id=f"smartlab-dash-{session_id}-{uuid.uuid4().hex[:6]}")
+            lab = connect(
+                urls["control"],
+                history=0,
+                client_id=f"smartlab-dash-{session_id}-{uuid.uuid4().hex[:6]}",
+            )
             try:
                 lab.kit(kit_id, timeout=5)
                 self.service.heartbeat(session_id)  # granted -> active
@@ -328,8 +379,7 @@ class SessionPanel:
             return lab
 
         def opened(lab: Lab) -> None:
-            if self.state != CONNECTING or self.session is None or \
-                    self.session["id"] != session_id:
+            if self.state != CONNECTING or self.session is None or self.session["id"] != session_id:
                 self.runner.submit(lab.close)  # ended meanwhile
                 return
             self.control_lab, self.state = lab, HOLDING
@@ -384,8 +434,9 @@ class SessionPanel:
             elif self.entry.get("estimated_wait_s") is None:
                 line = t("waiting_unknown", position=position)
             else:
-                line = t("waiting", position=position,
-                         wait=wait_text(t, self.entry["estimated_wait_s"]))
+                line = t(
+                    "waiting", position=position, wait=wait_text(t, self.entry["estimated_wait_s"])
+                )
         elif self.state == CONNECTING:
             line = t("connecting")
         elif self.state == HOLDING and self.session is not None:
@@ -417,9 +468,16 @@ class SessionPanel:
 
     def _render_bookings(self) -> None:
         t = self.texts
-        lines = [t("booking_line", kit=b["kit"], course=b["course"],
-                   start=dt.datetime.fromtimestamp(b["starts_at"]).strftime("%d.%m %H:%M"),
-                   end=clock_time(b["ends_at"])) for b in self.bookings[:5]]
+        lines = [
+            t(
+                "booking_line",
+                kit=b["kit"],
+                course=b["course"],
+                start=dt.datetime.fromtimestamp(b["starts_at"]).strftime("%d.%m %H:%M"),
+                end=clock_time(b["ends_at"]),
+            )
+            for b in self.bookings[:5]
+        ]
         body = "<br>".join(html.escape(x) for x in lines) or html.escape(t("no_bookings"))
         self.bookings_box.value = f"<small><b>{html.escape(t('my_bookings'))}</b>: {body}</small>"
 

@@ -35,10 +35,19 @@ USERS: dict[str, dict[str, Any]] = {
     "carol": {"name": "carol", "institution": "univ-a", "instructor_of": [COURSE]},
     "board": {"name": "status-board", "institution": "centre"},
 }
-LAMP, LAMP2, CROSS, ENV, PARK = ("dash-lamp-1", "dash-lamp-2", "dash-cross-1", "dash-env-1",
-                                 "dash-park-1")
-IN_PROCESS = {LAMP: "street-lighting", LAMP2: "street-lighting", CROSS: "intersection",
-              ENV: "environment-station"}
+LAMP, LAMP2, CROSS, ENV, PARK = (
+    "dash-lamp-1",
+    "dash-lamp-2",
+    "dash-cross-1",
+    "dash-env-1",
+    "dash-park-1",
+)
+IN_PROCESS = {
+    LAMP: "street-lighting",
+    LAMP2: "street-lighting",
+    CROSS: "intersection",
+    ENV: "environment-station",
+}
 KITS = {**IN_PROCESS, PARK: "smart-parking"}  # the parking twin runs as its own process
 
 
@@ -54,13 +63,22 @@ class Platform:
     def client(self, who: str) -> LabService:
         return self.service.client(who)
 
-    def voila(self, who: str, *, preheat: dict[str, int] | None = None,
-              extra_env: dict[str, str] | None = None, key: str | None = None) -> VoilaServer:
+    def voila(
+        self,
+        who: str,
+        *,
+        preheat: dict[str, int] | None = None,
+        extra_env: dict[str, str] | None = None,
+        key: str | None = None,
+    ) -> VoilaServer:
         """The Voilà server of a user (started on first use, then shared)."""
         key = key or who
         if key not in self.voilas:
-            env = {"SMARTLAB_LAB_URL": self.service.url, "SMARTLAB_TOKEN": token(who),
-                   **(extra_env or {})}
+            env = {
+                "SMARTLAB_LAB_URL": self.service.url,
+                "SMARTLAB_TOKEN": token(who),
+                **(extra_env or {}),
+            }
             self.voilas[key] = VoilaServer(key, self.root, env, preheat=preheat).start()
         return self.voilas[key]
 
@@ -79,14 +97,19 @@ def platform(broker, models, state_root) -> Iterator[Platform]:
         for kit_id, model in KITS.items():
             admin.register_kit(kit_id, model, f"{model} ({kit_id})")
         for kit_id, model in IN_PROCESS.items():
-            runners.append(KitRunner(kit_id, twin_class(model)(models[model], seed=5),
-                                     broker.address(f"kit-{kit_id}")).start())
-        plat.park = TwinProcess(PARK, KITS[PARK],
-                                broker.address(f"kit-{PARK}").url()).start()
+            runners.append(
+                KitRunner(
+                    kit_id,
+                    twin_class(model)(models[model], seed=5),
+                    broker.address(f"kit-{kit_id}"),
+                ).start()
+            )
+        plat.park = TwinProcess(PARK, KITS[PARK], broker.address(f"kit-{PARK}").url()).start()
         wait_until(lambda: all(k["online"] for k in admin.kits()), timeout=20)
-        plat.observer = connect(broker.address(
-            broker.provision_user("dash-test-observer").username).url(),
-            client_id="dash-test-observer")
+        plat.observer = connect(
+            broker.address(broker.provision_user("dash-test-observer").username).url(),
+            client_id="dash-test-observer",
+        )
         yield plat
     finally:
         for server in plat.voilas.values():

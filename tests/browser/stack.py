@@ -25,11 +25,20 @@ from labs.client import LabService
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # Many pages open at once (the benchmark) must not be throttled as background tabs.
-UNTHROTTLED = ["--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-               "--disable-backgrounding-occluded-windows"]
+UNTHROTTLED = [
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
 ARTIFACTS = REPO / "test-artifacts" / "dashboards"
 
 SERVICE_CONFIG = """
@@ -48,8 +57,9 @@ def token(who: str) -> str:
     return f"dash-token-{who}-0123456789"
 
 
-def wait_listening(port: int, process: subprocess.Popen, timeout: float, what: str,
-                   log: Path) -> None:
+def wait_listening(
+    port: int, process: subprocess.Popen, timeout: float, what: str, log: Path
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -62,8 +72,7 @@ def wait_listening(port: int, process: subprocess.Popen, timeout: float, what: s
 
 
 def _tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) \
-        if log.exists() else ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
 
 def stop(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
@@ -81,14 +90,22 @@ def stop(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
 class ServiceProcess:
     """`python -m hub_config.cli lab serve` with a token identity for `users`."""
 
-    def __init__(self, broker: Broker, state_root: Path, users: dict[str, dict[str, Any]],
-                 name: str = "dash-lab") -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        state_root: Path,
+        users: dict[str, dict[str, Any]],
+        name: str = "dash-lab",
+    ) -> None:
         self.dir = state_root / name
         self.dir.mkdir(exist_ok=True)
         self.config = self.dir / "lab_service_config.py"
-        self.config.write_text(SERVICE_CONFIG.format(
-            users={token(who): spec for who, spec in users.items()},
-            db_url=f"sqlite:///{self.dir / 'lab.sqlite'}"))
+        self.config.write_text(
+            SERVICE_CONFIG.format(
+                users={token(who): spec for who, spec in users.items()},
+                db_url=f"sqlite:///{self.dir / 'lab.sqlite'}",
+            )
+        )
         self.broker = broker
         self.state_root = state_root
         self.port = free_port()
@@ -101,11 +118,21 @@ class ServiceProcess:
             # The app's own entry (what `smartlab lab serve` runs), so that the tests do not
             # depend on every other command group the `smartlab` dispatcher loads.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hardware_kits.sharing.app",
-                 f"--config={self.config}", f"--state-dir={self.state_root}",
-                 f"--mqtt-port={self.broker.port}", f"--port={self.port}"],
-                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                [
+                    sys.executable,
+                    "-m",
+                    "hardware_kits.sharing.app",
+                    f"--config={self.config}",
+                    f"--state-dir={self.state_root}",
+                    f"--mqtt-port={self.broker.port}",
+                    f"--port={self.port}",
+                ],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         wait_listening(self.port, self.process, 30, "the lab service", self.log)
         return self
 
@@ -148,8 +175,9 @@ class TwinProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> TwinProcess:
-        self.process = subprocess.Popen(self.args, cwd=REPO, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            self.args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         line = self.process.stdout.readline() if self.process.stdout else ""
         if "running" not in line:
             raise RuntimeError(f"the twin did not start: {line}")
@@ -168,8 +196,15 @@ class VoilaServer:
     """A standalone Voilà serving labs/dashboards (or one notebook) with a user's environment:
     the lab service URL and token, and optionally a broker URL (else /api/me/mqtt's watch)."""
 
-    def __init__(self, name: str, workdir: Path, env: dict[str, str], *,
-                 target: Path = DASHBOARDS, preheat: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        env: dict[str, str],
+        *,
+        target: Path = DASHBOARDS,
+        preheat: dict[str, int] | None = None,
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -177,16 +212,27 @@ class VoilaServer:
         self.log = workdir / f"voila-{name}.log"
         self.command = voila_command(target, port=self.port, preheat=preheat)
         # The kernels import the repository's packages; no user config from ~/.jupyter.
-        self.env = voila_env({**os.environ, **env, "PYTHONUNBUFFERED": "1",
-                              "JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"),
-                              "JUPYTER_RUNTIME_DIR": str(workdir / f"jupyter-runtime-{name}")})
+        self.env = voila_env(
+            {
+                **os.environ,
+                **env,
+                "PYTHONUNBUFFERED": "1",
+                "JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"),
+                "JUPYTER_RUNTIME_DIR": str(workdir / f"jupyter-runtime-{name}"),
+            }
+        )
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> VoilaServer:
         with self.log.open("a") as out:
-            self.process = subprocess.Popen(self.command, cwd=REPO, stdout=out,
-                                            stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
         wait_listening(self.port, self.process, timeout, f"voila ({self.name})", self.log)
         return self
 
@@ -208,8 +254,9 @@ class VoilaServer:
         pids = set()
         for child in children:
             try:
-                if child.status() != psutil.STATUS_ZOMBIE and \
-                        "ipykernel" in " ".join(child.cmdline()):
+                if child.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(
+                    child.cmdline()
+                ):
                     pids.add(child.pid)
             except psutil.Error:  # gone meanwhile
                 continue
@@ -233,8 +280,11 @@ class VoilaServer:
 
 
 def launch_chromium(playwright: Any, *, unthrottled: bool = False) -> Any:
-    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                      args=CHROMIUM_ARGS + (UNTHROTTLED if unthrottled else []))
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS + (UNTHROTTLED if unthrottled else []),
+    )
 
 
 def http_json(url: str, who_token: str | None = None) -> Any:

@@ -80,8 +80,9 @@ def type_into_slider(page, actuator: str, value: int) -> None:
 
 
 def wait_first_value(page, sensor: str, timeout: float = 30.0) -> float:
-    page.wait_for_selector(f".smartlab-readings [data-sensor='{sensor}'] .smartlab-ts[data-ts]",
-                           timeout=timeout * 1000)
+    page.wait_for_selector(
+        f".smartlab-readings [data-sensor='{sensor}'] .smartlab-ts[data-ts]", timeout=timeout * 1000
+    )
     return sample_ts(page, sensor)
 
 
@@ -111,7 +112,7 @@ def test_the_page_paints_the_latest_values_before_its_widgets_are_live(platform,
         page = context.new_page()
         page.set_default_timeout(30_000)
         served = page.goto(platform.voila("bob").page("kit.ipynb", kit=LAMP)).text()
-        paint = served[served.index('class="smartlab-snapshot"'):]
+        paint = served[served.index('class="smartlab-snapshot"') :]
         for sensor in load_models()["street-lighting"]["sensors"]:
             assert f"data-sensor='{sensor}'" in paint
         assert 'data-ts="' in paint  # a value with its time, in the HTML itself
@@ -137,7 +138,8 @@ def test_every_kit_model_renders_from_its_descriptor(platform, open_page):
 
 
 def test_controller_is_granted_commands_the_twin_and_loses_control_when_the_session_ends(
-        platform, open_page):
+    platform, open_page
+):
     alice = platform.client("alice")
     page = open_page(platform.voila("alice").page("kit.ipynb", kit=LAMP), locale="ru-RU")
     page.wait_for_selector(".smartlab-join")
@@ -147,10 +149,10 @@ def test_controller_is_granted_commands_the_twin_and_loses_control_when_the_sess
 
     page.click(".smartlab-join")
     page.wait_for_selector(".smartlab-session-status [data-state=holding]", timeout=20000)
-    eventually(lambda: controls_disabled(page, "street-lighting") ==
-               {"mode": False, "dimming": False})
-    assert page.get_attribute(".smartlab-control-hint [data-role]", "data-role") == \
-        "controller"
+    eventually(
+        lambda: controls_disabled(page, "street-lighting") == {"mode": False, "dimming": False}
+    )
+    assert page.get_attribute(".smartlab-control-hint [data-role]", "data-role") == "controller"
 
     # In auto mode the kit refuses a dimming level: the reason comes in Russian.
     type_into_slider(page, "dimming", 40)
@@ -184,9 +186,13 @@ def test_closing_the_tab_releases_the_kit_and_ends_kernel_and_connections(platfo
     server = platform.voila("alice")
     alice = platform.client("alice")
     before = server.kernel_pids()
-    wait_until(lambda: next(k for k in alice.kits() if k["id"] == LAMP)["pool"] == "in-pool"
-               and not next(k for k in alice.kits() if k["id"] == LAMP)["session_state"],
-               timeout=15)
+    wait_until(
+        lambda: (
+            next(k for k in alice.kits() if k["id"] == LAMP)["pool"] == "in-pool"
+            and not next(k for k in alice.kits() if k["id"] == LAMP)["session_state"]
+        ),
+        timeout=15,
+    )
     page = open_page(server.page("kit.ipynb", kit=LAMP))
     page.click(".smartlab-join")
     page.wait_for_selector(".smartlab-session-status [data-state=holding]", timeout=20000)
@@ -201,6 +207,7 @@ def test_closing_the_tab_releases_the_kit_and_ends_kernel_and_connections(platfo
         """the page's kernel released the session on its way out"""
         s = next(s for s in alice.sessions() if s["id"] == session["id"])
         return s if s["state"] not in ("granted", "active") else None
+
     ended = wait_until(released, timeout=10)
     assert ended["end_reason"] == "released"
 
@@ -231,16 +238,22 @@ def test_overview_board_lists_every_kit_with_its_status(platform, open_page):
     session = entry["session"]
     try:
         watcher = platform.broker.provision_user("status-board")  # read-only observer
-        board = platform.voila("board", key="board", preheat={"overview.ipynb": 1},
-                               extra_env={"SMARTLAB_BOARD_PUBLIC": "1",
-                                          "SMARTLAB_MQTT_URL": platform.broker.address(
-                                              watcher.username).url()})
+        board = platform.voila(
+            "board",
+            key="board",
+            preheat={"overview.ipynb": 1},
+            extra_env={
+                "SMARTLAB_BOARD_PUBLIC": "1",
+                "SMARTLAB_MQTT_URL": platform.broker.address(watcher.username).url(),
+            },
+        )
         wait_until(lambda: board.pool_ready("overview.ipynb", 1), timeout=60)
         started = time.monotonic()
         page = open_page(board.page("overview.ipynb"))
         for kit_id in KITS:
-            page.wait_for_selector(f".smartlab-board-row-{kit_id} .smartlab-kit-state"
-                                   "[data-state=ready]")
+            page.wait_for_selector(
+                f".smartlab-board-row-{kit_id} .smartlab-kit-state[data-state=ready]"
+            )
         first_paint = time.monotonic() - started
         row = f".smartlab-board-row-{LAMP2}"
         page.wait_for_selector(f"{row} .smartlab-pool[data-pool=maintenance]")
@@ -258,7 +271,8 @@ def test_overview_board_lists_every_kit_with_its_status(platform, open_page):
 
 
 def test_admin_view_takes_a_kit_into_maintenance_and_shows_health_usage_and_rejections(
-        platform, open_page):
+    platform, open_page
+):
     bob, admin = platform.client("bob"), platform.client("admin")
     # A rejection for the record: dimming in auto mode breaks an interlock.
     with bob.session(LAMP2, progress=None) as kit, pytest.raises(CommandRejected):
@@ -269,8 +283,9 @@ def test_admin_view_takes_a_kit_into_maintenance_and_shows_health_usage_and_reje
         assert page.query_selector(f".smartlab-health-{kit_id}"), kit_id
     page.wait_for_selector(".smartlab-rejections :text('dash-lamp-2')")
     assert "not allowed in the kit's current state" in page.inner_text(".smartlab-rejections")
-    assert page.query_selector_all(".smartlab-admin svg .bargroup rect, "
-                                   ".smartlab-admin svg rect.bar")
+    assert page.query_selector_all(
+        ".smartlab-admin svg .bargroup rect, .smartlab-admin svg rect.bar"
+    )
 
     page.select_option(".smartlab-admin .widget-dropdown select", LAMP2)
     page.fill(".smartlab-admin .widget-text input", "lamp driver replaced")
@@ -296,7 +311,8 @@ def test_instructor_view_shows_the_course_bookings_sessions_and_usage(platform, 
     for student in (alice, bob):  # alice takes the course, bob does not
         entry = student.join(kit=ENV)
         session = entry.get("session") or wait_until(
-            lambda e=entry, s=student: s.queue_entry(e["id"]).get("session"), timeout=30)
+            lambda e=entry, s=student: s.queue_entry(e["id"]).get("session"), timeout=30
+        )
         student.release(session["id"])
     assert {s["user"] for s in carol.sessions(course=COURSE)} == {"alice"}
     start = int(time.time()) + 3600
@@ -318,8 +334,9 @@ def test_lab_service_unreachable_shows_a_banner_and_values_keep_flowing(platform
     wait_first_value(page, "ambient-light")
     platform.service.kill()
     try:
-        banner = page.wait_for_selector(".smartlab-service-banner:has-text('unreachable')",
-                                        timeout=15000)
+        banner = page.wait_for_selector(
+            ".smartlab-service-banner:has-text('unreachable')", timeout=15000
+        )
         assert "live values keep flowing" in banner.inner_text()
         down_at = time.time()
         wait_until(lambda: sample_ts(page, "ambient-light") > down_at + 1, timeout=10)

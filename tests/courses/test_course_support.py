@@ -101,8 +101,10 @@ def test_checks_name_the_wrong_type() -> None:
 def test_offline_kit_refuses_what_the_kit_refuses() -> None:
     kit = OfflineKit("intersection", seed=1)
     with pytest.raises(P.ProtocolError) as err:
-        kit.set("phase-plan", [{"green": ["north", "east"], "seconds": 20},
-                               {"green": ["south"], "seconds": 20}])
+        kit.set(
+            "phase-plan",
+            [{"green": ["north", "east"], "seconds": 20}, {"green": ["south"], "seconds": 20}],
+        )
     assert err.value.reason == P.R_INTERLOCK
     with pytest.raises(P.ProtocolError) as err:
         kit.set("phase-request", 1)  # only in manual mode
@@ -133,8 +135,7 @@ class Minimal:
     """The cheapest safe dimmer: exactly the required light, nothing more."""
 
     def step(self, sample):
-        need = (NIGHT.MOTION_LX if sample["motion"] else NIGHT.MINIMUM_LX) - \
-            sample["ambient-light"]
+        need = (NIGHT.MOTION_LX if sample["motion"] else NIGHT.MINIMUM_LX) - sample["ambient-light"]
         return 0 if need <= 0 else math.ceil(need * 100 / NIGHT.E_LAMP_FULL_LX - 1e-9)
 
 
@@ -153,13 +154,21 @@ def test_night_score_is_reproducible_and_counts_dark_moments() -> None:
     assert blind.energy_wh < first.energy_wh
 
 
-@pytest.mark.parametrize(("controller", "message"), [
-    (lambda: type("C", (), {"step": lambda self, s: 50.5})(),
-     "стенд отклонил уровень 50.5 (float)"),
-    (lambda: type("C", (), {"step": lambda self, s: 1 / 0})(),
-     "ZeroDivisionError: division by zero"),
-    (lambda: 1 / 0, "контроллер не создаётся: ZeroDivisionError"),
-], ids=["wrong-type", "raises", "cannot-start"])
+@pytest.mark.parametrize(
+    ("controller", "message"),
+    [
+        (
+            lambda: type("C", (), {"step": lambda self, s: 50.5})(),
+            "стенд отклонил уровень 50.5 (float)",
+        ),
+        (
+            lambda: type("C", (), {"step": lambda self, s: 1 / 0})(),
+            "ZeroDivisionError: division by zero",
+        ),
+        (lambda: 1 / 0, "контроллер не создаётся: ZeroDivisionError"),
+    ],
+    ids=["wrong-type", "raises", "cannot-start"],
+)
 def test_night_reports_a_faulty_controller_in_one_line(controller, message) -> None:
     with pytest.raises(AssertionError, match=re.escape(message)):
         NIGHT.simulate_night(controller, hours=0.1)
@@ -178,8 +187,10 @@ def test_night_stops_a_looping_controller() -> None:
 def test_junction_enforces_the_interlock_and_scores_deterministically() -> None:
     class Turning:
         def __init__(self):
-            self.plan = [{"green": ["north", "east"], "seconds": 20},
-                         {"green": ["south"], "seconds": 20}]
+            self.plan = [
+                {"green": ["north", "east"], "seconds": 20},
+                {"green": ["south"], "seconds": 20},
+            ]
 
         def step(self, sample):
             return 0
@@ -189,8 +200,10 @@ def test_junction_enforces_the_interlock_and_scores_deterministically() -> None:
 
     class Alternates:
         def __init__(self):
-            self.plan = [{"green": ["north", "south"], "seconds": 30},
-                         {"green": ["east", "west"], "seconds": 30}]
+            self.plan = [
+                {"green": ["north", "south"], "seconds": 30},
+                {"green": ["east", "west"], "seconds": 30},
+            ]
             self.t = 0
 
         def step(self, sample):
@@ -233,8 +246,9 @@ def test_live_helpers_watch_a_real_kit(broker, state_root, monkeypatch) -> None:
     """What an exploration cell does, against a real broker and a twin kit."""
     kit_id = "envstation-course"
     broker.provision_kits([kit_id])
-    runner = KitProcess(broker, state_root, {"id": kit_id, "model": "environment-station",
-                                             "seed": 3, "rate_hz": 10}).start()
+    runner = KitProcess(
+        broker, state_root, {"id": kit_id, "model": "environment-station", "seed": 3, "rate_hz": 10}
+    ).start()
     try:
         user = broker.provision_user("course-student")
         monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
@@ -245,8 +259,14 @@ def test_live_helpers_watch_a_real_kit(broker, state_root, monkeypatch) -> None:
             kit = live.live_kit(lab, kit_id, timeout=20)
             assert kit is not None
             wait_until(lambda: len(kit.history("co2")[0]) >= 3, timeout=20)
-            assert set(kit.latest) == {"temperature", "humidity", "pressure", "pm25", "co2",
-                                       "noise"}
+            assert set(kit.latest) == {
+                "temperature",
+                "humidity",
+                "pressure",
+                "pm25",
+                "co2",
+                "noise",
+            }
         finally:
             lab.close()
     finally:
@@ -284,16 +304,24 @@ def test_courses_are_listed_in_release_order() -> None:
     for course in available_courses():
         names = assignments(course)
         assert names == sorted(names) and names[0].startswith("01-")
-        metadata = json.loads((COURSES / course / "source" / names[0] /
-                               next(p.name for p in (COURSES / course / "source" / names[0])
-                                    .glob("*.ipynb"))).read_text())
+        metadata = json.loads(
+            (
+                COURSES
+                / course
+                / "source"
+                / names[0]
+                / next(p.name for p in (COURSES / course / "source" / names[0]).glob("*.ipynb"))
+            ).read_text()
+        )
         assert metadata["metadata"]["kernelspec"]["name"] == "python3"
 
 
-@pytest.mark.parametrize(("course", "assignment"),
-                         [(c, a) for c in available_courses() for a in assignments(c)])
-def test_notebook_runs_top_to_bottom_without_a_kit(course, assignment, tmp_path,
-                                                   monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("course", "assignment"), [(c, a) for c in available_courses() for a in assignments(c)]
+)
+def test_notebook_runs_top_to_bottom_without_a_kit(
+    course, assignment, tmp_path, monkeypatch
+) -> None:
     """As a student runs it (not under nbgrader): the lab's addresses lead nowhere, every
     exploration cell says so, and every other cell runs."""
     folder = tmp_path / assignment
@@ -304,9 +332,9 @@ def test_notebook_runs_top_to_bottom_without_a_kit(course, assignment, tmp_path,
     monkeypatch.setenv("SMARTLAB_TOKEN", "student-token")
     path = next(folder.glob("*.ipynb"))
     nb = nbformat.read(str(path), as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(folder)}}).execute()  # raises on error
-    said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                   for o in c.outputs)
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    ).execute()  # raises on error
+    said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "Живой стенд недоступен" in said
     assert "идёт проверка nbgrader" not in said

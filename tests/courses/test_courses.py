@@ -33,8 +33,11 @@ from tests.courses.wrong_answers import BAD_INPUT, WRONG
 
 BIN = Path(sys.executable).parent
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
-REGION = re.compile(r"^[ \t]*#*[ \t]*BEGIN (SOLUTION|HIDDEN TESTS)[^\n]*\n(.*?)"
-                    r"^[ \t]*#*[ \t]*END \1[^\n]*$", re.S | re.M)
+REGION = re.compile(
+    r"^[ \t]*#*[ \t]*BEGIN (SOLUTION|HIDDEN TESTS)[^\n]*\n(.*?)"
+    r"^[ \t]*#*[ \t]*END \1[^\n]*$",
+    re.S | re.M,
+)
 SOLUTION = "solution"
 UNTOUCHED = "untouched"
 ALL = [(course, name) for course in available_courses() for name in assignments(course)]
@@ -52,8 +55,15 @@ def test_every_course_has_two_assignments_or_more() -> None:
 
 
 def nbgrader(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(BIN / "nbgrader"), *args], cwd=root, env=env, text=True,
-                          capture_output=True, timeout=900, check=False)
+    done = subprocess.run(
+        [str(BIN / "nbgrader"), *args],
+        cwd=root,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, f"nbgrader {' '.join(args)}:\n{done.stderr[-3000:]}"
     return done
 
@@ -62,12 +72,17 @@ def grading_env(tmp: Path) -> dict[str, str]:
     """The hub's nbgrader config (exchange, timeout, feedback without hidden tests), and the
     lab's addresses on ports nobody listens on."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTLAB_", "JUPYTER"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-               JUPYTER_CONFIG_PATH=str(HUB_JUPYTER_CONFIG),  # as the hub sets it
-               JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-               JUPYTER_DATA_DIR=str(tmp / "data"), SMARTLAB_EXCHANGE=str(tmp / "exchange"),
-               SMARTLAB_MQTT_URL=f"mqtt://nobody:nothing@127.0.0.1:{free_port()}",
-               SMARTLAB_LAB_URL=f"http://127.0.0.1:{free_port()}", SMARTLAB_TOKEN="none")
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        JUPYTER_CONFIG_PATH=str(HUB_JUPYTER_CONFIG),  # as the hub sets it
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTER_DATA_DIR=str(tmp / "data"),
+        SMARTLAB_EXCHANGE=str(tmp / "exchange"),
+        SMARTLAB_MQTT_URL=f"mqtt://nobody:nothing@127.0.0.1:{free_port()}",
+        SMARTLAB_LAB_URL=f"http://127.0.0.1:{free_port()}",
+        SMARTLAB_TOKEN="none",
+    )
     return env
 
 
@@ -76,20 +91,26 @@ def grading_env(tmp: Path) -> dict[str, str]:
 
 def strip_markers(source: str) -> str:
     """The source version of a solution cell as a student who got it right would write it."""
-    return "\n".join(line for line in source.splitlines()
-                     if not any(marker in line for marker in MARKERS))
+    return "\n".join(
+        line for line in source.splitlines() if not any(marker in line for marker in MARKERS)
+    )
 
 
 def solution_cells(nb: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
-    return {c.metadata.nbgrader["grade_id"]: c for c in nb.cells
-            if c.metadata.get("nbgrader", {}).get("solution")}
+    return {
+        c.metadata.nbgrader["grade_id"]: c
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
 
 
 def autograded_cells(nb: nbformat.NotebookNode) -> dict[str, float]:
     """grade id -> points of the test cells (graded, not a written answer)."""
-    return {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"])
-            for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata.nbgrader.get("solution")}
+    return {
+        c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"])
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata.nbgrader.get("solution")
+    }
 
 
 def question_cells(question: str, cells: dict[str, float]) -> set[str]:
@@ -134,8 +155,9 @@ class Graded:
         nbformat.write(nb, str(folder / self.notebook))
 
     def autograded(self, student: str) -> nbformat.NotebookNode:
-        return nbformat.read(str(self.root / "autograded" / student / self.assignment
-                                 / self.notebook), as_version=4)
+        return nbformat.read(
+            str(self.root / "autograded" / student / self.assignment / self.notebook), as_version=4
+        )
 
     def read_scores(self) -> dict[str, dict[str, float]]:
         with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gb:
@@ -143,8 +165,9 @@ class Graded:
             found = {}
             for submission in assignment.submissions:
                 notebook = submission.notebooks[0]
-                found[submission.student.id] = {g.name: g.score for g in notebook.grades
-                                                if g.name in self.points}
+                found[submission.student.id] = {
+                    g.name: g.score for g in notebook.grades if g.name in self.points
+                }
             return found
 
 
@@ -156,30 +179,36 @@ def correct_submission(graded: Graded) -> nbformat.NotebookNode:
     return nb
 
 
-def wrong_submission(correct: nbformat.NotebookNode, question: str,
-                     source: str) -> nbformat.NotebookNode:
+def wrong_submission(
+    correct: nbformat.NotebookNode, question: str, source: str
+) -> nbformat.NotebookNode:
     nb = nbformat.from_dict(json.loads(nbformat.writes(correct)))
     solution_cells(nb)[question].source = source.strip("\n")
     return nb
 
 
 @pytest.fixture(scope="module", params=ALL, ids=[f"{c}/{a}" for c, a in ALL])
-def graded(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graded]:
+def graded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Graded]:
     course, assignment = request.param
     tmp = tmp_path_factory.mktemp(f"{course}-{assignment}")
     root = tmp / course
     source_dir = REPO / "courses" / course / "source" / assignment
-    shutil.copytree(source_dir, root / "source" / assignment,
-                    ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copytree(
+        source_dir,
+        root / "source" / assignment,
+        ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"),
+    )
     shutil.copy(REPO / "courses" / course / "nbgrader_config.py", root)
     env = grading_env(tmp)
     nbgrader(root, env, "generate_assignment", assignment, "--force")
     notebook = next(source_dir.glob("*.ipynb")).name
     source = nbformat.read(str(source_dir / notebook), as_version=4)
     release = nbformat.read(str(root / "release" / assignment / notebook), as_version=4)
-    result = Graded(course, assignment, root, env, notebook, source, release,
-                    autograded_cells(source))
+    result = Graded(
+        course, assignment, root, env, notebook, source, release, autograded_cells(source)
+    )
 
     correct = correct_submission(result)
     result.submit(SOLUTION, correct)
@@ -193,8 +222,14 @@ def graded(request: pytest.FixtureRequest,
     # other question's correct code too, twins and all.
     again = {f"wrong-{next(iter(WRONG[(course, assignment)]))}"}
     others = ",".join(sorted(set(result.scores) - again))
-    nbgrader(root, env, "autograde", assignment, "--force",
-             f"--CourseDirectory.student_id_exclude={others}")
+    nbgrader(
+        root,
+        env,
+        "autograde",
+        assignment,
+        "--force",
+        f"--CourseDirectory.student_id_exclude={others}",
+    )
     result.regraded = {s: v for s, v in result.read_scores().items() if s in again}
     yield result
 
@@ -213,8 +248,11 @@ def test_generated_release_has_no_solution_or_hidden_test(graded: Graded) -> Non
         for marker in MARKERS:
             assert marker not in text, f"{path.name} contains {marker!r}"
         if path.suffix == ".ipynb":
-            lines = {line.strip() for c in nbformat.read(str(path), as_version=4).cells
-                     for line in c.source.splitlines()}
+            lines = {
+                line.strip()
+                for c in nbformat.read(str(path), as_version=4).cells
+                for line in c.source.splitlines()
+            }
             leaked = secrets & lines
             assert not leaked, f"{path.name} leaks: {sorted(leaked)[:3]}"
         else:  # data files and helper modules go out exactly as written
@@ -227,8 +265,11 @@ def test_generated_release_has_no_solution_or_hidden_test(graded: Graded) -> Non
             assert "BEGIN HIDDEN TESTS" in cell.source, meta["grade_id"]
             assert "assert" in REGION.sub("", cell.source) or "checks." in cell.source
             assert meta["points"] > 0
-    manual = [c for c in graded.source.cells if c.cell_type == "markdown"
-              and c.metadata.get("nbgrader", {}).get("grade")]
+    manual = [
+        c
+        for c in graded.source.cells
+        if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")
+    ]
     assert manual and all(c.metadata.nbgrader["points"] > 0 for c in manual)
 
 
@@ -267,8 +308,12 @@ def test_grading_twice_gives_the_same_scores(graded: Graded) -> None:
 
 def test_grading_never_touches_a_live_kit(graded: Graded) -> None:
     # The exploration cells noticed the grader and left the lab alone.
-    outputs = "".join(o.get("text", "") for c in graded.autograded(SOLUTION).cells
-                      if c.cell_type == "code" for o in c.outputs)
+    outputs = "".join(
+        o.get("text", "")
+        for c in graded.autograded(SOLUTION).cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert "идёт проверка nbgrader" in outputs
 
 
@@ -280,12 +325,21 @@ def test_bad_input_costs_one_question_with_a_readable_message(graded: Graded) ->
         pytest.skip("bad input is exercised on one assignment")
     nbgrader(graded.root, graded.env, "generate_feedback", graded.assignment, "--force")
     hidden = {line for line in secret_lines(graded.source) if line.startswith("_")}
-    visible = {line.strip() for c in graded.release.cells
-               if c.metadata.get("nbgrader", {}).get("grade") for line in c.source.splitlines()
-               if line.startswith("_")}
+    visible = {
+        line.strip()
+        for c in graded.release.cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+        for line in c.source.splitlines()
+        if line.startswith("_")
+    }
     for question, message in cases.items():
-        page = (graded.root / "feedback" / f"wrong-{question}" / graded.assignment
-                / graded.notebook.replace(".ipynb", ".html")).read_text(encoding="utf-8")
+        page = (
+            graded.root
+            / "feedback"
+            / f"wrong-{question}"
+            / graded.assignment
+            / graded.notebook.replace(".ipynb", ".html")
+        ).read_text(encoding="utf-8")
         text = html.unescape(re.sub(r"<[^>]+>", "", page))  # the page as the student reads it
         assert message in text, question
         assert any(line in text for line in visible), "the visible tests are shown"

@@ -11,7 +11,7 @@ from __future__ import annotations
 WRONG: dict[tuple[str, str], dict[str, str]] = {
     ("iot-basics", "01-station-data"): {
         # raises: a name that was never defined
-        "units": '''
+        "units": """
 def hpa_to_mmhg(p_hpa):
     return p_hpa * 760.0 / 1013.25
 
@@ -19,35 +19,35 @@ def hpa_to_mmhg(p_hpa):
 def dew_point(temperature_c, humidity_pct):
     a, b = 17.625, 243.04
     return b * gamma / (a - gamma)
-''',
+""",
         # never returns: the index is not advanced
-        "resample": '''
+        "resample": """
 def resample(t, values, period_s):
     starts, means, i = [], [], 0
     while i < len(t):
         window = np.floor(t[i] / period_s) * period_s
     return np.array(starts), np.array(means)
-''',
+""",
         # wrong type: a list instead of a dict
-        "describe": '''
+        "describe": """
 def describe(values):
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     return [v.size, v.mean(), v.std(ddof=1), v.min(), v.max(), np.percentile(v, 95)]
-''',
+""",
         # regression the wrong way round: sensor on reference
-        "calibration": '''
+        "calibration": """
 def fit_calibration(sensor, reference):
     x = np.asarray(sensor, dtype=float)
     y = np.asarray(reference, dtype=float)
     ok = ~(np.isnan(x) | np.isnan(y))
     gain, offset = np.polyfit(y[ok], x[ok], 1)
     return float(gain), float(offset)
-''',
+""",
     },
     ("iot-basics", "02-air-alerts"): {
         # the classical z-score (mean and standard deviation), which outliers inflate
-        "robust": '''
+        "robust": """
 def robust_z(values, window):
     x = np.asarray(values, dtype=float)
     z = np.full(len(x), np.nan)
@@ -55,9 +55,9 @@ def robust_z(values, window):
         past = x[i - window:i]
         z[i] = (x[i] - np.nanmean(past)) / np.nanstd(past)
     return z
-''',
+""",
         # the gap is measured from the start of the event, not from its end
-        "events": '''
+        "events": """
 def merge_events(t, flags, gap_s):
     events = []
     for moment, flagged in zip(t, flags):
@@ -67,9 +67,9 @@ def merge_events(t, flags, gap_s):
             else:
                 events.append((moment, moment))
     return events
-''',
+""",
         # a fixed threshold far too high: small incidents go unnoticed
-        "detector": '''
+        "detector": """
 def detect_incidents(t, values):
     x = np.asarray(values, dtype=float)
     events = []
@@ -83,9 +83,9 @@ def detect_incidents(t, values):
             else:
                 events.append((t[i], t[i]))
     return events
-''',
+""",
         # retained alert, default QoS
-        "alert": '''
+        "alert": """
 ALARM = {"pm25": 50.0, "co2": 1000.0}
 UNITS = {"pm25": "µg/m³", "co2": "ppm"}
 
@@ -98,26 +98,26 @@ def alert_message(kit_id, sensor, start, end, peak):
 
 def publish_alert(client, topic, payload):
     return client.publish(topic, payload, retain=True)
-''',
+""",
     },
     ("smart-lighting", "01-energy-model"): {
         # the driver's standby is counted at level 0
-        "power": '''
+        "power": """
 def lamp_power(level_pct):
     return P_MIN_W + (P_MAX_W - P_MIN_W) * np.asarray(level_pct, dtype=float) / 100.0
-''',
+""",
         # watt-seconds instead of watt-hours
-        "energy": '''
+        "energy": """
 def energy_wh(t, power_w):
     return float(np.trapezoid(np.asarray(power_w, dtype=float), np.asarray(t, dtype=float)))
-''',
+""",
         # no hysteresis
-        "switch": '''
+        "switch": """
 def dusk_switch(ambient_lx, on_lx=10.0, off_lx=50.0, initially_on=False):
     return np.asarray(ambient_lx, dtype=float) < on_lx
-''',
+""",
         # the hold counted in samples, not seconds
-        "presence": '''
+        "presence": """
 def presence_levels(on, motion, dt_s, low_pct=30.0, hold_s=60.0):
     levels = np.zeros(len(on))
     since = np.inf
@@ -126,60 +126,60 @@ def presence_levels(on, motion, dt_s, low_pct=30.0, hold_s=60.0):
         if on[i]:
             levels[i] = 100.0 if since < hold_s else low_pct
     return levels
-''',
+""",
     },
     ("smart-lighting", "02-adaptive-dimming"): {
         # rounds to the nearest level instead of up
-        "level": '''
+        "level": """
 def required_level(ambient_lx, motion):
     need = (MOTION_LX if motion else MINIMUM_LX) - ambient_lx
     return 0 if need <= 0 else min(100, round(need * 100.0 / E_LAMP_FULL_LX))
-''',
+""",
         # ignores the motion sensor: cheap, but dark when someone comes
-        "dimmer": '''
+        "dimmer": """
 class AdaptiveDimmer:
     def step(self, sample):
         need = MINIMUM_LX - sample["ambient-light"]
         return 0 if need <= 0 else math.ceil(need * 100.0 / E_LAMP_FULL_LX)
-''',
+""",
     },
     ("traffic-signals", "01-fixed-time-plan"): {
         # each approach's own busiest hour, not the junction's
-        "peak": '''
+        "peak": """
 def peak_hour_flows(counts):
     return {a: int(max(np.sum(counts[a][i:i + 4]) for i in range(len(counts[a]) - 3)))
             for a in APPROACHES}
-''',
+""",
         # adds the approaches of a stage instead of taking the critical one
-        "ratios": '''
+        "ratios": """
 def critical_ratios(flows, stages, saturation):
     return [sum(flows[a] for a in stage) / saturation for stage in stages]
-''',
+""",
         # forgets the factor 1.5
-        "cycle": '''
+        "cycle": """
 def webster_cycle(Y, lost_s):
     if Y >= 0.9:
         return 120
     return int(min(max(np.ceil((lost_s + 5.0) / (1.0 - Y)), 40), 120))
-''',
+""",
         # green times not rounded: the kit takes whole seconds only
-        "plan": '''
+        "plan": """
 def plan_from_cycle(cycle_s, ratios, lost_s):
     total = sum(ratios)
     plan = [{"green": list(stage), "seconds": min(max((cycle_s - lost_s) * y / total, 5), 90)}
             for stage, y in zip(STAGES, ratios)]
     return plan + [{"green": ["pedestrians"], "seconds": PEDESTRIAN_S}]
-''',
+""",
     },
     ("traffic-signals", "02-actuated-control"): {
         # only the first stage is checked
-        "safe": '''
+        "safe": """
 def is_safe_plan(plan, conflicts):
     green = set(plan[0]["green"]) if plan else set()
     return not any(a in green and b in green for a, b in conflicts)
-''',
+""",
         # gap-out control that never serves the pedestrians
-        "controller": '''
+        "controller": """
 class ActuatedController:
     plan = [
         {"green": ["north", "south"], "seconds": 30},
@@ -200,11 +200,11 @@ class ActuatedController:
             return self.stage
         self.stage, self.green_s = 1 - self.stage, 0
         return self.stage
-''',
+""",
     },
     ("smart-parking", "01-occupancy"): {
         # counts of cars, not the share of the bays
-        "profile": '''
+        "profile": """
 def occupancy_profile(t, occupied, bays):
     hours = (np.asarray(t) % 86400) // 3600
     occupied = np.asarray(occupied, dtype=float)
@@ -213,22 +213,22 @@ def occupancy_profile(t, occupied, bays):
         if np.any(hours == hour):
             profile[hour] = occupied[hours == hour].mean()
     return profile
-''',
+""",
         # everyone who came, not those who got in
-        "stay": '''
+        "stay": """
 def mean_stay_minutes(data, dt_s):
     rate = np.sum(data["arrived"]) / (len(data) * dt_s / 60.0)
     return float(np.mean(data["occupied"]) / rate)
-''',
+""",
         # share of those who parked, not of those who came
-        "lost": '''
+        "lost": """
 def lost_share(data):
     return float((np.sum(data["balked"]) + np.sum(data["reneged"])) / np.sum(data["entered"]))
-''',
+""",
     },
     ("smart-parking", "02-bay-sensors"): {
         # counts the stays cut by the start and the end of the record
-        "stays": '''
+        "stays": """
 def stays_minutes(t, states):
     stays, began = [], t[0] if states[0] else None
     for i in range(1, len(states)):
@@ -239,15 +239,15 @@ def stays_minutes(t, states):
     if states[-1]:
         stays.append((t[-1] - began) / 60.0)
     return stays
-''',
+""",
         # changes over the whole record instead of within a window
-        "flapping": '''
+        "flapping": """
 def flapping_bays(bays, window=60, changes=15):
     flips = np.abs(np.diff(np.asarray(bays, dtype=int), axis=0)).sum(axis=0)
     return [int(b) for b in np.flatnonzero(flips >= changes)]
-''',
+""",
         # "occupied for twelve hours" — normal on a full day
-        "stuck": '''
+        "stuck": """
 def stuck_bays(t, bays):
     found = []
     for bay in range(bays.shape[1]):
@@ -258,7 +258,7 @@ def stuck_bays(t, bays):
         if longest * (t[1] - t[0]) >= 12 * 3600:
             found.append(bay)
     return found
-''',
+""",
     },
 }
 

@@ -31,8 +31,11 @@ class Browser:
         """The `_xsrf` cookie whose path covers `path` (hub, server or service)."""
         best = None
         for cookie in self.http.cookies:
-            if cookie.name == "_xsrf" and path.startswith(cookie.path) and (
-                    best is None or len(cookie.path) > len(best.path)):
+            if (
+                cookie.name == "_xsrf"
+                and path.startswith(cookie.path)
+                and (best is None or len(cookie.path) > len(best.path))
+            ):
                 best = cookie
         return best.value if best else None
 
@@ -54,9 +57,16 @@ class Browser:
 
     def login(self, password: str) -> requests.Response:
         self.get("/hub/login")  # sets the hub's _xsrf cookie
-        answer = self.http.post(self.url("/hub/login"), timeout=30, data={
-            "username": self.username, "password": password,
-            "_xsrf": self._xsrf("/hub/login") or ""}, allow_redirects=False)
+        answer = self.http.post(
+            self.url("/hub/login"),
+            timeout=30,
+            data={
+                "username": self.username,
+                "password": password,
+                "_xsrf": self._xsrf("/hub/login") or "",
+            },
+            allow_redirects=False,
+        )
         if answer.status_code != 302:
             raise HubError(f"login of {self.username} answered {answer.status_code}")
         return answer
@@ -64,8 +74,9 @@ class Browser:
     def start_server(self, timeout: float = 120.0) -> None:
         answer = self.post(f"/hub/api/users/{self.username}/server")
         if answer.status_code not in (201, 202, 400):  # 400: already running
-            raise HubError(f"start of {self.username}'s server: {answer.status_code} "
-                           f"{answer.text[:200]}")
+            raise HubError(
+                f"start of {self.username}'s server: {answer.status_code} {answer.text[:200]}"
+            )
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -90,8 +101,9 @@ class Browser:
 
 def json_of(answer: requests.Response) -> Any:
     if answer.status_code >= 400:
-        raise HubError(f"{answer.request.method} {answer.url}: {answer.status_code} "
-                       f"{answer.text[:300]}")
+        raise HubError(
+            f"{answer.request.method} {answer.url}: {answer.status_code} {answer.text[:300]}"
+        )
     return answer.json()
 
 
@@ -106,21 +118,43 @@ def run_in_kernel(browser: Browser, code: str, timeout: float = 60.0) -> str:
 
     prefix = f"/user/{browser.username}/api/kernels"
     kernel = json_of(browser.post(prefix, json={"name": "python3"}))
-    cookies = "; ".join(f"{c.name}={c.value}" for c in browser.http.cookies
-                        if f"/user/{browser.username}/".startswith(c.path))
+    cookies = "; ".join(
+        f"{c.name}={c.value}"
+        for c in browser.http.cookies
+        if f"/user/{browser.username}/".startswith(c.path)
+    )
     ws_url = browser.url(f"{prefix}/{kernel['id']}/channels").replace("http", "ws", 1)
     msg_id = uuid.uuid4().hex
 
     async def execute() -> str:
-        request = HTTPRequest(ws_url, headers={"Cookie": cookies, "Origin": browser.hub_url},
-                              request_timeout=timeout)
+        request = HTTPRequest(
+            ws_url, headers={"Cookie": cookies, "Origin": browser.hub_url}, request_timeout=timeout
+        )
         socket = await websocket_connect(request)
-        socket.write_message(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "",
-                       "session": uuid.uuid4().hex, "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
+        socket.write_message(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "username": "",
+                        "session": uuid.uuid4().hex,
+                        "version": "5.3",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": False,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                }
+            )
+        )
         out: list[str] = []
         while True:
             raw = await asyncio.wait_for(socket.read_message(), timeout)

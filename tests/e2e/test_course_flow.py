@@ -45,29 +45,41 @@ def hidden_test_lines(source_notebook: Path) -> list[str]:
 
 
 # Appended to anna's answer: its output in her feedback says who ran her code at grading.
-WHO_RUNS_ME = ("import os as _os, pwd as _pwd\n"
-               "print('graded as', _pwd.getpwuid(_os.getuid()).pw_name)")
+WHO_RUNS_ME = (
+    "import os as _os, pwd as _pwd\nprint('graded as', _pwd.getpwuid(_os.getuid()).pw_name)"
+)
 
 
 def solution_of(source_notebook: Path, grade_id: str) -> str:
     """The instructor's solution of one answer cell, markers removed."""
-    cell = next(c for c in json.loads(source_notebook.read_text())["cells"]
-                if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
-    return "\n".join(line for line in "".join(cell["source"]).splitlines()
-                     if "SOLUTION" not in line)
+    cell = next(
+        c
+        for c in json.loads(source_notebook.read_text())["cells"]
+        if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id
+    )
+    return "\n".join(
+        line for line in "".join(cell["source"]).splitlines() if "SOLUTION" not in line
+    )
 
 
 def answer_one_question(student: Browser, path: str, source_notebook: Path) -> str:
     """Put the right answer into the first autograded answer cell; returns its grade id."""
     contents = f"/user/{student.username}/api/contents/{path}"
     model = json_of(student.get(contents, params={"content": 1}))
-    cell = next(c for c in model["content"]["cells"]
-                if c["metadata"].get("nbgrader", {}).get("solution")
-                and c["cell_type"] == "code")
+    cell = next(
+        c
+        for c in model["content"]["cells"]
+        if c["metadata"].get("nbgrader", {}).get("solution") and c["cell_type"] == "code"
+    )
     grade_id = cell["metadata"]["nbgrader"]["grade_id"]
     cell["source"] = solution_of(source_notebook, grade_id) + "\n" + WHO_RUNS_ME
-    json_of(student.request("PUT", contents, json={"type": "notebook", "format": "json",
-                                                    "content": model["content"]}))
+    json_of(
+        student.request(
+            "PUT",
+            contents,
+            json={"type": "notebook", "format": "json", "content": model["content"]},
+        )
+    )
     return grade_id
 
 
@@ -81,19 +93,25 @@ def test_two_universities_submit_and_get_feedback_without_hidden_tests(platform,
         student = browsers[username]
         student.start_server()
         student.open(f"/user/{username}/lab")
-        listed = json_of(student.get(f"/user/{username}/assignments",
-                                     params={"course_id": COURSE}))
+        listed = json_of(student.get(f"/user/{username}/assignments", params={"course_id": COURSE}))
         assert listed["success"], listed
         released = {a["assignment_id"]: a["status"] for a in listed["value"]}
         assert released.get(assignment) == "released", released
-        fetched = json_of(student.post(f"/user/{username}/assignments/fetch",
-                                       data={"course_id": COURSE, "assignment_id": assignment}))
+        fetched = json_of(
+            student.post(
+                f"/user/{username}/assignments/fetch",
+                data={"course_id": COURSE, "assignment_id": assignment},
+            )
+        )
         assert fetched["success"], fetched
         if username == "anna":
             answered = answer_one_question(student, notebook, source_notebook)
-        submitted = json_of(student.post(f"/user/{username}/assignments/submit",
-                                         data={"course_id": COURSE,
-                                               "assignment_id": assignment}))
+        submitted = json_of(
+            student.post(
+                f"/user/{username}/assignments/submit",
+                data={"course_id": COURSE, "assignment_id": assignment},
+            )
+        )
         assert submitted["success"], submitted
 
     instructor = browsers[INSTRUCTOR]
@@ -108,22 +126,28 @@ def test_two_universities_submit_and_get_feedback_without_hidden_tests(platform,
     assert set(scores) == set(STUDENTS)
     assert scores["anna"]["score"] > 0  # one question answered right
     assert scores["boris"]["score"] == 0  # the untouched release
-    assert json_of(instructor.post(f"{api}/assignment/{assignment}/generate_feedback"))[
-        "success"]
-    assert json_of(instructor.post(f"{api}/assignment/{assignment}/release_feedback"))[
-        "success"]
+    assert json_of(instructor.post(f"{api}/assignment/{assignment}/generate_feedback"))["success"]
+    assert json_of(instructor.post(f"{api}/assignment/{assignment}/release_feedback"))["success"]
 
     for username in STUDENTS:
         student = browsers[username]
-        got = json_of(student.post(f"/user/{username}/assignments/fetch_feedback",
-                                   data={"course_id": COURSE, "assignment_id": assignment}))
+        got = json_of(
+            student.post(
+                f"/user/{username}/assignments/fetch_feedback",
+                data={"course_id": COURSE, "assignment_id": assignment},
+            )
+        )
         assert got["success"], got
-        folder = json_of(student.get(f"/user/{username}/api/contents/{COURSE}/{assignment}/"
-                                     "feedback"))
+        folder = json_of(
+            student.get(f"/user/{username}/api/contents/{COURSE}/{assignment}/feedback")
+        )
         [stamp] = [item["path"] for item in folder["content"]]
-        page = json_of(student.get(f"/user/{username}/api/contents/{stamp}/"
-                                   f"{source_notebook.stem}.html",
-                                   params={"content": 1, "format": "text"}))["content"]
+        page = json_of(
+            student.get(
+                f"/user/{username}/api/contents/{stamp}/{source_notebook.stem}.html",
+                params={"content": 1, "format": "text"},
+            )
+        )["content"]
         text = html.unescape(page)
         assert source_notebook.stem in text or "Score" in text
         leaked = [line for line in hidden if line in text]

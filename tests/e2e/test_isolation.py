@@ -14,8 +14,10 @@ from hub_config.limits import CGROUP_ROOT, GROUP
 from hub_config.site import load_site
 from tests.e2e.hubclient import run_in_kernel
 
-pytestmark = [pytest.mark.broker,
-              pytest.mark.skipif(not can_isolate(), reason="isolation needs root")]
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.skipif(not can_isolate(), reason="isolation needs root"),
+]
 
 PROBE = """
 import json, os, pwd
@@ -56,8 +58,10 @@ def test_student_code_cannot_read_other_homes_or_submissions(platform, browsers)
 
 def test_student_code_runs_inside_the_users_memory_and_cpu_limits(platform, browsers):
     """The site's `servers:` limits hold for the kernel too (cgroups, hub_config/limits.py)."""
-    if not any(p.exists() for p in (CGROUP_ROOT / "cgroup.controllers",
-                                    CGROUP_ROOT / "memory" / "cgroup.procs")):
+    if not any(
+        p.exists()
+        for p in (CGROUP_ROOT / "cgroup.controllers", CGROUP_ROOT / "memory" / "cgroup.procs")
+    ):
         pytest.skip("no cgroup memory controller on this machine")
     anna = browsers["anna"]
     anna.start_server()

@@ -28,8 +28,7 @@ TABLE: dict[str, set[str]] = {
     "GET /user/anna/voila/tree": {"anna"},  # Voilà in every server, for its owner only
     # Grades: the course's instructors and graders only (hub admins run the hub, not courses).
     "GET /services/smart-lighting/formgrader": {"irina", "gleb"},
-    "GET /services/smart-lighting/formgrader/api/submissions/01-energy-model":
-        {"irina", "gleb"},
+    "GET /services/smart-lighting/formgrader/api/submissions/01-energy-model": {"irina", "gleb"},
     "GET /services/iot-basics/formgrader": {"oleg"},
     "GET /services/traffic-signals/formgrader/api/submissions/01-fixed-time-plan": {"irina"},
 }
@@ -51,8 +50,10 @@ def test_role_endpoint_cell(platform, browsers, boris_running, endpoint, who):
     if who in TABLE[endpoint]:
         assert answer.status_code in (200, 201, 202), (who, endpoint, answer.status_code)
         if path == "/hub/api/users" and who != "hugo":
-            taught = {"irina": {"anna", "artem", "boris", "bella"},
-                      "oleg": {"artem", "pavel", "bella"}}
+            taught = {
+                "irina": {"anna", "artem", "boris", "bella"},
+                "oleg": {"artem", "pavel", "bella"},
+            }
             assert {u["name"] for u in answer.json()} <= taught[who]
     else:
         assert answer.status_code in (403, 404), (who, endpoint, answer.status_code)

@@ -37,13 +37,25 @@ def tool_env() -> dict[str, str]:
 
 
 def smartlab(*args: str, cwd: Path = REPO, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hub_config.cli", *args], cwd=cwd,
-                          env=tool_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hub_config.cli", *args],
+        cwd=cwd,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def nbgrader(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["nbgrader", *args], cwd=cwd, env=tool_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["nbgrader", *args],
+        cwd=cwd,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +101,9 @@ def fork_server() -> Iterator[str]:
         os.environ.pop(SECRET_ENV, None)
 
 
-def run_notebook(socket_path: str, sources: list[str], folder: Path, timeout: int = 10,
-                 **limits: Any) -> tuple[nbformat.NotebookNode, list[dict[str, Any]]]:
+def run_notebook(
+    socket_path: str, sources: list[str], folder: Path, timeout: int = 10, **limits: Any
+) -> tuple[nbformat.NotebookNode, list[dict[str, Any]]]:
     """Execute `sources` as a notebook with SandboxedExecute; return it and the stops."""
     config = Config()
     config.Sandbox.server_socket = socket_path
@@ -99,13 +112,18 @@ def run_notebook(socket_path: str, sources: list[str], folder: Path, timeout: in
     config.Execute.timeout = timeout
     config.SandboxedExecute.course_root = str(folder)
     nb = new_notebook(cells=[new_code_cell(s) for s in sources])
-    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3",
-                              "language": "python"}
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     del STOPS[:]
     executor = SandboxedExecute(config=config)
-    resources = {"metadata": {"path": str(folder)},
-                 "nbgrader": {"student": "s", "assignment": "a", "notebook": "n",
-                              "db_url": "sqlite:///" + str(folder / "gradebook.db")}}
+    resources = {
+        "metadata": {"path": str(folder)},
+        "nbgrader": {
+            "student": "s",
+            "assignment": "a",
+            "notebook": "n",
+            "db_url": "sqlite:///" + str(folder / "gradebook.db"),
+        },
+    }
     executed, _ = executor.preprocess(nb, resources)
     return executed, list(STOPS)
 
@@ -123,7 +141,7 @@ def text_of(cell: nbformat.NotebookNode) -> str:
 # ------------------------------------------------------------------ the hostile class
 
 
-HOSTILE_LIMITS = '''
+HOSTILE_LIMITS = """
 # Tighter limits for the hostile class, so the tests stay short.
 c.Sandbox.wall_seconds = 20
 c.Sandbox.cpu_seconds = 8
@@ -134,12 +152,18 @@ c.Sandbox.file_size = "16M"
 from grader.autograde import use_sandbox  # noqa: E402 - feedback without hidden tests
 
 use_sandbox(c)
-'''
+"""
 
 
 class HostileClass:
-    def __init__(self, course: Path, run: subprocess.CompletedProcess, port: int,
-                 accepted: list[object], source_before: bytes) -> None:
+    def __init__(
+        self,
+        course: Path,
+        run: subprocess.CompletedProcess,
+        port: int,
+        accepted: list[object],
+        source_before: bytes,
+    ) -> None:
         self.course, self.run, self.port = course, run, port
         self.accepted, self.source_before = accepted, source_before
 

@@ -12,9 +12,13 @@ from grader.synthetic import Plan, write_submissions
 ASSIGNMENT = "ps1"
 CORRECT = {"squares": "correct", "mean_and_std": "correct", "normalise": "correct"}
 # Full marks of the autograded cells for an all-correct submission.
-FULL_MARKS = {("squares", "correct_squares"): 2.0, ("squares", "squares_invalid_input"): 1.0,
-              ("squares", "squares_sums"): 2.0, ("stats", "mean_and_std_tests"): 3.0,
-              ("stats", "normalise_tests"): 2.0}
+FULL_MARKS = {
+    ("squares", "correct_squares"): 2.0,
+    ("squares", "squares_invalid_input"): 1.0,
+    ("squares", "squares_sums"): 2.0,
+    ("stats", "mean_and_std_tests"): 3.0,
+    ("stats", "normalise_tests"): 2.0,
+}
 
 
 def class_corpus(course: Path) -> dict[str, str]:
@@ -68,7 +72,8 @@ def hostile_code(course: Path, port: int) -> dict[str, str]:
             "        print('READ' if data else 'nothing', pattern)\n"
             "    except OSError as err:\n"
             "        print('blocked', pattern, type(err).__name__)\n"
-            "_ = [print('listed', p) for p in os.listdir('.') if p.endswith('.ipynb')]"),
+            "_ = [print('listed', p) for p in os.listdir('.') if p.endswith('.ipynb')]"
+        ),
         "writer": (
             "import sqlite3\n"
             "for path in (" + repr(root + "/gradebook.db") + ", 'gradebook.db'):\n"
@@ -86,15 +91,22 @@ def hostile_code(course: Path, port: int) -> dict[str, str]:
             "        open(path, 'w').write('{}')\n"
             "        print('WROTE', path)\n"
             "    except OSError as err:\n"
-            "        print('blocked', path, type(err).__name__)"),
-        "looper": ("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                   "while True:\n    pass"),
-        "forker": ("import os, time\ntry:\n    while True:\n        if os.fork() == 0:\n"
-                   "            while True:\n                time.sleep(1)\n"
-                   "except OSError as err:\n    print('fork refused', type(err).__name__)"),
-        "hog": ("blocks = []\ntry:\n    while True:\n        blocks.append(bytearray(100 << 20))\n"
-                "except MemoryError:\n    print('memory refused at', len(blocks) * 100, 'MiB')\n"
-                "del blocks"),
+            "        print('blocked', path, type(err).__name__)"
+        ),
+        "looper": (
+            "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "while True:\n    pass"
+        ),
+        "forker": (
+            "import os, time\ntry:\n    while True:\n        if os.fork() == 0:\n"
+            "            while True:\n                time.sleep(1)\n"
+            "except OSError as err:\n    print('fork refused', type(err).__name__)"
+        ),
+        "hog": (
+            "blocks = []\ntry:\n    while True:\n        blocks.append(bytearray(100 << 20))\n"
+            "except MemoryError:\n    print('memory refused at', len(blocks) * 100, 'MiB')\n"
+            "del blocks"
+        ),
         "net": (
             "import socket\n"
             f"for host, port in (('127.0.0.1', {port}), ('10.0.0.1', 80), ('1.1.1.1', 443)):\n"
@@ -102,10 +114,13 @@ def hostile_code(course: Path, port: int) -> dict[str, str]:
             "        socket.create_connection((host, port), timeout=3).sendall(b'LEAK')\n"
             "        print('CONNECTED', host)\n"
             "    except OSError as err:\n"
-            "        print('blocked', host, type(err).__name__)"),
-        "filler": ("_chunk = b'0' * 65536\nwith open('big.bin', 'wb') as f:\n"
-                   "    try:\n        while True:\n            f.write(_chunk)\n"
-                   "    except OSError as err:\n        print('disk refused', err.errno)"),
+            "        print('blocked', host, type(err).__name__)"
+        ),
+        "filler": (
+            "_chunk = b'0' * 65536\nwith open('big.bin', 'wb') as f:\n"
+            "    try:\n        while True:\n            f.write(_chunk)\n"
+            "    except OSError as err:\n        print('disk refused', err.errno)"
+        ),
         "shouter": "_chunk = 'x' * 65536\nwhile True:\n    print(_chunk)",
         "killer": (
             "import os, signal\n"
@@ -124,7 +139,8 @@ def hostile_code(course: Path, port: int) -> dict[str, str]:
             "        hits += 1\n"
             "    except OSError:\n"
             "        pass\n"
-            "print('killed', hits, 'of', len(set(victims) - {os.getpid()}))"),
+            "print('killed', hits, 'of', len(set(victims) - {os.getpid()}))"
+        ),
         # Passes the visible tests only: its hidden tests fail, with their code in the traceback.
         "cheater": "def squares(n):\n    return [1, 4][:n]",
         "spy": (
@@ -133,7 +149,8 @@ def hostile_code(course: Path, port: int) -> dict[str, str]:
             "def _keep(lines):\n"
             "    builtins._seen.extend(lines)\n"
             "    return lines\n"
-            "get_ipython().input_transformers_post.append(_keep)"),
+            "get_ipython().input_transformers_post.append(_keep)"
+        ),
     }
 
 

@@ -49,7 +49,9 @@ def test_every_cell_scores_the_same(graded: Pair) -> None:
     assert differences(expected, actual) == []
     # The corpus really spans the cases: full marks, zero, partial credit, manual grading.
     assert {k[1:]: v[0] for k, v in actual.items() if k[0] == "anna"} == {
-        **FULL_MARKS, ("squares", "squares_explain"): None}
+        **FULL_MARKS,
+        ("squares", "squares_explain"): None,
+    }
     assert actual[("bella", "squares", "correct_squares")] == (0.0, False)  # timed out
     assert actual[("artem", "squares", "squares_sums")] == (0.0, False)
     assert actual[("missing", "stats", "mean_and_std_tests")] == (0.0, False)
@@ -72,10 +74,16 @@ def _outputs(cell: dict) -> list[tuple]:
 
 
 def test_autograded_notebooks_match(graded: Pair) -> None:
-    ours = sorted(p.relative_to(graded.smartlab) for p in
-                  (graded.smartlab / "autograded").rglob("*") if p.is_file())
-    theirs = sorted(p.relative_to(graded.nbgrader) for p in
-                    (graded.nbgrader / "autograded").rglob("*") if p.is_file())
+    ours = sorted(
+        p.relative_to(graded.smartlab)
+        for p in (graded.smartlab / "autograded").rglob("*")
+        if p.is_file()
+    )
+    theirs = sorted(
+        p.relative_to(graded.nbgrader)
+        for p in (graded.nbgrader / "autograded").rglob("*")
+        if p.is_file()
+    )
     assert ours == theirs
     compared = 0
     for relative in (p for p in ours if p.suffix == ".ipynb"):
@@ -95,12 +103,16 @@ def test_bad_submissions_are_handled_as_nbgrader_does(graded: Pair) -> None:
             assert not (autograded / failed / ASSIGNMENT).exists()
         assert not (autograded / "empty" / ASSIGNMENT).exists()
         assert sorted(p.name for p in (autograded / "renamed" / ASSIGNMENT).iterdir()) == [
-            "numbers.csv", "stats.ipynb", "timestamp.txt"]
+            "numbers.csv",
+            "stats.ipynb",
+            "timestamp.txt",
+        ]
         extras = autograded / "extras" / ASSIGNMENT
         assert (extras / "helper.py").read_text() == "ANSWER = 42\n"
         assert (extras / "notes" / "todo.txt").exists()
-        assert (extras / "numbers.csv").read_text() == \
-            (course / "source" / ASSIGNMENT / "numbers.csv").read_text()
+        assert (extras / "numbers.csv").read_text() == (
+            course / "source" / ASSIGNMENT / "numbers.csv"
+        ).read_text()
     assert graded.nbgrader_run.returncode == 1  # nbgrader also reports those two
 
 
@@ -110,8 +122,9 @@ def test_summary_names_each_problem_in_one_line(graded: Pair) -> None:
     out = run.stdout
     assert re.search(r"^ps1: 10 graded, 2 failed, 0 already graded, 1 skipped", out, re.M), out
     assert re.search(r"^  corrupt: NotJSONError: Notebook does not appear to be JSON", out, re.M)
-    assert re.search(r"^  foreign: ValidationError: nbgrader cell does not have a grade_id", out,
-                     re.M)
+    assert re.search(
+        r"^  foreign: ValidationError: nbgrader cell does not have a grade_id", out, re.M
+    )
     assert re.search(r"^  empty: empty submission folder \(no notebooks\)$", out, re.M)
     assert re.search(r"^  renamed: Skipping unknown notebook: .*squares \(1\)\.ipynb$", out, re.M)
     assert "Traceback" not in out and "Traceback" not in run.stderr
@@ -120,7 +133,16 @@ def test_summary_names_each_problem_in_one_line(graded: Pair) -> None:
 
 
 def test_a_second_run_only_grades_what_changed(graded: Pair) -> None:
-    again = smartlab("grade", COURSE_ID, ASSIGNMENT, "--course-dir", str(graded.smartlab),
-                     "--student", "a*", "--student", "bo*")
+    again = smartlab(
+        "grade",
+        COURSE_ID,
+        ASSIGNMENT,
+        "--course-dir",
+        str(graded.smartlab),
+        "--student",
+        "a*",
+        "--student",
+        "bo*",
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.startswith("ps1: 0 graded, 0 failed, 3 already graded, 0 skipped")

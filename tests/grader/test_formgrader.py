@@ -22,10 +22,12 @@ from .corpus import CORRECT
 
 pytestmark = root_only
 GRADER_ACCOUNT = "smartlab-test-grader"
-PROBE = ("import os, pwd, socket\n"
-         "print('user', pwd.getpwuid(os.getuid()).pw_name)\n"
-         "try:\n    socket.create_connection(('1.1.1.1', 443), timeout=2)\n"
-         "    print('network open')\nexcept OSError:\n    print('network blocked')")
+PROBE = (
+    "import os, pwd, socket\n"
+    "print('user', pwd.getpwuid(os.getuid()).pw_name)\n"
+    "try:\n    socket.create_connection(('1.1.1.1', 443), timeout=2)\n"
+    "    print('network open')\nexcept OSError:\n    print('network blocked')"
+)
 USE_SANDBOX = "\nfrom grader.autograde import use_sandbox  # noqa: E402\n\nuse_sandbox(c)\n"
 # What the formgrader's autograde button runs (nbgrader/server_extensions/formgrader).
 API_AUTOGRADE = (
@@ -39,13 +41,17 @@ API_AUTOGRADE = (
     "app.initialize([], root=sys.argv[1])\n"
     "api = NbGraderAPI(app.coursedir, parent=app)\n"
     "result = api.autograde(sys.argv[2], sys.argv[3])\n"
-    "print('success' if result['success'] else result.get('error'))\n")
+    "print('success' if result['success'] else result.get('error'))\n"
+)
 
 
 def probe_output(course: Path, student: str) -> str:
     nb = json.loads((course / "autograded" / student / ASSIGNMENT / "squares.ipynb").read_text())
-    cell = next(c for c in nb["cells"]
-                if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "squares")
+    cell = next(
+        c
+        for c in nb["cells"]
+        if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "squares"
+    )
     return "".join("".join(o.get("text", "")) for o in cell["outputs"])
 
 
@@ -54,8 +60,11 @@ def sandboxed_course(generated_course: Path, work_root: Path) -> Path:
     course = copy_course(generated_course, work_root / "formgrader")
     with open(course / "nbgrader_config.py", "a") as config:
         config.write(USE_SANDBOX)
-    write_submissions(course, ASSIGNMENT, [
-        Plan(name, dict(CORRECT), append={"squares": PROBE}) for name in ("cli", "api", "hub")])
+    write_submissions(
+        course,
+        ASSIGNMENT,
+        [Plan(name, dict(CORRECT), append={"squares": PROBE}) for name in ("cli", "api", "hub")],
+    )
     return course
 
 
@@ -67,9 +76,14 @@ def test_nbgrader_autograde_runs_student_code_in_the_sandbox(sandboxed_course: P
 
 
 def test_formgrader_autograde_runs_student_code_in_the_sandbox(sandboxed_course: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", API_AUTOGRADE, str(sandboxed_course),
-                           ASSIGNMENT, "api"], cwd=sandboxed_course, env=tool_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", API_AUTOGRADE, str(sandboxed_course), ASSIGNMENT, "api"],
+        cwd=sandboxed_course,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.stdout.strip().endswith("success"), done.stdout + done.stderr[-2000:]
     out = probe_output(sandboxed_course, "api")
     assert "user smartlab-sb" in out and "network blocked" in out, out
@@ -79,14 +93,26 @@ def _grader_account() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(GRADER_ACCOUNT)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", "--user-group", GRADER_ACCOUNT],
-                       check=True)
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+                GRADER_ACCOUNT,
+            ],
+            check=True,
+        )
         return pwd.getpwnam(GRADER_ACCOUNT)
 
 
 def test_formgrader_as_grader_account_uses_the_root_sandbox_service(
-        sandboxed_course: Path, work_root: Path) -> None:
+    sandboxed_course: Path, work_root: Path
+) -> None:
     account = _grader_account()
     course = work_root / "formgrader-hub"
     shutil.copytree(sandboxed_course, course)
@@ -97,20 +123,40 @@ def test_formgrader_as_grader_account_uses_the_root_sandbox_service(
     socket_path = work_root / "service" / "sandbox.sock"
     socket_path.parent.mkdir(mode=0o755)
     service = subprocess.Popen(
-        [sys.executable, "-m", "hub_config.cli", "sandbox", "serve", "--socket",
-         str(socket_path), "--group", GRADER_ACCOUNT], cwd=REPO, env=tool_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "hub_config.cli",
+            "sandbox",
+            "serve",
+            "--socket",
+            str(socket_path),
+            "--group",
+            GRADER_ACCOUNT,
+        ],
+        cwd=REPO,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not socket_path.exists():
             assert service.poll() is None and time.monotonic() < deadline, service.stdout
             time.sleep(0.1)
-        env = {**tool_env(), "SMARTLAB_SANDBOX_SOCKET": str(socket_path),
-               "HOME": str(course)}
-        done = subprocess.run([sys.executable, "-c", API_AUTOGRADE, str(course), ASSIGNMENT,
-                               "hub"], cwd=course, env=env, capture_output=True, text=True,
-                              timeout=300, user=account.pw_uid, group=account.pw_gid,
-                              extra_groups=[account.pw_gid])
+        env = {**tool_env(), "SMARTLAB_SANDBOX_SOCKET": str(socket_path), "HOME": str(course)}
+        done = subprocess.run(
+            [sys.executable, "-c", API_AUTOGRADE, str(course), ASSIGNMENT, "hub"],
+            cwd=course,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            user=account.pw_uid,
+            group=account.pw_gid,
+            extra_groups=[account.pw_gid],
+        )
     finally:
         service.terminate()
         service.wait(15)

@@ -42,12 +42,18 @@ def test_feedback_shows_no_hidden_test(hostile_class: HostileClass) -> None:
     lines = course_hidden_lines(course)
     # The attacks worked where only instructors look: the spy printed the hidden tests and
     # the cheater's traceback shows the hidden assert that failed.
-    spied = "".join("".join(o.get("text", "")) for c in autograded_cells(course, "spy", "squares")
-                    for o in c.get("outputs", []))
+    spied = "".join(
+        "".join(o.get("text", ""))
+        for c in autograded_cells(course, "spy", "squares")
+        for o in c.get("outputs", [])
+    )
     assert "hidden: squares(10)" in spied
     cheater = autograded_cells(course, "cheater", "squares")
-    assert any("squares(10)" in "".join(o.get("traceback", []))
-               for c in cheater for o in c.get("outputs", []))
+    assert any(
+        "squares(10)" in "".join(o.get("traceback", []))
+        for c in cheater
+        for o in c.get("outputs", [])
+    )
 
     done = nbgrader("generate_feedback", ASSIGNMENT, "--force", cwd=course)
     assert done.returncode == 0, done.stderr[-2000:]

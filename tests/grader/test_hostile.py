@@ -19,22 +19,37 @@ pytestmark = root_only
 def outputs_of(hostile: HostileClass, student: str, notebook: str = "squares") -> str:
     """The text of the answer cell the attack was appended to."""
     cells = autograded_cells(hostile.course, student, notebook)
-    answer = next(c for c in cells
-                  if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "squares")
-    return "".join("".join(o.get("text", "")) + o.get("ename", "") + ": " + o.get("evalue", "")
-                   if o["output_type"] == "error" else "".join(o.get("text", ""))
-                   for o in answer.get("outputs", []))
+    answer = next(
+        c for c in cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "squares"
+    )
+    return "".join(
+        "".join(o.get("text", "")) + o.get("ename", "") + ": " + o.get("evalue", "")
+        if o["output_type"] == "error"
+        else "".join(o.get("text", ""))
+        for o in answer.get("outputs", [])
+    )
 
 
 def test_the_batch_completes_and_honest_students_keep_their_marks(
-        hostile_class: HostileClass) -> None:
+    hostile_class: HostileClass,
+) -> None:
     run = hostile_class.run
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("ps1: 13 graded, 0 failed"), run.stdout
-    scores = cell_scores(f"sqlite:///{hostile_class.course / 'gradebook.db'}", ASSIGNMENT,
-                         COURSE_ID)
-    for student in ("honest1", "honest2", "reader", "writer", "net", "killer", "hog", "spy",
-                    "filler"):
+    scores = cell_scores(
+        f"sqlite:///{hostile_class.course / 'gradebook.db'}", ASSIGNMENT, COURSE_ID
+    )
+    for student in (
+        "honest1",
+        "honest2",
+        "reader",
+        "writer",
+        "net",
+        "killer",
+        "hog",
+        "spy",
+        "filler",
+    ):
         got = {k[1:]: v[0] for k, v in scores.items() if k[0] == student and v[0] is not None}
         assert got == FULL_MARKS, student
     assert all(score is None or score <= 3 for score, _ in scores.values())
@@ -42,8 +57,13 @@ def test_the_batch_completes_and_honest_students_keep_their_marks(
 
 def test_reading_the_solution_or_hidden_tests_fails(hostile_class: HostileClass) -> None:
     out = outputs_of(hostile_class, "reader")
-    for what in ("/source/ps1/*.ipynb", "/release/ps1/*", "/gradebook.db",
-                 "/nbgrader_config.py", "/autograded/*/ps1/*.ipynb"):
+    for what in (
+        "/source/ps1/*.ipynb",
+        "/release/ps1/*",
+        "/gradebook.db",
+        "/nbgrader_config.py",
+        "/autograded/*/ps1/*.ipynb",
+    ):
         assert re.search(rf"^(blocked|nothing) .*{re.escape(what)}$", out, re.M), (what, out)
     assert "READ" not in out and "listed" not in out, out
 
@@ -55,11 +75,13 @@ def test_reading_another_students_submission_fails(hostile_class: HostileClass) 
 
 
 def test_student_code_cannot_write_the_gradebook_or_course_files(
-        hostile_class: HostileClass) -> None:
+    hostile_class: HostileClass,
+) -> None:
     out = outputs_of(hostile_class, "writer")
     assert "WROTE" not in out and out.count("blocked") == 4, out
-    assert (hostile_class.course / "source" / "ps1" / "squares.ipynb").read_bytes() == \
-        hostile_class.source_before
+    assert (
+        hostile_class.course / "source" / "ps1" / "squares.ipynb"
+    ).read_bytes() == hostile_class.source_before
 
 
 def test_no_network(hostile_class: HostileClass) -> None:
@@ -77,8 +99,10 @@ def test_killing_the_graders_parent_or_the_grader_fails(hostile_class: HostileCl
 def test_fork_bomb_is_refused_and_cleaned_up(hostile_class: HostileClass) -> None:
     # Refused at the process limit (or, on a very busy machine, interrupted at the cell time
     # limit before reaching it: test_sandbox.py tests the limit alone).
-    assert re.search(r"fork refused BlockingIOError|KeyboardInterrupt|CellTimeoutError",
-                     outputs_of(hostile_class, "forker"))
+    assert re.search(
+        r"fork refused BlockingIOError|KeyboardInterrupt|CellTimeoutError",
+        outputs_of(hostile_class, "forker"),
+    )
     uids = [p.pw_uid for p in pwd.getpwall() if p.pw_name.startswith(ACCOUNT_PREFIX)]
     deadline = time.monotonic() + 10
     while any(processes_of(uid) for uid in uids) and time.monotonic() < deadline:
@@ -99,17 +123,20 @@ def test_gigabytes_of_output_are_cut(hostile_class: HostileClass) -> None:
     # test_sandbox.py), whichever comes first; the notebook stays small and only that answer
     # scores nothing.
     shouted = outputs_of(hostile_class, "shouter")
-    assert re.search(r"(CellTimeoutError|GradingStopped|KeyboardInterrupt|MemoryError)",
-                     shouted), shouted[-300:]
+    assert re.search(r"(CellTimeoutError|GradingStopped|KeyboardInterrupt|MemoryError)", shouted), (
+        shouted[-300:]
+    )
     path = hostile_class.course / "autograded" / "shouter" / ASSIGNMENT / "squares.ipynb"
     assert path.stat().st_size < 2 << 20
-    scores = cell_scores(f"sqlite:///{hostile_class.course / 'gradebook.db'}", ASSIGNMENT,
-                         COURSE_ID)
+    scores = cell_scores(
+        f"sqlite:///{hostile_class.course / 'gradebook.db'}", ASSIGNMENT, COURSE_ID
+    )
     assert scores[("shouter", "stats", "normalise_tests")] == (2.0, False)
 
 
 def test_an_endless_loop_is_stopped_and_graded_as_far_as_it_got(
-        hostile_class: HostileClass) -> None:
+    hostile_class: HostileClass,
+) -> None:
     out = hostile_class.run.stdout
     assert re.search(r"^  looper: squares\.ipynb cell 2: .*(CPU time|time limit)", out, re.M), out
     looper = autograded_cells(hostile_class.course, "looper", "squares")
@@ -118,7 +145,8 @@ def test_an_endless_loop_is_stopped_and_graded_as_far_as_it_got(
     later = [c for c in looper[3:] if c["cell_type"] == "code"]  # after the stopped one
     assert later and all(c["outputs"][-1]["ename"] == "NotRun" for c in later)
     # Its stats notebook ran in a kernel of its own, untouched.
-    scores = cell_scores(f"sqlite:///{hostile_class.course / 'gradebook.db'}", ASSIGNMENT,
-                         COURSE_ID)
+    scores = cell_scores(
+        f"sqlite:///{hostile_class.course / 'gradebook.db'}", ASSIGNMENT, COURSE_ID
+    )
     assert scores[("looper", "stats", "normalise_tests")] == (2.0, False)
     assert scores[("looper", "squares", "correct_squares")] == (0.0, False)

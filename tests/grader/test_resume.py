@@ -30,9 +30,25 @@ def journal_states(course: Path) -> list[tuple[str, str]]:
 
 def start(course: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "hub_config.cli", "grade", COURSE_ID, ASSIGNMENT,
-         "--course-dir", str(course), "--workers", "1"], cwd=REPO, env=tool_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "hub_config.cli",
+            "grade",
+            COURSE_ID,
+            ASSIGNMENT,
+            "--course-dir",
+            str(course),
+            "--workers",
+            "1",
+        ],
+        cwd=REPO,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def interrupt_after(course: Path, graded: int, signum: int) -> subprocess.Popen:
@@ -59,11 +75,15 @@ def fork_servers_of(pid: int) -> list[int]:
     return found
 
 
-def test_interrupted_runs_resume_to_the_same_gradebook(generated_course: Path,
-                                                       work_root: Path) -> None:
+def test_interrupted_runs_resume_to_the_same_gradebook(
+    generated_course: Path, work_root: Path
+) -> None:
     course = copy_course(generated_course, work_root / "resume")
-    write_submissions(course, ASSIGNMENT, [Plan(s, {**CORRECT, "normalise": "slow"},
-                                                slow_seconds=0.1) for s in STUDENTS])
+    write_submissions(
+        course,
+        ASSIGNMENT,
+        [Plan(s, {**CORRECT, "normalise": "slow"}, slow_seconds=0.1) for s in STUDENTS],
+    )
     reference = copy_course(course, work_root / "resume-reference")
 
     first = interrupt_after(course, 2, signal.SIGINT)  # Ctrl-C
@@ -83,7 +103,8 @@ def test_interrupted_runs_resume_to_the_same_gradebook(generated_course: Path,
     left = len(STUDENTS) - len(done)
     assert last.stdout.startswith(
         f"ps1: {left} graded, 0 failed, {len(done)} already graded, 0 skipped "
-        f"(1 resumed from an interrupted run)"), last.stdout
+        f"(1 resumed from an interrupted run)"
+    ), last.stdout
 
     full = smartlab("grade", COURSE_ID, ASSIGNMENT, "--course-dir", str(reference))
     assert full.returncode == 0, full.stdout

@@ -19,9 +19,17 @@ from grader.settings import parse_size
 from grader.synthetic import answer
 
 
-@pytest.mark.parametrize(("text", "size"), [("512M", 512 << 20), ("2G", 2 << 30),
-                                            ("1.5GiB", int(1.5 * (1 << 30))), ("64k", 65536),
-                                            (1000, 1000), ("77", 77)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("512M", 512 << 20),
+        ("2G", 2 << 30),
+        ("1.5GiB", int(1.5 * (1 << 30))),
+        ("64k", 65536),
+        (1000, 1000),
+        ("77", 77),
+    ],
+)
 def test_sizes(text: str | int, size: int) -> None:
     assert parse_size(text) == size
 
@@ -58,31 +66,50 @@ def test_progress_line_has_rate_time_left_and_failures() -> None:
 
 
 def test_failure_reason_is_the_last_exception_of_a_chain() -> None:
-    text = ("Traceback (most recent call last):\n  File \"x\", line 1\n    json.loads(s)\n"
-            "json.decoder.JSONDecodeError: Expecting value\n\nDuring handling of the above "
-            "exception, another exception occurred:\n\nTraceback (most recent call last):\n"
-            "  File \"y\", line 2\n    raise NotJSONError\n"
-            "nbformat.reader.NotJSONError: Notebook does not appear to be JSON: '{'\nmore\n")
+    text = (
+        'Traceback (most recent call last):\n  File "x", line 1\n    json.loads(s)\n'
+        "json.decoder.JSONDecodeError: Expecting value\n\nDuring handling of the above "
+        "exception, another exception occurred:\n\nTraceback (most recent call last):\n"
+        '  File "y", line 2\n    raise NotJSONError\n'
+        "nbformat.reader.NotJSONError: Notebook does not appear to be JSON: '{'\nmore\n"
+    )
     assert _exception_line(text) == "NotJSONError: Notebook does not appear to be JSON: '{'"
 
 
 def _graded_cell() -> nbformat.NotebookNode:
-    cell = new_code_cell("assert f(1) == 1\n### BEGIN HIDDEN TESTS\nassert f(10) == 100, 'big'\n"
-                         "### END HIDDEN TESTS")
-    cell.metadata.nbgrader = {"grade": True, "grade_id": "t", "points": 1, "solution": False,
-                              "locked": True, "schema_version": 3, "task": False}
-    cell.outputs = [new_output("error", ename="AssertionError", evalue="big", traceback=[
-        "\x1b[31m---------------------------------------------------------------\x1b[0m",
-        "Cell In[2], line 3\n      1 assert f(1) == 1\n      2 ### BEGIN HIDDEN TESTS\n"
-        "\x1b[0;32m----> 3\x1b[0m assert f(10) == 100, 'big'\n      4 ### END HIDDEN TESTS",
-        "\x1b[31mAssertionError\x1b[0m: big"])]
+    cell = new_code_cell(
+        "assert f(1) == 1\n### BEGIN HIDDEN TESTS\nassert f(10) == 100, 'big'\n### END HIDDEN TESTS"
+    )
+    cell.metadata.nbgrader = {
+        "grade": True,
+        "grade_id": "t",
+        "points": 1,
+        "solution": False,
+        "locked": True,
+        "schema_version": 3,
+        "task": False,
+    }
+    cell.outputs = [
+        new_output(
+            "error",
+            ename="AssertionError",
+            evalue="big",
+            traceback=[
+                "\x1b[31m---------------------------------------------------------------\x1b[0m",
+                "Cell In[2], line 3\n      1 assert f(1) == 1\n      2 ### BEGIN HIDDEN TESTS\n"
+                "\x1b[0;32m----> 3\x1b[0m assert f(10) == 100, 'big'\n      4 ### END HIDDEN TESTS",
+                "\x1b[31mAssertionError\x1b[0m: big",
+            ],
+        )
+    ]
     return cell
 
 
 def test_feedback_hides_hidden_code_in_sources_and_outputs() -> None:
     spy = new_code_cell("print(captured)")
-    spy.outputs = [new_output("stream", name="stdout",
-                              text="seen: assert f(10) == 100, 'big'\nnothing else\n")]
+    spy.outputs = [
+        new_output("stream", name="stdout", text="seen: assert f(10) == 100, 'big'\nnothing else\n")
+    ]
     nb = new_notebook(cells=[_graded_cell(), spy])
     lines = hidden_lines(nb)
     assert lines == {"assert f(10) == 100, 'big'"}
@@ -97,13 +124,13 @@ def test_feedback_hides_hidden_code_in_sources_and_outputs() -> None:
 
 
 def test_synthetic_answers_keep_the_indentation() -> None:
-    source = ("def f(n):\n    ### BEGIN SOLUTION\n    return n * n\n    ### END SOLUTION\n\n"
-              "x = 1")
+    source = "def f(n):\n    ### BEGIN SOLUTION\n    return n * n\n    ### END SOLUTION\n\nx = 1"
     assert answer(source, "correct") == "def f(n):\n    return n * n\n\nx = 1"
     assert answer(source, "wrong") == "def f(n):\n    return None\n\nx = 1"
     assert "    raise NotImplementedError()" in answer(source, "blank")
-    assert answer(source, "slow", 0.5).startswith("def f(n):\n    import time as _time\n"
-                                                  "    _time.sleep(0.5)\n    return n * n")
+    assert answer(source, "slow", 0.5).startswith(
+        "def f(n):\n    import time as _time\n    _time.sleep(0.5)\n    return n * n"
+    )
     with pytest.raises(ValueError, match="unknown variant"):
         answer(source, "sideways")
 
@@ -122,12 +149,18 @@ def test_a_dead_worker_costs_only_its_submission() -> None:
     from grader.pool import WorkerPool
 
     results: dict[str, dict] = {}
-    WorkerPool(2, _work).run(["a", "crash", "b", "raise", "c", "d"],
-                             lambda task, result: results.__setitem__(task, result))
-    assert results["crash"] == {"status": "failed",
-                                "message": "the grading process died (exit code 3)"}
-    assert results["raise"]["status"] == "failed" and results["raise"]["message"] == \
-        "RuntimeError: boom"
+    WorkerPool(2, _work).run(
+        ["a", "crash", "b", "raise", "c", "d"],
+        lambda task, result: results.__setitem__(task, result),
+    )
+    assert results["crash"] == {
+        "status": "failed",
+        "message": "the grading process died (exit code 3)",
+    }
+    assert (
+        results["raise"]["status"] == "failed"
+        and results["raise"]["message"] == "RuntimeError: boom"
+    )
     assert all(results[t]["status"] == "graded" for t in "abcd")
 
 
@@ -140,8 +173,15 @@ def test_faster_metadata_validation_gives_nbgraders_answers() -> None:
     from grader import speedups
 
     schema = MetadataValidatorV3().schema
-    good = {"grade": True, "solution": False, "locked": True, "schema_version": 3,
-            "task": False, "grade_id": "x", "points": 2}
+    good = {
+        "grade": True,
+        "solution": False,
+        "locked": True,
+        "schema_version": 3,
+        "task": False,
+        "grade_id": "x",
+        "points": 2,
+    }
     bad = {**good, "points": "many"}
     with pytest.raises(jsonschema.ValidationError) as original:
         jsonschema.validate(bad, schema)
@@ -167,7 +207,8 @@ def test_kernel_command_line_shortcut_configures_as_traitlets_would() -> None:
 
 
 def test_shared_gradebook_engines_still_add_each_new_course_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """speedups: the course is looked up once per engine, and a new course is still added."""
     import os
     import sys

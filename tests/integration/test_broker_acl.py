@@ -21,9 +21,15 @@ NOT_AUTHORIZED = 135
 @pytest.fixture(scope="module")
 def two_kits(broker, models):
     creds = broker.provision_kits(["acl-a", "acl-b"])
-    runners = [KitRunner(kit, twin_class("smart-parking")(models["smart-parking"], seed=1),
-                         broker.address(creds[kit].username), rate_hz=10).start()
-               for kit in ("acl-a", "acl-b")]
+    runners = [
+        KitRunner(
+            kit,
+            twin_class("smart-parking")(models["smart-parking"], seed=1),
+            broker.address(creds[kit].username),
+            rate_hz=10,
+        ).start()
+        for kit in ("acl-a", "acl-b")
+    ]
     observer = broker.provision_user("acl-observer")
     lab = connect(broker.address(observer.username).url(), client_id="acl-observer")
     lab.wait_for_kits(["acl-a", "acl-b"], timeout=10)
@@ -55,8 +61,9 @@ def test_kit_cannot_command_another_kit(broker, two_kits):
     acks: list = []
     unsubscribe_probe = _watch(broker, "homie/5/acl-b/$ack/#", acks)
     try:
-        props = command_properties(uuid.uuid4().hex, P.ack_topic("acl-b", "intruder"),
-                                   time.time() + 5)
+        props = command_properties(
+            uuid.uuid4().hex, P.ack_topic("acl-b", "intruder"), time.time() + 5
+        )
         code = publish_as(broker, creds["acl-a"], P.set_topic("acl-b", "gate"), "open", props)
         assert code == NOT_AUTHORIZED
         time.sleep(0.5)  # give a wrongly delivered command time to show up
@@ -78,8 +85,13 @@ def test_kit_cannot_spoof_another_kits_state_or_telemetry(broker, two_kits):
 def test_kit_cannot_listen_to_another_kits_commands(broker, two_kits):
     creds, _ = two_kits
     with pytest.raises(ConnectError, match="refused a subscription"):
-        connect_client(broker.host, broker.port, creds["acl-a"], "eavesdropper",
-                       subscribe=[(P.set_topic("acl-b", "+"), 1)])
+        connect_client(
+            broker.host,
+            broker.port,
+            creds["acl-a"],
+            "eavesdropper",
+            subscribe=[(P.set_topic("acl-b", "+"), 1)],
+        )
 
 
 def test_anonymous_and_wrong_password_are_refused(broker):
@@ -91,10 +103,17 @@ def test_anonymous_and_wrong_password_are_refused(broker):
 
 def _watch(broker, topic: str, sink: list):
     watcher = broker.provision_user("acl-watcher")
-    client = connect_client(broker.host, broker.port, watcher, f"watch-{uuid.uuid4().hex[:6]}",
-                            on_message=lambda c, u, m: sink.append(m), subscribe=[(topic, 1)])
+    client = connect_client(
+        broker.host,
+        broker.port,
+        watcher,
+        f"watch-{uuid.uuid4().hex[:6]}",
+        on_message=lambda c, u, m: sink.append(m),
+        subscribe=[(topic, 1)],
+    )
 
     def stop() -> None:
         client.disconnect()
         client.loop_stop()
+
     return stop

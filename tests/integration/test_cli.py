@@ -15,8 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def smartlab(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hub_config.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hub_config.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_validate_accepts_shipped_files():
@@ -43,12 +48,15 @@ def test_up_with_invalid_site_starts_nothing(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump({"kits": [{"id": "k1", "model": "hovercraft"}]}))
     port = free_port()
-    result = smartlab("up", "--site", str(site), "--state-dir", str(tmp_path / "state"),
-                      "--mqtt-port", str(port))
+    result = smartlab(
+        "up", "--site", str(site), "--state-dir", str(tmp_path / "state"), "--mqtt-port", str(port)
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"smartlab: {site}: kits.0.model: no kit model 'hovercraft' "
-                                     "(known: environment-station, intersection, smart-parking, "
-                                     "street-lighting)")
+    assert result.stderr.strip() == (
+        f"smartlab: {site}: kits.0.model: no kit model 'hovercraft' "
+        "(known: environment-station, intersection, smart-parking, "
+        "street-lighting)"
+    )
     assert not (tmp_path / "state").exists()
 
 

@@ -70,18 +70,24 @@ class StandInKit:
         self.lock = threading.Lock()  # core is shared by paho's thread and the telemetry thread
         self.stopped = threading.Event()
         self.client = connect_client(
-            address.host, address.port, address.credentials, f"stand-in-{kit_id}",
+            address.host,
+            address.port,
+            address.credentials,
+            f"stand-in-{kit_id}",
             on_message=self._on_command,
             subscribe=[(t, 1) for t in P.command_subscriptions(kit_id)],
-            will=(P.state_topic(kit_id), P.STATE_LOST, 1, True), on_connect=self._announce)
+            will=(P.state_topic(kit_id), P.STATE_LOST, 1, True),
+            on_connect=self._announce,
+        )
         self.thread = None
         if rate_hz:
             self.thread = threading.Thread(target=self._run, args=(1 / rate_hz,), daemon=True)
             self.thread.start()
 
     def _publish(self, suffix: str, payload: str, retain: bool = True) -> None:
-        self.client.publish(f"{P.device_topic(self.kit_id)}/{suffix}", payload, qos=1,
-                            retain=retain)
+        self.client.publish(
+            f"{P.device_topic(self.kit_id)}/{suffix}", payload, qos=1, retain=retain
+        )
 
     def _announce(self, client: Any) -> None:
         self.client = client  # runs inside connect_client, before it returns the client
@@ -99,10 +105,15 @@ class StandInKit:
     def _on_command(self, _client: Any, _userdata: Any, msg: Any) -> None:
         props = user_properties(msg.properties)
         with self.lock:
-            ack = self.core.handle_command(msg.topic, msg.payload, props.get(P.PROP_COMMAND_ID),
-                                           props.get(P.PROP_DEADLINE))
-        self.client.publish(msg.properties.ResponseTopic, json.dumps(ack), qos=1,
-                            properties=reply_properties(msg.properties))
+            ack = self.core.handle_command(
+                msg.topic, msg.payload, props.get(P.PROP_COMMAND_ID), props.get(P.PROP_DEADLINE)
+            )
+        self.client.publish(
+            msg.properties.ResponseTopic,
+            json.dumps(ack),
+            qos=1,
+            properties=reply_properties(msg.properties),
+        )
         if ack["status"] == P.APPLIED and not ack.get("duplicate"):
             self._publish_actuators()
 
@@ -112,8 +123,11 @@ class StandInKit:
             if seq is not None:
                 self.core.seq = seq - 1
             dimming = self.core.state["dimming"]
-            values = {"ambient-light": 500.0 + self.core.seq % 7, "motion": self.core.seq % 2 == 0,
-                      "lamp-power": 1.2 * dimming}
+            values = {
+                "ambient-light": 500.0 + self.core.seq % 7,
+                "motion": self.core.seq % 2 == 0,
+                "lamp-power": 1.2 * dimming,
+            }
             payload = self.core.telemetry(values)
         self.client.publish(P.telemetry_topic(self.kit_id), payload, qos=1)
 
@@ -125,8 +139,9 @@ class StandInKit:
         self.stopped.set()
         if self.thread is not None:
             self.thread.join(5)
-        self.client.publish(P.state_topic(self.kit_id), P.STATE_DISCONNECTED, qos=1,
-                            retain=True).wait_for_publish(2)
+        self.client.publish(
+            P.state_topic(self.kit_id), P.STATE_DISCONNECTED, qos=1, retain=True
+        ).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -202,7 +217,8 @@ def test_connect_without_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_connect_uses_the_environment_and_wrong_password_is_refused(
-        broker: Broker, operator_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker: Broker, operator_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SMARTLAB_MQTT_URL", operator_url)
     with connect() as lab:
         assert lab.address.port == broker.port
@@ -326,8 +342,12 @@ def test_kit_rejects_a_raw_out_of_range_value(lab: Lab) -> None:
     with pytest.raises(CommandRejected) as err:
         k.send_raw("dimming", b"150")
     ack = err.value.ack
-    assert (ack.reason, ack.local, ack.status, ack.kit) == (P.R_OUT_OF_RANGE, False,
-                                                           "rejected", KIT)
+    assert (ack.reason, ack.local, ack.status, ack.kit) == (
+        P.R_OUT_OF_RANGE,
+        False,
+        "rejected",
+        KIT,
+    )
     message = str(err.value)
     assert message == f"kit {KIT} rejected dimming: out_of_range: {ack.detail}"
     assert "\n" not in message
@@ -378,7 +398,8 @@ def test_sequence_gaps_are_counted(lab: Lab, spare: Callable[..., StandInKit]) -
 
 
 def test_malformed_messages_are_counted_and_ignored(
-        lab: Lab, spare: Callable[..., StandInKit]) -> None:
+    lab: Lab, spare: Callable[..., StandInKit]
+) -> None:
     stand_in = spare(rate_hz=None)
     lab.wait_for_kits([SPARE], timeout=5)
     k = lab.kit(SPARE)
@@ -387,10 +408,15 @@ def test_malformed_messages_are_counted_and_ignored(
     wait_until(lambda: k.received == received + 1, what="a first sample")
     before, received, gaps = lab.malformed, k.received, k.seq_gaps
     device = P.device_topic(SPARE)
-    for suffix, payload in [("$telemetry", b"not json"), ("$telemetry", b'{"seq": "x"}'),
-                            ("$telemetry", b"\xff\xfe"), ("$state", b"exploded"),
-                            ("$status", b"[1, 2]"), ("actuators/dimming", b"lots"),
-                            ("$ack/" + lab.requester, b"{}")]:
+    for suffix, payload in [
+        ("$telemetry", b"not json"),
+        ("$telemetry", b'{"seq": "x"}'),
+        ("$telemetry", b"\xff\xfe"),
+        ("$state", b"exploded"),
+        ("$status", b"[1, 2]"),
+        ("actuators/dimming", b"lots"),
+        ("$ack/" + lab.requester, b"{}"),
+    ]:
         stand_in.client.publish(f"{device}/{suffix}", payload, qos=1)
     stand_in.sample(2)
     wait_until(lambda: k.received == received + 1, what="the good sample after the bad ones")

@@ -51,11 +51,12 @@ def free_port() -> int:
 def start_mosquitto(workdir: str, port: int) -> subprocess.Popen:
     """Mosquitto on 127.0.0.1:port with its conf and log in `workdir`, once it listens."""
     conf = Path(workdir, "mosquitto.conf")
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                    "persistence false\nuser root\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+        "persistence false\nuser root\n"
+    )
     with open(Path(workdir, "mosquitto.log"), "wb") as log:
-        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -64,8 +65,9 @@ def start_mosquitto(workdir: str, port: int) -> subprocess.Popen:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop(proc)
-                raise RuntimeError("mosquitto did not start: "
-                                   + Path(workdir, "mosquitto.log").read_text()) from None
+                raise RuntimeError(
+                    "mosquitto did not start: " + Path(workdir, "mosquitto.log").read_text()
+                ) from None
             time.sleep(0.05)
 
 
@@ -102,8 +104,11 @@ class Spy:
         self.messages: list[mqtt.MQTTMessage] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id="spy-" + uuid.uuid4().hex[:8], protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id="spy-" + uuid.uuid4().hex[:8],
+            protocol=mqtt.MQTTv5,
+        )
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_args: self._subscribed.set()
         self.client.on_connect = lambda c, *_args: c.subscribe([(t, 1) for t in topics])
@@ -116,8 +121,9 @@ class Spy:
             self.messages.append(msg)
             self._cond.notify_all()
 
-    def wait_for(self, match: Callable[[mqtt.MQTTMessage], bool],
-                 timeout: float = 5.0) -> mqtt.MQTTMessage:
+    def wait_for(
+        self, match: Callable[[mqtt.MQTTMessage], bool], timeout: float = 5.0
+    ) -> mqtt.MQTTMessage:
         """The first recorded message that matches (waiting for it if need be)."""
         end = time.monotonic() + timeout
         with self._cond:
@@ -131,17 +137,20 @@ class Spy:
                     raise AssertionError(f"no matching message within {timeout} s; last: {seen}")
                 self._cond.wait(left)
 
-    def on(self, topic: str, payload: bytes | None = None,
-           timeout: float = 5.0) -> mqtt.MQTTMessage:
-        return self.wait_for(lambda m: m.topic == topic
-                             and (payload is None or m.payload == payload), timeout)
+    def on(
+        self, topic: str, payload: bytes | None = None, timeout: float = 5.0
+    ) -> mqtt.MQTTMessage:
+        return self.wait_for(
+            lambda m: m.topic == topic and (payload is None or m.payload == payload), timeout
+        )
 
     def all_on(self, topic: str) -> list[mqtt.MQTTMessage]:
         with self._cond:
             return [m for m in self.messages if m.topic == topic]
 
-    def publish(self, topic: str, payload: str | bytes, qos: int = 1,
-                properties: Properties | None = None) -> None:
+    def publish(
+        self, topic: str, payload: str | bytes, qos: int = 1, properties: Properties | None = None
+    ) -> None:
         self.client.publish(topic, payload, qos=qos, properties=properties).wait_for_publish(5)
 
     def close(self) -> None:
@@ -178,12 +187,16 @@ def pump(client: umqtt5.MQTTClient, until: Callable[[], bool], timeout: float = 
 
 def test_umqtt5_publishes_to_paho_with_qos_0_and_1(open_broker: int, spy_factory) -> None:
     spy = spy_factory(["fw/up/#"])
-    client = umqtt5.MQTTClient("fw-pub-" + uuid.uuid4().hex[:6], "127.0.0.1", open_broker,
-                               "user", "pw", keepalive=30)
+    client = umqtt5.MQTTClient(
+        "fw-pub-" + uuid.uuid4().hex[:6], "127.0.0.1", open_broker, "user", "pw", keepalive=30
+    )
     client.connect()
     try:
-        props = {"user_properties": {"command-id": "c-1", "deadline": "1700000000000"},
-                 "response_topic": "fw/replies/x", "correlation_data": b"\x00corr\xff"}
+        props = {
+            "user_properties": {"command-id": "c-1", "deadline": "1700000000000"},
+            "response_topic": "fw/replies/x",
+            "correlation_data": b"\x00corr\xff",
+        }
         assert client.publish("fw/up/q0", "zero", qos=0, properties=props) is None
         assert client.publish("fw/up/q1", b"\x00one\xff", qos=1, properties=props) == 0
         assert client.publish("fw/up/retained", "r", retain=True, qos=1) == 0
@@ -202,8 +215,9 @@ def test_umqtt5_publishes_to_paho_with_qos_0_and_1(open_broker: int, spy_factory
 
 def test_paho_publishes_to_umqtt5_with_qos_0_and_1(open_broker: int, spy_factory) -> None:
     sender = spy_factory(["fw/unused"])
-    client = umqtt5.MQTTClient("fw-sub-" + uuid.uuid4().hex[:6], "127.0.0.1", open_broker,
-                               keepalive=30)
+    client = umqtt5.MQTTClient(
+        "fw-sub-" + uuid.uuid4().hex[:6], "127.0.0.1", open_broker, keepalive=30
+    )
     got: list[tuple[str, bytes, dict]] = []
     client.set_callback(lambda topic, msg, props: got.append((topic, msg, props)))
     client.connect()
@@ -219,8 +233,11 @@ def test_paho_publishes_to_umqtt5_with_qos_0_and_1(open_broker: int, spy_factory
         sender.publish("fw/zero/x", "downgraded", qos=1)
         pump(client, lambda: len(got) == 3)
         by_topic = {topic: (msg, p) for topic, msg, p in got}
-        expected = {"user_properties": {"command-id": "c-2", "deadline": "42"},
-                    "response_topic": "fw/replies/y", "correlation_data": b"\x01\x02"}
+        expected = {
+            "user_properties": {"command-id": "c-2", "deadline": "42"},
+            "response_topic": "fw/replies/y",
+            "correlation_data": b"\x01\x02",
+        }
         assert by_topic["fw/down/q1"] == (b"\xffone", expected)
         assert by_topic["fw/down/q0"] == (b"zero", expected)
         assert by_topic["fw/zero/x"] == (b"downgraded", {})
@@ -250,8 +267,9 @@ time.sleep(60)
 
 def test_will_is_published_when_the_process_is_killed(open_broker: int, spy_factory) -> None:
     spy = spy_factory(["fw/will/state"])
-    proc = subprocess.Popen([sys.executable, "-S", "-c", WILL_SCRIPT, str(FIRMWARE_DIR),
-                             str(open_broker)])
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-c", WILL_SCRIPT, str(FIRMWARE_DIR), str(open_broker)]
+    )
     try:
         spy.on("fw/will/state", b"alive", timeout=10)
         proc.send_signal(signal.SIGKILL)
@@ -267,17 +285,24 @@ def test_will_is_published_when_the_process_is_killed(open_broker: int, spy_fact
 # ---------------------------------------------------------------- the firmware bundle
 
 
-def command(spy: Spy, kit: str, actuator: str, payload: str, command_id: str,
-            deadline_ms: int | None = None) -> mqtt.MQTTMessage:
+def command(
+    spy: Spy, kit: str, actuator: str, payload: str, command_id: str, deadline_ms: int | None = None
+) -> mqtt.MQTTMessage:
     """Send one command the way controllers do and return its acknowledgement."""
     props = Properties(PacketTypes.PUBLISH)
-    props.UserProperty = [(P.PROP_COMMAND_ID, command_id),
-                          (P.PROP_DEADLINE, str(deadline_ms or int(time.time() * 1000) + 5000))]
+    props.UserProperty = [
+        (P.PROP_COMMAND_ID, command_id),
+        (P.PROP_DEADLINE, str(deadline_ms or int(time.time() * 1000) + 5000)),
+    ]
     props.ResponseTopic = P.ack_topic(kit, "tester")
     props.CorrelationData = command_id.encode()
     spy.publish(P.set_topic(kit, actuator), payload, qos=1, properties=props)
-    ack = spy.wait_for(lambda m: m.topic == P.ack_topic(kit, "tester")
-                       and m.properties.CorrelationData == command_id.encode())
+    ack = spy.wait_for(
+        lambda m: (
+            m.topic == P.ack_topic(kit, "tester")
+            and m.properties.CorrelationData == command_id.encode()
+        )
+    )
     return ack
 
 
@@ -288,8 +313,9 @@ def firmware(open_broker: int, tmp_path: Path) -> Iterator[Callable[..., tuple[s
 
     def start(env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
         kit = "sl-fw-" + uuid.uuid4().hex[:6]
-        bundle = build_bundle(tmp_path / kit, kit, "street-lighting", "127.0.0.1", open_broker,
-                              "kit-" + kit, "secret")
+        bundle = build_bundle(
+            tmp_path / kit, kit, "street-lighting", "127.0.0.1", open_broker, "kit-" + kit, "secret"
+        )
         log = open(tmp_path / (kit + ".log"), "wb")  # noqa: SIM115 - closed below
         logs.append(log)
         procs.append(run_under_cpython(bundle, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -305,8 +331,17 @@ def firmware(open_broker: int, tmp_path: Path) -> Iterator[Callable[..., tuple[s
 
 
 def test_bundle_holds_the_shared_modules_unchanged(tmp_path: Path) -> None:
-    bundle = build_bundle(tmp_path / "b", "kit-1", "street-lighting", "mqtt.lab", 1883, "u", "pw",
-                          wifi_ssid="lab", wifi_password="wifipw")
+    bundle = build_bundle(
+        tmp_path / "b",
+        "kit-1",
+        "street-lighting",
+        "mqtt.lab",
+        1883,
+        "u",
+        "pw",
+        wifi_ssid="lab",
+        wifi_password="wifipw",
+    )
     assert sorted(p.name for p in bundle.iterdir()) == sorted(BUNDLE_FILES)
     package = Path(P.__file__).parent
     for name in ("protocol.py", "kitcore.py"):
@@ -315,7 +350,11 @@ def test_bundle_holds_the_shared_modules_unchanged(tmp_path: Path) -> None:
     assert config["kit_id"] == "kit-1"
     assert config["descriptor"]["pins"]["lamp"] == {"pwm": 25, "freq_hz": 1000}
     assert (config["host"], config["port"], config["username"], config["password"]) == (
-        "mqtt.lab", 1883, "u", "pw")
+        "mqtt.lab",
+        1883,
+        "u",
+        "pw",
+    )
     assert (config["wifi_ssid"], config["wifi_password"]) == ("lab", "wifipw")
     with pytest.raises(ValueError):
         build_bundle(tmp_path / "c", "Not A Homie Id", "street-lighting", "h", 1, "u", "p")
@@ -329,9 +368,12 @@ def test_firmware_bundle_announces_streams_and_obeys(spy_factory, firmware) -> N
     # Announcement, in order: init, description, actuator values, ready.
     spy.on(P.state_topic(kit), b"ready", timeout=15)
     topics = [m.topic for m in spy.messages if m.topic.startswith(P.device_topic(kit) + "/")]
-    order = [topics.index(P.state_topic(kit)), topics.index(P.description_topic(kit)),
-             topics.index(P.property_topic(kit, P.ACTUATORS_NODE, "mode")),
-             topics.index(P.property_topic(kit, P.ACTUATORS_NODE, "dimming"))]
+    order = [
+        topics.index(P.state_topic(kit)),
+        topics.index(P.description_topic(kit)),
+        topics.index(P.property_topic(kit, P.ACTUATORS_NODE, "mode")),
+        topics.index(P.property_topic(kit, P.ACTUATORS_NODE, "dimming")),
+    ]
     assert order == sorted(order) and order[-1] < len(topics) - 1
     assert spy.all_on(P.state_topic(kit))[0].payload == b"init"
     description = json.loads(spy.on(P.description_topic(kit)).payload)
@@ -342,8 +384,9 @@ def test_firmware_bundle_announces_streams_and_obeys(spy_factory, firmware) -> N
 
     # Telemetry: numbered samples whose values fit the descriptor.
     descriptor = description["smartlab"]["descriptor"]
-    spy.wait_for(lambda m: m.topic == P.telemetry_topic(kit)
-                 and P.decode_telemetry(m.payload)["seq"] >= 3)
+    spy.wait_for(
+        lambda m: m.topic == P.telemetry_topic(kit) and P.decode_telemetry(m.payload)["seq"] >= 3
+    )
     samples = [P.decode_telemetry(m.payload) for m in spy.all_on(P.telemetry_topic(kit))]
     assert [s["seq"] for s in samples] == list(range(1, len(samples) + 1))
     for sample in samples:
@@ -357,15 +400,24 @@ def test_firmware_bundle_announces_streams_and_obeys(spy_factory, firmware) -> N
     ack = P.decode_ack(command(spy, kit, "dimming", "40", "c-0").payload)
     assert (ack["status"], ack["reason"]) == ("rejected", P.R_INTERLOCK)
     ack = P.decode_ack(command(spy, kit, "mode", "manual", "c-1").payload)
-    assert ack == {"id": "c-1", "target": "mode", "status": "applied", "ts": ack["ts"],
-                   "value": "manual"}
+    assert ack == {
+        "id": "c-1",
+        "target": "mode",
+        "status": "applied",
+        "ts": ack["ts"],
+        "value": "manual",
+    }
     spy.on(P.property_topic(kit, P.ACTUATORS_NODE, "mode"), b"manual")
     ack = P.decode_ack(command(spy, kit, "dimming", "40", "c-2").payload)
     assert (ack["status"], ack["value"], ack["target"]) == ("applied", 40, "dimming")
     spy.on(P.property_topic(kit, P.ACTUATORS_NODE, "dimming"), b"40")
     # The board drives the lamp at 40 %: 6 W + 40 % of the 114 W dimming span.
-    spy.wait_for(lambda m: m.topic == P.telemetry_topic(kit) and P.decode_telemetry(
-        m.payload)["values"]["lamp-power"] == pytest.approx(51.6))
+    spy.wait_for(
+        lambda m: (
+            m.topic == P.telemetry_topic(kit)
+            and P.decode_telemetry(m.payload)["values"]["lamp-power"] == pytest.approx(51.6)
+        )
+    )
 
     # Bad commands are rejected, never fatal.
     ack = P.decode_ack(command(spy, kit, "dimming", "lots", "c-3").payload)
@@ -374,8 +426,9 @@ def test_firmware_bundle_announces_streams_and_obeys(spy_factory, firmware) -> N
     ack = P.decode_ack(command(spy, kit, "dimming", "10", "c-4", deadline_ms=stale).payload)
     assert (ack["status"], ack["reason"]) == ("rejected", P.R_STALE)
     assert command(spy, kit, "mode", "manual", "c-1").payload  # duplicate id: same answer
-    status = spy.wait_for(lambda m: m.topic == P.status_topic(kit)
-                          and json.loads(m.payload)["duplicates"] == 1)
+    status = spy.wait_for(
+        lambda m: m.topic == P.status_topic(kit) and json.loads(m.payload)["duplicates"] == 1
+    )
     body = json.loads(status.payload)
     assert (body["applied"], body["rejected"], body["errors"]) == (2, 3, 0)
     assert body["actuators"] == {"mode": "manual", "dimming": 40} and body["safe"] is False
@@ -391,12 +444,13 @@ def test_firmware_safe_state_and_clean_stop(spy_factory, firmware) -> None:
     spy = spy_factory(["homie/5/+/#"])
     kit, proc = firmware()
     spy.on(P.state_topic(kit), b"ready", timeout=15)
-    assert P.decode_ack(command(spy, kit, "mode", "manual", "m")
-                        .payload)["status"] == "applied"
+    assert P.decode_ack(command(spy, kit, "mode", "manual", "m").payload)["status"] == "applied"
     assert P.decode_ack(command(spy, kit, "dimming", "0", "d").payload)["status"] == "applied"
     props = Properties(PacketTypes.PUBLISH)
-    props.UserProperty = [(P.PROP_COMMAND_ID, "s"),
-                          (P.PROP_DEADLINE, str(int(time.time() * 1000) + 5000))]
+    props.UserProperty = [
+        (P.PROP_COMMAND_ID, "s"),
+        (P.PROP_DEADLINE, str(int(time.time() * 1000) + 5000)),
+    ]
     # No response topic: the acknowledgement goes to the kit's anonymous ack topic.
     spy.publish(P.safe_state_topic(kit), "", properties=props)
     ack = P.decode_ack(spy.on(P.ack_topic(kit, "anonymous")).payload)
@@ -455,7 +509,8 @@ def test_run_under_cpython_hides_site_packages(tmp_path: Path) -> None:
     bundle = build_bundle(tmp_path / "iso", "kit-iso", "street-lighting", "h", 1, "u", "p")
     (bundle / "main.py").write_text(
         "import sys\ntry:\n    import hardware_kits\nexcept ImportError:\n    pass\nelse:\n"
-        "    sys.exit(3)\nimport machine, kitcore\nprint(kitcore.P.__name__)\n")
+        "    sys.exit(3)\nimport machine, kitcore\nprint(kitcore.P.__name__)\n"
+    )
     proc = run_under_cpython(bundle, stdout=subprocess.PIPE, env={"PYTHONPATH": os.getcwd()})
     out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
@@ -467,11 +522,14 @@ def test_run_under_cpython_hides_site_packages(tmp_path: Path) -> None:
 # MicroPython's Unix port, if there is one: SMARTLAB_MICROPYTHON (a command line) or
 # `micropython` on PATH. It runs the very same files, catching what CPython lets through.
 _VENV_MICROPYTHON = Path(sys.executable).with_name("micropython")
-MICROPYTHON = (shlex.split(os.environ.get("SMARTLAB_MICROPYTHON", ""))
-               or ([str(_VENV_MICROPYTHON)] if _VENV_MICROPYTHON.exists() else [])
-               or ([shutil.which("micropython")] if shutil.which("micropython") else []))
+MICROPYTHON = (
+    shlex.split(os.environ.get("SMARTLAB_MICROPYTHON", ""))
+    or ([str(_VENV_MICROPYTHON)] if _VENV_MICROPYTHON.exists() else [])
+    or ([shutil.which("micropython")] if shutil.which("micropython") else [])
+)
 needs_micropython = pytest.mark.skipif(
-    not MICROPYTHON, reason="no MicroPython Unix port (set SMARTLAB_MICROPYTHON)")
+    not MICROPYTHON, reason="no MicroPython Unix port (set SMARTLAB_MICROPYTHON)"
+)
 
 UMQTT5_ECHO = """
 import os, sys, time
@@ -498,10 +556,15 @@ def test_umqtt5_on_micropython(open_broker: int, spy_factory, tmp_path: Path) ->
     spy = spy_factory(["mp/up/#"])
     script = tmp_path / "echo.py"
     script.write_text(UMQTT5_ECHO)
-    env = dict(os.environ, FW_DIR=str(FIRMWARE_DIR), PORT=str(open_broker),
-               CLIENT_ID="mp-" + uuid.uuid4().hex[:6])
-    proc = subprocess.Popen([*MICROPYTHON, str(script)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    env = dict(
+        os.environ,
+        FW_DIR=str(FIRMWARE_DIR),
+        PORT=str(open_broker),
+        CLIENT_ID="mp-" + uuid.uuid4().hex[:6],
+    )
+    proc = subprocess.Popen(
+        [*MICROPYTHON, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         spy.on("mp/up/ready", timeout=10)
         props = Properties(PacketTypes.PUBLISH)
@@ -527,11 +590,17 @@ def test_umqtt5_on_micropython(open_broker: int, spy_factory, tmp_path: Path) ->
 @pytest.fixture
 def mp_firmware(open_broker: int, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     kit = "sl-mp-" + uuid.uuid4().hex[:6]
-    bundle = build_bundle(tmp_path / kit, kit, "street-lighting", "127.0.0.1", open_broker,
-                          "u", "p")
+    bundle = build_bundle(
+        tmp_path / kit, kit, "street-lighting", "127.0.0.1", open_broker, "u", "p"
+    )
     with open(tmp_path / "mp.log", "wb") as log:
-        proc = run_under_micropython(bundle, MICROPYTHON, stdout=log, stderr=subprocess.STDOUT,
-                                     env={"SMARTLAB_SIM_ADC": "0", "SMARTLAB_SIM_MOTION": "0"})
+        proc = run_under_micropython(
+            bundle,
+            MICROPYTHON,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={"SMARTLAB_SIM_ADC": "0", "SMARTLAB_SIM_MOTION": "0"},
+        )
         try:
             yield kit, proc
         finally:
@@ -546,15 +615,20 @@ def test_firmware_on_micropython(spy_factory, mp_firmware) -> None:
     kit, proc = mp_firmware
     spy.on(P.state_topic(kit), b"ready", timeout=15)
     json.loads(spy.on(P.description_topic(kit)).payload)
-    spy.wait_for(lambda m: m.topic == P.telemetry_topic(kit)
-                 and P.decode_telemetry(m.payload)["seq"] >= 2)
+    spy.wait_for(
+        lambda m: m.topic == P.telemetry_topic(kit) and P.decode_telemetry(m.payload)["seq"] >= 2
+    )
     ack = P.decode_ack(command(spy, kit, "mode", "manual", "c-1").payload)
     assert (ack["status"], ack["value"]) == ("applied", "manual")
     ack = P.decode_ack(command(spy, kit, "dimming", "40", "c-2").payload)
     assert (ack["status"], ack["value"]) == ("applied", 40)
     spy.on(P.property_topic(kit, P.ACTUATORS_NODE, "dimming"), b"40")
-    spy.wait_for(lambda m: m.topic == P.telemetry_topic(kit) and P.decode_telemetry(
-        m.payload)["values"]["lamp-power"] == pytest.approx(51.6))
+    spy.wait_for(
+        lambda m: (
+            m.topic == P.telemetry_topic(kit)
+            and P.decode_telemetry(m.payload)["values"]["lamp-power"] == pytest.approx(51.6)
+        )
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(5)
     spy.on(P.state_topic(kit), b"lost")

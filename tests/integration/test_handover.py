@@ -37,9 +37,12 @@ class JammedGate(twin_class("smart-parking")):
 def lab(broker, models, state_root):
     kits = {"ho-good": twin_class("smart-parking"), "ho-jammed": JammedGate}
     creds = broker.provision_kits(list(kits))
-    runners = {k: KitRunner(k, cls(models["smart-parking"], seed=3),
-                            broker.address(creds[k].username), rate_hz=5).start()
-               for k, cls in kits.items()}
+    runners = {
+        k: KitRunner(
+            k, cls(models["smart-parking"], seed=3), broker.address(creds[k].username), rate_hz=5
+        ).start()
+        for k, cls in kits.items()
+    }
     broker.provision_supervisor(SERVICE_ACCOUNT)
     store = Store(f"sqlite:///{state_root / f'handover-{time.time_ns()}.db'}")
     rights = BrokerRights(broker.admin, broker.credentials)
@@ -59,9 +62,11 @@ def lab(broker, models, state_root):
 
 def ticking(service: LabService, until, timeout: float = 10.0):
     """Tick the service (as its event loop does) until `until()` holds."""
+
     def step():
         service.tick()
         return until()
+
     return wait_until(step, timeout=timeout, interval=0.05)
 
 
@@ -69,8 +74,9 @@ def test_handover_waits_for_the_kits_confirmation(lab, broker):
     service, runners, rights = lab
     session = service.request(ALICE, kit_id="ho-good")["session"]
     service.heartbeat(ALICE, session["id"])
-    control = connect(broker.address(rights.control_account(ALICE.name).username).url(),
-                      client_id="ho-alice-ctl")
+    control = connect(
+        broker.address(rights.control_account(ALICE.name).username).url(), client_id="ho-alice-ctl"
+    )
     try:
         assert control.kit("ho-good").set("gate", "open").value == "open"
     finally:
@@ -90,8 +96,8 @@ def test_kit_that_never_confirms_needs_attention_and_is_not_granted(lab):
     service.release(ALICE, session["id"])
 
     def flagged():
-        return next(k for k in service.kits() if k["id"] == "ho-jammed")["pool"] == \
-            NEEDS_ATTENTION
+        return next(k for k in service.kits() if k["id"] == "ho-jammed")["pool"] == NEEDS_ATTENTION
+
     ticking(service, flagged)
     kit = next(k for k in service.kits() if k["id"] == "ho-jammed")
     assert "did not confirm its safe state" in kit["reason"]
@@ -109,5 +115,7 @@ def test_kit_going_offline_ends_the_session_and_fails_closed(lab):
     service.heartbeat(ALICE, session["id"])
     runners["ho-good"].stop()
     ticking(service, lambda: service.sessions(ALICE)[0]["end_reason"] == "kit-offline")
-    ticking(service, lambda: next(k for k in service.kits()
-                                  if k["id"] == "ho-good")["pool"] == NEEDS_ATTENTION)
+    ticking(
+        service,
+        lambda: next(k for k in service.kits() if k["id"] == "ho-good")["pool"] == NEEDS_ATTENTION,
+    )

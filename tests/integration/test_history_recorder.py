@@ -59,8 +59,9 @@ class Lab:
         kit_id = f"hist-{self.tag}-{len(self.runners)}"
         self.kit_creds.update(self.broker.provision_kits([kit_id]))
         twin = twin_class(model)(self.models[model], seed=1)
-        runner = KitRunner(kit_id, twin, self.broker.address(self.kit_creds[kit_id].username),
-                           rate_hz=RATE_HZ)
+        runner = KitRunner(
+            kit_id, twin, self.broker.address(self.kit_creds[kit_id].username), rate_hz=RATE_HZ
+        )
         self.runners.append(runner)
         return runner.start()
 
@@ -93,11 +94,13 @@ def published(runner: KitRunner) -> list[int]:
 
 
 def test_every_published_sample_is_stored_exactly_once_in_order(
-        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     writes: list[int] = []
     real_insert = H.insert_rows
-    monkeypatch.setattr(H, "insert_rows",
-                        lambda db, rows: (writes.append(len(rows)), real_insert(db, rows)))
+    monkeypatch.setattr(
+        H, "insert_rows", lambda db, rows: (writes.append(len(rows)), real_insert(db, rows))
+    )
     rec = lab.recorder()
     prunes: list[float] = []
     real_prune = rec.prune
@@ -151,8 +154,7 @@ def test_malformed_telemetry_from_a_kit_is_counted_and_recording_goes_on(lab: La
 def test_a_full_batch_is_written_without_waiting_for_the_timer(lab: Lab) -> None:
     lab.recorder(flush_every=60, batch_size=10)
     lab.kit("intersection")
-    wait_for(lambda: row_count(lab.store) >= 10, "a batch was written well before 60 s",
-             timeout=5)
+    wait_for(lambda: row_count(lab.store) >= 10, "a batch was written well before 60 s", timeout=5)
 
 
 def test_stop_writes_what_is_still_buffered(lab: Lab) -> None:

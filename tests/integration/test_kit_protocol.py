@@ -34,8 +34,12 @@ pytestmark = pytest.mark.broker
 MICROPYTHON = Path(sys.executable).with_name("micropython")
 IMPLEMENTATIONS = [("twin", m) for m in sorted(load_models())] + [
     ("firmware", "street-lighting"),
-    pytest.param(("micropython", "street-lighting"), marks=pytest.mark.skipif(
-        not MICROPYTHON.exists(), reason="MicroPython's Unix port is not installed")),
+    pytest.param(
+        ("micropython", "street-lighting"),
+        marks=pytest.mark.skipif(
+            not MICROPYTHON.exists(), reason="MicroPython's Unix port is not installed"
+        ),
+    ),
 ]
 
 
@@ -47,8 +51,11 @@ class FirmwareProcess(ChildProcess):
         self.micropython = micropython
 
     def start(self) -> FirmwareProcess:
-        self.process = (run_under_micropython(self.bundle, str(MICROPYTHON)) if self.micropython
-                        else run_under_cpython(self.bundle))
+        self.process = (
+            run_under_micropython(self.bundle, str(MICROPYTHON))
+            if self.micropython
+            else run_under_cpython(self.bundle)
+        )
         return self
 
 
@@ -58,11 +65,19 @@ def kit(request, broker, state_root, models):
     kit_id = f"{impl}-{model}"
     creds = broker.provision_kits([kit_id])[kit_id]
     if impl == "twin":
-        runner = KitProcess(broker, state_root, {"id": kit_id, "model": model, "seed": 7,
-                                                 "rate_hz": 20})
+        runner = KitProcess(
+            broker, state_root, {"id": kit_id, "model": model, "seed": 7, "rate_hz": 20}
+        )
     else:
-        bundle = build_bundle(state_root / f"bundle-{kit_id}", kit_id, models[model],
-                              broker.host, broker.port, creds.username, creds.password)
+        bundle = build_bundle(
+            state_root / f"bundle-{kit_id}",
+            kit_id,
+            models[model],
+            broker.host,
+            broker.port,
+            creds.username,
+            creds.password,
+        )
         runner = FirmwareProcess(bundle, micropython=impl == "micropython")
     runner.start()
     # A fresh account per kit: granting a role to a connected client makes dynsec kick it.
@@ -89,17 +104,23 @@ def test_description_is_retained(kit, broker):
     handle, _, _ = kit
     got = {}
     observer = broker.provision_user("late-observer")
-    client = connect_client(broker.host, broker.port, observer, f"late-{uuid.uuid4().hex[:6]}",
-                            on_message=lambda c, u, m: got.setdefault(m.topic, m),
-                            subscribe=[(P.description_topic(handle.kit_id), 1)])
+    client = connect_client(
+        broker.host,
+        broker.port,
+        observer,
+        f"late-{uuid.uuid4().hex[:6]}",
+        on_message=lambda c, u, m: got.setdefault(m.topic, m),
+        subscribe=[(P.description_topic(handle.kit_id), 1)],
+    )
     try:
         message = wait_until(lambda: got.get(P.description_topic(handle.kit_id)), timeout=5)
         assert message.retain
         description = json.loads(message.payload)
         assert description["homie"] == P.HOMIE_VERSION
         assert description["smartlab"]["descriptor"] == handle.descriptor
-        assert set(description["nodes"]["actuators"]["properties"]) == \
-            set(handle.descriptor["actuators"])
+        assert set(description["nodes"]["actuators"]["properties"]) == set(
+            handle.descriptor["actuators"]
+        )
     finally:
         client.disconnect()
         client.loop_stop()
@@ -146,11 +167,15 @@ def test_bad_input_is_rejected_with_reason_and_kit_keeps_running(kit):
         P.R_UNKNOWN_ACTUATOR: rejection(handle, "no-such-actuator", "1"),
         P.R_OVERSIZE: rejection(handle, actuator, b"x" * (P.MAX_COMMAND_BYTES + 1)),
         P.R_MALFORMED: rejection(handle, actuator, malformed_payload(spec)),
-        P.R_STALE: rejection(handle, actuator, P.encode_value(spec, spec["safe"]),
-                             deadline_s=time.time() - 5),
+        P.R_STALE: rejection(
+            handle, actuator, P.encode_value(spec, spec["safe"]), deadline_s=time.time() - 5
+        ),
     }
-    ranged = next((a, s) for a, s in handle.descriptor["actuators"].items()
-                  if out_of_range_payload(s) is not None)
+    ranged = next(
+        (a, s)
+        for a, s in handle.descriptor["actuators"].items()
+        if out_of_range_payload(s) is not None
+    )
     expected[P.R_OUT_OF_RANGE] = rejection(handle, ranged[0], out_of_range_payload(ranged[1]))
     for reason, ack in expected.items():
         assert ack.reason == reason, ack
@@ -163,8 +188,11 @@ def test_bad_input_is_rejected_with_reason_and_kit_keeps_running(kit):
 
 def test_duplicate_command_id_is_applied_once(kit):
     handle, _, _ = kit
-    actuator, spec = next((a, s) for a, s in handle.descriptor["actuators"].items()
-                          if not prerequisites(handle.descriptor, a))
+    actuator, spec = next(
+        (a, s)
+        for a, s in handle.descriptor["actuators"].items()
+        if not prerequisites(handle.descriptor, a)
+    )
     value = example_value(spec)
     command_id = uuid.uuid4().hex
     wait_until(lambda: "applied" in handle.status, timeout=5)
@@ -218,8 +246,9 @@ def test_observer_cannot_command(kit, broker):
     client.on_publish = lambda c, u, mid, reason, p: refused.append(reason)
     try:
         actuator, spec = next(iter(handle.descriptor["actuators"].items()))
-        client.publish(P.set_topic(handle.kit_id, actuator), P.encode_value(spec, spec["safe"]),
-                       qos=1).wait_for_publish(5)
+        client.publish(
+            P.set_topic(handle.kit_id, actuator), P.encode_value(spec, spec["safe"]), qos=1
+        ).wait_for_publish(5)
         wait_until(lambda: refused, timeout=5)
         assert refused[0].value == 135  # MQTT v5 "Not authorized"
     finally:

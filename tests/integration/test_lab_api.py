@@ -85,9 +85,13 @@ class ServiceProcess:
         self.dir = state_root / "lab-api"
         self.dir.mkdir(exist_ok=True)
         self.config = self.dir / "lab_service_config.py"
-        self.config.write_text(CONFIG.format(
-            users={token(who): spec for who, spec in USERS.items()},
-            db_url=f"sqlite:///{self.dir / 'lab.sqlite'}", quota=float(QUOTA_S)))
+        self.config.write_text(
+            CONFIG.format(
+                users={token(who): spec for who, spec in USERS.items()},
+                db_url=f"sqlite:///{self.dir / 'lab.sqlite'}",
+                quota=float(QUOTA_S),
+            )
+        )
         self.broker = broker
         self.state_root = state_root
         self.port = free_port()
@@ -98,24 +102,39 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         out = self.log.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hub_config.cli", "lab", "serve", "--config", str(self.config),
-             "--state-dir", str(self.state_root), "--mqtt-port", str(self.broker.port),
-             "--port", str(self.port)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "hub_config.cli",
+                "lab",
+                "serve",
+                "--config",
+                str(self.config),
+                "--state-dir",
+                str(self.state_root),
+                "--mqtt-port",
+                str(self.broker.port),
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         out.close()
         # Generous: a loaded CI machine took over 20 s to import the service.
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                pytest.fail(f"the lab service exited ({self.process.returncode}):\n"
-                            f"{self.output()}")
+                pytest.fail(f"the lab service exited ({self.process.returncode}):\n{self.output()}")
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self
             time.sleep(0.05)
-        pytest.fail(f"the lab service did not listen within {STARTUP_TIMEOUT_S} s:\n"
-                    f"{self.output()}")
+        pytest.fail(
+            f"the lab service did not listen within {STARTUP_TIMEOUT_S} s:\n{self.output()}"
+        )
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
@@ -142,8 +161,14 @@ class Stack:
         self.service = service
         self.labs: list[Lab] = []
 
-    def call(self, method: str, path: str, who: str | None = "alice", body: Any = None,
-             raw: bytes | None = None) -> tuple[int, Any]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        who: str | None = "alice",
+        body: Any = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
         """One HTTP request; (status, decoded JSON or text)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.service.port, timeout=10)
         headers = {"Authorization": f"token {token(who)}"} if who else {}
@@ -183,6 +208,7 @@ class Stack:
             """session released"""
             s = self.session(session_id)
             return s if s["state"] == "released" else None
+
         return wait_until(released, timeout=10, interval=0.05)
 
     def openapi(self) -> dict:
@@ -193,7 +219,8 @@ class Stack:
         ref = {"$ref": f"#/components/schemas/{schema_name}"}
         schema = {"type": "array", "items": ref} if many else ref
         jsonschema.Draft202012Validator(
-            {**schema, "components": self.openapi()["components"]}).validate(instance)
+            {**schema, "components": self.openapi()["components"]}
+        ).validate(instance)
 
 
 @pytest.fixture(scope="module")
@@ -203,12 +230,22 @@ def stack(broker, models, state_root):
     stack = Stack(broker, service)
     try:
         for kit_id, model in KITS.items():  # registering provisions the kit's broker account
-            registered = stack.ok("POST", "/api/kits", "admin",
-                                  {"id": kit_id, "model": model, "name": f"test {kit_id}"})
+            registered = stack.ok(
+                "POST",
+                "/api/kits",
+                "admin",
+                {"id": kit_id, "model": model, "name": f"test {kit_id}"},
+            )
             assert registered["pool"] == "in-pool"
         for kit_id, model in KITS.items():
-            runners.append(KitRunner(kit_id, twin_class(model)(models[model], seed=3),
-                                     broker.address(f"kit-{kit_id}"), rate_hz=5).start())
+            runners.append(
+                KitRunner(
+                    kit_id,
+                    twin_class(model)(models[model], seed=3),
+                    broker.address(f"kit-{kit_id}"),
+                    rate_hz=5,
+                ).start()
+            )
         wait_until(lambda: all(k["online"] for k in stack.ok("GET", "/api/kits")), timeout=10)
         yield stack
     finally:
@@ -241,6 +278,7 @@ def test_kits_are_listed_with_their_health(stack):
         """the kit's telemetry and $status reached the service"""
         health = stack.ok("GET", f"/api/kits/{LAMP1}", "bob")
         return health if health["last_telemetry_at"] and health["counters"] else None
+
     health = wait_until(reported, timeout=10)
     stack.conforms("KitHealth", health)
     assert health["mqtt_state"] == "ready"
@@ -284,6 +322,7 @@ def test_queue_grant_wait_command_release_handover(stack):
         """bob's entry served"""
         entry = stack.ok("GET", f"/api/queue/{waiting['id']}", "bob")
         return entry if entry["state"] == "served" else None
+
     bob_session = wait_until(granted, timeout=5)["session"]
     assert bob_session["kit"] == LAMP1
     with pytest.raises(CommandNotAuthorized):  # rights went with the session
@@ -297,23 +336,48 @@ def test_queue_grant_wait_command_release_handover(stack):
 def test_booking_rules(stack):
     start = next_slot(time.time() + 2 * 3600)
     hour = 3600.0
-    status, answer = stack.call("POST", "/api/bookings", "carol", {
-        "kit": LAMP2, "course": COURSE, "starts_at": time.time() - hour, "ends_at": time.time()})
+    status, answer = stack.call(
+        "POST",
+        "/api/bookings",
+        "carol",
+        {"kit": LAMP2, "course": COURSE, "starts_at": time.time() - hour, "ends_at": time.time()},
+    )
     assert (status, answer) == (400, {"error": "a booking cannot start in the past"})
 
-    booking = stack.ok("POST", "/api/bookings", "carol", {
-        "kit": LAMP2, "course": COURSE, "starts_at": iso(start), "ends_at": iso(start + hour)})
+    booking = stack.ok(
+        "POST",
+        "/api/bookings",
+        "carol",
+        {"kit": LAMP2, "course": COURSE, "starts_at": iso(start), "ends_at": iso(start + hour)},
+    )
     stack.conforms("BookingView", booking)
     assert (booking["starts_at"], booking["ends_at"]) == (start, start + hour)
 
-    status, answer = stack.call("POST", "/api/bookings", "carol", {
-        "kit": LAMP2, "course": COURSE, "starts_at": start + hour / 2, "ends_at": start + 2 * hour})
+    status, answer = stack.call(
+        "POST",
+        "/api/bookings",
+        "carol",
+        {
+            "kit": LAMP2,
+            "course": COURSE,
+            "starts_at": start + hour / 2,
+            "ends_at": start + 2 * hour,
+        },
+    )
     assert status == 409 and "already booked" in answer["error"]
-    status, answer = stack.call("POST", "/api/bookings", "carol", {
-        "kit": LAMP1, "course": COURSE, "starts_at": start, "ends_at": start + 2 * hour})
+    status, answer = stack.call(
+        "POST",
+        "/api/bookings",
+        "carol",
+        {"kit": LAMP1, "course": COURSE, "starts_at": start, "ends_at": start + 2 * hour},
+    )
     assert status == 409 and "quota" in answer["error"]
-    status, answer = stack.call("POST", "/api/bookings", "alice", {
-        "kit": LAMP1, "course": COURSE, "starts_at": start, "ends_at": start + hour})
+    status, answer = stack.call(
+        "POST",
+        "/api/bookings",
+        "alice",
+        {"kit": LAMP1, "course": COURSE, "starts_at": start, "ends_at": start + hour},
+    )
     assert status == 403 and COURSE in answer["error"]
 
     assert [b["id"] for b in stack.ok("GET", "/api/bookings", "frank")] == [booking["id"]]
@@ -333,19 +397,30 @@ def _snapshot(stack) -> dict:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k not in volatile}
         return value
-    return {(who, path): strip(stack.ok("GET", path, who))
-            for who in ("admin", "alice", "bob", "carol")
-            for path in ("/api/kits", "/api/queue", "/api/sessions", "/api/bookings")}
+
+    return {
+        (who, path): strip(stack.ok("GET", path, who))
+        for who in ("admin", "alice", "bob", "carol")
+        for path in ("/api/kits", "/api/queue", "/api/sessions", "/api/bookings")
+    }
 
 
 def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
     held = stack.ok("POST", "/api/queue", "alice", {"kit": LAMP2})["session"]
     waiting = stack.ok("POST", "/api/queue", "bob", {"kit": LAMP2})
     start = next_slot(time.time() + 3 * 3600)
-    booking = stack.ok("POST", "/api/bookings", "carol", {
-        "kit": LAMP1, "course": COURSE, "starts_at": start, "ends_at": start + 900})
-    good_booking = {"kit": LAMP1, "course": COURSE, "starts_at": start + 3600,
-                    "ends_at": start + 4500}
+    booking = stack.ok(
+        "POST",
+        "/api/bookings",
+        "carol",
+        {"kit": LAMP1, "course": COURSE, "starts_at": start, "ends_at": start + 900},
+    )
+    good_booking = {
+        "kit": LAMP1,
+        "course": COURSE,
+        "starts_at": start + 3600,
+        "ends_at": start + 4500,
+    }
     before = _snapshot(stack)
     cases: list[tuple[str, str, str | None, Any, int]] = [
         ("POST", "/api/queue", "bob", b"{not json", 400),
@@ -360,8 +435,13 @@ def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
         ("POST", "/api/queue", "bob", {"kit": LAMP2}, 409),  # already waiting
         ("POST", "/api/queue", "alice", {"kit": LAMP2}, 409),  # already holding
         ("POST", "/api/bookings", "carol", {**good_booking, "starts_at": 1e9}, 400),  # past
-        ("POST", "/api/bookings", "carol", {**good_booking, "ends_at": start + 3600 + 7200},
-         409),  # over quota
+        (
+            "POST",
+            "/api/bookings",
+            "carol",
+            {**good_booking, "ends_at": start + 3600 + 7200},
+            409,
+        ),  # over quota
         ("POST", "/api/bookings", "carol", {**good_booking, "starts_at": "tomorrow"}, 400),
         ("POST", "/api/bookings", "carol", {**good_booking, "starts_at": True}, 400),
         ("POST", "/api/bookings", "carol", {**good_booking, "ends_at": None}, 400),
@@ -407,8 +487,9 @@ def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
     assert status == 401 and "token" in answer["error"]
     assert _snapshot(stack) == before
     with stack.broker.admin() as dynsec:  # the refused registration provisioned nothing either
-        answer = dynsec.call({"command": "getClient", "username": "kit-api-new"},
-                             tolerate=("not found",))[0]
+        answer = dynsec.call(
+            {"command": "getClient", "username": "kit-api-new"}, tolerate=("not found",)
+        )[0]
     assert answer.get("error") == "Client not found"
 
     # bob leaves first: after alice's release the next tick would hand him the kit.
@@ -419,16 +500,30 @@ def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
 
 
 ROUTES = {
-    ("GET", "/api/kits"), ("POST", "/api/kits"), ("GET", "/api/kits/{kit_id}"),
-    ("DELETE", "/api/kits/{kit_id}"), ("PUT", "/api/kits/{kit_id}/maintenance"),
-    ("POST", "/api/queue"), ("GET", "/api/queue"), ("GET", "/api/queue/{entry_id}"),
-    ("DELETE", "/api/queue/{entry_id}"), ("GET", "/api/sessions"),
+    ("GET", "/api/kits"),
+    ("POST", "/api/kits"),
+    ("GET", "/api/kits/{kit_id}"),
+    ("DELETE", "/api/kits/{kit_id}"),
+    ("PUT", "/api/kits/{kit_id}/maintenance"),
+    ("POST", "/api/queue"),
+    ("GET", "/api/queue"),
+    ("GET", "/api/queue/{entry_id}"),
+    ("DELETE", "/api/queue/{entry_id}"),
+    ("GET", "/api/sessions"),
     ("POST", "/api/sessions/{session_id}/heartbeat"),
-    ("POST", "/api/sessions/{session_id}/release"), ("POST", "/api/sessions/{session_id}/end"),
-    ("GET", "/api/bookings"), ("POST", "/api/bookings"), ("DELETE", "/api/bookings/{booking_id}"),
-    ("GET", "/api/me"), ("GET", "/api/me/mqtt"), ("GET", "/api/records/sessions.csv"),
-    ("GET", "/api/records/commands.csv"), ("GET", "/api/usage"), ("GET", "/api/openapi.json"),
-    ("GET", "/api/kits/{kit_id}/history.json"), ("GET", "/api/kits/{kit_id}/history.csv"),
+    ("POST", "/api/sessions/{session_id}/release"),
+    ("POST", "/api/sessions/{session_id}/end"),
+    ("GET", "/api/bookings"),
+    ("POST", "/api/bookings"),
+    ("DELETE", "/api/bookings/{booking_id}"),
+    ("GET", "/api/me"),
+    ("GET", "/api/me/mqtt"),
+    ("GET", "/api/records/sessions.csv"),
+    ("GET", "/api/records/commands.csv"),
+    ("GET", "/api/usage"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/kits/{kit_id}/history.json"),
+    ("GET", "/api/kits/{kit_id}/history.csv"),
 }
 
 
@@ -437,10 +532,18 @@ def test_openapi_describes_every_route_the_server_has(stack):
     assert doc["openapi"].startswith("3.1")
     documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
     assert documented == ROUTES
-    bodies = {(m.upper(), p): op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-              for p, ops in doc["paths"].items() for m, op in ops.items() if "requestBody" in op}
-    assert set(bodies) == {("POST", "/api/kits"), ("PUT", "/api/kits/{kit_id}/maintenance"),
-                           ("POST", "/api/queue"), ("POST", "/api/bookings")}
+    bodies = {
+        (m.upper(), p): op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        for p, ops in doc["paths"].items()
+        for m, op in ops.items()
+        if "requestBody" in op
+    }
+    assert set(bodies) == {
+        ("POST", "/api/kits"),
+        ("PUT", "/api/kits/{kit_id}/maintenance"),
+        ("POST", "/api/queue"),
+        ("POST", "/api/bookings"),
+    }
     schemas = doc["components"]["schemas"]
     booking = schemas[bodies[("POST", "/api/bookings")].rsplit("/", 1)[-1]]
     assert set(booking["required"]) == {"kit", "course", "starts_at", "ends_at"}
@@ -464,8 +567,16 @@ def test_records_and_usage(stack):
         return list(reader) if reader.fieldnames else pytest.fail(f"{path}: no header")
 
     every = rows("/api/records/sessions.csv", "admin")
-    assert {"id", "kit", "user", "institution", "state", "granted_at", "end_reason",
-            "queue_wait_s"} <= set(every[0])
+    assert {
+        "id",
+        "kit",
+        "user",
+        "institution",
+        "state",
+        "granted_at",
+        "end_reason",
+        "queue_wait_s",
+    } <= set(every[0])
     on_lamp1 = [r for r in every if r["kit"] == LAMP1]
     assert {r["user"] for r in on_lamp1} >= {"alice", "bob"}
     assert all(r["state"] == "released" for r in on_lamp1)
@@ -475,8 +586,11 @@ def test_records_and_usage(stack):
 
     commands = rows("/api/records/commands.csv", "admin")
     alice_sessions = {r["id"] for r in mine}
-    applied = [c for c in commands if c["target"] == "mode" and c["status"] == "applied"
-               and c["session_id"] in alice_sessions]
+    applied = [
+        c
+        for c in commands
+        if c["target"] == "mode" and c["status"] == "applied" and c["session_id"] in alice_sessions
+    ]
     assert applied and json.loads(applied[0]["value"]) == "manual"
     assert any(c["target"] == "$safe-state" for c in commands)
     own = rows("/api/records/commands.csv", "alice")
@@ -499,8 +613,12 @@ def test_kill9_and_restart_keep_state_and_reconcile_rights(stack):
     # which will be while the service is down. The margin covers the MQTT connections and
     # commands below on a loaded machine (dave must still hold the kit for his command).
     slot = math.ceil(time.time()) + 8
-    booking = stack.ok("POST", "/api/bookings", "carol", {
-        "kit": PARK, "course": COURSE, "starts_at": slot, "ends_at": slot + 60})
+    booking = stack.ok(
+        "POST",
+        "/api/bookings",
+        "carol",
+        {"kit": PARK, "course": COURSE, "starts_at": slot, "ends_at": slot + 60},
+    )
     daves = stack.ok("POST", "/api/queue", "dave", {"kit": PARK})["session"]
     assert daves["ends_at"] == slot
     alice_kit, dave_kit = stack.control("alice", LAMP2), stack.control("dave", PARK)
@@ -508,8 +626,13 @@ def test_kill9_and_restart_keep_state_and_reconcile_rights(stack):
     # A right the database knows nothing of (as after a crash between grant and commit).
     erin_kit = stack.control("erin", LAMP1)
     with stack.broker.admin() as dynsec:
-        dynsec.call({"command": "addClientRole", "username": control_username("erin"),
-                     "rolename": f"command-{LAMP1}"})
+        dynsec.call(
+            {
+                "command": "addClientRole",
+                "username": control_username("erin"),
+                "rolename": f"command-{LAMP1}",
+            }
+        )
     assert erin_kit.set("mode", "manual", timeout=5).status == "applied"
 
     stack.service.kill9()
@@ -541,8 +664,9 @@ def test_session_helper_end_to_end(stack):
     holder = stack.ok("POST", "/api/queue", "alice", {"kit": LAMP1})["session"]
     lines: list[str] = []
     frank = LabService(stack.service.url, token("frank"))
-    release_later = threading.Timer(1.0, lambda: stack.ok(
-        "POST", f"/api/sessions/{holder['id']}/release", "alice"))
+    release_later = threading.Timer(
+        1.0, lambda: stack.ok("POST", f"/api/sessions/{holder['id']}/release", "alice")
+    )
     release_later.start()
     try:
         with frank.session(LAMP1, progress=lines.append, heartbeat_s=0.3, poll_s=0.1) as kit:
@@ -562,8 +686,10 @@ def test_session_helper_end_to_end(stack):
     assert stack.wait_released(mine[0]["id"])["end_reason"] == "ended-by-admin"
 
     # By model, and an exception in the block still releases the kit.
-    with pytest.raises(RuntimeError, match="student code failed"), \
-            frank.session("smart-parking", progress=lines.append) as park:
+    with (
+        pytest.raises(RuntimeError, match="student code failed"),
+        frank.session("smart-parking", progress=lines.append) as park,
+    ):
         assert park.kit_id == PARK
         assert park.set("gate", "open").status == "applied"
         raise RuntimeError("student code failed")
@@ -581,9 +707,14 @@ def test_kit_admin_commands_of_smartlab_kits(stack):
         env = {k: v for k, v in os.environ.items() if k != "SMARTLAB_TOKEN"}
         if who:
             env["SMARTLAB_TOKEN"] = token(who)
-        return subprocess.run([sys.executable, "-m", "hub_config.cli", "kits", *args,
-                               "--url", stack.service.url], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "hub_config.cli", "kits", *args, "--url", stack.service.url],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     listed = smartlab("health")
     assert listed.returncode == 0, listed.stderr
@@ -594,29 +725,39 @@ def test_kit_admin_commands_of_smartlab_kits(stack):
     assert json.loads(smartlab("health", PARK).stdout)["pool"] == "maintenance"
     assert smartlab("maintenance", PARK, "--off").returncode == 0
     assert stack.ok("GET", f"/api/kits/{PARK}")["pool"] == "in-pool"
-    for refused, why in ((smartlab("register", LAMP1, "--model", "street-lighting"),
-                          f"smartlab: kit {LAMP1} is already registered (POST /api/kits: 409)"),
-                         (smartlab("retire", LAMP1, who="alice"),
-                          f"smartlab: this needs a lab admin (DELETE /api/kits/{LAMP1}: 403)"),
-                         (smartlab("health", who=None),
-                          "smartlab: set SMARTLAB_TOKEN to a lab admin's token of the lab "
-                          "service")):
+    for refused, why in (
+        (
+            smartlab("register", LAMP1, "--model", "street-lighting"),
+            f"smartlab: kit {LAMP1} is already registered (POST /api/kits: 409)",
+        ),
+        (
+            smartlab("retire", LAMP1, who="alice"),
+            f"smartlab: this needs a lab admin (DELETE /api/kits/{LAMP1}: 403)",
+        ),
+        (
+            smartlab("health", who=None),
+            "smartlab: set SMARTLAB_TOKEN to a lab admin's token of the lab service",
+        ),
+    ):
         assert refused.returncode == 2
         assert refused.stderr.strip() == why
 
 
 def test_telemetry_history_as_json_and_csv(stack):
     """The service records every kit's telemetry; a notebook reads yesterday's data back."""
+
     def recorded() -> list[dict]:
         rows = stack.ok("GET", f"/api/kits/{LAMP1}/history.json?from={time.time() - 60:.3f}")
         return rows if len(rows) >= 10 else []
+
     rows = wait_until(recorded, timeout=15)
     seqs = [r["seq"] for r in rows]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert set(rows[0]["values"]) == {"ambient-light", "motion", "lamp-power"}
     until = rows[-1]["ts"]
-    picked = stack.ok("GET", f"/api/kits/{LAMP1}/history.json?from={rows[0]['ts']}&to={until}"
-                             "&sensors=lamp-power")
+    picked = stack.ok(
+        "GET", f"/api/kits/{LAMP1}/history.json?from={rows[0]['ts']}&to={until}&sensors=lamp-power"
+    )
     assert [r["seq"] for r in picked] == seqs[:-1]  # `to` is exclusive
     assert all(set(r["values"]) == {"lamp-power"} for r in picked)
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))

@@ -45,8 +45,9 @@ def front_ends(service_pid: int) -> set[int]:
 
 
 def me(port: int) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/me",
-                                     headers={"Authorization": f"token {TOKEN}"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/me", headers={"Authorization": f"token {TOKEN}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.loads(answer.read())
 
@@ -72,11 +73,26 @@ def service(broker, state_root, tmp_path) -> Iterator[tuple[subprocess.Popen, in
     port, log = free_port(), tmp_path / "service.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "hub_config.cli", "lab", "serve", "--config", str(config),
-             "--state-dir", str(state_root), "--mqtt-port", str(broker.port),
-             "--port", str(port)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "hub_config.cli",
+                "lab",
+                "serve",
+                "--config",
+                str(config),
+                "--state-dir",
+                str(state_root),
+                "--mqtt-port",
+                str(broker.port),
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
     def answers() -> bool:
         assert process.poll() is None, log.read_text()
@@ -112,9 +128,11 @@ def test_no_front_end_outlives_the_service(service):
     process.wait()
 
     def gone() -> bool:
-        return not any(Path(f"/proc/{pid}").exists() and
-                       "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
-                       for pid in pids)
+        return not any(
+            Path(f"/proc/{pid}").exists()
+            and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+            for pid in pids
+        )
 
     wait_until(gone, timeout=5)
 

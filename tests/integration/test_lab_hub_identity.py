@@ -76,9 +76,13 @@ class Platform:
     folder: Path
 
     def hub_api(self, method: str, path: str, body: Any = None) -> Any:
-        answer = requests.request(method, f"{self.hub_url}/hub/api{path}", json=body,
-                                  headers={"Authorization": f"token {self.admin_token}"},
-                                  timeout=10)
+        answer = requests.request(
+            method,
+            f"{self.hub_url}/hub/api{path}",
+            json=body,
+            headers={"Authorization": f"token {self.admin_token}"},
+            timeout=10,
+        )
         assert answer.status_code < 300, f"{method} {path}: {answer.status_code} {answer.text}"
         return answer.json() if answer.content else None
 
@@ -87,13 +91,21 @@ class Platform:
         self.hub_api("POST", "/users", {"usernames": [name]})
         for group in groups:
             self.join(name, group)
-        return self.hub_api("POST", f"/users/{name}/tokens",
-                            {"scopes": scopes if scopes is not None else [LAB_SCOPE],
-                             "note": "test"})["token"]
+        return self.hub_api(
+            "POST",
+            f"/users/{name}/tokens",
+            {"scopes": scopes if scopes is not None else [LAB_SCOPE], "note": "test"},
+        )["token"]
 
     def join(self, name: str, group: str) -> None:
-        if requests.get(f"{self.hub_url}/hub/api/groups/{group}", timeout=10, headers={
-                "Authorization": f"token {self.admin_token}"}).status_code == 404:
+        if (
+            requests.get(
+                f"{self.hub_url}/hub/api/groups/{group}",
+                timeout=10,
+                headers={"Authorization": f"token {self.admin_token}"},
+            ).status_code
+            == 404
+        ):
             self.hub_api("POST", f"/groups/{group}", {"users": []})
         self.hub_api("POST", f"/groups/{group}/users", {"users": [name]})
 
@@ -117,39 +129,76 @@ def platform(broker, state_root) -> Iterator[Platform]:
     folder = Path(tempfile.mkdtemp(prefix="smartlab-hub-identity-"))
     port, hub_port, lab_port = free_port(), free_port(), free_port()
     lab_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
-    (folder / "jupyterhub_config.py").write_text(HUB_CONFIG.format(
-        port=port, hub_port=hub_port, proxy_port=free_port(), folder=folder, password=PASSWORD,
-        lab_port=lab_port, lab_token=lab_token, admin_token=admin_token, scope=LAB_SCOPE))
-    (folder / "lab_service_config.py").write_text(SERVICE_CONFIG.format(folder=folder,
-                                                                        cache=CACHE_S))
+    (folder / "jupyterhub_config.py").write_text(
+        HUB_CONFIG.format(
+            port=port,
+            hub_port=hub_port,
+            proxy_port=free_port(),
+            folder=folder,
+            password=PASSWORD,
+            lab_port=lab_port,
+            lab_token=lab_token,
+            admin_token=admin_token,
+            scope=LAB_SCOPE,
+        )
+    )
+    (folder / "lab_service_config.py").write_text(
+        SERVICE_CONFIG.format(folder=folder, cache=CACHE_S)
+    )
     bin_dir = Path(sys.executable).parent
     processes: list[subprocess.Popen] = []
     try:
         hub_log = folder / "hub.log"
         with hub_log.open("wb") as log:
-            processes.append(subprocess.Popen(
-                [str(bin_dir / "jupyterhub"), "-f", str(folder / "jupyterhub_config.py")],
-                cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}))
+            processes.append(
+                subprocess.Popen(
+                    [str(bin_dir / "jupyterhub"), "-f", str(folder / "jupyterhub_config.py")],
+                    cwd=folder,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+                )
+            )
         hub_url = f"http://127.0.0.1:{port}"
         started(processes[-1], hub_log, f"{hub_url}/hub/api/", "the hub")
         # The hub's standard environment of a service, as for an external one.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "JUPYTERHUB_API_TOKEN": lab_token,
-               "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub_port}/hub/api",
-               "JUPYTERHUB_BASE_URL": "/", "JUPYTERHUB_SERVICE_NAME": "lab",
-               "JUPYTERHUB_SERVICE_PREFIX": "/services/lab/",
-               "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{lab_port}",
-               "JUPYTERHUB_CLIENT_ID": "service-lab",
-               "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/lab/oauth_callback"}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "JUPYTERHUB_API_TOKEN": lab_token,
+            "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub_port}/hub/api",
+            "JUPYTERHUB_BASE_URL": "/",
+            "JUPYTERHUB_SERVICE_NAME": "lab",
+            "JUPYTERHUB_SERVICE_PREFIX": "/services/lab/",
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{lab_port}",
+            "JUPYTERHUB_CLIENT_ID": "service-lab",
+            "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/lab/oauth_callback",
+        }
         lab_log = folder / "lab.log"
         with lab_log.open("wb") as log:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "hub_config.cli", "lab", "serve",
-                 "--config", str(folder / "lab_service_config.py"),
-                 "--state-dir", str(state_root), "--mqtt-port", str(broker.port),
-                 "--port", str(lab_port)],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "hub_config.cli",
+                        "lab",
+                        "serve",
+                        "--config",
+                        str(folder / "lab_service_config.py"),
+                        "--state-dir",
+                        str(state_root),
+                        "--mqtt-port",
+                        str(broker.port),
+                        "--port",
+                        str(lab_port),
+                    ],
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
         lab_url = f"http://127.0.0.1:{lab_port}"
         started(processes[-1], lab_log, f"{lab_url}/api/openapi.json", "the lab service")
         yield Platform(hub_url, lab_url, admin_token, folder)
@@ -161,8 +210,9 @@ def platform(broker, state_root) -> Iterator[Platform]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def call(url: str, path: str, token: str | None, method: str = "GET", body: Any = None
-         ) -> requests.Response:
+def call(
+    url: str, path: str, token: str | None, method: str = "GET", body: Any = None
+) -> requests.Response:
     headers = {"Authorization": f"token {token}"} if token else {}
     return requests.request(method, url + path, headers=headers, json=body, timeout=10)
 
@@ -177,29 +227,50 @@ def refused(answer: requests.Response, status: int) -> str:
 
 def test_a_student_token_maps_to_institution_and_courses(platform):
     token = platform.user("anna", ["lab-users", "inst-univ-a", "nbgrader-iot101"])
-    me = {"name": "anna", "institution": "univ-a", "courses": ["iot101"], "instructor_of": [],
-          "lab_admin": False, "priority": 0}
+    me = {
+        "name": "anna",
+        "institution": "univ-a",
+        "courses": ["iot101"],
+        "instructor_of": [],
+        "lab_admin": False,
+        "priority": 0,
+    }
     assert call(platform.lab_url, "/api/me", token).json() == me
     # Behind the hub's proxy, under the service's prefix.
     assert call(platform.hub_url, "/services/lab/api/me", token).json() == me
-    assert "lab admin" in refused(call(platform.lab_url, "/api/kits", token, "POST",
-                                       {"id": "hub-lamp-1", "model": "street-lighting"}), 403)
+    assert "lab admin" in refused(
+        call(
+            platform.lab_url,
+            "/api/kits",
+            token,
+            "POST",
+            {"id": "hub-lamp-1", "model": "street-lighting"},
+        ),
+        403,
+    )
 
 
 def test_instructor_and_lab_admin_groups(platform):
-    token = platform.user("carl", ["lab-users", "inst-centre", "instructors-iot101",
-                                   "lab-admins"])
+    token = platform.user("carl", ["lab-users", "inst-centre", "instructors-iot101", "lab-admins"])
     me = call(platform.hub_url, "/services/lab/api/me", token).json()
     assert (me["institution"], me["instructor_of"], me["courses"], me["lab_admin"]) == (
-        "centre", ["iot101"], [], True)
-    kit = call(platform.hub_url, "/services/lab/api/kits", token, "POST",
-               {"id": "hub-lamp-1", "model": "street-lighting"})
+        "centre",
+        ["iot101"],
+        [],
+        True,
+    )
+    kit = call(
+        platform.hub_url,
+        "/services/lab/api/kits",
+        token,
+        "POST",
+        {"id": "hub-lamp-1", "model": "street-lighting"},
+    )
     assert kit.status_code == 201, kit.text
 
 
 def test_tokens_without_access_unknown_or_missing_are_refused(platform):
-    no_scope = platform.user("bert", ["lab-users", "inst-univ-b"],
-                             scopes=["read:users:name!user"])
+    no_scope = platform.user("bert", ["lab-users", "inst-univ-b"], scopes=["read:users:name!user"])
     assert LAB_SCOPE in refused(call(platform.lab_url, "/api/me", no_scope), 403)
     assert "token" in refused(call(platform.lab_url, "/api/me", secrets.token_hex(16)), 401)
     missing = call(platform.hub_url, "/services/lab/api/queue", None, "POST", {"kit": "x"})
@@ -222,8 +293,11 @@ def test_group_changes_show_after_the_cache_expires(platform):
     time.sleep(max(0.0, changed + CACHE_S + 0.2 - time.monotonic()))
     assert [courses() for _ in range(8)] == [["smart-city"]] * 8
     platform.leave("olga", "lab-users")  # the access scope comes from the lab-users role
-    wait_until(lambda: call(platform.lab_url, "/api/me", token).status_code == 403,
-               timeout=CACHE_S + 5, interval=0.1)
+    wait_until(
+        lambda: call(platform.lab_url, "/api/me", token).status_code == 403,
+        timeout=CACHE_S + 5,
+        interval=0.1,
+    )
 
 
 def test_a_notebook_needs_no_typing(platform, monkeypatch):
@@ -247,8 +321,13 @@ def test_a_browser_logs_in_through_the_hub(platform):
 
     platform.user("rita", ["lab-users", "inst-univ-c", "nbgrader-iot101"])
     admin = platform.user("lena", ["lab-users", "inst-centre", "lab-admins"])
-    registered = call(platform.lab_url, "/api/kits", admin, "POST",
-                      {"id": "hub-lamp-2", "model": "street-lighting"})
+    registered = call(
+        platform.lab_url,
+        "/api/kits",
+        admin,
+        "POST",
+        {"id": "hub-lamp-2", "model": "street-lighting"},
+    )
     assert registered.status_code == 201, registered.text
     with sync_playwright() as playwright:
         chromium = launch_chromium(playwright)

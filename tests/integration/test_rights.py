@@ -38,18 +38,28 @@ CYCLES = 20
 class Conn:
     """One MQTT connection that records messages, PUBACK reasons, connects and disconnects."""
 
-    def __init__(self, broker: Broker, creds: Credentials, filters: Iterable[str] = (),
-                 reconnect_s: float | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        creds: Credentials,
+        filters: Iterable[str] = (),
+        reconnect_s: float | None = None,
+    ) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self.pubacks: dict[int, int] = {}  # mid -> reason code
         self.connects = 0
         self.disconnects = 0  # by the broker or the network, not by close()
         self.closing = False
         self.requester = f"rt-{uuid.uuid4().hex[:8]}"
-        self.client = connect_client(broker.host, broker.port, creds, self.requester,
-                                     on_message=lambda c, u, m: self.messages.append(m),
-                                     subscribe=[(f, 1) for f in filters],
-                                     on_connect=self._on_connect)
+        self.client = connect_client(
+            broker.host,
+            broker.port,
+            creds,
+            self.requester,
+            on_message=lambda c, u, m: self.messages.append(m),
+            subscribe=[(f, 1) for f in filters],
+            on_connect=self._on_connect,
+        )
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         if reconnect_s is not None:
@@ -68,10 +78,12 @@ class Conn:
 
     def command(self, kit_id: str, text: str) -> int:
         """Publish a `display` command (QoS 1, acks to this connection's requester); its mid."""
-        props = command_properties(uuid.uuid4().hex, P.ack_topic(kit_id, self.requester),
-                                   time.time() + 5)
-        return self.client.publish(P.set_topic(kit_id, "display"), text, qos=1,
-                                   properties=props).mid
+        props = command_properties(
+            uuid.uuid4().hex, P.ack_topic(kit_id, self.requester), time.time() + 5
+        )
+        return self.client.publish(
+            P.set_topic(kit_id, "display"), text, qos=1, properties=props
+        ).mid
 
     def puback(self, mid: int, timeout: float = 5.0) -> int:
         wait_until(lambda: mid in self.pubacks, timeout=timeout)
@@ -111,9 +123,15 @@ def user() -> str:
 @pytest.fixture(scope="module")
 def kits(broker: Broker, models: dict) -> Iterator[dict[str, KitRunner]]:
     creds = broker.provision_kits([KIT_A, KIT_B])
-    runners = {kit: KitRunner(kit, twin_class("smart-parking")(models["smart-parking"], seed=1),
-                              broker.address(creds[kit].username), rate_hz=10).start()
-               for kit in (KIT_A, KIT_B)}
+    runners = {
+        kit: KitRunner(
+            kit,
+            twin_class("smart-parking")(models["smart-parking"], seed=1),
+            broker.address(creds[kit].username),
+            rate_hz=10,
+        ).start()
+        for kit in (KIT_A, KIT_B)
+    }
     yield runners
     for runner in runners.values():
         runner.stop()
@@ -128,8 +146,9 @@ def rights(broker: Broker, kits: dict) -> Iterator[BrokerRights]:
 @pytest.fixture
 def kit_side(broker: Broker, rights: BrokerRights, kits: dict) -> Iterator[Conn]:
     """What the kits send, seen by a separate watcher of every kit (acks included)."""
-    conn = Conn(broker, rights.watch_account(user(), None),
-                [P.kit_filter(KIT_A), P.kit_filter(KIT_B)])
+    conn = Conn(
+        broker, rights.watch_account(user(), None), [P.kit_filter(KIT_A), P.kit_filter(KIT_B)]
+    )
     yield conn
     conn.close()
 
@@ -167,8 +186,11 @@ def test_grant_lets_control_command_and_revoke_cuts_it(broker, rights, kits, kit
         wait_until(lambda: [a for a in kit_side.acks() if a["status"] == P.APPLIED], timeout=5)
         assert applied(kits[KIT_A]) == before + 1
 
-        acks_before, applied_before, connects = len(kit_side.acks()), applied(kits[KIT_A]), \
-            control.connects
+        acks_before, applied_before, connects = (
+            len(kit_side.acks()),
+            applied(kits[KIT_A]),
+            control.connects,
+        )
         started = time.monotonic()
         rights.revoke(name, KIT_A)
         refused_at, mids = _publish_until_refused(control, started + 1.0)
@@ -224,9 +246,11 @@ def test_watch_stream_survives_grant_and_revoke_cycles(broker, rights, kits):
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "telemetry gap on the watch account"
     assert len(seqs) >= 10
     assert control.disconnects > 0  # the control account was kicked: the test bites
-    print(f"\ngrant p50 {statistics.median(grants) * 1000:.2f} ms, "
-          f"revoke p50 {statistics.median(revokes) * 1000:.2f} ms over {CYCLES} cycles "
-          f"(max {max(grants) * 1000:.2f} / {max(revokes) * 1000:.2f} ms)")
+    print(
+        f"\ngrant p50 {statistics.median(grants) * 1000:.2f} ms, "
+        f"revoke p50 {statistics.median(revokes) * 1000:.2f} ms over {CYCLES} cycles "
+        f"(max {max(grants) * 1000:.2f} / {max(revokes) * 1000:.2f} ms)"
+    )
 
 
 def _timed(action: Any, *args: Any) -> float:
@@ -247,19 +271,37 @@ def test_reconcile_removes_stale_and_adds_missing_grants(broker, rights, kits):
     assert any(KIT_A in n and missing in n and "granted" in n for n in notes)
     held = rights.held()
     assert stale not in held and held[missing] == {KIT_A}
-    assert send_once(broker, broker.credentials(control_username(stale)), KIT_B) \
-        == NOT_AUTHORIZED
+    assert send_once(broker, broker.credentials(control_username(stale)), KIT_B) == NOT_AUTHORIZED
     assert send_once(broker, broker.credentials(control_username(missing)), KIT_A) == 0
     assert rights.reconcile({**others, KIT_A: missing}) == []
     rights.revoke(missing, KIT_A)
 
 
-@pytest.mark.parametrize("bad", ["", "x" * 65, "al ice", "a/b", "#", "+", "bob\nx", "zoë",
-                                 "ctl-bob", "kit-rt-a", "smartlab-admin"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "x" * 65,
+        "al ice",
+        "a/b",
+        "#",
+        "+",
+        "bob\nx",
+        "zoë",
+        "ctl-bob",
+        "kit-rt-a",
+        "smartlab-admin",
+    ],
+)
 def test_invalid_user_names_raise_one_line_value_errors(rights, bad):
-    for call in (lambda: control_username(bad), lambda: rights.grant(bad, KIT_A),
-                 lambda: rights.revoke(bad, KIT_A), lambda: rights.watch_account(bad, None),
-                 lambda: rights.control_account(bad), lambda: rights.reconcile({KIT_A: bad})):
+    for call in (
+        lambda: control_username(bad),
+        lambda: rights.grant(bad, KIT_A),
+        lambda: rights.revoke(bad, KIT_A),
+        lambda: rights.watch_account(bad, None),
+        lambda: rights.control_account(bad),
+        lambda: rights.reconcile({KIT_A: bad}),
+    ):
         with pytest.raises(ValueError) as err:
             call()
         assert "\n" not in str(err.value)

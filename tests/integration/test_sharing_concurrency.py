@@ -39,9 +39,13 @@ pytestmark = pytest.mark.broker
 
 SPEED = 60.0  # simulated seconds per wall second: 2 simulated hours in two wall minutes
 SIM_SECONDS = 2 * HOUR
-KITS = {"cc-light-1": "street-lighting", "cc-light-2": "street-lighting",
-        "cc-crossing": "intersection", "cc-env": "environment-station",
-        "cc-parking": "smart-parking"}
+KITS = {
+    "cc-light-1": "street-lighting",
+    "cc-light-2": "street-lighting",
+    "cc-crossing": "intersection",
+    "cc-env": "environment-station",
+    "cc-parking": "smart-parking",
+}
 INSTITUTIONS = ("univ-a", "univ-b", "univ-c")
 STUDENTS_PER_INSTITUTION = 70
 BOOKED_KITS = ("cc-crossing", "cc-env", "cc-parking")
@@ -80,26 +84,34 @@ class Student:
 def command_one(student: Student, kit_id: str) -> None:
     """Send one valid command as the holder; ids carry the sender for the audit."""
     kit = student.control.kit(kit_id, timeout=5)
-    actuator = next(a for a in kit.descriptor["actuators"]
-                    if not prerequisites(kit.descriptor, a))
+    actuator = next(a for a in kit.descriptor["actuators"] if not prerequisites(kit.descriptor, a))
     spec = kit.descriptor["actuators"][actuator]
     student.commands += 1
     command_id = f"{student.user.name}.{student.commands}.{uuid.uuid4().hex[:6]}"
     # Refused when the session ended under us: the audit checks what the kit side saw.
     with contextlib.suppress(CommandError):
-        kit.send_raw(actuator, P.encode_value(spec, example_value(spec)),
-                     command_id=command_id, timeout=2)
+        kit.send_raw(
+            actuator, P.encode_value(spec, example_value(spec)), command_id=command_id, timeout=2
+        )
 
 
 def test_two_hundred_students_share_five_kits(broker, models, state_root):
     creds = broker.provision_kits(list(KITS))
-    runners = [KitRunner(k, twin_class(m)(models[m], seed=i), broker.address(creds[k].username),
-                         rate_hz=2).start() for i, (k, m) in enumerate(KITS.items())]
+    runners = [
+        KitRunner(
+            k, twin_class(m)(models[m], seed=i), broker.address(creds[k].username), rate_hz=2
+        ).start()
+        for i, (k, m) in enumerate(KITS.items())
+    ]
     broker.provision_supervisor(SERVICE_ACCOUNT)
     clock = SimClock()
-    policy = SharingPolicy(slot_seconds=5 * 60, heartbeat_timeout_seconds=60,
-                           safe_confirm_timeout_seconds=120, min_walk_in_seconds=300,
-                           booking_lead_seconds=10 * MINUTE)
+    policy = SharingPolicy(
+        slot_seconds=5 * 60,
+        heartbeat_timeout_seconds=60,
+        safe_confirm_timeout_seconds=120,
+        min_walk_in_seconds=300,
+        booking_lead_seconds=10 * MINUTE,
+    )
     store = Store(f"sqlite:///{state_root / 'concurrency.db'}")
     rights = BrokerRights(broker.admin, broker.credentials)
     gateway = MqttKitGateway(broker.address(SERVICE_ACCOUNT))
@@ -112,19 +124,28 @@ def test_two_hundred_students_share_five_kits(broker, models, state_root):
     # The audit: every acknowledgement the kits send, with the wall time it was seen.
     seen_acks: list[tuple[float, str, dict]] = []
     auditor_creds = broker.provision_user("cc-auditor")
-    auditor = connect_client(broker.host, broker.port, auditor_creds, "cc-auditor",
-                             on_message=lambda c, u, m: seen_acks.append(
-                                 (time.time(), P.split_topic(m.topic)[0],
-                                  P.decode_ack(m.payload))),
-                             subscribe=[(P.all_kits("$ack/#"), 1)])
+    auditor = connect_client(
+        broker.host,
+        broker.port,
+        auditor_creds,
+        "cc-auditor",
+        on_message=lambda c, u, m: seen_acks.append(
+            (time.time(), P.split_topic(m.topic)[0], P.decode_ack(m.payload))
+        ),
+        subscribe=[(P.all_kits("$ack/#"), 1)],
+    )
     observer = connect(broker.address(auditor_creds.username).url(), client_id="cc-observer")
     observer.wait_for_kits(list(KITS), timeout=15)
 
     # Equal demand: student i of every institution behaves exactly alike (same random stream,
     # same start), so any difference in waits is the scheduler's doing, not the dice's.
-    students = [Student(User(f"{inst}-s{i}", inst, frozenset({course_of(inst)})),
-                        random.Random(20261124 + i))
-                for i in range(STUDENTS_PER_INSTITUTION) for inst in INSTITUTIONS]
+    students = [
+        Student(
+            User(f"{inst}-s{i}", inst, frozenset({course_of(inst)})), random.Random(20261124 + i)
+        )
+        for i in range(STUDENTS_PER_INSTITUTION)
+        for inst in INSTITUTIONS
+    ]
     by_name = {s.user.name: s for s in students}
     for s in students:
         s.next_action = clock() + s.rng.uniform(0, 10 * 60)
@@ -141,8 +162,11 @@ def test_two_hundred_students_share_five_kits(broker, models, state_root):
                 broker.start()
                 broker_killed = True
             # Clients poll for their grant (the session helper does, about once a second).
-            live = {x["user"]: x for x in service.sessions(admin, live_only=True)
-                    if x["state"] in ("granted", "active")}
+            live = {
+                x["user"]: x
+                for x in service.sessions(admin, live_only=True)
+                if x["state"] in ("granted", "active")
+            }
             for name, session in live.items():
                 student = by_name.get(name)
                 if student is not None and student.session is None and not student.vanished:
@@ -184,16 +208,20 @@ def book_slots(service: LabService, clock: SimClock) -> list[dict]:
         for k, start in enumerate(BOOKING_STARTS):
             kit_id = BOOKED_KITS[(j + k) % len(BOOKED_KITS)]
             starts_at = clock.sim0 + start
-            bookings.append(service.book(teacher, kit_id, course_of(inst), starts_at,
-                                         starts_at + 15 * MINUTE))
+            bookings.append(
+                service.book(teacher, kit_id, course_of(inst), starts_at, starts_at + 15 * MINUTE)
+            )
     return bookings
 
 
-def take_session(s: Student, session: dict, service: LabService, broker,
-                 rights: BrokerRights) -> None:
+def take_session(
+    s: Student, session: dict, service: LabService, broker, rights: BrokerRights
+) -> None:
     s.session = session
-    s.control = connect(broker.address(rights.control_account(s.user.name).username).url(),
-                        client_id=f"ctl-{s.user.name}-{uuid.uuid4().hex[:4]}")
+    s.control = connect(
+        broker.address(rights.control_account(s.user.name).username).url(),
+        client_id=f"ctl-{s.user.name}-{uuid.uuid4().hex[:4]}",
+    )
     service.heartbeat(s.user, session["id"])
     command_one(s, session["kit"])
     s.next_action = service.clock() + s.rng.uniform(15, 30)
@@ -210,6 +238,7 @@ def lose_session(s: Student, pool: ThreadPoolExecutor) -> int:
         s.control = control
         command_one(s, kit_id)
         control.close()
+
     pool.submit(try_once)
     return 1
 
@@ -241,8 +270,11 @@ def act(s: Student, service: LabService, now: float, bookings: list[dict]) -> No
             if s.rng.random() < 0.05:
                 service.leave(s.user, waiting[0]["id"])
         elif s.rng.random() < 0.5:
-            booked = [b["kit"] for b in bookings if b["course"] in s.user.courses
-                      and b["starts_at"] <= now < b["ends_at"]]
+            booked = [
+                b["kit"]
+                for b in bookings
+                if b["course"] in s.user.courses and b["starts_at"] <= now < b["ends_at"]
+            ]
             if booked:  # a member comes to the course's booked slot
                 service.request(s.user, kit_id=booked[0])
             elif s.rng.random() < 0.5:
@@ -269,8 +301,9 @@ def audit_bookings(sessions, bookings: list[dict]) -> None:
                 if s.institution == b["institution"]:
                     continue  # a member's walk-in may run on into the course's own slot
                 assert s.ends_at <= b["starts_at"], f"walk-in {s.id} planned into {b}"
-                assert (s.ending_at or s.granted_at) <= b["starts_at"] + tolerance, \
+                assert (s.ending_at or s.granted_at) <= b["starts_at"] + tolerance, (
                     f"walk-in {s.id} still held {b['kit']} into booking {b['id']}"
+                )
             else:
                 raise AssertionError(f"session {s.id} of {s.user} granted in booking {b['id']}")
     assert members_served >= len(bookings), "members did not use their booked slots"
@@ -284,8 +317,9 @@ def audit(sessions, seen_acks, clock: SimClock, students) -> None:
     for kit_id, runs in by_kit.items():
         for before, after in itertools.pairwise(runs):
             assert before.state == RELEASED, f"{kit_id}: session {before.id} still live"
-            assert before.safe_at is not None, \
+            assert before.safe_at is not None, (
                 f"{kit_id}: session {after.id} granted after {before.id} without a safe state"
+            )
             assert before.safe_at <= after.granted_at
     # 2. Every command a kit received came from that kit's controller of that moment.
     tolerance = 0.5 * SPEED  # a command in flight while its revocation is being applied
@@ -295,8 +329,12 @@ def audit(sessions, seen_acks, clock: SimClock, students) -> None:
         if ack["target"] == P.SAFE_STATE_PROPERTY or "-s" not in sender:
             continue  # the service's own handover
         t = clock.sim_of_wall(wall)
-        holder = [s for s in by_kit[kit_id] if s.user == sender
-                  and s.granted_at - tolerance <= t <= (s.ending_at or float("inf")) + tolerance]
+        holder = [
+            s
+            for s in by_kit[kit_id]
+            if s.user == sender
+            and s.granted_at - tolerance <= t <= (s.ending_at or float("inf")) + tolerance
+        ]
         assert holder, f"{kit_id} received a command from {sender}, who did not hold it"
         applied += ack["status"] == P.APPLIED
     assert applied > 50, "too few commands reached the kits for the audit to mean anything"
@@ -305,9 +343,11 @@ def audit(sessions, seen_acks, clock: SimClock, students) -> None:
     for session in sessions:
         waits[session.institution].append(session.granted_at - session.requested_at)
     means = {inst: sum(w) / len(w) for inst, w in waits.items()}
-    summary = {inst: f"{len(w)} sessions, mean wait {means[inst]:.0f} s" for inst, w in
-               waits.items()}
+    summary = {
+        inst: f"{len(w)} sessions, mean wait {means[inst]:.0f} s" for inst, w in waits.items()
+    }
     print(f"fairness: {summary}")
     assert set(means) == set(INSTITUTIONS)
-    assert max(means.values()) <= 1.25 * min(means.values()), \
+    assert max(means.values()) <= 1.25 * min(means.values()), (
         f"institutions' mean waits more than 25 % apart: {summary}"
+    )

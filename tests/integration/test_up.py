@@ -65,10 +65,24 @@ def test_up_refuses_a_taken_port_before_starting_anything(state_root):
         port = taken.getsockname()[1]
         state = state_root / "up-taken"
         done = subprocess.run(
-            [sys.executable, "-m", "hub_config.cli", "up", "--state-dir", str(state),
-             "--hub-port", str(port)], cwd=REPO, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "hub_config.cli",
+                "up",
+                "--state-dir",
+                str(state),
+                "--hub-port",
+                str(port),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"smartlab: the hub's port {port} on 127.0.0.1 is already in use; choose another "
-        "with --hub-port, --mqtt-port or --lab-port")
+        "with --hub-port, --mqtt-port or --lab-port"
+    )
     assert not state.exists()  # nothing started, nothing written

@@ -56,8 +56,11 @@ class Hub:
     process: subprocess.Popen
 
     def api(self, path: str) -> requests.Response:
-        return requests.get(f"{self.url}/hub/api{path}", timeout=10,
-                            headers={"Authorization": f"token {self.token}"})
+        return requests.get(
+            f"{self.url}/hub/api{path}",
+            timeout=10,
+            headers={"Authorization": f"token {self.token}"},
+        )
 
     def user(self, name: str) -> dict | None:
         response = self.api(f"/users/{name}")
@@ -77,15 +80,18 @@ class Browser:
         self.hub = hub
         self.session = requests.Session()
 
-    def initiate(self, platform: Platform, spec: LaunchSpec, *,
-                 target: str | None = None) -> requests.Response:
+    def initiate(
+        self, platform: Platform, spec: LaunchSpec, *, target: str | None = None
+    ) -> requests.Response:
         hint = platform.prepare(spec)
         query = login_query(platform, hint, target or f"{self.hub.url}/hub/lti/launch")
-        return self.session.get(f"{self.hub.url}/hub/lti/login?{query}",
-                                allow_redirects=False, timeout=10)
+        return self.session.get(
+            f"{self.hub.url}/hub/lti/login?{query}", allow_redirects=False, timeout=10
+        )
 
-    def authorise(self, platform: Platform, spec: LaunchSpec,
-                  target: str | None = None) -> tuple[str, dict[str, str]]:
+    def authorise(
+        self, platform: Platform, spec: LaunchSpec, target: str | None = None
+    ) -> tuple[str, dict[str, str]]:
         """Steps 1-2: the form the platform answers with (action and fields)."""
         started = self.initiate(platform, spec, target=target)
         assert started.status_code == 302, started.text
@@ -101,8 +107,9 @@ class Browser:
     def post(self, action: str, fields: dict[str, str]) -> requests.Response:
         return self.session.post(action, data=fields, allow_redirects=False, timeout=30)
 
-    def launch(self, platform: Platform, spec: LaunchSpec,
-               target: str | None = None) -> requests.Response:
+    def launch(
+        self, platform: Platform, spec: LaunchSpec, target: str | None = None
+    ) -> requests.Response:
         return self.post(*self.authorise(platform, spec, target))
 
     def me(self) -> dict:
@@ -127,19 +134,42 @@ def write_site(path: Path, a: Platform, b: Platform) -> None:
         "kits": [],
         "institutions": [
             {"id": "centre", "name": "Centre", "kind": "centre"},
-            {"id": "univ-a", "name": "University A", "kind": "university",
-             "lms": [a.site_entry({"101": "smart-city", "102": "iot-basics"})]},
-            {"id": "academy", "name": "Partner academy", "kind": "academy",
-             "lms": [b.site_entry({"7": "iot-basics"})]},
+            {
+                "id": "univ-a",
+                "name": "University A",
+                "kind": "university",
+                "lms": [a.site_entry({"101": "smart-city", "102": "iot-basics"})],
+            },
+            {
+                "id": "academy",
+                "name": "Partner academy",
+                "kind": "academy",
+                "lms": [b.site_entry({"7": "iot-basics"})],
+            },
         ],
         "courses": [
-            {"id": "smart-city", "title": "Smart City", "institutions": ["univ-a"],
-             "instructors": ["irina"]},
-            {"id": "iot-basics", "title": "IoT Basics", "institutions": ["univ-a", "academy"],
-             "instructors": ["irina"]},
+            {
+                "id": "smart-city",
+                "title": "Smart City",
+                "institutions": ["univ-a"],
+                "instructors": ["irina"],
+            },
+            {
+                "id": "iot-basics",
+                "title": "IoT Basics",
+                "institutions": ["univ-a", "academy"],
+                "instructors": ["irina"],
+            },
         ],
-        "people": [{"username": "irina", "name": "Irina", "institution": "centre",
-                    "roles": ["instructor"], "password_hash": hash_password("demo-irina", 1000)}],
+        "people": [
+            {
+                "username": "irina",
+                "name": "Irina",
+                "institution": "centre",
+                "roles": ["instructor"],
+                "password_hash": hash_password("demo-irina", 1000),
+            }
+        ],
     }
     path.write_text(yaml.safe_dump(site, sort_keys=False))
 
@@ -180,17 +210,32 @@ def hub(platforms: tuple[Platform, Platform]) -> Iterator[Hub]:
     (courses / "grader-iot-basics" / "iot-basics").mkdir(parents=True)  # smart-city: none
     port, token = free_port(), secrets.token_hex(16)
     config = folder / "jupyterhub_config.py"
-    config.write_text(HUB_CONFIG.format(
-        site=str(site), state=str(folder / "lti"), courses=str(courses), port=port,
-        hub_port=free_port(), proxy_port=free_port(), folder=folder, service=ADMIN_SERVICE,
-        token=token))
+    config.write_text(
+        HUB_CONFIG.format(
+            site=str(site),
+            state=str(folder / "lti"),
+            courses=str(courses),
+            port=port,
+            hub_port=free_port(),
+            proxy_port=free_port(),
+            folder=folder,
+            service=ADMIN_SERVICE,
+            token=token,
+        )
+    )
     log_path = folder / "hub.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)], cwd=folder,
-            stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO),
-                 "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)],
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO),
+                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            },
+        )
     hub = Hub(f"http://127.0.0.1:{port}", folder, log_path, token, courses, process)
 
     def up() -> bool:

@@ -88,11 +88,15 @@ class Platform:
         return self.url
 
     def site_entry(self, contexts: dict[str, str]) -> dict[str, Any]:
-        return {"issuer": self.issuer, "client_ids": [self.client_id],
-                "deployment_ids": [self.deployment_id],
-                "authorization_endpoint": f"{self.url}/auth",
-                "token_endpoint": f"{self.url}/token", "jwks_uri": f"{self.url}/jwks",
-                "contexts": contexts}
+        return {
+            "issuer": self.issuer,
+            "client_ids": [self.client_id],
+            "deployment_ids": [self.deployment_id],
+            "authorization_endpoint": f"{self.url}/auth",
+            "token_endpoint": f"{self.url}/token",
+            "jwks_uri": f"{self.url}/jwks",
+            "contexts": contexts,
+        }
 
     def lineitems_url(self, context_id: str) -> str:
         return f"{self.url}/contexts/{context_id}/lineitems"
@@ -108,23 +112,38 @@ class Platform:
     def id_token(self, spec: LaunchSpec, nonce: str, target: str) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": self.issuer, "aud": self.client_id, "sub": spec.sub, "iat": now,
-            "exp": now + 300, "nonce": nonce, "azp": self.client_id,
-            "name": f"{spec.given_name} {spec.family_name}", "given_name": spec.given_name,
-            "family_name": spec.family_name, "email": f"{spec.sub}@{self.name}.example",
-            LTI + "message_type": "LtiResourceLinkRequest", LTI + "version": "1.3.0",
-            LTI + "deployment_id": self.deployment_id, LTI + "target_link_uri": target,
+            "iss": self.issuer,
+            "aud": self.client_id,
+            "sub": spec.sub,
+            "iat": now,
+            "exp": now + 300,
+            "nonce": nonce,
+            "azp": self.client_id,
+            "name": f"{spec.given_name} {spec.family_name}",
+            "given_name": spec.given_name,
+            "family_name": spec.family_name,
+            "email": f"{spec.sub}@{self.name}.example",
+            LTI + "message_type": "LtiResourceLinkRequest",
+            LTI + "version": "1.3.0",
+            LTI + "deployment_id": self.deployment_id,
+            LTI + "target_link_uri": target,
             LTI + "resource_link": {"id": f"link-{spec.context_id}"},
             LTI + "roles": spec.roles,
-            LTI + "context": {"id": spec.context_id, "title": f"Course {spec.context_id}",
-                              "label": spec.context_id},
-            AGS: {"scope": [LINEITEM_SCOPE, SCORE_SCOPE],
-                  "lineitems": self.lineitems_url(spec.context_id)},
+            LTI + "context": {
+                "id": spec.context_id,
+                "title": f"Course {spec.context_id}",
+                "label": spec.context_id,
+            },
+            AGS: {
+                "scope": [LINEITEM_SCOPE, SCORE_SCOPE],
+                "lineitems": self.lineitems_url(spec.context_id),
+            },
         }
         if spec.spoil is not None:
             spec.spoil(claims)
-        return jwt.encode(claims, spec.signing_key or self.key, algorithm="RS256",
-                          headers={"kid": self.kid})
+        return jwt.encode(
+            claims, spec.signing_key or self.key, algorithm="RS256", headers={"kid": self.kid}
+        )
 
     # ------------------------------------------------------------------ server
 
@@ -137,15 +156,20 @@ class Platform:
     def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
-        app = Application([
-            (r"/jwks", JwksHandler, {"platform": self}),
-            (r"/course/launch/([0-9a-f]+)", CourseLinkHandler, {"platform": self}),
-            (r"/auth", AuthHandler, {"platform": self}),
-            (r"/token", TokenHandler, {"platform": self}),
-            (r"/contexts/([^/]+)/lineitems", LineItemsHandler, {"platform": self}),
-            (r"/contexts/([^/]+)/lineitems/(\d+)/lineitem/scores", ScoresHandler,
-             {"platform": self}),
-        ])
+        app = Application(
+            [
+                (r"/jwks", JwksHandler, {"platform": self}),
+                (r"/course/launch/([0-9a-f]+)", CourseLinkHandler, {"platform": self}),
+                (r"/auth", AuthHandler, {"platform": self}),
+                (r"/token", TokenHandler, {"platform": self}),
+                (r"/contexts/([^/]+)/lineitems", LineItemsHandler, {"platform": self}),
+                (
+                    r"/contexts/([^/]+)/lineitems/(\d+)/lineitem/scores",
+                    ScoresHandler,
+                    {"platform": self},
+                ),
+            ]
+        )
         server = HTTPServer(app)
         server.listen(self.port, "127.0.0.1")
         self._server = server
@@ -178,14 +202,21 @@ class CourseLinkHandler(PlatformHandler):
 
     def get(self, hint: str) -> None:
         p = self.platform
-        fields = {"iss": p.issuer, "login_hint": hint,
-                  "target_link_uri": self.get_argument("target"), "client_id": p.client_id,
-                  "lti_deployment_id": p.deployment_id}
-        inputs = "".join(f"<input type='hidden' name='{k}' value='{html.escape(v)}'>"
-                         for k, v in fields.items())
-        self.write("<!doctype html><html><body onload='document.forms[0].submit()'>"
-                   f"<form method='post' action='{html.escape(self.get_argument('tool'))}'>"
-                   f"{inputs}</form></body></html>")
+        fields = {
+            "iss": p.issuer,
+            "login_hint": hint,
+            "target_link_uri": self.get_argument("target"),
+            "client_id": p.client_id,
+            "lti_deployment_id": p.deployment_id,
+        }
+        inputs = "".join(
+            f"<input type='hidden' name='{k}' value='{html.escape(v)}'>" for k, v in fields.items()
+        )
+        self.write(
+            "<!doctype html><html><body onload='document.forms[0].submit()'>"
+            f"<form method='post' action='{html.escape(self.get_argument('tool'))}'>"
+            f"{inputs}</form></body></html>"
+        )
 
 
 class AuthHandler(PlatformHandler):
@@ -195,8 +226,13 @@ class AuthHandler(PlatformHandler):
         p = self.platform
         args = {k: self.get_argument(k) for k in self.request.arguments}
         p.auth_requests.append(args)
-        expected = {"scope": "openid", "response_type": "id_token",
-                    "response_mode": "form_post", "prompt": "none", "client_id": p.client_id}
+        expected = {
+            "scope": "openid",
+            "response_type": "id_token",
+            "response_mode": "form_post",
+            "prompt": "none",
+            "client_id": p.client_id,
+        }
         for name, value in expected.items():
             if args.get(name) != value:
                 raise HTTPError(400, f"bad {name}: {args.get(name)!r}")
@@ -212,7 +248,8 @@ class AuthHandler(PlatformHandler):
             f"<form method='post' action='{action}'>"
             f"<input type='hidden' name='id_token' value='{html.escape(token)}'>"
             f"<input type='hidden' name='state' value='{html.escape(args['state'])}'>"
-            "<noscript><button>Continue</button></noscript></form></body></html>")
+            "<noscript><button>Continue</button></noscript></form></body></html>"
+        )
 
 
 class TokenHandler(PlatformHandler):
@@ -221,8 +258,8 @@ class TokenHandler(PlatformHandler):
     def post(self) -> None:
         p = self.platform
         if self.get_argument("grant_type", "") != "client_credentials" or self.get_argument(
-                "client_assertion_type", "") != (
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"):
+            "client_assertion_type", ""
+        ) != ("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"):
             raise HTTPError(400, "unsupported grant")
         assertion = self.get_argument("client_assertion")
         keys = requests.get(p.tool_jwks_url, timeout=10).json()
@@ -231,9 +268,13 @@ class TokenHandler(PlatformHandler):
         if not match:
             raise HTTPError(401, "unknown tool key")
         try:
-            claims = jwt.decode(assertion, jwt.PyJWK(match[0]).key, algorithms=["RS256"],
-                                audience=f"{p.url}/token",
-                                options={"require": ["iss", "sub", "exp", "iat", "jti"]})
+            claims = jwt.decode(
+                assertion,
+                jwt.PyJWK(match[0]).key,
+                algorithms=["RS256"],
+                audience=f"{p.url}/token",
+                options={"require": ["iss", "sub", "exp", "iat", "jti"]},
+            )
         except jwt.PyJWTError as err:
             raise HTTPError(401, f"bad client assertion: {err}") from None
         if claims["iss"] != p.client_id or claims["sub"] != p.client_id:
@@ -241,8 +282,14 @@ class TokenHandler(PlatformHandler):
         scopes = set(self.get_argument("scope", "").split())
         token = secrets.token_urlsafe(16)
         p.tokens[token] = scopes & {SCORE_SCOPE, LINEITEM_SCOPE}
-        self.write({"access_token": token, "token_type": "Bearer", "expires_in": 3600,
-                    "scope": " ".join(sorted(p.tokens[token]))})
+        self.write(
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "scope": " ".join(sorted(p.tokens[token])),
+            }
+        )
 
 
 class AgsHandler(PlatformHandler):
@@ -261,9 +308,12 @@ class LineItemsHandler(AgsHandler):
     def get(self, context_id: str) -> None:
         self.authorise(LINEITEM_SCOPE)
         resource = self.get_argument("resource_id", None)
-        items = [item for item in self.platform.lineitems.values()
-                 if item["context"] == context_id
-                 and (resource is None or item.get("resourceId") == resource)]
+        items = [
+            item
+            for item in self.platform.lineitems.values()
+            if item["context"] == context_id
+            and (resource is None or item.get("resourceId") == resource)
+        ]
         self.set_header("Content-Type", "application/vnd.ims.lis.v2.lineitemcontainer+json")
         self.write(json.dumps([{k: v for k, v in i.items() if k != "context"} for i in items]))
 
@@ -310,6 +360,12 @@ class ScoresHandler(AgsHandler):
 
 
 def login_query(platform: Platform, hint: str, target: str) -> str:
-    return urlencode({"iss": platform.issuer, "login_hint": hint, "target_link_uri": target,
-                      "client_id": platform.client_id,
-                      "lti_deployment_id": platform.deployment_id})
+    return urlencode(
+        {
+            "iss": platform.issuer,
+            "login_hint": hint,
+            "target_link_uri": target,
+            "client_id": platform.client_id,
+            "lti_deployment_id": platform.deployment_id,
+        }
+    )

@@ -40,16 +40,20 @@ def test_student_clicks_the_lms_link_and_lands_logged_in(hub, platforms, chromiu
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "landed.png"))
     assert "academy-808" in page.locator("body").inner_text()
-    assert set(hub.user("academy-808")["groups"]) == {"inst-academy", "lab-users",
-                                                      "nbgrader-iot-basics"}
+    assert set(hub.user("academy-808")["groups"]) == {
+        "inst-academy",
+        "lab-users",
+        "nbgrader-iot-basics",
+    }
     page.close()
 
 
 def test_spoiled_launch_shows_the_refusal(hub, platforms, chromium):
     univ_a, _ = platforms
     page = chromium.new_page()
-    spec = LaunchSpec("809", [LEARNER], "101",
-                      spoil=lambda claims: claims.update(aud="another-tool"))
+    spec = LaunchSpec(
+        "809", [LEARNER], "101", spoil=lambda claims: claims.update(aud="another-tool")
+    )
     page.goto(course_link(hub, univ_a, spec))
     page.wait_for_url(f"{hub.url}/hub/lti/launch", timeout=20_000)
     page.screenshot(path=str(SHOTS / "refused.png"))

@@ -48,14 +48,20 @@ def grade(hub: Hub, scores: dict[str, tuple[float, float] | None]) -> None:
 def push(hub: Hub, retry: passback.Retry = FAST) -> passback.Report:
     site = load_site(hub.folder / "site.yaml")
     state = hub.folder / "lti"
-    return passback.push(site, Store(state), ToolKey.load_or_create(state / KEY_FILE), COURSE,
-                         ASSIGNMENT, course_dir(hub), retry)
+    return passback.push(
+        site,
+        Store(state),
+        ToolKey.load_or_create(state / KEY_FILE),
+        COURSE,
+        ASSIGNMENT,
+        course_dir(hub),
+        retry,
+    )
 
 
 def mine(outcomes: list[passback.Outcome]) -> list[tuple[str, str]]:
     """(user, status) of this module's students (launch tests enrol others in the course)."""
-    return sorted((o.username, o.status) for o in outcomes if o.username.endswith(("-301",
-                                                                                  "-302")))
+    return sorted((o.username, o.status) for o in outcomes if o.username.endswith(("-301", "-302")))
 
 
 @pytest.fixture(autouse=True)
@@ -98,8 +104,11 @@ def test_scores_arrive_at_the_right_platform_with_retries(hub, platforms, enroll
     assert [(o.status, o.attempts) for o in sent_a] == [("sent", 2)]
 
     assert b.scores == [] and b.score_attempts == FAST.attempts
-    assert mine(first.outcomes) == [("academy-301", "failed"), ("academy-302", "not graded"),
-                                    ("univ-a-301", "sent")]
+    assert mine(first.outcomes) == [
+        ("academy-301", "failed"),
+        ("academy-302", "not graded"),
+        ("univ-a-301", "sent"),
+    ]
     assert [o.username for o in first.failed] == ["academy-301"]
     assert "503" in first.failed[0].error
     # Nothing lost: the failure is on record with its score.
@@ -111,8 +120,11 @@ def test_scores_arrive_at_the_right_platform_with_retries(hub, platforms, enroll
     b.refuse_scores = False
     second = push(hub)
     assert received(b) == {"301": 6.0} and len(a.scores) == 1
-    assert mine(second.outcomes) == [("academy-301", "sent"), ("academy-302", "not graded"),
-                                     ("univ-a-301", "unchanged")]
+    assert mine(second.outcomes) == [
+        ("academy-301", "sent"),
+        ("academy-302", "not graded"),
+        ("univ-a-301", "unchanged"),
+    ]
     # Moodle-style line item URL (with its own query) kept its query on the way to /scores.
     assert b.scores[0]["lineitem"].endswith("/lineitem?type_id=7")
 
@@ -121,8 +133,11 @@ def test_scores_arrive_at_the_right_platform_with_retries(hub, platforms, enroll
     third = push(hub)
     assert [s["scoreGiven"] for s in b.scores] == [6.0, 8.0, 4.0]
     assert received(b) == {"301": 8.0, "302": 4.0} and len(a.scores) == 1
-    assert mine(third.outcomes) == [("academy-301", "sent"), ("academy-302", "sent"),
-                                    ("univ-a-301", "unchanged")]
+    assert mine(third.outcomes) == [
+        ("academy-301", "sent"),
+        ("academy-302", "sent"),
+        ("univ-a-301", "unchanged"),
+    ]
 
 
 def test_a_refusal_that_retrying_cannot_change_is_reported_at_once(hub, platforms, enrolled):
@@ -137,9 +152,19 @@ def test_a_refusal_that_retrying_cannot_change_is_reported_at_once(hub, platform
 
 
 def smartlab_push(hub: Hub, assignment: str, *options: str) -> list[str]:
-    return ["grades", "push", COURSE, assignment, "--site", str(hub.folder / "site.yaml"),
-            "--state-dir", str(hub.folder),
-            "--course-dir", str(course_dir(hub)), *options]
+    return [
+        "grades",
+        "push",
+        COURSE,
+        assignment,
+        "--site",
+        str(hub.folder / "site.yaml"),
+        "--state-dir",
+        str(hub.folder),
+        "--course-dir",
+        str(course_dir(hub)),
+        *options,
+    ]
 
 
 def test_push_command_reports_failures_and_exits_non_zero(hub, platforms, enrolled, capsys):
@@ -162,4 +187,5 @@ def test_push_command_reports_failures_and_exits_non_zero(hub, platforms, enroll
 def test_push_of_an_unknown_assignment_is_one_line(hub, enrolled, capsys):
     assert smartlab.main(smartlab_push(hub, "nope")) == 2
     assert capsys.readouterr().err.strip() == (
-        "smartlab: iot-basics: no assignment 'nope' in the gradebook")
+        "smartlab: iot-basics: no assignment 'nope' in the gradebook"
+    )

@@ -27,23 +27,42 @@ from tests.conftest import REPO
 
 
 def lms(**changes: Any) -> dict[str, Any]:
-    entry = {"issuer": "https://moodle.example", "client_ids": ["abc"], "deployment_ids": [1],
-             "authorization_endpoint": "https://moodle.example/mod/lti/auth.php",
-             "token_endpoint": "https://moodle.example/mod/lti/token.php",
-             "jwks_uri": "https://moodle.example/mod/lti/certs.php", "contexts": {12: "iot"}}
+    entry = {
+        "issuer": "https://moodle.example",
+        "client_ids": ["abc"],
+        "deployment_ids": [1],
+        "authorization_endpoint": "https://moodle.example/mod/lti/auth.php",
+        "token_endpoint": "https://moodle.example/mod/lti/token.php",
+        "jwks_uri": "https://moodle.example/mod/lti/certs.php",
+        "contexts": {12: "iot"},
+    }
     return {**entry, **changes}
 
 
 def site(*institutions: dict[str, Any], people: list[dict] | None = None) -> dict[str, Any]:
-    return {"kits": [],
-            "institutions": [{"id": "centre", "name": "C", "kind": "centre"}, *institutions],
-            "courses": [{"id": "iot", "title": "IoT", "institutions": ["academy", "univ-a"],
-                         "instructors": ["oleg"]},
-                        {"id": "solo", "title": "Solo", "institutions": ["centre"],
-                         "instructors": ["oleg"]}],
-            "people": [{"username": "oleg", "name": "Oleg", "institution": "centre",
-                        "roles": ["instructor"], "password_hash": hash_password("x", 1000)},
-                       *(people or [])]}
+    return {
+        "kits": [],
+        "institutions": [{"id": "centre", "name": "C", "kind": "centre"}, *institutions],
+        "courses": [
+            {
+                "id": "iot",
+                "title": "IoT",
+                "institutions": ["academy", "univ-a"],
+                "instructors": ["oleg"],
+            },
+            {"id": "solo", "title": "Solo", "institutions": ["centre"], "instructors": ["oleg"]},
+        ],
+        "people": [
+            {
+                "username": "oleg",
+                "name": "Oleg",
+                "institution": "centre",
+                "roles": ["instructor"],
+                "password_hash": hash_password("x", 1000),
+            },
+            *(people or []),
+        ],
+    }
 
 
 def academy(*entries: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -70,49 +89,88 @@ def test_numbers_from_yaml_become_lti_strings():
     assert platform.token_audience == "https://moodle.example/mod/lti/token.php"
 
 
-@pytest.mark.parametrize("data, expected", [
-    (site(academy(lms(contexts={"12": "cooking"})), univ_a()),
-     "site.yaml: institutions.1.lms.0.contexts.12: no course 'cooking'"),
-    (site(academy(lms(contexts={"12": "solo"})), univ_a()),
-     "site.yaml: institutions.1.lms.0.contexts.12: 'academy' does not take part in 'solo'"),
-    (site(academy(lms(jwks_uri="http://moodle.example/certs.php")), univ_a()),
-     "site.yaml: institutions.1.lms.0.jwks_uri: Value error, must be an https:// URL "
-     "(http:// only for localhost)"),
-    (site(academy(lms(), lms(client_ids=["other"])), univ_a()),
-     "site.yaml: institutions.1.lms.1.username_prefix: 'academy' already names the users of "
-     "institutions.1.lms.0; set a different username_prefix"),
-    (site(academy(lms()), univ_a(lms(contexts={}))),
-     "site.yaml: institutions.2.lms.0.client_ids.0: issuer 'https://moodle.example' with "
-     "client id 'abc' is also declared at institutions.1.lms.0"),
-    (site(academy(lms(username_prefix="an-academy-with-a-long-name")), univ_a()),
-     "site.yaml: institutions.1.lms.0.username_prefix: 'an-academy-with-a-long-name' cannot "
-     "begin usernames: it needs a letter first and at most 19 characters (set username_prefix)"),
-    (site(academy(lms(username_prefix="grader")), univ_a()),
-     "site.yaml: institutions.1.lms.0.username_prefix: 'grader' would clash with the courses' "
-     "grader accounts"),
-    (site(academy(lms(deployment_ids=[1, "1"])), univ_a()),
-     "site.yaml: institutions.1.lms.0.deployment_ids.1: '1' is used twice"),
-    (site(academy(lms(client_ids=[])), univ_a()),
-     "site.yaml: institutions.1.lms.0.client_ids: List should have at least 1 item after "
-     "validation, not 0"),
-    (site(academy(lms()), univ_a(), people=[
-        {"username": "academy-12", "name": "X", "institution": "academy", "roles": ["student"],
-         "password_hash": hash_password("x", 1000)}]),
-     "site.yaml: people.1.username: 'academy-12' is a username of the LMS at "
-     "institutions.1.lms.0; rename the person or set that LMS's username_prefix"),
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (
+            site(academy(lms(contexts={"12": "cooking"})), univ_a()),
+            "site.yaml: institutions.1.lms.0.contexts.12: no course 'cooking'",
+        ),
+        (
+            site(academy(lms(contexts={"12": "solo"})), univ_a()),
+            "site.yaml: institutions.1.lms.0.contexts.12: 'academy' does not take part in 'solo'",
+        ),
+        (
+            site(academy(lms(jwks_uri="http://moodle.example/certs.php")), univ_a()),
+            "site.yaml: institutions.1.lms.0.jwks_uri: Value error, must be an https:// URL "
+            "(http:// only for localhost)",
+        ),
+        (
+            site(academy(lms(), lms(client_ids=["other"])), univ_a()),
+            "site.yaml: institutions.1.lms.1.username_prefix: 'academy' already names the users of "
+            "institutions.1.lms.0; set a different username_prefix",
+        ),
+        (
+            site(academy(lms()), univ_a(lms(contexts={}))),
+            "site.yaml: institutions.2.lms.0.client_ids.0: issuer 'https://moodle.example' with "
+            "client id 'abc' is also declared at institutions.1.lms.0",
+        ),
+        (
+            site(academy(lms(username_prefix="an-academy-with-a-long-name")), univ_a()),
+            "site.yaml: institutions.1.lms.0.username_prefix: 'an-academy-with-a-long-name' cannot "
+            "begin usernames: it needs a letter first and at most 19 characters (set username_prefix)",
+        ),
+        (
+            site(academy(lms(username_prefix="grader")), univ_a()),
+            "site.yaml: institutions.1.lms.0.username_prefix: 'grader' would clash with the courses' "
+            "grader accounts",
+        ),
+        (
+            site(academy(lms(deployment_ids=[1, "1"])), univ_a()),
+            "site.yaml: institutions.1.lms.0.deployment_ids.1: '1' is used twice",
+        ),
+        (
+            site(academy(lms(client_ids=[])), univ_a()),
+            "site.yaml: institutions.1.lms.0.client_ids: List should have at least 1 item after "
+            "validation, not 0",
+        ),
+        (
+            site(
+                academy(lms()),
+                univ_a(),
+                people=[
+                    {
+                        "username": "academy-12",
+                        "name": "X",
+                        "institution": "academy",
+                        "roles": ["student"],
+                        "password_hash": hash_password("x", 1000),
+                    }
+                ],
+            ),
+            "site.yaml: people.1.username: 'academy-12' is a username of the LMS at "
+            "institutions.1.lms.0; rename the person or set that LMS's username_prefix",
+        ),
+    ],
+)
 def test_bad_lms_entries_are_one_line_errors(data, expected):
     assert error(data) == expected
 
 
 def test_two_platforms_of_one_issuer_are_told_apart_by_client_id():
-    canvas = {"issuer": "https://canvas.instructure.com",
-              "authorization_endpoint": "https://sso.canvaslms.com/api/lti/authorize_redirect",
-              "token_endpoint": "https://sso.canvaslms.com/login/oauth2/token",
-              "jwks_uri": "https://sso.canvaslms.com/api/lti/security/jwks"}
-    parsed = parse_site(site(academy(lms(**canvas, client_ids=["1001"])),
-                             univ_a(lms(**canvas, client_ids=["2002"], contexts={}))),
-                        "site.yaml")
+    canvas = {
+        "issuer": "https://canvas.instructure.com",
+        "authorization_endpoint": "https://sso.canvaslms.com/api/lti/authorize_redirect",
+        "token_endpoint": "https://sso.canvaslms.com/login/oauth2/token",
+        "jwks_uri": "https://sso.canvaslms.com/api/lti/security/jwks",
+    }
+    parsed = parse_site(
+        site(
+            academy(lms(**canvas, client_ids=["1001"])),
+            univ_a(lms(**canvas, client_ids=["2002"], contexts={})),
+        ),
+        "site.yaml",
+    )
     assert find_platform(parsed, canvas["issuer"], "2002").institution == "univ-a"
     assert find_platform(parsed, canvas["issuer"], "1001").institution == "academy"
     assert find_platform(parsed, canvas["issuer"], None) is None  # ambiguous without client id
@@ -133,9 +191,18 @@ def test_demo_site_example_lms_is_valid():
 
 
 def platform(key: str, issuer: str = "https://lms.example") -> Platform:
-    return Platform(key=key, institution=key, issuer=issuer, client_ids=("c",),
-                    deployment_ids=("1",), authorization_endpoint="", token_endpoint="",
-                    jwks_uri="", token_audience="", contexts={})
+    return Platform(
+        key=key,
+        institution=key,
+        issuer=issuer,
+        client_ids=("c",),
+        deployment_ids=("1",),
+        authorization_endpoint="",
+        token_endpoint="",
+        jwks_uri="",
+        token_audience="",
+        contexts={},
+    )
 
 
 def test_usernames_are_readable_for_numeric_ids_and_hashed_otherwise():
@@ -151,8 +218,10 @@ def test_usernames_are_readable_for_numeric_ids_and_hashed_otherwise():
 def test_usernames_never_collide_between_platforms():
     keys = ["univ", "univ-a", "univ-a-1", "academy", "a"]
     rng = random.Random(8)
-    subs = [str(n) for n in range(60)] + ["".join(rng.choices(
-        string.ascii_letters + string.digits + "-_:", k=rng.randint(1, 40))) for _ in range(300)]
+    subs = [str(n) for n in range(60)] + [
+        "".join(rng.choices(string.ascii_letters + string.digits + "-_:", k=rng.randint(1, 40)))
+        for _ in range(300)
+    ]
     seen: dict[str, tuple[str, str]] = {}
     for key in keys:
         for sub in subs:
@@ -165,30 +234,36 @@ def test_usernames_never_collide_between_platforms():
 # ------------------------------------------------------------------ roles and groups
 
 
-@pytest.mark.parametrize("roles, expected", [
-    ([LEARNER], {"student"}),
-    (["Learner"], {"student"}),
-    ([INSTRUCTOR], {"instructor"}),
-    ([INSTRUCTOR, TEACHING_ASSISTANT], {"grader"}),
-    ([TEACHING_ASSISTANT], {"grader"}),
-    (["http://purl.imsglobal.org/vocab/lis/v2/institution/person#Administrator"], set()),
-    ([LEARNER, INSTRUCTOR], {"student", "instructor"}),
-])
+@pytest.mark.parametrize(
+    "roles, expected",
+    [
+        ([LEARNER], {"student"}),
+        (["Learner"], {"student"}),
+        ([INSTRUCTOR], {"instructor"}),
+        ([INSTRUCTOR, TEACHING_ASSISTANT], {"grader"}),
+        ([TEACHING_ASSISTANT], {"grader"}),
+        (["http://purl.imsglobal.org/vocab/lis/v2/institution/person#Administrator"], set()),
+        ([LEARNER, INSTRUCTOR], {"student", "instructor"}),
+    ],
+)
 def test_lti_roles_map_to_course_roles(roles, expected):
     assert course_roles(roles) == expected
 
 
 def test_groups_merge_courses_and_keep_unmanaged_groups():
-    groups = hub_groups("academy", [("iot", "student"), ("city", "grader")],
-                        existing=["nbgrader-old", "inst-other", "survey-panel", "lab-users"])
-    assert groups == ["formgrade-city", "inst-academy", "lab-users", "nbgrader-iot",
-                      "survey-panel"]
+    groups = hub_groups(
+        "academy",
+        [("iot", "student"), ("city", "grader")],
+        existing=["nbgrader-old", "inst-other", "survey-panel", "lab-users"],
+    )
+    assert groups == ["formgrade-city", "inst-academy", "lab-users", "nbgrader-iot", "survey-panel"]
     assert hub_groups("academy", [("city", "grader")]) == ["formgrade-city", "inst-academy"]
 
 
 def test_scores_url_keeps_the_line_item_query():
-    assert with_query("https://m.example/mod/lti/services.php/2/lineitems/5/lineitem?type_id=1",
-                      "/scores") == (
-        "https://m.example/mod/lti/services.php/2/lineitems/5/lineitem/scores?type_id=1")
+    assert with_query(
+        "https://m.example/mod/lti/services.php/2/lineitems/5/lineitem?type_id=1", "/scores"
+    ) == ("https://m.example/mod/lti/services.php/2/lineitems/5/lineitem/scores?type_id=1")
     assert with_query("https://c.example/api/lti/courses/1/line_items", resource_id="ps 1") == (
-        "https://c.example/api/lti/courses/1/line_items?resource_id=ps+1")
+        "https://c.example/api/lti/courses/1/line_items?resource_id=ps+1"
+    )

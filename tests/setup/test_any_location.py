@@ -29,8 +29,12 @@ def clone() -> Iterator[Path]:
     top = Path(tempfile.mkdtemp(prefix="smartlab clone ", dir="/tmp"))
     top.chmod(0o755)  # the sandbox's accounts read the environment from here
     target = top / "Smart City Lab"
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=REPO, capture_output=True, check=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    )
     for name in filter(None, listed.stdout.decode().split("\0")):
         source = REPO / name
         if source.is_file():
@@ -42,12 +46,22 @@ def clone() -> Iterator[Path]:
 
 def test_readme_setup_and_solution_grading_in_a_path_with_a_space_under_tmp(clone: Path) -> None:
     assert " " in str(clone) and str(clone).startswith("/tmp/")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("VIRTUAL_ENV", "PYTEST_", "SMARTLAB_"))}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if not p.startswith(str(REPO)))
-    done = subprocess.run(["./smartlab", "test", COURSE_TEST, "-p", "no:cacheprovider", "-q"],
-                          cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VIRTUAL_ENV", "PYTEST_", "SMARTLAB_"))
+    }
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(REPO))
+    )
+    done = subprocess.run(
+        ["./smartlab", "test", COURSE_TEST, "-p", "no:cacheprovider", "-q"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "Python environment: " in out and "locked packages installed" in out, out[-2000:]

@@ -20,11 +20,14 @@ def test_each_entry_point_registers_the_command_it_is_named_after():
 
 
 def test_a_command_loads_only_its_own_package():
-    probe = ("import sys; from hub_config import cli; cli.build_parser(['grades', 'export']); "
-             "print(sorted(m for m in ('jupyterhub.orm', 'hardware_kits.sharing.app', "
-             "'hub_config.launcher', 'grader.cli') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
+    probe = (
+        "import sys; from hub_config import cli; cli.build_parser(['grades', 'export']); "
+        "print(sorted(m for m in ('jupyterhub.orm', 'hardware_kits.sharing.app', "
+        "'hub_config.launcher', 'grader.cli') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "['grader.cli']"
 
 
@@ -38,8 +41,11 @@ def test_help_and_unknown_commands_list_every_command():
 
 def test_user_error_is_one_line_without_traceback(tmp_path):
     missing = tmp_path / "nowhere.yaml"
-    result = subprocess.run([sys.executable, "-m", "hub_config.cli", "kits", "validate",
-                             str(missing)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "hub_config.cli", "kits", "validate", str(missing)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

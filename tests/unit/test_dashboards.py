@@ -25,29 +25,49 @@ from labs.widgets.overview import OverviewBoard
 from labs.widgets.plots import MIN_REDRAW_S, format_value, thin, window_slice
 
 # A kit model no dashboard has seen: every datatype a descriptor allows.
-NEW_MODEL = validate_descriptor({
-    "model": "water-tank", "name": "Water tank", "version": 1,
-    "sensors": {
-        "level": {"name": "Level", "datatype": "float", "unit": "cm", "min": 0, "max": 200,
-                  "rate_hz": 2},
-        "overflow": {"name": "Overflow", "datatype": "boolean", "rate_hz": 2},
-        "pump-state": {"datatype": "enum", "values": ["off", "filling", "draining"],
-                       "rate_hz": 1},
-        "label": {"datatype": "string", "max_length": 20, "rate_hz": 1},
-        "valves": {"datatype": "json", "rate_hz": 1,
-                   "schema": {"type": "array", "items": {"type": "boolean"}}},
+NEW_MODEL = validate_descriptor(
+    {
+        "model": "water-tank",
+        "name": "Water tank",
+        "version": 1,
+        "sensors": {
+            "level": {
+                "name": "Level",
+                "datatype": "float",
+                "unit": "cm",
+                "min": 0,
+                "max": 200,
+                "rate_hz": 2,
+            },
+            "overflow": {"name": "Overflow", "datatype": "boolean", "rate_hz": 2},
+            "pump-state": {
+                "datatype": "enum",
+                "values": ["off", "filling", "draining"],
+                "rate_hz": 1,
+            },
+            "label": {"datatype": "string", "max_length": 20, "rate_hz": 1},
+            "valves": {
+                "datatype": "json",
+                "rate_hz": 1,
+                "schema": {"type": "array", "items": {"type": "boolean"}},
+            },
+        },
+        "actuators": {
+            "target": {"datatype": "float", "unit": "cm", "min": 10, "max": 190, "safe": 100},
+            "cycles": {"datatype": "integer", "min": 0, "max": 9, "step": 3, "safe": 0},
+            "drain": {"datatype": "boolean", "safe": False},
+            "mode": {"datatype": "enum", "values": ["auto", "manual"], "safe": "auto"},
+            "note": {"datatype": "string", "max_length": 16, "safe": ""},
+            "schedule": {
+                "datatype": "json",
+                "safe": [],
+                "schema": {"type": "array", "items": {"type": "integer"}},
+            },
+        },
+        "interlocks": [{"kind": "requires", "actuator": "drain", "when": {"mode": "manual"}}],
     },
-    "actuators": {
-        "target": {"datatype": "float", "unit": "cm", "min": 10, "max": 190, "safe": 100},
-        "cycles": {"datatype": "integer", "min": 0, "max": 9, "step": 3, "safe": 0},
-        "drain": {"datatype": "boolean", "safe": False},
-        "mode": {"datatype": "enum", "values": ["auto", "manual"], "safe": "auto"},
-        "note": {"datatype": "string", "max_length": 16, "safe": ""},
-        "schedule": {"datatype": "json", "safe": [],
-                     "schema": {"type": "array", "items": {"type": "integer"}}},
-    },
-    "interlocks": [{"kind": "requires", "actuator": "drain", "when": {"mode": "manual"}}],
-}, "water-tank")
+    "water-tank",
+)
 
 
 class FakeKit:
@@ -81,8 +101,14 @@ class FakeKit:
         if self.answer is not None:
             raise self.answer
         self.actuators[actuator] = value
-        return Ack(id="x", target=actuator, status="applied", value=value, round_trip_s=0.004,
-                   kit=self.kit_id)
+        return Ack(
+            id="x",
+            target=actuator,
+            status="applied",
+            value=value,
+            round_trip_s=0.004,
+            kit=self.kit_id,
+        )
 
 
 class FakeLab:
@@ -135,18 +161,21 @@ def test_catalogues_cover_the_same_texts():
     assert set(CATALOGUES) == {"en", "ru"}
 
 
-@pytest.mark.parametrize(("header", "query", "expected"), [
-    ("ru-RU,ru;q=0.9,en-US;q=0.8", None, "ru"),
-    ("de-DE,en;q=0.5,ru;q=0.7", None, "ru"),
-    ("en-GB,ru;q=0.9", None, "en"),
-    ("fr-FR,de", None, "en"),
-    (None, None, "en"),
-    ("ru", "en", "en"),
-    ("en", "RU", "ru"),
-    ("en", "xx", "en"),
-    ("ru;q=0,en;q=0.1", None, "en"),
-    ("ru;q=abc", None, "en"),
-])
+@pytest.mark.parametrize(
+    ("header", "query", "expected"),
+    [
+        ("ru-RU,ru;q=0.9,en-US;q=0.8", None, "ru"),
+        ("de-DE,en;q=0.5,ru;q=0.7", None, "ru"),
+        ("en-GB,ru;q=0.9", None, "en"),
+        ("fr-FR,de", None, "en"),
+        (None, None, "en"),
+        ("ru", "en", "en"),
+        ("en", "RU", "ru"),
+        ("en", "xx", "en"),
+        ("ru;q=0,en;q=0.1", None, "en"),
+        ("ru;q=abc", None, "en"),
+    ],
+)
 def test_language_comes_from_the_query_then_the_browser(header, query, expected):
     assert negotiate(header, query) == expected
 
@@ -167,8 +196,10 @@ def test_switching_language_relabels_bound_widgets_and_survives_a_broken_binding
 def test_rejection_reasons_are_translated_and_interlocks_explained_from_the_descriptor():
     texts = Texts("ru")
     lamp = load_models()["street-lighting"]
-    assert texts.reason("interlock", "dimming can only be set while mode is manual", lamp,
-                        "dimming") == "dimming можно менять только когда mode = manual"
+    assert (
+        texts.reason("interlock", "dimming can only be set while mode is manual", lamp, "dimming")
+        == "dimming можно менять только когда mode = manual"
+    )
     assert texts.reason("out_of_range", "x") == "вне допустимого диапазона"
     assert texts.reason("stale") == "команда пришла слишком поздно и отброшена"
     assert texts.reason("something-new", "kit says why") == "kit says why"
@@ -214,14 +245,19 @@ def test_paho_thread_hand_over_and_blocking_calls_come_back_on_the_loop():
         loop_thread = threading.current_thread().name
 
         def from_paho() -> None:
-            runner.from_thread(lambda: seen.__setitem__("handed", threading.current_thread()
-                                                        .name))
+            runner.from_thread(lambda: seen.__setitem__("handed", threading.current_thread().name))
+
         threading.Thread(target=from_paho, name="paho").start()
-        runner.submit(lambda: threading.current_thread().name,
-                      done=lambda name: seen.update(worker=name,
-                                                    done=threading.current_thread().name))
-        runner.submit(lambda: 1 / 0, failed=lambda err: seen.update(
-            failed=type(err).__name__, failed_on=threading.current_thread().name))
+        runner.submit(
+            lambda: threading.current_thread().name,
+            done=lambda name: seen.update(worker=name, done=threading.current_thread().name),
+        )
+        runner.submit(
+            lambda: 1 / 0,
+            failed=lambda err: seen.update(
+                failed=type(err).__name__, failed_on=threading.current_thread().name
+            ),
+        )
         await settle(0.2)
         runner.close()
         runner.from_thread(lambda: seen.__setitem__("late", "called"))  # dropped when closed
@@ -270,8 +306,7 @@ def test_every_model_gets_a_plot_per_sensor_and_a_bounded_control_per_actuator(m
     dash = run(main)
     for name, spec in descriptor["sensors"].items():
         assert f"data-sensor='{name}'" in dash.readings.widget.value  # every latest value
-        assert (name in dash.plots) == (spec["datatype"] in ("float", "integer", "boolean",
-                                                              "enum"))
+        assert (name in dash.plots) == (spec["datatype"] in ("float", "integer", "boolean", "enum"))
     assert set(dash.controls) == set(descriptor["actuators"])
     for name, control in dash.controls.items():
         spec = descriptor["actuators"][name]
@@ -299,13 +334,14 @@ def test_flush_shows_the_window_of_history_and_the_kit_state_without_sending_com
         now = time.time()
         t = np.linspace(now - 600, now, 1201)
         kit.histories["level"] = (t, np.linspace(0, 100, 1201))
-        kit.latest, kit.latest_ts = {"level": 100.0, "pump-state": "filling",
-                                     "label": "north"}, now
+        kit.latest, kit.latest_ts = {"level": 100.0, "pump-state": "filling", "label": "north"}, now
         kit.actuators["mode"] = "manual"
         dash = KitDashboard(FakeLab(kit), "tank", Runner(), Texts("en"), window_s=60)
         for callback in kit.subscribers:  # a sample arrives on "paho's thread"
-            threading.Thread(target=callback, args=("tank", {
-                "seq": 1, "ts": now, "values": {"pump-state": "filling"}})).start()
+            threading.Thread(
+                target=callback,
+                args=("tank", {"seq": 1, "ts": now, "values": {"pump-state": "filling"}}),
+            ).start()
         await settle(0.2)
         # The new value is shown at once; the lines, drawn when the page opened, are redrawn
         # at most once a second.
@@ -341,8 +377,10 @@ def test_the_first_paint_has_every_sensor_s_latest_value_escaped_and_no_live_mar
 
     async def main():
         kit = FakeKit("tank", descriptor)
-        kit.latest, kit.latest_ts = {"level": 42.5, "pump-state": "filling",
-                                     "label": "<script>x</script>"}, 1_700_000_000.25
+        kit.latest, kit.latest_ts = (
+            {"level": 42.5, "pump-state": "filling", "label": "<script>x</script>"},
+            1_700_000_000.25,
+        )
         dash = KitDashboard(FakeLab(kit), "tank", Runner(), Texts("ru"))
         return dash, dash.snapshot_html()
 
@@ -360,8 +398,10 @@ def test_the_first_paint_has_every_sensor_s_latest_value_escaped_and_no_live_mar
 
 def test_a_page_widget_carries_its_first_paint_beside_the_widget_view():
     async def main():
-        return (PageBox([W.HTML("x")], snapshot="<b>42</b>")._repr_mimebundle_(),
-                PageBox([W.HTML("x")])._repr_mimebundle_())
+        return (
+            PageBox([W.HTML("x")], snapshot="<b>42</b>")._repr_mimebundle_(),
+            PageBox([W.HTML("x")])._repr_mimebundle_(),
+        )
 
     with_snapshot, without = run(main)
     assert with_snapshot[SNAPSHOT_MIME] == "<b>42</b>"
@@ -428,9 +468,16 @@ def test_a_controller_s_change_is_sent_off_the_loop_and_its_answer_shown_in_the_
         assert not dash.controls["cycles"].input.disabled
         dash.controls["cycles"].input.value = 6
         await settle(0.1)
-        kit.answer = CommandRejected(Ack(id="y", target="drain", status="rejected",
-                                         reason="interlock", detail="drain needs manual",
-                                         kit="tank"))
+        kit.answer = CommandRejected(
+            Ack(
+                id="y",
+                target="drain",
+                status="rejected",
+                reason="interlock",
+                detail="drain needs manual",
+                kit="tank",
+            )
+        )
         dash.controls["drain"].input.value = True
         await settle(0.1)
         kit.answer = CommandNotAuthorized("refused")
@@ -443,8 +490,7 @@ def test_a_controller_s_change_is_sent_off_the_loop_and_its_answer_shown_in_the_
         return dash, kit
 
     dash, kit = run(main)
-    assert [(a, v) for a, v, _ in kit.sent] == [("cycles", 6), ("drain", True),
-                                                 ("mode", "manual")]
+    assert [(a, v) for a, v, _ in kit.sent] == [("cycles", 6), ("drain", True), ("mode", "manual")]
     assert all(name.startswith("smartlab-dash") for _, _, name in kit.sent)  # off the loop
     log = dash.ack_log.value
     assert "cycles = 6: применено (4 мс)" in log
@@ -476,9 +522,13 @@ def test_a_lost_kit_is_announced_and_the_notice_goes_when_it_returns():
 
 def test_a_control_ignores_the_page_s_own_updates():
     sent = []
-    control = ActuatorControl("dimming", load_models()["street-lighting"]["actuators"]
-                              ["dimming"], Texts("en"), lambda a, v: sent.append((a, v)),
-                              lambda *a: sent.append(a))
+    control = ActuatorControl(
+        "dimming",
+        load_models()["street-lighting"]["actuators"]["dimming"],
+        Texts("en"),
+        lambda a, v: sent.append((a, v)),
+        lambda *a: sent.append(a),
+    )
     control.set_enabled(True)
     control.show_kit_value(40)
     assert control.input.value == 40 and sent == []
@@ -493,11 +543,13 @@ def test_a_control_ignores_the_page_s_own_updates():
 
 
 def test_recent_rejections_are_the_newest_rejected_commands_first():
-    csv_text = ("id,session_id,kit,requester,command_id,target,status,value,reason,ts\n"
-                "1,1,a,r,c1,mode,applied,\"\"\"manual\"\"\",,2026-01-01T00:00:00.000+00:00\n"
-                "2,1,a,r,c2,dimming,rejected,40,interlock,2026-01-01T00:00:01.000+00:00\n"
-                "3,2,b,r,c3,gate,rejected,\"\"\"x\"\"\",out_of_range,"
-                "2026-01-01T00:00:02.000+00:00\n")
+    csv_text = (
+        "id,session_id,kit,requester,command_id,target,status,value,reason,ts\n"
+        '1,1,a,r,c1,mode,applied,"""manual""",,2026-01-01T00:00:00.000+00:00\n'
+        "2,1,a,r,c2,dimming,rejected,40,interlock,2026-01-01T00:00:01.000+00:00\n"
+        '3,2,b,r,c3,gate,rejected,"""x""",out_of_range,'
+        "2026-01-01T00:00:02.000+00:00\n"
+    )
     rows = recent_rejections(csv_text)
     assert [r["command_id"] for r in rows] == ["c3", "c2"]
 

@@ -40,18 +40,30 @@ def broken(mutate) -> dict:
     return data
 
 
-@pytest.mark.parametrize(("mutate", "field", "reason"), [
-    (lambda d: d["actuators"]["dimming"].update(safe=150), "actuators.dimming.safe", "outside"),
-    (lambda d: d["sensors"]["ambient-light"].pop("rate_hz"), "sensors.ambient-light.rate_hz",
-     "required"),
-    (lambda d: d["sensors"]["ambient-light"].pop("unit"), "sensors.ambient-light", "unit"),
-    (lambda d: d["actuators"]["mode"].update(datatype="colour"), "actuators.mode.datatype",
-     "Input should be"),
-    (lambda d: d["interlocks"][0].update(actuator="brightness"), "interlocks.0", "brightness"),
-    (lambda d: d["sensors"].update({"Bad_Name": d["sensors"]["motion"]}), "sensors.Bad_Name",
-     "Homie id"),
-    (lambda d: d.update(colour="red"), "colour", "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "field", "reason"),
+    [
+        (lambda d: d["actuators"]["dimming"].update(safe=150), "actuators.dimming.safe", "outside"),
+        (
+            lambda d: d["sensors"]["ambient-light"].pop("rate_hz"),
+            "sensors.ambient-light.rate_hz",
+            "required",
+        ),
+        (lambda d: d["sensors"]["ambient-light"].pop("unit"), "sensors.ambient-light", "unit"),
+        (
+            lambda d: d["actuators"]["mode"].update(datatype="colour"),
+            "actuators.mode.datatype",
+            "Input should be",
+        ),
+        (lambda d: d["interlocks"][0].update(actuator="brightness"), "interlocks.0", "brightness"),
+        (
+            lambda d: d["sensors"].update({"Bad_Name": d["sensors"]["motion"]}),
+            "sensors.Bad_Name",
+            "Homie id",
+        ),
+        (lambda d: d.update(colour="red"), "colour", "Extra inputs"),
+    ],
+)
 def test_invalid_descriptor_names_file_field_reason(tmp_path, mutate, field, reason):
     path = write(tmp_path, "street-lighting", broken(mutate))
     with pytest.raises(DescriptorError) as err:
@@ -77,13 +89,18 @@ def test_safe_plan_must_not_conflict(tmp_path):
         load_descriptor(path)
 
 
-@pytest.mark.parametrize(("kits", "message"), [
-    ([{"id": "a", "model": "hovercraft"}], "kits.0.model: no kit model 'hovercraft'"),
-    ([{"id": "a", "model": "intersection"}, {"id": "a", "model": "intersection"}],
-     "kits.1.id: 'a' is used twice"),
-    ([{"id": "Not OK", "model": "intersection"}], "kits.0.id:"),
-    ([{"id": "a", "model": "intersection", "rate_hz": 0}], "kits.0.rate_hz:"),
-])
+@pytest.mark.parametrize(
+    ("kits", "message"),
+    [
+        ([{"id": "a", "model": "hovercraft"}], "kits.0.model: no kit model 'hovercraft'"),
+        (
+            [{"id": "a", "model": "intersection"}, {"id": "a", "model": "intersection"}],
+            "kits.1.id: 'a' is used twice",
+        ),
+        ([{"id": "Not OK", "model": "intersection"}], "kits.0.id:"),
+        ([{"id": "a", "model": "intersection", "rate_hz": 0}], "kits.0.rate_hz:"),
+    ],
+)
 def test_invalid_site_kits(tmp_path, models, kits, message):
     path = write(tmp_path, "site", {"kits": kits})
     with pytest.raises(DescriptorError, match=message.replace(".", r"\.")):

@@ -14,8 +14,13 @@ from dataclasses import dataclass
 
 from hardware_kits.sharing import scheduler as S
 
-KITS = {"light-1": "street-lighting", "light-2": "street-lighting", "crossing": "intersection",
-        "env": "environment-station", "parking": "smart-parking"}
+KITS = {
+    "light-1": "street-lighting",
+    "light-2": "street-lighting",
+    "crossing": "intersection",
+    "env": "environment-station",
+    "parking": "smart-parking",
+}
 MODELS = sorted(set(KITS.values()))
 SLOT, HEARTBEAT_TIMEOUT, WINDOW, STEP = 300.0, 60.0, 3600.0, 5.0
 
@@ -39,13 +44,17 @@ class Held:
     released: bool = False
 
 
-def simulate(students_per_institution: dict[str, int], seed: int,
-             hours: float = 2.0) -> dict[str, list[float]]:
+def simulate(
+    students_per_institution: dict[str, int], seed: int, hours: float = 2.0
+) -> dict[str, list[float]]:
     """Queue waits of the sessions granted, per institution."""
     shuffle = random.Random(seed)
     # Student i of every institution draws from the same stream: equal demand, as in the test.
-    students = [Student(f"{inst}-{i}", inst, random.Random(seed * 1000 + i))
-                for inst, n in students_per_institution.items() for i in range(n)]
+    students = [
+        Student(f"{inst}-{i}", inst, random.Random(seed * 1000 + i))
+        for inst, n in students_per_institution.items()
+        for i in range(n)
+    ]
     for s in students:
         s.next_at = s.rng.uniform(0, 600)
     waiting: dict[int, S.Waiting] = {}
@@ -98,8 +107,11 @@ def simulate(students_per_institution: dict[str, int], seed: int,
                     del waiting[s.entry.id]
                     s.entry = None
             elif s.rng.random() < 0.5:
-                kit, model = ((s.rng.choice(list(KITS)), None) if s.rng.random() < 0.5
-                              else (None, s.rng.choice(MODELS)))
+                kit, model = (
+                    (s.rng.choice(list(KITS)), None)
+                    if s.rng.random() < 0.5
+                    else (None, s.rng.choice(MODELS))
+                )
                 s.entry = S.Waiting(next(ids), s.name, s.institution, kit, model, 0, now)
                 waiting[s.entry.id], owner[s.entry.id] = s.entry, s
                 grant(now)
@@ -113,8 +125,7 @@ def simulate(students_per_institution: dict[str, int], seed: int,
 def test_with_equal_demand_no_institution_waits_25_percent_longer():
     gaps = []
     for seed in range(12):
-        means = [statistics.mean(w) for w in
-                 simulate({"a": 70, "b": 70, "c": 70}, seed).values()]
+        means = [statistics.mean(w) for w in simulate({"a": 70, "b": 70, "c": 70}, seed).values()]
         gaps.append(max(means) / min(means) - 1)
     print(f"gaps between institutions' mean waits: {[f'{g:.0%}' for g in gaps]}")
     assert max(gaps) <= 0.25

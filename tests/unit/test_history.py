@@ -49,8 +49,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def recorder(store: Store, **options: Any) -> TelemetryRecorder:
     """A recorder that is never started: tests drive its callback and flush() directly."""
-    return TelemetryRecorder(store, "127.0.0.1", 1, Credentials("observer", "secret"),
-                             **options)
+    return TelemetryRecorder(store, "127.0.0.1", 1, Credentials("observer", "secret"), **options)
 
 
 def message(kit_id: str, payload: bytes | str) -> MQTTMessage:
@@ -80,15 +79,26 @@ def stored(store: Store, kit_id: str | None = None) -> list[tuple[str, int, floa
 
 # ---------------------------------------------------------------- queries
 
+
 def test_history_returns_one_kits_samples_in_time_order_within_start_inclusive_end_exclusive(
-        store: Store) -> None:
-    insert_rows(store, [row("lamp-1", seq, T0 + seq, x=seq) for seq in (5, 1, 4, 2, 3, 6)]
-                + [row("lamp-2", 3, T0 + 3, x=-1)])
+    store: Store,
+) -> None:
+    insert_rows(
+        store,
+        [row("lamp-1", seq, T0 + seq, x=seq) for seq in (5, 1, 4, 2, 3, 6)]
+        + [row("lamp-2", 3, T0 + 3, x=-1)],
+    )
     rows = history(store, "lamp-1", T0 + 2, T0 + 5)
     assert rows == [{"ts": T0 + s, "seq": s, "values": {"x": s}} for s in (2, 3, 4)]
     assert history(store, "lamp-1", T0 + 2, T0 + 2) == []
-    assert [r["seq"] for r in history(store, "lamp-1", float("-inf"), float("inf"))] == \
-        [1, 2, 3, 4, 5, 6]
+    assert [r["seq"] for r in history(store, "lamp-1", float("-inf"), float("inf"))] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
     assert history(store, "lamp-9", T0, T0 + 10) == []
 
 
@@ -99,10 +109,14 @@ def test_history_orders_equal_times_by_arrival(store: Store) -> None:
 
 def test_history_keeps_only_the_sensors_asked_for(store: Store) -> None:
     insert_rows(store, [row("k", 1, T0, a=1, b=True, c=[1, 2]), row("k", 2, T0 + 1, a=2)])
-    assert [r["values"] for r in history(store, "k", T0, T0 + 9, sensors=["c", "b"])] == \
-        [{"c": [1, 2], "b": True}, {}]
-    assert [r["values"] for r in history(store, "k", T0, T0 + 9, sensors="a")] == \
-        [{"a": 1}, {"a": 2}]
+    assert [r["values"] for r in history(store, "k", T0, T0 + 9, sensors=["c", "b"])] == [
+        {"c": [1, 2], "b": True},
+        {},
+    ]
+    assert [r["values"] for r in history(store, "k", T0, T0 + 9, sensors="a")] == [
+        {"a": 1},
+        {"a": 2},
+    ]
     assert history(store, "k", T0, T0 + 9)[0]["values"] == {"a": 1, "b": True, "c": [1, 2]}
 
 
@@ -111,15 +125,18 @@ def test_history_limit_keeps_the_oldest(store: Store) -> None:
     assert [r["seq"] for r in history(store, "k", T0, T0 + 99, limit=3)] == [1, 2, 3]
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    ({"start": T0 + 10, "end": T0}, ["end", "before start"]),
-    ({"start": float("nan"), "end": T0}, ["nan"]),
-    ({"limit": 0}, ["limit"]),
-    ({"sensors": ["motion", "colour", "lamp-power", "speed"]}, ["colour, speed", "motion"]),
-])
-def test_history_errors_are_one_line_value_errors(store: Store, models: dict[str, dict],
-                                                  args: dict[str, Any],
-                                                  words: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ({"start": T0 + 10, "end": T0}, ["end", "before start"]),
+        ({"start": float("nan"), "end": T0}, ["nan"]),
+        ({"limit": 0}, ["limit"]),
+        ({"sensors": ["motion", "colour", "lamp-power", "speed"]}, ["colour, speed", "motion"]),
+    ],
+)
+def test_history_errors_are_one_line_value_errors(
+    store: Store, models: dict[str, dict], args: dict[str, Any], words: list[str]
+) -> None:
     call = {"start": T0, "end": T0 + 1, "descriptor": models["street-lighting"], **args}
     with pytest.raises(ValueError) as err:
         history(store, "k", **call)
@@ -131,19 +148,31 @@ def test_history_errors_are_one_line_value_errors(store: Store, models: dict[str
 
 def test_unknown_sensors_are_only_checked_against_a_descriptor(store: Store) -> None:
     insert_rows(store, [row("k", 1, T0, a=1)])
-    assert history(store, "k", T0, T0 + 1, sensors=["nope"]) == \
-        [{"ts": T0, "seq": 1, "values": {}}]
+    assert history(store, "k", T0, T0 + 1, sensors=["nope"]) == [{"ts": T0, "seq": 1, "values": {}}]
 
 
 # ---------------------------------------------------------------- export
 
+
 def test_history_csv_format_is_exact() -> None:
     rows = [
-        {"ts": T0 + 0.05, "seq": 1,
-         "values": {"motion": True, "level": 42.5, "count": 3, "bays": [True, False],
-                    "signal": "all-red", "text": 'a, "b"'}},
-        {"ts": T0 + 1.5, "seq": 2, "values": {"motion": False, "level": 0.0, "count": 0,
-                                              "bays": {"a": None}}},
+        {
+            "ts": T0 + 0.05,
+            "seq": 1,
+            "values": {
+                "motion": True,
+                "level": 42.5,
+                "count": 3,
+                "bays": [True, False],
+                "signal": "all-red",
+                "text": 'a, "b"',
+            },
+        },
+        {
+            "ts": T0 + 1.5,
+            "seq": 2,
+            "values": {"motion": False, "level": 0.0, "count": 0, "bays": {"a": None}},
+        },
     ]
     csv_text = history_csv(rows, ["motion", "level", "count", "bays", "signal", "text"])
     assert csv_text == (
@@ -168,14 +197,22 @@ def test_history_json_is_compact_and_round_trips(store: Store) -> None:
 
 # ---------------------------------------------------------------- retention
 
+
 def test_prune_deletes_only_rows_older_than_the_retention(store: Store) -> None:
     now = T0 + 1000
-    insert_rows(store, [row(kit, seq, now - age) for kit in ("a", "b", "c")
-                        for seq, age in enumerate((5000, 101, 100.5, 100, 99, 0))])
+    insert_rows(
+        store,
+        [
+            row(kit, seq, now - age)
+            for kit in ("a", "b", "c")
+            for seq, age in enumerate((5000, 101, 100.5, 100, 99, 0))
+        ],
+    )
     deleted = recorder(store, retention_s=100).prune(now)
     assert deleted == 3 * 3
-    assert sorted(stored(store)) == sorted((kit, seq, now - age) for kit in ("a", "b", "c")
-                                           for seq, age in ((3, 100), (4, 99), (5, 0)))
+    assert sorted(stored(store)) == sorted(
+        (kit, seq, now - age) for kit in ("a", "b", "c") for seq, age in ((3, 100), (4, 99), (5, 0))
+    )
 
 
 def test_recorded_kits_lists_each_kit_once(store: Store) -> None:
@@ -194,8 +231,11 @@ def test_prune_reads_the_kit_time_index_not_the_table(store: Store) -> None:
     if store.engine.dialect.name != "sqlite":
         pytest.skip("reads SQLite's query plan")
     insert_rows(store, [row(f"kit-{i % 5}", i, T0 + i) for i in range(200)])
-    sql = str(H.prune_statement(H.recorded_kits(store), T0).compile(
-        dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    sql = str(
+        H.prune_statement(H.recorded_kits(store), T0).compile(
+            dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}
+        )
+    )
     with store.engine.connect() as conn:
         plan = [r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
     assert "SEARCH telemetry USING INDEX telemetry_by_kit_time (kit_id=? AND ts<?)" in plan
@@ -215,6 +255,7 @@ def test_the_writer_prunes_at_most_once_a_minute(store: Store) -> None:
 
 
 # ---------------------------------------------------------------- recorder: decoding
+
 
 def test_recorder_buffers_and_flushes_samples_in_arrival_order(store: Store) -> None:
     rec = recorder(store)
@@ -258,8 +299,9 @@ def test_recorder_counts_and_drops_malformed_telemetry(store: Store, payload: by
     assert stored(store) == [("k", 1, T0 + 1 / 20)]
 
 
-@pytest.mark.parametrize("topic", ["homie/5/k/$status", "other/k/$telemetry",
-                                   "homie/5/" + "k" * 65 + "/$telemetry"])
+@pytest.mark.parametrize(
+    "topic", ["homie/5/k/$status", "other/k/$telemetry", "homie/5/" + "k" * 65 + "/$telemetry"]
+)
 def test_recorder_refuses_other_topics(store: Store, topic: str) -> None:
     rec = recorder(store)
     msg = MQTTMessage(topic=topic.encode())
@@ -270,16 +312,22 @@ def test_recorder_refuses_other_topics(store: Store, topic: str) -> None:
 
 def test_recorder_drops_exact_copies_only(store: Store) -> None:
     rec = recorder(store)
-    for msg in (sample("k", 1), sample("k", 2), sample("k", 1), sample("k", 2),  # QoS 1 again
-                sample("k", 1, ts=T0 + 99), sample("j", 1)):  # a rebooted kit; another kit
+    for msg in (
+        sample("k", 1),
+        sample("k", 2),
+        sample("k", 1),
+        sample("k", 2),  # QoS 1 again
+        sample("k", 1, ts=T0 + 99),
+        sample("j", 1),
+    ):  # a rebooted kit; another kit
         rec._on_message(None, None, msg)
     assert (rec.duplicates, rec.received) == (2, 4)
     rec.flush()
-    assert [(kit, seq) for kit, seq, _ in stored(store)] == [("k", 1), ("k", 2), ("k", 1),
-                                                             ("j", 1)]
+    assert [(kit, seq) for kit, seq, _ in stored(store)] == [("k", 1), ("k", 2), ("k", 1), ("j", 1)]
 
 
 # ---------------------------------------------------------------- recorder: writing
+
 
 def test_buffer_cap_drops_the_oldest_and_counts_them(store: Store) -> None:
     rec = recorder(store, max_buffer=3)
@@ -290,8 +338,9 @@ def test_buffer_cap_drops_the_oldest_and_counts_them(store: Store) -> None:
     assert [seq for _, seq, _ in stored(store)] == [3, 4, 5]
 
 
-def test_flush_writes_one_transaction_per_batch(store: Store,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flush_writes_one_transaction_per_batch(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sizes: list[int] = []
     real_insert = H.insert_rows
 
@@ -309,7 +358,8 @@ def test_flush_writes_one_transaction_per_batch(store: Store,
 
 
 def test_a_database_outage_keeps_the_batch_for_the_next_flush(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_insert = H.insert_rows
 
     def failing_insert(db: Store, rows: list[dict[str, Any]]) -> None:
@@ -341,9 +391,12 @@ def test_a_row_the_database_refuses_does_not_sink_its_batch(store: Store) -> Non
 def _write_rate(store: Store, batch_size: int, count: int) -> float:
     """Messages per second through the whole path: paho callback, decode, buffer, insert."""
     rec = recorder(store, batch_size=batch_size)
-    messages = [sample(f"kit-{seq % 5}", seq, **{"ambient-light": 1234.5, "motion": True,
-                                                   "lamp-power": 42.0})
-                for seq in range(count)]
+    messages = [
+        sample(
+            f"kit-{seq % 5}", seq, **{"ambient-light": 1234.5, "motion": True, "lamp-power": 42.0}
+        )
+        for seq in range(count)
+    ]
     started = time.perf_counter()
     for msg in messages:
         rec._on_message(None, None, msg)
@@ -362,9 +415,11 @@ def test_batching_is_what_gives_the_write_rate(tmp_path: Path) -> None:
     finally:
         batched.close()
         single.close()
-    print(f"\nhistory write rate into SQLite: {rate:,.0f} msg/s in batches of 500, "
-          f"{unbatched:,.0f} msg/s one transaction per message; "
-          f"load {LOAD_MSG_PER_S} msg/s uses {LOAD_MSG_PER_S / rate:.2%} of a core batched, "
-          f"{LOAD_MSG_PER_S / unbatched:.2%} unbatched")
+    print(
+        f"\nhistory write rate into SQLite: {rate:,.0f} msg/s in batches of 500, "
+        f"{unbatched:,.0f} msg/s one transaction per message; "
+        f"load {LOAD_MSG_PER_S} msg/s uses {LOAD_MSG_PER_S / rate:.2%} of a core batched, "
+        f"{LOAD_MSG_PER_S / unbatched:.2%} unbatched"
+    )
     assert rate >= 20 * LOAD_MSG_PER_S
     assert rate >= 4 * unbatched

@@ -77,9 +77,11 @@ def test_student_sees_only_own_courses(site):
 
 def test_instructor_gets_their_formgrader_and_students(site):
     scopes = hub.scopes_of(site, "irina")
-    assert access_services(scopes) == {"access:services!service=smart-lighting",
-                                       "access:services!service=traffic-signals",
-                                       "access:services!service=lab"}
+    assert access_services(scopes) == {
+        "access:services!service=smart-lighting",
+        "access:services!service=traffic-signals",
+        "access:services!service=lab",
+    }
     assert "read:users:name!group=nbgrader-smart-lighting" in scopes
     assert not any("iot-basics" in s for s in scopes)
 
@@ -87,9 +89,11 @@ def test_instructor_gets_their_formgrader_and_students(site):
 def test_grader_only_reaches_their_formgrader(site):
     for username in ("gleb", "grader-smart-lighting"):
         assert access_services(hub.scopes_of(site, username)) == {
-            "access:services!service=smart-lighting"}
+            "access:services!service=smart-lighting"
+        }
     assert access_services(hub.scopes_of(site, "grader-iot-basics")) == {
-        "access:services!service=iot-basics"}
+        "access:services!service=iot-basics"
+    }
 
 
 def test_lab_admin_gets_no_formgrader(site):
@@ -102,8 +106,9 @@ def test_only_hub_admins_hold_admin_scopes(site):
     for username in hub.hub_users(site):
         admin = {s for s in hub.scopes_of(site, username) if s.startswith("admin")}
         assert bool(admin) == (username == "hugo"), username
-    admin_roles = [r["name"] for r in hub.load_roles(site)
-                   if any(s.startswith("admin") for s in r["scopes"])]
+    admin_roles = [
+        r["name"] for r in hub.load_roles(site) if any(s.startswith("admin") for s in r["scopes"])
+    ]
     assert admin_roles == [hub.HUB_ADMIN_ROLE]
     assert all(role["name"] != "admin" for role in hub.load_roles(site))
     hugo = hub.scopes_of(site, "hugo")
@@ -116,8 +121,12 @@ def test_every_scope_exists_in_jupyterhub(site):
     for scope in scopes:
         base, _, filter_ = scope.partition("!")
         assert base in scope_definitions, scope
-        assert filter_ == "" or filter_.partition("=")[0] in {"user", "service", "group",
-                                                                "server"}, scope
+        assert filter_ == "" or filter_.partition("=")[0] in {
+            "user",
+            "service",
+            "group",
+            "server",
+        }, scope
 
 
 def test_roles_name_only_known_groups_users_and_services(site, runtime):
@@ -177,7 +186,8 @@ def test_jupyterhub_config_is_derived_from_the_site(site, monkeypatch):
     assert c.Authenticator.admin_users == set()  # nobody gets JupyterHub's built-in admin
     assert c.JupyterHub.load_roles == hub.load_roles(site)
     assert [s["name"] for s in c.JupyterHub.services] == [
-        s["name"] for s in hub.services(site, Runtime(site=str(DEMO), state_dir="var"))]
+        s["name"] for s in hub.services(site, Runtime(site=str(DEMO), state_dir="var"))
+    ]
     lab = next(s for s in c.JupyterHub.services if s["name"] == "lab")
     assert "api_token" not in lab  # a managed service gets its token from the hub
     assert c.Spawner.server_token_scopes == hub.SERVER_TOKEN_SCOPES
@@ -186,8 +196,7 @@ def test_jupyterhub_config_is_derived_from_the_site(site, monkeypatch):
 def test_jupyterhub_config_follows_smartlab_site(tmp_path, monkeypatch):
     other = tmp_path / "site.yaml"
     other.write_text(DEMO.read_text().replace("iot-basics", "iot-intro"))
-    c = load_config(HUB_CONFIG / "jupyterhub_config.py", monkeypatch,
-                    {"SMARTLAB_SITE": str(other)})
+    c = load_config(HUB_CONFIG / "jupyterhub_config.py", monkeypatch, {"SMARTLAB_SITE": str(other)})
     assert "iot-intro" in {s["name"] for s in c.JupyterHub.services}
 
 
@@ -195,8 +204,11 @@ def test_nbgrader_config_for_several_courses(monkeypatch):
     from nbgrader.auth import JupyterHubAuthPlugin
     from nbgrader.preprocessors import ClearHiddenTests
 
-    c = load_config(HUB_CONFIG / "jupyter" / "nbgrader_config.py", monkeypatch,
-                    {"SMARTLAB_EXCHANGE": "/tmp/exchange"})
+    c = load_config(
+        HUB_CONFIG / "jupyter" / "nbgrader_config.py",
+        monkeypatch,
+        {"SMARTLAB_EXCHANGE": "/tmp/exchange"},
+    )
     assert c.Exchange.path_includes_course is True
     assert c.Exchange.root == "/tmp/exchange"
     assert c.Authenticator.plugin_class is JupyterHubAuthPlugin
@@ -214,8 +226,9 @@ def test_nbgrader_config_for_several_courses(monkeypatch):
 
 
 def login(authenticator: hub.SiteAuthenticator, username: str, password: str):
-    return asyncio.run(authenticator.authenticate(None, {"username": username,
-                                                         "password": password}))
+    return asyncio.run(
+        authenticator.authenticate(None, {"username": username, "password": password})
+    )
 
 
 def test_site_authenticator_checks_hashes_and_returns_groups(site):

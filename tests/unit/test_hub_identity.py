@@ -20,19 +20,37 @@ def identity(tmp_path, monkeypatch) -> HubIdentity:
 
 
 def test_groups_map_to_institution_courses_teaching_and_admin(identity):
-    user = identity.lab_user("anna", ["inst-univ-a", "nbgrader-iot101", "nbgrader-smart-city",
-                                      "instructors-iot101", "lab-admins", "lab-users", "inst-"])
-    assert user == User("anna", "univ-a", frozenset({"iot101", "smart-city"}),
-                        frozenset({"iot101"}), True)
+    user = identity.lab_user(
+        "anna",
+        [
+            "inst-univ-a",
+            "nbgrader-iot101",
+            "nbgrader-smart-city",
+            "instructors-iot101",
+            "lab-admins",
+            "lab-users",
+            "inst-",
+        ],
+    )
+    assert user == User(
+        "anna", "univ-a", frozenset({"iot101", "smart-city"}), frozenset({"iot101"}), True
+    )
     assert identity.lab_user("bob", ["inst-univ-b"]) == User("bob", "univ-b")
 
 
-@pytest.mark.parametrize(("name", "groups", "reason"), [
-    ("anna", ["nbgrader-iot101"], "belongs to no institution"),
-    ("anna", ["inst-univ-a", "inst-univ-b"], r"several institutions \(inst-univ-a, inst-univ-b\)"),
-    ("anna smith", ["inst-univ-a"], "cannot use the lab"),
-    ("ctl-anna", ["inst-univ-a"], "reserved"),
-])
+@pytest.mark.parametrize(
+    ("name", "groups", "reason"),
+    [
+        ("anna", ["nbgrader-iot101"], "belongs to no institution"),
+        (
+            "anna",
+            ["inst-univ-a", "inst-univ-b"],
+            r"several institutions \(inst-univ-a, inst-univ-b\)",
+        ),
+        ("anna smith", ["inst-univ-a"], "cannot use the lab"),
+        ("ctl-anna", ["inst-univ-a"], "reserved"),
+    ],
+)
 def test_users_the_lab_cannot_take_are_refused_with_the_reason(identity, name, groups, reason):
     with pytest.raises(ApiError, match=reason) as refused:
         identity.lab_user(name, groups)

@@ -17,8 +17,13 @@ def core_for(models: dict, model: str, kit_id: str = "kit-1") -> KitCore:
     return KitCore(kit_id, models[model], clock=lambda: NOW)
 
 
-def send(core: KitCore, actuator: str, payload: str | bytes, command_id: str = "c1",
-         deadline: str | None = LATER_MS) -> dict:
+def send(
+    core: KitCore,
+    actuator: str,
+    payload: str | bytes,
+    command_id: str = "c1",
+    deadline: str | None = LATER_MS,
+) -> dict:
     return core.handle_command(P.set_topic(core.kit_id, actuator), payload, command_id, deadline)
 
 
@@ -37,12 +42,15 @@ def test_applied_command_reports_value_in_force(models):
     assert core.state["dimming"] == 40 and not core.is_safe()
 
 
-@pytest.mark.parametrize(("actuator", "payload", "reason"), [
-    ("mode", "sideways", P.R_OUT_OF_RANGE),
-    ("mode", b"\xff\xfe", P.R_MALFORMED),
-    ("nonexistent", "1", P.R_UNKNOWN_ACTUATOR),
-    ("mode", "x" * (P.MAX_COMMAND_BYTES + 1), P.R_OVERSIZE),
-])
+@pytest.mark.parametrize(
+    ("actuator", "payload", "reason"),
+    [
+        ("mode", "sideways", P.R_OUT_OF_RANGE),
+        ("mode", b"\xff\xfe", P.R_MALFORMED),
+        ("nonexistent", "1", P.R_UNKNOWN_ACTUATOR),
+        ("mode", "x" * (P.MAX_COMMAND_BYTES + 1), P.R_OVERSIZE),
+    ],
+)
 def test_bad_commands_are_rejected_with_reason(models, actuator, payload, reason):
     core = core_for(models, "street-lighting")
     ack = send(core, actuator, payload)
@@ -70,8 +78,12 @@ def test_command_for_another_kit_is_rejected(models):
 
 def test_duplicate_id_applied_once(models):
     applied = []
-    core = KitCore("kit-1", models["street-lighting"], clock=lambda: NOW,
-                   apply_hook=lambda target, value: applied.append((target, value)))
+    core = KitCore(
+        "kit-1",
+        models["street-lighting"],
+        clock=lambda: NOW,
+        apply_hook=lambda target, value: applied.append((target, value)),
+    )
     first = send(core, "mode", "manual", command_id="same")
     again = send(core, "mode", "manual", command_id="same")
     assert applied == [("mode", "manual")]
@@ -83,10 +95,14 @@ def test_late_and_undated_commands_are_rejected(models):
     core = core_for(models, "street-lighting")
     stale = send(core, "mode", "manual", deadline=str(int((NOW - 1) * 1000)))
     assert stale["reason"] == P.R_STALE
-    assert send(core, "mode", "manual", command_id="c2", deadline=None)["reason"] == \
-        P.R_MISSING_DEADLINE
-    assert send(core, "mode", "manual", command_id="c3", deadline="soon")["reason"] == \
-        P.R_MISSING_DEADLINE
+    assert (
+        send(core, "mode", "manual", command_id="c2", deadline=None)["reason"]
+        == P.R_MISSING_DEADLINE
+    )
+    assert (
+        send(core, "mode", "manual", command_id="c3", deadline="soon")["reason"]
+        == P.R_MISSING_DEADLINE
+    )
     assert send(core, "mode", "manual", command_id="")["reason"] == P.R_MISSING_ID
     assert core.state["mode"] == "auto"
 
@@ -103,10 +119,16 @@ def test_conflicting_greens_refused(models):
     plan[0]["green"] = ["north", "east"]
     ack = send(core, "phase-plan", P.encode_value({"datatype": "json"}, plan))
     assert ack["reason"] == P.R_INTERLOCK and "conflicting greens" in ack["detail"]
-    ok_plan = [{"green": ["north", "south"], "seconds": 40}, {"green": ["east", "west"],
-                                                              "seconds": 20}]
-    assert send(core, "phase-plan", P.encode_value({"datatype": "json"}, ok_plan),
-                command_id="c2")["status"] == P.APPLIED
+    ok_plan = [
+        {"green": ["north", "south"], "seconds": 40},
+        {"green": ["east", "west"], "seconds": 20},
+    ]
+    assert (
+        send(core, "phase-plan", P.encode_value({"datatype": "json"}, ok_plan), command_id="c2")[
+            "status"
+        ]
+        == P.APPLIED
+    )
 
 
 def test_stage_request_must_exist_in_plan(models):
@@ -114,8 +136,7 @@ def test_stage_request_must_exist_in_plan(models):
     send(core, "mode", "manual", command_id="m")
     assert send(core, "phase-request", "2", command_id="a")["status"] == P.APPLIED
     assert send(core, "phase-request", "4", command_id="b")["reason"] == P.R_INTERLOCK
-    two = [{"green": ["north", "south"], "seconds": 40}, {"green": ["east", "west"],
-                                                           "seconds": 20}]
+    two = [{"green": ["north", "south"], "seconds": 40}, {"green": ["east", "west"], "seconds": 20}]
     ack = send(core, "phase-plan", P.encode_value({"datatype": "json"}, two), command_id="c")
     assert ack["reason"] == P.R_INTERLOCK  # would orphan the requested stage 2
 

@@ -145,10 +145,13 @@ def test_instructors_see_their_courses_sessions_only(lab):
             service.sessions(who, course=course)
 
 
-@pytest.mark.parametrize(("setup", "reason"), [
-    (lambda s, c, k: None, "no-heartbeat"),
-    (lambda s, c, k: k.offline.add("k1"), "kit-offline"),
-])
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (lambda s, c, k: None, "no-heartbeat"),
+        (lambda s, c, k: k.offline.add("k1"), "kit-offline"),
+    ],
+)
 def test_sessions_end_on_silence_or_a_lost_kit(lab, setup, reason):
     service, clock, rights, kits = lab
     service.request(ALICE, kit_id="k1")
@@ -182,8 +185,7 @@ def test_kit_that_never_confirms_safe_state_needs_attention_and_is_not_granted(l
     assert "k1" not in rights.held  # bob was not handed an unsafe kit
     events = service.store.transaction
     with events() as db:
-        assert db.scalar(select(EventRow.kind).where(EventRow.kit_id == "k1")) == \
-            "needs-attention"
+        assert db.scalar(select(EventRow.kind).where(EventRow.kit_id == "k1")) == "needs-attention"
     kits.stuck.clear()
     service.set_maintenance(ADMIN, "k1", on=False)  # an admin has looked at it
     service.tick()
@@ -247,8 +249,18 @@ def test_database_refuses_two_live_sessions_on_one_kit(lab):
     service, _clock, _, _ = lab
     service.request(ALICE, kit_id="k1")
     with pytest.raises(IntegrityError), service.store.transaction() as db:
-        db.add(SessionRow(kit_id="k1", user="mallory", institution="x", state=ACTIVE,
-                          requested_at=T0, granted_at=T0, ends_at=T0 + 60, last_heartbeat=T0))
+        db.add(
+            SessionRow(
+                kit_id="k1",
+                user="mallory",
+                institution="x",
+                state=ACTIVE,
+                requested_at=T0,
+                granted_at=T0,
+                ends_at=T0 + 60,
+                last_heartbeat=T0,
+            )
+        )
 
 
 def book(service, user, start_h: float, hours: float, kit="k1", course="iot"):
@@ -301,8 +313,9 @@ def test_booked_slot_takes_precedence_over_the_queue(lab):
     service.request(CAROL, kit_id="k1")
     for _ in range(12):
         advance(service, clock, 55)
-        for s in service.sessions(ALICE, live_only=True) + service.sessions(STUDENT_IOT,
-                                                                            live_only=True):
+        for s in service.sessions(ALICE, live_only=True) + service.sessions(
+            STUDENT_IOT, live_only=True
+        ):
             if s["state"] in (GRANTED, ACTIVE):
                 service.heartbeat(User(s["user"], s["institution"]), s["id"])
     assert service.sessions(ALICE)[0]["end_reason"] == "booked-slot"
@@ -312,8 +325,17 @@ def test_booked_slot_takes_precedence_over_the_queue(lab):
 def test_commands_are_recorded_against_the_session(lab):
     service, _clock, _, kits = lab
     session = service.request(ALICE, kit_id="k1")["session"]
-    kits.acks.append({"kit": "k1", "requester": "ctl-alice", "id": "c1", "target": "mode",
-                      "status": "applied", "value": "manual", "ts": T0})
+    kits.acks.append(
+        {
+            "kit": "k1",
+            "requester": "ctl-alice",
+            "id": "c1",
+            "target": "mode",
+            "status": "applied",
+            "value": "manual",
+            "ts": T0,
+        }
+    )
     service.tick()
     with service.store.transaction() as db:
         row = db.scalar(select(CommandRow))
@@ -354,10 +376,14 @@ def test_retiring_a_kit_closes_its_queue(lab):
 
 def test_a_burst_of_requests_is_decided_together(lab):
     service, _, rights, _ = lab
-    users = [User(f"a{i}", "univ-a") for i in range(4)] + [User(f"b{i}", "univ-b")
-                                                          for i in range(3)]
-    burst = [(u, "k1", None) for u in users] + [(users[0], "k1", None), (ALICE, "nope", None),
-                                               (BOB, None, None)]
+    users = [User(f"a{i}", "univ-a") for i in range(4)] + [
+        User(f"b{i}", "univ-b") for i in range(3)
+    ]
+    burst = [(u, "k1", None) for u in users] + [
+        (users[0], "k1", None),
+        (ALICE, "nope", None),
+        (BOB, None, None),
+    ]
     results = service.request_many(burst)
     assert isinstance(results[-3], Conflict)  # a repeat within the same burst
     assert isinstance(results[-2], NotFound)

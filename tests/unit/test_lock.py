@@ -31,8 +31,9 @@ def locked_versions() -> dict[str, str]:
 
 
 def installed_versions() -> dict[str, str]:
-    return {canonicalize_name(d.metadata["Name"]): d.version
-            for d in importlib.metadata.distributions()}
+    return {
+        canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
+    }
 
 
 def test_the_lock_pins_every_entry_with_hashes() -> None:
@@ -45,10 +46,14 @@ def test_the_lock_pins_every_entry_with_hashes() -> None:
 
 def test_the_environment_is_exactly_the_lock() -> None:
     locked, installed = locked_versions(), installed_versions()
-    project = canonicalize_name(tomllib.loads((ROOT / "pyproject.toml").read_text())
-                                ["project"]["name"])
-    wrong = {name: (version, installed.get(name)) for name, version in locked.items()
-             if installed.get(name) != version}
+    project = canonicalize_name(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
+    )
+    wrong = {
+        name: (version, installed.get(name))
+        for name, version in locked.items()
+        if installed.get(name) != version
+    }
     extra = set(installed) - set(locked) - INSTALLER_OWN - {project}
     assert not wrong, f"installed versions differ from the lock (lock, installed): {wrong}"
     assert not extra, f"installed but not in the lock: {sorted(extra)}"
@@ -68,4 +73,5 @@ def test_the_lock_satisfies_every_requirement_of_pyproject() -> None:
         name = canonicalize_name(requirement.name)
         assert name in locked, f"{text}: not in {LOCK.name}; run ./smartlab lock"
         assert requirement.specifier.contains(locked[name], prereleases=True), (
-            f"{text}: the lock has {locked[name]}; run ./smartlab lock")
+            f"{text}: the lock has {locked[name]}; run ./smartlab lock"
+        )

@@ -22,7 +22,8 @@ def changes(widget, *names: str, seen: list[str] | None = None) -> list[str]:
 
 @pytest.mark.parametrize(("window", "spacing"), [(60, 15), (300, 60), (900, 300), (3600, 900)])
 def test_time_axis_is_the_window_wide_with_round_ticks_and_moves_in_half_tick_steps(
-        window, spacing):
+    window, spacing
+):
     start, end, tick = time_axis(T0 + 1, window)
     assert (end - start, tick) == (window, spacing)
     assert start < T0 + 1 < end and end % (spacing / 2) == 0

@@ -9,33 +9,52 @@ import pytest
 from hardware_kits import protocol as P
 
 
-@pytest.mark.parametrize(("spec", "payload", "value"), [
-    ({"datatype": "integer", "min": 0, "max": 100}, "42", 42),
-    ({"datatype": "float", "min": 0, "max": 1}, "1", 1.0),
-    ({"datatype": "boolean"}, "true", True),
-    ({"datatype": "enum", "values": ["a", "b"]}, "b", "b"),
-    ({"datatype": "string", "max_length": 5}, "héllo", "héllo"),
-    ({"datatype": "json", "schema": {"type": "array", "items": {"type": "integer"}}}, "[1,2]",
-     [1, 2]),
-])
+@pytest.mark.parametrize(
+    ("spec", "payload", "value"),
+    [
+        ({"datatype": "integer", "min": 0, "max": 100}, "42", 42),
+        ({"datatype": "float", "min": 0, "max": 1}, "1", 1.0),
+        ({"datatype": "boolean"}, "true", True),
+        ({"datatype": "enum", "values": ["a", "b"]}, "b", "b"),
+        ({"datatype": "string", "max_length": 5}, "héllo", "héllo"),
+        (
+            {"datatype": "json", "schema": {"type": "array", "items": {"type": "integer"}}},
+            "[1,2]",
+            [1, 2],
+        ),
+    ],
+)
 def test_decode_round_trip(spec, payload, value):
     assert P.decode_value(spec, payload) == value
     assert P.decode_value(spec, P.encode_value(spec, value)) == value
 
 
-@pytest.mark.parametrize(("spec", "payload", "reason"), [
-    ({"datatype": "integer", "min": 0, "max": 100}, "4.5", P.R_MALFORMED),
-    ({"datatype": "integer", "min": 0, "max": 100, "step": 5}, "42", P.R_OUT_OF_RANGE),
-    ({"datatype": "float", "min": 0, "max": 1}, "NaN", P.R_MALFORMED),
-    ({"datatype": "float", "min": 0, "max": 1}, "1e9", P.R_OUT_OF_RANGE),
-    ({"datatype": "boolean"}, "1", P.R_MALFORMED),
-    ({"datatype": "string", "max_length": 3}, "long", P.R_OUT_OF_RANGE),
-    ({"datatype": "json", "schema": {"type": "object", "required": ["a"]}}, "{}", P.R_MALFORMED),
-    ({"datatype": "json", "schema": {"type": "object", "additionalProperties": False}},
-     '{"x": 1}', P.R_MALFORMED),
-    ({"datatype": "json", "schema": {"type": "array", "maxItems": 1}}, "[1, 2]",
-     P.R_OUT_OF_RANGE),
-])
+@pytest.mark.parametrize(
+    ("spec", "payload", "reason"),
+    [
+        ({"datatype": "integer", "min": 0, "max": 100}, "4.5", P.R_MALFORMED),
+        ({"datatype": "integer", "min": 0, "max": 100, "step": 5}, "42", P.R_OUT_OF_RANGE),
+        ({"datatype": "float", "min": 0, "max": 1}, "NaN", P.R_MALFORMED),
+        ({"datatype": "float", "min": 0, "max": 1}, "1e9", P.R_OUT_OF_RANGE),
+        ({"datatype": "boolean"}, "1", P.R_MALFORMED),
+        ({"datatype": "string", "max_length": 3}, "long", P.R_OUT_OF_RANGE),
+        (
+            {"datatype": "json", "schema": {"type": "object", "required": ["a"]}},
+            "{}",
+            P.R_MALFORMED,
+        ),
+        (
+            {"datatype": "json", "schema": {"type": "object", "additionalProperties": False}},
+            '{"x": 1}',
+            P.R_MALFORMED,
+        ),
+        (
+            {"datatype": "json", "schema": {"type": "array", "maxItems": 1}},
+            "[1, 2]",
+            P.R_OUT_OF_RANGE,
+        ),
+    ],
+)
 def test_decode_rejects(spec, payload, reason):
     with pytest.raises(P.ProtocolError) as err:
         P.decode_value(spec, payload)
@@ -61,8 +80,14 @@ def test_description_is_homie_5(models):
     desc = P.homie_description("sl-1", models["street-lighting"])
     assert desc["homie"] == "5.0" and desc["type"] == "street-lighting"
     dimming = desc["nodes"]["actuators"]["properties"]["dimming"]
-    assert dimming == {"name": "Dimming level", "datatype": "integer", "settable": True,
-                       "retained": True, "unit": "%", "format": "0:100:1"}
+    assert dimming == {
+        "name": "Dimming level",
+        "datatype": "integer",
+        "settable": True,
+        "retained": True,
+        "unit": "%",
+        "format": "0:100:1",
+    }
     assert desc["nodes"]["sensors"]["properties"]["motion"]["settable"] is False
     assert desc["smartlab"]["descriptor"] == models["street-lighting"]
     json.dumps(desc)  # must be serialisable as is

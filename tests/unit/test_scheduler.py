@@ -7,8 +7,15 @@ from hardware_kits.sharing import scheduler as S
 SLOT = 900.0
 
 
-def waiting(i: int, institution: str, t: float, kit: str | None = "k1", model: str | None = None,
-            priority: int = 0, courses: frozenset[str] = frozenset()) -> S.Waiting:
+def waiting(
+    i: int,
+    institution: str,
+    t: float,
+    kit: str | None = "k1",
+    model: str | None = None,
+    priority: int = 0,
+    courses: frozenset[str] = frozenset(),
+) -> S.Waiting:
     return S.Waiting(i, f"u{i}", institution, kit, model, priority, t, courses)
 
 
@@ -49,8 +56,10 @@ def test_no_head_of_line_blocking():
 
 
 def test_model_queue_takes_any_free_kit_of_the_model():
-    entries = [waiting(1, "a", 1, kit=None, model="street"), waiting(2, "b", 2, kit=None,
-                                                                     model="street")]
+    entries = [
+        waiting(1, "a", 1, kit=None, model="street"),
+        waiting(2, "b", 2, kit=None, model="street"),
+    ]
     free = [S.KitSlot("s1", "street", 0), S.KitSlot("s2", "street", 0), S.KitSlot("x", "other", 0)]
     grants = S.assign(entries, free, [], {}, 0, SLOT, 300)
     assert sorted(g.kit_id for g in grants) == ["s1", "s2"]
@@ -68,8 +77,7 @@ def test_walk_in_ends_before_a_foreign_booking_and_not_granted_just_before():
 def test_booked_slot_serves_only_its_course():
     booking = S.BookedSlot("k1", "course-x", starts_at=0, ends_at=3600)
     outsider, member = waiting(1, "a", 0), waiting(2, "b", 5, courses=frozenset({"course-x"}))
-    grants = S.assign([outsider, member], [S.KitSlot("k1", "m", 10)], [booking], {}, 10, SLOT,
-                      300)
+    grants = S.assign([outsider, member], [S.KitSlot("k1", "m", 10)], [booking], {}, 10, SLOT, 300)
     assert [(g.entry.id, g.booking) for g in grants] == [(2, booking)]
 
 

@@ -29,8 +29,12 @@ def write(tmp_path: Path, data: dict[str, Any]) -> Path:
 def test_demo_site_is_valid(models):
     site = load_site(DEMO, models)
     assert {i.kind for i in site.institutions} == {"centre", "university", "academy"}
-    assert [c.id for c in site.courses] == ["smart-lighting", "iot-basics", "traffic-signals",
-                                            "smart-parking"]
+    assert [c.id for c in site.courses] == [
+        "smart-lighting",
+        "iot-basics",
+        "traffic-signals",
+        "smart-parking",
+    ]
     assert set(site.course("smart-lighting").institutions) == {"univ-a", "univ-b"}
     roles = {r for p in site.people for r in p.roles}
     assert roles == {"student", "instructor", "grader", "lab-admin", "hub-admin"}
@@ -196,10 +200,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("breaks", "field", "reason"), CASES,
-                         ids=[c[0].__name__.strip("_") for c in CASES])
-def test_errors_are_one_line_naming_file_and_field(tmp_path, models, demo_data, breaks, field,
-                                                   reason):
+@pytest.mark.parametrize(
+    ("breaks", "field", "reason"), CASES, ids=[c[0].__name__.strip("_") for c in CASES]
+)
+def test_errors_are_one_line_naming_file_and_field(
+    tmp_path, models, demo_data, breaks, field, reason
+):
     data = copy.deepcopy(demo_data)
     breaks(data)
     path = write(tmp_path, data)

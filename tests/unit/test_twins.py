@@ -44,21 +44,34 @@ def stage(green: dict[str, Any], seconds: int) -> dict[str, Any]:
 # through KitCore, so each one must pass the kit's real checks and interlocks.
 SCRIPTS: dict[str, list[tuple[float, str, Any]]] = {
     "street-lighting": [
-        (0, "mode", "auto"), (1800, "mode", "manual"), (1800, "dimming", 40),
-        (3600, "dimming", 100), (4500, "dimming", 0), (5400, "mode", "auto"),
+        (0, "mode", "auto"),
+        (1800, "mode", "manual"),
+        (1800, "dimming", 40),
+        (3600, "dimming", 100),
+        (4500, "dimming", 0),
+        (5400, "mode", "auto"),
     ],
     "intersection": [
-        (0, "mode", "fixed"), (1800, "mode", "actuated"), (3600, "mode", "manual"),
-        (3600, "phase-request", 1), (4200, "phase-request", 2), (4700, "phase-request", 0),
-        (4800, "mode", "flashing"), (5400, "phase-plan", [stage(NS, 20), stage(EW, 15)]),
+        (0, "mode", "fixed"),
+        (1800, "mode", "actuated"),
+        (3600, "mode", "manual"),
+        (3600, "phase-request", 1),
+        (4200, "phase-request", 2),
+        (4700, "phase-request", 0),
+        (4800, "mode", "flashing"),
+        (5400, "phase-plan", [stage(NS, 20), stage(EW, 15)]),
         (5400, "mode", "fixed"),
     ],
     "environment-station": [
-        (0, "sampling-interval", 1), (1800, "ventilation", True), (3600, "ventilation", False),
+        (0, "sampling-interval", 1),
+        (1800, "ventilation", True),
+        (3600, "ventilation", False),
         (4000, "sampling-interval", 10),
     ],
     "smart-parking": [
-        (0, "gate", "open"), (0, "display", "Welcome"), (3600, "gate", "closed"),
+        (0, "gate", "open"),
+        (0, "display", "Welcome"),
+        (3600, "gate", "closed"),
         (5400, "gate", "open"),
     ],
 }
@@ -67,22 +80,28 @@ SCRIPTS: dict[str, list[tuple[float, str, Any]]] = {
 class Kit:
     """A twin behind the real command path (KitCore applies to the model, as kit_runner does)."""
 
-    def __init__(self, name: str, seed: int = 0, start: float = at(0),
-                 descriptor: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        seed: int = 0,
+        start: float = at(0),
+        descriptor: dict[str, Any] | None = None,
+    ) -> None:
         self.descriptor = descriptor or MODELS[name]
         self.model: TwinModel = twin_class(name)(self.descriptor, seed=seed, start=start)
-        self.core = KitCore(KIT_ID, self.descriptor, clock=lambda: 0.0,
-                            apply_hook=self.model.apply)
+        self.core = KitCore(KIT_ID, self.descriptor, clock=lambda: 0.0, apply_hook=self.model.apply)
         self._ids = itertools.count()
 
     def command(self, target: str, value: Any) -> None:
         spec = self.descriptor["actuators"][target]
-        ack = self.core.handle_command(P.set_topic(KIT_ID, target), P.encode_value(spec, value),
-                                       f"cmd-{next(self._ids)}", "1")
+        ack = self.core.handle_command(
+            P.set_topic(KIT_ID, target), P.encode_value(spec, value), f"cmd-{next(self._ids)}", "1"
+        )
         assert ack["status"] == P.APPLIED, ack
 
-    def drive(self, seconds: float, dt: float, script: list[tuple[float, str, Any]] = (),
-              looks: int = 1) -> list[dict[str, Any]]:
+    def drive(
+        self, seconds: float, dt: float, script: list[tuple[float, str, Any]] = (), looks: int = 1
+    ) -> list[dict[str, Any]]:
         """Advance in steps of dt, sending scripted commands when due; return the samples.
 
         `looks` samples are taken per step (the last is kept), as a dashboard polling faster
@@ -119,8 +138,12 @@ def runs(values: list[Any]) -> list[tuple[Any, int]]:
 
 
 def test_entry_points_name_the_models() -> None:
-    expected = {"street-lighting": StreetLightingModel, "intersection": IntersectionModel,
-                "environment-station": EnvironmentModel, "smart-parking": ParkingModel}
+    expected = {
+        "street-lighting": StreetLightingModel,
+        "intersection": IntersectionModel,
+        "environment-station": EnvironmentModel,
+        "smart-parking": ParkingModel,
+    }
     assert set(expected) == set(NAMES)
     for name, cls in expected.items():
         assert twin_class(name) is cls
@@ -146,8 +169,9 @@ def test_same_seed_and_commands_give_the_same_samples(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_sampling_draws_no_randomness(name: str) -> None:
     once, often = Kit(name, seed=5, start=at(11)), Kit(name, seed=5, start=at(11))
-    assert once.drive(2 * HOUR, 1.0, SCRIPTS[name]) == often.drive(2 * HOUR, 1.0, SCRIPTS[name],
-                                                                    looks=3)
+    assert once.drive(2 * HOUR, 1.0, SCRIPTS[name]) == often.drive(
+        2 * HOUR, 1.0, SCRIPTS[name], looks=3
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -169,8 +193,9 @@ SLOW_SENSORS = [
 
 
 @pytest.mark.parametrize(("name", "sensor", "rel", "abs_"), SLOW_SENSORS)
-def test_results_hardly_depend_on_the_step_size(name: str, sensor: str, rel: float,
-                                                abs_: float) -> None:
+def test_results_hardly_depend_on_the_step_size(
+    name: str, sensor: str, rel: float, abs_: float
+) -> None:
     script = [item for item in SCRIPTS[name] if item[0] == 0]
     if name == "intersection":
         script = [(0, "mode", "actuated")]
@@ -222,7 +247,7 @@ def test_street_light_switches_on_at_dusk() -> None:
     samples = kit.drive(3 * HOUR, 0.5)
     lit = [i for i, s in enumerate(samples) if s["lamp-power"] > 0]
     assert lit, "the lamp never came on at dusk"
-    assert all(s["lamp-power"] > 0 for s in samples[lit[0]:])  # and stays on (hysteresis)
+    assert all(s["lamp-power"] > 0 for s in samples[lit[0] :])  # and stays on (hysteresis)
     assert samples[lit[0]]["ambient-light"] <= SL.DARK_ON_LX  # (rounded to 0.1 lx)
 
 
@@ -233,8 +258,11 @@ def test_manual_lamp_power_tracks_dimming(level: int) -> None:
     kit.command("mode", "manual")
     kit.command("dimming", level)
     sample = kit.drive(15, 0.5)[-1]
-    expected = 0.0 if level == 0 else (
-        twin["lamp_min_w"] + (twin["lamp_max_w"] - twin["lamp_min_w"]) * level / 100)
+    expected = (
+        0.0
+        if level == 0
+        else (twin["lamp_min_w"] + (twin["lamp_max_w"] - twin["lamp_min_w"]) * level / 100)
+    )
     assert sample["lamp-power"] == pytest.approx(expected, abs=0.01)
     assert kit.model.level == level
 
@@ -260,7 +288,8 @@ def test_auto_lamp_dims_when_empty_and_brightens_on_motion() -> None:
 def equal_flows(per_hour: float) -> dict[str, Any]:
     descriptor = copy.deepcopy(MODELS["intersection"])
     descriptor["twin"]["arrivals_per_hour"] = dict.fromkeys(
-        ("north", "south", "east", "west"), per_hour)
+        ("north", "south", "east", "west"), per_hour
+    )
     return descriptor
 
 
@@ -283,9 +312,17 @@ def test_fixed_mode_runs_the_plan_with_amber_and_all_red() -> None:
     samples = kit.drive(200, 1.0)
     shown = runs([(s["signal"], s["phase"]) for s in samples])
     assert shown[0] == (("all-red", -1), 2)  # start-up from flashing clears the junction
-    cycle = [(("green", 0), 20), (("amber", 0), 3), (("all-red", 0), 2),
-             (("green", 1), 10), (("amber", 1), 3), (("all-red", 1), 2),
-             (("green", 2), 6), (("amber", 2), 3), (("all-red", 2), 2)]
+    cycle = [
+        (("green", 0), 20),
+        (("amber", 0), 3),
+        (("all-red", 0), 2),
+        (("green", 1), 10),
+        (("amber", 1), 3),
+        (("all-red", 1), 2),
+        (("green", 2), 6),
+        (("amber", 2), 3),
+        (("all-red", 2), 2),
+    ]
     assert shown[1:10] == cycle
     assert shown[10:19] == cycle
 
@@ -334,8 +371,11 @@ def test_actuated_greens_stay_between_minimum_and_maximum() -> None:
     kit.command("phase-plan", plan)
     kit.command("mode", "actuated")
     samples = kit.drive(2 * HOUR, 1.0)
-    greens = [(key[1], n) for key, n in runs([(s["signal"], s["phase"]) for s in samples])
-              if key[0] == "green"][1:-1]  # whole greens only
+    greens = [
+        (key[1], n)
+        for key, n in runs([(s["signal"], s["phase"]) for s in samples])
+        if key[0] == "green"
+    ][1:-1]  # whole greens only
     assert greens
     lengths = {n for _, n in greens}
     assert len(lengths) > 3  # demand, not the clock, decides
@@ -424,8 +464,9 @@ def test_weather_and_traffic_follow_the_day() -> None:
     hours = [((i + 1) / 60) % 24 for i in range(len(samples))]
 
     def mean(sensor: str, low: float, high: float) -> float:
-        return statistics.fmean(s[sensor] for s, h in zip(samples, hours, strict=True)
-                                if low <= h < high)
+        return statistics.fmean(
+            s[sensor] for s, h in zip(samples, hours, strict=True) if low <= h < high
+        )
 
     assert mean("temperature", 13, 17) > mean("temperature", 2, 6) + 3
     temps, hums = series(samples, "temperature"), series(samples, "humidity")
@@ -495,8 +536,11 @@ def test_cars_enter_one_at_a_time() -> None:
     for _ in range(600):
         kit.model.advance(1.0)
         entered.append(kit.model.entered)
-    entries = [second for second, (earlier, later)
-               in enumerate(itertools.pairwise([0, *entered])) if later > earlier]
+    entries = [
+        second
+        for second, (earlier, later) in enumerate(itertools.pairwise([0, *entered]))
+        if later > earlier
+    ]
     assert all(later - earlier <= 1 for earlier, later in itertools.pairwise([0, *entered]))
     assert len(entries) >= 8 and 3 <= entries[0] <= 6
     assert 4 <= min(b - a for a, b in itertools.pairwise(entries)) <= 6  # one car every ~5 s

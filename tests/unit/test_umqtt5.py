@@ -132,7 +132,7 @@ def test_connect_packet_with_will_and_credentials() -> None:
     pkt = U.connect_packet("c", 60, True, "user", "pw", will, {"session_expiry_interval": 10})
     first, length = pkt[0], U.decode_varint(pkt, 1)
     assert first == 0x10
-    body = pkt[length[1]:]
+    body = pkt[length[1] :]
     assert len(body) == length[0]
     assert body[:7] == b"\x00\x04MQTT\x05"
     flags = body[7]
@@ -147,21 +147,32 @@ def test_connect_packet_with_will_and_credentials() -> None:
     user, offset = U.decode_string(body, offset)
     password, offset = U.decode_binary(body, offset)
     assert (client_id, will_props, will_topic, will_msg, user, password) == (
-        "c", {"will_delay_interval": 0}, "homie/5/a/$state", b"lost", "user", b"pw")
+        "c",
+        {"will_delay_interval": 0},
+        "homie/5/a/$state",
+        b"lost",
+        "user",
+        b"pw",
+    )
     assert offset == len(body)
 
 
 @pytest.mark.parametrize("qos", [0, 1])
 @pytest.mark.parametrize("retain", [False, True])
 def test_publish_round_trip(qos: int, retain: bool) -> None:
-    props = {"response_topic": "r/t", "correlation_data": b"\x01",
-             "user_properties": {"k": "v"}}
+    props = {"response_topic": "r/t", "correlation_data": b"\x01", "user_properties": {"k": "v"}}
     pkt = U.publish_packet("a/b", b"\x00payload\xff", qos, retain, 513 if qos else 0, props)
     assert pkt[0] == 0x30 | (qos << 1) | int(retain)
     length, offset = U.decode_varint(pkt, 1)
     assert len(pkt) - offset == length
     assert U.parse_publish(pkt[0], pkt[offset:]) == (
-        "a/b", b"\x00payload\xff", qos, retain, 513 if qos else 0, props)
+        "a/b",
+        b"\x00payload\xff",
+        qos,
+        retain,
+        513 if qos else 0,
+        props,
+    )
 
 
 def test_large_publish_uses_multibyte_length() -> None:
@@ -176,7 +187,10 @@ def test_acknowledgements() -> None:
     assert U.parse_ack(b"\x00\x05") == (5, 0, {})
     assert U.parse_ack(b"\x00\x05\x87") == (5, 0x87, {})
     assert U.parse_ack(b"\x00\x05\x87" + U.encode_properties({"reason_string": "no"})) == (
-        5, 0x87, {"reason_string": "no"})
+        5,
+        0x87,
+        {"reason_string": "no"},
+    )
     assert U.subscribe_packet(1, "a/+", 1) == b"\x82\x09\x00\x01\x00\x00\x03a/+\x01"
     assert U.parse_suback(b"\x00\x01\x00\x01\x80") == (1, [1, 0x80], {})
     assert U.parse_connack(b"\x01\x00\x03\x21\x00\x0a") == (True, 0, {"receive_maximum": 10})
@@ -251,7 +265,8 @@ def test_connect_sends_credentials_and_will(pair) -> None:
     assert client.connect(clean_start=True) is True
     first, body = peer.read()
     assert U.packet(first, body) == U.connect_packet(
-        "kit-t", 30, True, "u", "p", ("homie/5/t/$state", "lost", True, 1, None), {})
+        "kit-t", 30, True, "u", "p", ("homie/5/t/$state", "lost", True, 1, None), {}
+    )
     assert client.keepalive == 20
 
 

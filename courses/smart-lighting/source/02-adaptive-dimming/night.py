@@ -70,15 +70,19 @@ class NightResult:
         return 1.0 - self.energy_wh / self.baseline_wh
 
     def __str__(self) -> str:
-        text = (f"энергия {self.energy_wh:.0f} Вт·ч против {self.baseline_wh:.0f} Вт·ч у "
-                f"обычного освещения (экономия {100 * self.saving:.1f} %); "
-                f"нарушений освещённости: {self.violations}")
+        text = (
+            f"энергия {self.energy_wh:.0f} Вт·ч против {self.baseline_wh:.0f} Вт·ч у "
+            f"обычного освещения (экономия {100 * self.saving:.1f} %); "
+            f"нарушений освещённости: {self.violations}"
+        )
         if self.examples:
             t, ambient, motion, lux = self.examples[0]
             hour = (t % DAY_S) / 3600
-            text += (f"; первое — в {int(hour):02d}:{int(hour % 1 * 60):02d} UTC: небо "
-                     f"{ambient:.1f} лк, движение {'да' if motion else 'нет'}, на дороге "
-                     f"{lux:.1f} лк вместо {required_lux(motion):.0f}")
+            text += (
+                f"; первое — в {int(hour):02d}:{int(hour % 1 * 60):02d} UTC: небо "
+                f"{ambient:.1f} лк, движение {'да' if motion else 'нет'}, на дороге "
+                f"{lux:.1f} лк вместо {required_lux(motion):.0f}"
+            )
         return text
 
 
@@ -86,9 +90,14 @@ def _student_error(what: str, err: BaseException) -> AssertionError:
     return AssertionError(f"{what}: {type(err).__name__}: {err}")
 
 
-def simulate_night(make_controller: Any, seed: int = 1, start: float | None = None,
-                   hours: float = NIGHT_HOURS, time_budget_s: float = 60.0,
-                   **twin_params: Any) -> NightResult:
+def simulate_night(
+    make_controller: Any,
+    seed: int = 1,
+    start: float | None = None,
+    hours: float = NIGHT_HOURS,
+    time_budget_s: float = 60.0,
+    **twin_params: Any,
+) -> NightResult:
     """Run a controller (a class or factory: `make_controller()` gives one with `.step`) over
     a night of the twin; any fault of the controller becomes one readable AssertionError."""
     start = night_start() if start is None else start
@@ -104,8 +113,10 @@ def simulate_night(make_controller: Any, seed: int = 1, start: float | None = No
                 raise _student_error("контроллер не создаётся", err) from None
             _run(kit, controller, hours, result)
     except StudentTimeout:
-        raise AssertionError(f"контроллер не уложился в {time_budget_s:g} с на ночь: "
-                             "возможно, бесконечный цикл или слишком медленный код") from None
+        raise AssertionError(
+            f"контроллер не уложился в {time_budget_s:g} с на ночь: "
+            "возможно, бесконечный цикл или слишком медленный код"
+        ) from None
     result.energy_wh = kit.twin.energy_wh
     return result
 
@@ -123,8 +134,9 @@ def _run(kit: OfflineKit, controller: Any, hours: float, result: NightResult) ->
             try:
                 kit.set("dimming", level)
             except ProtocolError as err:
-                raise AssertionError(f"стенд отклонил уровень {level!r} "
-                                     f"({type(level).__name__}): {err}") from None
+                raise AssertionError(
+                    f"стенд отклонил уровень {level!r} ({type(level).__name__}): {err}"
+                ) from None
             current = level
         kit.advance(STEP_S)
         result.steps += 1
@@ -138,8 +150,9 @@ def _run(kit: OfflineKit, controller: Any, hours: float, result: NightResult) ->
 
 
 @lru_cache(maxsize=16)
-def baseline_energy(seed: int, start: float, hours: float,
-                    twin_params: tuple[tuple[str, Any], ...] = ()) -> float:
+def baseline_energy(
+    seed: int, start: float, hours: float, twin_params: tuple[tuple[str, Any], ...] = ()
+) -> float:
     """Energy (Wh) of ordinary lighting on that night: 100 % while a dusk switch says dark."""
     kit = OfflineKit("street-lighting", seed=seed, start=start, **dict(twin_params))
     kit.set("mode", "manual")
@@ -152,4 +165,3 @@ def baseline_energy(seed: int, start: float, hours: float,
             kit.set("dimming", level)
         kit.advance(STEP_S)
     return kit.twin.energy_wh
-

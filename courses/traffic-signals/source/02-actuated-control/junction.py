@@ -59,10 +59,12 @@ class JunctionResult:
         return self.queue_sum / max(self.steps, 1)
 
     def __str__(self) -> str:
-        return (f"{self.vehicles} автомобилей, средняя задержка {self.mean_delay_s:.1f} с, "
-                f"средняя очередь {self.mean_queue:.1f}, максимальная {self.max_queue}, "
-                f"пешеходы ждали до {self.max_pedestrian_wait_s:.0f} с, "
-                f"конфликтов: {self.conflicts}")
+        return (
+            f"{self.vehicles} автомобилей, средняя задержка {self.mean_delay_s:.1f} с, "
+            f"средняя очередь {self.mean_queue:.1f}, максимальная {self.max_queue}, "
+            f"пешеходы ждали до {self.max_pedestrian_wait_s:.0f} с, "
+            f"конфликтов: {self.conflicts}"
+        )
 
 
 class _Recorder:
@@ -87,19 +89,31 @@ class _Recorder:
 
     def result(self) -> JunctionResult:
         twin = self.kit.twin
-        return JunctionResult(sum(twin.arrived_by_approach.values()), twin.total_delay_s,
-                              self.queue_sum, self.max_queue, self.max_walk_wait,
-                              twin.conflict_violations, self.steps)
+        return JunctionResult(
+            sum(twin.arrived_by_approach.values()),
+            twin.total_delay_s,
+            self.queue_sum,
+            self.max_queue,
+            self.max_walk_wait,
+            twin.conflict_violations,
+            self.steps,
+        )
 
 
 def _kit(seed: int, start: float | None, twin_params: dict[str, Any]) -> OfflineKit:
-    return OfflineKit("intersection", seed=seed,
-                      start=peak_start() if start is None else start, **twin_params)
+    return OfflineKit(
+        "intersection", seed=seed, start=peak_start() if start is None else start, **twin_params
+    )
 
 
-def run_controller(make_controller: Any, seed: int = 1, start: float | None = None,
-                   hours: float = 1.0, time_budget_s: float = 60.0,
-                   **twin_params: Any) -> JunctionResult:
+def run_controller(
+    make_controller: Any,
+    seed: int = 1,
+    start: float | None = None,
+    hours: float = 1.0,
+    time_budget_s: float = 60.0,
+    **twin_params: Any,
+) -> JunctionResult:
     """Run a controller (a class or factory giving an object with `plan` and `step`) for
     `hours`; any fault of the controller becomes one readable AssertionError."""
     kit = _kit(seed, start, twin_params)
@@ -118,8 +132,10 @@ def run_controller(make_controller: Any, seed: int = 1, start: float | None = No
                 kit.advance(STEP_S)
                 recorder.after_step()
     except StudentTimeout:
-        raise AssertionError(f"контроллер не уложился в {time_budget_s:g} с: возможно, "
-                             "бесконечный цикл или слишком медленный код") from None
+        raise AssertionError(
+            f"контроллер не уложился в {time_budget_s:g} с: возможно, "
+            "бесконечный цикл или слишком медленный код"
+        ) from None
     return recorder.result()
 
 
@@ -135,8 +151,9 @@ def _step(controller: Any, kit: OfflineKit) -> Any:
         return controller.step(dict(kit.latest))
     except Exception as err:
         minute = (kit.t % 3600) / 60
-        raise AssertionError(f"step() упал на {minute:.1f}-й минуте часа: "
-                             f"{type(err).__name__}: {err}") from None
+        raise AssertionError(
+            f"step() упал на {minute:.1f}-й минуте часа: {type(err).__name__}: {err}"
+        ) from None
 
 
 def _command(kit: OfflineKit, actuator: str, value: Any, what: str) -> None:
@@ -146,17 +163,21 @@ def _command(kit: OfflineKit, actuator: str, value: Any, what: str) -> None:
         raise AssertionError(f"стенд отклонил {what} {value!r}: {err.reason}: {err}") from None
 
 
-def run_fixed(plan: list[dict[str, Any]] | None = None, seed: int = 1,
-              start: float | None = None, hours: float = 1.0,
-              **twin_params: Any) -> JunctionResult:
+def run_fixed(
+    plan: list[dict[str, Any]] | None = None,
+    seed: int = 1,
+    start: float | None = None,
+    hours: float = 1.0,
+    **twin_params: Any,
+) -> JunctionResult:
     """The kit's own fixed-time control with `plan` (default: the kit's safe plan)."""
-    return _run_fixed(json.dumps(plan), seed, start, hours,
-                      json.dumps(twin_params, sort_keys=True))
+    return _run_fixed(json.dumps(plan), seed, start, hours, json.dumps(twin_params, sort_keys=True))
 
 
 @lru_cache(maxsize=32)  # hidden and visible tests compare with the same baselines
-def _run_fixed(plan_json: str, seed: int, start: float | None, hours: float,
-               twin_params_json: str) -> JunctionResult:
+def _run_fixed(
+    plan_json: str, seed: int, start: float | None, hours: float, twin_params_json: str
+) -> JunctionResult:
     kit = _kit(seed, start, json.loads(twin_params_json))
     plan = json.loads(plan_json) or safe_state(kit.descriptor)["phase-plan"]
     recorder = _Recorder(kit)
