@@ -3,7 +3,7 @@ first live value (cold kernel and preheated kernel), and the delay from a twin's
 value on screen with many dashboards open at once.
 
 One run starts its own Mosquitto (dynamic security, a free port, a temporary state folder), the
-lab service (`python -m hardware_kits.sharing.app`, what `smartlab lab serve` runs), three twins
+lab service (`python -m lab_service.app`, what `smartlab lab serve` runs), three twins
 in this process (the measured street-lighting kit at `--rate` Hz, an environment station and a
 parking lot at their models' rates, so every dashboard also receives other kits' traffic), two
 standalone Voilà servers for one viewer (one without preheating, one with a pool of preheated
@@ -46,11 +46,12 @@ sys.path.insert(0, str(REPO))  # tests.browser.stack: the same platform pieces a
 
 import common  # noqa: E402
 
-from hardware_kits.broker import Broker, free_port  # noqa: E402
+from hardware_kits.broker import Broker  # noqa: E402
 from hardware_kits.descriptor import load_models  # noqa: E402
 from hardware_kits.kit_runner import KitRunner  # noqa: E402
 from hardware_kits.twins.base import twin_class  # noqa: E402
 from labs.client import connect  # noqa: E402
+from site_config.runtime import free_port  # noqa: E402
 from tests.browser.stack import (  # noqa: E402
     ServiceProcess,
     VoilaServer,

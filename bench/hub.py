@@ -35,7 +35,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hub_config.site import hash_password  # noqa: E402
+from site_config.paths import DEMO_SITE  # noqa: E402
+from site_config.site import hash_password  # noqa: E402
 from tests.e2e.hubclient import Browser  # noqa: E402
 from tests.platform import Up  # noqa: E402
 
@@ -55,7 +56,7 @@ class Student:
 
 def make_site(path: Path, students: int) -> list[str]:
     """The demo site plus `students` generated students of univ-a and univ-b in COURSE."""
-    site = yaml.safe_load((REPO / "hub_config" / "demo-site.yaml").read_text())
+    site = yaml.safe_load(DEMO_SITE.read_text())
     hashed = hash_password(PASSWORD)
     names = [f"st{i:03d}" for i in range(students + 1)]  # st000: the baseline student
     for i, name in enumerate(names):

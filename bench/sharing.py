@@ -66,8 +66,9 @@ import common
 import numpy as np
 
 from hardware_kits import protocol as P
-from hardware_kits.broker import Broker, free_port
+from hardware_kits.broker import Broker
 from hardware_kits.mqtt import Credentials
+from site_config.runtime import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TITLE = "Kit sharing (issue 3)"
@@ -861,10 +862,10 @@ def breakdown_server(
     from tornado.httpserver import HTTPServer
     from tornado.ioloop import PeriodicCallback
 
-    from hardware_kits.sharing import api
-    from hardware_kits.sharing.policy import SharingPolicy
-    from hardware_kits.sharing.service import LabService
-    from hardware_kits.sharing.store import Store, sqlite_url
+    from lab_service import api
+    from lab_service.policy import SharingPolicy
+    from lab_service.service import KitSharing
+    from lab_service.store import SharingStore, sqlite_url
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     spent: Counter[str] = Counter()
@@ -880,7 +881,9 @@ def breakdown_server(
 
         return wrapper
 
-    service = LabService(Store(sqlite_url(db_path)), SharingPolicy(), _NoRights(), _AllOnline())
+    service = KitSharing(
+        SharingStore(sqlite_url(db_path)), SharingPolicy(), _NoRights(), _AllOnline()
+    )
     identity = api.TokenIdentity(users)
     identity.user_for = timed("identity", identity.user_for)  # type: ignore[method-assign]
     api.parse_body = timed("body", api.parse_body)
@@ -998,7 +1001,7 @@ class _ApiOnly(Stack):
 STEP_NAMES = {
     "identity": "identity: the token's user (TokenIdentity)",
     "body": "body validation (pydantic, strict)",
-    "decision": "queue decision: `LabService.request_many`, one transaction per batch",
+    "decision": "queue decision: `KitSharing.request_many`, one transaction per batch",
     "answer": "answer: JSON and writing the response",
 }
 

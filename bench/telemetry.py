@@ -52,8 +52,9 @@ import common
 import numpy as np
 
 from hardware_kits import protocol as P
-from hardware_kits.broker import Broker, free_port
+from hardware_kits.broker import Broker
 from hardware_kits.mqtt import Credentials, connect_client
+from site_config.runtime import free_port
 
 TITLE = "Kit telemetry (issue 2)"
 SECTION = f"## {TITLE}"

@@ -400,10 +400,11 @@ def find_course_dir(course_id: str, explicit: str | None = None) -> Path:
         return path
     candidates = []
     try:
-        from hub_config.runtime import Runtime
-        from hub_config.site import GRADER_PREFIX
+        from site_config.paths import default_state_dir
+        from site_config.runtime import Runtime
+        from site_config.site import GRADER_PREFIX
 
-        runtime = Runtime.from_env("", os.environ.get("SMARTLAB_STATE_DIR", "var"))
+        runtime = Runtime.from_env("", str(default_state_dir()))
         candidates.append(runtime.home(GRADER_PREFIX + course_id) / course_id)
     except Exception:  # no hub configured here: only the local folders below
         pass

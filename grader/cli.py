@@ -1,14 +1,10 @@
-"""The grader's `smartlab` commands: `grade`, `grades export`, `sandbox serve`.
-
-`smartlab grades` keeps a list of actions (`GRADES_ACTIONS`): another action (`smartlab grades
-push`, LTI grade passback) adds its `add_<name>(actions)` function to that list.
-"""
+"""The grader's `smartlab` commands: `grade`, `sandbox serve`, and the `export` action that
+`smartlab grades` (hub_config/lti/cli.py, beside its LTI `push`) is made of."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 
@@ -97,25 +93,6 @@ def _run_export(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
-
-
-def add_push(actions: argparse._SubParsersAction) -> None:
-    """`smartlab grades push`: LTI grade passback (imported here: `smartlab grade` needs none
-    of the LTI code)."""
-    from hub_config.lti.cli import add_push_command
-
-    add_push_command(actions)
-
-
-GRADES_ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = [add_export, add_push]
-
-
-def register_grades(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    parser = commands.add_parser("grades", help="gradebook exports and LMS grade transfer")
-    actions = parser.add_subparsers(dest="grades_action", required=True, metavar="ACTION")
-    for add in GRADES_ACTIONS:
-        add(actions)
-    return actions
 
 
 # ------------------------------------------------------------------ smartlab sandbox

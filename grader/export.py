@@ -53,13 +53,10 @@ class Row:
 
 def institutions(site_path: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """username -> institution id, from the site file ($SMARTLAB_SITE or the demo site)."""
-    from hub_config.site import load_site
+    from site_config.paths import default_site
+    from site_config.site import load_site
 
-    path = (
-        site_path
-        or os.environ.get("SMARTLAB_SITE")
-        or Path(__file__).resolve().parent.parent / "hub_config" / "demo-site.yaml"
-    )
+    path = site_path or default_site()
     site = load_site(Path(path))
     return {p.username: p.institution for p in site.people}
 

@@ -26,7 +26,7 @@ _INDENT = re.compile(r"^(\s*)")
 
 
 @dataclass
-class Plan:
+class SyntheticPlan:
     """What one synthetic student hands in."""
 
     student: str
@@ -86,7 +86,9 @@ def _text_answer(source: str, variant: str) -> str:
     return "\n".join([*before, *body, *after])
 
 
-def student_notebook(source: NotebookNode, released: NotebookNode, plan: Plan) -> NotebookNode:
+def student_notebook(
+    source: NotebookNode, released: NotebookNode, plan: SyntheticPlan
+) -> NotebookNode:
     """The released notebook with the answers of `plan` filled in."""
     nb = nbformat.from_dict(released)
     by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in source.cells}
@@ -126,7 +128,7 @@ def solution_ids(source: NotebookNode) -> list[str]:
     ]
 
 
-def write_submissions(course: Path, assignment: str, plans: Iterable[Plan]) -> list[str]:
+def write_submissions(course: Path, assignment: str, plans: Iterable[SyntheticPlan]) -> list[str]:
     """Write `submitted/<student>/<assignment>/` for each plan; returns the students."""
     course = Path(course)
     source_dir = course / "source" / assignment
@@ -156,7 +158,7 @@ def write_submissions(course: Path, assignment: str, plans: Iterable[Plan]) -> l
 
 def class_plans(
     course: Path, assignment: str, count: int, seed: int = 1, mix: dict[str, float] | None = None
-) -> list[Plan]:
+) -> list[SyntheticPlan]:
     """`count` students with a realistic mix of answers: most correct, some blank, wrong,
     failing or slow (no endless loops unless `mix` asks for them), a third with extra cells."""
     mix = mix or {"correct": 0.55, "blank": 0.1, "wrong": 0.15, "error": 0.1, "slow": 0.1}
@@ -172,6 +174,8 @@ def class_plans(
     for i in range(count):
         answers = {gid: rng.choices(names, weights)[0] for gid in ids}
         plans.append(
-            Plan(student=f"student{i:04d}", answers=answers, extra_cells=rng.random() < 0.33)
+            SyntheticPlan(
+                student=f"student{i:04d}", answers=answers, extra_cells=rng.random() < 0.33
+            )
         )
     return plans

@@ -26,6 +26,7 @@ from pathlib import Path
 from hardware_kits import protocol as P
 from hardware_kits.dynsec import DynSec, allow
 from hardware_kits.mqtt import BrokerAddress, Credentials
+from site_config.runtime import port_is_free
 
 ADMIN = "smartlab-admin"
 # Role names that span kits contain "_", which kit ids cannot: no kit can shadow them.
@@ -51,23 +52,6 @@ def find_mosquitto() -> tuple[str, str, str]:
             "(Debian/Ubuntu: apt-get install mosquitto mosquitto-clients)"
         )
     return broker, ctrl, plugins[0]
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        # As Mosquitto binds: connections left in TIME_WAIT by a crash do not block a restart.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def kit_role(kit_id: str) -> str:

@@ -1,23 +1,19 @@
-"""`smartlab kits …` and `smartlab broker …`: kit models, twins, firmware bundles, the broker."""
+"""`smartlab broker …` and the kit-side actions of `smartlab kits …` (kit models, twins,
+firmware bundles); the command itself is put together in labs/kit_admin.py."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import threading
 from pathlib import Path
 
 from hardware_kits.broker import Broker
 from hardware_kits.descriptor import DescriptorError, load_descriptor, load_models, read_yaml
-from hardware_kits.fleet import Fleet, load_kits, parse_kits
-
-DEFAULT_SITE = Path(__file__).resolve().parent.parent / "hub_config" / "demo-site.yaml"
-
-
-def default_state_dir() -> Path:
-    return Path(os.environ.get("SMARTLAB_STATE_DIR", "var")).resolve()
+from hardware_kits.fleet import Fleet
+from site_config.kits import load_kits, parse_kits
+from site_config.paths import DEMO_SITE, default_state_dir
 
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
@@ -106,29 +102,25 @@ def cmd_firmware(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    kits = commands.add_parser("kits", help="kit models, twins and firmware")
-    sub = kits.add_subparsers(dest="kits_command", required=True, metavar="ACTION")
+def add_kit_actions(sub: argparse._SubParsersAction) -> None:
+    """The kit-side actions of `smartlab kits` (labs/kit_admin.py adds the pool's)."""
     sub.add_parser("models", help="list the kit models").set_defaults(run=cmd_models)
     validate = sub.add_parser("validate", help="check descriptor or site files")
     validate.add_argument("files", nargs="+", type=Path)
     validate.set_defaults(run=cmd_validate)
     run = sub.add_parser("run", help="run the twins of a site file")
-    run.add_argument("--site", type=Path, default=DEFAULT_SITE)
+    run.add_argument("--site", type=Path, default=DEMO_SITE)
     add_broker_options(run)
     run.set_defaults(run=cmd_run)
     firmware = sub.add_parser("firmware", help="build a MicroPython bundle for a real board")
     firmware.add_argument("kit", help="kit id from the site file")
-    firmware.add_argument("--site", type=Path, default=DEFAULT_SITE)
+    firmware.add_argument("--site", type=Path, default=DEMO_SITE)
     firmware.add_argument("--out", type=Path, required=True)
     firmware.add_argument("--broker-host", required=True, help="broker address the board uses")
     firmware.add_argument("--wifi-ssid")
     firmware.add_argument("--wifi-password")
     add_broker_options(firmware)
     firmware.set_defaults(run=cmd_firmware)
-    from hardware_kits.sharing.app import add_kit_admin  # the admin actions go through the API
-
-    add_kit_admin(sub)
 
 
 # ---------------------------------------------------------------- broker

@@ -24,8 +24,8 @@ from hub_config.accounts import (
     private_dir,
     run_as,
 )
-from hub_config.runtime import Runtime
-from hub_config.site import Site
+from site_config.runtime import Runtime
+from site_config.site import Site
 
 GRADER_CONFIG = """# Written by `smartlab up`: this account's course, for nbgrader.
 c = get_config()  # noqa: F821

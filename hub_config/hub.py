@@ -32,10 +32,11 @@ from sqlalchemy.orm import object_session
 from traitlets import Unicode, default
 
 from grader.settings import SOCKET_ENV
-from hub_config.runtime import Runtime
-from hub_config.site import GRADER_PREFIX, Site, load_site, verify_password
 from hub_config.spawner import JUPYTER_CONFIG_DIR
 from labs.board import DATA_DIR as VOILA_DATA_DIR
+from site_config.paths import default_site
+from site_config.runtime import Runtime
+from site_config.site import GRADER_PREFIX, Site, load_site, verify_password
 
 LAB_SERVICE = "lab"
 STATUS_SERVICE = "status"
@@ -397,12 +398,12 @@ class SiteAuthenticator(Authenticator):
     """Log in with the site file's password hashes; the site file also sets the groups."""
 
     site_path = Unicode(
-        help="The site file; default $SMARTLAB_SITE or hub_config/demo-site.yaml."
+        help="The site file; default $SMARTLAB_SITE or site_config/demo-site.yaml."
     ).tag(config=True)
 
     @default("site_path")
     def _site_path_default(self) -> str:
-        return os.environ.get("SMARTLAB_SITE", str(Path(__file__).parent / "demo-site.yaml"))
+        return str(default_site())
 
     @default("manage_groups")
     def _manage_groups_default(self) -> bool:

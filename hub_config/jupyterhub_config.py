@@ -1,8 +1,8 @@
 """JupyterHub's config (`jupyterhub -f hub_config/jupyterhub_config.py`): all from the site file.
 
-The site file is $SMARTLAB_SITE (default: the demo site next to this file); where things run
+The site file is $SMARTLAB_SITE (default: site_config/demo-site.yaml); where things run
 (state folder, ports, homes) comes from $SMARTLAB_RUNTIME, written by `smartlab up`
-(hub_config/runtime.py). Groups are not set with `load_groups`: JupyterHub refuses it together
+(site_config/runtime.py). Groups are not set with `load_groups`: JupyterHub refuses it together
 with `Authenticator.manage_groups`, and our authenticator hands each person's groups over at
 login, so the site file stays their only truth.
 """
@@ -12,15 +12,16 @@ from pathlib import Path
 
 from hub_config import hub
 from hub_config.lti.authenticator import LtiAuthenticator
-from hub_config.runtime import Runtime
-from hub_config.site import load_site
 from hub_config.spawner import SiteSpawner
+from site_config.paths import default_site, default_state_dir
+from site_config.runtime import Runtime
+from site_config.site import load_site
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
-site_path = Path(os.environ.get("SMARTLAB_SITE", Path(__file__).parent / "demo-site.yaml"))
+site_path = default_site()
 site = load_site(site_path)
-runtime = Runtime.from_env(str(site_path), os.environ.get("SMARTLAB_STATE_DIR", "var"))
+runtime = Runtime.from_env(str(site_path), str(default_state_dir()))
 
 # The site's people log in with their passwords; partner academies' people by launching the
 # tool from their LMS (LTI 1.3, docs/lti.md), which the same authenticator verifies.

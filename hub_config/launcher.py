@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from hardware_kits.broker import BrokerError
-from hardware_kits.cli import DEFAULT_SITE, add_broker_options, broker_for
+from hardware_kits.cli import add_broker_options, broker_for
 from hardware_kits.descriptor import load_models
 from hardware_kits.fleet import Fleet
 from hub_config import hub
 from hub_config.accounts import GRADER_GROUP, can_isolate, closed_to_other_accounts
 from hub_config.course_dirs import prepare_courses
-from hub_config.runtime import RUNTIME_ENV, Runtime, pick_internal_ports, taken_ports
-from hub_config.site import Site, load_site
 from labs.client import Lab, connect
+from site_config.paths import DEMO_SITE
+from site_config.runtime import RUNTIME_ENV, Runtime, pick_internal_ports, taken_ports
+from site_config.site import Site, load_site
 
 DEMO_OBSERVER = "demo-observer"
 HUB_CONFIG = Path(__file__).resolve().parent / "jupyterhub_config.py"
@@ -235,7 +236,7 @@ def print_welcome(
     print(f"  {mode}; homes in {runtime.home_root}")
     for course in site.courses:
         print(f"  course {course.id}: {course.title} ({released[course.id]})")
-    demo = args.site.resolve() == DEFAULT_SITE.resolve()
+    demo = args.site.resolve() == DEMO_SITE.resolve()
     print("  log in as" + (" (password demo-<username>):" if demo else ":"))
     for person in site.people:
         print(f"    {person.username:<6} {', '.join(person.roles):<12} {person.institution}")
@@ -295,7 +296,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction) -> None:
     up = commands.add_parser("up", help="start the platform with demo content")
-    up.add_argument("--site", type=Path, default=DEFAULT_SITE, help="site file (default: demo)")
+    up.add_argument("--site", type=Path, default=DEMO_SITE, help="site file (default: demo)")
     up.add_argument("--hub-ip", default="127.0.0.1", help="address of the hub (127.0.0.1)")
     up.add_argument("--hub-port", type=int, default=8000, help="the hub's port (8000)")
     up.add_argument("--lab-port", type=int, default=8181, help="lab service port (8181)")

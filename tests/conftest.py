@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hardware_kits.broker import Broker, free_port
+from hardware_kits.broker import Broker
 from hardware_kits.descriptor import load_models
 from hub_config.launcher import stop_process
+from site_config.runtime import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

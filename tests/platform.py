@@ -8,8 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from hardware_kits.broker import free_port
-from hub_config.runtime import Runtime
+from site_config.runtime import Runtime, free_port
 from tests.conftest import REPO, wait_until
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from traitlets import Unicode, default
 
-from hardware_kits.cli import default_state_dir
 from hub_config.hub import SiteAuthenticator
 from hub_config.lti import gradebook
 from hub_config.lti.handlers import (
@@ -30,7 +29,8 @@ from hub_config.lti.handlers import (
 from hub_config.lti.keys import KEY_FILE, ToolKey
 from hub_config.lti.launch import AGS_ENDPOINT, JwksCache, Launch
 from hub_config.lti.platforms import STUDENT, hub_groups
-from hub_config.lti.store import Context, Store
+from hub_config.lti.store import Context, LtiStore
+from site_config.paths import default_state_dir
 
 
 class LtiAuthenticator(SiteAuthenticator):
@@ -65,13 +65,13 @@ class LtiAuthenticator(SiteAuthenticator):
         "to its gradebook.db, courses without a folder here are skipped.",
     ).tag(config=True)
 
-    _store: Store | None = None
+    _store: LtiStore | None = None
     _jwks: JwksCache | None = None
     _tool_key: ToolKey | None = None
 
-    def store(self) -> Store:
+    def store(self) -> LtiStore:
         if self._store is None:
-            self._store = Store(Path(self.state_dir))
+            self._store = LtiStore(Path(self.state_dir))
         return self._store
 
     def jwks(self) -> JwksCache:

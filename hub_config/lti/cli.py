@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from hardware_kits.cli import DEFAULT_SITE, default_state_dir
 from hub_config.lti.keys import KEY_FILE, ToolKey
 from hub_config.lti.platforms import platforms
-from hub_config.site import load_site
+from site_config.paths import default_site, default_state_dir
+from site_config.site import load_site
 
 LTI_FOLDER = "lti"
 
@@ -19,7 +18,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--site",
         type=Path,
-        default=Path(os.environ.get("SMARTLAB_SITE", DEFAULT_SITE)),
+        default=default_site(),
         help="the site file (default: $SMARTLAB_SITE or the demo site)",
     )
     parser.add_argument(
@@ -70,8 +69,18 @@ def run_show(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ smartlab grades push
 
 
+def register_grades(commands: argparse._SubParsersAction) -> None:
+    """`smartlab grades export|push`: the grader's exports and this LTI grade transfer."""
+    from grader.cli import add_export
+
+    parser = commands.add_parser("grades", help="gradebook exports and LMS grade transfer")
+    actions = parser.add_subparsers(dest="grades_action", required=True, metavar="ACTION")
+    add_export(actions)
+    add_push_command(actions)
+
+
 def add_push_command(grades: argparse._SubParsersAction) -> None:
-    """`push` under `smartlab grades` (grader/cli.py owns the group)."""
+    """`push` under `smartlab grades`."""
     push = grades.add_parser(
         "push", help="send an assignment's scores to the LMSs of its LTI students (AGS)"
     )
@@ -97,7 +106,7 @@ def add_push_command(grades: argparse._SubParsersAction) -> None:
 def run_push(args: argparse.Namespace) -> int:
     from grader.app import find_course_dir
     from hub_config.lti.passback import Retry, push
-    from hub_config.lti.store import Store
+    from hub_config.lti.store import LtiStore
 
     if args.attempts < 1 or args.backoff < 0:
         raise ValueError("--attempts must be at least 1 and --backoff not negative")
@@ -110,7 +119,7 @@ def run_push(args: argparse.Namespace) -> int:
         )
     report = push(
         site,
-        Store(folder),
+        LtiStore(folder),
         ToolKey.load_or_create(folder / KEY_FILE),
         args.course,
         args.assignment,

@@ -25,10 +25,12 @@ import requests
 from hub_config.lti import gradebook
 from hub_config.lti.keys import ToolKey
 from hub_config.lti.platforms import STUDENT, Platform, platforms
-from hub_config.lti.store import Context, Store
-from hub_config.site import Site
+from hub_config.lti.store import Context, LtiStore
+from site_config.site import Site
 
 SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
+# RFC 7523: the tool proves who it is with a JWT signed by its key.
+CLIENT_ASSERTION_JWT = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 LINEITEM_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem"
 LINEITEM_READ_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly"
 LINEITEM_TYPE = "application/vnd.ims.lis.v2.lineitem+json"
@@ -120,7 +122,7 @@ class AgsClient:
                 self.platform.token_endpoint,
                 data={
                     "grant_type": "client_credentials",
-                    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    "client_assertion_type": CLIENT_ASSERTION_JWT,
                     "client_assertion": assertion,
                     "scope": " ".join([LINEITEM_SCOPE, LINEITEM_READ_SCOPE, SCORE_SCOPE]),
                 },
@@ -210,7 +212,7 @@ class Grade:
 
 
 @dataclass
-class Outcome:
+class PushOutcome:
     platform: str
     context_id: str
     username: str
@@ -224,14 +226,14 @@ class Outcome:
 class Report:
     course: str
     assignment: str
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[PushOutcome] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # whole LMS courses that got nothing
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
 
     @property
-    def failed(self) -> list[Outcome]:
+    def failed(self) -> list[PushOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def summary(self) -> str:
@@ -263,7 +265,7 @@ def read_grades(course_dir: Path, course: str, assignment: str) -> tuple[float, 
 
 def push(
     site: Site,
-    store: Store,
+    store: LtiStore,
     key: ToolKey,
     course: str,
     assignment: str,
@@ -313,7 +315,7 @@ def push(
 
 def _push_context(
     client: AgsClient,
-    store: Store,
+    store: LtiStore,
     context: Context,
     assignment: str,
     max_score: float,
@@ -322,7 +324,7 @@ def _push_context(
 ) -> None:
     todo: list[tuple[str, Grade]] = []
     for username, grade in sorted(grades.items()):
-        outcome = Outcome(context.platform, context.context_id, username, "")
+        outcome = PushOutcome(context.platform, context.context_id, username, "")
         if grade is None:
             outcome.status = "no submission"
         elif grade.needs_manual_grade:
@@ -387,7 +389,7 @@ def _push_context(
 
 
 def _record(
-    store: Store,
+    store: LtiStore,
     report: Report,
     context: Context,
     assignment: str,
@@ -409,7 +411,7 @@ def _record(
         error,
     )
     report.outcomes.append(
-        Outcome(
+        PushOutcome(
             context.platform, context.context_id, username, status, grade.score, attempts, error
         )
     )

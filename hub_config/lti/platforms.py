@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from hub_config.site import LmsPlatform, Site
+from site_config.site import LmsPlatform, Site
 
 MAX_USERNAME = 32
 HASH_CHARS = 12  # base32 characters: 60 bits, ample for the users of one LMS

@@ -94,7 +94,7 @@ class SentScore:
     last_error: str | None
 
 
-class Store:
+class LtiStore:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / DB_FILE

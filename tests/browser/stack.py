@@ -19,9 +19,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from hardware_kits.broker import Broker, free_port
+from hardware_kits.broker import Broker
 from labs.board import DASHBOARDS, voila_command, voila_env
 from labs.client import LabService
+from site_config.runtime import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -121,7 +122,7 @@ class ServiceProcess:
                 [
                     sys.executable,
                     "-m",
-                    "hardware_kits.sharing.app",
+                    "lab_service.app",
                     f"--config={self.config}",
                     f"--state-dir={self.state_root}",
                     f"--mqtt-port={self.broker.port}",

@@ -23,8 +23,8 @@ from nbclient import NotebookClient
 from courses import checks, live, recorded
 from courses.install import CourseError, assignments, available_courses, install_course
 from hardware_kits import protocol as P
-from hardware_kits.broker import free_port
 from hardware_kits.twins.offline import OfflineKit
+from site_config.runtime import free_port
 from tests.conftest import REPO, KitProcess, wait_until
 
 COURSES = REPO / "courses"

@@ -26,8 +26,8 @@ import pytest
 from nbgrader.api import Gradebook
 
 from courses.install import assignments, available_courses
-from hardware_kits.broker import free_port
 from hub_config.spawner import JUPYTER_CONFIG_DIR as HUB_JUPYTER_CONFIG
+from site_config.runtime import free_port
 from tests.conftest import REPO
 from tests.courses.wrong_answers import BAD_INPUT, WRONG
 

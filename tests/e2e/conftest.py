@@ -12,7 +12,7 @@ from tests.conftest import wait_until
 from tests.e2e.hubclient import Browser
 from tests.platform import Up, leftovers
 
-DEMO_PASSWORD = "demo-{}"  # the demo site's passwords (hub_config/demo-site.yaml)
+DEMO_PASSWORD = "demo-{}"  # the demo site's passwords (site_config/demo-site.yaml)
 
 
 @pytest.fixture(scope="package")

@@ -11,7 +11,7 @@ from hub_config.accounts import can_isolate
 from hub_config.course_dirs import course_root
 from hub_config.hub import grader_account
 from hub_config.limits import CGROUP_ROOT, GROUP
-from hub_config.site import load_site
+from site_config.site import load_site
 from tests.e2e.hubclient import run_in_kernel
 
 pytestmark = [

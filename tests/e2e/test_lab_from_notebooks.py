@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from hardware_kits.fleet import load_kits
-from tests.conftest import REPO
+from site_config.kits import load_kits
+from site_config.paths import DEMO_SITE
 from tests.e2e.hubclient import Browser, run_in_kernel
 
 pytestmark = pytest.mark.broker
@@ -17,6 +17,7 @@ pytestmark = pytest.mark.broker
 NOTEBOOK_CODE = """
 import json
 from labs.client import LabService, connect
+from site_config.paths import DEMO_SITE
 me = LabService().me()
 lab = connect()
 lab.wait_for_kits(%d, timeout=30)
@@ -26,7 +27,7 @@ lab.close()
 
 
 def test_a_notebook_uses_the_lab_without_typing_credentials(platform, browsers):
-    kits = sorted(k.id for k in load_kits(REPO / "hub_config" / "demo-site.yaml"))
+    kits = sorted(k.id for k in load_kits(DEMO_SITE))
     boris = browsers["boris"]
     boris.start_server()
     boris.open("/user/boris/lab")

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from grader.synthetic import Plan, write_submissions
+from grader.synthetic import SyntheticPlan, write_submissions
 
 ASSIGNMENT = "ps1"
 CORRECT = {"squares": "correct", "mean_and_std": "correct", "normalise": "correct"}
@@ -24,18 +24,18 @@ FULL_MARKS = {
 def class_corpus(course: Path) -> dict[str, str]:
     """Write the equivalence class; returns {student: what the submission is}."""
     plans = [
-        Plan("anna", dict(CORRECT)),
-        Plan("artem", {**CORRECT, "squares": "wrong"}),
-        Plan("boris", {**CORRECT, "mean_and_std": "error", "normalise": "error"}),
-        Plan("bella", {**CORRECT, "squares": "loop"}),
-        Plan("pavel", {**CORRECT, "normalise": "slow"}, extra_cells=True),
-        Plan("blank", {k: "blank" for k in CORRECT}),
-        Plan("partial", {**CORRECT, "squares": "blank"}, extra_cells=True),
-        Plan("missing", dict(CORRECT), missing=("stats.ipynb",)),
-        Plan("renamed", dict(CORRECT)),
-        Plan("extras", dict(CORRECT)),
-        Plan("corrupt", dict(CORRECT)),
-        Plan("foreign", dict(CORRECT)),
+        SyntheticPlan("anna", dict(CORRECT)),
+        SyntheticPlan("artem", {**CORRECT, "squares": "wrong"}),
+        SyntheticPlan("boris", {**CORRECT, "mean_and_std": "error", "normalise": "error"}),
+        SyntheticPlan("bella", {**CORRECT, "squares": "loop"}),
+        SyntheticPlan("pavel", {**CORRECT, "normalise": "slow"}, extra_cells=True),
+        SyntheticPlan("blank", {k: "blank" for k in CORRECT}),
+        SyntheticPlan("partial", {**CORRECT, "squares": "blank"}, extra_cells=True),
+        SyntheticPlan("missing", dict(CORRECT), missing=("stats.ipynb",)),
+        SyntheticPlan("renamed", dict(CORRECT)),
+        SyntheticPlan("extras", dict(CORRECT)),
+        SyntheticPlan("corrupt", dict(CORRECT)),
+        SyntheticPlan("foreign", dict(CORRECT)),
     ]
     write_submissions(course, ASSIGNMENT, plans)
     submitted = course / "submitted"
@@ -156,11 +156,16 @@ def hostile_code(course: Path, port: int) -> dict[str, str]:
 
 def hostile_corpus(course: Path, port: int) -> list[str]:
     attacks = hostile_code(course, port)
-    plans = [Plan("honest1", dict(CORRECT)), Plan("honest2", dict(CORRECT), extra_cells=True)]
+    plans = [
+        SyntheticPlan("honest1", dict(CORRECT)),
+        SyntheticPlan("honest2", dict(CORRECT), extra_cells=True),
+    ]
     for student, code in attacks.items():
         # The spy prints, in a cell of its own after the tests, all the code it saw.
         final = {"squares.ipynb": "print(''.join(builtins._seen))"} if student == "spy" else {}
-        plans.append(Plan(student, dict(CORRECT), append={"squares": code}, final_cells=final))
+        plans.append(
+            SyntheticPlan(student, dict(CORRECT), append={"squares": code}, final_cells=final)
+        )
     write_submissions(course, ASSIGNMENT, plans)
     return [p.student for p in plans]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.synthetic import Plan, write_submissions
+from grader.synthetic import SyntheticPlan, write_submissions
 from hub_config import cli
 
 from .conftest import (
@@ -36,11 +36,11 @@ def graded_course(generated_course: Path, work_root: Path) -> Path:
         course,
         ASSIGNMENT,
         [
-            Plan("anna", dict(CORRECT)),  # univ-a
-            Plan("artem", {**CORRECT, "squares": "wrong"}),  # univ-a
-            Plan("boris", {**CORRECT, "normalise": "error"}),  # univ-b
-            Plan("pavel", {k: "blank" for k in CORRECT}),  # academy
-            Plan("stranger", dict(CORRECT)),  # not in the site file
+            SyntheticPlan("anna", dict(CORRECT)),  # univ-a
+            SyntheticPlan("artem", {**CORRECT, "squares": "wrong"}),  # univ-a
+            SyntheticPlan("boris", {**CORRECT, "normalise": "error"}),  # univ-b
+            SyntheticPlan("pavel", {k: "blank" for k in CORRECT}),  # academy
+            SyntheticPlan("stranger", dict(CORRECT)),  # not in the site file
         ],
     )
     done = smartlab("grade", COURSE_ID, ASSIGNMENT, "--course-dir", str(course))
@@ -142,7 +142,7 @@ def test_weak_mode_without_root_says_so_loudly(generated_course: Path, work_root
     course = work_root / "weak"
     shutil.copytree(generated_course, course)
     write_submissions(
-        course, ASSIGNMENT, [Plan("weakling", dict(CORRECT), append={"squares": PROBE})]
+        course, ASSIGNMENT, [SyntheticPlan("weakling", dict(CORRECT), append={"squares": PROBE})]
     )
     for path in [course, *course.rglob("*")]:
         os.lchown(path, account.pw_uid, account.pw_gid)

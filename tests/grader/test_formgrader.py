@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.synthetic import Plan, write_submissions
+from grader.synthetic import SyntheticPlan, write_submissions
 
 from .conftest import ASSIGNMENT, REPO, copy_course, nbgrader, root_only, tool_env
 from .corpus import CORRECT
@@ -63,7 +63,10 @@ def sandboxed_course(generated_course: Path, work_root: Path) -> Path:
     write_submissions(
         course,
         ASSIGNMENT,
-        [Plan(name, dict(CORRECT), append={"squares": PROBE}) for name in ("cli", "api", "hub")],
+        [
+            SyntheticPlan(name, dict(CORRECT), append={"squares": PROBE})
+            for name in ("cli", "api", "hub")
+        ],
     )
     return course
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from grader.compare import cell_scores, differences
-from grader.synthetic import Plan, write_submissions
+from grader.synthetic import SyntheticPlan, write_submissions
 
 from .conftest import ASSIGNMENT, COURSE_ID, REPO, copy_course, root_only, smartlab, tool_env
 from .corpus import CORRECT
@@ -82,7 +82,7 @@ def test_interrupted_runs_resume_to_the_same_gradebook(
     write_submissions(
         course,
         ASSIGNMENT,
-        [Plan(s, {**CORRECT, "normalise": "slow"}, slow_seconds=0.1) for s in STUDENTS],
+        [SyntheticPlan(s, {**CORRECT, "normalise": "slow"}, slow_seconds=0.1) for s in STUDENTS],
     )
     reference = copy_course(course, work_root / "resume-reference")
 

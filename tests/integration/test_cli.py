@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from hardware_kits.broker import free_port
 from hardware_kits.descriptor import MODELS_DIR
+from site_config.runtime import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def smartlab(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.Co
 
 def test_validate_accepts_shipped_files():
     files = [str(p) for p in sorted(MODELS_DIR.glob("*.yaml"))]
-    result = smartlab("kits", "validate", *files, "hub_config/demo-site.yaml")
+    result = smartlab("kits", "validate", *files, "site_config/demo-site.yaml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(": valid") == len(files) + 1
 

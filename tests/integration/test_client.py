@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from hardware_kits import protocol as P
-from hardware_kits.broker import Broker, free_port
+from hardware_kits.broker import Broker
 from hardware_kits.descriptor import MODELS_DIR, load_descriptor
 from hardware_kits.kitcore import KitCore
 from hardware_kits.mqtt import (
@@ -40,6 +40,7 @@ from labs.client import (
     LabError,
     connect,
 )
+from site_config.runtime import free_port
 
 pytestmark = pytest.mark.broker
 

@@ -10,12 +10,12 @@ import pytest
 
 from hardware_kits import protocol as P
 from hardware_kits.kit_runner import KitRunner
-from hardware_kits.sharing.gateway import SERVICE_ACCOUNT, MqttKitGateway
-from hardware_kits.sharing.policy import SharingPolicy
-from hardware_kits.sharing.rights import BrokerRights
-from hardware_kits.sharing.service import LabService, User
-from hardware_kits.sharing.store import NEEDS_ATTENTION, Store
 from hardware_kits.twins.base import twin_class
+from lab_service.gateway import SERVICE_ACCOUNT, MqttKitGateway
+from lab_service.policy import SharingPolicy
+from lab_service.rights import BrokerRights
+from lab_service.service import KitSharing, User
+from lab_service.store import NEEDS_ATTENTION, SharingStore
 from labs.client import connect
 from tests.conftest import wait_until
 
@@ -44,11 +44,11 @@ def lab(broker, models, state_root):
         for k, cls in kits.items()
     }
     broker.provision_supervisor(SERVICE_ACCOUNT)
-    store = Store(f"sqlite:///{state_root / f'handover-{time.time_ns()}.db'}")
+    store = SharingStore(f"sqlite:///{state_root / f'handover-{time.time_ns()}.db'}")
     rights = BrokerRights(broker.admin, broker.credentials)
     gateway = MqttKitGateway(broker.address(SERVICE_ACCOUNT))
     policy = SharingPolicy(safe_confirm_timeout_seconds=1.0, offline_grace_seconds=1.0)
-    service = LabService(store, policy, rights, gateway)
+    service = KitSharing(store, policy, rights, gateway)
     for kit_id in kits:
         service.register_kit(ADMIN, kit_id, "smart-parking")
     wait_until(lambda: all(gateway.online(k) for k in kits), timeout=10)
@@ -60,7 +60,7 @@ def lab(broker, models, state_root):
     store.close()
 
 
-def ticking(service: LabService, until, timeout: float = 10.0):
+def ticking(service: KitSharing, until, timeout: float = 10.0):
     """Tick the service (as its event loop does) until `until()` holds."""
 
     def step():

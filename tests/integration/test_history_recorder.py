@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from hardware_kits import protocol as P
 from hardware_kits.kit_runner import KitRunner
 from hardware_kits.mqtt import connect_client
-from hardware_kits.sharing import history as H
-from hardware_kits.sharing.history import TelemetryRecorder, history
-from hardware_kits.sharing.store import Store, sqlite_url
 from hardware_kits.twins.base import twin_class
+from lab_service import history as H
+from lab_service.history import TelemetryRecorder, history
+from lab_service.store import SharingStore, sqlite_url
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.broker
@@ -26,14 +26,14 @@ RATE_HZ = 20
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Iterator[Store]:
-    db = Store(sqlite_url(str(tmp_path / "history.db")))
+def store(tmp_path: Path) -> Iterator[SharingStore]:
+    db = SharingStore(sqlite_url(str(tmp_path / "history.db")))
     yield db
     db.close()
 
 
 @pytest.fixture()
-def lab(broker, models: dict[str, dict], store: Store) -> Iterator[Lab]:
+def lab(broker, models: dict[str, dict], store: SharingStore) -> Iterator[Lab]:
     started = Lab(broker, models, store)
     yield started
     started.close()
@@ -42,7 +42,7 @@ def lab(broker, models: dict[str, dict], store: Store) -> Iterator[Lab]:
 class Lab:
     """Kits and recorders of one test, all stopped at its end whatever happened."""
 
-    def __init__(self, broker, models: dict[str, dict], store: Store) -> None:
+    def __init__(self, broker, models: dict[str, dict], store: SharingStore) -> None:
         self.broker, self.models, self.store = broker, models, store
         self.tag = uuid.uuid4().hex[:6]
         self.runners: list[KitRunner] = []
@@ -72,13 +72,13 @@ class Lab:
             rec.stop()
 
 
-def stored_seqs(store: Store, kit_id: str) -> list[int]:
+def stored_seqs(store: SharingStore, kit_id: str) -> list[int]:
     t = H.TELEMETRY
     with store.transaction() as db:
         return list(db.scalars(select(t.c.seq).where(t.c.kit_id == kit_id).order_by(t.c.id)))
 
 
-def row_count(store: Store) -> int:
+def row_count(store: SharingStore) -> int:
     with store.transaction() as db:
         return db.scalar(select(func.count()).select_from(H.TELEMETRY))
 

@@ -24,16 +24,16 @@ from typing import Any
 import jsonschema
 import pytest
 
-from hardware_kits.broker import free_port
 from hardware_kits.kit_runner import KitRunner
-from hardware_kits.sharing.rights import control_username
 from hardware_kits.twins.base import twin_class
+from lab_service.rights import control_username
 from labs.client import (
     CommandNotAuthorized,
     Lab,
     LabService,
     connect,
 )
+from site_config.runtime import free_port
 from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.broker

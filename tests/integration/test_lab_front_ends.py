@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hardware_kits.broker import free_port
+from site_config.runtime import free_port
 from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.broker

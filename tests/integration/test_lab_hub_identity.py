@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import requests
 
-from hardware_kits.broker import free_port
 from hub_config.launcher import stop_process
 from labs.client import LabService, LabServiceError, connect
+from site_config.runtime import free_port
 from tests.conftest import REPO, wait_until
 
 pytestmark = pytest.mark.broker

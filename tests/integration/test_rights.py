@@ -22,8 +22,8 @@ from hardware_kits.broker import OBSERVER_ROLE, Broker, observe_role
 from hardware_kits.dynsec import DynSecError
 from hardware_kits.kit_runner import KitRunner
 from hardware_kits.mqtt import ConnectError, Credentials, command_properties, connect_client
-from hardware_kits.sharing.rights import BrokerRights, control_username
 from hardware_kits.twins.base import twin_class
+from lab_service.rights import BrokerRights, control_username
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.broker

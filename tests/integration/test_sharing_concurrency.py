@@ -26,12 +26,12 @@ from sqlalchemy import select
 from hardware_kits import protocol as P
 from hardware_kits.kit_runner import KitRunner
 from hardware_kits.mqtt import connect_client
-from hardware_kits.sharing.gateway import SERVICE_ACCOUNT, MqttKitGateway
-from hardware_kits.sharing.policy import HOUR, MINUTE, SharingPolicy
-from hardware_kits.sharing.rights import BrokerRights
-from hardware_kits.sharing.service import LabError, LabService, User
-from hardware_kits.sharing.store import RELEASED, SessionRow, Store
 from hardware_kits.twins.base import twin_class
+from lab_service.gateway import SERVICE_ACCOUNT, MqttKitGateway
+from lab_service.policy import HOUR, MINUTE, SharingPolicy
+from lab_service.rights import BrokerRights
+from lab_service.service import KitSharing, SharingError, User
+from lab_service.store import RELEASED, SessionRow, SharingStore
 from labs.client import CommandError, connect
 from tests.kit_examples import example_value, prerequisites
 
@@ -112,10 +112,10 @@ def test_two_hundred_students_share_five_kits(broker, models, state_root):
         min_walk_in_seconds=300,
         booking_lead_seconds=10 * MINUTE,
     )
-    store = Store(f"sqlite:///{state_root / 'concurrency.db'}")
+    store = SharingStore(f"sqlite:///{state_root / 'concurrency.db'}")
     rights = BrokerRights(broker.admin, broker.credentials)
     gateway = MqttKitGateway(broker.address(SERVICE_ACCOUNT))
-    service = LabService(store, policy, rights, gateway, clock=clock)
+    service = KitSharing(store, policy, rights, gateway, clock=clock)
     admin = User("lab-admin", "centre", lab_admin=True)
     for kit_id, model in KITS.items():
         service.register_kit(admin, kit_id, model)
@@ -200,7 +200,7 @@ def test_two_hundred_students_share_five_kits(broker, models, state_root):
     store.close()
 
 
-def book_slots(service: LabService, clock: SimClock) -> list[dict]:
+def book_slots(service: KitSharing, clock: SimClock) -> list[dict]:
     """Each instructor books each of three kits once, in rotation: equal booked time for all."""
     bookings = []
     for j, inst in enumerate(INSTITUTIONS):
@@ -215,7 +215,7 @@ def book_slots(service: LabService, clock: SimClock) -> list[dict]:
 
 
 def take_session(
-    s: Student, session: dict, service: LabService, broker, rights: BrokerRights
+    s: Student, session: dict, service: KitSharing, broker, rights: BrokerRights
 ) -> None:
     s.session = session
     s.control = connect(
@@ -243,7 +243,7 @@ def lose_session(s: Student, pool: ThreadPoolExecutor) -> int:
     return 1
 
 
-def act(s: Student, service: LabService, now: float, bookings: list[dict]) -> None:
+def act(s: Student, service: KitSharing, now: float, bookings: list[dict]) -> None:
     """One random step of a student."""
     if s.vanished:
         if now < s.back_at or s.session is not None:
@@ -281,7 +281,7 @@ def act(s: Student, service: LabService, now: float, bookings: list[dict]) -> No
                 service.request(s.user, kit_id=s.rng.choice(list(KITS)))
             else:
                 service.request(s.user, model=s.rng.choice(sorted(set(KITS.values()))))
-    except LabError:
+    except SharingError:
         pass  # e.g. the session ended between the poll and the heartbeat
 
 

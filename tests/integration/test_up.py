@@ -12,13 +12,14 @@ import urllib.request
 
 import pytest
 
-from hardware_kits.fleet import load_kits
 from labs.client import LabService, connect
+from site_config.kits import load_kits
+from site_config.paths import DEMO_SITE
 from tests.conftest import REPO, wait_until
 from tests.platform import Up, lab_token, leftovers
 
 pytestmark = pytest.mark.broker
-DEMO_KITS = [k.id for k in load_kits(REPO / "hub_config" / "demo-site.yaml")]
+DEMO_KITS = [k.id for k in load_kits(DEMO_SITE)]
 
 
 def test_up_runs_the_demo_stops_cleanly_and_reuses_state(state_root, home_root):

@@ -21,9 +21,9 @@ import pytest
 import requests
 import yaml
 
-from hardware_kits.broker import free_port
 from hub_config.launcher import stop_process
-from hub_config.site import hash_password
+from site_config.runtime import free_port
+from site_config.site import hash_password
 from tests.conftest import REPO, wait_until
 from tests.lti.platform import LaunchSpec, Platform, login_query
 
@@ -177,7 +177,7 @@ def write_site(path: Path, a: Platform, b: Platform) -> None:
 HUB_CONFIG = """
 from hub_config.hub import hub_users
 from hub_config.lti.authenticator import LtiAuthenticator
-from hub_config.site import load_site
+from site_config.site import load_site
 
 c = get_config()  # noqa: F821
 site = load_site({site!r})

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.httpserver import HTTPServer
 from tornado.web import Application, HTTPError, RequestHandler
 
-from hardware_kits.broker import free_port
+from site_config.runtime import free_port
 
 LTI = "https://purl.imsglobal.org/spec/lti/claim/"
 AGS = "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint"

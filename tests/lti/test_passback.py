@@ -12,8 +12,8 @@ from nbgrader.api import Gradebook
 from hub_config import cli as smartlab
 from hub_config.lti import passback
 from hub_config.lti.keys import KEY_FILE, ToolKey
-from hub_config.lti.store import Store
-from hub_config.site import load_site
+from hub_config.lti.store import LtiStore
+from site_config.site import load_site
 from tests.lti.conftest import Browser, Hub
 from tests.lti.platform import INSTRUCTOR, LEARNER, LaunchSpec, Platform
 
@@ -50,7 +50,7 @@ def push(hub: Hub, retry: passback.Retry = FAST) -> passback.Report:
     state = hub.folder / "lti"
     return passback.push(
         site,
-        Store(state),
+        LtiStore(state),
         ToolKey.load_or_create(state / KEY_FILE),
         COURSE,
         ASSIGNMENT,
@@ -112,7 +112,7 @@ def test_scores_arrive_at_the_right_platform_with_retries(hub, platforms, enroll
     assert [o.username for o in first.failed] == ["academy-301"]
     assert "503" in first.failed[0].error
     # Nothing lost: the failure is on record with its score.
-    store = Store(hub.folder / "lti")
+    store = LtiStore(hub.folder / "lti")
     kept = store.sent_score("academy", "7", ASSIGNMENT, "academy-301")
     assert (kept.status, kept.score, kept.max_score) == ("failed", 6.0, 10.0)
 

@@ -22,8 +22,8 @@ from hub_config.lti.platforms import (
     hub_groups,
     platforms,
 )
-from hub_config.site import USERNAME, hash_password, lms_username_pattern, parse_site
-from tests.conftest import REPO
+from site_config.paths import DEMO_SITE
+from site_config.site import USERNAME, hash_password, lms_username_pattern, parse_site
 
 
 def lms(**changes: Any) -> dict[str, Any]:
@@ -117,13 +117,14 @@ def test_numbers_from_yaml_become_lti_strings():
         ),
         (
             site(academy(lms(username_prefix="an-academy-with-a-long-name")), univ_a()),
-            "site.yaml: institutions.1.lms.0.username_prefix: 'an-academy-with-a-long-name' cannot "
-            "begin usernames: it needs a letter first and at most 19 characters (set username_prefix)",
+            "site.yaml: institutions.1.lms.0.username_prefix: 'an-academy-with-a-long-name' "
+            "cannot begin usernames: it needs a letter first and at most 19 characters "
+            "(set username_prefix)",
         ),
         (
             site(academy(lms(username_prefix="grader")), univ_a()),
-            "site.yaml: institutions.1.lms.0.username_prefix: 'grader' would clash with the courses' "
-            "grader accounts",
+            "site.yaml: institutions.1.lms.0.username_prefix: 'grader' would clash with the "
+            "courses' grader accounts",
         ),
         (
             site(academy(lms(deployment_ids=[1, "1"])), univ_a()),
@@ -179,7 +180,7 @@ def test_two_platforms_of_one_issuer_are_told_apart_by_client_id():
 
 def test_demo_site_example_lms_is_valid():
     """The commented academy LMS in the demo site file, uncommented, is a valid site file."""
-    text = (REPO / "hub_config" / "demo-site.yaml").read_text()
+    text = DEMO_SITE.read_text()
     uncommented = re.sub(r"(?m)^    # (lms:|  )", r"    \1", text)
     assert uncommented != text
     parsed = parse_site(yaml.safe_load(uncommented), "demo-site.yaml")

@@ -22,7 +22,7 @@ def test_each_entry_point_registers_the_command_it_is_named_after():
 def test_a_command_loads_only_its_own_package():
     probe = (
         "import sys; from hub_config import cli; cli.build_parser(['grades', 'export']); "
-        "print(sorted(m for m in ('jupyterhub.orm', 'hardware_kits.sharing.app', "
+        "print(sorted(m for m in ('jupyterhub.orm', 'lab_service.app', "
         "'hub_config.launcher', 'grader.cli') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from hardware_kits.descriptor import MODELS_DIR, DescriptorError, load_descriptor
-from hardware_kits.fleet import load_kits
+from site_config.kits import load_kits
+from site_config.paths import DEMO_SITE
 
 REQUIRED_MODELS = {"street-lighting", "intersection", "environment-station", "smart-parking"}
 
@@ -108,7 +109,7 @@ def test_invalid_site_kits(tmp_path, models, kits, message):
 
 
 def test_demo_site_is_valid(models):
-    site = Path(__file__).resolve().parents[2] / "hub_config" / "demo-site.yaml"
+    site = DEMO_SITE
     kits = load_kits(site, models)
     assert {k.model for k in kits} == REQUIRED_MODELS
     assert sum(k.model == "street-lighting" for k in kits) == 2

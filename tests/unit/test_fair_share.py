@@ -12,7 +12,7 @@ import random
 import statistics
 from dataclasses import dataclass
 
-from hardware_kits.sharing import scheduler as S
+from lab_service import scheduler as S
 
 KITS = {
     "light-1": "street-lighting",

@@ -21,15 +21,15 @@ from sqlalchemy.exc import OperationalError
 
 from hardware_kits import protocol as P
 from hardware_kits.mqtt import Credentials
-from hardware_kits.sharing import history as H
-from hardware_kits.sharing.history import (
+from lab_service import history as H
+from lab_service.history import (
     TelemetryRecorder,
     history,
     history_csv,
     history_json,
     insert_rows,
 )
-from hardware_kits.sharing.store import Store, sqlite_url
+from lab_service.store import SharingStore, sqlite_url
 
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 LOAD_MSG_PER_S = 5 * 20  # five kits at 20 Hz
@@ -37,17 +37,17 @@ DATABASE_URL = "SMARTLAB_TEST_DATABASE_URL"
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Iterator[Store]:
+def store(tmp_path: Path) -> Iterator[SharingStore]:
     """A SQLite file (not :memory:, which each thread would see empty), or the database at
     $SMARTLAB_TEST_DATABASE_URL (e.g. postgresql+psycopg://…) to check portability."""
-    db = Store(os.environ.get(DATABASE_URL) or sqlite_url(str(tmp_path / "history.db")))
+    db = SharingStore(os.environ.get(DATABASE_URL) or sqlite_url(str(tmp_path / "history.db")))
     with db.transaction() as session:
         session.execute(delete(H.TELEMETRY))  # a shared server keeps rows between tests
     yield db
     db.close()
 
 
-def recorder(store: Store, **options: Any) -> TelemetryRecorder:
+def recorder(store: SharingStore, **options: Any) -> TelemetryRecorder:
     """A recorder that is never started: tests drive its callback and flush() directly."""
     return TelemetryRecorder(store, "127.0.0.1", 1, Credentials("observer", "secret"), **options)
 
@@ -67,7 +67,7 @@ def row(kit_id: str, seq: int, ts: float, **values: Any) -> dict[str, Any]:
     return {"kit_id": kit_id, "seq": seq, "ts": ts, "values": values}
 
 
-def stored(store: Store, kit_id: str | None = None) -> list[tuple[str, int, float]]:
+def stored(store: SharingStore, kit_id: str | None = None) -> list[tuple[str, int, float]]:
     """(kit_id, seq, ts) of every stored row, in insertion order."""
     t = H.TELEMETRY
     query = select(t.c.kit_id, t.c.seq, t.c.ts).order_by(t.c.id)
@@ -81,7 +81,7 @@ def stored(store: Store, kit_id: str | None = None) -> list[tuple[str, int, floa
 
 
 def test_history_returns_one_kits_samples_in_time_order_within_start_inclusive_end_exclusive(
-    store: Store,
+    store: SharingStore,
 ) -> None:
     insert_rows(
         store,
@@ -102,12 +102,12 @@ def test_history_returns_one_kits_samples_in_time_order_within_start_inclusive_e
     assert history(store, "lamp-9", T0, T0 + 10) == []
 
 
-def test_history_orders_equal_times_by_arrival(store: Store) -> None:
+def test_history_orders_equal_times_by_arrival(store: SharingStore) -> None:
     insert_rows(store, [row("k", 7, T0), row("k", 3, T0), row("k", 5, T0)])
     assert [r["seq"] for r in history(store, "k", T0, T0 + 1)] == [7, 3, 5]
 
 
-def test_history_keeps_only_the_sensors_asked_for(store: Store) -> None:
+def test_history_keeps_only_the_sensors_asked_for(store: SharingStore) -> None:
     insert_rows(store, [row("k", 1, T0, a=1, b=True, c=[1, 2]), row("k", 2, T0 + 1, a=2)])
     assert [r["values"] for r in history(store, "k", T0, T0 + 9, sensors=["c", "b"])] == [
         {"c": [1, 2], "b": True},
@@ -120,7 +120,7 @@ def test_history_keeps_only_the_sensors_asked_for(store: Store) -> None:
     assert history(store, "k", T0, T0 + 9)[0]["values"] == {"a": 1, "b": True, "c": [1, 2]}
 
 
-def test_history_limit_keeps_the_oldest(store: Store) -> None:
+def test_history_limit_keeps_the_oldest(store: SharingStore) -> None:
     insert_rows(store, [row("k", seq, T0 + seq) for seq in range(10, 0, -1)])
     assert [r["seq"] for r in history(store, "k", T0, T0 + 99, limit=3)] == [1, 2, 3]
 
@@ -135,7 +135,7 @@ def test_history_limit_keeps_the_oldest(store: Store) -> None:
     ],
 )
 def test_history_errors_are_one_line_value_errors(
-    store: Store, models: dict[str, dict], args: dict[str, Any], words: list[str]
+    store: SharingStore, models: dict[str, dict], args: dict[str, Any], words: list[str]
 ) -> None:
     call = {"start": T0, "end": T0 + 1, "descriptor": models["street-lighting"], **args}
     with pytest.raises(ValueError) as err:
@@ -146,7 +146,7 @@ def test_history_errors_are_one_line_value_errors(
         assert word in message
 
 
-def test_unknown_sensors_are_only_checked_against_a_descriptor(store: Store) -> None:
+def test_unknown_sensors_are_only_checked_against_a_descriptor(store: SharingStore) -> None:
     insert_rows(store, [row("k", 1, T0, a=1)])
     assert history(store, "k", T0, T0 + 1, sensors=["nope"]) == [{"ts": T0, "seq": 1, "values": {}}]
 
@@ -187,7 +187,7 @@ def test_history_csv_of_no_rows_is_the_header() -> None:
     assert history_csv([], ["a"]) == "ts,seq,time,a\n"
 
 
-def test_history_json_is_compact_and_round_trips(store: Store) -> None:
+def test_history_json_is_compact_and_round_trips(store: SharingStore) -> None:
     insert_rows(store, [row("k", 1, T0, a=1.5, b=[True])])
     rows = history(store, "k", T0, T0 + 1)
     text = history_json(rows)
@@ -198,7 +198,7 @@ def test_history_json_is_compact_and_round_trips(store: Store) -> None:
 # ---------------------------------------------------------------- retention
 
 
-def test_prune_deletes_only_rows_older_than_the_retention(store: Store) -> None:
+def test_prune_deletes_only_rows_older_than_the_retention(store: SharingStore) -> None:
     now = T0 + 1000
     insert_rows(
         store,
@@ -215,19 +215,19 @@ def test_prune_deletes_only_rows_older_than_the_retention(store: Store) -> None:
     )
 
 
-def test_recorded_kits_lists_each_kit_once(store: Store) -> None:
+def test_recorded_kits_lists_each_kit_once(store: SharingStore) -> None:
     assert H.recorded_kits(store) == []
     insert_rows(store, [row(kit, seq, T0 + seq) for seq in range(30) for kit in "cab"])
     assert H.recorded_kits(store) == ["a", "b", "c"]
 
 
-def test_prune_keeps_everything_without_retention(store: Store) -> None:
+def test_prune_keeps_everything_without_retention(store: SharingStore) -> None:
     insert_rows(store, [row("a", 1, 0.0)])
     assert recorder(store, retention_s=None).prune(T0) == 0
     assert len(stored(store)) == 1
 
 
-def test_prune_reads_the_kit_time_index_not_the_table(store: Store) -> None:
+def test_prune_reads_the_kit_time_index_not_the_table(store: SharingStore) -> None:
     if store.engine.dialect.name != "sqlite":
         pytest.skip("reads SQLite's query plan")
     insert_rows(store, [row(f"kit-{i % 5}", i, T0 + i) for i in range(200)])
@@ -242,7 +242,7 @@ def test_prune_reads_the_kit_time_index_not_the_table(store: Store) -> None:
     assert not [step for step in plan if step.startswith("SCAN")], plan
 
 
-def test_the_writer_prunes_at_most_once_a_minute(store: Store) -> None:
+def test_the_writer_prunes_at_most_once_a_minute(store: SharingStore) -> None:
     now = [T0]
     rec = recorder(store, retention_s=10, clock=lambda: now[0])
     left = []
@@ -257,7 +257,7 @@ def test_the_writer_prunes_at_most_once_a_minute(store: Store) -> None:
 # ---------------------------------------------------------------- recorder: decoding
 
 
-def test_recorder_buffers_and_flushes_samples_in_arrival_order(store: Store) -> None:
+def test_recorder_buffers_and_flushes_samples_in_arrival_order(store: SharingStore) -> None:
     rec = recorder(store)
     for seq in range(1, 4):
         for kit in ("a", "b"):
@@ -290,7 +290,7 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("payload", MALFORMED.values(), ids=MALFORMED.keys())
-def test_recorder_counts_and_drops_malformed_telemetry(store: Store, payload: bytes) -> None:
+def test_recorder_counts_and_drops_malformed_telemetry(store: SharingStore, payload: bytes) -> None:
     rec = recorder(store)
     rec._on_message(None, None, message("k", payload))  # must not raise on paho's thread
     rec._on_message(None, None, sample("k", 1))
@@ -302,7 +302,7 @@ def test_recorder_counts_and_drops_malformed_telemetry(store: Store, payload: by
 @pytest.mark.parametrize(
     "topic", ["homie/5/k/$status", "other/k/$telemetry", "homie/5/" + "k" * 65 + "/$telemetry"]
 )
-def test_recorder_refuses_other_topics(store: Store, topic: str) -> None:
+def test_recorder_refuses_other_topics(store: SharingStore, topic: str) -> None:
     rec = recorder(store)
     msg = MQTTMessage(topic=topic.encode())
     msg.payload = P.encode_telemetry(1, T0, {}).encode()
@@ -310,7 +310,7 @@ def test_recorder_refuses_other_topics(store: Store, topic: str) -> None:
     assert (rec.malformed, rec.received) == (1, 0)
 
 
-def test_recorder_drops_exact_copies_only(store: Store) -> None:
+def test_recorder_drops_exact_copies_only(store: SharingStore) -> None:
     rec = recorder(store)
     for msg in (
         sample("k", 1),
@@ -329,7 +329,7 @@ def test_recorder_drops_exact_copies_only(store: Store) -> None:
 # ---------------------------------------------------------------- recorder: writing
 
 
-def test_buffer_cap_drops_the_oldest_and_counts_them(store: Store) -> None:
+def test_buffer_cap_drops_the_oldest_and_counts_them(store: SharingStore) -> None:
     rec = recorder(store, max_buffer=3)
     for seq in range(1, 6):
         rec._on_message(None, None, sample("k", seq))
@@ -339,12 +339,12 @@ def test_buffer_cap_drops_the_oldest_and_counts_them(store: Store) -> None:
 
 
 def test_flush_writes_one_transaction_per_batch(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: SharingStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sizes: list[int] = []
     real_insert = H.insert_rows
 
-    def counting_insert(db: Store, rows: list[dict[str, Any]]) -> None:
+    def counting_insert(db: SharingStore, rows: list[dict[str, Any]]) -> None:
         sizes.append(len(rows))
         real_insert(db, rows)
 
@@ -358,11 +358,11 @@ def test_flush_writes_one_transaction_per_batch(
 
 
 def test_a_database_outage_keeps_the_batch_for_the_next_flush(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: SharingStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_insert = H.insert_rows
 
-    def failing_insert(db: Store, rows: list[dict[str, Any]]) -> None:
+    def failing_insert(db: SharingStore, rows: list[dict[str, Any]]) -> None:
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
     rec = recorder(store, batch_size=2)
@@ -378,7 +378,7 @@ def test_a_database_outage_keeps_the_batch_for_the_next_flush(
     assert [seq for _, seq, _ in stored(store)] == [1, 2, 3, 4, 5, 6]
 
 
-def test_a_row_the_database_refuses_does_not_sink_its_batch(store: Store) -> None:
+def test_a_row_the_database_refuses_does_not_sink_its_batch(store: SharingStore) -> None:
     rec = recorder(store)
     rec._on_message(None, None, sample("k", 1))
     rec._enqueue(row("k", 2, None))  # type: ignore[arg-type]  # NOT NULL violation
@@ -388,7 +388,7 @@ def test_a_row_the_database_refuses_does_not_sink_its_batch(store: Store) -> Non
     assert [seq for _, seq, _ in stored(store)] == [1, 3]
 
 
-def _write_rate(store: Store, batch_size: int, count: int) -> float:
+def _write_rate(store: SharingStore, batch_size: int, count: int) -> float:
     """Messages per second through the whole path: paho callback, decode, buffer, insert."""
     rec = recorder(store, batch_size=batch_size)
     messages = [
@@ -407,8 +407,8 @@ def _write_rate(store: Store, batch_size: int, count: int) -> float:
 
 
 def test_batching_is_what_gives_the_write_rate(tmp_path: Path) -> None:
-    batched = Store(sqlite_url(str(tmp_path / "batched.db")))
-    single = Store(sqlite_url(str(tmp_path / "single.db")))
+    batched = SharingStore(sqlite_url(str(tmp_path / "batched.db")))
+    single = SharingStore(sqlite_url(str(tmp_path / "single.db")))
     try:
         rate = _write_rate(batched, batch_size=500, count=20_000)
         unbatched = _write_rate(single, batch_size=1, count=2_000)

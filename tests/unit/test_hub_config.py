@@ -11,11 +11,12 @@ from jupyterhub.scopes import _check_scopes_exist, scope_definitions
 from traitlets.config import Config
 
 from hub_config import hub
-from hub_config.runtime import Runtime, pick_internal_ports
-from hub_config.site import Site, load_site
+from site_config.paths import DEMO_SITE
+from site_config.runtime import Runtime, pick_internal_ports
+from site_config.site import Site, load_site
 
 HUB_CONFIG = Path(__file__).resolve().parents[2] / "hub_config"
-DEMO = HUB_CONFIG / "demo-site.yaml"
+DEMO = DEMO_SITE
 COURSES = ["smart-lighting", "iot-basics", "traffic-signals", "smart-parking"]
 
 

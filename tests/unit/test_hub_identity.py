@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from hardware_kits.sharing.api import ApiError
-from hardware_kits.sharing.hub_identity import HubIdentity, SharedOAuthStates
-from hardware_kits.sharing.service import User
+from lab_service.api import ApiError
+from lab_service.hub_identity import HubIdentity, SharedOAuthStates
+from lab_service.service import User
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from hardware_kits.sharing.policy import HOUR, MINUTE, SharingPolicy
-from hardware_kits.sharing.service import Conflict, Forbidden, LabError, LabService, NotFound, User
-from hardware_kits.sharing.store import (
+from lab_service.policy import HOUR, MINUTE, SharingPolicy
+from lab_service.service import Conflict, Forbidden, KitSharing, NotFound, SharingError, User
+from lab_service.store import (
     ACTIVE,
     GRANTED,
     NEEDS_ATTENTION,
@@ -19,7 +19,7 @@ from hardware_kits.sharing.store import (
     CommandRow,
     EventRow,
     SessionRow,
-    Store,
+    SharingStore,
 )
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC, a Thursday
@@ -82,15 +82,15 @@ class Kits:
 @pytest.fixture
 def lab(tmp_path):
     clock, rights, kits = Clock(), Rights(), Kits()
-    store = Store(f"sqlite:///{tmp_path / 'lab.db'}")
-    service = LabService(store, SharingPolicy(), rights, kits, clock=clock)
+    store = SharingStore(f"sqlite:///{tmp_path / 'lab.db'}")
+    service = KitSharing(store, SharingPolicy(), rights, kits, clock=clock)
     for kit_id in ("k1", "k2"):
         service.register_kit(ADMIN, kit_id, "street-lighting")
     yield service, clock, rights, kits
     store.close()
 
 
-def advance(service: LabService, clock: Clock, seconds: float, step: float = 5.0) -> None:
+def advance(service: KitSharing, clock: Clock, seconds: float, step: float = 5.0) -> None:
     end = clock.now + seconds
     while clock.now < end:
         clock.now = min(end, clock.now + step)
@@ -227,7 +227,7 @@ def test_bad_requests_change_nothing(lab):
         service.request(BOB, kit_id="k1")
     with pytest.raises(NotFound):
         service.release(BOB, session["id"])
-    with pytest.raises(LabError):
+    with pytest.raises(SharingError):
         service.request(ALICE)
     with pytest.raises(Forbidden):
         service.set_maintenance(ALICE, "k1", on=True)
@@ -273,13 +273,13 @@ def test_booking_rules(lab):
     assert book(service, TEACHER, 2, 1)["course"] == "iot"
     with pytest.raises(Conflict, match="already booked"):
         book(service, TEACHER, 2.5, 1)
-    with pytest.raises(LabError, match="past"):
+    with pytest.raises(SharingError, match="past"):
         book(service, TEACHER, -1, 1)
-    with pytest.raises(LabError, match="ahead"):
+    with pytest.raises(SharingError, match="ahead"):
         book(service, TEACHER, 0.5, 1)  # inside the one-hour horizon: use the queue
-    with pytest.raises(LabError, match="minutes"):
+    with pytest.raises(SharingError, match="minutes"):
         book(service, TEACHER, 5, 3)
-    with pytest.raises(LabError, match="boundaries"):
+    with pytest.raises(SharingError, match="boundaries"):
         service.book(TEACHER, "k1", "iot", T0 + 5 * HOUR + 7, T0 + 6 * HOUR)
     with pytest.raises(Forbidden):
         book(service, ALICE, 10, 1)
@@ -290,9 +290,9 @@ def test_booking_rules(lab):
 
 
 def test_institution_quota(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'q.db'}")
+    store = SharingStore(f"sqlite:///{tmp_path / 'q.db'}")
     policy = SharingPolicy(booking_quota_institution_week_seconds=2 * HOUR)
-    service = LabService(store, policy, Rights(), Kits(), clock=Clock())
+    service = KitSharing(store, policy, Rights(), Kits(), clock=Clock())
     service.register_kit(ADMIN, "k1", "street-lighting")
     book(service, TEACHER, 2, 2)
     colleague = User("other", "univ-a", instructor_of=frozenset({"iot"}))
@@ -387,7 +387,7 @@ def test_a_burst_of_requests_is_decided_together(lab):
     results = service.request_many(burst)
     assert isinstance(results[-3], Conflict)  # a repeat within the same burst
     assert isinstance(results[-2], NotFound)
-    assert isinstance(results[-1], LabError)
+    assert isinstance(results[-1], SharingError)
     views = results[:7]
     assert [v["state"] for v in views].count("served") == 1
     assert rights.held == {"k1": "a0"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -31,8 +32,12 @@ def locked_versions() -> dict[str, str]:
 
 
 def installed_versions() -> dict[str, str]:
+    """What the environment holds: its site-packages only (not sys.path, where setuptools
+    puts its own vendored copies once imported)."""
+    folders = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     return {
-        canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
+        canonicalize_name(d.metadata["Name"]): d.version
+        for d in importlib.metadata.distributions(path=folders)
     }
 
 

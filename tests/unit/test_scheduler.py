@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hardware_kits.sharing import scheduler as S
+from lab_service import scheduler as S
 
 SLOT = 900.0
 

@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from hardware_kits.descriptor import DescriptorError
-from hub_config.site import hash_password, load_site, verify_password
+from site_config.paths import DEMO_SITE
+from site_config.site import hash_password, load_site, verify_password
 
-DEMO = Path(__file__).resolve().parents[2] / "hub_config" / "demo-site.yaml"
+DEMO = DEMO_SITE
 
 
 @pytest.fixture(scope="module")

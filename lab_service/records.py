@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
-from hardware_kits.sharing.service import User
-from hardware_kits.sharing.store import CommandRow, SessionRow, Store
+from lab_service.service import User
+from lab_service.store import CommandRow, SessionRow, SharingStore
 
 SESSION_COLUMNS = (
     "id",
@@ -67,7 +67,7 @@ def _csv(header: tuple[str, ...], rows: list[list[Any]]) -> str:
     return out.getvalue()
 
 
-def sessions_csv(store: Store, user: User) -> str:
+def sessions_csv(store: SharingStore, user: User) -> str:
     with store.transaction() as db:
         rows = [
             [
@@ -90,7 +90,7 @@ def sessions_csv(store: Store, user: User) -> str:
     return _csv(SESSION_COLUMNS, rows)
 
 
-def commands_csv(store: Store, user: User) -> str:
+def commands_csv(store: SharingStore, user: User) -> str:
     query = select(CommandRow).order_by(CommandRow.ts, CommandRow.id)
     if not user.lab_admin:
         # Commands recorded under the user's own sessions (the kit's holder at the time).
@@ -116,7 +116,7 @@ def commands_csv(store: Store, user: User) -> str:
     return _csv(COMMAND_COLUMNS, rows)
 
 
-def usage(store: Store, now: float) -> dict[str, Any]:
+def usage(store: SharingStore, now: float) -> dict[str, Any]:
     """Per kit and per institution: seconds of sessions, number of sessions, mean queue wait.
 
     A session counts from its grant until its rights were revoked (`ending_at`), or until `now`

@@ -1,4 +1,5 @@
-"""The lab service's view of the kits over MQTT: who is online, safe-state handover, acks.
+"""The lab service's view of the kits over MQTT: who is online, safe-state handover, acks, and
+each kit's health (its retained `$status` counters and when it last sent telemetry).
 
 The service's own MQTT account watches every kit and may publish only safe-state commands
 (role `supervise_kits`, see hardware_kits.broker), never ordinary actuator commands: least
@@ -7,6 +8,7 @@ privilege for the supervisor.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,6 +36,8 @@ class MqttKitGateway:
         self._states: dict[str, str] = {}
         self._confirmed: deque[str] = deque(maxlen=10_000)  # applied safe-state command ids
         self._acks: deque[dict[str, Any]] = deque(maxlen=100_000)  # for the command records
+        self._status: dict[str, dict[str, Any]] = {}
+        self._last_telemetry: dict[str, float] = {}
         self.malformed = 0
         self._client = connect_client(
             address.host,
@@ -41,7 +45,12 @@ class MqttKitGateway:
             address.credentials,
             client_id=f"{self.requester}-{uuid.uuid4().hex[:6]}",
             on_message=self._on_message,
-            subscribe=[(P.all_kits("$state"), 1), (P.all_kits("$ack/#"), 1)],
+            subscribe=[
+                (P.all_kits("$state"), 1),
+                (P.all_kits("$ack/#"), 1),
+                (P.all_kits("$status"), 1),
+                (P.all_kits("$telemetry"), 0),
+            ],
         )
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -49,9 +58,19 @@ class MqttKitGateway:
         if kit_id is None:
             return
         try:
-            if rest == "$state":
+            if rest == "$telemetry":
+                ts = float(P.decode_telemetry(msg.payload)["ts"])
+                with self._lock:
+                    self._last_telemetry[kit_id] = ts
+            elif rest == "$state":
                 with self._lock:
                     self._states[kit_id] = msg.payload.decode()
+            elif rest == "$status":
+                status = json.loads(msg.payload) if msg.payload else {}
+                if not isinstance(status, dict):
+                    raise KeyError("$status")
+                with self._lock:
+                    self._status[kit_id] = status
             elif rest.startswith("$ack/"):
                 ack = P.decode_ack(msg.payload)
                 requester = rest[len("$ack/") :]
@@ -63,7 +82,7 @@ class MqttKitGateway:
                         and ack["status"] == P.APPLIED
                     ):
                         self._confirmed.append(ack["id"])
-        except (P.ProtocolError, UnicodeError, KeyError):
+        except (P.ProtocolError, ValueError, KeyError):
             with self._lock:
                 self.malformed += 1
 
@@ -94,6 +113,26 @@ class MqttKitGateway:
             acks = list(self._acks)
             self._acks.clear()
         return acks
+
+    def health(self, kit_id: str) -> dict[str, Any]:
+        """What the kit says about itself: its Homie state, its last sample's time, and the
+        counters of its retained `$status` (None before the kit has published any)."""
+        with self._lock:
+            state = self._states.get(kit_id)
+            last = self._last_telemetry.get(kit_id)
+            status = self._status.get(kit_id)
+        counters = None
+        if status:
+            counters = {
+                "applied": int(status.get("applied", 0)),
+                "rejected": int(status.get("rejected", 0)),
+                "rejections": dict(status.get("rejections") or {}),
+                "errors": int(status.get("errors", 0)),
+                "duplicates": int(status.get("duplicates", 0)),
+                "uptime": float(status.get("uptime", 0.0)),
+                "safe": status.get("safe"),
+            }
+        return {"mqtt_state": state, "last_telemetry_at": last, "counters": counters}
 
     def close(self) -> None:
         self._client.disconnect()

@@ -179,7 +179,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Store:
+class SharingStore:
     """The database: engine, schema and transactions."""
 
     def __init__(self, url: str) -> None:

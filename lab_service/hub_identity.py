@@ -45,9 +45,9 @@ from tornado.web import HTTPError, RequestHandler
 from traitlets import Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from hardware_kits.sharing.api import ApiError, Identity, one_line
-from hardware_kits.sharing.rights import validate_user
-from hardware_kits.sharing.service import User
+from lab_service.api import ApiError, Identity, one_line
+from lab_service.rights import validate_user
+from lab_service.service import User
 
 COOKIE_SECRET_FILE = "lab-service-cookie-secret"
 OAUTH_STATES_DIR = "lab-service-oauth-states"

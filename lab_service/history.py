@@ -36,7 +36,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hardware_kits import protocol as P
 from hardware_kits.mqtt import Credentials, connect_client
-from hardware_kits.sharing.store import Store, TelemetryRow
+from lab_service.store import SharingStore, TelemetryRow
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class _RecentSamples:
 
 
 class TelemetryRecorder:
-    """Records every kit's telemetry into a `Store`, in batches, from its own writer thread.
+    """Records every kit's telemetry into a `SharingStore`, in batches, from its own writer thread.
 
     Counters: `received` (accepted into the buffer), `recorded` (written), `malformed` (not
     telemetry, dropped), `duplicates` (exact copies, dropped), `dropped` (lost to the buffer
@@ -117,7 +117,7 @@ class TelemetryRecorder:
 
     def __init__(
         self,
-        store: Store,
+        store: SharingStore,
         host: str,
         port: int,
         credentials: Credentials,
@@ -328,13 +328,13 @@ class TelemetryRecorder:
 # ---------------------------------------------------------------- storage
 
 
-def insert_rows(store: Store, rows: Sequence[dict[str, Any]]) -> None:
+def insert_rows(store: SharingStore, rows: Sequence[dict[str, Any]]) -> None:
     """Insert telemetry rows ({kit_id, seq, ts, values}) in one transaction (an executemany)."""
     with store.transaction() as db:
         db.execute(insert(TELEMETRY), list(rows))
 
 
-def recorded_kits(store: Store) -> list[str]:
+def recorded_kits(store: SharingStore) -> list[str]:
     """The kits that have history, in order, by a loose index scan: one index probe per kit.
 
     (A plain DISTINCT would read the whole (kit_id, ts) index: millions of entries after a week.)
@@ -347,7 +347,7 @@ def recorded_kits(store: Store) -> list[str]:
         return list(db.scalars(select(kits.c.kit_id).where(kits.c.kit_id.is_not(None))))
 
 
-def delete_before(store: Store, cutoff: float) -> int:
+def delete_before(store: SharingStore, cutoff: float) -> int:
     """Delete every sample with ts < cutoff, in one statement; return how many went."""
     kit_ids = recorded_kits(store)
     if not kit_ids:
@@ -367,7 +367,7 @@ def prune_statement(kit_ids: Sequence[str], cutoff: float) -> Delete:
 
 
 def history(
-    store: Store,
+    store: SharingStore,
     kit_id: str,
     start: float,
     end: float,

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session as DB
 
-from hardware_kits.sharing import scheduler as S
-from hardware_kits.sharing.policy import WEEK, SharingPolicy
-from hardware_kits.sharing.store import (
+from lab_service import scheduler as S
+from lab_service.policy import WEEK, SharingPolicy
+from lab_service.store import (
     ACTIVE,
     ENDING,
     GRANTED,
@@ -44,7 +44,7 @@ from hardware_kits.sharing.store import (
     KitRow,
     QueueEntryRow,
     SessionRow,
-    Store,
+    SharingStore,
 )
 
 # Why a session ended.
@@ -71,26 +71,26 @@ class User:
     priority: int = 0
 
 
-class LabError(Exception):
+class SharingError(Exception):
     """A request the service refuses; `status` is the HTTP status, str() the one-line reason."""
 
     status = 400
 
 
-class NotFound(LabError):
+class NotFound(SharingError):
     status = 404
 
 
-class Forbidden(LabError):
+class Forbidden(SharingError):
     status = 403
 
 
-class Conflict(LabError):
+class Conflict(SharingError):
     status = 409
 
 
 class Rights(Protocol):
-    """Broker rights (hardware_kits.sharing.rights.BrokerRights)."""
+    """Broker rights (lab_service.rights.BrokerRights)."""
 
     def grant(self, user: str, kit_id: str) -> None: ...
     def revoke(self, user: str, kit_id: str) -> None: ...
@@ -111,10 +111,10 @@ def week_start(t: float) -> float:
     return dt.datetime.combine(monday, dt.time(), dt.UTC).timestamp()
 
 
-class LabService:
+class KitSharing:
     def __init__(
         self,
-        store: Store,
+        store: SharingStore,
         policy: SharingPolicy,
         rights: Rights,
         gateway: KitGateway,
@@ -185,19 +185,19 @@ class LabService:
     def request(self, user: User, kit_id: str | None = None, model: str | None = None) -> dict:
         """Join the queue for a kit, or for any working kit of a model; granted at once if free."""
         (result,) = self.request_many([(user, kit_id, model)])
-        if isinstance(result, LabError):
+        if isinstance(result, SharingError):
             raise result
         return result
 
     def request_many(
         self, requests: list[tuple[User, str | None, str | None]]
-    ) -> list[dict | LabError]:
+    ) -> list[dict | SharingError]:
         """Queue requests decided together: one transaction, one grant pass, one estimate pass.
 
         A burst of simultaneous requests then costs the queue-wide work once instead of once
         per request: the new entries go in with one multi-row INSERT (no ORM objects), and the
         answers are built from that data, the grants and one estimate pass. Each result is the
-        entry's view, or the LabError that refused it."""
+        entry's view, or the SharingError that refused it."""
         now = self.clock()
         names = {user.name for user, _, _ in requests}
         with self.store.transaction() as db:
@@ -227,12 +227,12 @@ class LabService:
                     ).where(QueueEntryRow.state == WAITING, QueueEntryRow.user.in_(names))
                 )
             }
-            results: list[dict | LabError] = []
+            results: list[dict | SharingError] = []
             rows: list[dict[str, Any]] = []  # the accepted requests' entries, in order
             for user, kit_id, model in requests:
                 try:
                     _check_request(kits, holding, waiting, user, kit_id, model)
-                except LabError as err:
+                except SharingError as err:
                     results.append(err)
                     continue
                 row = {
@@ -266,7 +266,7 @@ class LabService:
             )
             return [
                 r
-                if isinstance(r, LabError)
+                if isinstance(r, SharingError)
                 else _new_entry_view(r, sessions.get(r["id"]), self._session_view, now, estimates)
                 for r in results
             ]
@@ -438,24 +438,24 @@ class LabService:
         p = self.policy
         length = ends_at - starts_at
         if starts_at < now:
-            raise LabError("a booking cannot start in the past")
+            raise SharingError("a booking cannot start in the past")
         if starts_at < now + p.booking_lead_seconds:
-            raise LabError(
+            raise SharingError(
                 f"bookings must start at least {p.booking_lead_seconds / 60:.0f} "
                 "minutes ahead; use the queue for now"
             )
         if starts_at > now + p.booking_ahead_max_seconds:
-            raise LabError(
+            raise SharingError(
                 f"bookings can be made at most {p.booking_ahead_max_seconds / 86400:.0f} days ahead"
             )
         if not p.booking_min_seconds <= length <= p.booking_max_seconds:
-            raise LabError(
+            raise SharingError(
                 f"a booking lasts {p.booking_min_seconds / 60:.0f} to "
                 f"{p.booking_max_seconds / 60:.0f} minutes"
             )
         grain = p.booking_granularity_seconds
         if starts_at % grain or ends_at % grain:
-            raise LabError(f"bookings start and end on {grain / 60:.0f}-minute boundaries")
+            raise SharingError(f"bookings start and end on {grain / 60:.0f}-minute boundaries")
 
     def _check_quotas(self, db: DB, user: User, starts_at: float, ends_at: float) -> None:
         week = week_start(starts_at)
@@ -805,7 +805,7 @@ def _check_request(
 ) -> None:
     """Refuse a queue request that names no kit, an unknown one, or repeats what the user has."""
     if (kit_id is None) == (model is None):
-        raise LabError("ask for either a kit or a kit model")
+        raise SharingError("ask for either a kit or a kit model")
     if kit_id is not None and kits.get(kit_id, ("", RETIRED))[1] == RETIRED:
         raise NotFound(f"no kit {kit_id}")
     if model is not None and not any(m == model and pool != RETIRED for m, pool in kits.values()):
@@ -828,7 +828,7 @@ def _new_entry_view(
     now: float,
     estimates: dict[int, tuple[int, float]],
 ) -> dict:
-    """The view of an entry just inserted (as `LabService._entry_view` gives), from its row."""
+    """The view of an entry just inserted (as `KitSharing._entry_view` gives), from its row."""
     view: dict[str, Any] = {
         "id": row["id"],
         "user": row["user"],

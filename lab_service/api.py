@@ -1,8 +1,8 @@
-"""The lab service's REST API: LabService over HTTP, JSON in and out, under `/api/`.
+"""The lab service's REST API: KitSharing over HTTP, JSON in and out, under `/api/`.
 
 One route table (`ROUTES`) builds both the tornado handlers and the OpenAPI document, so the two
 cannot drift. Handlers only parse, call the service and answer: the rules live in
-`service.LabService` (and the read-only exports in `records`).
+`service.KitSharing` (and the read-only exports in `records`).
 
 Every refusal is a 4xx with `{"error": "<one line>"}`; bodies are parsed strictly (no unknown
 fields, no type coercion), so a request either is understood exactly or changes nothing.
@@ -48,9 +48,9 @@ from tornado.web import Application, HTTPError, RequestHandler
 from hardware_kits.descriptor import load_models
 from hardware_kits.dynsec import DynSecError
 from hardware_kits.mqtt import ConnectError, Credentials
-from hardware_kits.sharing import history, records
-from hardware_kits.sharing.rights import validate_user
-from hardware_kits.sharing.service import LabError, LabService, NotFound, User
+from lab_service import history, records
+from lab_service.rights import validate_user
+from lab_service.service import KitSharing, NotFound, SharingError, User
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ class Accounts(Protocol):
 class ApiContext:
     """What the operations reach, in the service process."""
 
-    service: LabService
+    service: KitSharing
     accounts: Accounts
     mqtt_url: Callable[[Credentials], str]  # the URL users connect with, for an account
     provision_kits: Callable[[list[str]], object]  # broker roles and account of new kits
@@ -368,10 +368,10 @@ class ApiContext:
 
 class QueueBatcher:
     """Queue requests that arrive in the same turn of the event loop are decided together
-    (`LabService.request_many`): a burst costs the queue-wide work once. A lone request is
+    (`KitSharing.request_many`): a burst costs the queue-wide work once. A lone request is
     decided on the very next turn, so nothing waits when the service is idle."""
 
-    def __init__(self, service: LabService) -> None:
+    def __init__(self, service: KitSharing) -> None:
         self.service = service
         self._pending: list[tuple[User, str | None, str | None, asyncio.Future]] = []
 
@@ -407,7 +407,7 @@ class Call:
     body: Any
 
     @property
-    def service(self) -> LabService:
+    def service(self) -> KitSharing:
         return self.ctx.service
 
 
@@ -887,7 +887,7 @@ class Operations:
 
 def refusal(err: Exception, what: str) -> tuple[int, str]:
     """HTTP status and one-line reason for an exception of a call (`what`: method and path)."""
-    if isinstance(err, ApiError | LabError):
+    if isinstance(err, ApiError | SharingError):
         return err.status, str(err)
     if isinstance(err, DynSecError | ConnectError | ConnectionError | TimeoutError):
         log.warning("%s: the broker failed: %s", what, err)

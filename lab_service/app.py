@@ -10,12 +10,12 @@ and command-line options override it. At start the app opens the database, conne
 already running broker as the `lab-service` account (watch every kit, send safe states only),
 aligns the broker's command rights with the sessions in the database, recovers pending
 handovers, and serves the REST API. One asyncio loop runs the API's operations and the periodic
-`tick`, so every LabService call happens on that one thread: granting a kit is one atomic step.
+`tick`, so every KitSharing call happens on that one thread: granting a kit is one atomic step.
 The HTTP work itself (parsing, identity, validation, writing answers) runs in
 `http_processes` front-end processes that pass each call to that loop (frontend.py).
 
-`smartlab kits register|retire|maintenance|health` call the running service's REST API with
-the admin token in $SMARTLAB_TOKEN.
+The kit administration commands (`smartlab kits register|…`) are on the client side
+(labs/kit_admin.py): they call this service's REST API.
 """
 
 from __future__ import annotations
@@ -25,16 +25,13 @@ import asyncio
 import contextlib
 import functools
 import gc
-import json
 import logging
 import os
 import signal
 import sys
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
@@ -46,7 +43,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from hardware_kits.broker import Broker, BrokerError
 from hardware_kits.descriptor import load_models
 from hardware_kits.mqtt import BrokerAddress, Credentials
-from hardware_kits.sharing.api import (
+from lab_service.api import (
     MAX_BODY_BYTES,
     ApiContext,
     Identity,
@@ -54,15 +51,14 @@ from hardware_kits.sharing.api import (
     TokenIdentity,
     make_app,
 )
-from hardware_kits.sharing.frontend import FrontEnds
-from hardware_kits.sharing.gateway import SERVICE_ACCOUNT, MqttKitGateway
-from hardware_kits.sharing.history import TelemetryRecorder
-from hardware_kits.sharing.policy import SharingPolicy
-from hardware_kits.sharing.rights import BrokerRights
-from hardware_kits.sharing.service import LabService
-from hardware_kits.sharing.store import Store, sqlite_url
-from labs import client as lab_client
-from labs.client import Lab, UnknownKit
+from lab_service.frontend import FrontEnds
+from lab_service.gateway import SERVICE_ACCOUNT, MqttKitGateway
+from lab_service.history import TelemetryRecorder
+from lab_service.policy import SharingPolicy
+from lab_service.rights import BrokerRights
+from lab_service.service import KitSharing
+from lab_service.store import SharingStore, sqlite_url
+from site_config.paths import default_state_dir
 
 DB_FILE = "lab-service.sqlite"
 DEFAULT_CONFIG = "lab_service_config.py"
@@ -71,10 +67,6 @@ LISTEN_BACKLOG = 1024
 
 class CannotStart(ValueError):
     """Bad configuration, or a port taken; str() says what and where in one line."""
-
-
-def _default_state_dir() -> str:
-    return str(Path(os.environ.get("SMARTLAB_STATE_DIR", "var")).resolve())
 
 
 class LabServiceApp(Application):
@@ -148,7 +140,7 @@ class LabServiceApp(Application):
 
     @default("state_dir")
     def _state_dir_default(self) -> str:
-        return _default_state_dir()
+        return str(default_state_dir())
 
     @default("db_url")
     def _db_url_default(self) -> str:
@@ -188,7 +180,7 @@ class LabServiceApp(Application):
     def make_identity(self) -> Identity:
         """Who callers are: JupyterHub (identity 'hub'), or the configured token map."""
         if self.identity == "hub":
-            from hardware_kits.sharing.hub_identity import HubIdentity
+            from lab_service.hub_identity import HubIdentity
 
             return HubIdentity(parent=self, base_url=self.base_url, state_dir=self.state_dir)
         if not self.users:
@@ -272,7 +264,7 @@ class LabServiceApp(Application):
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(server.close_all_connections(), 5)
 
-    def open_backend(self, closing: contextlib.ExitStack) -> tuple[LabService, ApiContext]:
+    def open_backend(self, closing: contextlib.ExitStack) -> tuple[KitSharing, ApiContext]:
         """Database, broker accounts and connections; `closing` closes them in reverse."""
         broker = Broker(Path(self.state_dir) / "broker", host=self.mqtt_host, port=self.mqtt_port)
         if not broker.secrets_path.exists():
@@ -284,15 +276,13 @@ class LabServiceApp(Application):
         broker.provision_supervisor(SERVICE_ACCOUNT)
         if self.db_url.startswith("sqlite:///"):
             Path(self.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        store = Store(self.db_url)
+        store = SharingStore(self.db_url)
         closing.callback(store.close)
         rights = BrokerRights(broker.admin, broker.credentials)
         closing.callback(rights.close)
         address = broker.address(SERVICE_ACCOUNT)
         gateway = MqttKitGateway(address)
         closing.callback(gateway.close)
-        health = KitHealthObserver(address)
-        closing.callback(health.close)
         policy = SharingPolicy(parent=self)
         recorder = TelemetryRecorder(
             store,
@@ -303,7 +293,7 @@ class LabServiceApp(Application):
         )
         recorder.start()
         closing.callback(recorder.stop)
-        service = LabService(store, policy, rights, gateway)
+        service = KitSharing(store, policy, rights, gateway)
         if self.kits_file:
             self.register_site_kits(service)
 
@@ -315,21 +305,21 @@ class LabServiceApp(Application):
             accounts=rights,
             mqtt_url=url,
             provision_kits=broker.provision_kits,
-            kit_health=health.health,
+            kit_health=gateway.health,
             models=frozenset(load_models()),
         )
         return service, ctx
 
-    def register_site_kits(self, service: LabService) -> None:
-        from hardware_kits.fleet import load_kits
-        from hardware_kits.sharing.service import Conflict, User
+    def register_site_kits(self, service: KitSharing) -> None:
+        from lab_service.service import Conflict, User
+        from site_config.kits import load_kits
 
         site = User(name="site-file", institution="-", lab_admin=True)
         for entry in load_kits(Path(self.kits_file)):
             with contextlib.suppress(Conflict):  # registered already: the database decides
                 service.register_kit(site, entry.id, entry.model, entry.name)
 
-    async def wait_for_kits_of_live_sessions(self, service: LabService) -> None:
+    async def wait_for_kits_of_live_sessions(self, service: KitSharing) -> None:
         """The gateway learns kit states from retained messages just after connecting; a tick
         before that would take every held kit for offline and end its session."""
         kits = set(service.holders())
@@ -340,7 +330,7 @@ class LabServiceApp(Application):
         for kit in sorted(kits):
             self.log.warning("kit %s of a live session is not online", kit)
 
-    def tick(self, service: LabService) -> None:
+    def tick(self, service: KitSharing) -> None:
         try:
             service.tick()
         except Exception:  # log and go on: the next tick retries
@@ -350,38 +340,6 @@ class LabServiceApp(Application):
 def identity_from_config(config: Config) -> Identity:
     """The identity of a front-end process: made from the service's own configuration."""
     return LabServiceApp(config=config).make_identity()
-
-
-class KitHealthObserver:
-    """What the kits say about themselves (state, last sample, retained `$status` counters),
-    from a watching connection of the service's account."""
-
-    def __init__(self, address: BrokerAddress) -> None:
-        self._lab = Lab(
-            address, client_id=f"{SERVICE_ACCOUNT}-health-{uuid.uuid4().hex[:6]}", history=0
-        )
-
-    def health(self, kit_id: str) -> dict[str, Any]:
-        try:
-            kit = self._lab.kit(kit_id, timeout=0)
-        except UnknownKit:
-            return {"mqtt_state": None, "last_telemetry_at": None, "counters": None}
-        status = kit.status or {}
-        counters = None
-        if status:
-            counters = {
-                "applied": int(status.get("applied", 0)),
-                "rejected": int(status.get("rejected", 0)),
-                "rejections": dict(status.get("rejections") or {}),
-                "errors": int(status.get("errors", 0)),
-                "duplicates": int(status.get("duplicates", 0)),
-                "uptime": float(status.get("uptime", 0.0)),
-                "safe": status.get("safe"),
-            }
-        return {"mqtt_state": kit.state, "last_telemetry_at": kit.latest_ts, "counters": counters}
-
-    def close(self) -> None:
-        self._lab.close()
 
 
 # ---------------------------------------------------------------- smartlab lab …
@@ -405,30 +363,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.initialize(argv)
     app.start()
     return 0
-
-
-def _rest(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
-    """Run one REST call with the admin token; user errors end in one line and exit 2."""
-    token = os.environ.get("SMARTLAB_TOKEN")
-    if not token:
-        print(
-            "smartlab: set SMARTLAB_TOKEN to a lab admin's token of the lab service",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        result = call(lab_client.LabService(args.url, token))
-    except lab_client.LabServiceError as err:
-        print(f"smartlab: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=1) if not isinstance(result, str) else result)
-    return 0
-
-
-def _kit_line(kit: dict[str, Any]) -> str:
-    online = "online" if kit.get("online") else "offline"
-    reason = f" ({kit['reason']})" if kit.get("reason") else ""
-    return f"{kit['id']}: {kit['model']}, {kit['pool']}{reason}, {online}"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -460,49 +394,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.set_defaults(run=cmd_serve)
 
 
-def add_kit_admin(actions: argparse._SubParsersAction) -> None:
-    """`smartlab kits register|retire|maintenance|health`, through the running lab service
-    with a lab admin's token from $SMARTLAB_TOKEN."""
-    url = argparse.ArgumentParser(add_help=False)
-    url.add_argument(
-        "--url",
-        default=os.environ.get("SMARTLAB_LAB_URL"),
-        help="lab service URL (default $SMARTLAB_LAB_URL or http://127.0.0.1:8181)",
-    )
-
-    register_kit = actions.add_parser("register", parents=[url], help="add a kit to the pool")
-    register_kit.add_argument("kit")
-    register_kit.add_argument("--model", required=True)
-    register_kit.add_argument("--name", default="")
-    register_kit.set_defaults(
-        run=lambda a: _rest(a, lambda s: _kit_line(s.register_kit(a.kit, a.model, a.name)))
-    )
-
-    retire = actions.add_parser("retire", parents=[url], help="take a kit out for good")
-    retire.add_argument("kit")
-    retire.set_defaults(run=lambda a: _rest(a, lambda s: _kit_line(s.retire_kit(a.kit))))
-
-    maintenance = actions.add_parser(
-        "maintenance", parents=[url], help="take a kit out for maintenance (--off: back)"
-    )
-    maintenance.add_argument("kit")
-    maintenance.add_argument("--off", action="store_true", help="put it back in the pool")
-    maintenance.add_argument("--reason", default="")
-    maintenance.set_defaults(
-        run=lambda a: _rest(a, lambda s: _kit_line(s.set_maintenance(a.kit, not a.off, a.reason)))
-    )
-
-    health = actions.add_parser("health", parents=[url], help="a kit's health, or every kit")
-    health.add_argument("kit", nargs="?")
-    health.set_defaults(
-        run=lambda a: _rest(
-            a, lambda s: s.kit(a.kit) if a.kit else "\n".join(map(_kit_line, s.kits()))
-        )
-    )
-
-
 def main() -> None:
-    """`python -m hardware_kits.sharing.app [--config FILE] …`: the traitlets way."""
+    """`python -m lab_service.app [--config FILE] …`: the traitlets way."""
     logging.basicConfig()
     try:
         app = LabServiceApp()

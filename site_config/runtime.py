@@ -9,12 +9,28 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hardware_kits.broker import free_port, port_is_free
-
 RUNTIME_ENV = "SMARTLAB_RUNTIME"
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        # As Mosquitto binds: connections left in TIME_WAIT by a crash do not block a restart.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ hardware_kits.fleet and is validated there. Every error is one line: `file: fiel
 
 Passwords never appear in the file, only hashes: `$pbkdf2-sha256$<rounds>$<salt>$<checksum>`
 (passlib's format, adapted base64 without padding) or bcrypt (`$2b$…`). `hash_password` makes
-the former; `python -m hub_config.site hash-password` asks for a password and prints its hash.
+the former; `python -m site_config.site hash-password` asks for a password and prints its hash.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from hardware_kits.descriptor import DescriptorError, load_models, read_yaml
-from hardware_kits.fleet import KitEntry, parse_kits
+from site_config.kits import KitEntry, parse_kits
 
 # nbgrader derives the course from the group name after the first hyphen, and the course id is
 # also a hub service name and a URL path segment: keep it plain.
@@ -157,7 +157,7 @@ class Person(_Strict):
             return value
         raise ValueError(
             "must be a `$pbkdf2-sha256$` or bcrypt hash, never a plain password "
-            "(python -m hub_config.site hash-password)"
+            "(python -m site_config.site hash-password)"
         )
 
 
@@ -434,11 +434,11 @@ def verify_password(password: str, password_hash: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m hub_config.site hash-password`: print the hash of a password typed twice."""
+    """`python -m site_config.site hash-password`: print the hash of a password typed twice."""
     import argparse
     import getpass
 
-    parser = argparse.ArgumentParser(prog="python -m hub_config.site")
+    parser = argparse.ArgumentParser(prog="python -m site_config.site")
     parser.add_argument("command", choices=["hash-password"])
     parser.parse_args(argv)
     password = getpass.getpass("password: ")

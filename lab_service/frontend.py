@@ -38,7 +38,7 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 
-from hardware_kits.sharing.api import (
+from lab_service.api import (
     MAX_BODY_BYTES,
     ApiError,
     Identity,
