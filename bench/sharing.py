@@ -862,7 +862,7 @@ def breakdown_server(
     from tornado.httpserver import HTTPServer
     from tornado.ioloop import PeriodicCallback
 
-    from lab_service import api
+    from lab_service import api_http, api_identity, api_routes
     from lab_service.policy import SharingPolicy
     from lab_service.service import KitSharing
     from lab_service.store import SharingStore, sqlite_url
@@ -884,10 +884,10 @@ def breakdown_server(
     service = KitSharing(
         SharingStore(sqlite_url(db_path)), SharingPolicy(), _NoRights(), _AllOnline()
     )
-    identity = api.TokenIdentity(users)
+    identity = api_identity.TokenIdentity(users)
     identity.user_for = timed("identity", identity.user_for)  # type: ignore[method-assign]
-    api.parse_body = timed("body", api.parse_body)
-    api.ApiHandler._answer = timed("answer", api.ApiHandler._answer)  # type: ignore[method-assign]
+    api_http.parse_body = timed("body", api_http.parse_body)
+    api_http.ApiHandler._answer = timed("answer", api_http.ApiHandler._answer)  # type: ignore[method-assign]
     request_many = service.request_many
 
     def decide(requests: list) -> list:
@@ -895,8 +895,8 @@ def breakdown_server(
         return request_many(requests)
 
     service.request_many = timed("decision", decide)  # type: ignore[method-assign]
-    ops = api.Operations(
-        api.ApiContext(
+    ops = api_http.Operations(
+        api_routes.ApiContext(
             service=service,
             accounts=None,  # type: ignore[arg-type]
             mqtt_url=str,
@@ -906,7 +906,9 @@ def breakdown_server(
 
     async def serve() -> None:
         server = HTTPServer(
-            api.make_app(identity, ops.invoke), xheaders=True, max_body_size=api.MAX_BODY_BYTES
+            api_http.make_app(identity, ops.invoke),
+            xheaders=True,
+            max_body_size=api_http.MAX_BODY_BYTES,
         )
         server.listen(port, "127.0.0.1", backlog=1024)
         PeriodicCallback(service.tick, 250).start()
@@ -1388,7 +1390,7 @@ def profile_text(path: Path, top: int = 25) -> str:
     # Where the service process's time goes, one level down each time (the HTTP front ends
     # are other processes: the breakdown table shows their share).
     for name in (
-        r"api.py:\d+\(_decide\)",
+        r"api_routes.py:\d+\(_decide\)",
         r"service.py:\d+\(request_many\)",
         r"service.py:\d+\(_estimates\)",
         r"service.py:\d+\(_assign\)",

@@ -43,14 +43,9 @@ from traitlets.config.loader import PyFileConfigLoader
 from hardware_kits.broker import Broker, BrokerError
 from hardware_kits.descriptor import load_models
 from hardware_kits.mqtt import BrokerAddress, Credentials
-from lab_service.api import (
-    MAX_BODY_BYTES,
-    ApiContext,
-    Identity,
-    Operations,
-    TokenIdentity,
-    make_app,
-)
+from lab_service.api_http import MAX_BODY_BYTES, Operations, make_app
+from lab_service.api_identity import Identity, TokenIdentity
+from lab_service.api_routes import ApiContext
 from lab_service.frontend import FrontEnds
 from lab_service.gateway import SERVICE_ACCOUNT, MqttKitGateway
 from lab_service.history import TelemetryRecorder

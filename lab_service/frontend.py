@@ -38,14 +38,9 @@ from typing import Any
 
 from tornado.httpserver import HTTPServer
 
-from lab_service.api import (
-    MAX_BODY_BYTES,
-    ApiError,
-    Identity,
-    Invoke,
-    make_app,
-    refusal,
-)
+from lab_service.api_http import MAX_BODY_BYTES, Invoke, make_app, refusal
+from lab_service.api_identity import Identity
+from lab_service.api_schemas import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,8 @@ from tornado.web import HTTPError, RequestHandler
 from traitlets import Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from lab_service.api import ApiError, Identity, one_line
+from lab_service.api_identity import Identity
+from lab_service.api_schemas import ApiError, one_line
 from lab_service.rights import validate_user
 from lab_service.service import User
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lab_service.api import ApiError
+from lab_service.api_schemas import ApiError
 from lab_service.hub_identity import HubIdentity, SharedOAuthStates
 from lab_service.service import User
 

@@ -1,52 +1,18 @@
-"""The Smart City Lab client: discover kits, read their telemetry and command them over MQTT.
+"""Kits over MQTT: discover them, read their telemetry, command them (`connect`, `Lab`, `Kit`).
 
-Used from Jupyter notebooks, Voilà dashboards and services::
-
-    from labs.client import connect
-
-    with connect() as lab:                      # URL from SMARTLAB_MQTT_URL, else the lab service
-        lab.wait_for_kits(1)
-        kit = lab.kit("lamp-1")
-        t, v = kit.history("ambient-light")     # numpy arrays, oldest first
-        kit.set("mode", "manual")               # -> Ack, or raises CommandRejected/...
-
-Threading: one paho network thread per `Lab` receives every message and updates the kits'
-state under one lock; every public method may be called from any thread. Callbacks given to
-`Kit.subscribe` and `Lab.on_state` run on that network thread: keep them short, do not block in
-them and do not send commands from them (`Kit.set` there raises `LabError`, since the
-acknowledgement could never be received). An exception in a callback is logged and counted in
-`Lab.callback_errors`; it never stops the network thread.
-
-Topics and payloads all come from `hardware_kits.protocol`.
-
-Shared kits are held through the lab service (its REST API, `LabService`): queue for a kit,
-then command it through the control account the service grants while the session lasts::
-
-    from labs.client import LabService
-
-    lab = LabService("http://127.0.0.1:8181", token)   # or $SMARTLAB_LAB_URL, $SMARTLAB_TOKEN
-                                                    # (in a hub server: $JUPYTERHUB_API_TOKEN)
-    with lab.session("streetlight-1") as kit:       # waits in the queue, prints the position
-        kit.set("mode", "manual")                   # released on leaving the block
+Threading and callbacks: see the package's documentation (labs.client).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import http.client
 import json
 import logging
-import math
-import os
 import re
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +21,20 @@ import paho.mqtt.client as mqtt
 
 from hardware_kits import protocol as P
 from hardware_kits.mqtt import BrokerAddress, ConnectError, command_properties, connect_client
+from labs.client.errors import (
+    CommandError,
+    CommandNotAuthorized,
+    CommandRejected,
+    CommandTimeout,
+    LabClosed,
+    LabConfigError,
+    LabConnectionError,
+    LabError,
+    LabTimeout,
+    UnknownKit,
+)
+
+log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -64,56 +44,6 @@ SAFE_STATE_PAYLOAD = "true"  # the kit ignores it; Homie wants some value on a `
 
 SampleCallback = Callable[[str, dict[str, Any]], None]
 StateCallback = Callable[[str, str | None], None]
-
-
-# ---------------------------------------------------------------- errors
-
-
-class LabError(Exception):
-    """Base class of every error this module raises; str() is one line."""
-
-
-class LabConfigError(LabError, ValueError):
-    """No broker URL, or one that is not mqtt://user:password@host:port."""
-
-
-class LabConnectionError(LabError, ConnectionError):
-    """The broker could not be reached or refused the connection."""
-
-
-class LabClosed(LabError):
-    """The lab was closed (before or while a command waited)."""
-
-
-class LabTimeout(LabError, TimeoutError):
-    """`wait_for_kits` gave up."""
-
-
-class UnknownKit(LabError, LookupError):
-    """No kit of that id has announced itself on the broker."""
-
-
-class CommandError(LabError):
-    """A command did not get applied."""
-
-
-class CommandRejected(CommandError):
-    """The kit (or, with `ack.local`, the client before sending) refused the command."""
-
-    def __init__(self, ack: Ack) -> None:
-        self.ack = ack
-        self.reason = ack.reason
-        self.detail = ack.detail
-        where = " (checked locally, not sent)" if ack.local else ""
-        super().__init__(f"kit {ack.kit} rejected {ack.target}: {ack.reason}: {ack.detail}{where}")
-
-
-class CommandTimeout(CommandError, TimeoutError):
-    """No acknowledgement arrived in time (kit stopped, lost or overloaded)."""
-
-
-class CommandNotAuthorized(CommandError, PermissionError):
-    """The broker refused to take the command: this account may not command that kit."""
 
 
 # ---------------------------------------------------------------- public records
@@ -166,32 +96,10 @@ class KitInfo:
 # ---------------------------------------------------------------- connect
 
 
-def connect(
-    url: str | None = None,
-    *,
-    client_id: str | None = None,
-    history: int = 3600,
-    timeout: float = 10.0,
+def open_lab(
+    url: str, *, client_id: str | None = None, history: int = 3600, timeout: float = 10.0
 ) -> Lab:
-    """Connect to the lab's broker; `url` defaults to $SMARTLAB_MQTT_URL, else to the watch
-    account the lab service gives this user (`LabService().mqtt_urls()`): in a notebook of the
-    hub nothing needs typing.
-
-    `history` is how many samples per sensor each kit keeps for `Kit.history` (0: none)."""
-    url = url or os.environ.get(URL_ENV)
-    if not url:
-        try:
-            url = LabService(timeout=timeout).mqtt_urls()["watch"]
-        except LabConfigError:
-            raise LabConfigError(
-                f"no broker URL: pass connect('mqtt://user:password@host:port'), set {URL_ENV}, "
-                f"or give the lab service's token in {TOKEN_ENV} (in a hub server: "
-                f"{HUB_TOKEN_ENV})"
-            ) from None
-        except LabServiceError as err:
-            raise LabConnectionError(
-                f"no broker URL: the lab service did not give one: {err}"
-            ) from None
+    """A `Lab` on the broker at `url` (mqtt://user:password@host:port)."""
     try:
         address = BrokerAddress.from_url(url)
     except ValueError as err:
@@ -942,340 +850,3 @@ class Kit:
             return
         with self._lock:
             self._status = status
-
-
-# ---------------------------------------------------------------- the lab service (REST)
-
-SERVICE_URL_ENV = "SMARTLAB_LAB_URL"
-TOKEN_ENV = "SMARTLAB_TOKEN"
-HUB_TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # a hub user's server and kernels carry it
-DEFAULT_SERVICE_URL = "http://127.0.0.1:8181"
-
-Progress = Callable[[str], None]
-
-
-class LabServiceError(LabError):
-    """The lab service refused a request (4xx) or failed (5xx); str() is its one-line reason,
-    `status` the HTTP status (None when there was no answer)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class LabServiceUnavailable(LabServiceError, ConnectionError):
-    """The lab service could not be reached."""
-
-
-class LabService:
-    """A client of the lab service's REST API: kits, the queue, sessions and bookings.
-
-    `url` defaults to $SMARTLAB_LAB_URL (else http://127.0.0.1:8181), `token` to
-    $SMARTLAB_TOKEN, else $JUPYTERHUB_API_TOKEN: in a user's server of the hub the service
-    knows the user from the server's own token. Every method returns the service's JSON answer
-    (dicts and lists)."""
-
-    def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float = 10.0
-    ) -> None:
-        self.url = (url or os.environ.get(SERVICE_URL_ENV) or DEFAULT_SERVICE_URL).rstrip("/")
-        token = token or os.environ.get(TOKEN_ENV) or os.environ.get(HUB_TOKEN_ENV)
-        if not token:
-            raise LabConfigError(
-                f"no lab service token: pass LabService(url, token) or set "
-                f"{TOKEN_ENV} (in a hub server {HUB_TOKEN_ENV} is used)"
-            )
-        self.token = token
-        self.timeout = timeout
-        # The service is on the lab's own network: no proxy from the environment in between.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def __repr__(self) -> str:
-        return f"<LabService {self.url}>"
-
-    def request(
-        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
-    ) -> Any:
-        """One call: JSON in, JSON (or CSV text) out; LabServiceError on a refusal."""
-        url = self.url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        headers = {"Authorization": f"token {self.token}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        elif method in ("POST", "PUT"):
-            data = b""
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with self._opener.open(request, timeout=self.timeout) as answer:
-                raw, media = answer.read(), answer.headers.get_content_type()
-        except urllib.error.HTTPError as err:
-            raise LabServiceError(
-                f"{_error_reason(err)} ({method} {path}: {err.code})", err.code
-            ) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            reason = getattr(err, "reason", None) or err
-            raise LabServiceUnavailable(
-                f"cannot reach the lab service at {self.url}: {reason}"
-            ) from None
-        if media != "application/json":
-            return raw.decode()
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise LabServiceError(f"unreadable answer to {method} {path}") from None
-
-    # ------------------------------------------------------------ kits
-
-    def kits(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/api/kits")
-
-    def kit(self, kit_id: str) -> dict[str, Any]:
-        """A kit's health: pool state, online, last telemetry and the kit's counters."""
-        return self.request("GET", f"/api/kits/{_quote(kit_id)}")
-
-    def register_kit(self, kit_id: str, model: str, name: str = "") -> dict[str, Any]:
-        return self.request("POST", "/api/kits", {"id": kit_id, "model": model, "name": name})
-
-    def retire_kit(self, kit_id: str) -> dict[str, Any]:
-        return self.request("DELETE", f"/api/kits/{_quote(kit_id)}")
-
-    def set_maintenance(self, kit_id: str, on: bool, reason: str = "") -> dict[str, Any]:
-        return self.request(
-            "PUT", f"/api/kits/{_quote(kit_id)}/maintenance", {"on": on, "reason": reason}
-        )
-
-    # ------------------------------------------------------------ queue and sessions
-
-    def join(self, kit: str | None = None, model: str | None = None) -> dict[str, Any]:
-        """Queue for a kit or a model; the entry (with its session if granted at once)."""
-        body = {"kit": kit} if kit is not None else {"model": model}
-        return self.request("POST", "/api/queue", body)
-
-    def my_queue(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/api/queue")
-
-    def queue_entry(self, entry_id: int) -> dict[str, Any]:
-        return self.request("GET", f"/api/queue/{int(entry_id)}")
-
-    def leave(self, entry_id: int) -> dict[str, Any]:
-        return self.request("DELETE", f"/api/queue/{int(entry_id)}")
-
-    def sessions(self, live: bool = False, course: str | None = None) -> list[dict[str, Any]]:
-        """My sessions (lab admins: all); with `course`, its students' (its instructors)."""
-        query: dict[str, Any] = {"live": 1} if live else {}
-        if course is not None:
-            query["course"] = course
-        return self.request("GET", "/api/sessions", query=query or None)
-
-    def heartbeat(self, session_id: int) -> dict[str, Any]:
-        return self.request("POST", f"/api/sessions/{int(session_id)}/heartbeat")
-
-    def release(self, session_id: int) -> dict[str, Any]:
-        return self.request("POST", f"/api/sessions/{int(session_id)}/release")
-
-    def end_session(self, session_id: int) -> dict[str, Any]:
-        return self.request("POST", f"/api/sessions/{int(session_id)}/end")
-
-    # ------------------------------------------------------------ bookings and the rest
-
-    def bookings(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/api/bookings")
-
-    def book(
-        self,
-        kit: str,
-        course: str,
-        starts_at: float | str,
-        ends_at: float | str,
-        group: str | None = None,
-    ) -> dict[str, Any]:
-        """Times are epoch seconds or ISO 8601 strings (UTC unless they carry an offset)."""
-        body = {"kit": kit, "course": course, "starts_at": starts_at, "ends_at": ends_at}
-        if group is not None:
-            body["group"] = group
-        return self.request("POST", "/api/bookings", body)
-
-    def cancel_booking(self, booking_id: int) -> dict[str, Any]:
-        return self.request("DELETE", f"/api/bookings/{int(booking_id)}")
-
-    def me(self) -> dict[str, Any]:
-        return self.request("GET", "/api/me")
-
-    def mqtt_urls(self) -> dict[str, str]:
-        """{"watch": URL, "control": URL} of this user's MQTT accounts."""
-        return self.request("GET", "/api/me/mqtt")
-
-    # ------------------------------------------------------------ the session helper
-
-    @contextlib.contextmanager
-    def session(
-        self,
-        kit_or_model: str,
-        *,
-        progress: Progress | None = print,
-        heartbeat_s: float = 15.0,
-        poll_s: float = 1.0,
-        wait_timeout: float | None = None,
-    ) -> Iterator[Kit]:
-        """Queue for a kit (or any kit of a model), wait, and command it while the block runs::
-
-            lab = LabService("http://127.0.0.1:8181", token)
-            with lab.session("streetlight-1") as kit:
-                kit.set("mode", "manual")
-
-        While waiting, `progress` gets one line whenever the position or estimated wait
-        changes. Once granted, commands go through the user's control account; a background
-        thread sends a heartbeat every `heartbeat_s`. On leaving the block (also on an
-        exception) the session is released and the connections are closed; interrupted while
-        waiting, the queue entry is withdrawn. If the session ends early (time up, an admin),
-        the next `set` raises CommandNotAuthorized. Raises LabTimeout after `wait_timeout` s."""
-        say = progress or (lambda _line: None)
-        entry = self.join(**self._target(kit_or_model))
-        try:
-            granted = self._wait_for_grant(entry, say, poll_s, wait_timeout)
-        except BaseException:
-            self._withdraw(entry["id"], say)
-            raise
-        session_id, kit_id = granted["id"], granted["kit"]
-        say(f"granted {kit_id} (session {session_id}) for {_duration(granted['time_left_s'])}")
-        try:
-            urls = self.mqtt_urls()
-            # The control account watches too; only its command right comes and goes.
-            lab = connect(
-                urls["control"], client_id=f"smartlab-session-{session_id}-{uuid.uuid4().hex[:6]}"
-            )
-            try:
-                self.heartbeat(session_id)  # granted -> active
-                with _Heartbeat(self, session_id, heartbeat_s, say):
-                    yield lab.kit(kit_id)
-            finally:
-                lab.close()
-        finally:
-            self._release(session_id, kit_id, say)
-
-    def _target(self, kit_or_model: str) -> dict[str, str]:
-        kits = self.kits()
-        if any(k["id"] == kit_or_model for k in kits):
-            return {"kit": kit_or_model}
-        if any(k["model"] == kit_or_model for k in kits):
-            return {"model": kit_or_model}
-        return {"kit": kit_or_model}  # the service says "no kit …"
-
-    def _wait_for_grant(
-        self, entry: dict[str, Any], say: Progress, poll_s: float, wait_timeout: float | None
-    ) -> dict[str, Any]:
-        deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
-        shown = None
-        while entry["state"] == "waiting":
-            line = _waiting_line(entry)
-            if line != shown:
-                say(line)
-                shown = line
-            if deadline is not None and time.monotonic() >= deadline:
-                raise LabTimeout(f"not granted within {wait_timeout} s ({line})")
-            time.sleep(poll_s)
-            entry = self.queue_entry(entry["id"])
-        if entry["state"] != "served" or not entry.get("session"):
-            raise LabServiceError(f"queue entry {entry['id']} is {entry['state']}, not served")
-        return entry["session"]
-
-    def _withdraw(self, entry_id: int, say: Progress) -> None:
-        """Leave the queue; if the kit was granted meanwhile, give the session back."""
-        try:
-            self.leave(entry_id)
-            say(f"left the queue (entry {entry_id})")
-        except LabServiceError as err:
-            if err.status != 409:
-                log.warning("could not leave the queue: %s", err)
-                return
-            try:
-                session = self.queue_entry(entry_id).get("session")
-                if session:
-                    self._release(session["id"], session["kit"], say)
-            except LabServiceError as late:
-                log.warning("could not release a session granted while leaving: %s", late)
-
-    def _release(self, session_id: int, kit_id: str, say: Progress) -> None:
-        try:
-            self.release(session_id)
-            say(f"released {kit_id} (session {session_id})")
-        except LabServiceError as err:
-            log.warning("could not release session %s: %s", session_id, err)
-
-
-def session(
-    kit_or_model: str, service: LabService | None = None, **options: Any
-) -> contextlib.AbstractContextManager[Kit]:
-    """`LabService.session` with a service from $SMARTLAB_LAB_URL and $SMARTLAB_TOKEN::
-
-    from labs.client import session
-    with session("street-lighting") as kit:     # any kit of the model
-        kit.set("mode", "manual")
-    """
-    return (service or LabService()).session(kit_or_model, **options)
-
-
-class _Heartbeat:
-    """Keeps a session alive from a background thread until stopped or the session ends."""
-
-    def __init__(self, service: LabService, session_id: int, every_s: float, say: Progress) -> None:
-        self.service = service
-        self.session_id = session_id
-        self.every_s = every_s
-        self.say = say
-        self.ended: str | None = None  # why the service refused a heartbeat
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, daemon=True, name=f"heartbeat-{session_id}"
-        )
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stopping.set()
-        self._thread.join(self.service.timeout + 1)
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self.every_s):
-            try:
-                self.service.heartbeat(self.session_id)
-            except LabServiceUnavailable as err:
-                log.warning("heartbeat of session %s: %s", self.session_id, err)
-            except LabServiceError as err:
-                if err.status in (404, 409):  # ended: the broker refuses commands from now on
-                    self.ended = str(err)
-                    self.say(f"session {self.session_id} has ended: {err}")
-                    return
-                log.warning("heartbeat of session %s: %s", self.session_id, err)
-
-
-def _error_reason(err: urllib.error.HTTPError) -> str:
-    try:
-        return " ".join(str(json.loads(err.read())["error"]).split())
-    except (ValueError, KeyError, TypeError, OSError):
-        return str(err.reason)
-
-
-def _quote(part: str) -> str:
-    return urllib.parse.quote(part, safe="")
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "an unknown time"
-    if seconds < 60:
-        return "under a minute"
-    return f"about {math.ceil(seconds / 60)} min"
-
-
-def _waiting_line(entry: dict[str, Any]) -> str:
-    target = entry["kit"] or f"a {entry['model']} kit"
-    if not entry.get("position"):
-        return f"waiting for {target}: no kit available now (queue entry {entry['id']})"
-    return (
-        f"waiting for {target}: position {entry['position']}, estimated wait "
-        f"{_duration(entry.get('estimated_wait_s'))} (queue entry {entry['id']})"
-    )

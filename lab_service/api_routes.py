@@ -1,0 +1,521 @@
+"""The lab service's operations and the one route table (`ROUTES`) that builds both the HTTP
+handlers (api_http.py) and the OpenAPI document (api_openapi.py), so the two cannot drift.
+Operations only parse, call the service and answer: the rules live in `service.KitSharing`
+(and the read-only exports in `records`)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hardware_kits.descriptor import load_models
+from hardware_kits.mqtt import Credentials
+from lab_service import history, records
+from lab_service.api_schemas import (
+    MAX_ID,
+    ApiError,
+    Body,
+    BookingCreate,
+    BookingView,
+    KitCreate,
+    KitHealth,
+    KitView,
+    MaintenanceChange,
+    Me,
+    MqttUrls,
+    QueueEntryView,
+    QueueRequest,
+    SessionView,
+    Usage,
+    _epoch,
+    one_line,
+)
+from lab_service.service import KitSharing, NotFound, User
+
+# ---------------------------------------------------------------- what handlers reach
+
+
+class Accounts(Protocol):
+    """The users' MQTT accounts (rights.BrokerRights)."""
+
+    def watch_account(self, user: str, kit_ids: list[str] | None) -> Credentials: ...
+    def control_account(self, user: str) -> Credentials: ...
+
+
+@dataclass
+class ApiContext:
+    """What the operations reach, in the service process."""
+
+    service: KitSharing
+    accounts: Accounts
+    mqtt_url: Callable[[Credentials], str]  # the URL users connect with, for an account
+    provision_kits: Callable[[list[str]], object]  # broker roles and account of new kits
+    kit_health: Callable[[str], dict[str, Any]] = lambda _kit: {
+        "mqtt_state": None,
+        "last_telemetry_at": None,
+        "counters": None,
+    }
+    models: frozenset[str] = frozenset()  # known kit models (empty: any)
+    openapi: dict[str, Any] = field(default_factory=dict)  # set by Operations
+    queue_batcher: QueueBatcher = field(init=False)  # set by Operations
+
+
+class QueueBatcher:
+    """Queue requests that arrive in the same turn of the event loop are decided together
+    (`KitSharing.request_many`): a burst costs the queue-wide work once. A lone request is
+    decided on the very next turn, so nothing waits when the service is idle."""
+
+    def __init__(self, service: KitSharing) -> None:
+        self.service = service
+        self._pending: list[tuple[User, str | None, str | None, asyncio.Future]] = []
+
+    def submit(self, user: User, kit: str | None, model: str | None) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._decide)
+        self._pending.append((user, kit, model, future))
+        return future
+
+    def _decide(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            results = self.service.request_many([(u, k, m) for u, k, m, _ in batch])
+        except Exception as err:  # the transaction failed: every request of it learns so
+            results = [err] * len(batch)
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.cancelled():  # its front end went away
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+@dataclass
+class Call:
+    ctx: ApiContext
+    user: User | None  # None only on public routes
+    args: dict[str, Any]
+    query: dict[str, Any]
+    body: Any
+
+    @property
+    def service(self) -> KitSharing:
+        return self.ctx.service
+
+
+# ---------------------------------------------------------------- operations
+
+
+def list_kits(c: Call) -> list[dict]:
+    return c.service.kits()
+
+
+def register_kit(c: Call) -> dict:
+    body: KitCreate = c.body
+    if c.ctx.models and body.model not in c.ctx.models:
+        raise ApiError(
+            400, f"unknown kit model {body.model!r} (known: {', '.join(sorted(c.ctx.models))})"
+        )
+    if any(k["id"] == body.id for k in c.service.kits()):
+        # Checked before provisioning: re-provisioning resets the kit's account, which
+        # disconnects the kit and would end its holder's session.
+        raise ApiError(409, f"kit {body.id} is already registered")
+    c.ctx.provision_kits([body.id])  # idempotent; a kit in the pool must be commandable
+    return c.service.register_kit(c.user, body.id, body.model, body.name)
+
+
+def kit_health(c: Call) -> dict:
+    kit_id = c.args["kit_id"]
+    view = next((k for k in c.service.kits() if k["id"] == kit_id), None)
+    if view is None:
+        raise NotFound(f"no kit {kit_id}")
+    return {**view, **c.ctx.kit_health(kit_id)}
+
+
+def retire_kit(c: Call) -> dict:
+    return c.service.retire_kit(c.user, c.args["kit_id"])
+
+
+def set_maintenance(c: Call) -> dict:
+    body: MaintenanceChange = c.body
+    return c.service.set_maintenance(c.user, c.args["kit_id"], body.on, body.reason)
+
+
+def join_queue(c: Call) -> Awaitable[dict]:
+    body: QueueRequest = c.body
+    return c.ctx.queue_batcher.submit(c.user, body.kit, body.model)
+
+
+def my_queue(c: Call) -> list[dict]:
+    return c.service.my_queue(c.user)
+
+
+def queue_entry(c: Call) -> dict:
+    return c.service.queue_entry(c.user, c.args["entry_id"])
+
+
+def leave_queue(c: Call) -> dict:
+    return c.service.leave(c.user, c.args["entry_id"])
+
+
+def list_sessions(c: Call) -> list[dict]:
+    return c.service.sessions(
+        c.user, live_only=c.query.get("live", False), course=c.query.get("course") or None
+    )
+
+
+def heartbeat(c: Call) -> dict:
+    return c.service.heartbeat(c.user, c.args["session_id"])
+
+
+def release(c: Call) -> dict:
+    return c.service.release(c.user, c.args["session_id"])
+
+
+def end_session(c: Call) -> dict:
+    return c.service.end_session(c.user, c.args["session_id"])
+
+
+def list_bookings(c: Call) -> list[dict]:
+    return c.service.bookings(c.user)
+
+
+def book(c: Call) -> dict:
+    b: BookingCreate = c.body
+    return c.service.book(c.user, b.kit, b.course, b.starts_at, b.ends_at, b.group)
+
+
+def cancel_booking(c: Call) -> dict:
+    return c.service.cancel_booking(c.user, c.args["booking_id"])
+
+
+def me(c: Call) -> dict:
+    u = c.user
+    return {
+        "name": u.name,
+        "institution": u.institution,
+        "courses": sorted(u.courses),
+        "instructor_of": sorted(u.instructor_of),
+        "lab_admin": u.lab_admin,
+        "priority": u.priority,
+    }
+
+
+def mqtt_urls(c: Call) -> dict:
+    accounts = c.ctx.accounts
+    return {
+        "watch": c.ctx.mqtt_url(accounts.watch_account(c.user.name, None)),
+        "control": c.ctx.mqtt_url(accounts.control_account(c.user.name)),
+    }
+
+
+def sessions_csv(c: Call) -> str:
+    return records.sessions_csv(c.service.store, c.user)
+
+
+def commands_csv(c: Call) -> str:
+    return records.commands_csv(c.service.store, c.user)
+
+
+def usage(c: Call) -> dict:
+    return records.usage(c.service.store, c.service.clock())
+
+
+def _history_rows(c: Call) -> tuple[list[dict], list[str]]:
+    """The kit's recorded samples in [from, to) (default: the last hour)."""
+    kit_id = c.args["kit_id"]
+    view = next((k for k in c.service.kits() if k["id"] == kit_id), None)
+    if view is None:
+        raise NotFound(f"no kit {kit_id}")
+    descriptor = _descriptors().get(view["model"])
+    end = _query_time(c.query, "to", c.service.clock())
+    start = _query_time(c.query, "from", end - 3600.0)
+    wanted = [s for s in c.query.get("sensors", "").split(",") if s] or None
+    try:
+        rows = history.history(c.service.store, kit_id, start, end, wanted, descriptor=descriptor)
+    except ValueError as err:
+        raise ApiError(400, one_line(str(err))) from None
+    sensors = wanted or list((descriptor or {}).get("sensors", {}))
+    return rows, sensors
+
+
+def history_json(c: Call) -> list[dict]:
+    return _history_rows(c)[0]
+
+
+def history_csv(c: Call) -> str:
+    return history.history_csv(*_history_rows(c))
+
+
+def _query_time(query: dict[str, Any], name: str, default: float) -> float:
+    if name not in query:
+        return default
+    text = query[name]
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else float(_epoch(text))
+    except (ValueError, TypeError):
+        raise ApiError(
+            400, f"query parameter {name} must be an ISO 8601 time or epoch seconds"
+        ) from None
+
+
+@functools.cache
+def _descriptors() -> dict[str, dict]:
+    return load_models()
+
+
+def openapi_document(c: Call) -> dict:
+    return c.ctx.openapi
+
+
+# ---------------------------------------------------------------- the route table
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    description: str
+    kind: type = bool
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # OpenAPI template: /api/kits/{kit_id}; names ending in _id are integers
+    op: Callable[[Call], Any]
+    summary: str
+    body: type[Body] | None = None
+    response: Any = None  # a model, [a model] for an array, or a media type's schema
+    status: int = 200
+    query: tuple[Query, ...] = ()
+    admin: bool = False  # lab admins only (also checked by the service)
+    public: bool = False  # no identity needed
+    media: str = "application/json"
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+LIVE = Query("live", "only sessions that are not yet released (1/true or 0/false)")
+COURSE = Query("course", "the sessions of a course's students (its instructors, lab admins)", str)
+CSV = {"type": "string", "description": "CSV with a header row"}
+HISTORY_QUERY = (
+    Query("from", "start, ISO 8601 or epoch seconds (default: an hour before `to`)", str),
+    Query("to", "end, exclusive (default: now)", str),
+    Query("sensors", "comma-separated sensor names (default: all)", str),
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/kits", list_kits, "Kits in the pool (not retired)", response=[KitView]),
+    Route(
+        "POST",
+        "/api/kits",
+        register_kit,
+        "Register a kit and provision its broker account",
+        body=KitCreate,
+        response=KitView,
+        status=201,
+        admin=True,
+    ),
+    Route(
+        "GET",
+        "/api/kits/{kit_id}",
+        kit_health,
+        "A kit's health: pool state, online, last telemetry, the kit's counters",
+        response=KitHealth,
+    ),
+    Route(
+        "DELETE",
+        "/api/kits/{kit_id}",
+        retire_kit,
+        "Retire a kit (its session ends)",
+        response=KitView,
+        admin=True,
+    ),
+    Route(
+        "PUT",
+        "/api/kits/{kit_id}/maintenance",
+        set_maintenance,
+        "Take a kit out of the pool for maintenance, or put it back",
+        body=MaintenanceChange,
+        response=KitView,
+        admin=True,
+    ),
+    Route(
+        "POST",
+        "/api/queue",
+        join_queue,
+        "Queue for a kit or a model: the entry, with the session if granted at once",
+        body=QueueRequest,
+        response=QueueEntryView,
+        status=201,
+    ),
+    Route("GET", "/api/queue", my_queue, "My waiting queue entries", response=[QueueEntryView]),
+    Route(
+        "GET",
+        "/api/queue/{entry_id}",
+        queue_entry,
+        "One of my queue entries: position and wait, or its session once served",
+        response=QueueEntryView,
+    ),
+    Route(
+        "DELETE", "/api/queue/{entry_id}", leave_queue, "Leave the queue", response=QueueEntryView
+    ),
+    Route(
+        "GET",
+        "/api/sessions",
+        list_sessions,
+        "My sessions (lab admins: all); with ?course=, that course's",
+        response=[SessionView],
+        query=(LIVE, COURSE),
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/heartbeat",
+        heartbeat,
+        "Keep my session alive (409 once it has ended)",
+        response=SessionView,
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/release",
+        release,
+        "Release my session: rights revoked, the kit put in its safe state",
+        response=SessionView,
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/end",
+        end_session,
+        "End any session",
+        response=SessionView,
+        admin=True,
+    ),
+    Route(
+        "GET",
+        "/api/bookings",
+        list_bookings,
+        "Coming bookings of my courses (lab admins: all)",
+        response=[BookingView],
+    ),
+    Route(
+        "POST",
+        "/api/bookings",
+        book,
+        "Book a kit for a course I teach",
+        body=BookingCreate,
+        response=BookingView,
+        status=201,
+    ),
+    Route(
+        "DELETE",
+        "/api/bookings/{booking_id}",
+        cancel_booking,
+        "Cancel a booking",
+        response=BookingView,
+    ),
+    Route("GET", "/api/me", me, "Who the service takes me for", response=Me),
+    Route(
+        "GET",
+        "/api/me/mqtt",
+        mqtt_urls,
+        "My MQTT accounts (created on first use): watch every kit; command the kit I hold",
+        response=MqttUrls,
+    ),
+    Route(
+        "GET",
+        "/api/records/sessions.csv",
+        sessions_csv,
+        "Sessions as CSV (lab admins: all; others: their own)",
+        response=CSV,
+        media="text/csv",
+    ),
+    Route(
+        "GET",
+        "/api/records/commands.csv",
+        commands_csv,
+        "Acknowledged commands as CSV (lab admins: all; others: those of their sessions)",
+        response=CSV,
+        media="text/csv",
+    ),
+    Route(
+        "GET",
+        "/api/usage",
+        usage,
+        "Utilisation per kit and per institution: session time, sessions, mean queue wait",
+        response=Usage,
+    ),
+    Route(
+        "GET",
+        "/api/kits/{kit_id}/history.json",
+        history_json,
+        "Recorded telemetry of a kit, oldest first (default: the last hour)",
+        response={"type": "array", "items": {"type": "object"}},
+        query=HISTORY_QUERY,
+    ),
+    Route(
+        "GET",
+        "/api/kits/{kit_id}/history.csv",
+        history_csv,
+        "Recorded telemetry of a kit as CSV: ts, seq, time, then one column per sensor",
+        response=CSV,
+        media="text/csv",
+        query=HISTORY_QUERY,
+    ),
+    Route(
+        "GET",
+        "/api/openapi.json",
+        openapi_document,
+        "This document",
+        response={"type": "object"},
+        public=True,
+    ),
+)
+
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+
+def path_params(path: str) -> list[str]:
+    return _PARAM.findall(path)
+
+
+def path_regex(path: str) -> str:
+    """/api/kits/{kit_id} -> /api/kits/(?P<kit_id>[^/]+), literal parts escaped."""
+    parts = _PARAM.split(path)  # literal, name, literal, name, ...
+    return "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
+
+
+def _convert_path_arg(name: str, raw: str) -> Any:
+    if not name.endswith("_id") or name == "kit_id":
+        return raw
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
+        raise ApiError(
+            400,
+            f"{name.removesuffix('_id').replace('_', ' ')} id must be a "
+            f"positive integer, not {raw[:40]!r}",
+        )
+    return int(raw)
+
+
+def _convert_query(route: Route, arguments: dict[str, list[bytes]]) -> dict[str, Any]:
+    known = {q.name: q for q in route.query}
+    values: dict[str, Any] = {}
+    for name, raw in arguments.items():
+        if name not in known:
+            raise ApiError(400, f"unknown query parameter {name[:40]!r}")
+        text = raw[-1].decode(errors="replace").strip()
+        if known[name].kind is bool:
+            text = text.lower()
+            if text not in ("1", "true", "yes", "0", "false", "no"):
+                raise ApiError(400, f"query parameter {name} must be 1/true or 0/false")
+            values[name] = text in ("1", "true", "yes")
+        else:
+            values[name] = text
+    return values

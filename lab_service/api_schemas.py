@@ -1,0 +1,231 @@
+"""The lab service API's bodies and answers (pydantic), its ids and its one error shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id would be an overflow error, not a 404
+KIT_ID = r"^[a-z0-9][a-z0-9-]{0,63}$"  # a Homie topic level: the kit's MQTT id
+
+
+class ApiError(Exception):
+    """A request refused by the API layer itself (before the service is asked)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "error"
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+def _epoch(value: Any) -> Any:
+    """ISO 8601 (naive means UTC) or epoch seconds -> epoch seconds."""
+    if isinstance(value, str):
+        try:
+            t = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected an ISO 8601 time or epoch seconds") from None
+        return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value  # a float passes; anything else fails the float check
+
+
+Timestamp = Annotated[
+    float,
+    BeforeValidator(_epoch),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "description": "epoch seconds"},
+                {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "ISO 8601; UTC if no offset is given",
+                },
+            ]
+        }
+    ),
+]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class KitCreate(Body):
+    """Register a kit (or bring a retired one back) and provision its broker account."""
+
+    id: str = Field(pattern=KIT_ID, description="MQTT id: a-z, 0-9 and -, at most 64")
+    model: str = Field(min_length=1, max_length=64)
+    name: str = Field("", max_length=200)
+
+
+class MaintenanceChange(Body):
+    on: bool
+    reason: str = Field("", max_length=500)
+
+
+class QueueRequest(Body):
+    """Wait for one kit, or for any working kit of a model."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["kit"]}, {"required": ["model"]}]}
+    )
+
+    kit: str | None = Field(None, min_length=1, max_length=64)
+    model: str | None = Field(None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> QueueRequest:
+        if (self.kit is None) == (self.model is None):
+            raise ValueError("ask for either a kit or a kit model")
+        return self
+
+
+class BookingCreate(Body):
+    kit: str = Field(min_length=1, max_length=64)
+    course: str = Field(min_length=1, max_length=64)
+    starts_at: Timestamp
+    ends_at: Timestamp
+    group: str | None = Field(None, min_length=1, max_length=64)
+
+
+# ---------------------------------------------------------------- responses (documentation)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KitView(Out):
+    id: str
+    model: str
+    name: str
+    pool: str = Field(description="in-pool, maintenance, needs-attention or retired")
+    reason: str
+    online: bool
+    holder_institution: str | None
+    session_state: str | None
+    queue_length: int
+
+
+class KitCounters(Out):
+    """The kit's own counters, from its retained `$status`."""
+
+    applied: int
+    rejected: int
+    rejections: dict[str, int]
+    errors: int
+    duplicates: int
+    uptime: float
+    safe: bool | None
+
+
+class KitHealth(KitView):
+    mqtt_state: str | None = Field(description="Homie state the kit announced last")
+    last_telemetry_at: float | None = Field(description="the kit's time of its last sample")
+    counters: KitCounters | None
+
+
+class SessionView(Out):
+    id: int
+    kit: str
+    user: str
+    institution: str
+    state: str = Field(description="granted, active, ending, safe or released")
+    granted_at: float
+    ends_at: float
+    time_left_s: float
+    queue_wait_s: float
+    end_reason: str | None
+    released_at: float | None
+
+
+class QueueEntryView(Out):
+    id: int
+    user: str
+    kit: str | None
+    model: str | None
+    state: str = Field(description="waiting, served or left")
+    enqueued_at: float
+    position: int | None = Field(None, description="while waiting: 1 is next")
+    estimated_wait_s: float | None = Field(None, description="while waiting; null: unknown")
+    session: SessionView | None = Field(None, description="once served")
+
+
+class BookingView(Out):
+    id: int
+    kit: str
+    course: str
+    group: str | None
+    booked_by: str
+    institution: str
+    starts_at: float
+    ends_at: float
+    cancelled: bool
+
+
+class Me(Out):
+    name: str
+    institution: str
+    courses: list[str]
+    instructor_of: list[str]
+    lab_admin: bool
+    priority: int
+
+
+class MqttUrls(Out):
+    watch: str = Field(description="mqtt:// URL of the account that watches every kit")
+    control: str = Field(description="mqtt:// URL of the account that commands the kit held")
+
+
+class KitUsage(Out):
+    kit: str
+    sessions: int
+    session_seconds: float
+    mean_queue_wait_s: float
+
+
+class InstitutionUsage(Out):
+    institution: str
+    sessions: int
+    session_seconds: float
+    mean_queue_wait_s: float
+
+
+class Usage(Out):
+    generated_at: float
+    kits: list[KitUsage]
+    institutions: list[InstitutionUsage]
+
+
+class ErrorView(Out):
+    error: str = Field(description="why, in one line")
+
+
+def validation_message(err: ValidationError) -> str:
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return f"malformed JSON: {first['msg'].removeprefix('Invalid JSON: ')}"
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return one_line(f"{where}: {msg}{more}" if where else f"{msg}{more}")
