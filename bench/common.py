@@ -1,8 +1,9 @@
 """What the benchmark scripts share: CPU accounting from /proc, the twin and select-loop paho
 subscriber child processes, plain-text and Markdown tables, and the docs/benchmarks.md writer.
 
-Imported as `common` (the scripts run as `python bench/<name>.py`, so bench/ is on sys.path; the
-spawned children get the same sys.path from multiprocessing).
+The benchmarks are the `bench` package, run from the repository as `python -m bench.<name>`
+(the spawned children find it on the same sys.path); the running stack comes from the tests'
+harness, `tests/stack.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from hardware_kits.mqtt import BrokerAddress, Credentials, make_client
 
@@ -289,3 +292,8 @@ def write_markdown(path: Path, title: str, body: str, progress: Callable[[str], 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     progress(f"wrote the section {heading!r} of {path}")
+
+
+def percentile(values: Any, q: float) -> float:
+    """The q-th percentile (numpy's linear interpolation) of `values`; NaN when there are none."""
+    return float(np.percentile(values, q)) if len(values) else float("nan")

@@ -23,7 +23,7 @@ off, as each person's tab would be in front).
 Results go to stdout (with `--markdown FILE` into the section "## Dashboards (issue 5)");
 progress to stderr; the exit status is 0 whatever the figures.
 
-    .venv/bin/python bench/dashboards.py [--quick] [--markdown docs/benchmarks.md]
+    .venv/bin/python -m bench.dashboards [--quick] [--markdown docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -42,21 +42,20 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # tests.browser.stack: the same platform pieces as the tests
 
-import common  # noqa: E402
-
+from bench import common  # noqa: E402
 from hardware_kits.broker import Broker  # noqa: E402
 from hardware_kits.descriptor import load_models  # noqa: E402
 from hardware_kits.kit_runner import KitRunner  # noqa: E402
 from hardware_kits.twins.base import twin_class  # noqa: E402
 from labs.client import connect  # noqa: E402
 from site_config.runtime import free_port  # noqa: E402
-from tests.browser.stack import (  # noqa: E402
+from tests.stack import (  # noqa: E402
     ServiceProcess,
     VoilaServer,
     launch_chromium,
     token,
+    with_tokens,
 )
 
 TITLE = "Dashboards (issue 5)"
@@ -124,8 +123,10 @@ class Stack:
 
     def start(self) -> None:
         self.broker.start()
-        self.service = ServiceProcess(self.broker, self.root, USERS).start()
-        admin = self.service.client("admin")
+        self.service = ServiceProcess(
+            self.broker, self.root, with_tokens(USERS), name="dash-lab"
+        ).start()
+        admin = self.service.client(token("admin"))
         models = load_models()
         for kit_id, model in {KIT: MODEL, **OTHERS}.items():
             admin.register_kit(kit_id, model)
@@ -143,7 +144,7 @@ class Stack:
 
     def watch_url(self) -> str:
         assert self.service is not None
-        return self.service.client("viewer").mqtt_urls()["watch"]
+        return self.service.client(token("viewer")).mqtt_urls()["watch"]
 
     def stop(self) -> None:
         for server in (self.cold, self.warm):
@@ -377,13 +378,6 @@ def delay_phase(
 # ---------------------------------------------------------------- report
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
 def report(
     first: dict[str, list[float]],
     delays: dict[str, tuple[list[float], list[float], dict[str, float]]],
@@ -435,12 +429,12 @@ def report(
         rows2.append(
             [
                 f"{n} dashboard{'s' if n != '1' else ''} open",
-                f"{pct(screen, 50):.0f} ms",
-                f"{pct(screen, 99):.0f} ms",
+                f"{common.percentile(screen, 50):.0f} ms",
+                f"{common.percentile(screen, 99):.0f} ms",
                 f"{max(screen):.0f} ms" if screen else "-",
                 str(len(screen)),
-                f"{pct(base, 50):.1f} ms",
-                f"{pct(base, 99):.1f} ms",
+                f"{common.percentile(base, 50):.1f} ms",
+                f"{common.percentile(base, 99):.1f} ms",
                 str(len(base)),
             ]
         )
@@ -468,7 +462,7 @@ def report(
             f"{args.dashboards} dashboards open at once (opened: {many})",
         ),
         (
-            pct(screen_many, 99) <= TARGET_P99_MS,
+            common.percentile(screen_many, 99) <= TARGET_P99_MS,
             f"p99 publish -> screen ≤ {TARGET_P99_MS:g} ms with {many} dashboards",
         ),
     ]

@@ -12,7 +12,7 @@ grade cell got the same score in both gradebooks.
 Results go to stdout (and with `--markdown FILE` into a section of that file); progress to
 stderr. The exit status is 0 whatever the figures, unless the scores disagree (then 1).
 
-    .venv/bin/python bench/grading.py [--students 200] [--markdown docs/benchmarks.md]
+    .venv/bin/python -m bench.grading [--students 200] [--markdown docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import common
-
+from bench import common
 from grader.compare import cell_scores, differences
 from grader.synthetic import class_plans, write_submissions
 

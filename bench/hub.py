@@ -14,31 +14,29 @@ As root each server runs under its own Unix account (accounts are made on first 
 first run of the benchmark pays for `useradd`). Results go to stdout (with `--markdown FILE`
 into the section "## Hub (issue 4)" of that file); progress goes to stderr.
 
-    .venv/bin/python bench/hub.py [--students 50] [--markdown docs/benchmarks.md]
+    .venv/bin/python -m bench.hub [--students 50] [--markdown docs/benchmarks.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import common
-import numpy as np
 import yaml
 
+from bench import common
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from site_config.paths import DEMO_SITE  # noqa: E402
 from site_config.site import hash_password  # noqa: E402
 from tests.e2e.hubclient import Browser  # noqa: E402
-from tests.platform import Up  # noqa: E402
+from tests.stack import Up  # noqa: E402
 
 TITLE = "Hub (issue 4)"
 PASSWORD = "bench-password"
@@ -118,10 +116,6 @@ def idle_api_latency(platform: Up, name: str, samples: int) -> list[float]:
     return [timed_get(browser, f"/hub/api/users/{name}")[0] for _ in range(samples)]
 
 
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def run(students: int) -> tuple[str, str]:
     root = Path(tempfile.mkdtemp(prefix="smartlab-bench-hub-"))
     root.chmod(0o711)
@@ -181,21 +175,21 @@ def report(
         [
             "login -> ready, p50",
             f"{alone.ready_s or float('nan'):.1f} s",
-            f"{pct(ready, 50):.1f} s",
+            f"{common.percentile(ready, 50):.1f} s",
             "",
         ],
-        ["login -> ready, p99", "", f"{pct(ready, 99):.1f} s", ""],
+        ["login -> ready, p99", "", f"{common.percentile(ready, 99):.1f} s", ""],
         [
             "hub API p50 (GET /hub/api/users/<me>)",
-            f"{pct(idle, 50):.1f} ms",
-            f"{pct(loaded, 50):.1f} ms",
-            f"{pct(loaded, 50) / pct(idle, 50):.1f}",
+            f"{common.percentile(idle, 50):.1f} ms",
+            f"{common.percentile(loaded, 50):.1f} ms",
+            f"{common.percentile(loaded, 50) / common.percentile(idle, 50):.1f}",
         ],
         [
             "hub API p99",
-            f"{pct(idle, 99):.1f} ms",
-            f"{pct(loaded, 99):.1f} ms",
-            f"{pct(loaded, 99) / pct(idle, 99):.1f}",
+            f"{common.percentile(idle, 99):.1f} ms",
+            f"{common.percentile(loaded, 99):.1f} ms",
+            f"{common.percentile(loaded, 99) / common.percentile(idle, 99):.1f}",
         ],
         ["hub API requests timed", str(len(idle)), str(len(loaded)), ""],
     ]
@@ -217,7 +211,7 @@ def report(
     text = common.text_table(rows, header)
     md = (
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
-        f"{common.machine()}, with\n\n    .venv/bin/python bench/hub.py --students {students}"
+        f"{common.machine()}, with\n\n    .venv/bin/python -m bench.hub --students {students}"
         " --markdown docs/benchmarks.md\n\n" + common.markdown_table(rows, header) + notes
     )
     return text, md

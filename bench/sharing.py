@@ -30,7 +30,7 @@ benchmark, not a test. `--profile` runs the service under cProfile and prints wh
 loop thread spends its time (the decisions: the HTTP
 front-end processes are not profiled).
 
-    .venv/bin/python bench/sharing.py [--quick] [--markdown docs/benchmarks.md] [--profile]
+    .venv/bin/python -m bench.sharing [--quick] [--markdown docs/benchmarks.md] [--profile]
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,13 +61,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import common
 import numpy as np
 
+from bench import common
 from hardware_kits import protocol as P
 from hardware_kits.broker import Broker
 from hardware_kits.mqtt import Credentials
 from site_config.runtime import free_port
+from tests.stack import ServiceProcess
 
 REPO = Path(__file__).resolve().parent.parent
 TITLE = "Kit sharing (issue 3)"
@@ -88,19 +88,10 @@ QUEUE_P99_TARGET_MS = 100.0
 COMMAND_P99_TARGET_MS = 30.0
 NICE = 19  # the diagnostic block: observers yield the CPU to the broker, kit and holder
 WEBLAB = "WebLab-Deusto's published best: mean ≈ 0.05 s, max ≈ 0.3 s (Redis, 5 processes)"
-CONFIG = """
-c.LabServiceApp.users = {users!r}
-"""
-
-
 progress = common.progress_printer("sharing")
 
 
 # ============================================================== measuring helpers
-
-
-def pct(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
 def ms(x: float) -> str:
@@ -392,11 +383,22 @@ class Stack:
         self.broker = Broker(root / "broker", port=free_port())
         self.users = users
         self.admin = next(u for u in users if u.name == "bench-admin")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.service: subprocess.Popen | None = None
-        self.service_log = root / "service.log"
         self.profile_path = root / "service.prof"
+        users_by_token = {
+            u.token: {
+                "name": u.name,
+                "institution": u.institution,
+                "lab_admin": u.name == "bench-admin",
+            }
+            for u in users
+        }
+        extra = () if args.http_processes is None else (f"--http-processes={args.http_processes}",)
+        launcher = () if args.profile is None else ("-m", "cProfile", "-o", str(self.profile_path))
+        # The service as configured by default (its own policy, not the tests' fast one).
+        self.service = ServiceProcess(
+            self.broker, root, users_by_token, "service", "", extra, launcher, 30.0
+        )
+        self.port, self.url = self.service.port, self.service.url
         self.kit_creds: dict[str, dict[str, str]] = {}
         self.observer_creds: dict[str, str] = {}
         self.ctx = mp.get_context("spawn")
@@ -412,59 +414,7 @@ class Stack:
         self.observer_creds = self.broker.provision_user(OBSERVER).as_dict()
         # The service writes the broker's credential file from now on: the benchmark only
         # uses what it read above.
-        config = self.root / "lab_service_config.py"
-        config.write_text(
-            CONFIG.format(
-                users={
-                    u.token: {
-                        "name": u.name,
-                        "institution": u.institution,
-                        "lab_admin": u.name == "bench-admin",
-                    }
-                    for u in self.users
-                }
-            )
-        )
-        argv = [
-            "-m",
-            "hub_config.cli",
-            "lab",
-            "serve",
-            "--config",
-            str(config),
-            "--state-dir",
-            str(self.root),
-            "--mqtt-port",
-            str(self.broker.port),
-            "--port",
-            str(self.port),
-        ]
-        if self.args.http_processes is not None:
-            argv.append(f"--http-processes={self.args.http_processes}")
-        if self.args.profile is not None:
-            argv = ["-m", "cProfile", "-o", str(self.profile_path), *argv]
-        with self.service_log.open("a") as out:
-            self.service = subprocess.Popen(
-                [sys.executable, *argv],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.service.poll() is not None:
-                raise RuntimeError(
-                    f"the lab service exited ({self.service.returncode}):\n{self.service_output()}"
-                )
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the lab service did not listen within 30 s:\n{self.service_output()}"
-                )
-            time.sleep(0.05)
+        self.service.start()
         for kit_id, model in KITS:
             self.ok(
                 "POST",
@@ -477,26 +427,19 @@ class Stack:
         self.wait_kits_free()
 
     def service_output(self) -> str:
-        text = self.service_log.read_text() if self.service_log.exists() else ""
-        return "\n".join(text.splitlines()[-30:])
+        return self.service.output(lines=30)
 
     def stop(self) -> None:
         self.stop_observers()
         for group in list(self.twins):
             self.stop_twins(group)
-        if self.service is not None and self.service.poll() is None:
-            self.service.send_signal(signal.SIGTERM)
-            try:
-                self.service.wait(30)
-            except subprocess.TimeoutExpired:
-                self.service.kill()
-                self.service.wait()
+        self.service.stop()
         self.broker.stop()
 
     @property
     def service_pid(self) -> int:
-        assert self.service is not None
-        return self.service.pid
+        assert self.service.process is not None
+        return self.service.process.pid
 
     def front_end_pids(self) -> list[int]:
         """The service's HTTP front-end processes (its children that are not a helper)."""
@@ -702,7 +645,7 @@ class QueueRun:
         return float(np.nanmean(part)) if part.size else float("nan")
 
     def p(self, q: float) -> float:
-        return pct(self.latencies_ms, q)
+        return common.percentile(self.latencies_ms, q)
 
     @property
     def max_ms(self) -> float:
@@ -976,7 +919,7 @@ def service_breakdown(args: argparse.Namespace, root: Path, ctx: Any) -> Breakdo
             total += cpu
             steps.update(spent)
             batches += sizes
-            p99.append(pct(np.array([x.latency_s * 1000 for x in replies]), 99))
+            p99.append(common.percentile(np.array([x.latency_s * 1000 for x in replies]), 99))
         n = args.requests * (len(groups) - 1)
         return Breakdown(n, total * 1000, {k: v * 1000 for k, v in steps.items()}, batches, p99)
     finally:
@@ -1100,7 +1043,7 @@ class CommandBlock:
         self.parts_p99.append(other.p(99))
 
     def p(self, q: float, which: str = "rtt") -> float:
-        return pct(np.array(getattr(self, f"{which}_ms")), q)
+        return common.percentile(np.array(getattr(self, f"{which}_ms")), q)
 
     @property
     def max_ms(self) -> float:

@@ -22,7 +22,7 @@ measuring window closes; only messages sent inside the window are counted. Resul
 (and with `--markdown FILE` into a section of that file); progress goes to stderr. The exit status
 is 0 whatever the figures: it is a benchmark, not a test.
 
-    .venv/bin/python bench/telemetry.py [--quick] [--markdown docs/benchmarks.md]
+    .venv/bin/python -m bench.telemetry [--quick] [--markdown docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import common
 import numpy as np
 
+from bench import common
 from hardware_kits import protocol as P
 from hardware_kits.broker import Broker
 from hardware_kits.mqtt import Credentials, connect_client
@@ -105,9 +105,7 @@ class PhaseResult:
         return self.rate_hz * self.kits
 
     def pct(self, q: float) -> float:
-        if not len(self.latencies_ms):
-            return float("nan")
-        return float(np.percentile(self.latencies_ms, q))
+        return common.percentile(self.latencies_ms, q)
 
     @property
     def max_ms(self) -> float:

@@ -17,15 +17,16 @@ import pytest
 from hardware_kits.kit_runner import KitRunner
 from hardware_kits.twins.base import twin_class
 from labs.client import Lab, LabService, connect
-from tests.browser.stack import (
+from tests.conftest import wait_until
+from tests.stack import (
     ARTIFACTS,
     ServiceProcess,
     TwinProcess,
     VoilaServer,
     launch_chromium,
     token,
+    with_tokens,
 )
-from tests.conftest import wait_until
 
 COURSE = "iot101"
 USERS: dict[str, dict[str, Any]] = {
@@ -61,7 +62,7 @@ class Platform:
         self.observer: Lab | None = None
 
     def client(self, who: str) -> LabService:
-        return self.service.client(who)
+        return self.service.client(token(who))
 
     def voila(
         self,
@@ -89,10 +90,10 @@ class Platform:
 
 @pytest.fixture(scope="session")
 def platform(broker, models, state_root) -> Iterator[Platform]:
-    service = ServiceProcess(broker, state_root, USERS).start()
+    service = ServiceProcess(broker, state_root, with_tokens(USERS), name="dash-lab").start()
     plat = Platform(broker, service, state_root)
     runners: list[KitRunner] = []
-    admin = service.client("admin")
+    admin = service.client(token("admin"))
     try:
         for kit_id, model in KITS.items():
             admin.register_kit(kit_id, model, f"{model} ({kit_id})")

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.e2e.hubclient import Browser
-from tests.platform import Up, leftovers
+from tests.stack import Up, leftovers
 
 DEMO_PASSWORD = "demo-{}"  # the demo site's passwords (site_config/demo-site.yaml)
 

@@ -15,7 +15,7 @@ import pytest
 from grader.sandbox import ACCOUNT_PREFIX
 from hub_config.course_dirs import course_root
 from tests.e2e.hubclient import Browser, json_of
-from tests.platform import Up
+from tests.stack import Up
 
 pytestmark = pytest.mark.broker
 

@@ -12,13 +12,10 @@ import io
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -33,8 +30,8 @@ from labs.client import (
     LabService,
     connect,
 )
-from site_config.runtime import free_port
 from tests.conftest import REPO, wait_until
+from tests.stack import FAST_POLICY, ServiceProcess, token, with_tokens
 
 pytestmark = pytest.mark.broker
 
@@ -53,106 +50,9 @@ USERS = {
 QUOTA_S = 90 * 60  # carol's weekly booking quota
 
 
-def token(who: str) -> str:
-    return f"test-token-{who}-0123456789"
-
-
-CONFIG = """
-c.LabServiceApp.users = {users!r}
-c.LabServiceApp.db_url = {db_url!r}
-c.LabServiceApp.tick_seconds = 0.1
-c.SharingPolicy.safe_confirm_timeout_seconds = 5.0
-c.SharingPolicy.booking_quota_user_week_seconds = {quota}
-# Second-grained bookings that may start soon: a walk-in session can then be made to end (its
-# slot booked by a course) while the service is down.
-c.SharingPolicy.booking_lead_seconds = 2.0
-c.SharingPolicy.booking_granularity_seconds = 1.0
-c.SharingPolicy.booking_min_seconds = 1.0
-c.SharingPolicy.min_walk_in_seconds = 1.0
-"""
-
-
-# ---------------------------------------------------------------- the service process
-
-
-STARTUP_TIMEOUT_S = 60
-
-
-class ServiceProcess:
-    """`python -m hub_config.cli lab serve …`, with its output in a file."""
-
-    def __init__(self, broker, state_root: Path) -> None:
-        self.dir = state_root / "lab-api"
-        self.dir.mkdir(exist_ok=True)
-        self.config = self.dir / "lab_service_config.py"
-        self.config.write_text(
-            CONFIG.format(
-                users={token(who): spec for who, spec in USERS.items()},
-                db_url=f"sqlite:///{self.dir / 'lab.sqlite'}",
-                quota=float(QUOTA_S),
-            )
-        )
-        self.broker = broker
-        self.state_root = state_root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = self.dir / "service.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> ServiceProcess:
-        out = self.log.open("a")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hub_config.cli",
-                "lab",
-                "serve",
-                "--config",
-                str(self.config),
-                "--state-dir",
-                str(self.state_root),
-                "--mqtt-port",
-                str(self.broker.port),
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        out.close()
-        # Generous: a loaded CI machine took over 20 s to import the service.
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the lab service exited ({self.process.returncode}):\n{self.output()}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.05)
-        pytest.fail(
-            f"the lab service did not listen within {STARTUP_TIMEOUT_S} s:\n{self.output()}"
-        )
-
-    def output(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.terminate()
-        try:
-            return self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-            return None
+# Booking quota and second-grained bookings that may start soon: a walk-in session can then be
+# made to end (its slot booked by a course) while the service is down.
+SETTINGS = FAST_POLICY + f"c.SharingPolicy.booking_quota_user_week_seconds = {float(QUOTA_S)}\n"
 
 
 class Stack:
@@ -225,7 +125,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(broker, models, state_root):
-    service = ServiceProcess(broker, state_root).start()
+    service = ServiceProcess(
+        broker, state_root, with_tokens(USERS), name="lab-api", settings=SETTINGS
+    ).start()
     runners: list[KitRunner] = []
     stack = Stack(broker, service)
     try:
@@ -635,7 +537,7 @@ def test_kill9_and_restart_keep_state_and_reconcile_rights(stack):
         )
     assert erin_kit.set("mode", "manual", timeout=5).status == "applied"
 
-    stack.service.kill9()
+    stack.service.kill()
     wait_until(lambda: time.time() > slot + 0.5, timeout=15)
     stack.service.start()
 

@@ -317,7 +317,7 @@ def test_a_notebook_needs_no_typing(platform, monkeypatch):
 def test_a_browser_logs_in_through_the_hub(platform):
     from playwright.sync_api import sync_playwright
 
-    from tests.browser.stack import launch_chromium
+    from tests.stack import launch_chromium
 
     platform.user("rita", ["lab-users", "inst-univ-c", "nbgrader-iot101"])
     admin = platform.user("lena", ["lab-users", "inst-centre", "lab-admins"])

@@ -16,7 +16,7 @@ from labs.client import LabService, connect
 from site_config.kits import load_kits
 from site_config.paths import DEMO_SITE
 from tests.conftest import REPO, wait_until
-from tests.platform import Up, lab_token, leftovers
+from tests.stack import Up, lab_token, leftovers
 
 pytestmark = pytest.mark.broker
 DEMO_KITS = [k.id for k in load_kits(DEMO_SITE)]

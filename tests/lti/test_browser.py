@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.browser.stack import ARTIFACTS, launch_chromium
 from tests.lti.conftest import Hub
 from tests.lti.platform import LEARNER, LaunchSpec, Platform
+from tests.stack import ARTIFACTS, launch_chromium
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 SHOTS = ARTIFACTS.parent / "lti"

@@ -1,9 +1,8 @@
-"""The running platform for browser tests and the dashboard benchmark: the lab service as
-`smartlab lab serve` in its own process, twins, standalone Voilà servers with a user's
-environment, and headless Chromium (Debian's, through Playwright with `executable_path`).
-
-The hub integration (per-user servers at /user/<name>/voila/render/...) can reuse `VoilaServer`
-for its own single-user servers' environment and `launch_chromium` for the browser.
+"""One harness for a running stack, for the integration, browser and end-to-end tests and for
+every benchmark: the lab service in its own process (`ServiceProcess`), twins in their own
+processes (`TwinProcess`), standalone Voilà servers with a user's environment (`VoilaServer`),
+headless Chromium (Debian's, through Playwright with `executable_path`), and the whole
+platform as `smartlab up` runs it (`Up`). The broker is `hardware_kits.broker.Broker` itself.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,9 +22,9 @@ from typing import Any
 from hardware_kits.broker import Broker
 from labs.board import DASHBOARDS, voila_command, voila_env
 from labs.client import LabService
-from site_config.runtime import free_port
+from site_config.runtime import Runtime, free_port
+from tests.conftest import REPO, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -42,9 +42,8 @@ UNTHROTTLED = [
 ]
 ARTIFACTS = REPO / "test-artifacts" / "dashboards"
 
-SERVICE_CONFIG = """
-c.LabServiceApp.users = {users!r}
-c.LabServiceApp.db_url = {db_url!r}
+# Seconds instead of minutes, so that tests see ticks, handovers and bookings happen quickly.
+FAST_POLICY = """
 c.LabServiceApp.tick_seconds = 0.1
 c.SharingPolicy.safe_confirm_timeout_seconds = 5.0
 c.SharingPolicy.booking_lead_seconds = 2.0
@@ -55,7 +54,13 @@ c.SharingPolicy.min_walk_in_seconds = 1.0
 
 
 def token(who: str) -> str:
-    return f"dash-token-{who}-0123456789"
+    """The test token of user `who`."""
+    return f"test-token-{who}-0123456789"
+
+
+def with_tokens(users: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`ServiceProcess`'s users (token -> user) from users by short name (`token(name)`)."""
+    return {token(who): spec for who, spec in users.items()}
 
 
 def wait_listening(
@@ -89,53 +94,64 @@ def stop(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
 
 
 class ServiceProcess:
-    """`python -m hub_config.cli lab serve` with a token identity for `users`."""
+    """The lab service in its own process: `python -m lab_service.app` (what `smartlab lab
+    serve` runs), with a token identity for `users` (token -> user) and `settings` added to its
+    configuration file. `extra_args` go to the service, `launcher` before it (`-m cProfile …`)."""
 
     def __init__(
         self,
         broker: Broker,
         state_root: Path,
         users: dict[str, dict[str, Any]],
-        name: str = "dash-lab",
+        name: str = "lab",
+        settings: str = FAST_POLICY,
+        extra_args: tuple[str, ...] = (),
+        launcher: tuple[str, ...] = (),
+        startup_timeout: float = 60.0,  # a loaded CI machine took over 20 s to import it
     ) -> None:
         self.dir = state_root / name
         self.dir.mkdir(exist_ok=True)
         self.config = self.dir / "lab_service_config.py"
+        db_url = f"sqlite:///{self.dir / 'lab.sqlite'}"
         self.config.write_text(
-            SERVICE_CONFIG.format(
-                users={token(who): spec for who, spec in users.items()},
-                db_url=f"sqlite:///{self.dir / 'lab.sqlite'}",
-            )
+            f"c.LabServiceApp.users = {users!r}\nc.LabServiceApp.db_url = {db_url!r}\n{settings}"
         )
         self.broker = broker
         self.state_root = state_root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = self.dir / "service.log"
+        self.command = [
+            sys.executable,
+            *launcher,
+            "-m",
+            "lab_service.app",
+            f"--config={self.config}",
+            f"--state-dir={state_root}",
+            f"--mqtt-port={broker.port}",
+            f"--port={self.port}",
+            *extra_args,
+        ]
+        self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
 
     def start(self) -> ServiceProcess:
         with self.log.open("a") as out:
-            # The app's own entry (what `smartlab lab serve` runs), so that the tests do not
-            # depend on every other command group the `smartlab` dispatcher loads.
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "lab_service.app",
-                    f"--config={self.config}",
-                    f"--state-dir={self.state_root}",
-                    f"--mqtt-port={self.broker.port}",
-                    f"--port={self.port}",
-                ],
+                self.command,
                 cwd=REPO,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        wait_listening(self.port, self.process, 30, "the lab service", self.log)
+        wait_listening(self.port, self.process, self.startup_timeout, "the lab service", self.log)
         return self
+
+    def output(self, lines: int = 0) -> str:
+        """What the service logged (the last `lines` lines; 0: all)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:]) if lines else text
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -145,8 +161,8 @@ class ServiceProcess:
     def stop(self) -> None:
         stop(self.process)
 
-    def client(self, who: str) -> LabService:
-        return LabService(self.url, token(who))
+    def client(self, token: str) -> LabService:
+        return LabService(self.url, token)
 
 
 TWIN_SCRIPT = """
@@ -292,3 +308,117 @@ def http_json(url: str, who_token: str | None = None) -> Any:
     headers = {"Authorization": f"token {who_token}"} if who_token else {}
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
         return json.loads(r.read())
+
+
+# ---------------------------------------------------------------- the whole platform
+
+
+class Up:
+    """The README's run command, on its own ports and state folder.
+
+    Platforms of one test session share `home_root` (a Unix account has one home at a time;
+    see hub_config/accounts.py)."""
+
+    def __init__(self, state: Path, home_root: Path, *extra: str) -> None:
+        self.state = state
+        self.mqtt_port, self.lab_port, self.hub_port = free_port(), free_port(), free_port()
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hub_config.cli",
+                "up",
+                "--state-dir",
+                str(state),
+                "--mqtt-port",
+                str(self.mqtt_port),
+                "--lab-port",
+                str(self.lab_port),
+                "--hub-port",
+                str(self.hub_port),
+                "--home-root",
+                str(home_root),
+                *extra,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def hub_url(self) -> str:
+        return f"http://127.0.0.1:{self.hub_port}"
+
+    @property
+    def lab_url(self) -> str:
+        return f"http://127.0.0.1:{self.lab_port}"
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime.load(self.state / "hub" / "runtime.json")
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_up(self, timeout: float = 180) -> str:
+        wait_until(
+            lambda: (
+                any("Smart City Lab is up" in x for x in self.lines)
+                or self.process.poll() is not None
+            ),
+            timeout=timeout,
+        )
+        assert self.process.poll() is None, "\n".join(self.lines[-30:] + self.hub_log_tail())
+        wait_until(lambda: any("Ctrl-C stops everything" in x for x in self.lines), timeout=10)
+        return "\n".join(self.lines)
+
+    def hub_log_tail(self, lines: int = 40) -> list[str]:
+        """The end of JupyterHub's log: why it exited, kept in the failure message because
+        the state folder is deleted with the test session."""
+        log = self.state / "hub" / "jupyterhub.log"
+        if not log.exists():
+            return []
+        return ["--- jupyterhub.log ---", *log.read_text(errors="replace").splitlines()[-lines:]]
+
+    def stop(self, sig: int) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(60)
+
+
+def leftovers(up: Up) -> list[str]:
+    """Processes still running that belong to this platform instance: those naming its state
+    folder or its ports, and the hub's children (servers, services, proxy)."""
+    marks = [str(up.state).encode(), f":{up.hub_port}".encode(), f"--port {up.hub_port}".encode()]
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if any(m in cmdline for m in marks) or str(up.state).encode() in environ:
+            found.append(cmdline.decode(errors="replace"))
+    return found
+
+
+def lab_token(up: Up, username: str) -> str:
+    """A hub API token of a demo person that opens the lab service, made as a person makes one
+    on the hub's token page (logged in, scoped to the lab service only)."""
+    from tests.e2e.hubclient import Browser, json_of
+
+    browser = Browser(up.hub_url, username)
+    browser.login(f"demo-{username}")
+    made = json_of(
+        browser.post(
+            f"/hub/api/users/{username}/tokens",
+            json={"note": "test", "scopes": ["access:services!service=lab"]},
+        )
+    )
+    return made["token"]
