@@ -231,46 +231,54 @@ def check_schema(schema, value, name="value"):
     if "enum" in schema and value not in schema["enum"]:
         raise ProtocolError(R_OUT_OF_RANGE, "%s must be one of %s" % (name, schema["enum"]))
     if _is_number(value):
-        if not _finite(value):
-            raise ProtocolError(R_MALFORMED, "%s must be finite" % name)
-        if "minimum" in schema and value < schema["minimum"]:
-            raise ProtocolError(
-                R_OUT_OF_RANGE, "%s=%s is below %s" % (name, value, schema["minimum"])
-            )
-        if "maximum" in schema and value > schema["maximum"]:
-            raise ProtocolError(
-                R_OUT_OF_RANGE, "%s=%s is above %s" % (name, value, schema["maximum"])
-            )
+        _check_schema_number(schema, value, name)
     if isinstance(value, str) and "maxLength" in schema and len(value) > schema["maxLength"]:
         raise ProtocolError(R_OUT_OF_RANGE, "%s is too long" % name)
     if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            raise ProtocolError(
-                R_OUT_OF_RANGE, "%s needs at least %d items" % (name, schema["minItems"])
-            )
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            raise ProtocolError(
-                R_OUT_OF_RANGE, "%s has more than %d items" % (name, schema["maxItems"])
-            )
-        if schema.get("uniqueItems"):
-            seen = []
-            for item in value:
-                if item in seen:
-                    raise ProtocolError(R_OUT_OF_RANGE, "%s repeats %r" % (name, item))
-                seen.append(item)
-        if "items" in schema:
-            for i, item in enumerate(value):
-                check_schema(schema["items"], item, "%s[%d]" % (name, i))
+        _check_schema_array(schema, value, name)
     if isinstance(value, dict):
-        for key in schema.get("required", ()):
-            if key not in value:
-                raise ProtocolError(R_MALFORMED, "%s lacks %r" % (name, key))
-        props = schema.get("properties", {})
-        for key, item in value.items():
-            if key in props:
-                check_schema(props[key], item, "%s.%s" % (name, key))
-            elif schema.get("additionalProperties") is False:
-                raise ProtocolError(R_MALFORMED, "%s has unknown field %r" % (name, key))
+        _check_schema_object(schema, value, name)
+
+
+def _check_schema_number(schema, value, name):
+    if not _finite(value):
+        raise ProtocolError(R_MALFORMED, "%s must be finite" % name)
+    if "minimum" in schema and value < schema["minimum"]:
+        raise ProtocolError(R_OUT_OF_RANGE, "%s=%s is below %s" % (name, value, schema["minimum"]))
+    if "maximum" in schema and value > schema["maximum"]:
+        raise ProtocolError(R_OUT_OF_RANGE, "%s=%s is above %s" % (name, value, schema["maximum"]))
+
+
+def _check_schema_array(schema, value, name):
+    if len(value) < schema.get("minItems", 0):
+        raise ProtocolError(
+            R_OUT_OF_RANGE, "%s needs at least %d items" % (name, schema["minItems"])
+        )
+    if "maxItems" in schema and len(value) > schema["maxItems"]:
+        raise ProtocolError(
+            R_OUT_OF_RANGE, "%s has more than %d items" % (name, schema["maxItems"])
+        )
+    if schema.get("uniqueItems"):
+        seen = []
+        for item in value:
+            if item in seen:
+                raise ProtocolError(R_OUT_OF_RANGE, "%s repeats %r" % (name, item))
+            seen.append(item)
+    if "items" in schema:
+        for i, item in enumerate(value):
+            check_schema(schema["items"], item, "%s[%d]" % (name, i))
+
+
+def _check_schema_object(schema, value, name):
+    for key in schema.get("required", ()):
+        if key not in value:
+            raise ProtocolError(R_MALFORMED, "%s lacks %r" % (name, key))
+    props = schema.get("properties", {})
+    for key, item in value.items():
+        if key in props:
+            check_schema(props[key], item, "%s.%s" % (name, key))
+        elif schema.get("additionalProperties") is False:
+            raise ProtocolError(R_MALFORMED, "%s has unknown field %r" % (name, key))
 
 
 def decode_value(spec, payload, name="value"):
