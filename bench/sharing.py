@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import http.client
 import io
 import json
 import multiprocessing as mp
@@ -68,7 +67,7 @@ from hardware_kits import protocol as P
 from hardware_kits.broker import Broker
 from hardware_kits.mqtt import Credentials
 from site_config.runtime import free_port
-from tests.stack import ServiceProcess
+from tests.stack import ServiceProcess, call_api
 
 REPO = Path(__file__).resolve().parent.parent
 TITLE = "Kit sharing (issue 3)"
@@ -541,19 +540,7 @@ class Stack:
     # ------------------------------------------------------------ REST
 
     def call(self, method: str, path: str, user: User | None, body: Any = None) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Authorization": f"token {user.token}"} if user else {}
-        data = None if body is None else json.dumps(body).encode()
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            answer = conn.getresponse()
-            text = answer.read().decode()
-            kind = answer.getheader("Content-Type", "")
-        finally:
-            conn.close()
-        return answer.status, json.loads(text) if kind.startswith("application/json") else text
+        return call_api(self.port, method, path, user.token if user else None, body)
 
     def ok(self, method: str, path: str, user: User | None, body: Any = None) -> Any:
         status, answer = self.call(method, path, user, body)

@@ -7,6 +7,7 @@ platform as `smartlab up` runs it (`Up`). The broker is `hardware_kits.broker.Br
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -56,6 +57,33 @@ c.SharingPolicy.min_walk_in_seconds = 1.0
 def token(who: str) -> str:
     """The test token of user `who`."""
     return f"test-token-{who}-0123456789"
+
+
+def call_api(
+    port: int,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: Any = None,
+    raw: bytes | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, Any]:
+    """One HTTP request to the lab service on `port`: (status, decoded JSON or text). `raw`
+    is sent as it is (no content type); `body` as JSON."""
+    headers = {"Authorization": f"token {token}"} if token else {}
+    data = raw
+    if raw is None and body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        answer = conn.getresponse()
+        text = answer.read().decode()
+        kind = answer.getheader("Content-Type", "")
+    finally:
+        conn.close()
+    return answer.status, json.loads(text) if kind.startswith("application/json") else text
 
 
 def with_tokens(users: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

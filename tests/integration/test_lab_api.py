@@ -7,7 +7,6 @@ Tests share one service and run in file order; each leaves the kits free and the
 from __future__ import annotations
 
 import csv
-import http.client
 import io
 import json
 import math
@@ -31,7 +30,7 @@ from labs.client import (
     connect,
 )
 from tests.conftest import REPO, wait_until
-from tests.stack import FAST_POLICY, ServiceProcess, token, with_tokens
+from tests.stack import FAST_POLICY, ServiceProcess, call_api, token, with_tokens
 
 pytestmark = pytest.mark.broker
 
@@ -70,17 +69,7 @@ class Stack:
         raw: bytes | None = None,
     ) -> tuple[int, Any]:
         """One HTTP request; (status, decoded JSON or text)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.service.port, timeout=10)
-        headers = {"Authorization": f"token {token(who)}"} if who else {}
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        try:
-            conn.request(method, path, body=data, headers=headers)
-            answer = conn.getresponse()
-            text = answer.read().decode()
-            kind = answer.getheader("Content-Type", "")
-        finally:
-            conn.close()
-        return answer.status, json.loads(text) if kind.startswith("application/json") else text
+        return call_api(self.service.port, method, path, token(who) if who else None, body, raw, 10)
 
     def ok(self, method: str, path: str, who: str = "alice", body: Any = None) -> Any:
         status, answer = self.call(method, path, who, body)
