@@ -8,6 +8,7 @@ and copied into the input whenever the user is not editing it and no command is 
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +44,9 @@ class ActuatorControl:
         self.input, self.send = self._make_input()
         self.current = W.HTML()
         self.current.add_class("smartlab-current")
-        name = W.HTML(f"<b>{spec.get('name') or actuator}</b>", layout=W.Layout(width="160px"))
+        # Names come from the kit's $description and values from the kit: text, never markup.
+        label = html.escape(str(spec.get("name") or actuator))
+        name = W.HTML(f"<b>{label}</b>", layout=W.Layout(width="160px"))
         parts = [name, self.input] + ([self.send] if self.send is not None else []) + [self.current]
         self.widget = W.HBox(parts, layout=W.Layout(align_items="center"))
         self.widget.add_class("smartlab-control")
@@ -102,8 +105,8 @@ class ActuatorControl:
             self.send.description = self.texts("send")
         if self.datatype == "boolean":
             self.input.description = self.texts("true" if self.input.value else "false")
-        self.current.value = self.texts(
-            "now", value=format_value(self.kit_value, self.spec, self.texts)
+        self.current.value = html.escape(
+            self.texts("now", value=format_value(self.kit_value, self.spec, self.texts))
         )
 
     # ------------------------------------------------------------ user actions

@@ -539,6 +539,17 @@ def test_a_control_ignores_the_page_s_own_updates():
     assert control.input.value == 55
 
 
+def test_a_control_shows_a_kit_s_hostile_text_and_name_as_text():
+    """The parking display text is set by whoever holds the kit, the name comes from the kit's
+    $description: both reach every viewer's page, so both must stay text."""
+    hostile = "<img src=x onerror=alert(1)>"
+    spec = {**load_models()["smart-parking"]["actuators"]["display"], "name": hostile}
+    control = ActuatorControl("display", spec, Texts("en"), lambda *a: None, lambda *a: None)
+    control.show_kit_value(hostile)
+    for widget in (control.current, control.widget.children[0]):
+        assert "<img" not in widget.value and "&lt;img src=x onerror=alert(1)&gt;" in widget.value
+
+
 # ---------------------------------------------------------------- admin data, voila
 
 
