@@ -42,7 +42,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ACCOUNT_PREFIX = "smartlab-sb"
+from site_config.platform_accounts import SANDBOX_PREFIX
+
+ACCOUNT_PREFIX = SANDBOX_PREFIX
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The platform's packages a graded kernel imports: course helpers, kit twins, the client.
 KERNEL_PACKAGES = ("grader", "hardware_kits", "labs", "courses")

@@ -26,9 +26,10 @@ from pathlib import Path
 from hardware_kits import protocol as P
 from hardware_kits.dynsec import DynSec, allow
 from hardware_kits.mqtt import BrokerAddress, Credentials
+from site_config.platform_accounts import BROKER_ADMIN, KIT_PREFIX
 from site_config.runtime import port_is_free
 
-ADMIN = "smartlab-admin"
+ADMIN = BROKER_ADMIN
 # Role names that span kits contain "_", which kit ids cannot: no kit can shadow them.
 OBSERVER_ROLE = "observe_all_kits"
 MOSQUITTO_USER = "mosquitto"
@@ -55,7 +56,7 @@ def find_mosquitto() -> tuple[str, str, str]:
 
 
 def kit_role(kit_id: str) -> str:
-    return f"kit-{kit_id}"
+    return KIT_PREFIX + kit_id
 
 
 def command_role(kit_id: str) -> str:
@@ -270,7 +271,7 @@ class Broker:
                 dynsec.create_role(kit_role(kit_id), kit_acls(kit_id))
                 dynsec.create_role(command_role(kit_id), command_acls(kit_id))
                 dynsec.create_role(observe_role(kit_id), observe_acls(kit_id))
-                creds[kit_id] = self.credentials(f"kit-{kit_id}")
+                creds[kit_id] = self.credentials(kit_role(kit_id))
                 dynsec.ensure_client(creds[kit_id], [kit_role(kit_id)])
         return creds
 

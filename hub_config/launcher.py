@@ -30,10 +30,10 @@ from hub_config.accounts import GRADER_GROUP, can_isolate, closed_to_other_accou
 from hub_config.course_dirs import prepare_courses
 from labs.client import Lab, connect
 from site_config.paths import DEMO_SITE
+from site_config.platform_accounts import DEMO_OBSERVER
 from site_config.runtime import RUNTIME_ENV, Runtime, pick_internal_ports, taken_ports
 from site_config.site import Site, load_site
 
-DEMO_OBSERVER = "demo-observer"
 HUB_CONFIG = Path(__file__).resolve().parent / "jupyterhub_config.py"
 
 

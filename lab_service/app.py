@@ -47,13 +47,14 @@ from lab_service.api_http import MAX_BODY_BYTES, Operations, make_app
 from lab_service.api_identity import Identity, TokenIdentity
 from lab_service.api_routes import ApiContext
 from lab_service.frontend import FrontEnds
-from lab_service.gateway import SERVICE_ACCOUNT, MqttKitGateway
+from lab_service.gateway import MqttKitGateway
 from lab_service.history import TelemetryRecorder
 from lab_service.policy import SharingPolicy
 from lab_service.rights import BrokerRights
 from lab_service.service import KitSharing
 from lab_service.store import SharingStore, sqlite_url
 from site_config.paths import default_state_dir
+from site_config.platform_accounts import SERVICE_ACCOUNT
 
 DB_FILE = "lab-service.sqlite"
 DEFAULT_CONFIG = "lab_service_config.py"

@@ -23,8 +23,6 @@ from hardware_kits.mqtt import BrokerAddress, command_properties, connect_client
 
 log = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT = "lab-service"
-
 
 class MqttKitGateway:
     """Implements the service's KitGateway over a single paho connection."""

@@ -24,12 +24,12 @@ from typing import Any
 from hardware_kits.broker import ADMIN, OBSERVER_ROLE, command_role, observe_role
 from hardware_kits.dynsec import DynSec, DynSecError
 from hardware_kits.mqtt import Credentials
+from site_config.platform_accounts import CONTROL_PREFIX, KIT_PREFIX
 
-CONTROL_PREFIX = "ctl-"
 COMMAND_PREFIX = command_role("")
 OBSERVE_PREFIX = observe_role("")
 # Other accounts live in the same dynsec namespace: a user of such a name would take them over.
-RESERVED_PREFIXES = (CONTROL_PREFIX, "kit-")
+RESERVED_PREFIXES = (CONTROL_PREFIX, KIT_PREFIX)
 USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 # Mosquitto 2.0.11 answers "Internal error" to addClientRole for a role the client already has.

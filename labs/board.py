@@ -26,9 +26,10 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
+from site_config.platform_accounts import BOARD_ACCOUNT
+
 DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
 BOARD_NOTEBOOK = "overview.ipynb"
-BOARD_ACCOUNT = "status-board"
 DEFAULT_PORT = 8870
 HEADER_ENVS = ["Accept-Language"]  # -> $HTTP_ACCEPT_LANGUAGE in the kernel (the language)
 # The front-end extensions a dashboard needs; the others installed in the environment (nbgrader,

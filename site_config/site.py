@@ -31,6 +31,11 @@ from pydantic import (
 
 from hardware_kits.descriptor import DescriptorError, load_models, read_yaml
 from site_config.kits import KitEntry, parse_kits
+from site_config.platform_accounts import (
+    GRADER_PREFIX,
+    clashes_with_the_platform,
+    reserved_for_the_platform,
+)
 
 # nbgrader derives the course from the group name after the first hyphen, and the course id is
 # also a hub service name and a URL path segment: keep it plain.
@@ -39,7 +44,6 @@ COURSE_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 USERNAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # Hub services that are not courses; a course with one of these ids would take over its URL.
 RESERVED_SERVICE_NAMES = frozenset({"lab", "status"})
-GRADER_PREFIX = "grader-"  # one grader account per course runs its formgrader
 LOCAL_HTTP = re.compile(r"^http://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?(/|$)")
 # An LTI username is <prefix>-<LMS user id> or <prefix>_<12-character hash>: at most 32.
 LMS_PREFIX = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -258,6 +262,8 @@ def _cross_field_errors(spec: SiteSpec, kit_ids: set[str]) -> list[tuple[str, st
             errors.append(
                 (f"people.{i}.username", f"{person.username!r} is the grader account of a course")
             )
+        elif why := reserved_for_the_platform(person.username):
+            errors.append((f"people.{i}.username", why))
     for i, course in enumerate(spec.courses):
         errors += _course_errors(f"courses.{i}", course, institutions, people, kit_ids)
     errors += _lms_errors(spec)
@@ -293,6 +299,8 @@ def _lms_errors(spec: SiteSpec) -> list[tuple[str, str]]:
                         f"{prefix!r} would clash with the courses' grader accounts",
                     )
                 )
+            elif why := clashes_with_the_platform(prefix):
+                errors.append((f"{where}.username_prefix", why))
             elif prefix in prefixes:
                 errors.append(
                     (

@@ -11,12 +11,13 @@ import pytest
 from hardware_kits import protocol as P
 from hardware_kits.kit_runner import KitRunner
 from hardware_kits.twins.base import twin_class
-from lab_service.gateway import SERVICE_ACCOUNT, MqttKitGateway
+from lab_service.gateway import MqttKitGateway
 from lab_service.policy import SharingPolicy
 from lab_service.rights import BrokerRights
 from lab_service.service import KitSharing, User
 from lab_service.store import NEEDS_ATTENTION, SharingStore
 from labs.client import connect
+from site_config.platform_accounts import SERVICE_ACCOUNT
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.broker

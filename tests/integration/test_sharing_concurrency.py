@@ -27,12 +27,13 @@ from hardware_kits import protocol as P
 from hardware_kits.kit_runner import KitRunner
 from hardware_kits.mqtt import connect_client
 from hardware_kits.twins.base import twin_class
-from lab_service.gateway import SERVICE_ACCOUNT, MqttKitGateway
+from lab_service.gateway import MqttKitGateway
 from lab_service.policy import HOUR, MINUTE, SharingPolicy
 from lab_service.rights import BrokerRights
 from lab_service.service import KitSharing, SharingError, User
 from lab_service.store import RELEASED, SessionRow, SharingStore
 from labs.client import CommandError, connect
+from site_config.platform_accounts import SERVICE_ACCOUNT
 from tests.kit_examples import example_value, prerequisites
 
 pytestmark = pytest.mark.broker

@@ -127,6 +127,21 @@ def test_numbers_from_yaml_become_lti_strings():
             "courses' grader accounts",
         ),
         (
+            site(academy(lms(username_prefix="lab")), univ_a()),
+            "site.yaml: institutions.1.lms.0.username_prefix: 'lab' could name an LMS user "
+            "'lab-service', one of the platform's accounts",
+        ),
+        (
+            site(academy(lms(username_prefix="smartlab")), univ_a()),
+            "site.yaml: institutions.1.lms.0.username_prefix: 'smartlab' could name an LMS user "
+            "'smartlab-admin', one of the platform's accounts",
+        ),
+        (
+            site(academy(lms(username_prefix="kit")), univ_a()),
+            "site.yaml: institutions.1.lms.0.username_prefix: 'kit' could name LMS users "
+            "kit-…, the platform's own accounts",
+        ),
+        (
             site(academy(lms(deployment_ids=[1, "1"])), univ_a()),
             "site.yaml: institutions.1.lms.0.deployment_ids.1: '1' is used twice",
         ),

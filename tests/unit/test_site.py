@@ -124,6 +124,18 @@ def _person_named_like_grader_account(d):
     person(d, "gleb")["username"] = "grader-smart-lighting"
 
 
+def _person_named_like_the_lab_service(d):
+    person(d, "hugo")["username"] = "lab-service"  # the service's MQTT account
+
+
+def _person_named_like_a_sandbox_account(d):
+    person(d, "hugo")["username"] = "smartlab-sb3"  # a grading sandbox's Unix account
+
+
+def _person_named_like_a_kit(d):
+    person(d, "hugo")["username"] = "kit-streetlight-1"  # a kit's MQTT account
+
+
 def _bad_course_id(d):
     course(d, "iot-basics")["id"] = "IoT_Basics"
 
@@ -186,6 +198,9 @@ CASES = [
     (_duplicate_institution, "institutions.3.id", "used twice"),
     (_student_of_absent_institution, "courses.1.students.2", "does not take part"),
     (_person_named_like_grader_account, "people.7.username", "grader account"),
+    (_person_named_like_the_lab_service, "people.9.username", "platform's own accounts"),
+    (_person_named_like_a_sandbox_account, "people.9.username", "'smartlab-sb'"),
+    (_person_named_like_a_kit, "people.9.username", "'kit-'"),
     (_bad_course_id, "courses.1.id", "lowercase"),
     (_bad_username, "people.9.username", "lowercase"),
     (_long_username, "people.9.username", "32"),

@@ -1,0 +1,40 @@
+"""The platform's own account names: MQTT accounts, Unix accounts and hub users that the
+platform makes for itself. No person of a site file and no LMS user may take one, or they
+would act with that account's rights (the lab service's, a kit's, a grader's)."""
+
+from __future__ import annotations
+
+SERVICE_ACCOUNT = "lab-service"  # the lab service's MQTT account: watches, sends safe states
+BOARD_ACCOUNT = "status-board"  # the public board's MQTT account
+DEMO_OBSERVER = "demo-observer"  # the watch account `smartlab up` prints
+BROKER_ADMIN = "smartlab-admin"  # the broker's dynamic-security administrator
+RESERVED_NAMES = frozenset({SERVICE_ACCOUNT, BOARD_ACCOUNT, DEMO_OBSERVER, BROKER_ADMIN})
+
+GRADER_PREFIX = "grader-"  # one grader account per course (hub user and Unix account)
+CONTROL_PREFIX = "ctl-"  # a user's MQTT control account
+KIT_PREFIX = "kit-"  # a kit's MQTT account
+SANDBOX_PREFIX = "smartlab-sb"  # the grading sandbox's Unix accounts
+RESERVED_PREFIXES = (GRADER_PREFIX, CONTROL_PREFIX, KIT_PREFIX, SANDBOX_PREFIX)
+
+
+def reserved_for_the_platform(name: str) -> str | None:
+    """Why `name` cannot be a person's username (one line), or None if it can."""
+    if name in RESERVED_NAMES:
+        return f"{name!r} is one of the platform's own accounts"
+    for prefix in RESERVED_PREFIXES:
+        if name.startswith(prefix):
+            return f"names starting with {prefix!r} are the platform's own accounts"
+    return None
+
+
+def clashes_with_the_platform(prefix: str) -> str | None:
+    """Why an LMS's username prefix could hand out one of the platform's names (LMS users are
+    named `<prefix>-<id>` or `<prefix>_<hash>`), or None if it cannot."""
+    for start in (prefix + "-", prefix + "_"):
+        for name in RESERVED_NAMES:
+            if name.startswith(start):
+                return f"{prefix!r} could name an LMS user {name!r}, one of the platform's accounts"
+        for reserved in RESERVED_PREFIXES:
+            if reserved.startswith(start) or start.startswith(reserved):
+                return f"{prefix!r} could name LMS users {reserved}…, the platform's own accounts"
+    return None
