@@ -238,16 +238,33 @@ class LaunchHandler(LtiHandler):
 
     def landing_url(self, launch: lti_launch.Launch, login: LoginState, user: Any) -> str:
         """The target link if it is a page of this hub (not the LTI pages), else the default."""
-        target = urlparse(launch.target_link_uri or login.target_link_uri)
-        own_host = target.netloc in ("", urlparse(self.tool_url()).netloc)
-        lti_pages = url_path_join(self.hub.base_url, "lti")
-        if (
-            own_host
-            and target.path.startswith(self.base_url)
-            and not (target.path.startswith(lti_pages) or target.path.rstrip("/") == lti_pages)
-        ):
-            return target.path + (f"?{target.query}" if target.query else "")
-        return self.get_next_url(user)
+        local = hub_page(
+            launch.target_link_uri or login.target_link_uri,
+            urlparse(self.tool_url()).netloc,
+            self.base_url,
+            url_path_join(self.hub.base_url, "lti"),
+        )
+        return local or self.get_next_url(user)
+
+
+def hub_page(target_link: str, own_host: str, base_url: str, lti_pages: str) -> str | None:
+    """The path (and query) of `target_link` if it is a page of this hub other than the LTI
+    pages, else None. A browser reads `//host` and `/\\host` as another site, so a path that
+    begins so, or holds a backslash or a control character anywhere, is never returned."""
+    target = urlparse(target_link)
+    if target.scheme not in ("", "http", "https") or target.netloc not in ("", own_host):
+        return None
+    path = target.path
+    if (
+        not path.startswith(base_url)
+        or not path.startswith("/")
+        or path.startswith("//")
+        or any(c == "\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in target_link)
+        or path.startswith(lti_pages)
+        or path.rstrip("/") == lti_pages
+    ):
+        return None
+    return path + (f"?{target.query}" if target.query else "")
 
 
 class JwksHandler(LtiHandler):
