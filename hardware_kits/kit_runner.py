@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hardware_kits import protocol as P
 from hardware_kits.kitcore import KitCore
@@ -65,7 +66,10 @@ class KitRunner:
             will=(P.state_topic(self.kit_id), P.STATE_LOST, 1, True),
             on_connect=self._announce,
             on_message=self._on_command,
-            subscribe=[(topic, 1) for topic in P.command_subscriptions(self.kit_id)],
+            subscribe=[
+                (topic, SubscribeOptions(qos=1, retainHandling=P.COMMAND_RETAIN_HANDLING))
+                for topic in P.command_subscriptions(self.kit_id)
+            ],
         )
         self._thread = threading.Thread(target=self._run, name=f"kit-{self.kit_id}", daemon=True)
         self._thread.start()

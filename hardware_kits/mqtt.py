@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hardware_kits import protocol as P
 
@@ -78,7 +79,7 @@ def connect_client(
     creds: Credentials,
     client_id: str,
     on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None] | None = None,
-    subscribe: Iterable[tuple[str, int]] = (),
+    subscribe: Iterable[tuple[str, int | SubscribeOptions]] = (),
     will: tuple[str, str, int, bool] | None = None,
     on_connect: Callable[[mqtt.Client], None] | None = None,
     keepalive: int = 30,

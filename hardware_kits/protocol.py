@@ -58,6 +58,10 @@ REASONS = (
 )
 
 MAX_COMMAND_BYTES = 4096
+# MQTT v5 subscription option "retain handling" of a kit's command subscriptions: 2, never send
+# a retained message at subscribe time. A command left retained on the broker (by a holder
+# before a handover) would otherwise reach the kit again at its next (re)subscription.
+COMMAND_RETAIN_HANDLING = 2
 MAX_COMMAND_ID_CHARS = 64
 SAFE_STATE_PROPERTY = "$safe-state"
 # Homie 5: an empty payload deletes a retained message, so an empty string travels as one NUL.

@@ -169,7 +169,7 @@ class Firmware:
         self.publish_status()
         # Subscribe before saying "ready": a command sent on seeing "ready" must not be lost.
         for topic in P.command_subscriptions(kit):
-            client.subscribe(topic, 1)
+            client.subscribe(topic, 1, P.COMMAND_RETAIN_HANDLING)
         self.publish(P.state_topic(kit), P.STATE_READY, retain=True)
         self.board.set_led(True)
         log("%s ready on %s:%s" % (kit, cfg["host"], cfg["port"]))

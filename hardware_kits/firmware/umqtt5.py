@@ -346,11 +346,12 @@ def parse_ack(body):
     return pid, body[2], props
 
 
-def subscribe_packet(pid, topic, qos=0):
+def subscribe_packet(pid, topic, qos=0, retain_handling=0):
     body = bytearray(struct.pack(">H", pid))
     body.extend(encode_properties(None))
     body.extend(encode_string(topic))
-    body.append(qos)  # subscription options: QoS, no-local 0, retain-as-published 0, handling 0
+    # Subscription options: QoS, no-local 0, retain-as-published 0, retain handling.
+    body.append(qos | (retain_handling << 4))
     return packet(SUBSCRIBE | 0x02, body)
 
 
@@ -602,12 +603,13 @@ class MQTTClient:
             self.last_refusal = (topic, reason)
         return reason
 
-    def subscribe(self, topic, qos=0):
-        """Subscribe and return the granted QoS; raise MQTTException if the broker refuses."""
+    def subscribe(self, topic, qos=0, retain_handling=0):
+        """Subscribe and return the granted QoS; raise MQTTException if the broker refuses.
+        `retain_handling` 2: the broker sends no retained message for this subscription."""
         if qos not in (0, 1):
             raise ValueError("this client subscribes with QoS 0 or 1")
         pid = self._next_pid()
-        self._send(subscribe_packet(pid, topic, qos))
+        self._send(subscribe_packet(pid, topic, qos, retain_handling))
         codes = parse_suback(self._wait_for(SUBACK, pid))[1]
         if not codes or codes[0] >= 0x80:
             code = codes[0] if codes else 0x80

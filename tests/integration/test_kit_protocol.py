@@ -17,7 +17,7 @@ import pytest
 from hardware_kits import protocol as P
 from hardware_kits.descriptor import load_models
 from hardware_kits.firmware_bundle import build_bundle, run_under_cpython, run_under_micropython
-from hardware_kits.mqtt import connect_client
+from hardware_kits.mqtt import command_properties, connect_client
 from labs.client import CommandRejected, connect
 from tests.conftest import ChildProcess, KitProcess, wait_until
 from tests.kit_examples import (
@@ -228,6 +228,40 @@ def test_safe_state_restores_every_actuator(kit):
     assert ack.status == P.APPLIED and ack.value == P.safe_state(handle.descriptor)
     wait_until(lambda: handle.actuators == P.safe_state(handle.descriptor), timeout=5)
     wait_until(lambda: handle.status["safe"] is True, timeout=5)
+
+
+def test_a_retained_command_is_never_applied(kit, broker):
+    """A command left retained on the broker (a holder's, before a handover) would reach the kit
+    again whenever it subscribes anew, long after it was meant: the kit never gets one."""
+    handle, _, runner = kit
+    descriptor = handle.descriptor
+    actuator, spec = next(
+        (name, spec)
+        for name, spec in descriptor["actuators"].items()
+        if not prerequisites(descriptor, name) and example_value(spec) != spec["safe"]
+    )
+    account = broker.provision_user(f"retainer-{handle.kit_id}", command_kits=[handle.kit_id])
+    client = connect_client(broker.host, broker.port, account, f"ret-{uuid.uuid4().hex[:6]}")
+    topic = P.set_topic(handle.kit_id, actuator)
+    try:
+        runner.kill()
+        wait_until(lambda: handle.state == P.STATE_LOST, timeout=5)
+        props = command_properties(
+            uuid.uuid4().hex, P.ack_topic(handle.kit_id, account.username), time.time() + 3600
+        )
+        client.publish(
+            topic, P.encode_value(spec, example_value(spec)), qos=1, retain=True, properties=props
+        ).wait_for_publish(5)
+        runner.start()
+        wait_until(lambda: handle.state == P.STATE_READY, timeout=20)
+        wait_until(lambda: handle.actuators.get(actuator) == spec["safe"], timeout=5)
+        time.sleep(1.5)  # a retained command would have been delivered at the subscription
+        assert handle.actuators[actuator] == spec["safe"]
+        assert handle.status.get("applied", 0) == 0, handle.status
+    finally:
+        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)  # clear it
+        client.disconnect()
+        client.loop_stop()
 
 
 def test_killed_kit_is_lost_then_recovers(kit):

@@ -192,6 +192,8 @@ def test_acknowledgements() -> None:
         {"reason_string": "no"},
     )
     assert U.subscribe_packet(1, "a/+", 1) == b"\x82\x09\x00\x01\x00\x00\x03a/+\x01"
+    # retain handling 2 (bits 4-5 of the options): no retained message at subscribe time
+    assert U.subscribe_packet(1, "a/+", 1, 2) == b"\x82\x09\x00\x01\x00\x00\x03a/+\x21"
     assert U.parse_suback(b"\x00\x01\x00\x01\x80") == (1, [1, 0x80], {})
     assert U.parse_connack(b"\x01\x00\x03\x21\x00\x0a") == (True, 0, {"receive_maximum": 10})
     assert U.parse_connack(b"\x00\x86") == (False, 0x86, {})
