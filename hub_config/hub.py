@@ -127,12 +127,15 @@ def admin_users(site: Site) -> list[str]:
 
 
 HUB_ADMIN_ROLE = "hub-admin"
-# JupyterHub's default admin scopes minus entering servers, minting tokens and shutting down.
+# JupyterHub's default admin scopes minus entering servers, minting tokens and shutting down,
+# and minus changing groups: membership grants course and lab roles, and it comes from the site
+# file and LTI only (a hub admin who joined formgrade-<course> would read its grades).
 HUB_ADMIN_SCOPES = [
     "admin-ui",
     "admin:users",
     "admin:servers",
-    "admin:groups",
+    "read:groups",
+    "list:groups",
     "list:services",
     "read:services",
     "read:hub",

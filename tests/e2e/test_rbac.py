@@ -57,3 +57,15 @@ def test_role_endpoint_cell(platform, browsers, boris_running, endpoint, who):
             assert {u["name"] for u in answer.json()} <= taught[who]
     else:
         assert answer.status_code in (403, 404), (who, endpoint, answer.status_code)
+
+
+@pytest.mark.parametrize("group", ["formgrade-smart-lighting", "nbgrader-iot-basics", "lab-admins"])
+def test_a_hub_admin_cannot_join_a_group_that_grants_a_role(platform, browsers, group):
+    """Group membership gives course and lab roles; only the site file and LTI set it."""
+    hugo = browsers["hugo"]
+    joined = hugo.request("POST", f"/hub/api/groups/{group}/users", json={"users": ["hugo"]})
+    assert joined.status_code == 403, (group, joined.status_code, joined.text[:200])
+    left = hugo.request("DELETE", f"/hub/api/groups/{group}/users", json={"users": ["anna"]})
+    assert left.status_code == 403, (group, left.status_code)
+    members = hugo.get(f"/hub/api/groups/{group}").json()["users"]
+    assert "hugo" not in members

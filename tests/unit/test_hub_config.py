@@ -264,3 +264,14 @@ def test_a_folder_closed_to_other_accounts_is_named():
         assert closed_to_other_accounts(private / "smartlab" / "var" / "new") is None
     finally:
         shutil.rmtree(top)
+
+
+def test_hub_admins_cannot_change_group_membership():
+    """Groups grant course and lab roles; the site file and LTI alone set them."""
+    from jupyterhub.scopes import _expand_scope
+
+    from hub_config.hub import HUB_ADMIN_SCOPES
+
+    granted = set().union(*(_expand_scope(scope) for scope in HUB_ADMIN_SCOPES))
+    assert {"read:groups", "list:groups"} <= granted
+    assert not granted & {"admin:groups", "groups", "delete:groups"}
