@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import random
+import statistics
 import time
 import uuid
 from collections import defaultdict
@@ -339,16 +341,24 @@ def audit(sessions, seen_acks, clock: SimClock, students) -> None:
         assert holder, f"{kit_id} received a command from {sender}, who did not hold it"
         applied += ack["status"] == P.APPLIED
     assert applied > 50, "too few commands reached the kits for the audit to mean anything"
-    # 4. With equal demand, no institution's mean wait exceeds another's by more than 25 %.
+    # 4. With equal demand, no institution's mean wait exceeds another's by more than 25 %, up
+    # to sampling noise: each mean is of some 85 waits and has a standard error of about 9 %,
+    # so three perfectly fairly served institutions still lie more than 25 % apart in about
+    # one run in ten. A gap counts past 25 % plus 1.5 standard errors of the difference: a fair
+    # run fails about once in 600, and a gap of 60 % is still caught about 9 times in 10.
     waits: dict[str, list[float]] = defaultdict(list)
     for session in sessions:
         waits[session.institution].append(session.granted_at - session.requested_at)
-    means = {inst: sum(w) / len(w) for inst, w in waits.items()}
+    means = {inst: statistics.fmean(w) for inst, w in waits.items()}
+    errors = {inst: statistics.stdev(w) / math.sqrt(len(w)) for inst, w in waits.items()}
     summary = {
-        inst: f"{len(w)} sessions, mean wait {means[inst]:.0f} s" for inst, w in waits.items()
+        inst: f"{len(w)} sessions, mean wait {means[inst]:.0f} s ± {errors[inst]:.0f} s"
+        for inst, w in waits.items()
     }
     print(f"fairness: {summary}")
     assert set(means) == set(INSTITUTIONS)
-    assert max(means.values()) <= 1.25 * min(means.values()), (
-        f"institutions' mean waits more than 25 % apart: {summary}"
-    )
+    for low, high in itertools.permutations(INSTITUTIONS, 2):
+        noise = 1.5 * math.hypot(errors[low], errors[high])
+        assert means[high] - means[low] <= 0.25 * means[low] + noise, (
+            f"institutions' mean waits more than 25 % apart beyond sampling noise: {summary}"
+        )
