@@ -44,7 +44,6 @@ from typing import Any
 
 from site_config.platform_accounts import SANDBOX_PREFIX
 
-ACCOUNT_PREFIX = SANDBOX_PREFIX
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The platform's packages a graded kernel imports: course helpers, kit twins, the client.
 KERNEL_PACKAGES = ("grader", "hardware_kits", "labs", "courses")
@@ -176,7 +175,7 @@ class Account:
 
 
 def account_name(slot: int) -> str:
-    return f"{ACCOUNT_PREFIX}{slot}"
+    return f"{SANDBOX_PREFIX}{slot}"
 
 
 def ensure_account(slot: int) -> Account:

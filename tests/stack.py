@@ -24,7 +24,7 @@ from hardware_kits.broker import Broker
 from labs.board import DASHBOARDS, voila_command, voila_env
 from labs.client import LabService
 from site_config.runtime import Runtime, free_port
-from tests.conftest import REPO, wait_until
+from tests.conftest import REPO, ChildProcess, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -121,7 +121,7 @@ def stop(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
         process.wait()
 
 
-class ServiceProcess:
+class ServiceProcess(ChildProcess):
     """The lab service in its own process: `python -m lab_service.app` (what `smartlab lab
     serve` runs), with a token identity for `users` (token -> user) and `settings` added to its
     configuration file. `extra_args` go to the service, `launcher` before it (`-m cProfile …`)."""
@@ -181,11 +181,6 @@ class ServiceProcess:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:]) if lines else text
 
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
     def stop(self) -> None:
         stop(self.process)
 
@@ -211,7 +206,7 @@ runner.stop()
 """
 
 
-class TwinProcess:
+class TwinProcess(ChildProcess):
     """A twin in its own process, so that a test can SIGKILL it (the broker then publishes its
     will: `lost`)."""
 
@@ -227,11 +222,6 @@ class TwinProcess:
         if "running" not in line:
             raise RuntimeError(f"the twin did not start: {line}")
         return self
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
 
     def stop(self) -> None:
         stop(self.process)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.sandbox import ACCOUNT_PREFIX
 from hub_config.course_dirs import course_root
+from site_config.platform_accounts import SANDBOX_PREFIX
 from tests.e2e.hubclient import Browser, json_of
 from tests.stack import Up
 
@@ -154,5 +154,5 @@ def test_two_universities_submit_and_get_feedback_without_hidden_tests(platform,
         assert not leaked, f"hidden tests in {username}'s feedback: {leaked[:3]}"
         if username == "anna" and platform.runtime.isolate:
             # The formgrader's autograde ran her code in the sandbox, not as grader-<course>.
-            assert f"graded as {ACCOUNT_PREFIX}" in text, text[-2000:]
+            assert f"graded as {SANDBOX_PREFIX}" in text, text[-2000:]
     assert answered

@@ -8,7 +8,8 @@ import re
 import time
 
 from grader.compare import cell_scores
-from grader.sandbox import ACCOUNT_PREFIX, processes_of
+from grader.sandbox import processes_of
+from site_config.platform_accounts import SANDBOX_PREFIX
 
 from .conftest import ASSIGNMENT, COURSE_ID, HostileClass, root_only
 from .corpus import FULL_MARKS, autograded_cells
@@ -103,7 +104,7 @@ def test_fork_bomb_is_refused_and_cleaned_up(hostile_class: HostileClass) -> Non
         r"fork refused BlockingIOError|KeyboardInterrupt|CellTimeoutError",
         outputs_of(hostile_class, "forker"),
     )
-    uids = [p.pw_uid for p in pwd.getpwall() if p.pw_name.startswith(ACCOUNT_PREFIX)]
+    uids = [p.pw_uid for p in pwd.getpwall() if p.pw_name.startswith(SANDBOX_PREFIX)]
     deadline = time.monotonic() + 10
     while any(processes_of(uid) for uid in uids) and time.monotonic() < deadline:
         time.sleep(0.2)

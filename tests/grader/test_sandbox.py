@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from grader.execute import NOT_RUN_ENAME, NOTE_KEY, STOPPED_ENAME
-from grader.sandbox import ACCOUNT_PREFIX, KERNEL_PACKAGES, processes_of, source_checkout
+from grader.sandbox import KERNEL_PACKAGES, processes_of, source_checkout
+from site_config.platform_accounts import SANDBOX_PREFIX
 
 from .conftest import SECRET_ENV, root_only, run_notebook, text_of
 
@@ -50,7 +51,7 @@ def test_kernel_is_a_pool_account_with_a_clean_environment(fork_server: str, fol
         folder,
     )
     who = text_of(nb.cells[0])
-    assert who.startswith(ACCOUNT_PREFIX) and "[] /tmp/work" in who, who
+    assert who.startswith(SANDBOX_PREFIX) and "[] /tmp/work" in who, who
     assert text_of(nb.cells[1]).strip() == "['data.txt']"
     assert text_of(nb.cells[2]).strip() == "no secret /tmp/home"
     assert stops == []
