@@ -16,8 +16,8 @@ assignment already in the exchange is not released twice.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -58,16 +58,34 @@ def _course_dir(course_id: str) -> Path:
 
 def copy_missing(source: Path, target: Path) -> int:
     """Copy files that do not exist in `target` yet; return how many were copied."""
-    copied = 0
+    return write_missing(course_files(source), target)
+
+
+def course_files(source: Path) -> dict[str, list]:
+    """The files below `source` (relative path -> [base64 content, mode, mtime]): read by whoever
+    may read the sources, written by `write_missing` as the course folder's owner."""
+    files: dict[str, list] = {}
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
         if path.is_dir() or SKIP & set(relative.parts):
             continue
-        destination = target / relative
-        if destination.exists():
+        info = path.stat()
+        content = base64.b64encode(path.read_bytes()).decode()
+        files[relative.as_posix()] = [content, info.st_mode & 0o777, info.st_mtime]
+    return files
+
+
+def write_missing(files: dict[str, list], target: Path) -> int:
+    """Write the `course_files` that `target` does not have yet; return how many."""
+    copied = 0
+    for relative, (content, mode, mtime) in files.items():
+        destination = Path(target) / relative
+        if destination.exists() or destination.is_symlink():
             continue  # an instructor's edited copy wins
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, destination)
+        destination.write_bytes(base64.b64decode(content))
+        destination.chmod(mode)
+        os.utime(destination, (mtime, mtime))
         copied += 1
     return copied
 

@@ -9,13 +9,17 @@ and is never taken over.
 
 from __future__ import annotations
 
+import contextlib
 import grp
+import json
 import os
 import pwd
-import shutil
 import stat
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from jupyterhub.spawner import set_user_setuid
 
@@ -107,10 +111,89 @@ def ensure_account(name: str, home: Path, groups: tuple[str, ...] = ()) -> pwd.s
 
 
 def private_dir(path: Path, account: pwd.struct_passwd, mode: int = 0o700) -> None:
-    """`path` exists, belongs to `account` and only it can enter."""
-    path.mkdir(parents=True, exist_ok=True)
-    shutil.chown(path, account.pw_uid, account.pw_gid)
-    path.chmod(mode)
+    """`path` exists, belongs to `account` and only it can enter. Root does this in a folder of
+    its own (the homes' root): a symbolic link planted at `path` is refused, never followed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _no_follow(path) as fd:
+        os.fchown(fd, account.pw_uid, account.pw_gid)
+        os.fchmod(fd, mode)
+
+
+@contextlib.contextmanager
+def _no_follow(path: Path) -> Iterator[int]:
+    """The folder `path` opened without following a link at its last component (made first
+    if missing): fchown/fchmod on it change that folder and nothing a link points at."""
+    parent = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path.name, 0o700, dir_fd=parent)
+        try:
+            fd = os.open(
+                path.name,
+                os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dir_fd=parent,
+            )
+        except OSError as err:
+            raise AccountError(
+                f"{path} is not a folder (a symbolic link?): refusing to use it ({err.strerror})"
+            ) from None
+    finally:
+        os.close(parent)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def folder_owner(folder: Path) -> int | None:
+    """The uid whose rights apply in `folder` (its owner, not following a link); None if there
+    is no such folder. Root acts in it as that account; a link there, or a folder of root's
+    that others may write, is refused: root never follows what another account controls."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        raise AccountError(f"{folder} is a symbolic link: refusing to follow it as root")
+    if not stat.S_ISDIR(info.st_mode):
+        return None
+    if info.st_uid == 0 and info.st_mode & 0o022:
+        raise AccountError(f"{folder} belongs to root but others may write in it: refusing it")
+    return info.st_uid
+
+
+def call_as(account: pwd.struct_passwd | None, target: str, payload: dict[str, Any]) -> Any:
+    """`target` ("module:function") called with `payload` as keyword arguments, as `account`
+    (None or this process's own account: here, in this process). For another account: a fresh
+    interpreter started as it (no state of this process, which may run threads, is inherited),
+    JSON both ways: root never unpickles what another account's process could have written.
+    AccountError with the function's one-line error on failure."""
+    if account is None or account.pw_uid == os.geteuid():
+        module, name = target.split(":")
+        return getattr(__import__(module, fromlist=[name]), name)(**payload)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": account.pw_dir,
+        "USER": account.pw_name,
+        "LOGNAME": account.pw_name,
+        "LANG": "C.UTF-8",
+    }
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "hub_config.as_account", target],
+        input=json.dumps(payload),
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        user=account.pw_uid,
+        group=account.pw_gid,
+        extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
+        umask=0o022,
+    )
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise AccountError(f"as {account.pw_name}: {lines[-1] if lines else done.returncode}")
+    return json.loads(done.stdout)
 
 
 def run_as(name: str | None, command: list[str], cwd: Path, env: dict[str, str]) -> None:

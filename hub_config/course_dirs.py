@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import stat
 from pathlib import Path
 
-from courses.install import COURSES_DIR, assignments, available_courses, copy_missing
+from courses.install import (
+    COURSES_DIR,
+    assignments,
+    available_courses,
+    course_files,
+)
 from hub_config import hub
 from hub_config.accounts import (
     GRADER_GROUP,
     AccountError,
+    call_as,
     ensure_account,
-    private_dir,
     run_as,
 )
 from site_config.runtime import Runtime
@@ -46,35 +50,31 @@ def prepare_exchange(runtime: Runtime) -> None:
 
 def prepare_course(runtime: Runtime, course_id: str) -> Path:
     """The grader account, its home and nbgrader config, and the course's sources (first run:
-    copied from courses/; later runs keep the instructors' edits)."""
+    copied from courses/; later runs keep the instructors' edits).
+
+    Root makes the account and its home (in the homes' folder, root's own); everything inside
+    the home is written by the grader account itself (`call_as`): anyone with formgrader
+    access runs code as that account, so a link they plant there must never be followed by
+    root. The sources are read here (the checkout's course folders are closed to others)."""
     account = hub.grader_account(course_id)
     home, root = runtime.home(account), course_root(runtime, course_id)
-    owner = (
-        ensure_account(account, home, groups=(GRADER_GROUP,))
-        if runtime.isolate
-        else pwd.getpwuid(os.geteuid())
-    )
-    if not runtime.isolate:
-        home.mkdir(parents=True, exist_ok=True)
-    config_dir = home / ".jupyter"
-    config_dir.mkdir(exist_ok=True)
-    (config_dir / "nbgrader_config.py").write_text(
-        GRADER_CONFIG.format(course=course_id, root=str(root))
-    )
-    root.mkdir(exist_ok=True)
-    if course_id in available_courses():
-        copy_missing(COURSES_DIR / course_id, root)  # an instructor's edited copy wins
     if runtime.isolate:
-        for path in (config_dir, root):
-            _chown_tree(path, owner)
-        private_dir(home, owner)
+        owner: pwd.struct_passwd | None = ensure_account(account, home, groups=(GRADER_GROUP,))
+    else:
+        owner = None
+        home.mkdir(parents=True, exist_ok=True)
+    files = course_files(COURSES_DIR / course_id) if course_id in available_courses() else {}
+    call_as(
+        owner,
+        "hub_config.grader_home:write_course_folder",
+        {
+            "home": str(home),
+            "root": str(root),
+            "config": GRADER_CONFIG.format(course=course_id, root=str(root)),
+            "files": files,
+        },
+    )
     return root
-
-
-def _chown_tree(path: Path, owner: pwd.struct_passwd) -> None:
-    shutil.chown(path, owner.pw_uid, owner.pw_gid)
-    for item in path.rglob("*"):
-        os.lchown(item, owner.pw_uid, owner.pw_gid)
 
 
 def release_first_assignment(runtime: Runtime, course_id: str) -> str | None:
@@ -104,11 +104,11 @@ def prepare_courses(site: Site, runtime: Runtime) -> dict[str, str]:
     prepare_exchange(runtime)
     released = {}
     for course in site.courses:
-        prepare_course(runtime, course.id)
         try:
+            prepare_course(runtime, course.id)
             first = release_first_assignment(runtime, course.id)
         except AccountError as err:
-            released[course.id] = f"not released: {err}"
+            released[course.id] = f"not released: {err}"  # shown by `smartlab up`
         else:
             released[course.id] = f"released {first}" if first else "no assignment yet"
     return released
