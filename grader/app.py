@@ -16,6 +16,7 @@ import fnmatch
 import logging
 import os
 import pwd
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,12 +180,17 @@ class SmartGrade(NbGrader):
     # ---- running
 
     def start_sandbox(
-        self, allow_uids: tuple[int, ...] = (), started: kernels.PrivateForkServer | None = None
+        self,
+        allow_uids: tuple[int, ...] = (),
+        started: kernels.PrivateForkServer | None = None,
+        settings: Sandbox | None = None,
     ) -> Callable[[], str]:
         """Start (or find) the fork server, or configure the one `started` before the
-        configuration was read; returns a function that waits until it listens and gives its
-        socket, so its warm-up overlaps with planning."""
-        settings = Sandbox(parent=self)
+        configuration was read (with `settings`, else this app's); returns a function that
+        waits until it listens and gives its socket, so its warm-up overlaps with planning.
+        Called again once configured, only a configured `server_socket` changes the choice."""
+        settings = settings or Sandbox(parent=self)
+        started = started or getattr(self, "_fork_server", None)
         if settings.server_socket:
             if started is not None:
                 started.stop()
@@ -192,7 +198,8 @@ class SmartGrade(NbGrader):
         if started is None:
             started = kernels.PrivateForkServer()
         self._fork_server = started
-        started.configure(settings, allow_uids)
+        if started.socket_path is None:
+            started.configure(settings, allow_uids)
         return started.wait_ready
 
     def stop_sandbox(self) -> None:
@@ -394,7 +401,7 @@ def find_course_dir(course_id: str, explicit: str | None = None) -> Path:
     """The course folder: --course-dir, else the course's grader home on this hub
     (/home/grader-<course>/<course>, as `smartlab up` makes it), else ./courses/<course>."""
     if explicit:
-        path = Path(explicit).expanduser().resolve()
+        path = _absolute(Path(explicit).expanduser())
         if not path.is_dir():
             raise GradeError(f"{explicit}: no such course folder")
         return path
@@ -411,7 +418,7 @@ def find_course_dir(course_id: str, explicit: str | None = None) -> Path:
     candidates.append(Path("courses") / course_id)
     for path in candidates:
         if (path / "nbgrader_config.py").exists() or (path / "gradebook.db").exists():
-            return path.resolve()
+            return _absolute(path)
     tried = ", ".join(str(p) for p in candidates)
     raise GradeError(f"no course folder for {course_id!r} (tried {tried}); give --course-dir")
 
@@ -426,17 +433,42 @@ def drop_privileges(owner: pwd.struct_passwd) -> None:
     os.environ["USER"] = os.environ["LOGNAME"] = owner.pw_name
 
 
+def _absolute(path: Path) -> Path:
+    # As root a link is not resolved: course_owner looks at the folder itself, not following it.
+    return Path(os.path.abspath(path)) if os.geteuid() == 0 else path.resolve()
+
+
 def course_owner(root: Path) -> pwd.struct_passwd | None:
-    """The account to grade as, when we are root and the course belongs to someone else."""
+    """The account to grade as, when we are root and the course belongs to someone else. A
+    link at the course folder, or a folder of root's that others may write (their
+    nbgrader_config.py would run as root), is refused."""
     if os.geteuid() != 0:
         return None
-    uid = root.stat().st_uid
-    if uid == 0:
+    info = os.lstat(root)
+    if stat.S_ISLNK(info.st_mode):
+        raise GradeError(
+            f"{root} is a symbolic link; as root give the course folder itself (--course-dir)"
+        )
+    if info.st_uid == 0:
+        for path in (root, root / "nbgrader_config.py"):
+            if _others_control(path):
+                raise GradeError(
+                    f"{path} belongs to root but other accounts may change it: refusing to load "
+                    "it as root (give the course folder to its grader account)"
+                )
         return None
     try:
-        return pwd.getpwuid(uid)
+        return pwd.getpwuid(info.st_uid)
     except KeyError:
-        raise GradeError(f"{root} belongs to uid {uid}, which has no account") from None
+        raise GradeError(f"{root} belongs to uid {info.st_uid}, which has no account") from None
+
+
+def _others_control(path: Path) -> bool:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISLNK(info.st_mode) or info.st_uid != 0 or bool(info.st_mode & 0o022)
 
 
 def grade(
@@ -457,16 +489,23 @@ def grade(
     previous = os.getcwd()
     try:
         root = find_course_dir(course_id, course_dir)
+        owner = course_owner(root)
+        allow = (owner.pw_uid,) if owner else ()
+        if os.geteuid() == 0:
+            # Nothing of the course is read as root: the root fork server gets root's settings
+            # (c.Sandbox defaults, $SMARTLAB_SANDBOX_SOCKET) before the course configuration is
+            # loaded, then this process becomes the course's owner and reads it from its folder.
+            app.start_sandbox(allow, fork_server, Sandbox())
+            if owner is not None:
+                drop_privileges(owner)
+            os.chdir(root)
         app.setup(root, course_id)
         if workers is not None:
             if workers < 1:
                 raise GradeError("--workers must be at least 1")
             app.workers = workers
         app.force = force or app.force
-        owner = course_owner(root)
-        sandbox = app.start_sandbox((owner.pw_uid,) if owner else (), fork_server)
-        if owner is not None:
-            drop_privileges(owner)
+        sandbox = app.start_sandbox(allow, fork_server)
         return app.run_batch(assignment, students, out, err, sandbox)
     finally:
         app.stop_sandbox()

@@ -65,6 +65,7 @@ class PrivateForkServer:
             os.set_inheritable(fd, False)
         command = [
             sys.executable,
+            "-P",  # not the current folder (perhaps a course folder) on root's sys.path
             "-m",
             "grader.zygote",
             "--settings-fd",

@@ -15,7 +15,8 @@ def main(argv: list[str]) -> int:
     try:
         result = getattr(importlib.import_module(module), name)(**payload)
     except Exception as err:  # one line for the caller (root), which logs or raises it
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        first = (str(err).strip().splitlines() or [""])[0]
+        print(f"{type(err).__name__}: {first}", file=sys.stderr)
         return 1
     json.dump(result, sys.stdout)
     return 0
