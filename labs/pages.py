@@ -15,7 +15,6 @@ down): the session is released, the queue entry withdrawn, MQTT connections clos
 from __future__ import annotations
 
 import atexit
-import html
 import logging
 import os
 import threading
@@ -43,6 +42,7 @@ from labs.widgets.admin import AdminView
 from labs.widgets.instructor import InstructorView
 from labs.widgets.kit_dashboard import KitDashboard
 from labs.widgets.live import DEFAULT_MAX_RATE, Runner
+from labs.widgets.markup import html
 from labs.widgets.overview import OverviewBoard
 from labs.widgets.session_panel import ServiceBanner, SessionPanel
 
@@ -130,9 +130,9 @@ def error_box(texts: Texts, key: str, **fields: Any) -> W.HTML:
         lambda: setattr(
             box,
             "value",
-            (
-                "<div style='background:#fde8e8;border:1px solid #e5a0a0;padding:8px'>"
-                f"⚠ {html.escape(texts(key, **fields))}</div>"
+            html(
+                "<div style='background:#fde8e8;border:1px solid #e5a0a0;padding:8px'>⚠ {}</div>",
+                texts(key, **fields),
             ),
         )
     )
@@ -289,7 +289,7 @@ class KitPage(Page):
         if self.dashboard is None:
             return ""
         wait_for_first_sample(self.dashboard.kit, FIRST_SAMPLE_WAIT_S)
-        return f"<div class='smartlab-snapshot-kit'>{self.dashboard.snapshot_html()}</div>"
+        return html("<div class='smartlab-snapshot-kit'>{}</div>", self.dashboard.snapshot_html())
 
 
 class OverviewPage(Page):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import html
 import io
 import time
 from typing import Any
@@ -19,10 +18,11 @@ import ipywidgets as W
 from labs.client import LabService, LabServiceError
 from labs.i18n import Texts
 from labs.widgets.live import Runner
+from labs.widgets.markup import html, text
 from labs.widgets.overview import pool_badge, state_badge
 from labs.widgets.polled import PolledView
 from labs.widgets.session_panel import ServiceBanner
-from labs.widgets.tables import BarChart, Raw, heading, table, when
+from labs.widgets.tables import BarChart, heading, table, when
 
 RECENT_REJECTIONS = 12
 
@@ -129,11 +129,11 @@ class AdminView(PolledView):
         reason = self.reason.value.strip()
 
         def done(view: dict[str, Any]) -> None:
-            self.action.value = f"<small>{html.escape(kit_id)}: {html.escape(view['pool'])}</small>"
+            self.action.value = html("<small>{}: {}</small>", kit_id, view["pool"])
             self.refresh()
 
         def failed(err: BaseException) -> None:
-            self.action.value = f"<span style='color:#b42318'>{html.escape(str(err))}</span>"
+            self.action.value = html("<span style='color:#b42318'>{}</span>", str(err))
 
         self.runner.submit(
             self.service.set_maintenance, kit_id, on, reason, done=done, failed=failed
@@ -143,10 +143,10 @@ class AdminView(PolledView):
 
     def _render(self) -> None:
         t = self.texts
-        self.title.value = f"<h3 style='margin:4px 0'>{html.escape(t('admin'))}</h3>"
+        self.title.value = html("<h3 style='margin:4px 0'>{}</h3>", t("admin"))
         data = self.data
         if data is None:
-            self.health.value = html.escape(t("loading"))
+            self.health.value = text(t("loading"))
             return
         kits = data["kits"]
         ids = [k["id"] for k in kits]
@@ -161,12 +161,10 @@ class AdminView(PolledView):
             safe = counters.get("safe")
             rows.append(
                 [
-                    Raw(f"<b>{html.escape(kit['id'])}</b>"),
+                    html("<b>{}</b>", kit["id"]),
                     kit["model"],
-                    Raw(pool_badge(t, kit)),
-                    Raw(
-                        state_badge(t, h.get("mqtt_state") or ("ready" if kit["online"] else None))
-                    ),
+                    pool_badge(t, kit),
+                    state_badge(t, h.get("mqtt_state") or ("ready" if kit["online"] else None)),
                     age,
                     counters.get("applied", "–"),
                     counters.get("rejected", "–"),
@@ -196,13 +194,13 @@ class AdminView(PolledView):
             self.attention.value = table(
                 [t("kit"), t("pool"), t("reason")],
                 [
-                    [k["id"], Raw(pool_badge(t, {**k, "reason": ""})), k.get("reason", "")]
+                    [k["id"], pool_badge(t, {**k, "reason": ""}), k.get("reason", "")]
                     for k in attention
                 ],
                 row_classes=[f"smartlab-attention-{k['id']}" for k in attention],
             )
         else:
-            self.attention.value = html.escape(t("no_attention"))
+            self.attention.value = text(t("no_attention"))
 
         usage = data["usage"]
         self.by_kit.show(
@@ -232,4 +230,4 @@ class AdminView(PolledView):
                 ],
             )
         else:
-            self.rejections.value = html.escape(t("no_rejections"))
+            self.rejections.value = text(t("no_rejections"))

@@ -8,7 +8,6 @@ and copied into the input whenever the user is not editing it and no command is 
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import ipywidgets as W
 
 from labs.i18n import Texts
+from labs.widgets.markup import html, text
 from labs.widgets.plots import format_value
 
 Submit = Callable[[str, Any], None]
@@ -45,8 +45,9 @@ class ActuatorControl:
         self.current = W.HTML()
         self.current.add_class("smartlab-current")
         # Names come from the kit's $description and values from the kit: text, never markup.
-        label = html.escape(str(spec.get("name") or actuator))
-        name = W.HTML(f"<b>{label}</b>", layout=W.Layout(width="160px"))
+        name = W.HTML(
+            html("<b>{}</b>", spec.get("name") or actuator), layout=W.Layout(width="160px")
+        )
         parts = [name, self.input] + ([self.send] if self.send is not None else []) + [self.current]
         self.widget = W.HBox(parts, layout=W.Layout(align_items="center"))
         self.widget.add_class("smartlab-control")
@@ -105,7 +106,7 @@ class ActuatorControl:
             self.send.description = self.texts("send")
         if self.datatype == "boolean":
             self.input.description = self.texts("true" if self.input.value else "false")
-        self.current.value = html.escape(
+        self.current.value = text(
             self.texts("now", value=format_value(self.kit_value, self.spec, self.texts))
         )
 

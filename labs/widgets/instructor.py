@@ -7,7 +7,6 @@ held as its members, or in its booked slots).
 
 from __future__ import annotations
 
-import html
 import time
 from collections import defaultdict
 from typing import Any
@@ -17,6 +16,7 @@ import ipywidgets as W
 from labs.client import LabService
 from labs.i18n import Texts
 from labs.widgets.live import Runner
+from labs.widgets.markup import html, text
 from labs.widgets.polled import PolledView
 from labs.widgets.session_panel import ServiceBanner
 from labs.widgets.tables import BarChart, heading, table, when
@@ -90,17 +90,17 @@ class InstructorView(PolledView):
 
     def _render(self) -> None:
         t = self.texts
-        self.title.value = f"<h3 style='margin:4px 0'>{html.escape(t('instructor'))}</h3>"
+        self.title.value = html("<h3 style='margin:4px 0'>{}</h3>", t("instructor"))
         if not self.courses:
-            self.sessions.value = html.escape(t("no_courses"))
+            self.sessions.value = text(t("no_courses"))
             return
         data, course = self.data, self.course.value
         if data is None:
-            self.sessions.value = html.escape(t("loading"))
+            self.sessions.value = text(t("loading"))
             return
         sessions = data["sessions"].get(course) or []
         if not sessions:
-            self.sessions.value = html.escape(t("no_sessions"))
+            self.sessions.value = text(t("no_sessions"))
         else:
             self.sessions.value = table(
                 [t("col_user"), t("col_kit"), t("col_state"), t("col_start"), t("col_end_reason")],
@@ -125,7 +125,7 @@ class InstructorView(PolledView):
                 ],
             )
             if bookings
-            else html.escape(t("no_bookings"))
+            else text(t("no_bookings"))
         )
         used = minutes_per_user(sessions, data["at"])
         self.per_student.show(t("usage_student"), list(used), list(used.values()))

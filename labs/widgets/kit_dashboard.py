@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import html
 import logging
 import random
 import time
@@ -38,6 +37,7 @@ from labs.client import (
 from labs.i18n import Texts
 from labs.widgets.controls import ActuatorControl
 from labs.widgets.live import DEFAULT_MAX_RATE, Coalescer, Runner
+from labs.widgets.markup import Markup, html, join
 from labs.widgets.plots import SensorPlot, format_value, plotted, redraw_interval
 from labs.widgets.readings import Readings
 
@@ -202,15 +202,18 @@ class KitDashboard:
     def _render_header(self) -> None:
         t = self.texts
         state = self.state or "none"
-        name = html.escape(str(self.descriptor.get("name", "")))
         colour = {"ready": "#1a7f37", "lost": "#b42318"}.get(state, "#8a6d00")
-        self.header.value = (
-            f"<h3 style='margin:4px 0'>{html.escape(self.kit_id)} "
-            f"<small style='color:#555'>{name}</small> "
-            f"<span class='smartlab-kit-state' data-state='{html.escape(state)}' "
-            f"style='color:{colour};font-size:80%'>● {html.escape(t('state_' + state))}"
-            f"</span></h3>"
+        self.header_html = html(
+            "<h3 style='margin:4px 0'>{kit} <small style='color:#555'>{name}</small> "
+            "<span class='smartlab-kit-state' data-state='{state}' "
+            "style='color:{colour};font-size:80%'>● {label}</span></h3>",
+            kit=self.kit_id,
+            name=str(self.descriptor.get("name", "")),
+            state=state,
+            colour=colour,
+            label=t("state_" + state),
         )
+        self.header.value = self.header_html
 
     def _render_banner(self) -> None:
         t = self.texts
@@ -226,9 +229,9 @@ class KitDashboard:
             self.kit_banner.layout.display = "none"
             self.kit_banner.value = ""
         else:
-            self.kit_banner.value = (
-                f"<div style='background:#fde8e8;border:1px solid #e5a0a0;"
-                f"padding:6px'>⚠ {html.escape(text)}</div>"
+            self.kit_banner.value = html(
+                "<div style='background:#fde8e8;border:1px solid #e5a0a0;padding:6px'>⚠ {}</div>",
+                text,
             )
             self.kit_banner.layout.display = None
 
@@ -239,12 +242,12 @@ class KitDashboard:
             text, role = t("controller_hint", until=until), "controller"
         else:
             text, role = t("observer_hint"), "observer"
-        self.hint.value = f"<i data-role='{role}'>{html.escape(text)}</i>"
+        self.hint.value = html("<i data-role='{}'>{}</i>", role, text)
 
     def _render_acks(self) -> None:
         t = self.texts
         if not self.acks:
-            self.ack_log.value = f"<small>{html.escape(t('no_acks'))}</small>"
+            self.ack_log.value = html("<small>{}</small>", t("no_acks"))
             return
         lines = []
         for status, key, fields in reversed(self.acks):
@@ -259,10 +262,15 @@ class KitDashboard:
             colour = "#1a7f37" if status == "applied" else "#b42318"
             mark = "✓" if status == "applied" else "✗"
             lines.append(
-                f"<div class='smartlab-ack smartlab-ack-{status}' "
-                f"style='color:{colour}'>{mark} {html.escape(t(key, **fields))}</div>"
+                html(
+                    "<div class='smartlab-ack smartlab-ack-{}' style='color:{}'>{} {}</div>",
+                    status,
+                    colour,
+                    mark,
+                    t(key, **fields),
+                )
             )
-        self.ack_log.value = f"<b>{html.escape(t('acks'))}</b>" + "".join(lines)
+        self.ack_log.value = html("<b>{}</b>{}", t("acks"), join(lines))
 
     # ------------------------------------------------------------ live data
 
@@ -309,13 +317,14 @@ class KitDashboard:
         for name, control in self.controls.items():
             control.show_kit_value(actuators.get(name))
 
-    def snapshot_html(self) -> str:
+    def snapshot_html(self) -> Markup:
         """The kit's header and latest values as static HTML: what the page shows from its
         first paint until the widgets are live (see `labs.pages.PageBox`)."""
-        readings = self.readings.html(self.kit.latest, self.kit.latest_ts)
-        return (
-            f"{self.header.value}{readings}"
-            f"<p style='color:#555'><i>{html.escape(self.texts('first_paint'))}</i></p>"
+        return html(
+            "{}{}<p style='color:#555'><i>{}</i></p>",
+            self.header_html,
+            self.readings.html(self.kit.latest, self.kit.latest_ts),
+            self.texts("first_paint"),
         )
 
     def flush_history(self) -> None:

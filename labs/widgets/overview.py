@@ -9,7 +9,6 @@ still shows every kit live. It has no controls: the public board is read-only.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ import ipywidgets as W
 from labs.client import Kit, Lab, LabService, LabServiceUnavailable
 from labs.i18n import Texts
 from labs.widgets.live import Coalescer, Runner
+from labs.widgets.markup import Markup, html, join, text
 from labs.widgets.plots import Sparkline, format_value
 
 SPARK_WINDOW_S = 120.0
@@ -33,27 +33,31 @@ COLUMNS = (
 )
 
 
-def state_badge(texts: Texts, state: str | None) -> str:
+def state_badge(texts: Texts, state: str | None) -> Markup:
     state = state or "none"
     colour = {"ready": "#1a7f37", "lost": "#b42318"}.get(state, "#8a6d00")
-    return (
-        f"<span class='smartlab-kit-state' data-state='{html.escape(state)}' "
-        f"style='color:{colour}'>● {html.escape(texts('state_' + state))}</span>"
+    return html(
+        "<span class='smartlab-kit-state' data-state='{}' style='color:{}'>● {}</span>",
+        state,
+        colour,
+        texts("state_" + state),
     )
 
 
-def pool_badge(texts: Texts, kit: dict[str, Any] | None) -> str:
+def pool_badge(texts: Texts, kit: dict[str, Any] | None) -> Markup:
     if kit is None:
-        return "<span class='smartlab-pool' data-pool=''>–</span>"
+        return html("<span class='smartlab-pool' data-pool=''>–</span>")
     pool = kit["pool"]
     colour = {"in-pool": "#1a7f37", "maintenance": "#8a6d00", "needs-attention": "#b42318"}.get(
         pool, "#555"
     )
-    reason = f"<br><small>{html.escape(kit['reason'])}</small>" if kit.get("reason") else ""
-    return (
-        f"<span class='smartlab-pool' data-pool='{html.escape(pool)}' "
-        f"style='color:{colour}'>{html.escape(texts('pool_' + pool.replace('-', '_')))}"
-        f"</span>{reason}"
+    reason = html("<br><small>{}</small>", kit["reason"]) if kit.get("reason") else ""
+    return html(
+        "<span class='smartlab-pool' data-pool='{}' style='color:{}'>{}</span>{}",
+        pool,
+        colour,
+        texts("pool_" + pool.replace("-", "_")),
+        reason,
     )
 
 
@@ -81,22 +85,29 @@ class BoardRow:
         self.widget.add_class("smartlab-board-row")
         self.widget.add_class(f"smartlab-board-row-{kit.kit_id}")
         self.service_view: dict[str, Any] | None = None
-        name = html.escape(str(descriptor.get("name", "")))
-        self.cells["kit"].value = (
-            f"<b class='smartlab-board-kit' data-kit='{kit.kit_id}'>"
-            f"{html.escape(kit.kit_id)}</b><br><small>{name}</small>"
+        self.kit_html = html(
+            "<b class='smartlab-board-kit' data-kit='{kit}'>{kit}</b><br><small>{name}</small>",
+            kit=kit.kit_id,
+            name=str(descriptor.get("name", "")),
         )
-        self.cells["model"].value = html.escape(str(descriptor.get("model", "")))
+        self.model_html = text(str(descriptor.get("model", "")))
+        self.cells["kit"].value = self.kit_html
+        self.cells["model"].value = self.model_html
         # A live state on screen: the page's first paint (`snapshot_html`) gives way.
         self.cells["status"].add_class("smartlab-live")
 
-    def values_text(self) -> str:
+    def values_text(self) -> Markup:
         latest = self.kit.latest
-        return " · ".join(
-            f"{html.escape(s.spec.get('name') or s.sensor)}: <b>"
-            f"{html.escape(format_value(latest.get(s.sensor), s.spec, self.texts))}"
-            f"</b>"
-            for s in self.sparks
+        return join(
+            (
+                html(
+                    "{}: <b>{}</b>",
+                    s.spec.get("name") or s.sensor,
+                    format_value(latest.get(s.sensor), s.spec, self.texts),
+                )
+                for s in self.sparks
+            ),
+            " · ",
         )
 
     def render(self, now: float) -> None:
@@ -104,8 +115,8 @@ class BoardRow:
         self.cells["status"].value = state_badge(t, self.kit.state)
         self.cells["pool"].value = pool_badge(t, view)
         holder = (view or {}).get("holder_institution")
-        self.cells["holder"].value = html.escape(holder or (t("nobody") if view else "–"))
-        self.cells["queue"].value = str(view["queue_length"]) if view else "–"
+        self.cells["holder"].value = text(holder or (t("nobody") if view else "–"))
+        self.cells["queue"].value = text(view["queue_length"] if view else "–")
         latest = self.kit.latest
         for spark in self.sparks:
             tt, vv = self.kit.history(spark.sensor)
@@ -152,10 +163,11 @@ class OverviewBoard:
 
     def _render_frame(self) -> None:
         t = self.texts
-        self.title.value = f"<h3 style='margin:4px 0'>{html.escape(t('overview'))}</h3>"
-        self.note.value = f"<small>{html.escape(t('public_note'))}</small>" if self.public else ""
+        self.title_html = html("<h3 style='margin:4px 0'>{}</h3>", t("overview"))
+        self.note_html = html("<small>{}</small>", t("public_note")) if self.public else text("")
+        self.title.value, self.note.value = self.title_html, self.note_html
         for cell, (key, _width) in zip(self.head.children, COLUMNS, strict=True):
-            cell.value = f"<b>{html.escape(t(key))}</b>"
+            cell.value = html("<b>{}</b>", t(key))
         self.coalescer.mark()
 
     def _discover(self) -> None:
@@ -199,25 +211,34 @@ class OverviewBoard:
             row.service_view = self.service_kits.get(kit_id)
             row.render(now)
         clock = dt.datetime.fromtimestamp(now).strftime("%H:%M:%S")
-        self.stamp.value = f"<small>{html.escape(self.texts('updated', time=clock))}</small>"
+        self.stamp.value = html("<small>{}</small>", self.texts("updated", time=clock))
 
-    def snapshot_html(self) -> str:
+    def snapshot_html(self) -> Markup:
         """Every kit's state and latest values as static HTML: what the page shows from its
         first paint until the widgets are live (see `labs.pages.PageBox`)."""
         t = self.texts
-        head = "".join(
-            f"<th style='text-align:left'>{html.escape(t(key))}</th>"
+        head = join(
+            html("<th style='text-align:left'>{}</th>", t(key))
             for key in ("kit", "model", "status", "values")
         )
-        rows = "".join(
-            f"<tr data-kit='{html.escape(kit_id)}'><td>{row.cells['kit'].value}</td>"
-            f"<td>{row.cells['model'].value}</td>"
-            f"<td>{state_badge(t, row.kit.state)}</td><td>{row.values_text()}</td></tr>"
+        rows = join(
+            html(
+                "<tr data-kit='{}'><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                kit_id,
+                row.kit_html,
+                row.model_html,
+                state_badge(t, row.kit.state),
+                row.values_text(),
+            )
             for kit_id, row in sorted(self.rows.items())
         )
-        return (
-            f"{self.title.value}{self.note.value}<table><tr>{head}</tr>{rows}</table>"
-            f"<p style='color:#555'><i>{html.escape(t('first_paint'))}</i></p>"
+        return html(
+            "{}{}<table><tr>{}</tr>{}</table><p style='color:#555'><i>{}</i></p>",
+            self.title_html,
+            self.note_html,
+            head,
+            rows,
+            t("first_paint"),
         )
 
     def close(self) -> None:

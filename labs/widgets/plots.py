@@ -16,7 +16,6 @@ a person reads at once, while a line over a minute or more moves by a few pixels
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import math
 from typing import Any
@@ -26,6 +25,7 @@ import ipywidgets as W
 import numpy as np
 
 from labs.i18n import Texts
+from labs.widgets.markup import Markup, html
 
 MAX_POINTS = 600
 PLOTTED = ("float", "integer", "boolean", "enum")  # datatypes drawn as lines
@@ -106,21 +106,18 @@ def format_value(value: Any, spec: dict[str, Any] | None, texts: Texts) -> str:
     return f"{text} {unit}".strip()
 
 
-def sample_stamp(ts: float | None, texts: Texts) -> str:
+def sample_stamp(ts: float | None, texts: Texts) -> Markup:
     """HTML of a sample's time; `data-ts` carries the kit's timestamp for measurements."""
     if ts is None:
-        return f'<span class="smartlab-ts">{html.escape(texts("no_value"))}</span>'
+        return html('<span class="smartlab-ts">{}</span>', texts("no_value"))
     clock = dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
-    return (
-        f'<span class="smartlab-ts" data-ts="{ts:.3f}">'
-        f"{html.escape(texts('at', time=clock))}</span>"
-    )
+    return html('<span class="smartlab-ts" data-ts="{:.3f}">{}</span>', ts, texts("at", time=clock))
 
 
-def title_text(name: str, unit: str | None) -> str:
+def title_text(name: str, unit: str | None) -> Markup:
     """A plot's heading: the sensor's name and unit."""
-    unit_html = f" <small style='color:#555'>{html.escape(unit)}</small>" if unit else ""
-    return f"<b>{html.escape(name)}</b>{unit_html}"
+    unit_html = html(" <small style='color:#555'>{}</small>", unit) if unit else ""
+    return html("<b>{}</b>{}", name, unit_html)
 
 
 class SensorPlot:
@@ -288,11 +285,11 @@ class Sparkline:
         texts.bind(self._render)
 
     def _render(self) -> None:
-        name = html.escape(self.spec.get("name") or self.sensor)
-        value = html.escape(format_value(self.value, self.spec, self.texts))
-        self.label.value = (
-            f"<span title='{name}' style='font-size:90%'>{name}: "
-            f"<b class='smartlab-value'>{value}</b></span>"
+        self.label.value = html(
+            "<span title='{name}' style='font-size:90%'>{name}: "
+            "<b class='smartlab-value'>{value}</b></span>",
+            name=self.spec.get("name") or self.sensor,
+            value=format_value(self.value, self.spec, self.texts),
         )
 
     def show(self, value: Any, t: np.ndarray | None, v: np.ndarray | None, start: float) -> None:

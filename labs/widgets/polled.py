@@ -7,13 +7,13 @@ on screen, and any other refusal shows as one line in the view.
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import ipywidgets as W
 
 from labs.client import LabServiceUnavailable
 from labs.widgets.live import Runner
+from labs.widgets.markup import html
 from labs.widgets.session_panel import ServiceBanner
 
 
@@ -61,7 +61,7 @@ class PolledView:
             self.banner.down(err)
             return
         self.banner.up()  # it answered, with a refusal
-        self.error_line.value = f"<span style='color:#b42318'>{html.escape(str(err))}</span>"
+        self.error_line.value = html("<span style='color:#b42318'>{}</span>", str(err))
 
     def close(self) -> None:
         self._stop()

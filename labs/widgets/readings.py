@@ -11,12 +11,12 @@ to 69 / 166 ms (docs/benchmarks.md). The same HTML is the page's server-rendered
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import ipywidgets as W
 
 from labs.i18n import Texts
+from labs.widgets.markup import Markup, html, join
 from labs.widgets.plots import format_value, sample_stamp
 
 # Wide enough for a name and a value, so that a changing value does not reflow the row.
@@ -25,14 +25,14 @@ CHIP = "border:1px solid #ddd;padding:4px 8px;min-width:220px;flex:1 1 220px"
 
 def reading_html(
     sensor: str, spec: dict[str, Any], value: Any, ts: float | None, texts: Texts
-) -> str:
+) -> Markup:
     """A sensor's name, latest value and its time."""
-    name = html.escape(spec.get("name") or sensor)
-    shown = html.escape(format_value(value, spec, texts))
-    return (
-        f"<div style='display:flex;justify-content:space-between;gap:8px'>"
-        f"<span><b>{name}</b>: <span class='smartlab-value'>{shown}</span>"
-        f"</span>{sample_stamp(ts, texts)}</div>"
+    return html(
+        "<div style='display:flex;justify-content:space-between;gap:8px'>"
+        "<span><b>{}</b>: <span class='smartlab-value'>{}</span></span>{}</div>",
+        spec.get("name") or sensor,
+        format_value(value, spec, texts),
+        sample_stamp(ts, texts),
     )
 
 
@@ -70,11 +70,15 @@ class Readings:
         self._shown = shown
         self.widget.value = self.html(self.latest, self.ts)
 
-    def html(self, latest: dict[str, Any], ts: float | None) -> str:
+    def html(self, latest: dict[str, Any], ts: float | None) -> Markup:
         """The row of values as HTML (also the page's first paint)."""
-        chips = "".join(
-            f"<div class='smartlab-reading' data-sensor='{html.escape(name)}' style='{CHIP}'>"
-            f"{reading_html(name, spec, latest.get(name), ts, self.texts)}</div>"
+        chips = join(
+            html(
+                "<div class='smartlab-reading' data-sensor='{}' style='{}'>{}</div>",
+                name,
+                CHIP,
+                reading_html(name, spec, latest.get(name), ts, self.texts),
+            )
             for name, spec in self.sensors.items()
         )
-        return f"<div style='display:flex;flex-wrap:wrap;gap:4px;margin:2px'>{chips}</div>"
+        return html("<div style='display:flex;flex-wrap:wrap;gap:4px;margin:2px'>{}</div>", chips)

@@ -16,7 +16,6 @@ the polls go on; the live values (MQTT) do not depend on the service.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import logging
 import time
 import uuid
@@ -28,6 +27,7 @@ import ipywidgets as W
 from labs.client import Kit, Lab, LabService, LabServiceError, LabServiceUnavailable, connect
 from labs.i18n import Texts, wait_text
 from labs.widgets.live import Runner
+from labs.widgets.markup import html, join
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,9 @@ class ServiceBanner:
             self.widget.layout.display = "none"
             self.widget.value = ""
             return
-        text = html.escape(self.texts("service_down", detail=self.detail))
-        self.widget.value = (
-            f"<div style='background:#fff3cd;border:1px solid #e0b84d;padding:6px'>⚠ {text}</div>"
+        self.widget.value = html(
+            "<div style='background:#fff3cd;border:1px solid #e0b84d;padding:6px'>⚠ {}</div>",
+            self.texts("service_down", detail=self.detail),
         )
         self.widget.layout.display = None
 
@@ -449,7 +449,7 @@ class SessionPanel:
             line = t("idle")
         if self.note is not None and self.state != IDLE and self.note[0] == "action_failed":
             line += " " + t(self.note[0], **self.note[1])
-        value = f"<span data-state='{self.state}'>{html.escape(line)}</span>"
+        value = html("<span data-state='{}'>{}</span>", self.state, line)
         if self.status.value != value:
             self.status.value = value
 
@@ -464,7 +464,7 @@ class SessionPanel:
         if kit.get("holder_institution") and self.state not in (CONNECTING, HOLDING):
             parts.append(t("held_by", institution=kit["holder_institution"]))
         parts.append(t("queue_length", n=kit.get("queue_length", 0)))
-        self.kit_line.value = f"<small>{html.escape(' · '.join(parts))}</small>"
+        self.kit_line.value = html("<small>{}</small>", " · ".join(parts))
 
     def _render_bookings(self) -> None:
         t = self.texts
@@ -478,8 +478,8 @@ class SessionPanel:
             )
             for b in self.bookings[:5]
         ]
-        body = "<br>".join(html.escape(x) for x in lines) or html.escape(t("no_bookings"))
-        self.bookings_box.value = f"<small><b>{html.escape(t('my_bookings'))}</b>: {body}</small>"
+        body = join(lines, html("<br>")) or t("no_bookings")
+        self.bookings_box.value = html("<small><b>{}</b>: {}</small>", t("my_bookings"), body)
 
     # ------------------------------------------------------------ closing
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import html
 from collections.abc import Sequence
 from typing import Any
 
 import bqplot as bq
 import ipywidgets as W
 import numpy as np
+
+from labs.widgets.markup import Markup, html, join
 
 
 def when(t: float | None) -> str:
@@ -22,23 +23,23 @@ def table(
     *,
     css: str = "",
     row_classes: Sequence[str] | None = None,
-) -> str:
-    """An HTML table; cells are escaped unless wrapped in `Raw`."""
-    head = "".join(
-        f"<th style='text-align:left;padding:2px 8px'>{html.escape(h)}</th>" for h in headers
-    )
-    body = []
-    for i, row in enumerate(rows):
-        cls = f" class='{row_classes[i]}'" if row_classes else ""
-        cells = "".join(
-            f"<td style='padding:2px 8px'>"
-            f"{c.html if isinstance(c, Raw) else html.escape(str(c))}</td>"
-            for c in row
+) -> Markup:
+    """An HTML table; cells are escaped unless they are `Markup` (see labs.widgets.markup)."""
+    head = join(html("<th style='text-align:left;padding:2px 8px'>{}</th>", h) for h in headers)
+    body = join(
+        html(
+            "<tr class='{}'>{}</tr>",
+            row_classes[i] if row_classes else "",
+            join(html("<td style='padding:2px 8px'>{}</td>", c) for c in row),
         )
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return (
-        f"<table class='{css}' style='border-collapse:collapse'><thead>{head}</thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
+        for i, row in enumerate(rows)
+    )
+    return html(
+        "<table class='{}' style='border-collapse:collapse'><thead>{}</thead>"
+        "<tbody>{}</tbody></table>",
+        css,
+        head,
+        body,
     )
 
 
@@ -47,18 +48,9 @@ def heading(texts: Any, key: str) -> W.HTML:
     widget = W.HTML()
     widget.add_class("smartlab-heading")
     texts.bind(
-        lambda: setattr(
-            widget, "value", f"<h4 style='margin:10px 0 4px'>{html.escape(texts(key))}</h4>"
-        )
+        lambda: setattr(widget, "value", html("<h4 style='margin:10px 0 4px'>{}</h4>", texts(key)))
     )
     return widget
-
-
-class Raw:
-    """A table cell that is already HTML."""
-
-    def __init__(self, markup: str) -> None:
-        self.html = markup
 
 
 class BarChart:
@@ -86,7 +78,7 @@ class BarChart:
         self.widget = W.VBox([self.title, self.figure], layout=W.Layout(width="48%"))
 
     def show(self, title: str, labels: Sequence[str], values: Sequence[float]) -> None:
-        self.title.value = f"<b>{html.escape(title)}</b>"
+        self.title.value = html("<b>{}</b>", title)
         with self.bars.hold_sync():
             self.bars.x = list(labels)
             self.bars.y = np.asarray(values, dtype=np.float64)
