@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardware_kits import protocol as P
-from hardware_kits.dynsec import DynSec, allow
+from hardware_kits.dynsec import DynSec, allow, deny
 from hardware_kits.mqtt import BrokerAddress, Credentials
 from site_config.platform_accounts import BROKER_ADMIN, KIT_PREFIX
 from site_config.runtime import port_is_free
@@ -80,21 +80,60 @@ def command_acls(kit_id: str) -> list[dict]:
     return [allow("publishClientSend", topic) for topic in P.command_subscriptions(kit_id)]
 
 
+def _no_acks(kit_filter: str) -> list[dict]:
+    """Acknowledgements are their requester's alone: watching a kit does not show them.
+
+    Listed first (dynsec takes the first matching ACL of the first matching role); a requester's
+    own `acks_<user>` role, granted at a higher priority, lets its own through (Mosquitto
+    2.0.11's dynsec has no %u substitution in ACL topics, so the role is made per account)."""
+    acks = kit_filter.removesuffix("#") + "$ack/#"
+    return [deny("subscribePattern", acks, 1), deny("publishClientReceive", acks, 1)]
+
+
 def observe_acls(kit_id: str) -> list[dict]:
-    """Subscribe to and receive everything under one kit's tree (telemetry, state, acks)."""
+    """Subscribe to and receive everything under one kit's tree (telemetry, state), no acks."""
     return [
+        *_no_acks(P.kit_filter(kit_id)),
         allow("subscribePattern", P.kit_filter(kit_id)),
         allow("publishClientReceive", P.kit_filter(kit_id)),
     ]
 
 
 OBSERVER_ACLS = [
+    *_no_acks(P.all_kits("#")),
     allow("subscribePattern", P.HOMIE_PREFIX + "/#"),
     allow("publishClientReceive", P.HOMIE_PREFIX + "/#"),
 ]
-# The lab service may put any kit into its safe state, and command nothing else.
+# Roles that lift the observers' ack denial come before them in a client's role list.
+ACK_ROLE_PRIORITY = 10
+# The lab service may put any kit into its safe state, reads every acknowledgement (for the
+# command records) and may clear retained commands: it publishes an empty retained message to a
+# `/set` topic where a holder left one (kits never take a retained command; see protocol.py).
 SUPERVISOR_ROLE = "supervise_kits"
-SUPERVISOR_ACLS = [allow("publishClientSend", P.all_kits(P.SAFE_STATE_PROPERTY + "/set"))]
+SUPERVISOR_ACLS = [
+    allow("publishClientSend", P.all_kits(P.SAFE_STATE_PROPERTY + "/set")),
+    allow("publishClientSend", P.all_kits(P.ACTUATORS_NODE + "/+/set")),
+    allow("subscribePattern", P.all_kits("$ack/#")),
+    allow("publishClientReceive", P.all_kits("$ack/#")),
+]
+
+
+def ack_role(username: str) -> str:
+    """The role that lets one MQTT account read the acknowledgements sent to it."""
+    return "acks_" + username
+
+
+def ack_acls(username: str) -> list[dict]:
+    """`homie/5/<any kit>/$ack/<username>/#`: the response topics of this account only."""
+    if not username or any(c in username for c in "+#/\0"):
+        raise BrokerError(f"{username!r} cannot be an MQTT account name (no + # / or NUL)")
+    mine = P.all_kits("$ack/" + username + "/#")
+    return [allow("subscribePattern", mine), allow("publishClientReceive", mine)]
+
+
+def priorities(*roles: str) -> dict[str, int]:
+    """Client-role priorities: ack-granting roles before the observers' denial."""
+    return {r: ACK_ROLE_PRIORITY for r in roles if r.startswith("acks_") or r == SUPERVISOR_ROLE}
 
 
 @dataclass
@@ -276,15 +315,20 @@ class Broker:
         return creds
 
     def provision_user(self, username: str, command_kits: list[str] = ()) -> Credentials:
-        """An account that observes every kit and may command the kits listed."""
+        """An account that observes every kit, may command the kits listed and reads the
+        acknowledgements of its own commands (no one else's)."""
         creds = self.credentials(username)
+        roles = [ack_role(username), OBSERVER_ROLE, *map(command_role, command_kits)]
         with self.admin() as dynsec:
-            dynsec.ensure_client(creds, [OBSERVER_ROLE, *map(command_role, command_kits)])
+            dynsec.create_role(ack_role(username), ack_acls(username))
+            dynsec.ensure_client(creds, roles, priorities(*roles))
         return creds
 
     def provision_supervisor(self, username: str) -> Credentials:
-        """The lab service's account: watches every kit, may only command safe states."""
+        """The lab service's account: watches every kit and reads every acknowledgement, may
+        only command safe states and clear retained commands."""
         creds = self.credentials(username)
+        roles = [SUPERVISOR_ROLE, OBSERVER_ROLE]
         with self.admin() as dynsec:
-            dynsec.ensure_client(creds, [OBSERVER_ROLE, SUPERVISOR_ROLE])
+            dynsec.ensure_client(creds, roles, priorities(*roles))
         return creds

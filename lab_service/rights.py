@@ -21,8 +21,16 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hardware_kits.broker import ADMIN, OBSERVER_ROLE, command_role, observe_role
-from hardware_kits.dynsec import DynSec, DynSecError
+from hardware_kits.broker import (
+    ADMIN,
+    OBSERVER_ROLE,
+    ack_acls,
+    ack_role,
+    command_role,
+    observe_role,
+    priorities,
+)
+from hardware_kits.dynsec import DynSec, DynSecError, role_ref
 from hardware_kits.mqtt import Credentials
 from site_config.platform_accounts import CONTROL_PREFIX, KIT_PREFIX
 
@@ -159,7 +167,15 @@ class BrokerRights:
         It may watch the kits too, so that one connection both sees a kit and commands it; that
         role never changes, so only command roles come and go."""
         creds = self._credentials(control_username(user))
-        self._roles_or_create(creds, {OBSERVER_ROLE})
+        acks = ack_role(creds.username)  # the acknowledgements of its own commands, no others'
+        create = {"command": "createRole", "rolename": acks, "acls": ack_acls(creds.username)}
+        error = self._call(create)[0].get("error")
+        if error and "already exists" not in error:
+            raise DynSecError(f"createRole {acks}: {error}")
+        have = self._roles_or_create(creds, {OBSERVER_ROLE, acks})
+        if have is not None and acks not in have:  # an account made before acks were private
+            add = _command("addClientRole", creds.username, **role_ref(acks, priorities(acks)))
+            self._check(self._call(add), add)
         return creds
 
     def _roles_or_create(self, creds: Credentials, roles: set[str]) -> set[str] | None:
@@ -168,7 +184,7 @@ class BrokerRights:
             "createClient",
             creds.username,
             password=creds.password,
-            roles=[{"rolename": r} for r in sorted(roles)],
+            roles=[role_ref(r, priorities(*roles)) for r in sorted(roles)],
         )
         answer = self._call(create)[0]
         error = answer.get("error")

@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from hardware_kits import protocol as P
-from hardware_kits.broker import OBSERVER_ROLE, Broker, observe_role
+from hardware_kits.broker import ADMIN, OBSERVER_ROLE, Broker, observe_role
 from hardware_kits.dynsec import DynSecError
 from hardware_kits.kit_runner import KitRunner
 from hardware_kits.mqtt import ConnectError, Credentials, command_properties, connect_client
@@ -50,12 +50,12 @@ class Conn:
         self.connects = 0
         self.disconnects = 0  # by the broker or the network, not by close()
         self.closing = False
-        self.requester = f"rt-{uuid.uuid4().hex[:8]}"
+        self.requester = f"{creds.username}/rt-{uuid.uuid4().hex[:8]}"
         self.client = connect_client(
             broker.host,
             broker.port,
             creds,
-            self.requester,
+            self.requester.replace("/", "-"),
             on_message=lambda c, u, m: self.messages.append(m),
             subscribe=[(f, 1) for f in filters],
             on_connect=self._on_connect,
@@ -145,10 +145,9 @@ def rights(broker: Broker, kits: dict) -> Iterator[BrokerRights]:
 
 @pytest.fixture
 def kit_side(broker: Broker, rights: BrokerRights, kits: dict) -> Iterator[Conn]:
-    """What the kits send, seen by a separate watcher of every kit (acks included)."""
-    conn = Conn(
-        broker, rights.watch_account(user(), None), [P.kit_filter(KIT_A), P.kit_filter(KIT_B)]
-    )
+    """What the kits send, acks included: seen as the broker's admin (a watch account sees no
+    one's acks, see tests/security/test_mqtt_boundaries.py)."""
+    conn = Conn(broker, broker.credentials(ADMIN), [P.kit_filter(KIT_A), P.kit_filter(KIT_B)])
     yield conn
     conn.close()
 
