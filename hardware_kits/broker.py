@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardware_kits import protocol as P
+from hardware_kits import tls
 from hardware_kits.dynsec import DynSec, allow, deny
 from hardware_kits.mqtt import BrokerAddress, Credentials
+from hardware_kits.tls import TlsFiles, default_names
 from site_config.platform_accounts import BROKER_ADMIN, KIT_PREFIX
 from site_config.runtime import port_is_free
 
@@ -143,6 +145,14 @@ class Broker:
     state_dir: Path
     host: str = "127.0.0.1"
     port: int = 1883
+    # The mqtts listener (None: none). The plain one stays on `host` (loopback by default) for
+    # the platform's own processes; the TLS one is what other machines use.
+    tls_port: int | None = None
+    tls_host: str = ""  # "": every interface
+    tls_names: list[str] = field(default_factory=default_names)  # the generated cert's names
+    tls_cert: Path | None = None  # a site's certificate and key instead of the generated ones
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # the CA that signed the site's certificate (None: a public one)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -180,6 +190,32 @@ class Broker:
     def address(self, username: str) -> BrokerAddress:
         return BrokerAddress(self.host, self.port, self.credentials(username))
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
+
+    def tls_files(self) -> TlsFiles:
+        """The listener's certificate and key (generated on first use) and the CA clients use."""
+        try:
+            return tls.ensure(
+                self.tls_dir, self.tls_names, self.tls_cert, self.tls_key, self.tls_ca
+            )
+        except (OSError, ValueError) as err:
+            raise BrokerError(f"TLS for the broker: {err}") from None
+
+    def tls_address(self, username: str, host: str | None = None) -> BrokerAddress:
+        """The account's `mqtts` address (`host`: the name the certificate carries)."""
+        if self.tls_port is None:
+            raise BrokerError("the broker has no mqtts listener (start it with a TLS port)")
+        ca = self.tls_files().ca
+        return BrokerAddress(
+            host or self.tls_names[0],
+            self.tls_port,
+            self.credentials(username),
+            tls=True,
+            ca=str(ca) if ca else None,
+        )
+
     # ---------------------------------------------------------------- process
 
     def _write_config(self, plugin: str) -> None:
@@ -200,6 +236,14 @@ class Broker:
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "max_queued_messages 10000",
         ]
+        if self.tls_port is not None:
+            files = self.tls_files()
+            lines += [
+                f"listener {self.tls_port} {self.tls_host}".rstrip(),
+                f"certfile {files.cert}",
+                f"keyfile {files.key}",
+                "tls_version tlsv1.2",
+            ]
         if os.geteuid() == 0:
             # Mosquitto drops root privileges; its files must belong to the account it drops to.
             lines.append(f"user {MOSQUITTO_USER}")
@@ -216,7 +260,9 @@ class Broker:
             ) from None
         for path in [self.state_dir, *self.state_dir.iterdir()]:
             if path != self.secrets_path:
-                os.chown(path, account.pw_uid, account.pw_gid)
+                os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
+        if self.tls_port is not None:  # mosquitto reads its key after dropping privileges
+            os.chown(self.tls_files().key, account.pw_uid, account.pw_gid, follow_symlinks=False)
 
     def start(self, timeout: float = 10.0) -> Broker:
         """Write the configuration, initialise dynsec on first run, start and provision basics."""
@@ -226,6 +272,10 @@ class Broker:
                 f"port {self.port} on {self.host} is already in use; stop what "
                 "holds it or choose another port"
             )
+        if self.tls_port is not None and not port_is_free(
+            self.tls_host or "0.0.0.0", self.tls_port
+        ):
+            raise BrokerError(f"the mqtts port {self.tls_port} is already in use")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         admin = self.credentials(ADMIN)
         if not self.dynsec_path.exists():

@@ -60,6 +60,7 @@ class MqttKitGateway:
                 # retained is seen (and cleared) when it is sent, not only at the next start.
                 *[(t, SubscribeOptions(qos=1, retainAsPublished=True)) for t in COMMAND_FILTERS],
             ],
+            **address.tls_options(),
         )
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:

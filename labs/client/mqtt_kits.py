@@ -242,6 +242,7 @@ class Lab:
                 subscribe=subscriptions,
                 on_connect=self._on_connect,
                 timeout=timeout,
+                **address.tls_options(),
             )
         except ConnectError as err:
             raise LabConnectionError(str(err)) from None

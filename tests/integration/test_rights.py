@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from hardware_kits import protocol as P
-from hardware_kits.broker import ADMIN, OBSERVER_ROLE, Broker, observe_role
+from hardware_kits.broker import ADMIN, OBSERVER_ROLE, Broker, ack_role, observe_role
 from hardware_kits.dynsec import DynSecError
 from hardware_kits.kit_runner import KitRunner
 from hardware_kits.mqtt import ConnectError, Credentials, command_properties, connect_client
@@ -343,9 +343,10 @@ def test_watch_account_follows_the_kits_it_is_given(broker, rights, kits):
 
 
 def _roles(broker: Broker, username: str) -> set[str]:
+    """The account's roles but its own `acks_<username>` (which every account keeps)."""
     with broker.admin() as admin:
         client = admin.call({"command": "getClient", "username": username})[0]["data"]["client"]
-    return {r["rolename"] for r in client["roles"]}
+    return {r["rolename"] for r in client["roles"]} - {ack_role(username)}
 
 
 def test_one_dynsec_connection_is_kept_and_replaced_when_dropped(broker, kits):
