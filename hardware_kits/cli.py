@@ -111,16 +111,22 @@ def cmd_firmware(args: argparse.Namespace) -> int:
         raise DescriptorError(f"{args.site}: kits: no kit with id {args.kit!r}")
     broker = broker_for(args)
     creds = broker.credentials(f"kit-{entry.id}")
+    port, ca = args.mqtt_port, None
+    if broker.tls_port is not None:  # the board speaks mqtts and verifies the broker
+        port, ca = broker.tls_port, broker.tls_files().ca
+        if ca is None:
+            raise DescriptorError("a board verifies the broker with a CA file: give --tls-ca")
     out = build_bundle(
         args.out,
         entry.id,
         models[entry.model],
         args.broker_host,
-        args.mqtt_port,
+        port,
         creds.username,
         creds.password,
         args.wifi_ssid,
         args.wifi_password,
+        ca=ca,
     )
     print(f"firmware bundle for {entry.id} in {out}; copy it with: mpremote cp -r {out}/. :")
     return 0

@@ -5,14 +5,17 @@ refused with one clear line."""
 
 from __future__ import annotations
 
+import json
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hardware_kits import tls
-from hardware_kits.broker import Broker
+from hardware_kits.broker import ADMIN, Broker
+from hardware_kits.firmware_bundle import build_bundle, run_under_cpython
 from hardware_kits.mqtt import BrokerAddress
 from labs.client import LabConnectionError, LabService, connect
 from site_config.runtime import free_port
@@ -117,3 +120,30 @@ def test_a_name_the_certificate_does_not_carry_is_refused(tls_broker: Broker):
     print(message)
     assert "failed TLS verification" in message and "127.0.0.2" in message
     assert "\n" not in message
+
+
+def test_firmware_bundle_connects_over_tls(tls_broker: Broker, tmp_path):
+    """The MicroPython firmware (run under CPython with the simulated board) speaks mqtts."""
+    kit = "tls-fw-1"
+    creds = tls_broker.provision_kits([kit])[kit]
+    bundle = build_bundle(
+        tmp_path / kit,
+        kit,
+        MODEL,
+        "localhost",
+        tls_broker.tls_port,
+        creds.username,
+        creds.password,
+        ca=tls_broker.tls_files().ca,
+    )
+    assert json.loads((bundle / "config.json").read_text())["ca"] == "ca.crt"
+    log = tmp_path / "fw.log"
+    with log.open("wb") as out, connect(tls_broker.address(ADMIN).url()) as lab:
+        board = run_under_cpython(bundle, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: kit in lab.kits() and lab.kit(kit).state == "ready", 20)
+            wait_until(lambda: lab.kit(kit).status.get("seq") is not None, 10)
+        finally:
+            board.terminate()
+            board.wait(10)
+    assert f"{kit} ready on localhost:{tls_broker.tls_port}" in log.read_text()
