@@ -6,6 +6,8 @@ refused with one clear line."""
 from __future__ import annotations
 
 import json
+import re
+import signal
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +22,15 @@ from hardware_kits.mqtt import BrokerAddress
 from labs.client import LabConnectionError, LabService, connect
 from site_config.runtime import free_port
 from tests.conftest import wait_until
-from tests.stack import ServiceProcess, TwinProcess, token, with_tokens
+from tests.stack import (
+    ServiceProcess,
+    TwinProcess,
+    Up,
+    lab_token,
+    leftovers,
+    token,
+    with_tokens,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -147,3 +157,27 @@ def test_firmware_bundle_connects_over_tls(tls_broker: Broker, tmp_path):
             board.terminate()
             board.wait(10)
     assert f"{kit} ready on localhost:{tls_broker.tls_port}" in log.read_text()
+
+
+def test_smartlab_up_serves_mqtts_to_clients_and_the_lab_service(state_root, home_root):
+    """`smartlab up --mqtt-tls-port`: the banner's mqtts URL works, and the lab service hands
+    out mqtts URLs that a session commands a kit through."""
+    tls_port = free_port()
+    # No isolation: Unix accounts are not what this tries (and are shared by the machine).
+    up = Up(state_root / "up-tls", home_root, "--mqtt-tls-port", str(tls_port), "--no-isolation")
+    try:
+        banner = up.wait_up()
+        url = re.search(r"mqtts://demo-observer:\S+", banner).group(0)
+        address = BrokerAddress.from_url(url)
+        assert address.port == tls_port and address.ca and Path(address.ca).is_file()
+        with connect(url.replace(f"@{address.host}:", "@localhost:"), timeout=10) as lab:
+            kit = lab.kit("envstation-1", timeout=10)
+            wait_until(lambda: kit.received >= 1, timeout=10)
+        service = LabService(up.lab_url, lab_token(up, "anna"), timeout=30)
+        control = BrokerAddress.from_url(service.mqtt_urls()["control"])
+        assert (control.tls, control.port) == (True, tls_port)
+        with service.session("parking-1", progress=None) as held:
+            assert held.set("gate", "open").value == "open"
+    finally:
+        assert up.stop(signal.SIGINT) == 0, "\n".join(up.lines[-20:])
+    wait_until(lambda: not leftovers(up), timeout=30)
