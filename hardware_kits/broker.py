@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardware_kits import protocol as P
-from hardware_kits.dynsec import DynSec, allow
+from hardware_kits import tls
+from hardware_kits.dynsec import DynSec, allow, deny
 from hardware_kits.mqtt import BrokerAddress, Credentials
+from hardware_kits.tls import TlsFiles, default_names
 from site_config.platform_accounts import BROKER_ADMIN, KIT_PREFIX
 from site_config.runtime import port_is_free
 
@@ -80,21 +82,60 @@ def command_acls(kit_id: str) -> list[dict]:
     return [allow("publishClientSend", topic) for topic in P.command_subscriptions(kit_id)]
 
 
+def _no_acks(kit_filter: str) -> list[dict]:
+    """Acknowledgements are their requester's alone: watching a kit does not show them.
+
+    Listed first (dynsec takes the first matching ACL of the first matching role); a requester's
+    own `acks_<user>` role, granted at a higher priority, lets its own through (Mosquitto
+    2.0.11's dynsec has no %u substitution in ACL topics, so the role is made per account)."""
+    acks = kit_filter.removesuffix("#") + "$ack/#"
+    return [deny("subscribePattern", acks, 1), deny("publishClientReceive", acks, 1)]
+
+
 def observe_acls(kit_id: str) -> list[dict]:
-    """Subscribe to and receive everything under one kit's tree (telemetry, state, acks)."""
+    """Subscribe to and receive everything under one kit's tree (telemetry, state), no acks."""
     return [
+        *_no_acks(P.kit_filter(kit_id)),
         allow("subscribePattern", P.kit_filter(kit_id)),
         allow("publishClientReceive", P.kit_filter(kit_id)),
     ]
 
 
 OBSERVER_ACLS = [
+    *_no_acks(P.all_kits("#")),
     allow("subscribePattern", P.HOMIE_PREFIX + "/#"),
     allow("publishClientReceive", P.HOMIE_PREFIX + "/#"),
 ]
-# The lab service may put any kit into its safe state, and command nothing else.
+# Roles that lift the observers' ack denial come before them in a client's role list.
+ACK_ROLE_PRIORITY = 10
+# The lab service may put any kit into its safe state, reads every acknowledgement (for the
+# command records) and may clear retained commands: it publishes an empty retained message to a
+# `/set` topic where a holder left one (kits never take a retained command; see protocol.py).
 SUPERVISOR_ROLE = "supervise_kits"
-SUPERVISOR_ACLS = [allow("publishClientSend", P.all_kits(P.SAFE_STATE_PROPERTY + "/set"))]
+SUPERVISOR_ACLS = [
+    allow("publishClientSend", P.all_kits(P.SAFE_STATE_PROPERTY + "/set")),
+    allow("publishClientSend", P.all_kits(P.ACTUATORS_NODE + "/+/set")),
+    allow("subscribePattern", P.all_kits("$ack/#")),
+    allow("publishClientReceive", P.all_kits("$ack/#")),
+]
+
+
+def ack_role(username: str) -> str:
+    """The role that lets one MQTT account read the acknowledgements sent to it."""
+    return "acks_" + username
+
+
+def ack_acls(username: str) -> list[dict]:
+    """`homie/5/<any kit>/$ack/<username>/#`: the response topics of this account only."""
+    if not username or any(c in username for c in "+#/\0"):
+        raise BrokerError(f"{username!r} cannot be an MQTT account name (no + # / or NUL)")
+    mine = P.all_kits("$ack/" + username + "/#")
+    return [allow("subscribePattern", mine), allow("publishClientReceive", mine)]
+
+
+def priorities(*roles: str) -> dict[str, int]:
+    """Client-role priorities: ack-granting roles before the observers' denial."""
+    return {r: ACK_ROLE_PRIORITY for r in roles if r.startswith("acks_") or r == SUPERVISOR_ROLE}
 
 
 @dataclass
@@ -104,6 +145,14 @@ class Broker:
     state_dir: Path
     host: str = "127.0.0.1"
     port: int = 1883
+    # The mqtts listener (None: none). The plain one stays on `host` (loopback by default) for
+    # the platform's own processes; the TLS one is what other machines use.
+    tls_port: int | None = None
+    tls_host: str = ""  # "": every interface
+    tls_names: list[str] = field(default_factory=default_names)  # the generated cert's names
+    tls_cert: Path | None = None  # a site's certificate and key instead of the generated ones
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # the CA that signed the site's certificate (None: a public one)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -141,6 +190,32 @@ class Broker:
     def address(self, username: str) -> BrokerAddress:
         return BrokerAddress(self.host, self.port, self.credentials(username))
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
+
+    def tls_files(self) -> TlsFiles:
+        """The listener's certificate and key (generated on first use) and the CA clients use."""
+        try:
+            return tls.ensure(
+                self.tls_dir, self.tls_names, self.tls_cert, self.tls_key, self.tls_ca
+            )
+        except (OSError, ValueError) as err:
+            raise BrokerError(f"TLS for the broker: {err}") from None
+
+    def tls_address(self, username: str, host: str | None = None) -> BrokerAddress:
+        """The account's `mqtts` address (`host`: the name the certificate carries)."""
+        if self.tls_port is None:
+            raise BrokerError("the broker has no mqtts listener (start it with a TLS port)")
+        ca = self.tls_files().ca
+        return BrokerAddress(
+            host or self.tls_names[0],
+            self.tls_port,
+            self.credentials(username),
+            tls=True,
+            ca=str(ca) if ca else None,
+        )
+
     # ---------------------------------------------------------------- process
 
     def _write_config(self, plugin: str) -> None:
@@ -161,6 +236,14 @@ class Broker:
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "max_queued_messages 10000",
         ]
+        if self.tls_port is not None:
+            files = self.tls_files()
+            lines += [
+                f"listener {self.tls_port} {self.tls_host}".rstrip(),
+                f"certfile {files.cert}",
+                f"keyfile {files.key}",
+                "tls_version tlsv1.2",
+            ]
         if os.geteuid() == 0:
             # Mosquitto drops root privileges; its files must belong to the account it drops to.
             lines.append(f"user {MOSQUITTO_USER}")
@@ -177,7 +260,9 @@ class Broker:
             ) from None
         for path in [self.state_dir, *self.state_dir.iterdir()]:
             if path != self.secrets_path:
-                os.chown(path, account.pw_uid, account.pw_gid)
+                os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
+        if self.tls_port is not None:  # mosquitto reads its key after dropping privileges
+            os.chown(self.tls_files().key, account.pw_uid, account.pw_gid, follow_symlinks=False)
 
     def start(self, timeout: float = 10.0) -> Broker:
         """Write the configuration, initialise dynsec on first run, start and provision basics."""
@@ -187,6 +272,10 @@ class Broker:
                 f"port {self.port} on {self.host} is already in use; stop what "
                 "holds it or choose another port"
             )
+        if self.tls_port is not None and not port_is_free(
+            self.tls_host or "0.0.0.0", self.tls_port
+        ):
+            raise BrokerError(f"the mqtts port {self.tls_port} is already in use")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         admin = self.credentials(ADMIN)
         if not self.dynsec_path.exists():
@@ -276,15 +365,20 @@ class Broker:
         return creds
 
     def provision_user(self, username: str, command_kits: list[str] = ()) -> Credentials:
-        """An account that observes every kit and may command the kits listed."""
+        """An account that observes every kit, may command the kits listed and reads the
+        acknowledgements of its own commands (no one else's)."""
         creds = self.credentials(username)
+        roles = [ack_role(username), OBSERVER_ROLE, *map(command_role, command_kits)]
         with self.admin() as dynsec:
-            dynsec.ensure_client(creds, [OBSERVER_ROLE, *map(command_role, command_kits)])
+            dynsec.create_role(ack_role(username), ack_acls(username))
+            dynsec.ensure_client(creds, roles, priorities(*roles))
         return creds
 
     def provision_supervisor(self, username: str) -> Credentials:
-        """The lab service's account: watches every kit, may only command safe states."""
+        """The lab service's account: watches every kit and reads every acknowledgement, may
+        only command safe states and clear retained commands."""
         creds = self.credentials(username)
+        roles = [SUPERVISOR_ROLE, OBSERVER_ROLE]
         with self.admin() as dynsec:
-            dynsec.ensure_client(creds, [OBSERVER_ROLE, SUPERVISOR_ROLE])
+            dynsec.ensure_client(creds, roles, priorities(*roles))
         return creds

@@ -24,10 +24,34 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
         help="where the platform keeps its state (default: $SMARTLAB_STATE_DIR or ./var)",
     )
     parser.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default 1883)")
+    tls = parser.add_argument_group("mqtts (TLS) for clients on other machines")
+    tls.add_argument(
+        "--mqtt-tls-port",
+        type=int,
+        default=None,
+        help="also listen for mqtts on this port, on every interface (e.g. 8883); the "
+        "certificate is generated with its own CA in the state folder unless --tls-cert is given",
+    )
+    tls.add_argument(
+        "--tls-name",
+        action="append",
+        default=None,
+        help="host name or address the generated certificate is valid for (repeatable; "
+        "default: this machine's names and loopback); the first is what URLs name",
+    )
+    tls.add_argument("--tls-cert", type=Path, help="the site's server certificate (PEM)")
+    tls.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    tls.add_argument("--tls-ca", type=Path, help="the CA that signed it, if not a public one")
 
 
 def broker_for(args: argparse.Namespace) -> Broker:
-    return Broker(args.state_dir / "broker", port=args.mqtt_port)
+    broker = Broker(args.state_dir / "broker", port=args.mqtt_port)
+    tls_port = getattr(args, "mqtt_tls_port", None)
+    if tls_port is not None:
+        broker.tls_port = tls_port
+        broker.tls_names = args.tls_name or broker.tls_names
+        broker.tls_cert, broker.tls_key, broker.tls_ca = args.tls_cert, args.tls_key, args.tls_ca
+    return broker
 
 
 def wait_for_interrupt() -> None:
@@ -87,16 +111,22 @@ def cmd_firmware(args: argparse.Namespace) -> int:
         raise DescriptorError(f"{args.site}: kits: no kit with id {args.kit!r}")
     broker = broker_for(args)
     creds = broker.credentials(f"kit-{entry.id}")
+    port, ca = args.mqtt_port, None
+    if broker.tls_port is not None:  # the board speaks mqtts and verifies the broker
+        port, ca = broker.tls_port, broker.tls_files().ca
+        if ca is None:
+            raise DescriptorError("a board verifies the broker with a CA file: give --tls-ca")
     out = build_bundle(
         args.out,
         entry.id,
         models[entry.model],
         args.broker_host,
-        args.mqtt_port,
+        port,
         creds.username,
         creds.password,
         args.wifi_ssid,
         args.wifi_password,
+        ca=ca,
     )
     print(f"firmware bundle for {entry.id} in {out}; copy it with: mpremote cp -r {out}/. :")
     return 0

@@ -93,20 +93,28 @@ class DynSec:
                     *[{"command": "addRoleACL", "rolename": rolename, **a} for a in acls],
                 )
 
-    def ensure_client(self, creds: Credentials, roles: list[str]) -> None:
-        """Create a client with these roles, or align an existing one's password and roles."""
+    def ensure_client(
+        self, creds: Credentials, roles: list[str], priority: dict[str, int] | None = None
+    ) -> None:
+        """Create a client with these roles (at `priority[role]`, else the default), or align an
+        existing one's password and add the roles it lacks."""
         answers = self.call(
             {
                 "command": "createClient",
                 "username": creds.username,
                 "password": creds.password,
-                "roles": [{"rolename": r} for r in roles],
+                "roles": [role_ref(r, priority) for r in roles],
             },
             tolerate=ALREADY_EXISTS,
         )
         if answers and answers[0].get("error"):
             info = self.call({"command": "getClient", "username": creds.username})[0]
-            have = {r["rolename"] for r in info.get("data", {}).get("client", {}).get("roles", [])}
+            held = info.get("data", {}).get("client", {}).get("roles", [])
+            have = {r["rolename"]: r.get("priority", -1) for r in held}
+            # A role held at another priority than wanted is taken off and given again.
+            moved = [
+                r for r in roles if r in have and r in (priority or {}) and have[r] != priority[r]
+            ]
             self.call(
                 {
                     "command": "setClientPassword",
@@ -114,9 +122,17 @@ class DynSec:
                     "password": creds.password,
                 },
                 *[
-                    {"command": "addClientRole", "username": creds.username, "rolename": r}
+                    {"command": "removeClientRole", "username": creds.username, "rolename": r}
+                    for r in moved
+                ],
+                *[
+                    {
+                        "command": "addClientRole",
+                        "username": creds.username,
+                        **role_ref(r, priority),
+                    }
                     for r in roles
-                    if r not in have
+                    if r not in have or r in moved
                 ],
             )
 
@@ -141,8 +157,22 @@ class DynSec:
 
 
 def _acl_key(acls: list[dict[str, Any]]) -> set[tuple]:
-    return {(a["acltype"], a["topic"], bool(a.get("allow", True))) for a in acls}
+    return {
+        (a["acltype"], a["topic"], bool(a.get("allow", True)), a.get("priority", 0)) for a in acls
+    }
+
+
+def role_ref(rolename: str, priority: dict[str, int] | None = None) -> dict[str, Any]:
+    """A client's reference to a role; roles of higher priority are checked first."""
+    if priority and rolename in priority:
+        return {"rolename": rolename, "priority": priority[rolename]}
+    return {"rolename": rolename}
 
 
 def allow(acltype: str, topic: str) -> dict[str, Any]:
     return {"acltype": acltype, "topic": topic, "allow": True}
+
+
+def deny(acltype: str, topic: str, priority: int = 0) -> dict[str, Any]:
+    """A denial; with a priority above the role's allows it is checked before them."""
+    return {"acltype": acltype, "topic": topic, "allow": False, "priority": priority}

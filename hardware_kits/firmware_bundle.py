@@ -48,10 +48,13 @@ def build_bundle(
     wifi_ssid: str | None = None,
     wifi_password: str | None = None,
     ntp: str | bool | None = None,
+    ca: str | Path | None = None,
 ) -> Path:
     """Write a flashable firmware bundle for one kit into `out_dir` and return its path.
 
     `ntp` is an NTP server name (default: MicroPython's pool), or False to keep the board's RTC.
+    `ca`: connect with TLS (`port` is then the broker's mqtts port) and verify the broker against
+    this CA certificate, copied into the bundle as ca.crt.
     """
     if not HOMIE_ID.match(kit_id):
         raise ValueError(f"kit id {kit_id!r} is not a Homie id (lowercase a-z, 0-9, -)")
@@ -73,6 +76,9 @@ def build_bundle(
         config["wifi_password"] = wifi_password or ""
     if ntp is not None:
         config["ntp"] = ntp
+    if ca is not None:
+        shutil.copyfile(ca, out / "ca.crt")
+        config["ca"] = "ca.crt"
     config_path = out / "config.json"
     config_path.write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     config_path.chmod(0o600)  # it holds the kit's broker password

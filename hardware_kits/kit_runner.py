@@ -70,6 +70,7 @@ class KitRunner:
                 (topic, SubscribeOptions(qos=1, retainHandling=P.COMMAND_RETAIN_HANDLING))
                 for topic in P.command_subscriptions(self.kit_id)
             ],
+            **self.address.tls_options(),
         )
         self._thread = threading.Thread(target=self._run, name=f"kit-{self.kit_id}", daemon=True)
         self._thread.start()

@@ -7,12 +7,14 @@ milliseconds to every command round trip).
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -31,27 +33,48 @@ class Credentials:
         return {"username": self.username, "password": self.password}
 
 
+# The CA certificate that `mqtts://` URLs without `?ca=` verify the broker against (unset: the
+# system's trust store).
+CA_ENV = "SMARTLAB_MQTT_CA"
+PLAIN_PORT, TLS_PORT = 1883, 8883
+
+
 @dataclass(frozen=True)
 class BrokerAddress:
     host: str
     port: int
     credentials: Credentials
+    tls: bool = False
+    ca: str | None = None  # CA certificate file verifying the broker (None: system trust)
 
     @classmethod
     def from_url(cls, url: str) -> BrokerAddress:
-        """mqtt://user:password@host:port"""
+        """mqtt://user:password@host:port, or mqtts://user:password@host:8883?ca=/path/ca.crt"""
         parts = urlsplit(url)
-        if parts.scheme != "mqtt" or not parts.username or parts.password is None:
-            raise ValueError("an MQTT URL looks like mqtt://user:password@host:port")
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.username or parts.password is None:
+            raise ValueError(
+                "an MQTT URL looks like mqtt://user:password@host:port "
+                "or mqtts://user:password@host:8883?ca=/path/ca.crt"
+            )
+        tls = parts.scheme == "mqtts"
+        ca = (parse_qs(parts.query).get("ca") or [None])[0] if tls else None
         return cls(
             parts.hostname or "127.0.0.1",
-            parts.port or 1883,
+            parts.port or (TLS_PORT if tls else PLAIN_PORT),
             Credentials(unquote(parts.username), unquote(parts.password)),
+            tls,
+            ca or (os.environ.get(CA_ENV) or None if tls else None),
         )
 
     def url(self) -> str:
         c = self.credentials
-        return f"mqtt://{c.username}:{c.password}@{self.host}:{self.port}"
+        scheme = "mqtts" if self.tls else "mqtt"
+        query = f"?ca={quote(self.ca)}" if self.tls and self.ca else ""
+        return f"{scheme}://{c.username}:{c.password}@{self.host}:{self.port}{query}"
+
+    def tls_options(self) -> dict[str, Any]:
+        """`connect_client` keyword arguments for this address's transport."""
+        return {"tls": self.tls, "ca": self.ca}
 
 
 class ConnectError(ConnectionError):
@@ -63,14 +86,35 @@ def _nodelay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def make_client(client_id: str, creds: Credentials) -> mqtt.Client:
-    """A paho v5 client (callback API v2) with credentials and TCP_NODELAY set."""
+def make_client(
+    client_id: str, creds: Credentials, tls: bool = False, ca: str | None = None
+) -> mqtt.Client:
+    """A paho v5 client (callback API v2) with credentials and TCP_NODELAY set; with `tls`, it
+    verifies the broker's certificate (against `ca`, else the system's trust store) and name."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
     )
     client.username_pw_set(creds.username, creds.password)
     client.on_socket_open = _nodelay
+    if tls:
+        try:
+            client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as err:
+            raise ConnectError(f"cannot use the CA certificate {ca!r} for mqtts: {err}") from None
     return client
+
+
+def _unreachable(host: str, port: int, err: OSError, ca: str | None) -> ConnectError:
+    """One line on why a connection failed; a TLS verification failure says so plainly."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        trust = ca or "the system's trust store"
+        return ConnectError(
+            f"the MQTT broker at {host}:{port} failed TLS verification against {trust}: "
+            f"{err.verify_message or err.reason}"
+        )
+    if isinstance(err, ssl.SSLError):
+        return ConnectError(f"TLS with the MQTT broker at {host}:{port} failed: {err.reason}")
+    return ConnectError(f"cannot reach the MQTT broker at {host}:{port}: {err}")
 
 
 def connect_client(
@@ -84,12 +128,14 @@ def connect_client(
     on_connect: Callable[[mqtt.Client], None] | None = None,
     keepalive: int = 30,
     timeout: float = 10.0,
+    tls: bool = False,
+    ca: str | None = None,
 ) -> mqtt.Client:
     """Connect, wait for CONNACK, (re)subscribe on every connect, and run paho's network thread.
 
     `on_connect(client)` runs after each (re)connection, before the subscriptions are sent:
     kits announce themselves there. Raises ConnectError with the broker's reason on refusal."""
-    client = make_client(client_id, creds)
+    client = make_client(client_id, creds, tls, ca)
     if will is not None:
         topic, payload, qos, retain = will
         client.will_set(topic, payload, qos=qos, retain=retain)
@@ -121,7 +167,7 @@ def connect_client(
     try:
         client.connect(host, port, keepalive=keepalive)
     except OSError as err:
-        raise ConnectError(f"cannot reach the MQTT broker at {host}:{port}: {err}") from None
+        raise _unreachable(host, port, err, ca) from None
     client.loop_start()
     if not ready.wait(timeout):
         client.loop_stop()

@@ -83,6 +83,16 @@ class LabServiceApp(Application):
         "127.0.0.1", help="Host of the running broker, also used in the MQTT URLs handed to users."
     ).tag(config=True)
     mqtt_port = Integer(1883, help="Port of the running broker.").tag(config=True)
+    mqtt_tls_port = Integer(
+        0,
+        help="The broker's mqtts port (0: none). When set, the service connects there, verifying "
+        "the broker against mqtt_ca, and hands users mqtts URLs.",
+    ).tag(config=True)
+    mqtt_ca = Unicode(
+        "",
+        help="CA certificate that verifies the broker's mqtts listener (empty: the system's "
+        "trust store); `smartlab up` generates one in the broker's state folder.",
+    ).tag(config=True)
     ip = Unicode("127.0.0.1", help="Address the REST API listens on.").tag(config=True)
     port = Integer(8181, help="Port the REST API listens on.").tag(config=True)
     tick_seconds = Float(0.25, help="How often sessions are advanced and kits granted.").tag(
@@ -127,6 +137,8 @@ class LabServiceApp(Application):
         "db-url": "LabServiceApp.db_url",
         "mqtt-host": "LabServiceApp.mqtt_host",
         "mqtt-port": "LabServiceApp.mqtt_port",
+        "mqtt-tls-port": "LabServiceApp.mqtt_tls_port",
+        "mqtt-ca": "LabServiceApp.mqtt_ca",
         "ip": "LabServiceApp.ip",
         "port": "LabServiceApp.port",
         "identity": "LabServiceApp.identity",
@@ -276,16 +288,17 @@ class LabServiceApp(Application):
         closing.callback(store.close)
         rights = BrokerRights(broker.admin, broker.credentials)
         closing.callback(rights.close)
-        address = broker.address(SERVICE_ACCOUNT)
+        address = self.mqtt_address(broker.credentials(SERVICE_ACCOUNT))
         gateway = MqttKitGateway(address)
         closing.callback(gateway.close)
         policy = SharingPolicy(parent=self)
         recorder = TelemetryRecorder(
             store,
-            self.mqtt_host,
-            self.mqtt_port,
+            address.host,
+            address.port,
             address.credentials,
             retention_s=policy.telemetry_retention_seconds,
+            tls=address.tls_options(),
         )
         recorder.start()
         closing.callback(recorder.stop)
@@ -294,7 +307,7 @@ class LabServiceApp(Application):
             self.register_site_kits(service)
 
         def url(creds: Credentials) -> str:
-            return BrokerAddress(self.mqtt_host, self.mqtt_port, creds).url()
+            return self.mqtt_address(creds).url()
 
         ctx = ApiContext(
             service=service,
@@ -305,6 +318,14 @@ class LabServiceApp(Application):
             models=frozenset(load_models()),
         )
         return service, ctx
+
+    def mqtt_address(self, creds: Credentials) -> BrokerAddress:
+        """Where an account reaches the broker: mqtts (verified) when the broker offers it."""
+        if self.mqtt_tls_port:
+            return BrokerAddress(
+                self.mqtt_host, self.mqtt_tls_port, creds, tls=True, ca=self.mqtt_ca or None
+            )
+        return BrokerAddress(self.mqtt_host, self.mqtt_port, creds)
 
     def register_site_kits(self, service: KitSharing) -> None:
         from lab_service.service import Conflict, User

@@ -3,7 +3,8 @@ each kit's health (its retained `$status` counters and when it last sent telemet
 
 The service's own MQTT account watches every kit and may publish only safe-state commands
 (role `supervise_kits`, see hardware_kits.broker), never ordinary actuator commands: least
-privilege for the supervisor.
+privilege for the supervisor. Its one write to actuator command topics clears a retained command
+a holder left there (an empty retained message), so that nothing can come back to a kit later.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ from collections import deque
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hardware_kits import protocol as P
 from hardware_kits.mqtt import BrokerAddress, command_properties, connect_client
 
 log = logging.getLogger(__name__)
+
+
+COMMAND_FILTERS = (
+    P.all_kits(P.ACTUATORS_NODE + "/+/set"),
+    P.all_kits(P.SAFE_STATE_PROPERTY + "/set"),
+)
 
 
 class MqttKitGateway:
@@ -48,7 +56,11 @@ class MqttKitGateway:
                 (P.all_kits("$ack/#"), 1),
                 (P.all_kits("$status"), 1),
                 (P.all_kits("$telemetry"), 0),
+                # Retain-as-published: a live command keeps its retain flag, so one left
+                # retained is seen (and cleared) when it is sent, not only at the next start.
+                *[(t, SubscribeOptions(qos=1, retainAsPublished=True)) for t in COMMAND_FILTERS],
             ],
+            **address.tls_options(),
         )
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -56,7 +68,10 @@ class MqttKitGateway:
         if kit_id is None:
             return
         try:
-            if rest == "$telemetry":
+            if rest.endswith("/set"):
+                if msg.retain and msg.payload:
+                    self._clear_retained(msg.topic)
+            elif rest == "$telemetry":
                 ts = float(P.decode_telemetry(msg.payload)["ts"])
                 with self._lock:
                     self._last_telemetry[kit_id] = ts
@@ -71,7 +86,8 @@ class MqttKitGateway:
                     self._status[kit_id] = status
             elif rest.startswith("$ack/"):
                 ack = P.decode_ack(msg.payload)
-                requester = rest[len("$ack/") :]
+                # $ack/<account>/<connection>: the records name the MQTT account.
+                requester = rest[len("$ack/") :].split("/", 1)[0]
                 with self._lock:
                     self._acks.append({"kit": kit_id, "requester": requester, **ack})
                     if (
@@ -83,6 +99,12 @@ class MqttKitGateway:
         except (P.ProtocolError, ValueError, KeyError):
             with self._lock:
                 self.malformed += 1
+
+    def _clear_retained(self, topic: str) -> None:
+        """A command left retained would reach every later subscriber: delete it (Homie: an
+        empty retained message). Kits never take one anyway (retain handling 2)."""
+        self._client.publish(topic, b"", qos=1, retain=True)
+        log.warning("cleared a retained command on %s (kits never take retained commands)", topic)
 
     # ------------------------------------------------------------ KitGateway
 

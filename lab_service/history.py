@@ -128,6 +128,7 @@ class TelemetryRecorder:
         retention_s: float | None = DEFAULT_RETENTION_S,
         client_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        tls: dict[str, Any] | None = None,
     ) -> None:
         if flush_every <= 0 or batch_size < 1 or max_buffer < 1:
             raise ValueError("flush_every must be positive, batch_size and max_buffer at least 1")
@@ -141,6 +142,7 @@ class TelemetryRecorder:
         self.max_buffer = max_buffer
         self.retention_s = retention_s
         self.clock = clock
+        self.tls = tls or {}  # connect_client's tls/ca: the broker's mqtts listener
         self.received = self.recorded = self.malformed = self.duplicates = 0
         self.dropped = self.write_errors = 0
         self._buffer: deque[dict[str, Any]] = deque()
@@ -173,6 +175,7 @@ class TelemetryRecorder:
                 self.client_id,
                 on_message=self._on_message,
                 subscribe=[(P.all_kits("$telemetry"), 1)],
+                **self.tls,
             )
         except Exception:
             self._stop_writer()

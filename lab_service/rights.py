@@ -21,8 +21,16 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hardware_kits.broker import ADMIN, OBSERVER_ROLE, command_role, observe_role
-from hardware_kits.dynsec import DynSec, DynSecError
+from hardware_kits.broker import (
+    ADMIN,
+    OBSERVER_ROLE,
+    ack_acls,
+    ack_role,
+    command_role,
+    observe_role,
+    priorities,
+)
+from hardware_kits.dynsec import DynSec, DynSecError, role_ref
 from hardware_kits.mqtt import Credentials
 from site_config.platform_accounts import CONTROL_PREFIX, KIT_PREFIX
 
@@ -142,11 +150,15 @@ class BrokerRights:
             raise TypeError("kit_ids is a list of kit ids or None (all kits), not a string")
         creds = self._credentials(validate_user(user))
         wanted = {OBSERVER_ROLE} if kit_ids is None else {observe_role(k) for k in kit_ids}
+        wanted.add(self._own_acks(creds.username))  # `labs.client` listens for its acks
         have = self._roles_or_create(creds, wanted)
         if have is None:
             return creds
         changes = [_role_change("removeClientRole", creds.username, r) for r in have - wanted]
-        changes += [_role_change("addClientRole", creds.username, r) for r in wanted - have]
+        changes += [
+            _command("addClientRole", creds.username, **role_ref(r, priorities(r)))
+            for r in wanted - have
+        ]
         if changes:
             password = _command("setClientPassword", creds.username, password=creds.password)
             self._check(self._call(password, *changes), password, *changes)
@@ -159,8 +171,22 @@ class BrokerRights:
         It may watch the kits too, so that one connection both sees a kit and commands it; that
         role never changes, so only command roles come and go."""
         creds = self._credentials(control_username(user))
-        self._roles_or_create(creds, {OBSERVER_ROLE})
+        acks = self._own_acks(creds.username)
+        have = self._roles_or_create(creds, {OBSERVER_ROLE, acks})
+        if have is not None and acks not in have:  # an account made before acks were private
+            add = _command("addClientRole", creds.username, **role_ref(acks, priorities(acks)))
+            self._check(self._call(add), add)
         return creds
+
+    def _own_acks(self, username: str) -> str:
+        """The account's `acks_<username>` role (made if missing): the acknowledgements of its
+        own commands and no one else's (see hardware_kits.broker)."""
+        acks = ack_role(username)
+        create = {"command": "createRole", "rolename": acks, "acls": ack_acls(username)}
+        error = self._call(create)[0].get("error")
+        if error and "already exists" not in error:
+            raise DynSecError(f"createRole {acks}: {error}")
+        return acks
 
     def _roles_or_create(self, creds: Credentials, roles: set[str]) -> set[str] | None:
         """Create the client with `roles` and return None, or return the roles it already has."""
@@ -168,7 +194,7 @@ class BrokerRights:
             "createClient",
             creds.username,
             password=creds.password,
-            roles=[{"rolename": r} for r in sorted(roles)],
+            roles=[role_ref(r, priorities(*roles)) for r in sorted(roles)],
         )
         answer = self._call(create)[0]
         error = answer.get("error")

@@ -152,6 +152,7 @@ class Firmware:
             cfg.get("username"),
             cfg.get("password"),
             keepalive=int(cfg.get("keepalive", 30)),
+            ca=cfg.get("ca"),  # mqtts: the CA file in the bundle that verifies the broker
         )
         client.set_last_will(P.state_topic(kit), P.STATE_LOST, retain=True, qos=1)
         client.set_callback(self.on_message)

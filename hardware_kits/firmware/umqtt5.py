@@ -16,7 +16,9 @@ silently dropped). This client covers what a kit needs and nothing more:
 
 Messages that arrive while the client waits for a PUBACK or SUBACK are queued and delivered by
 the next check_msg()/wait_msg(), so the callback is never re-entered from its own publishes.
-Not supported (a kit does not need them): QoS 2, topic aliases, AUTH, TLS.
+Not supported (a kit does not need them): QoS 2, topic aliases, AUTH.
+TLS (mqtts) with `ca=` a CA certificate file: the broker's certificate and name are verified
+(`ssl.SSLContext`, which MicroPython 1.23+ and CPython share).
 
 Only `socket`, `select`, `struct` and `time` are used, in the subset MicroPython 1.22+ has.
 """
@@ -399,9 +401,18 @@ else:
 
 class MQTTClient:
     def __init__(
-        self, client_id, server, port=1883, user=None, password=None, keepalive=60, timeout=10
+        self,
+        client_id,
+        server,
+        port=1883,
+        user=None,
+        password=None,
+        keepalive=60,
+        timeout=10,
+        ca=None,
     ):
         self.client_id = client_id
+        self.ca = ca  # CA certificate file: connect with TLS and verify the broker against it
         self.server = server
         self.port = port
         self.user = user
@@ -448,6 +459,19 @@ class MQTTClient:
             return sock
         raise last or OSError("cannot resolve " + str(self.server))
 
+    def _wrap_tls(self, sock):
+        """TLS over `sock`, verifying the broker's certificate against `ca` and its name."""
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=self.ca)
+        try:
+            return ctx.wrap_socket(sock, server_hostname=self.server)
+        except Exception:
+            sock.close()
+            raise
+
     def _set_nodelay(self):
         # Nagle plus delayed ACKs add tens of ms to each small packet; not every port has it.
         level = getattr(socket, "IPPROTO_TCP", None)
@@ -484,6 +508,9 @@ class MQTTClient:
         """True if a packet starts arriving within timeout_ms (0: just look)."""
         if self._poller is None:
             return True
+        pending = getattr(self.sock, "pending", None)  # TLS: bytes decrypted, not yet read
+        if pending is not None and pending():
+            return True
         events = self._poller.poll(timeout_ms)
         return bool(events)
 
@@ -514,6 +541,8 @@ class MQTTClient:
         self.close()  # a reconnect on the same client starts from a fresh socket
         self.sock = self._open_socket()
         self._set_nodelay()
+        if self.ca:
+            self.sock = self._wrap_tls(self.sock)
         props = {}
         if session_expiry:
             props["session_expiry_interval"] = session_expiry

@@ -27,7 +27,13 @@ from tornado.httputil import url_concat
 from tornado.web import HTTPError
 
 from hub_config.lti import launch as lti_launch
-from hub_config.lti.platforms import Platform, course_roles, find_platform, platforms
+from hub_config.lti.platforms import (
+    Platform,
+    ReservedUsername,
+    course_roles,
+    find_platform,
+    platforms,
+)
 from hub_config.lti.store import LoginState, StateError
 
 if TYPE_CHECKING:
@@ -191,6 +197,10 @@ class LaunchHandler(LtiHandler):
         launch = await self.verified(id_token, login)
         course = launch.platform.contexts.get(launch.context_id)
         context = dict(issuer=login.issuer, sub=launch.sub, context=launch.context_id)
+        try:
+            launch.username  # noqa: B018 (the mapping refuses the platform's own names)
+        except ReservedUsername as err:
+            self.refuse(403, str(err), **context)
         if course is None:
             title = f" ({launch.context_title})" if launch.context_title else ""
             self.refuse(

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from site_config.platform_accounts import reserved_for_the_platform
 from site_config.site import LmsPlatform, Site
 
 MAX_USERNAME = 32
@@ -32,6 +33,10 @@ TEACHING_ASSISTANT = (
 )
 
 STUDENT, COURSE_INSTRUCTOR, GRADER = "student", "instructor", "grader"
+
+
+class ReservedUsername(ValueError):
+    """An LMS user would be named like one of the platform's own accounts; str() says why."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,14 @@ class Platform:
         """
         literal = f"{self.key}-{sub}"
         if LITERAL_SUB.match(sub) and len(literal) <= MAX_USERNAME:
-            return literal
-        digest = hashlib.sha256(sub.encode()).digest()
-        return f"{self.key}_{base64.b32encode(digest).decode().lower()[:HASH_CHARS]}"
+            name = literal
+        else:
+            digest = hashlib.sha256(sub.encode()).digest()
+            name = f"{self.key}_{base64.b32encode(digest).decode().lower()[:HASH_CHARS]}"
+        # The site check refuses prefixes that could produce one; this holds whatever the site.
+        if why := reserved_for_the_platform(name):
+            raise ReservedUsername(f"LMS user {sub!r} would be named {name!r}: {why}")
+        return name
 
 
 def platforms(site: Site) -> list[Platform]:

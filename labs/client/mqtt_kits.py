@@ -208,7 +208,8 @@ class Lab:
         self.address = address
         self.history = history
         self.client_id = client_id or f"smartlab-lab-{uuid.uuid4().hex[:12]}"
-        self.requester = _requester_id(self.client_id)
+        # $ack/<account>/<connection>: the broker lets only this account read it.
+        self.requester = address.credentials.username + "/" + _requester_id(self.client_id)
         self.malformed = 0  # messages ignored (in whole or in part) because they break protocol
         self.callback_errors = 0
         self._cond = threading.Condition()  # guards every kit's state and the fields below
@@ -241,6 +242,7 @@ class Lab:
                 subscribe=subscriptions,
                 on_connect=self._on_connect,
                 timeout=timeout,
+                **address.tls_options(),
             )
         except ConnectError as err:
             raise LabConnectionError(str(err)) from None

@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from hardware_kits import protocol as P
-from hardware_kits.broker import OBSERVER_ROLE, Broker, observe_role
+from hardware_kits.broker import ADMIN, OBSERVER_ROLE, Broker, ack_role, observe_role
 from hardware_kits.dynsec import DynSecError
 from hardware_kits.kit_runner import KitRunner
 from hardware_kits.mqtt import ConnectError, Credentials, command_properties, connect_client
@@ -50,12 +50,12 @@ class Conn:
         self.connects = 0
         self.disconnects = 0  # by the broker or the network, not by close()
         self.closing = False
-        self.requester = f"rt-{uuid.uuid4().hex[:8]}"
+        self.requester = f"{creds.username}/rt-{uuid.uuid4().hex[:8]}"
         self.client = connect_client(
             broker.host,
             broker.port,
             creds,
-            self.requester,
+            self.requester.replace("/", "-"),
             on_message=lambda c, u, m: self.messages.append(m),
             subscribe=[(f, 1) for f in filters],
             on_connect=self._on_connect,
@@ -145,10 +145,9 @@ def rights(broker: Broker, kits: dict) -> Iterator[BrokerRights]:
 
 @pytest.fixture
 def kit_side(broker: Broker, rights: BrokerRights, kits: dict) -> Iterator[Conn]:
-    """What the kits send, seen by a separate watcher of every kit (acks included)."""
-    conn = Conn(
-        broker, rights.watch_account(user(), None), [P.kit_filter(KIT_A), P.kit_filter(KIT_B)]
-    )
+    """What the kits send, acks included: seen as the broker's admin (a watch account sees no
+    one's acks, see tests/security/test_mqtt_boundaries.py)."""
+    conn = Conn(broker, broker.credentials(ADMIN), [P.kit_filter(KIT_A), P.kit_filter(KIT_B)])
     yield conn
     conn.close()
 
@@ -344,9 +343,10 @@ def test_watch_account_follows_the_kits_it_is_given(broker, rights, kits):
 
 
 def _roles(broker: Broker, username: str) -> set[str]:
+    """The account's roles but its own `acks_<username>` (which every account keeps)."""
     with broker.admin() as admin:
         client = admin.call({"command": "getClient", "username": username})[0]["data"]["client"]
-    return {r["rolename"] for r in client["roles"]}
+    return {r["rolename"] for r in client["roles"]} - {ack_role(username)}
 
 
 def test_one_dynsec_connection_is_kept_and_replaced_when_dropped(broker, kits):
