@@ -168,6 +168,10 @@ class SandboxedExecute(Execute):
         self._stopped_at: int | None = None
         self._tampered: list[dict[str, Any]] = []
         self._hidden_marker = ClearHiddenTests(config=self.config).begin_test_delimeter
+        # Fixed before any code runs: what an error message of a hidden-test cell may be.
+        self._literals = {
+            value for c in nb.cells if c.cell_type == "code" for value in _literals(c.source)
+        }
         with self.setup_kernel():
             assert self.kc is not None
             info = self.wait_for_reply(self.kc.kernel_info())
@@ -197,7 +201,7 @@ class SandboxedExecute(Execute):
                     self._kill_kernel()
                     self._mark_stopped(cell)
                 if hidden:
-                    withhold_hidden_output(cell)
+                    withhold_hidden_output(cell, self._literals)
                     if self._stopped_at is None:
                         self._guard_says_tampered(index, cell, "scrub")
         self.set_widgets_metadata()
@@ -415,13 +419,15 @@ EXCEPTION_NAMES = {
 NUMBER = re.compile(r"^-?\d{1,6}(\.\d{1,6})?$")
 
 
-def withhold_hidden_output(cell: NotebookNode) -> None:
+def withhold_hidden_output(cell: NotebookNode, messages: set[str] | None = None) -> None:
     """A cell with hidden tests keeps only what decides its points (an error or not, stderr or
-    not, a partial-credit number) and text its author wrote (string literals of its source,
-    each at most once, in source order): nothing student code computed, so no encoding of
-    the hidden source can reach the autograded notebook or the feedback."""
+    not, a partial-credit number) and text written before grading: printed lines that are
+    string literals of its own source (each at most once, in source order), an error message
+    that is a string literal of the notebook (`messages`: the test's assertion message, or
+    the student's own `raise` message). Nothing computed while it ran, so no encoding of the
+    hidden source reaches the autograded notebook or the feedback."""
     literals = _literals(cell.source)
-    allowed = set(literals)
+    allowed = set(literals) | (messages or set())
     kept: list[NotebookNode] = []
     streams: dict[str, list[str]] = {}
     for output in cell.get("outputs", []):

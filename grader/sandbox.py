@@ -265,12 +265,14 @@ class Job:
     limits: Limits
     hide: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    cgroup: str = ""  # the notebook's cgroup name below smartlab/ (empty: none)
+    cgroup: str = ""  # the notebook's cgroup below smartlab-grade/ (empty: none)
 
 
 def notebook_cgroup(name: str, limits: Limits) -> cgroups.CgroupLimits:
     """The cgroup of one notebook: memory and processes of all its processes together."""
-    return cgroups.CgroupLimits(name, mem_bytes=limits.memory_bytes, pids=limits.processes)
+    return cgroups.CgroupLimits(
+        name, mem_bytes=limits.memory_bytes, pids=limits.processes, group=cgroups.GRADING_GROUP
+    )
 
 
 def sandbox_env(extra: dict[str, str]) -> dict[str, str]:

@@ -348,7 +348,7 @@ class ForkServer:
         else:
             os.chmod(job_dir, 0o700)
         hide = [str(p) for p in request.get("hide", []) if isinstance(p, str) and p.startswith("/")]
-        cgroup = f"grade/{job_dir.name}"
+        cgroup = job_dir.name
         if not (self.full and sandbox.notebook_cgroup(cgroup, limits).prepare()):
             cgroup = ""  # not root, or no cgroup controller: rlimits only (logged)
         conn.job = Job(

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-GROUP = "smartlab"
+GROUP = "smartlab"  # users' servers: smartlab/<user>
+GRADING_GROUP = "smartlab-grade"  # graded notebooks: smartlab-grade/<job>, apart from any user
 CPU_PERIOD_US = 100_000
 V1_CONTROLLERS = ("memory", "cpu", "pids")
+OPTIONAL = ("memory.swap.max", "memory.memsw.limit_in_bytes")
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +34,22 @@ def _v2_root() -> Path | None:
 
 @dataclass(frozen=True)
 class CgroupLimits:
-    """The cgroup(s) of one user or one notebook; 0 means no limit of that kind.
-
-    `name` may hold a slash (`grade/3-ab12`): nested below `smartlab/`."""
+    """The cgroup(s) `<group>/<name>` of one user or one notebook; 0 means no limit of that
+    kind."""
 
     name: str
     mem_bytes: int = 0
     cpus: float = 0.0
     pids: int = 0
+    group: str = GROUP
 
     def _v2(self) -> Path | None:
         root = _v2_root()
-        return root / GROUP / self.name if root else None
+        return root / self.group / self.name if root else None
 
     def _v1(self, controller: str) -> Path | None:
         tree = CGROUP_ROOT / controller
-        return tree / GROUP / self.name if (tree / "cgroup.procs").exists() else None
+        return tree / self.group / self.name if (tree / "cgroup.procs").exists() else None
 
     def _files(self) -> dict[Path, str]:
         """limit file -> value to write, for the cgroup version this machine has."""
@@ -90,12 +92,10 @@ class CgroupLimits:
         if not wanted:
             return
         line = " ".join(f"+{c}" for c in wanted)
-        folder = CGROUP_ROOT
-        for part in (GROUP, *self.name.split("/")[:-1]):
-            (folder / "cgroup.subtree_control").write_text(line)
-            folder = folder / part
-            folder.mkdir(exist_ok=True)
-        (folder / "cgroup.subtree_control").write_text(line)
+        (CGROUP_ROOT / "cgroup.subtree_control").write_text(line)
+        parent = CGROUP_ROOT / self.group
+        parent.mkdir(exist_ok=True)
+        (parent / "cgroup.subtree_control").write_text(line)
 
     def prepare(self) -> list[Path]:
         """Make the cgroups and write the limits; the cgroup folders a process should join.
@@ -109,6 +109,8 @@ class CgroupLimits:
                 self._enable_v2_controllers()
             for path, value in files.items():
                 path.parent.mkdir(parents=True, exist_ok=True)
+                if path.name in OPTIONAL and not path.exists():
+                    continue  # no swap accounting on this kernel: nothing to cap
                 path.write_text(value)
                 if path.parent not in folders:
                     folders.append(path.parent)

@@ -119,7 +119,7 @@ def test_no_process_of_the_notebook_survives_it(
         "print('CGROUP', open('/proc/self/cgroup').read().replace(chr(10), ' '))"
     )
     nb, _ = run_notebook(fork_server, [daemon], tmp_path, timeout=30)
-    assert "CGROUP" in text_of(nb.cells[0]) and "smartlab/grade/" in text_of(nb.cells[0])
+    assert "CGROUP" in text_of(nb.cells[0]) and "/smartlab-grade/" in text_of(nb.cells[0])
     left = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -130,7 +130,7 @@ def test_no_process_of_the_notebook_survives_it(
                 continue
     assert left == []
     # Its cgroup is gone as well.
-    groups = [p for p in (cgroups.CGROUP_ROOT).glob("*/smartlab/grade/*") if p.is_dir()]
+    groups = [p for p in cgroups.CGROUP_ROOT.glob(f"*/{cgroups.GRADING_GROUP}/*") if p.is_dir()]
     assert groups == [] or all(not cgroups.members(g) for g in groups)
 
 
