@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 from grader.sandbox import processes_of
@@ -41,7 +42,7 @@ def test_many_memory_hungry_children_stay_within_the_notebook_limit(
     fork_server: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    limit = 768 << 20
+    limit = 1200 << 20
     memory_file = "memory.limit_in_bytes" if _has_v1("memory") else "memory.max"
     hungry = (
         "import os, time\n"
@@ -50,20 +51,21 @@ def test_many_memory_hungry_children_stay_within_the_notebook_limit(
         "    pid = os.fork()\n"
         "    if pid == 0:\n"
         "        try:\n"
-        "            block = b'x' * (400 << 20)  # touched: resident, not only mapped\n"
+        "            block = b'x' * (350 << 20)  # touched: resident, not only mapped\n"
         "            time.sleep(3)\n"
-        "        finally:\n"
         "            os._exit(0)\n"
+        "        except MemoryError:\n"
+        "            os._exit(3)  # its own address-space limit: not what is tested here\n"
         "    pids.append(pid)\n"
         "codes = [os.waitpid(p, 0)[1] for p in pids]\n"
-        "print('KILLED', sum(1 for c in codes if os.WIFSIGNALED(c)), 'of', len(codes))"
+        "print('KILLED', sum(1 for c in codes if os.WIFSIGNALED(c)), 'of', len(codes), codes)"
     )
     nb, stops = run_notebook(
         fork_server,
         [_limit_file("memory", memory_file), hungry, "print('after')"],
         tmp_path,
         timeout=60,
-        memory="768M",
+        memory="1200M",
         processes=64,
     )
     assert f"LIMIT {limit}" in text_of(nb.cells[0]), text_of(nb.cells[0])
@@ -75,6 +77,18 @@ def test_many_memory_hungry_children_stay_within_the_notebook_limit(
     else:
         killed = int(out.split("KILLED ")[1].split()[0])
         assert killed >= 2, out
+
+
+def _running(marker: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(entry.name)
+            except OSError:
+                continue
+    return found
 
 
 def test_a_fork_bomb_is_bounded_by_the_notebooks_pids_limit(
@@ -120,14 +134,9 @@ def test_no_process_of_the_notebook_survives_it(
     )
     nb, _ = run_notebook(fork_server, [daemon], tmp_path, timeout=30)
     assert "CGROUP" in text_of(nb.cells[0]) and "/smartlab-grade/" in text_of(nb.cells[0])
-    left = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    left.append(entry.name)
-            except OSError:
-                continue
+    deadline = time.monotonic() + 10  # the fork server cleans up once the kernel is closed
+    while (left := _running(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert left == []
     # Its cgroup is gone as well.
     groups = [p for p in cgroups.CGROUP_ROOT.glob(f"*/{cgroups.GRADING_GROUP}/*") if p.is_dir()]
