@@ -46,13 +46,30 @@ ATTACKS: dict[str, tuple[dict[str, str], str, str]] = {
     "forger": (
         WRONG_SQUARES,
         "squares",
-        "get_ipython().set_custom_exc((BaseException,), lambda *args, **kwargs: None)",
+        "get_ipython().set_custom_exc((BaseException,), lambda *args, **kwargs: None)\n"
+        "get_ipython()._showtraceback = lambda *args, **kwargs: None",
     ),
     "excepthooker": (
         WRONG_SQUARES,
         "squares",
         "import sys\nsys.excepthook = lambda *args: None\n"
-        "get_ipython().excepthook = lambda *args: None",
+        "get_ipython().excepthook = lambda *args: None\n"
+        "get_ipython().showtraceback = lambda *args, **kwargs: None",
+    ),
+    "rewriter": (
+        WRONG_SQUARES,
+        "squares",
+        "get_ipython().input_transformers_cleanup.append(\n"
+        "    lambda lines: ['pass\\n'] if any('assert' in l for l in lines) else lines)",
+    ),
+    "astforger": (
+        WRONG_SQUARES,
+        "squares",
+        "import ast\n"
+        "class _NoAsserts(ast.NodeTransformer):\n"
+        "    def visit_Assert(self, node):\n"
+        "        return ast.Pass()\n"
+        "get_ipython().ast_transformers.append(_NoAsserts())",
     ),
     "patcher": (
         {**CORRECT, "mean_and_std": "wrong"},
@@ -154,6 +171,8 @@ def test_the_honest_student_keeps_full_marks(graded: Graded) -> None:
     [
         ("forger", [("squares", "correct_squares"), ("squares", "squares_sums")]),
         ("excepthooker", [("squares", "correct_squares"), ("squares", "squares_sums")]),
+        ("rewriter", [("squares", "correct_squares")]),
+        ("astforger", [("squares", "correct_squares")]),
         ("patcher", [("stats", "mean_and_std_tests")]),
     ],
 )
@@ -165,7 +184,9 @@ def test_forging_a_pass_earns_nothing(
         assert scores[cell] == 0.0, (student, cell, scores)
 
 
-@pytest.mark.parametrize("student", ["forger", "patcher", "peeker", "transformer"])
+@pytest.mark.parametrize(
+    "student", ["forger", "rewriter", "astforger", "patcher", "peeker", "transformer"]
+)
 def test_tampering_is_flagged_for_the_instructor(graded: Graded, student: str) -> None:
     notebook = "stats" if student == "patcher" else "squares"
     nb = graded.notebook(student, notebook)
