@@ -407,7 +407,14 @@ def _filesystem(job: Job, source_fd: int | None) -> None:
     for target, opts in masks:
         _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
     for path, fd, writable in held:
-        os.makedirs(path, 0o755, exist_ok=True)  # in a fresh tmpfs of root's: nobody else's
+        # In a fresh tmpfs of root's: nobody else's; traversable, not listable (as the host's
+        # /run/smartlab-grade/jobs: a kernel finds its own sockets, never lists others).
+        os.makedirs(path, 0o711, exist_ok=True)
+        top = next(t for t, _ in masks if _is_below(path, t))
+        for parent in Path(path).parents:  # makedirs gives the folders above umask's mode
+            if not _is_below(str(parent), top) or str(parent) == top:
+                break
+            os.chmod(parent, 0o711)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         os.close(fd)
         if not writable:
