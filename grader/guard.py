@@ -65,6 +65,8 @@ ALLOWED_CALLBACK_MODULES = (
     "IPython.core.pylabtools",
     "IPython.extensions",
 )
+# Modules whose public callables honest code rebinds (or that the checks above cover).
+UNCHECKED_MODULES = {"sys", "builtins", "__main__", "warnings", "__mp_main__"}
 SYS_HOOKS = ("excepthook", "displayhook", "breakpointhook", "unraisablehook")
 IGNORED_BUILTINS = {"_", "__", "___"}
 
@@ -97,6 +99,15 @@ class Guard:
         self.sys_hooks = {name: getattr(sys, name, None) for name in SYS_HOOKS}
         self.builtins = dict(builtins.__dict__)
         self.modules = dict(sys.modules)
+        # The public functions and classes of every module loaded so far (numpy.allclose,
+        # math.isclose …): a test cell calls them and trusts their answer.
+        self.module_attrs = {
+            name: {
+                k: v for k, v in list(vars(module).items()) if not k.startswith("_") and callable(v)
+            }
+            for name, module in self.modules.items()
+            if module is not None and name not in UNCHECKED_MODULES and hasattr(module, "__dict__")
+        }
         self.instance = {n: vars(shell)[n] for n in SHELL_HOOKS if n in vars(shell)}
         self.traits = {n: shell._trait_values[n] for n in SHELL_HOOKS if n in shell._trait_values}
         self.classes = {
@@ -141,7 +152,18 @@ class Guard:
             if sys.modules.get(name, module) is not module:
                 sys.modules[name] = module
                 changed.append(f"sys.modules[{name!r}]")
+        changed += self._restore_module_attrs()
         self.linecache_keys = set(linecache.cache)
+        return changed
+
+    def _restore_module_attrs(self) -> list[str]:
+        changed = []
+        for name, attrs in self.module_attrs.items():
+            current = vars(self.modules[name])
+            for attr, value in attrs.items():
+                if current.get(attr, value) is not value:
+                    current[attr] = value
+                    changed.append(f"{name}.{attr}")
         return changed
 
     def _restore_sys(self) -> list[str]:

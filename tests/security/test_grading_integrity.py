@@ -71,6 +71,15 @@ ATTACKS: dict[str, tuple[dict[str, str], str, str]] = {
         "        return ast.Pass()\n"
         "get_ipython().ast_transformers.append(_NoAsserts())",
     ),
+    "monkeypatcher": (
+        CORRECT,
+        "normalise",
+        "import numpy\n"
+        "_normalise = normalise\n"
+        "def normalise(xs):  # right for the visible tests, wrong for the hidden one\n"
+        "    return _normalise(xs) if len(xs) > 2 else [0.0, 0.0]\n"
+        "numpy.allclose = lambda *args, **kwargs: True",
+    ),
     "patcher": (
         {**CORRECT, "mean_and_std": "wrong"},
         "mean_and_std",
@@ -122,7 +131,8 @@ def graded(generated_course: Path, work_root: Path) -> Iterator[Graded]:  # noqa
         config.write("\nfrom grader.autograde import use_sandbox\n\nuse_sandbox(c)\n")
     plans = [SyntheticPlan("honest", dict(CORRECT))]
     for student, (answers, grade_id, code) in ATTACKS.items():
-        notebook = "stats.ipynb" if grade_id == "mean_and_std" else "squares.ipynb"
+        in_stats = grade_id in ("mean_and_std", "normalise")
+        notebook = "stats.ipynb" if in_stats else "squares.ipynb"
         plans.append(
             SyntheticPlan(
                 student, dict(answers), append={grade_id: code}, final_cells={notebook: SPY_CELL}
@@ -174,6 +184,7 @@ def test_the_honest_student_keeps_full_marks(graded: Graded) -> None:
         ("rewriter", [("squares", "correct_squares")]),
         ("astforger", [("squares", "correct_squares")]),
         ("patcher", [("stats", "mean_and_std_tests")]),
+        ("monkeypatcher", [("stats", "normalise_tests")]),
     ],
 )
 def test_forging_a_pass_earns_nothing(
