@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grader import sandbox
+from grader import guard, sandbox
 from grader.sandbox import Job
 
 # numpy (with the parts it imports lazily on first use: reading data files needs numpy.ma, 10-20 ms
@@ -161,7 +161,11 @@ def run_kernel(
                 app.parse_command_line = lambda argv=None: parse_connection_file_only(
                     app, conn_file
                 )
+            # No history database: a hidden test's source must not outlive its cell on disk.
+            app.config.HistoryManager.enabled = False
             app.initialize(args)
+            # Before any student code: the references the grader checks each grade cell against.
+            guard.install(app.shell, app.kernel)
             os.write(ready_fd, b"r")
             os.close(ready_fd)
             app.start()

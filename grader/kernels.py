@@ -32,7 +32,7 @@ from typing import Any
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
-from traitlets import Instance, List, Unicode, default
+from traitlets import Bool, Instance, List, Unicode, default
 
 from grader import sandbox, zygote
 from grader.sandbox import Limits
@@ -324,6 +324,7 @@ class SandboxProvisioner(LocalProvisioner):
             "kernel_args": kernel_args,
         }
         cwd = kwargs.get("cwd")
+        self.parent.guarded = in_process  # grader/guard.py runs in in-process kernels only
         self.lease.launch(request, os.fspath(cwd) if cwd else None)
         if self.lease.ready is False:  # it died on its way up: say why, not "no reply"
             info = self.lease.wait_exit(5) or {}
@@ -433,6 +434,7 @@ class SandboxKernelManager(AsyncKernelManager):
     hide_paths = List(Unicode())
     sandbox_mode = Unicode("")
     sandbox_user = Unicode("")
+    guarded = Bool(False, help="The kernel answers grader/guard.py's checks.")
 
     @default("sandbox")
     def _sandbox_default(self) -> Sandbox:

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from site_config import cgroups
 from site_config.platform_accounts import SANDBOX_PREFIX
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -128,8 +129,8 @@ class Limits:
 
     cpu_seconds: int = 600  # CPU time of the kernel process (RLIMIT_CPU)
     wall_seconds: float = 900.0  # the whole notebook run, enforced by the fork server
-    memory_bytes: int = 2 << 30  # address space (RLIMIT_AS)
-    processes: int = 64  # processes and threads of the sandbox account (RLIMIT_NPROC)
+    memory_bytes: int = 2 << 30  # address space of a process (RLIMIT_AS); memory of the notebook
+    processes: int = 64  # processes and threads of the account (RLIMIT_NPROC) and the notebook
     file_bytes: int = 64 << 20  # largest file the code may write (RLIMIT_FSIZE)
     tmp_bytes: int = 256 << 20  # the private /tmp (work folder included)
     open_files: int = 256  # RLIMIT_NOFILE
@@ -264,6 +265,14 @@ class Job:
     limits: Limits
     hide: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    cgroup: str = ""  # the notebook's cgroup below smartlab-grade/ (empty: none)
+
+
+def notebook_cgroup(name: str, limits: Limits) -> cgroups.CgroupLimits:
+    """The cgroup of one notebook: memory and processes of all its processes together."""
+    return cgroups.CgroupLimits(
+        name, mem_bytes=limits.memory_bytes, pids=limits.processes, group=cgroups.GRADING_GROUP
+    )
 
 
 def sandbox_env(extra: dict[str, str]) -> dict[str, str]:
@@ -290,6 +299,8 @@ def confine(job: Job, source_fd: int | None) -> None:
     """Turn this (forked, root) process into the sandbox of `job`. Raises on any failure: a
     kernel must never run half-confined."""
     os.setsid()
+    if job.cgroup:  # first, while /sys/fs/cgroup is still writable and we are root
+        cgroups.join(notebook_cgroup(job.cgroup, job.limits).folders())
     if job.full:
         assert job.account is not None
         _namespaces()
@@ -379,8 +390,12 @@ def _filesystem(job: Job, source_fd: int | None) -> None:
     checkout = source_checkout()
     if checkout == "/" or (checkout and any(_is_below(checkout, t) for t, _ in masks)):
         checkout = None  # nothing to mask, or already masked with the temporary folder
-    if checkout:
-        masks.append((checkout, "size=1m,mode=0755,nr_inodes=1024"))
+    # Empty read-only masks: the checkout, and the host's runtime state (/run: sockets, locks,
+    # the fork server's slots; /dev/mqueue: the host's message queues), whose mounts may be
+    # writable filesystems of their own.
+    readonly = [p for p in (checkout, "/run", "/dev/mqueue") if p and os.path.isdir(p) and p != "/"]
+    readonly = [p for p in readonly if not any(_is_below(p, t) for t, _ in masks)]
+    masks += [(p, "size=1m,mode=0755,nr_inodes=1024") for p in readonly]
     # Handles on what must stay visible under the masks, taken before they cover it: the
     # kernel's runtime (read-only) and its socket folder (writable), wherever they lie.
     keep = [(p, False) for p in kernel_runtime()] + [(job.sock_dir, True)]
@@ -392,13 +407,20 @@ def _filesystem(job: Job, source_fd: int | None) -> None:
     for target, opts in masks:
         _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, opts)
     for path, fd, writable in held:
-        os.makedirs(path, 0o755, exist_ok=True)  # in a fresh tmpfs of root's: nobody else's
+        # In a fresh tmpfs of root's: nobody else's; traversable, not listable (as the host's
+        # /run/smartlab-grade/jobs: a kernel finds its own sockets, never lists others).
+        os.makedirs(path, 0o711, exist_ok=True)
+        top = next(t for t, _ in masks if _is_below(path, t))
+        for parent in Path(path).parents:  # makedirs gives the folders above umask's mode
+            if not _is_below(str(parent), top) or str(parent) == top:
+                break
+            os.chmod(parent, 0o711)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
         os.close(fd)
         if not writable:
             _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    if checkout:
-        _mount(None, checkout, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    for path in readonly:
+        _mount(None, path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.mkdir(WORKDIR, 0o700)
     os.mkdir(HOMEDIR, 0o700)
     os.chown(HOMEDIR, job.account.uid, job.account.gid)

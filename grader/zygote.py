@@ -348,6 +348,9 @@ class ForkServer:
         else:
             os.chmod(job_dir, 0o700)
         hide = [str(p) for p in request.get("hide", []) if isinstance(p, str) and p.startswith("/")]
+        cgroup = job_dir.name
+        if not (self.full and sandbox.notebook_cgroup(cgroup, limits).prepare()):
+            cgroup = ""  # not root, or no cgroup controller: rlimits only (logged)
         conn.job = Job(
             slot=slot,
             full=self.full,
@@ -358,6 +361,7 @@ class ForkServer:
             limits=limits,
             hide=hide,
             env=dict(request.get("env", {})),
+            cgroup=cgroup,
         )
         conn.job_dir, conn.slot_fd = job_dir, slot_fd
         self._send(
@@ -488,6 +492,11 @@ class ForkServer:
         """After a kernel: stop everything its account still runs, delete its files, free
         the slot."""
         job = conn.job
+        if job is not None and job.cgroup:
+            # Everything the notebook started, whatever account or session it ended up in.
+            left = sandbox.notebook_cgroup(job.cgroup, job.limits).kill_all()
+            if left:
+                log.error("%d processes of notebook cgroup %s survived", left, job.cgroup)
         if job is not None and job.account is not None:
             left = sandbox.kill_account_processes(job.account.uid)
             if left:

@@ -17,7 +17,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Bool, Unicode, default
 
 from hub_config.accounts import can_isolate, ensure_account
-from hub_config.limits import CgroupLimits, join
+from site_config.cgroups import CgroupLimits, join
 
 # The platform's Jupyter config folder (nbgrader's multi-course settings) for every server.
 JUPYTER_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter"

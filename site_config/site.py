@@ -166,7 +166,7 @@ class Person(_Strict):
 
 
 class Servers(_Strict):
-    """What each user's server may use; enforced where the spawner can (hub_config/limits.py)."""
+    """What each user's server may use; enforced where the spawner can (site_config/cgroups.py)."""
 
     mem_limit: str = Field("2G", pattern=r"^\d+(\.\d+)?[KMGT]?$")
     cpu_limit: float = Field(1.0, gt=0)

@@ -10,7 +10,7 @@ import pytest
 from hub_config.accounts import can_isolate
 from hub_config.course_dirs import course_root
 from hub_config.hub import grader_account
-from hub_config.limits import CGROUP_ROOT, GROUP
+from site_config.cgroups import CGROUP_ROOT, GROUP
 from site_config.site import load_site
 from tests.e2e.hubclient import run_in_kernel
 
@@ -57,7 +57,7 @@ def test_student_code_cannot_read_other_homes_or_submissions(platform, browsers)
 
 
 def test_student_code_runs_inside_the_users_memory_and_cpu_limits(platform, browsers):
-    """The site's `servers:` limits hold for the kernel too (cgroups, hub_config/limits.py)."""
+    """The site's `servers:` limits hold for the kernel too (cgroups, site_config/cgroups.py)."""
     if not any(
         p.exists()
         for p in (CGROUP_ROOT / "cgroup.controllers", CGROUP_ROOT / "memory" / "cgroup.procs")

@@ -40,20 +40,28 @@ def test_release_has_no_hidden_tests(generated_course: Path) -> None:
 def test_feedback_shows_no_hidden_test(hostile_class: HostileClass) -> None:
     course = hostile_class.course
     lines = course_hidden_lines(course)
-    # The attacks worked where only instructors look: the spy printed the hidden tests and
-    # the cheater's traceback shows the hidden assert that failed.
+    # Not even where only instructors look: the spy's input transformer was removed before
+    # the first test cell (which then scored 0, flagged), and a failing hidden test shows its
+    # error and its author's message, not its traceback.
     spied = "".join(
         "".join(o.get("text", ""))
         for c in autograded_cells(course, "spy", "squares")
         for o in c.get("outputs", [])
     )
-    assert "hidden: squares(10)" in spied
-    cheater = autograded_cells(course, "cheater", "squares")
-    assert any(
-        "squares(10)" in "".join(o.get("traceback", []))
-        for c in cheater
-        for o in c.get("outputs", [])
+    assert "squares(10)" not in spied and "input_transformers_post" in spied + str(
+        autograded_cells(course, "spy", "squares")
     )
+    cheater = autograded_cells(course, "cheater", "squares")
+    hidden_errors = [
+        o
+        for c in cheater
+        if "BEGIN HIDDEN TESTS" in "".join(c["source"])
+        for o in c.get("outputs", [])
+        if o["output_type"] == "error"
+    ]
+    assert [(o["ename"], o["evalue"], len(o["traceback"])) for o in hidden_errors] == [
+        ("AssertionError", "hidden: squares(10)", 1)
+    ]
 
     done = nbgrader("generate_feedback", ASSIGNMENT, "--force", cwd=course)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -64,9 +72,9 @@ def test_feedback_shows_no_hidden_test(hostile_class: HostileClass) -> None:
         shown = [line for line in lines if line in text]
         assert shown == [] and "HIDDEN TESTS" not in text, (page, shown)
     spy_page = visible_text(course / "feedback" / "spy" / ASSIGNMENT / "squares.html")
-    assert "[hidden test code removed]" in spy_page
+    assert "Grading integrity violation" in spy_page
     cheater_page = visible_text(course / "feedback" / "cheater" / ASSIGNMENT / "squares.html")
-    assert "AssertionError" in cheater_page and "squares(2) == [1, 4]" in cheater_page
+    assert "AssertionError: hidden: squares(10)" in cheater_page
     # A notebook a limit stopped says so in its feedback.
     looper_page = visible_text(course / "feedback" / "looper" / ASSIGNMENT / "squares.html")
     assert "Grading stopped early." in looper_page and "NotRun" in looper_page

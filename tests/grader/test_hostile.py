@@ -48,11 +48,14 @@ def test_the_batch_completes_and_honest_students_keep_their_marks(
         "net",
         "killer",
         "hog",
-        "spy",
         "filler",
     ):
         got = {k[1:]: v[0] for k, v in scores.items() if k[0] == student and v[0] is not None}
         assert got == FULL_MARKS, student
+    # The spy hooked the kernel (an input transformer): the test cell after it is not run and
+    # scores nothing; the hook is gone for the cells after that.
+    spy = {k[1:]: v[0] for k, v in scores.items() if k[0] == "spy" and v[0] is not None}
+    assert spy == {**FULL_MARKS, ("squares", "correct_squares"): 0.0}
     assert all(score is None or score <= 3 for score, _ in scores.values())
 
 
