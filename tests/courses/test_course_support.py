@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from courses import checks, live, recorded
 from courses.install import CourseError, assignments, available_courses, install_course
+from coursework import checks, live, recorded
 from hardware_kits import protocol as P
 from hardware_kits.twins.offline import OfflineKit
 from site_config.runtime import free_port

@@ -2,8 +2,8 @@
 
 Graded cells never read a live kit: they use these files (committed next to the notebooks)
 or a twin run in-process. Each dataset is a pure function of the twin models and a fixed
-seed, so `python -m courses.recorded` rewrites them byte for byte and
-`python -m courses.recorded --check` tells whether the committed files still match the twins.
+seed, so `python -m coursework.recorded` rewrites them byte for byte and
+`python -m coursework.recorded --check` tells whether the committed files still match the twins.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from hardware_kits.descriptor import load_models
 from hardware_kits.twins.base import TwinModel, twin_class
 from hardware_kits.twins.offline import OfflineKit
 
-COURSES = Path(__file__).parent
+# The checkout's course sources, where `main` writes the files (never read by a graded cell).
+COURSES = Path(__file__).resolve().parent.parent / "courses"
 DAY_S = 86_400
 # 15 April 2025, 00:00 UTC: a spring day, nights of about ten hours at the twins' latitude.
 SPRING_DAY = 1_744_675_200
@@ -267,7 +268,7 @@ DATASETS: dict[Path, Callable[[], str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m courses.recorded",
+        prog="python -m coursework.recorded",
         description="Write (or check) the courses' recorded data.",
     )
     parser.add_argument(
