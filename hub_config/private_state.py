@@ -2,12 +2,12 @@
 starts as root: the course sources in the checkout and root's service state.
 
 Students' servers run under their own accounts on the same machine, so a file's mode is the
-boundary. The course folders of the checkout (`courses/<course_id>/`: solutions and hidden
-tests) become 0700; root's service state (the lab service's database and config, the broker's
-folder with its dynamic-security JSON, the LTI store) is created private: the launcher runs with
-umask 077, and every start tightens what an earlier run (or an older version) left open. Only
-what students must reach stays open: their homes and nbgrader's exchange (the sandbox's socket
-folder, for the graders).
+boundary. The folders of the checkout's `courses/` (each course's solutions and hidden tests,
+the released data's parameters) become 0700; root's service state (the lab service's database
+and config, the broker's folder with its dynamic-security JSON, the LTI store) is created
+private: the launcher runs with umask 077, and every start tightens what an earlier run (or an
+older version) left open. Only what students must reach stays open: their homes and nbgrader's
+exchange (and the sandbox's socket folder, for the graders).
 
 Root never follows a link here: every change is made on a descriptor opened with O_NOFOLLOW,
 relative to a folder descriptor, so a link planted in the checkout or the state folder changes
@@ -24,7 +24,6 @@ from pathlib import Path
 
 # Root's own files: nobody else may read, write or enter them.
 PRIVATE_UMASK = 0o077
-CONFIG_FILE = "nbgrader_config.py"  # marks a course folder (courses/install.py)
 
 
 @contextlib.contextmanager
@@ -36,9 +35,9 @@ def _folder(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
-def _close_entry(parent_fd: int, name: str, keep: int = 0o700) -> bool:
+def _close_entry(parent_fd: int, name: str, keep: int = 0o700, folders_only: bool = False) -> bool:
     """Clear every bit of the entry `name` beyond `keep`; True if it was open. Links, sockets
-    and other special files are left alone (never followed)."""
+    and other special files are left alone (never followed); files too if `folders_only`."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(name, flags, dir_fd=parent_fd)
@@ -46,7 +45,8 @@ def _close_entry(parent_fd: int, name: str, keep: int = 0o700) -> bool:
         return False
     try:
         mode = os.fstat(fd).st_mode
-        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)) or not stat.S_IMODE(mode) & ~keep:
+        kinds = (stat.S_ISDIR(mode),) if folders_only else (stat.S_ISDIR(mode), stat.S_ISREG(mode))
+        if not any(kinds) or not stat.S_IMODE(mode) & ~keep:
             return False
         os.fchmod(fd, stat.S_IMODE(mode) & keep)
         return True
@@ -55,18 +55,14 @@ def _close_entry(parent_fd: int, name: str, keep: int = 0o700) -> bool:
 
 
 def close_course_sources(courses_dir: Path) -> list[str]:
-    """Make each course folder of the checkout (`courses_dir/<course_id>/`, the ones holding an
-    nbgrader config) 0700: its owner and root read it, no one else. Returns the ones closed."""
+    """Make every folder of the checkout's `courses_dir` 0700 (its owner and root read it, no
+    one else): the course folders (`<course_id>/`, solutions and hidden tests) and the staff's
+    tools beside them (`datasets/`, whose parameters are answers). Only its installer and
+    `__init__` stay readable. Returns the folders closed."""
     closed = []
     with _folder(courses_dir) as parent:
         for name in sorted(os.listdir(parent)):
-            try:
-                is_course = stat.S_ISREG(
-                    os.stat(f"{name}/{CONFIG_FILE}", dir_fd=parent, follow_symlinks=False).st_mode
-                ) and stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
-            except OSError:
-                continue
-            if is_course and _close_entry(parent, name):
+            if name != "__pycache__" and _close_entry(parent, name, folders_only=True):
                 closed.append(name)
     return closed
 

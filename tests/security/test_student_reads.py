@@ -171,12 +171,15 @@ def test_closing_follows_no_link(tmp_path: Path) -> None:
         folder.mkdir()
     (courses / "real").mkdir(mode=0o755)
     (courses / "real" / "nbgrader_config.py").write_text("")
+    (courses / "datasets").mkdir(mode=0o755)
+    (courses / "install.py").write_text("")
     (courses / "planted").symlink_to(outside)
     (state / "planted-dir").symlink_to(outside)
     (state / "planted-file").symlink_to(outside / "file")
     (state / "open.sqlite").write_text("")
     (state / "exchange").mkdir(mode=0o755)
-    assert close_course_sources(courses) == ["real"]
+    assert close_course_sources(courses) == ["datasets", "real"]
+    assert stat.S_IMODE((courses / "install.py").stat().st_mode) == 0o644
     assert close_state_folder(state, [state / "exchange"]) == ["open.sqlite"]
     assert stat.S_IMODE((courses / "real").stat().st_mode) == 0o700
     assert stat.S_IMODE((state / "open.sqlite").stat().st_mode) == 0o600
