@@ -72,7 +72,7 @@ def platform(work_root: Path, home_root: Path) -> Iterator[Up]:
         (state / name).write_bytes(b"")  # an empty file is an empty SQLite database
         (state / name).chmod(0o644)
     for folder in (REPO / "courses").iterdir():
-        if (folder / "nbgrader_config.py").exists():
+        if folder.is_dir() and folder.name != "__pycache__":
             folder.chmod(0o755)  # as a clone has them before any start
     up = Up(state, home_root)
     try:
@@ -86,9 +86,11 @@ def platform(work_root: Path, home_root: Path) -> Iterator[Up]:
 
 def course_secrets(platform: Up) -> list[Path]:
     """Every course folder, source notebook (solutions, hidden tests) and course config, in the
-    checkout and in the grader's course folders of the running platform."""
+    checkout and in the grader's course folders of the running platform, and the generator of
+    the released data."""
     runtime = platform.runtime
-    paths: list[Path] = []
+    released_data = REPO / "courses" / "datasets"  # its parameters are answers
+    paths: list[Path] = [released_data, released_data / "__init__.py"]
     for course in load_site(runtime.site).courses:
         for root in (REPO / "courses" / course.id, course_root(runtime, course.id)):
             paths += [root, root / "nbgrader_config.py", root / "source"]
