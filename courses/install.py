@@ -37,11 +37,29 @@ class CourseError(ValueError):
 
 def available_courses() -> list[str]:
     """Course ids shipped with the platform (folders with a config and a source folder)."""
-    return sorted(
-        p.name
-        for p in COURSES_DIR.iterdir()
-        if (p / CONFIG_FILE).is_file() and (p / "source").is_dir()
-    )
+    return sorted(p.name for p in COURSES_DIR.iterdir() if _is_course(p))
+
+
+def _is_course(folder: Path) -> bool:
+    try:
+        return (folder / CONFIG_FILE).is_file() and (folder / "source").is_dir()
+    except PermissionError:
+        raise CourseError(
+            f"{folder} is closed to this account (`smartlab up` as root closes the course "
+            "sources: solutions and hidden tests): run this as root or as the checkout's owner"
+        ) from None
+
+
+def close_to_others(folder: Path) -> None:
+    """Course staff's folder: no access for other accounts (students share the machine), group
+    members keep reading. Changed on a descriptor opened without following a link."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode & 0o7777
+        if mode & 0o027:
+            os.fchmod(fd, mode & ~0o027)
+    finally:
+        os.close(fd)
 
 
 def assignments(course_id: str) -> list[str]:
@@ -138,7 +156,8 @@ def install_course(
     say = progress or (lambda _line: None)
     source = _course_dir(course_id)
     course_root = Path(course_root).resolve()
-    course_root.mkdir(parents=True, exist_ok=True)
+    course_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    close_to_others(course_root)  # the sources (solutions, hidden tests) land only here
     copied = copy_missing(source, course_root)
     say(f"{course_id}: {copied} new files in {course_root}")
     if not release_first:

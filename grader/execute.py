@@ -20,13 +20,13 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import importlib.util
 import json
 import os
 import re
 import secrets
 import signal
 import time
-from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -42,7 +42,7 @@ from traitlets import Unicode, default
 
 from grader.guard import GUARD_REPLY, GUARD_REQUEST
 from grader.kernels import SandboxKernelManager
-from grader.sandbox import describe_bytes, kernel_runtime, source_checkout
+from grader.sandbox import describe_bytes, kernel_runtime
 from grader.settings import Sandbox
 
 NOTE_KEY = "smartlab_grade"  # notebook metadata: why a run stopped early, tampering
@@ -73,14 +73,12 @@ def _needed() -> list[str]:
     return [*kernel_runtime(), "/tmp", "/var/tmp", "/dev/shm"]  # the sandbox's private ones
 
 
-def _shipped_course_folders() -> list[Path]:
-    """The sandbox shows a kernel only the checkout's packages (`kernel_runtime`); of those,
-    courses/ also holds every shipped course's own folder (solutions and hidden tests)."""
-    checkout = source_checkout()
-    courses = Path(checkout, "courses") if checkout else None
-    if courses is None or not courses.is_dir():
-        return []
-    return [d for d in courses.iterdir() if (d / "nbgrader_config.py").exists()]
+def _course_sources() -> list[str]:
+    """The `courses` package (the shipped courses' solutions and hidden tests). Kernels never
+    import it; from a checkout it lies under the masked checkout, but an installed copy lies
+    in the Python environment, which the sandbox shows."""
+    spec = importlib.util.find_spec("courses")
+    return list(spec.submodule_search_locations or []) if spec else []
 
 
 def hidden_paths(config: Any, db_url: str | None, course_root: str | None) -> list[str]:
@@ -113,7 +111,7 @@ def hidden_paths(config: Any, db_url: str | None, course_root: str | None) -> li
     add(exchange if isinstance(exchange, str) else os.environ.get("SMARTLAB_EXCHANGE"))
     for variable in ("SMARTLAB_SITE", "SMARTLAB_STATE_DIR", "SMARTLAB_RUNTIME"):
         add(os.environ.get(variable))
-    for path in _shipped_course_folders():
+    for path in _course_sources():
         add(path)
     for extra in Sandbox(config=config).hide_paths:
         add(extra)

@@ -30,8 +30,8 @@ DEFAULT_PRELOAD = [
     "numpy.random",
     "hardware_kits.twins",
     "labs.client",
-    "courses.checks",
-    "courses.live",
+    "coursework.checks",
+    "coursework.live",
 ]
 # The in-process kernel itself.
 KERNEL_MODULES = ["ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell"]

@@ -46,8 +46,9 @@ from site_config import cgroups
 from site_config.platform_accounts import SANDBOX_PREFIX
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The platform's packages a graded kernel imports: course helpers, kit twins, the client.
-KERNEL_PACKAGES = ("grader", "hardware_kits", "labs", "courses")
+# The platform's packages a graded kernel imports: course helpers, kit twins, the client. Never
+# `courses` (the course sources: solutions and hidden tests).
+KERNEL_PACKAGES = ("grader", "hardware_kits", "labs", "coursework")
 WORKDIR = "/tmp/work"  # the kernel's cwd inside the sandbox
 HOMEDIR = "/tmp/home"  # its $HOME: IPython's folder and the connection file, out of sight
 WEAK_MODE_WARNING = (

@@ -277,6 +277,9 @@ class Broker:
         ):
             raise BrokerError(f"the mqtts port {self.tls_port} is already in use")
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Every account's password hash and rights (dynamic-security.json), the service
+        # credentials: the broker's and its starter's only, whatever the umask.
+        self.state_dir.chmod(0o700)
         admin = self.credentials(ADMIN)
         if not self.dynsec_path.exists():
             subprocess.run(

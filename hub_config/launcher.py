@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from courses.install import COURSES_DIR
 from hardware_kits.broker import BrokerError
 from hardware_kits.cli import add_broker_options, broker_for
 from hardware_kits.descriptor import load_models
@@ -28,6 +29,7 @@ from hardware_kits.fleet import Fleet
 from hub_config import hub
 from hub_config.accounts import GRADER_GROUP, can_isolate, closed_to_other_accounts
 from hub_config.course_dirs import prepare_courses
+from hub_config.private_state import PRIVATE_UMASK, close_course_sources, close_state_folder
 from labs.client import Lab, connect
 from site_config.paths import DEMO_SITE
 from site_config.platform_accounts import DEMO_OBSERVER
@@ -35,6 +37,7 @@ from site_config.runtime import RUNTIME_ENV, Runtime, pick_internal_ports, taken
 from site_config.site import Site, load_site
 
 HUB_CONFIG = Path(__file__).resolve().parent / "jupyterhub_config.py"
+SHARING_UMASK = 0o022  # for the processes that create files other accounts read
 
 
 def format_value(value: Any) -> str:
@@ -152,10 +155,22 @@ def make_runtime(args: argparse.Namespace, site: Site) -> Runtime:
     )  # type: ignore[arg-type]
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o711)  # users' servers reach the exchange inside, nothing else
-    runtime.hub_dir.mkdir(mode=0o700, exist_ok=True)
     Path(runtime.home_root).mkdir(parents=True, exist_ok=True)
+    if isolate:
+        close_private_files(runtime)
+    runtime.hub_dir.mkdir(mode=0o700, exist_ok=True)
     runtime.save(runtime.hub_dir / "runtime.json")
     return runtime
+
+
+def close_private_files(runtime: Runtime) -> None:
+    """As root, before anything is written: what this process creates from now on is root's
+    alone (umask 077), and what earlier runs left open is closed: the checkout's course
+    sources and the state folder, all but the homes, the exchange and the sandbox's socket."""
+    os.umask(PRIVATE_UMASK)
+    close_course_sources(COURSES_DIR)
+    shared = (Path(runtime.home_root), runtime.exchange, runtime.sandbox_socket.parent)
+    close_state_folder(Path(runtime.state_dir), shared)
 
 
 def start_hub(runtime: Runtime) -> subprocess.Popen:
@@ -173,6 +188,10 @@ def start_hub(runtime: Runtime) -> subprocess.Popen:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        # It starts users' servers and formgraders, which share files through the exchange
+        # (feedback is copied with its source's mode); what it keeps itself is made private
+        # where it is made (hub/ is 0700, the lab service's and LTI's databases 0600).
+        umask=SHARING_UMASK,
     )
 
 
@@ -182,7 +201,8 @@ def start_sandbox(runtime: Runtime) -> subprocess.Popen | None:
     allows, and says so in its log."""
     if not runtime.isolate:
         return None
-    runtime.sandbox_socket.parent.mkdir(mode=0o711, exist_ok=True)
+    runtime.sandbox_socket.parent.mkdir(exist_ok=True)
+    runtime.sandbox_socket.parent.chmod(0o711)  # the formgraders reach the socket (umask 077)
     log = (runtime.hub_dir / "sandbox.log").open("ab")
     return subprocess.Popen(
         [
@@ -200,6 +220,7 @@ def start_sandbox(runtime: Runtime) -> subprocess.Popen | None:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        umask=SHARING_UMASK,  # its kernels' files go to the graders as they always did
     )
 
 

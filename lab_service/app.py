@@ -283,7 +283,7 @@ class LabServiceApp(Application):
         # Least privilege: the service watches every kit and sends safe states, nothing else.
         broker.provision_supervisor(SERVICE_ACCOUNT)
         if self.db_url.startswith("sqlite:///"):
-            Path(self.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(self.db_url.removeprefix("sqlite:///")))
         store = SharingStore(self.db_url)
         closing.callback(store.close)
         rights = BrokerRights(broker.admin, broker.credentials)
@@ -352,6 +352,13 @@ class LabServiceApp(Application):
             service.tick()
         except Exception:  # log and go on: the next tick retries
             self.log.exception("tick failed")
+
+
+def create_private_file(path: Path) -> None:
+    """`path` exists; made now, it is 0600 (everyone's sessions and commands are in it), and
+    SQLite gives its journal and WAL files the same mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
 
 def identity_from_config(config: Config) -> Identity:

@@ -33,7 +33,7 @@ class ToolKey:
     def load_or_create(cls, path: Path) -> ToolKey:
         """Read the key at `path`, or make one there (0600) if there is none yet."""
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             pem = key.private_bytes(
                 serialization.Encoding.PEM,

@@ -12,6 +12,7 @@ The hub and `smartlab grades push` share the file; each call opens its own conne
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -96,8 +97,11 @@ class SentScore:
 
 class LtiStore:
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        # Launch states, nonces, people's LMS links and scores: the hub's alone.
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = folder / DB_FILE
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(self.path, flags, 0o600))  # SQLite's journal files take its mode
         with self._db() as db:
             db.executescript(SCHEMA)
 

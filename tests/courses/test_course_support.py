@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from courses import checks, live, recorded
+from courses import datasets
 from courses.install import CourseError, assignments, available_courses, install_course
+from coursework import checks, live
 from hardware_kits import protocol as P
 from hardware_kits.twins.offline import OfflineKit
 from site_config.runtime import free_port
@@ -277,7 +278,7 @@ def test_live_helpers_watch_a_real_kit(broker, state_root, monkeypatch) -> None:
 
 
 def test_recorded_data_is_what_the_twins_give() -> None:
-    for relative, make in recorded.DATASETS.items():
+    for relative, make in datasets.DATASETS.items():
         assert (COURSES / relative).read_text() == make(), relative
 
 

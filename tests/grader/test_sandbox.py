@@ -126,7 +126,8 @@ def test_the_checkout_shows_only_what_the_kernel_runs_from(fork_server: str, fol
     nb, stops = run_notebook(
         fork_server,
         [
-            "from courses.recorded import air_incidents\nprint('helpers', callable(air_incidents))",
+            "from coursework.recorded import air_incidents\n"
+            "print('helpers', callable(air_incidents))",
             f"import os\nprint(sorted(os.listdir({checkout!r})))",
             "for path in "
             + repr(
@@ -143,7 +144,8 @@ def test_the_checkout_shows_only_what_the_kernel_runs_from(fork_server: str, fol
     )
     assert text_of(nb.cells[0]).strip() == "helpers True", text_of(nb.cells[0])
     visible = set(ast.literal_eval(text_of(nb.cells[1])))
-    assert visible <= {*KERNEL_PACKAGES, ".venv"} and {"courses", "grader"} <= visible, visible
+    assert visible <= {*KERNEL_PACKAGES, ".venv"} and {"coursework", "grader"} <= visible, visible
+    assert "courses" not in visible, visible
     assert text_of(nb.cells[2]).split() == ["False"] * 4
     assert stops == []
 

@@ -6,7 +6,7 @@ The floors, from the ground up (docs/architecture.md explains each):
    folders and every default path;
 1. kits: twins, firmware bundles, the broker, the kit processes;
 2. services and libraries, each on its own: the lab service, the grader, the client library;
-3. the course helpers that notebooks import;
+3. the course helpers that notebooks import, and the courses' installer;
 4. top: the hub wiring, the LTI tool, the dashboards and the `smartlab` command.
 
 A module may import its own floor and the floors below; on floor 2 a part imports no other part
@@ -27,6 +27,7 @@ PACKAGES = (
     "lab_service",
     "grader",
     "labs",
+    "coursework",
     "courses",
     "hub_config",
 )
@@ -40,6 +41,7 @@ FLOORS = {
     "lab_service": 2,
     "grader": 2,
     "labs.client": 2,
+    "coursework": 3,
     "courses": 3,
     "hub_config": 4,
     "labs": 4,

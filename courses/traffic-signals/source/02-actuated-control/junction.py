@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from courses.checks import StudentTimeout, time_limit
+from coursework.checks import StudentTimeout, time_limit
 from hardware_kits.protocol import ProtocolError, safe_state
 from hardware_kits.twins.offline import OfflineKit
 

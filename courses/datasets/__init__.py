@@ -1,9 +1,12 @@
-"""The recorded datasets shipped with the courses, generated once from the digital twins.
+"""The recorded datasets released with the courses, generated once from the digital twins.
 
 Graded cells never read a live kit: they use these files (committed next to the notebooks)
 or a twin run in-process. Each dataset is a pure function of the twin models and a fixed
-seed, so `python -m courses.recorded` rewrites them byte for byte and
-`python -m courses.recorded --check` tells whether the committed files still match the twins.
+seed, so `python -m courses.datasets` rewrites them byte for byte and
+`python -m courses.datasets --check` tells whether the committed files still match the twins.
+The parameters below (calibration errors, faulty sensors) are the answers to the assignments'
+questions: this package is course staff's, like the notebooks (a folder of courses/, closed to
+other accounts as theirs are); graded cells import only the generators (`coursework.recorded`).
 """
 
 from __future__ import annotations
@@ -19,21 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from hardware_kits.descriptor import load_models
-from hardware_kits.twins.base import TwinModel, twin_class
+from coursework.recorded import DAY_S, SPRING_DAY, air_incidents, bay_sensors, make_twin
 from hardware_kits.twins.offline import OfflineKit
 
-COURSES = Path(__file__).parent
-DAY_S = 86_400
-# 15 April 2025, 00:00 UTC: a spring day, nights of about ten hours at the twins' latitude.
-SPRING_DAY = 1_744_675_200
-
-
-def _twin(model: str, seed: int, start: float, **params: Any) -> TwinModel:
-    descriptor = load_models()[model]
-    if params:
-        descriptor = {**descriptor, "twin": {**descriptor.get("twin", {}), **params}}
-    return twin_class(model)(descriptor, seed=seed, start=start)
+COURSES = Path(__file__).resolve().parent.parent
 
 
 def _csv(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
@@ -51,7 +43,7 @@ def _csv(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
 def station_day() -> str:
     """24 h of the environment station at one sample a minute, with the gaps a real link has:
     a 25-minute outage and a few single lost samples (empty fields)."""
-    twin = _twin("environment-station", seed=2024, start=SPRING_DAY)
+    twin = make_twin("environment-station", seed=2024, start=SPRING_DAY)
     names = ["temperature", "humidity", "pressure", "pm25", "co2", "noise"]
     rows = []
     for _minute in range(DAY_S // 60):
@@ -72,7 +64,7 @@ PM_SENSOR_OFFSET = 1.8  # µg/m³
 def pm25_colocation() -> str:
     """Three days of hourly means: a reference PM2.5 monitor (the twin's enclosure air) and a
     low-cost sensor next to it with a gain and offset error plus noise."""
-    twin = _twin("environment-station", seed=77, start=SPRING_DAY + 3 * DAY_S)
+    twin = make_twin("environment-station", seed=77, start=SPRING_DAY + 3 * DAY_S)
     noise = np.random.default_rng(11)
     rows = []
     for _hour in range(72):
@@ -86,49 +78,10 @@ def pm25_colocation() -> str:
     return _csv(["t", "reference_pm25", "sensor_pm25"], rows)
 
 
-# Staged disturbances for the anomaly exercises: someone smoking under the station (PM2.5)
-# and a lorry idling next to it (CO2). Set into the enclosure's air, they decay as the air
-# is exchanged, as a real puff does.
-PM_PUFF_UGM3 = (25.0, 80.0)
-CO2_PUFF_PPM = (150.0, 600.0)
-INCIDENTS_PER_DAY = 3  # per sensor
-
-
-def air_incidents(
-    seed: int = 5, days: int = 3, start: float = SPRING_DAY + 10 * DAY_S
-) -> dict[str, Any]:
-    """Minute samples of PM2.5 and CO2 with staged incidents: {"t", "pm25", "co2" (arrays),
-    "incidents": [(sensor, t_start, amplitude), ...]} (incidents in time order)."""
-    twin = _twin("environment-station", seed=seed, start=start)
-    plan = np.random.default_rng(seed)
-    minutes = days * 1440
-    incidents: dict[int, tuple[str, float]] = {}
-    for sensor, amplitudes in (("pm25", PM_PUFF_UGM3), ("co2", CO2_PUFF_PPM)):
-        # at least two hours apart, so that one incident has decayed before the next
-        slots = plan.choice(
-            np.arange(60, minutes - 60, 120), size=INCIDENTS_PER_DAY * days, replace=False
-        )
-        for minute in slots:
-            offset = 0 if sensor == "pm25" else 60
-            incidents[int(minute) + offset] = (sensor, float(plan.uniform(*amplitudes)))
-    t, pm25, co2, staged = [], [], [], []
-    for minute in range(minutes):
-        if minute in incidents:
-            sensor, amplitude = incidents[minute]
-            setattr(twin, sensor, getattr(twin, sensor) + amplitude)
-            staged.append((sensor, twin.t, round(amplitude, 1)))
-        twin.advance(60.0)
-        sample = twin.sample()
-        t.append(int(twin.t))
-        pm25.append(sample["pm25"])
-        co2.append(sample["co2"])
-    return {"t": np.array(t), "pm25": np.array(pm25), "co2": np.array(co2), "incidents": staged}
-
-
 def air_incidents_csv() -> str:
     """Three days of minute samples with the staged incidents marked (`incident` names the
     sensor from the minute a disturbance started, for ten minutes)."""
-    data = air_incidents()
+    data = air_incidents(seed=5, days=3)
     marks = np.full(len(data["t"]), "", dtype=object)
     for sensor, started, _amplitude in data["incidents"]:
         window = (data["t"] > started) & (data["t"] <= started + 600)
@@ -146,7 +99,7 @@ def lighting_night() -> str:
     """One spring night (16:00 to 08:00 UTC) of a street-lighting kit in its built-in "auto"
     mode, in 10-second intervals: ambient light at the end of the interval, whether the PIR
     saw motion during it, and the lamp's mean power over it."""
-    twin = _twin("street-lighting", seed=21, start=SPRING_DAY + 16 * 3600)
+    twin = make_twin("street-lighting", seed=21, start=SPRING_DAY + 16 * 3600)
     rows = []
     for _interval in range(16 * 360):
         energy, seen = twin.energy_wh, False
@@ -166,7 +119,7 @@ APPROACHES = ("north", "south", "east", "west")
 def junction_counts() -> str:
     """Detector counts of the intersection in 15-minute intervals, 06:00 to 10:00 UTC: the
     vehicles that arrived on each approach and the pedestrian button presses."""
-    twin = _twin("intersection", seed=31, start=SPRING_DAY + 6 * 3600)
+    twin = make_twin("intersection", seed=31, start=SPRING_DAY + 6 * 3600)
     rows = []
     for _interval in range(16):
         start = int(twin.t)
@@ -213,39 +166,8 @@ def parking_week() -> str:
     return _csv(["t", "occupied", "waiting", *counters, "gate"], rows)
 
 
-def bay_sensors(
-    seed: int = 8,
-    days: int = 2,
-    stuck: int = 3,
-    flapping: int = 6,
-    start: float = SPRING_DAY + 20 * DAY_S,
-) -> dict[str, Any]:
-    """Minute readings of the eight bay sensors with two staged faults: from 10:00 on the
-    first day sensor `stuck` reads "occupied" whatever is there, and sensor `flapping` (a
-    loose contact) flips at random for a few hours every afternoon.
-    Returns {"t": array, "bays": bool array (minutes x 8), "truth": the real occupancy}."""
-    kit = OfflineKit("smart-parking", seed=seed, start=start)
-    kit.set("gate", "open")
-    noise = np.random.default_rng(seed)
-    t, truth = [], []
-    for _minute in range(days * 1440):
-        kit.advance(60.0)
-        t.append(int(kit.t))
-        truth.append(list(kit.twin.bays))
-    t_arr, real = np.array(t), np.array(truth, dtype=bool)
-    bays = real.copy()
-    hour = (t_arr - start) / 3600
-    if stuck is not None:
-        bays[hour >= 10, stuck] = True
-    if flapping is not None:
-        afternoon = (hour % 24 >= 13) & (hour % 24 < 17)
-        flips = afternoon & (noise.random(len(t_arr)) < 0.3)
-        bays[flips, flapping] = ~bays[flips, flapping]
-    return {"t": t_arr, "bays": bays, "truth": real}
-
-
 def bay_sensors_csv() -> str:
-    data = bay_sensors()
+    data = bay_sensors(seed=8, stuck=3, flapping=6)
     return _csv(
         ["t", *(f"bay{i}" for i in range(data["bays"].shape[1]))],
         ([t, *row.astype(int)] for t, row in zip(data["t"], data["bays"], strict=True)),
@@ -267,7 +189,7 @@ DATASETS: dict[Path, Callable[[], str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m courses.recorded",
+        prog="python -m courses.datasets",
         description="Write (or check) the courses' recorded data.",
     )
     parser.add_argument(
@@ -291,7 +213,3 @@ def main(argv: list[str] | None = None) -> int:
         print("out of date with the twins: " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
