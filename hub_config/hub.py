@@ -14,8 +14,9 @@ nbgrader's demos/demo_multiple_classes (RBAC era):
   nothing more from the hub: kit administration is checked by the lab service itself
   (group lab-admins in the caller's token), and they get no formgrader, hence no grades;
 - hub admins: the role `hub-admin`, JupyterHub's admin scopes without `access:servers`,
-  `tokens` and `shutdown`: they manage users, groups and servers but cannot enter a student's
-  server nor mint a token in someone's name.
+  `tokens`, `shutdown`, `admin:groups` and `admin:users`: they see users and groups, remove
+  users and manage servers, but cannot enter a student's server, mint a token in someone's
+  name, or change anyone's groups, name or roles (the site file and LTI alone do).
 """
 
 from __future__ import annotations
@@ -130,9 +131,14 @@ HUB_ADMIN_ROLE = "hub-admin"
 # JupyterHub's default admin scopes minus entering servers, minting tokens and shutting down,
 # and minus changing groups: membership grants course and lab roles, and it comes from the site
 # file and LTI only (a hub admin who joined formgrade-<course> would read its grades).
+# `admin:users` is out too: its PATCH /users/<name> renames users and writes their `groups`
+# and `roles` (renamed to an instructor's name, an account inherits their groups and roles at
+# the next start), so hub admins read and remove users but never edit them.
 HUB_ADMIN_SCOPES = [
     "admin-ui",
-    "admin:users",
+    "list:users",
+    "read:users",
+    "delete:users",
     "admin:servers",
     "read:groups",
     "list:groups",
@@ -426,9 +432,13 @@ class SiteAuthenticator(Authenticator):
         """Called at startup for every hub user: accounts that never log in (the course grader
         accounts) get their groups here; people get theirs again at each login."""
         super().add_user(user)
+        orm_user = getattr(user, "orm_user", user)
         groups = user_groups(self.site()).get(user.name)
         if groups is not None:
-            set_groups(getattr(user, "orm_user", user), groups)
+            set_groups(orm_user, groups)
+        elif LAB_ADMINS in {g.name for g in orm_user.groups}:
+            # Only the site file names lab admins: whoever else is in the group leaves it.
+            set_groups(orm_user, sorted(g.name for g in orm_user.groups if g.name != LAB_ADMINS))
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
         site = self.site()
