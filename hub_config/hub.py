@@ -37,6 +37,7 @@ from grader.settings import SOCKET_ENV
 from hub_config.spawner import JUPYTER_CONFIG_DIR
 from labs.board import DATA_DIR as VOILA_DATA_DIR
 from site_config.paths import default_site
+from site_config.platform_accounts import BOARD_ACCOUNT
 from site_config.runtime import Runtime
 from site_config.site import GRADER_PREFIX, Site, load_site, verify_password
 
@@ -347,30 +348,36 @@ def lab_service(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def status_board_service(runtime: Runtime) -> dict[str, Any]:
+    """Public, read-only board (Voilà, a bounded pool of kernels, a read-only MQTT account):
+    the proxy sends anyone to it, and it holds no hub scope at all. Started by the hub (root),
+    it makes its MQTT account, then runs Voilà and the kernels as its own Unix account."""
+    command = [
+        sys.executable,
+        "-m",
+        "hub_config.cli",
+        "board",
+        "--state-dir",
+        runtime.state_dir,
+        "--mqtt-port",
+        str(runtime.mqtt_port),
+    ]
+    if runtime.isolate:
+        command += ["--user", BOARD_ACCOUNT, "--home", str(runtime.home(BOARD_ACCOUNT))]
+    return {
+        "name": STATUS_SERVICE,
+        "url": f"http://127.0.0.1:{runtime.status_port}",
+        "display": True,
+        "command": command,
+        "environment": {"PATH": service_environment(runtime)["PATH"]},
+    }
+
+
 def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
     """`c.JupyterHub.services`: course formgraders, lab service, status board, idle culler."""
     found = [formgrader_service(c.id, runtime) for c in site.courses]
     found.append(lab_service(runtime))
-    # Public, read-only board (Voilà, preheated kernels, a read-only MQTT account): the proxy
-    # sends anyone to it, and it holds no hub scope at all.
-    found.append(
-        {
-            "name": STATUS_SERVICE,
-            "url": f"http://127.0.0.1:{runtime.status_port}",
-            "display": True,
-            "command": [
-                sys.executable,
-                "-m",
-                "hub_config.cli",
-                "board",
-                "--state-dir",
-                runtime.state_dir,
-                "--mqtt-port",
-                str(runtime.mqtt_port),
-            ],
-            "environment": {"PATH": service_environment(runtime)["PATH"]},
-        }
-    )
+    found.append(status_board_service(runtime))
     found.append(
         {
             "name": CULLER_SERVICE,
