@@ -213,6 +213,9 @@ def become(user: str, home: Path | None, env: dict[str, str]) -> None:
         raise ValueError(f"--user {user}: only root can switch accounts")
     if home is None:
         raise ValueError(f"--user {user} needs --home (the account's home folder)")
+    # The hub gives its services a short PATH; useradd and usermod live in the sbin folders.
+    paths = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join(dict.fromkeys([*paths, "/usr/sbin", "/sbin"]))
     account = ensure_account(user, home)
     set_user_setuid(user, chdir=False)()  # groups, gid, uid: no way back to root
     os.chdir(account.pw_dir)
