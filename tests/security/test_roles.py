@@ -144,14 +144,8 @@ def _processes(*words: str) -> list[psutil.Process]:
 def test_the_public_board_and_its_kernels_run_as_the_board_account(platform, admin):
     board = Browser(platform.hub_url)  # anonymous: the proxy sends anyone to the board
     assert board.get("/services/status/").status_code == 200
-    state = str(platform.state)
-    voilas = [p for p in _processes("voila", "overview.ipynb") if state in " ".join(p.cmdline())]
-    if not voilas:  # the service's command line names the state folder; voila's does not
-        voilas = [
-            p
-            for p in _processes("voila", "overview.ipynb", "--BoundedKernelManager.max_kernels")
-            if p.info["username"] == BOARD_ACCOUNT
-        ]
+    port = f"--port={platform.runtime.status_port}"
+    voilas = _processes("voila", "overview.ipynb", port, "--BoundedKernelManager.max_kernels")
     assert voilas, "no board voila process"
     board_uid = pwd.getpwnam(BOARD_ACCOUNT).pw_uid
     for voila in voilas:
