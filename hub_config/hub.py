@@ -14,12 +14,14 @@ nbgrader's demos/demo_multiple_classes (RBAC era):
   nothing more from the hub: kit administration is checked by the lab service itself
   (group lab-admins in the caller's token), and they get no formgrader, hence no grades;
 - hub admins: the role `hub-admin`, JupyterHub's admin scopes without `access:servers`,
-  `tokens` and `shutdown`: they manage users, groups and servers but cannot enter a student's
-  server nor mint a token in someone's name.
+  `tokens`, `shutdown`, `admin:groups` and `admin:users`: they see users and groups, remove
+  users and manage servers, but cannot enter a student's server, mint a token in someone's
+  name, or change anyone's groups, name or roles (the site file and LTI alone do).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -35,6 +37,7 @@ from grader.settings import SOCKET_ENV
 from hub_config.spawner import JUPYTER_CONFIG_DIR
 from labs.board import DATA_DIR as VOILA_DATA_DIR
 from site_config.paths import default_site
+from site_config.platform_accounts import BOARD_ACCOUNT
 from site_config.runtime import Runtime
 from site_config.site import GRADER_PREFIX, Site, load_site, verify_password
 
@@ -130,9 +133,14 @@ HUB_ADMIN_ROLE = "hub-admin"
 # JupyterHub's default admin scopes minus entering servers, minting tokens and shutting down,
 # and minus changing groups: membership grants course and lab roles, and it comes from the site
 # file and LTI only (a hub admin who joined formgrade-<course> would read its grades).
+# `admin:users` is out too: its PATCH /users/<name> renames users and writes their `groups`
+# and `roles` (renamed to an instructor's name, an account inherits their groups and roles at
+# the next start), so hub admins read and remove users but never edit them.
 HUB_ADMIN_SCOPES = [
     "admin-ui",
-    "admin:users",
+    "list:users",
+    "read:users",
+    "delete:users",
     "admin:servers",
     "read:groups",
     "list:groups",
@@ -340,30 +348,36 @@ def lab_service(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def status_board_service(runtime: Runtime) -> dict[str, Any]:
+    """Public, read-only board (Voilà, a bounded pool of kernels, a read-only MQTT account):
+    the proxy sends anyone to it, and it holds no hub scope at all. Started by the hub (root),
+    it makes its MQTT account, then runs Voilà and the kernels as its own Unix account."""
+    command = [
+        sys.executable,
+        "-m",
+        "hub_config.cli",
+        "board",
+        "--state-dir",
+        runtime.state_dir,
+        "--mqtt-port",
+        str(runtime.mqtt_port),
+    ]
+    if runtime.isolate:
+        command += ["--user", BOARD_ACCOUNT, "--home", str(runtime.home(BOARD_ACCOUNT))]
+    return {
+        "name": STATUS_SERVICE,
+        "url": f"http://127.0.0.1:{runtime.status_port}",
+        "display": True,
+        "command": command,
+        "environment": {"PATH": service_environment(runtime)["PATH"]},
+    }
+
+
 def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
     """`c.JupyterHub.services`: course formgraders, lab service, status board, idle culler."""
     found = [formgrader_service(c.id, runtime) for c in site.courses]
     found.append(lab_service(runtime))
-    # Public, read-only board (Voilà, preheated kernels, a read-only MQTT account): the proxy
-    # sends anyone to it, and it holds no hub scope at all.
-    found.append(
-        {
-            "name": STATUS_SERVICE,
-            "url": f"http://127.0.0.1:{runtime.status_port}",
-            "display": True,
-            "command": [
-                sys.executable,
-                "-m",
-                "hub_config.cli",
-                "board",
-                "--state-dir",
-                runtime.state_dir,
-                "--mqtt-port",
-                str(runtime.mqtt_port),
-            ],
-            "environment": {"PATH": service_environment(runtime)["PATH"]},
-        }
-    )
+    found.append(status_board_service(runtime))
     found.append(
         {
             "name": CULLER_SERVICE,
@@ -426,15 +440,23 @@ class SiteAuthenticator(Authenticator):
         """Called at startup for every hub user: accounts that never log in (the course grader
         accounts) get their groups here; people get theirs again at each login."""
         super().add_user(user)
+        orm_user = getattr(user, "orm_user", user)
         groups = user_groups(self.site()).get(user.name)
         if groups is not None:
-            set_groups(getattr(user, "orm_user", user), groups)
+            set_groups(orm_user, groups)
+        elif LAB_ADMINS in {g.name for g in orm_user.groups}:
+            # Only the site file names lab admins: whoever else is in the group leaves it.
+            set_groups(orm_user, sorted(g.name for g in orm_user.groups if g.name != LAB_ADMINS))
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
         site = self.site()
         person = site.person(data.get("username", ""))
         # Grader accounts are not people: they have no password and cannot log in here.
-        if person is None or not verify_password(data.get("password", ""), person.password_hash):
+        if person is None:
+            return None
+        # Argon2 takes tens of milliseconds: hash in a thread, not in the hub's event loop.
+        password = data.get("password", "")
+        if not await asyncio.to_thread(verify_password, password, person.password_hash):
             return None
         return {
             "name": person.username,

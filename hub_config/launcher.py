@@ -34,7 +34,7 @@ from labs.client import Lab, connect
 from site_config.paths import DEMO_SITE
 from site_config.platform_accounts import DEMO_OBSERVER
 from site_config.runtime import RUNTIME_ENV, Runtime, pick_internal_ports, taken_ports
-from site_config.site import Site, load_site
+from site_config.site import Site, load_site, refuse_public_demo_passwords
 
 HUB_CONFIG = Path(__file__).resolve().parent / "jupyterhub_config.py"
 SHARING_UMASK = 0o022  # for the processes that create files other accounts read
@@ -286,6 +286,7 @@ def print_welcome(
 def cmd_up(args: argparse.Namespace) -> int:
     models = load_models()
     site = load_site(args.site, models)  # validate everything before starting anything
+    refuse_public_demo_passwords(site, args.hub_ip)  # anyone could log in as those people
     runtime = make_runtime(args, site)
     entries = site.kits
     stop = threading.Event()

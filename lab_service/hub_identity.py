@@ -49,6 +49,7 @@ from lab_service.api_identity import Identity
 from lab_service.api_schemas import ApiError, one_line
 from lab_service.rights import validate_user
 from lab_service.service import User
+from site_config.redirects import local_path
 
 COOKIE_SECRET_FILE = "lab-service-cookie-secret"
 OAUTH_STATES_DIR = "lab-service-oauth-states"
@@ -107,7 +108,7 @@ class HubIdentity(Identity, LoggingConfigurable):
                 "at the hub) and $JUPYTERHUB_API_URL"
             )
         self.scope = f"access:services!service={self.service_name}"
-        self.hub_auth = HubOAuth(
+        self.hub_auth = LocalHubOAuth(
             parent=self,
             cache_max_age=self.cache_max_age,
             access_scopes={self.scope},
@@ -230,6 +231,19 @@ class HubIdentity(Identity, LoggingConfigurable):
         """JupyterHub's handler mixin, bound to this identity's HubOAuth (not the singleton):
         its XSRF rules then apply to cookie-authenticated API calls."""
         return type("HubAuthenticated", (HubOAuthenticated,), {"_hub_auth": self.hub_auth})
+
+
+class LocalHubOAuth(HubOAuth):
+    """HubOAuth that sends a browser, once logged in, only to a path of this service."""
+
+    def get_next_url(self, state_id: str = "", /) -> str:
+        target = super().get_next_url(state_id)
+        if local_path(target, self.base_url.rstrip("/")) is None:
+            self.log.warning(
+                "login redirect refused: %.200r is not a path of %s", target, self.base_url
+            )
+            return self.base_url
+        return target
 
 
 class LoginHandler(HubOAuthenticated, RequestHandler):

@@ -31,6 +31,9 @@ from site_config.platform_accounts import BOARD_ACCOUNT
 DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
 BOARD_NOTEBOOK = "overview.ipynb"
 DEFAULT_PORT = 8870
+# The board's kernels at once, preheated ones included: one per open board page (a kernel
+# holds some 100 MB); visitors beyond it get 503 until a page closes.
+MAX_KERNELS = 24
 HEADER_ENVS = ["Accept-Language"]  # -> $HTTP_ACCEPT_LANGUAGE in the kernel (the language)
 # The front-end extensions a dashboard needs; the others installed in the environment (nbgrader,
 # the notebook UI, ...) would only be downloaded and started for nothing on every page.
@@ -106,15 +109,29 @@ def voila_command(
     return command
 
 
+def bounded_kernels(max_kernels: int) -> list[str]:
+    """Voilà options that cap its kernels at `max_kernels` (labs/board_kernels.py) and end
+    those whose page is gone; the idle culler's period is what checks them."""
+    return [
+        "--VoilaConfiguration.multi_kernel_manager_class=labs.board_kernels.BoundedKernelManager",
+        f"--BoundedKernelManager.max_kernels={max_kernels}",
+        "--BoundedKernelManager.orphan_timeout=120",
+        "--BoundedKernelManager.cull_idle_timeout=3600",
+        "--BoundedKernelManager.cull_interval=30",
+    ]
+
+
 def board_command(
     port: int = DEFAULT_PORT,
     ip: str = "127.0.0.1",
     base_url: str = "/",
     pool_size: int = 2,
     python: str = sys.executable,
+    max_kernels: int = MAX_KERNELS,
 ) -> list[str]:
-    """The public overview board: its notebook alone, with `pool_size` preheated kernels."""
-    return voila_command(
+    """The public overview board: its notebook alone, with `pool_size` preheated kernels and
+    at most `max_kernels` kernels in all (anyone may open it)."""
+    command = voila_command(
         DASHBOARDS / BOARD_NOTEBOOK,
         port=port,
         ip=ip,
@@ -122,6 +139,7 @@ def board_command(
         preheat={BOARD_NOTEBOOK: pool_size},
         python=python,
     )
+    return command + bounded_kernels(max(max_kernels, pool_size + 1))
 
 
 def _hub_defaults() -> tuple[str, int | None]:
@@ -168,16 +186,40 @@ def cmd_board(args: argparse.Namespace) -> int:
             ip=args.ip,
             base_url=base_url,
             pool_size=0 if args.no_preheat else args.pool_size,
+            max_kernels=args.max_kernels,
         )
     if args.print:
         print(shlex.join([f"JUPYTER_PATH={voila_env({})['JUPYTER_PATH']}", *command]))
         return 0
     env = voila_env(board_env(args.state_dir, args.mqtt_port))
     print(f"lab board on http://{args.ip}:{port}{base_url} (Ctrl-C stops it)", flush=True)
+    if args.user:  # root has made the MQTT account; Voilà and its kernels run as the board's
+        become(args.user, args.home, env)
+        os.execve(command[0], command, env)
     try:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+def become(user: str, home: Path | None, env: dict[str, str]) -> None:
+    """Turn this (root) process into the Unix account `user` for good, made if missing with its
+    private `home` as the platform makes its other accounts (hub_config/accounts.py)."""
+    from jupyterhub.spawner import set_user_setuid
+
+    from hub_config.accounts import ensure_account
+
+    if os.geteuid() != 0:
+        raise ValueError(f"--user {user}: only root can switch accounts")
+    if home is None:
+        raise ValueError(f"--user {user} needs --home (the account's home folder)")
+    # The hub gives its services a short PATH; useradd and usermod live in the sbin folders.
+    paths = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join(dict.fromkeys([*paths, "/usr/sbin", "/sbin"]))
+    account = ensure_account(user, home)
+    set_user_setuid(user, chdir=False)()  # groups, gid, uid: no way back to root
+    os.chdir(account.pw_dir)
+    env.update(HOME=account.pw_dir, USER=user, LOGNAME=user)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -204,4 +246,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         "its broker when $SMARTLAB_MQTT_URL is not set",
     )
     board.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default 1883)")
+    board.add_argument(
+        "--max-kernels",
+        type=int,
+        default=MAX_KERNELS,
+        help=f"most kernels at once, preheated included (default {MAX_KERNELS})",
+    )
+    board.add_argument(
+        "--user",
+        help=f"as root: run Voilà as this Unix account (the hub uses {BOARD_ACCOUNT!r}), "
+        "made if missing",
+    )
+    board.add_argument("--home", type=Path, help="that account's home folder")
     board.set_defaults(run=cmd_board)

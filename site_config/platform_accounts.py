@@ -5,7 +5,7 @@ would act with that account's rights (the lab service's, a kit's, a grader's).""
 from __future__ import annotations
 
 SERVICE_ACCOUNT = "lab-service"  # the lab service's MQTT account: watches, sends safe states
-BOARD_ACCOUNT = "status-board"  # the public board's MQTT account
+BOARD_ACCOUNT = "status-board"  # the public board's MQTT account and, as root, Unix account
 DEMO_OBSERVER = "demo-observer"  # the watch account `smartlab up` prints
 BROKER_ADMIN = "smartlab-admin"  # the broker's dynamic-security administrator
 RESERVED_NAMES = frozenset({SERVICE_ACCOUNT, BOARD_ACCOUNT, DEMO_OBSERVER, BROKER_ADMIN})

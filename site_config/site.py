@@ -4,18 +4,25 @@ The site file is the platform's one source of configuration. The hub's groups, r
 and users are derived from it (hub_config/hub.py); its `kits:` section belongs to
 hardware_kits.fleet and is validated there. Every error is one line: `file: field: reason`.
 
-Passwords never appear in the file, only hashes: `$pbkdf2-sha256$<rounds>$<salt>$<checksum>`
-(passlib's format, adapted base64 without padding) or bcrypt (`$2b$…`). `hash_password` makes
-the former; `python -m site_config.site hash-password` asks for a password and prints its hash.
+Passwords never appear in the file, only hashes: Argon2 (`$argon2id$…`, what `hash_password`
+and `smartlab hash-password` make), bcrypt (`$2b$…`, with the `bcrypt` extra) or, from older
+site files, `$pbkdf2-sha256$<rounds>$<salt>$<checksum>` (passlib's format, adapted base64
+without padding); all three are accepted at login.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import getpass
 import hashlib
 import hmac
+import ipaddress
+import os
 import re
 import secrets
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,6 +58,8 @@ LMS_PREFIX_MAX = 19
 
 PBKDF2_PREFIX = "$pbkdf2-sha256$"
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+ARGON2_PREFIXES = ("$argon2id$", "$argon2i$", "$argon2d$")
+HASH_COMMAND = "smartlab hash-password"
 PBKDF2_ROUNDS = 29000  # passlib's default for pbkdf2_sha256
 
 Role = Literal["student", "instructor", "grader", "lab-admin", "hub-admin"]
@@ -156,12 +165,15 @@ class Person(_Strict):
     def _hashed(cls, value: str) -> str:
         if value.startswith(BCRYPT_PREFIXES):
             return value
+        if value.startswith(ARGON2_PREFIXES):
+            _check_argon2(value)
+            return value
         if value.startswith(PBKDF2_PREFIX):
             _parse_pbkdf2(value)  # raises ValueError on a malformed hash
             return value
         raise ValueError(
-            "must be a `$pbkdf2-sha256$` or bcrypt hash, never a plain password "
-            "(python -m site_config.site hash-password)"
+            f"must be an Argon2, bcrypt or `$pbkdf2-sha256$` hash, never a plain password "
+            f"({HASH_COMMAND})"
         )
 
 
@@ -420,14 +432,44 @@ def _parse_pbkdf2(value: str) -> tuple[int, bytes, bytes]:
     return int(parts[2]), salt, checksum
 
 
-def hash_password(password: str, rounds: int = PBKDF2_ROUNDS) -> str:
+def _check_argon2(value: str) -> None:
+    from argon2 import extract_parameters
+    from argon2.exceptions import InvalidHashError
+
+    try:
+        extract_parameters(value)
+    except (InvalidHashError, ValueError):
+        raise ValueError("the Argon2 hash is malformed ($argon2id$v=19$m=…,t=…,p=…$…)") from None
+
+
+def hash_password(password: str) -> str:
+    """A new hash: Argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(password)
+
+
+def pbkdf2_hash(password: str, rounds: int = PBKDF2_ROUNDS) -> str:
+    """The older PBKDF2-SHA256 form, still accepted; for tests and existing files only."""
     salt = secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
     return f"{PBKDF2_PREFIX}{rounds}${_ab64_encode(salt)}${_ab64_encode(digest)}"
 
 
+def _verify_argon2(password: str, password_hash: str) -> bool:
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    try:
+        return PasswordHasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def verify_password(password: str, password_hash: str) -> bool:
     """True if `password` matches; bcrypt hashes need the optional `bcrypt` package."""
+    if password_hash.startswith(ARGON2_PREFIXES):
+        return _verify_argon2(password, password_hash)
     if password_hash.startswith(PBKDF2_PREFIX):
         rounds, salt, checksum = _parse_pbkdf2(password_hash)
         digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds)
@@ -441,20 +483,80 @@ def verify_password(password: str, password_hash: str) -> bool:
     return False
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m site_config.site hash-password`: print the hash of a password typed twice."""
-    import argparse
-    import getpass
+# ------------------------------------------------------------------ the demo's public passwords
 
-    parser = argparse.ArgumentParser(prog="python -m site_config.site")
-    parser.add_argument("command", choices=["hash-password"])
-    parser.parse_args(argv)
-    password = getpass.getpass("password: ")
-    if password != getpass.getpass("again: "):
-        print("the passwords differ")
-        return 1
+DEMO_PASSWORD = "demo-{}"  # the demo site's passwords, printed by `smartlab up` and in docs
+
+
+def demo_password_accounts(site: Site) -> list[str]:
+    """The people whose password is still the public demo one (`demo-<username>`)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # hashing frees the GIL
+        found = pool.map(
+            lambda p: verify_password(DEMO_PASSWORD.format(p.username), p.password_hash),
+            site.people,
+        )
+    return [p.username for p, demo in zip(site.people, found, strict=True) if demo]
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def refuse_public_demo_passwords(site: Site, host: str) -> None:
+    """Raise ValueError (one line, English and Russian) when `host` is reachable from other
+    machines and someone still has a demo password: anyone could log in as them."""
+    if is_loopback(host):
+        return
+    names = demo_password_accounts(site)
+    if names:
+        listed = ", ".join(names)
+        raise ValueError(
+            f"refusing to serve on {host}: {listed} still have the public demo password "
+            f"demo-<username>; set new hashes in the site file ({HASH_COMMAND}) or serve on "
+            f"127.0.0.1 / отказ запуска на {host}: у {listed} открытый демо-пароль "
+            f"demo-<имя>; задайте новые хэши в файле площадки ({HASH_COMMAND}) или "
+            "запускайте на 127.0.0.1"
+        )
+
+
+# ------------------------------------------------------------------ `smartlab hash-password`
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print the Argon2 hash of a password typed twice (or read from stdin with --stdin)."""
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password / пароль: ")
+        if password != getpass.getpass("again / ещё раз: "):
+            print("the passwords differ / пароли не совпадают", file=sys.stderr)
+            return 1
+    if not password:
+        raise ValueError("empty password / пустой пароль")
     print(hash_password(password))
     return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    command = commands.add_parser(
+        "hash-password", help="print a password's hash (Argon2) for the site file"
+    )
+    command.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    command.set_defaults(run=cmd_hash_password)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m site_config.site hash-password`: the same as `smartlab hash-password`."""
+    parser = argparse.ArgumentParser(prog="python -m site_config.site")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.run(args)
 
 
 if __name__ == "__main__":

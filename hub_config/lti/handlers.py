@@ -35,6 +35,7 @@ from hub_config.lti.platforms import (
     platforms,
 )
 from hub_config.lti.store import LoginState, StateError
+from site_config.redirects import local_path
 
 if TYPE_CHECKING:
     from hub_config.lti.authenticator import LtiAuthenticator
@@ -274,7 +275,8 @@ def hub_page(target_link: str, own_host: str, base_url: str, lti_pages: str) -> 
         or path.rstrip("/") == lti_pages
     ):
         return None
-    return path + (f"?{target.query}" if target.query else "")
+    # And what the platform's other redirects accept (`/%5Chost` decoded once is `/\host`).
+    return local_path(path + (f"?{target.query}" if target.query else ""), base_url)
 
 
 class JwksHandler(LtiHandler):

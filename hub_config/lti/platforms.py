@@ -21,6 +21,7 @@ HASH_CHARS = 12  # base32 characters: 60 bits, ample for the users of one LMS
 LITERAL_SUB = re.compile(r"^[a-z0-9]+$")
 
 LAB_USERS = "lab-users"
+LAB_ADMINS = "lab-admins"  # the site file alone names lab admins: an LTI user never keeps it
 # Groups this module hands out; other groups a user holds are kept as they are.
 MANAGED_PREFIXES = ("inst-", "nbgrader-", "formgrade-", "instructors-")
 
@@ -140,5 +141,9 @@ def hub_groups(
         groups |= course_groups(course, role)
     if any(role in (STUDENT, COURSE_INSTRUCTOR) for _, role in enrolments):
         groups.add(LAB_USERS)
-    kept = {g for g in existing if g != LAB_USERS and not g.startswith(MANAGED_PREFIXES)}
+    kept = {
+        g
+        for g in existing
+        if g not in (LAB_USERS, LAB_ADMINS) and not g.startswith(MANAGED_PREFIXES)
+    }
     return sorted(groups | kept)

@@ -23,7 +23,7 @@ import yaml
 
 from hub_config.launcher import stop_process
 from site_config.runtime import free_port
-from site_config.site import hash_password
+from site_config.site import pbkdf2_hash
 from tests.conftest import REPO, wait_until
 from tests.lti.platform import LaunchSpec, Platform, login_query
 
@@ -167,7 +167,7 @@ def write_site(path: Path, a: Platform, b: Platform) -> None:
                 "name": "Irina",
                 "institution": "centre",
                 "roles": ["instructor"],
-                "password_hash": hash_password("demo-irina", 1000),
+                "password_hash": pbkdf2_hash("demo-irina", 1000),
             }
         ],
     }

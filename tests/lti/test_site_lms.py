@@ -23,7 +23,7 @@ from hub_config.lti.platforms import (
     platforms,
 )
 from site_config.paths import DEMO_SITE
-from site_config.site import USERNAME, hash_password, lms_username_pattern, parse_site
+from site_config.site import USERNAME, lms_username_pattern, parse_site, pbkdf2_hash
 
 
 def lms(**changes: Any) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def site(*institutions: dict[str, Any], people: list[dict] | None = None) -> dic
                 "name": "Oleg",
                 "institution": "centre",
                 "roles": ["instructor"],
-                "password_hash": hash_password("x", 1000),
+                "password_hash": pbkdf2_hash("x", 1000),
             },
             *(people or []),
         ],
@@ -160,7 +160,7 @@ def test_numbers_from_yaml_become_lti_strings():
                         "name": "X",
                         "institution": "academy",
                         "roles": ["student"],
-                        "password_hash": hash_password("x", 1000),
+                        "password_hash": pbkdf2_hash("x", 1000),
                     }
                 ],
             ),

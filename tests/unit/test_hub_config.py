@@ -113,7 +113,8 @@ def test_only_hub_admins_hold_admin_scopes(site):
     assert admin_roles == [hub.HUB_ADMIN_ROLE]
     assert all(role["name"] != "admin" for role in hub.load_roles(site))
     hugo = hub.scopes_of(site, "hugo")
-    assert "admin:users" in hugo and "access:servers" not in hugo and "tokens" not in hugo
+    assert "admin:servers" in hugo and "access:servers" not in hugo and "tokens" not in hugo
+    assert "admin:users" not in hugo  # renames users, writes their groups and roles
 
 
 def test_every_scope_exists_in_jupyterhub(site):
