@@ -38,6 +38,7 @@ from site_config.site import Site, load_site, refuse_public_demo_passwords
 
 HUB_CONFIG = Path(__file__).resolve().parent / "jupyterhub_config.py"
 SHARING_UMASK = 0o022  # for the processes that create files other accounts read
+PUBLIC_CA = "mqtt-ca.crt"  # the broker's CA certificate for clients, readable by every account
 
 
 def format_value(value: Any) -> str:
@@ -79,7 +80,7 @@ def write_service_config(runtime: Runtime, broker: Any = None) -> Path:
     path = Path(runtime.state_dir) / hub.LAB_SERVICE_CONFIG
     tls = ""
     if broker is not None and broker.tls_port is not None:
-        ca = broker.tls_files().ca
+        ca = publish_ca(runtime, broker.tls_files().ca)
         tls = (
             f"c.LabServiceApp.mqtt_tls_port = {broker.tls_port}\n"
             f"c.LabServiceApp.mqtt_ca = {str(ca or '')!r}\n"
@@ -90,6 +91,22 @@ def write_service_config(runtime: Runtime, broker: Any = None) -> Path:
         f"c.LabServiceApp.kits_file = {runtime.site!r}\n" + tls
     )
     return path
+
+
+def publish_ca(runtime: Runtime, ca: Path | None) -> Path | None:
+    """A copy of the broker's CA certificate that every account reads (users' notebooks verify
+    the broker with it): the broker's own folder is closed to them."""
+    if ca is None:
+        return None
+    public = Path(runtime.state_dir) / PUBLIC_CA
+    staged = public.with_suffix(".new")
+    staged.unlink(missing_ok=True)
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), 0o644)  # the umask of a root start is 077
+        out.write(ca.read_bytes())
+    os.replace(staged, public)
+    return public
 
 
 def wait_for_lab_service(hub_process: subprocess.Popen, url: str, timeout: float = 60.0) -> None:
@@ -169,8 +186,10 @@ def close_private_files(runtime: Runtime) -> None:
     sources and the state folder, all but the homes, the exchange and the sandbox's socket."""
     os.umask(PRIVATE_UMASK)
     close_course_sources(COURSES_DIR)
+    state = Path(runtime.state_dir)
     shared = (Path(runtime.home_root), runtime.exchange, runtime.sandbox_socket.parent)
-    close_state_folder(Path(runtime.state_dir), shared)
+    shared += (state / PUBLIC_CA,)
+    close_state_folder(state, shared)
 
 
 def start_hub(runtime: Runtime) -> subprocess.Popen:

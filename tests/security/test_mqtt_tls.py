@@ -176,6 +176,11 @@ def test_smartlab_up_serves_mqtts_to_clients_and_the_lab_service(state_root, hom
         service = LabService(up.lab_url, lab_token(up, "anna"), timeout=30)
         control = BrokerAddress.from_url(service.mqtt_urls()["control"])
         assert (control.tls, control.port) == (True, tls_port)
+        # Users' notebooks verify against a copy every account reads (the broker's folder is
+        # closed to them).
+        public_ca = Path(control.ca)
+        assert public_ca.parent == up.state.resolve() and public_ca.name == "mqtt-ca.crt"
+        assert stat.S_IMODE(public_ca.stat().st_mode) == 0o644
         with service.session("parking-1", progress=None) as held:
             assert held.set("gate", "open").value == "open"
     finally:
