@@ -35,9 +35,20 @@ DEFAULT_PRELOAD = [
 ]
 # The in-process kernel itself.
 KERNEL_MODULES = ["ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell"]
-# `python -m grader.zygote` puts the folder it was started in first on sys.path; kernels must
-# not import from there (IPython adds their own working folder, as for any kernel).
-START_PATH = sys.path[0] if sys.path else ""
+# `python -m grader.zygote` puts the folder it was started in first on sys.path (not under
+# `python -P`, as `smartlab grade` starts it); kernels must not import from there.
+START_PATH = sys.path[0] if sys.path and not sys.flags.safe_path else ""
+
+
+def add_working_folder(path: list[str]) -> None:
+    """The notebook's folder ('') on the kernel's path, where IPython puts it for any kernel:
+    after the standard library, before site-packages (so a scorer beside the notebook imports).
+    IPython leaves it out itself under `python -P`, which the fork server may run with."""
+    if "" in path:
+        return
+    folders = [os.path.basename(p) for p in path]
+    where = next((i for i, f in enumerate(folders) if f in ("site-packages", "dist-packages")), 0)
+    path.insert(where, "")
 
 
 def preload(modules: list[str]) -> list[str]:
@@ -151,6 +162,7 @@ def run_kernel(
         if request.get("ipykernel"):
             _reseed()
             sys.path[:] = [p for p in sys.path if p not in ("", START_PATH)]
+            add_working_folder(sys.path)
             from ipykernel.kernelapp import IPKernelApp
 
             kernel_args = request.get("kernel_args", [])
