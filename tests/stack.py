@@ -7,6 +7,7 @@ platform as `smartlab up` runs it (`Up`). The broker is `hardware_kits.broker.Br
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -406,6 +408,19 @@ class Up:
     def stop(self, sig: int) -> int:
         self.process.send_signal(sig)
         return self.process.wait(60)
+
+
+@contextlib.contextmanager
+def running(up: Up) -> Iterator[Up]:
+    """The platform, up for the body; then stopped as Ctrl-C would, none of its processes
+    left, and a clean exit status."""
+    try:
+        up.wait_up()
+        yield up
+    finally:
+        status = up.stop(signal.SIGTERM)
+        wait_until(lambda: not leftovers(up), timeout=30)
+    assert status == 0, "\n".join(up.lines[-20:])
 
 
 def leftovers(up: Up) -> list[str]:

@@ -26,6 +26,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from courses.install import assignments, available_courses
+from grader.execute import WITHHELD
 from hub_config.spawner import JUPYTER_CONFIG_DIR as HUB_JUPYTER_CONFIG
 from site_config.runtime import free_port
 from tests.conftest import REPO
@@ -317,9 +318,15 @@ def test_grading_never_touches_a_live_kit(graded: Graded) -> None:
     assert "идёт проверка nbgrader" in outputs
 
 
-def test_bad_input_costs_one_question_with_a_readable_message(graded: Graded) -> None:
+def test_bad_input_costs_one_question_and_its_feedback_shows_no_computed_text(
+    graded: Graded,
+) -> None:
     """A solution that raises, loops or returns the wrong type: the test above shows it costs
-    only its question; here the student's feedback says why, without the hidden tests."""
+    only its question; here the student's feedback says that question failed and shows the
+    visible tests, but neither the hidden tests nor the message computed while they ran (it
+    may carry text of the student's code: docs/security.md, grading integrity). The message
+    itself is what the student reads running the visible tests in their own notebook
+    (tests/courses/test_course_support.py checks the helpers' messages)."""
     cases = BAD_INPUT.get((graded.course, graded.assignment))
     if not cases:
         pytest.skip("bad input is exercised on one assignment")
@@ -341,7 +348,8 @@ def test_bad_input_costs_one_question_with_a_readable_message(graded: Graded) ->
             / graded.notebook.replace(".ipynb", ".html")
         ).read_text(encoding="utf-8")
         text = html.unescape(re.sub(r"<[^>]+>", "", page))  # the page as the student reads it
-        assert message in text, question
+        assert message not in text, question
+        assert WITHHELD in text, f"{question}: the failure is shown as withheld output"
         assert any(line in text for line in visible), "the visible tests are shown"
         shown = {line for line in hidden if line in text}
         assert not shown, f"hidden tests in the feedback: {sorted(shown)[:2]}"

@@ -262,8 +262,8 @@ def stuck_bays(t, bays):
     },
 }
 
-# Bad input of the issue: what each of these does, and the line the student reads in the
-# feedback (nbgrader's generate_feedback) instead of a crash of the grader.
+# Bad input: what each of these does, and the line the student reads running the visible
+# tests in their own notebook; the feedback keeps only that the question failed.
 BAD_INPUT = {
     ("iot-basics", "01-station-data"): {
         "units": "dew_point завершилась с ошибкой NameError",

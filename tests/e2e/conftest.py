@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_until
 from tests.e2e.hubclient import Browser
-from tests.stack import Up, leftovers
+from tests.stack import Up, running
 
 DEMO_PASSWORD = "demo-{}"  # the demo site's passwords (site_config/demo-site.yaml)
 
 
 @pytest.fixture(scope="package")
 def platform(state_root: Path, home_root: Path) -> Iterator[Up]:
-    up = Up(state_root / "e2e-state", home_root)
-    try:
-        up.wait_up()
+    with running(Up(state_root / "e2e-state", home_root)) as up:
         yield up
-    finally:
-        status = up.stop(signal.SIGTERM)
-        wait_until(lambda: not leftovers(up), timeout=30)
-    assert status == 0, "\n".join(up.lines[-20:])
 
 
 @pytest.fixture(scope="package")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -31,7 +29,7 @@ from site_config.platform_accounts import BOARD_ACCOUNT
 from site_config.site import load_site
 from tests.conftest import wait_until
 from tests.e2e.hubclient import Browser
-from tests.stack import Up, VoilaServer, leftovers
+from tests.stack import Up, VoilaServer
 
 # Scopes that write group membership, user models (name, groups, roles) or mint identities.
 MEMBERSHIP_SCOPES = {"admin:groups", "groups", "admin:users", "users", "tokens", "admin:services"}
@@ -64,18 +62,6 @@ def test_an_lti_launch_never_keeps_lab_admins():
 
 
 # ------------------------------------------------------------------ on a running hub
-
-
-@pytest.fixture(scope="module")
-def platform(state_root: Path, home_root: Path) -> Iterator[Up]:
-    up = Up(state_root / "roles-state", home_root)
-    try:
-        up.wait_up()
-        yield up
-    finally:
-        status = up.stop(signal.SIGTERM)
-        wait_until(lambda: not leftovers(up), timeout=30)
-    assert status == 0, "\n".join(up.lines[-20:])
 
 
 @pytest.fixture(scope="module")

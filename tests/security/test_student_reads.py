@@ -10,9 +10,7 @@ which must close them.
 from __future__ import annotations
 
 import json
-import signal
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +20,11 @@ from hub_config.course_dirs import course_root
 from hub_config.lti.store import DB_FILE, LtiStore
 from hub_config.private_state import close_course_sources, close_state_folder
 from site_config.site import load_site
-from tests.conftest import REPO, wait_until
+from tests.conftest import REPO
 from tests.e2e.hubclient import Browser, run_in_kernel
 from tests.grader.conftest import fork_server, run_notebook, text_of, work_root
-from tests.stack import Up, leftovers
+from tests.security.conftest import LEFTOVERS
+from tests.stack import Up
 
 __all__ = ["fork_server", "work_root"]  # fixtures shared with the grader's tests
 
@@ -35,8 +34,6 @@ pytestmark = [
 ]
 
 STUDENT, COURSE = "anna", "smart-lighting"
-# Files an earlier run (or an older version) left readable by everyone.
-LEFTOVERS = ("lab-service.sqlite", "lab_service_config.py", "old-run.sqlite")
 
 # Lists a folder or reads a file's first byte; says which error stopped it.
 PROBE = """
@@ -62,26 +59,6 @@ seen = {"helpers": "imported" if callable(checks.call) else "?"}
 seen.update({path: probe(path) for path in %r})
 print(json.dumps(seen))
 """
-
-
-@pytest.fixture(scope="module")
-def platform(work_root: Path, home_root: Path) -> Iterator[Up]:
-    state = work_root / "reads-state"
-    state.mkdir(mode=0o711)
-    for name in LEFTOVERS:
-        (state / name).write_bytes(b"")  # an empty file is an empty SQLite database
-        (state / name).chmod(0o644)
-    for folder in (REPO / "courses").iterdir():
-        if folder.is_dir() and folder.name != "__pycache__":
-            folder.chmod(0o755)  # as a clone has them before any start
-    up = Up(state, home_root)
-    try:
-        up.wait_up()
-        yield up
-    finally:
-        status = up.stop(signal.SIGTERM)
-        wait_until(lambda: not leftovers(up), timeout=30)
-    assert status == 0, "\n".join(up.lines[-20:])
 
 
 def course_secrets(platform: Up) -> list[Path]:
