@@ -64,7 +64,7 @@ class KitCore:
             if not reply_ok:
                 # Refused before anything is applied: the answer cannot go where it was asked.
                 return reply, self._reject(
-                    command_id,
+                    _usable_id(command_id),
                     self._target_or_unknown(topic),
                     P.ProtocolError(
                         P.R_BAD_RESPONSE_TOPIC,
@@ -78,7 +78,7 @@ class KitCore:
         except Exception as err:  # a kit must survive anything a client sends
             self.errors += 1
             return reply, self._reject(
-                command_id if isinstance(command_id, str) else None,
+                _usable_id(command_id),
                 self._target_or_unknown(topic),
                 P.ProtocolError(P.R_KIT_ERROR, "the kit failed on this command: %r" % (err,)),
                 self.clock(),
@@ -129,10 +129,8 @@ class KitCore:
             ack = self._decide(target, payload, command_id, _parse_deadline(deadline_ms), now)
         except P.ProtocolError as err:
             if err.reason in (P.R_MISSING_ID, P.R_OVERSIZE, P.R_WRONG_KIT):
-                # no usable id: nothing to remember, and the ack carries none
-                if not isinstance(command_id, str) or len(command_id) > P.MAX_COMMAND_ID_CHARS:
-                    command_id = None
-                return self._reject(command_id, target, err, now)
+                # no usable id: nothing to remember, and the ack echoes no oversized one
+                return self._reject(_usable_id(command_id), target, err, now)
             ack = self._reject(command_id, target, err, now)
         self._remember_ack(command_id, ack)
         return ack
@@ -277,6 +275,13 @@ def _parse_deadline(deadline_ms):
             % (P.PROP_DEADLINE, P.MAX_DEADLINE_DIGITS),
         )
     return int(deadline_ms)
+
+
+def _usable_id(command_id):
+    """The id to echo in an answer: the client's if it is one, else None (no 64 kB echoes)."""
+    if isinstance(command_id, str) and 0 < len(command_id) <= P.MAX_COMMAND_ID_CHARS:
+        return command_id
+    return None
 
 
 def _is_ascii_digits(text):
