@@ -124,37 +124,31 @@ class KitRunner:
 
     def _on_command(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            props = user_properties(msg.properties)
             with self._lock:
-                ack = self.core.handle_command(
-                    msg.topic, msg.payload, props.get(P.PROP_COMMAND_ID), props.get(P.PROP_DEADLINE)
+                answer = self.core.receive(
+                    msg.topic,
+                    msg.payload,
+                    user_properties(msg.properties),
+                    getattr(msg.properties, "ResponseTopic", None),
                 )
                 status = json.dumps(self.core.status())
-            client.publish(
-                self._reply_topic(msg),
-                json.dumps(ack),
-                qos=1,
-                properties=reply_properties(msg.properties),
-            )
-            if ack["status"] == P.APPLIED and not ack.get("duplicate"):
-                changed = (
-                    ack["value"]
-                    if ack["target"] == P.SAFE_STATE_PROPERTY
-                    else {ack["target"]: ack["value"]}
+            if answer is not None:
+                reply, ack = answer
+                client.publish(
+                    reply, json.dumps(ack), qos=1, properties=reply_properties(msg.properties)
                 )
-                self._publish_actuators(client, changed)
+                if ack["status"] == P.APPLIED and not ack.get("duplicate"):
+                    changed = (
+                        ack["value"]
+                        if ack["target"] == P.SAFE_STATE_PROPERTY
+                        else {ack["target"]: ack["value"]}
+                    )
+                    self._publish_actuators(client, changed)
             self._publish_retained(client, P.status_topic(self.kit_id), status)
         except Exception:  # a kit must survive anything a client sends
             log.exception("kit %s: error while handling %s", self.kit_id, msg.topic)
             with self._lock:
                 self.core.errors += 1
-
-    def _reply_topic(self, msg: mqtt.MQTTMessage) -> str:
-        """The requester's response topic if the kit may publish there, else its public one."""
-        wanted = getattr(msg.properties, "ResponseTopic", None)
-        if wanted and wanted.startswith(P.device_topic(self.kit_id) + "/$ack/"):
-            return wanted
-        return P.ack_topic(self.kit_id, "anonymous")
 
     # ---------------------------------------------------------------- telemetry
 

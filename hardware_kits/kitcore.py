@@ -34,6 +34,8 @@ class KitCore:
         self.applied = 0
         self.duplicates = 0
         self.errors = 0
+        self.ignored = 0  # empty /set without the lab's properties: Homie deletes, not commands
+        self.plain_sets = 0
         self.rejections = {}
         self.started = clock()
         self._remember = remember
@@ -42,8 +44,65 @@ class KitCore:
 
     # ------------------------------------------------------------ commands
 
+    def receive(self, topic, payload, user_props, response_topic=None):
+        """Everything a kit decides about one received message, without I/O, for the twins and
+        the firmware alike. Returns None for a message it ignores, else (reply topic,
+        acknowledgement) to publish. Never raises: whatever a client sends is answered.
+
+        `user_props` maps MQTT v5 user property names to values; `response_topic` is the
+        message's Response Topic (None if absent)."""
+        command_id = user_props.get(P.PROP_COMMAND_ID)
+        deadline_ms = user_props.get(P.PROP_DEADLINE)
+        plain = command_id is None and deadline_ms is None
+        if plain and not payload:
+            # Homie's delete of a retained message (the lab service clears retained commands
+            # so): no command at all, so no acknowledgement and no rejection.
+            self.ignored += 1
+            return None
+        reply, reply_ok = self.reply_topic(response_topic)
+        try:
+            if not reply_ok:
+                # Refused before anything is applied: the answer cannot go where it was asked.
+                return reply, self._reject(
+                    _usable_id(command_id),
+                    self._target_or_unknown(topic),
+                    P.ProtocolError(
+                        P.R_BAD_RESPONSE_TOPIC,
+                        "the response topic is not a topic name (wildcard, NUL or empty)",
+                    ),
+                    self.clock(),
+                )
+            if plain:
+                return reply, self.handle_plain_set(topic, payload)
+            return reply, self.handle_command(topic, payload, command_id, deadline_ms)
+        except Exception as err:  # a kit must survive anything a client sends
+            self.errors += 1
+            return reply, self._reject(
+                _usable_id(command_id),
+                self._target_or_unknown(topic),
+                P.ProtocolError(P.R_KIT_ERROR, "the kit failed on this command: %r" % (err,)),
+                self.clock(),
+            )
+
+    def reply_topic(self, wanted):
+        """(where the acknowledgement goes, whether the requester's Response Topic is usable).
+
+        Replies go only under the kit's own `$ack` tree (the kit's rights end there, and a reply
+        can never land on a `.../set` topic and come back as a command); any other usable topic,
+        or none, gets the public `$ack/anonymous`. A topic with a wildcard cannot be published
+        to at all: the command is refused and the refusal goes to `$ack/anonymous`."""
+        fallback = P.ack_topic(self.kit_id, "anonymous")
+        if wanted is None:
+            return fallback, True
+        if not P.is_topic_name(wanted):
+            return fallback, False
+        if wanted.startswith(P.ack_topic(self.kit_id, "")):
+            return wanted, True
+        return fallback, True
+
     def handle_command(self, topic, payload, command_id, deadline_ms):
-        """Decide on one command and return its acknowledgement (a dict to publish)."""
+        """Decide on one lab command (with `command-id` and `deadline`) and return its
+        acknowledgement (a dict to publish)."""
         now = self.clock()
         target = "?"
         try:
@@ -52,7 +111,11 @@ class KitCore:
                     P.R_OVERSIZE, "command is larger than %d bytes" % P.MAX_COMMAND_BYTES
                 )
             target = P.command_target(self.kit_id, topic)
-            if not command_id or len(command_id) > P.MAX_COMMAND_ID_CHARS:
+            if (
+                not isinstance(command_id, str)
+                or not command_id
+                or len(command_id) > P.MAX_COMMAND_ID_CHARS
+            ):
                 raise P.ProtocolError(
                     P.R_MISSING_ID,
                     "a command needs a %s of 1..%d characters"
@@ -63,19 +126,45 @@ class KitCore:
                 ack = dict(self._recent[command_id])
                 ack["duplicate"] = True
                 return ack
-            ack = self._decide(target, payload, command_id, deadline_ms, now)
+            ack = self._decide(target, payload, command_id, _parse_deadline(deadline_ms), now)
         except P.ProtocolError as err:
-            ack = self._reject(command_id, target, err, now)
             if err.reason in (P.R_MISSING_ID, P.R_OVERSIZE, P.R_WRONG_KIT):
-                return ack  # no usable id: nothing to remember
+                # no usable id: nothing to remember, and the ack echoes no oversized one
+                return self._reject(_usable_id(command_id), target, err, now)
+            ack = self._reject(command_id, target, err, now)
         self._remember_ack(command_id, ack)
         return ack
 
-    def _decide(self, target, payload, command_id, deadline_ms, now):
-        deadline = _parse_deadline(deadline_ms)
-        if now * 1000 > deadline:
+    def handle_plain_set(self, topic, payload):
+        """A plain Homie 5 `/set` (no command-id, no deadline): applied once, as delivered.
+
+        Its freshness is the broker's to bound: a kit keeps no session and takes no retained
+        command, so the broker delivers a plain set only live, and drops it if its MQTT v5
+        message expiry passes first. The kit names it "homie-<start ms>-<n>" in its answer."""
+        now = self.clock()
+        self.plain_sets += 1
+        command_id = "%s%d-%d" % (P.PLAIN_SET_ID_PREFIX, int(self.started * 1000), self.plain_sets)
+        target = "?"
+        try:
+            if len(payload) > P.MAX_COMMAND_BYTES:
+                raise P.ProtocolError(
+                    P.R_OVERSIZE, "command is larger than %d bytes" % P.MAX_COMMAND_BYTES
+                )
+            target = P.command_target(self.kit_id, topic)
+            return self._decide(target, payload, command_id, None, now)
+        except P.ProtocolError as err:
+            return self._reject(command_id, target, err, now)
+
+    def _decide(self, target, payload, command_id, deadline, now):
+        """Apply a command whose id is settled; `deadline` in epoch ms, None for a plain set."""
+        if deadline is not None and now * 1000 > deadline:
             raise P.ProtocolError(
                 P.R_STALE, "deadline passed %d ms ago" % int(now * 1000 - deadline)
+            )
+        if deadline is not None and deadline - now * 1000 > P.MAX_DEADLINE_AHEAD_MS:
+            raise P.ProtocolError(
+                P.R_DEADLINE_TOO_FAR,
+                "deadline is more than %d s ahead" % (P.MAX_DEADLINE_AHEAD_MS // 1000),
             )
         if target == P.SAFE_STATE_PROPERTY:
             value = P.safe_state(self.descriptor)
@@ -94,6 +183,12 @@ class KitCore:
             self.state[target] = value
         self.applied += 1
         return P.make_ack(command_id, target, P.APPLIED, now, value=value)
+
+    def _target_or_unknown(self, topic):
+        try:
+            return P.command_target(self.kit_id, topic)
+        except Exception:  # only a label for the answer: never let it fail the reply
+            return "?"
 
     def _apply(self, target, value):
         if self.apply_hook is not None:
@@ -160,22 +255,39 @@ class KitCore:
             "rejected": sum(self.rejections.values()),
             "rejections": dict(self.rejections),
             "errors": self.errors,
+            "ignored": self.ignored,
             "safe": self.is_safe(),
             "actuators": dict(self.state),
         }
 
 
 def _parse_deadline(deadline_ms):
+    """The deadline in epoch ms: ASCII digits only (int() would take spaces, signs, "_" and
+    other scripts' digits), at most MAX_DEADLINE_DIGITS of them."""
     if deadline_ms is None or deadline_ms == "":
         raise P.ProtocolError(
             P.R_MISSING_DEADLINE, "a command needs a %s (epoch ms)" % P.PROP_DEADLINE
         )
-    try:
-        return int(deadline_ms)
-    except ValueError:
+    if not _is_ascii_digits(deadline_ms) or len(deadline_ms) > P.MAX_DEADLINE_DIGITS:
         raise P.ProtocolError(
-            P.R_MISSING_DEADLINE, "%s must be epoch milliseconds" % P.PROP_DEADLINE
-        ) from None
+            P.R_MISSING_DEADLINE,
+            "%s must be epoch milliseconds (1..%d ASCII digits)"
+            % (P.PROP_DEADLINE, P.MAX_DEADLINE_DIGITS),
+        )
+    return int(deadline_ms)
+
+
+def _usable_id(command_id):
+    """The id to echo in an answer: the client's if it is one, else None (no 64 kB echoes)."""
+    if isinstance(command_id, str) and 0 < len(command_id) <= P.MAX_COMMAND_ID_CHARS:
+        return command_id
+    return None
+
+
+def _is_ascii_digits(text):
+    if not isinstance(text, str) or not text:
+        return False
+    return all("0" <= ch <= "9" for ch in text)
 
 
 def _check_exclusive(rule, stages):

@@ -45,6 +45,9 @@ R_STALE = "stale"  # deadline passed before the kit got the command
 R_MISSING_ID = "missing_id"
 R_MISSING_DEADLINE = "missing_deadline"
 R_INTERLOCK = "interlock"
+R_DEADLINE_TOO_FAR = "deadline_too_far"  # further ahead than MAX_DEADLINE_AHEAD_MS
+R_BAD_RESPONSE_TOPIC = "bad_response_topic"  # not an MQTT topic name (wildcards, NUL, empty)
+R_KIT_ERROR = "kit_error"  # the kit failed while deciding (a bug or a hardware fault): not applied
 REASONS = (
     R_MALFORMED,
     R_OUT_OF_RANGE,
@@ -55,6 +58,9 @@ REASONS = (
     R_MISSING_ID,
     R_MISSING_DEADLINE,
     R_INTERLOCK,
+    R_DEADLINE_TOO_FAR,
+    R_BAD_RESPONSE_TOPIC,
+    R_KIT_ERROR,
 )
 
 MAX_COMMAND_BYTES = 4096
@@ -63,6 +69,17 @@ MAX_COMMAND_BYTES = 4096
 # before a handover) would otherwise reach the kit again at its next (re)subscription.
 COMMAND_RETAIN_HANDLING = 2
 MAX_COMMAND_ID_CHARS = 64
+# A deadline is epoch milliseconds in ASCII digits (no sign, spaces or separators), at most this
+# many digits, and at most MAX_DEADLINE_AHEAD_MS ahead of the kit's clock: a command meant for
+# "any time in the next year" would defeat the deadline's purpose (and clocks drift less).
+MAX_DEADLINE_DIGITS = 16
+MAX_DEADLINE_AHEAD_MS = 10 * 60 * 1000
+# JSON payloads nested deeper than this are refused before parsing: the parsers recurse, and a
+# payload of a thousand "[" would exhaust CPython's recursion limit or a board's C stack.
+MAX_JSON_DEPTH = 16
+# The id a kit gives a plain Homie set (one without the lab's user properties) in its
+# acknowledgement: "homie-<kit start, epoch ms>-<n>".
+PLAIN_SET_ID_PREFIX = "homie-"
 SAFE_STATE_PROPERTY = "$safe-state"
 # Homie 5: an empty payload deletes a retained message, so an empty string travels as one NUL.
 EMPTY_STRING = "\x00"
@@ -144,6 +161,14 @@ def split_topic(topic):
     if len(parts) < 2 or not parts[0]:
         return None, None
     return parts[0], parts[1]
+
+
+def is_topic_name(topic):
+    """True for a topic one may publish to: non-empty text without wildcards or NUL (MQTT v5
+    4.7.3, 1.5.4). A response topic that is not one cannot be answered."""
+    if not isinstance(topic, str) or not topic:
+        return False
+    return "+" not in topic and "#" not in topic and "\x00" not in topic
 
 
 def command_target(kit_id, topic):
@@ -285,6 +310,44 @@ def _check_schema_object(schema, value, name):
             raise ProtocolError(R_MALFORMED, "%s has unknown field %r" % (name, key))
 
 
+def _nesting_within(text, limit):
+    """True if no JSON array/object in `text` is nested deeper than `limit` (brackets inside
+    strings do not count). Linear, no recursion: it runs before the recursive parser."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "[" or ch == "{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch == "]" or ch == "}":
+            depth -= 1
+    return True
+
+
+def loads(text, name="value", what="JSON"):
+    """json.loads that raises nothing but ProtocolError(malformed): not for deep nesting (refused
+    before parsing), nor for a parser's recursion or number limits."""
+    if not _nesting_within(text, MAX_JSON_DEPTH):
+        raise ProtocolError(
+            R_MALFORMED, "%s is nested deeper than %d levels" % (name, MAX_JSON_DEPTH)
+        )
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError, RuntimeError):  # RecursionError is a RuntimeError
+        raise ProtocolError(R_MALFORMED, "%s is not valid %s" % (name, what)) from None
+
+
 def decode_value(spec, payload, name="value"):
     """Parse a Homie raw payload (bytes or str) into a checked Python value."""
     try:
@@ -294,10 +357,7 @@ def decode_value(spec, payload, name="value"):
     datatype = spec["datatype"]
     value = "" if text == EMPTY_STRING else text
     if datatype in ("integer", "float", "boolean", "json"):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            raise ProtocolError(R_MALFORMED, "%s is not valid %s" % (name, datatype)) from None
+        value = loads(text, name, datatype)
         if datatype == "float" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
     check_value(spec, value, name)
@@ -324,16 +384,21 @@ def encode_telemetry(seq, ts, values, sim=None):
 
 def decode_telemetry(payload):
     """Parse and check a telemetry message; raise ProtocolError if it is not one."""
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        raise ProtocolError(R_MALFORMED, "telemetry is not JSON") from None
+    body = _loads_payload(payload, "telemetry")
     if not isinstance(body, dict):
         raise ProtocolError(R_MALFORMED, "telemetry must be a JSON object")
     seq, ts, values = body.get("seq"), body.get("ts"), body.get("values")
     if not isinstance(seq, int) or not _is_number(ts) or not isinstance(values, dict):
         raise ProtocolError(R_MALFORMED, "telemetry needs integer seq, numeric ts and values")
     return body
+
+
+def _loads_payload(payload, name):
+    try:
+        text = payload.decode() if isinstance(payload, (bytes, bytearray)) else payload
+    except UnicodeError:
+        raise ProtocolError(R_MALFORMED, "%s is not UTF-8 text" % name) from None
+    return loads(text, name)
 
 
 def make_ack(command_id, target, status, ts, value=None, reason=None, detail=None):
@@ -347,10 +412,7 @@ def make_ack(command_id, target, status, ts, value=None, reason=None, detail=Non
 
 
 def decode_ack(payload):
-    try:
-        ack = json.loads(payload)
-    except ValueError:
-        raise ProtocolError(R_MALFORMED, "acknowledgement is not JSON") from None
+    ack = _loads_payload(payload, "acknowledgement")
     if not isinstance(ack, dict) or ack.get("status") not in (APPLIED, REJECTED):
         raise ProtocolError(R_MALFORMED, "acknowledgement lacks a valid status")
     return ack

@@ -115,9 +115,6 @@ class Firmware:
         self.period_ms = max(10, int(1000 / rate))
         self.status_ms = int(cfg.get("status_every", 5) * 1000)
         self.mirror_ms = int(cfg.get("mirror_every", 1) * 1000)  # 0: no Homie sensor values
-        # Replies go only to response topics under the kit's $ack tree (the kit's ACL allows
-        # them, and a reply can never land on a .../set topic and come back as a command).
-        self.ack_prefix = P.ack_topic(self.kit_id, "")
         self.client = None
 
     # ------------------------------------------------------------ publishing
@@ -197,27 +194,27 @@ class Firmware:
 
     def on_message(self, topic, msg, props):
         try:
-            user = props.get("user_properties") or {}
-            ack = self.core.handle_command(
-                topic, msg, user.get(P.PROP_COMMAND_ID), user.get(P.PROP_DEADLINE)
+            # KitCore.receive never raises; it also refuses a response topic with a wildcard,
+            # which the broker would answer by dropping the connection.
+            answer = self.core.receive(
+                topic, msg, props.get("user_properties") or {}, props.get("response_topic")
             )
-            body = json.dumps(ack)
+            body = json.dumps(answer[1]) if answer is not None else None
         except Exception as err:  # a kit must survive anything a client sends
             self.core.errors += 1
             log("error handling %s: %r" % (topic, err))
             return
-        reply = props.get("response_topic")
-        if not reply or not reply.startswith(self.ack_prefix):
-            reply = P.ack_topic(self.kit_id, "anonymous")
-        reply_props = None
-        if props.get("correlation_data") is not None:
-            reply_props = {"correlation_data": props["correlation_data"]}
-        self.publish(reply, body, properties=reply_props)
-        if ack["status"] == P.APPLIED and not ack.get("duplicate"):
-            if ack["target"] == P.SAFE_STATE_PROPERTY:
-                self.publish_actuators(self.descriptor["actuators"])
-            else:
-                self.publish_actuators([ack["target"]])
+        if answer is not None:
+            reply_props = None
+            if props.get("correlation_data") is not None:
+                reply_props = {"correlation_data": props["correlation_data"]}
+            self.publish(answer[0], body, properties=reply_props)
+            ack = answer[1]
+            if ack["status"] == P.APPLIED and not ack.get("duplicate"):
+                if ack["target"] == P.SAFE_STATE_PROPERTY:
+                    self.publish_actuators(self.descriptor["actuators"])
+                else:
+                    self.publish_actuators([ack["target"]])
         self.publish_status()
 
     # ------------------------------------------------------------ main loop

@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from hardware_kits import protocol as P
 from hardware_kits.descriptor import load_models
@@ -247,7 +249,7 @@ def test_a_retained_command_is_never_applied(kit, broker):
         runner.kill()
         wait_until(lambda: handle.state == P.STATE_LOST, timeout=5)
         props = command_properties(
-            uuid.uuid4().hex, P.ack_topic(handle.kit_id, account.username), time.time() + 3600
+            uuid.uuid4().hex, P.ack_topic(handle.kit_id, account.username), time.time() + 300
         )
         client.publish(
             topic, P.encode_value(spec, example_value(spec)), qos=1, retain=True, properties=props
@@ -288,3 +290,170 @@ def test_observer_cannot_command(kit, broker):
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+# ---------------------------------------------------------------- hostile and plain commands
+
+
+class Listener:
+    """An MQTT client of one account that keeps every message it may read."""
+
+    def __init__(self, broker, creds, filters: list[str]) -> None:
+        self.messages: list = []
+        self.client = connect_client(
+            broker.host,
+            broker.port,
+            creds,
+            f"{creds.username}-{uuid.uuid4().hex[:6]}",
+            on_message=lambda c, u, m: self.messages.append(m),
+            subscribe=[(f, 1) for f in filters],
+        )
+
+    def acks(self, topic_prefix: str) -> list[dict]:
+        return [P.decode_ack(m.payload) for m in list(self.messages) if m.topic == topic_prefix]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def holder(kit, broker):
+    """The kit's holder (the tester account, with its command right) on a raw MQTT client, as a
+    generic controller would connect, and the lab service's view of the anonymous answers."""
+    handle, _, _ = kit
+    handle.safe_state()
+    creds = broker.credentials(f"tester-{handle.kit_id}")
+    raw = Listener(broker, creds, [P.all_kits(f"$ack/{creds.username}/#")])
+    watcher = Listener(
+        broker, broker.provision_supervisor("kits21-ack-watcher"), [P.all_kits("$ack/anonymous")]
+    )
+    yield raw, watcher, creds.username
+    raw.close()
+    watcher.close()
+    handle.safe_state()
+
+
+def plain_actuator(descriptor: dict) -> tuple[str, dict]:
+    """An actuator without prerequisites whose example value differs from its safe one."""
+    return next(
+        (name, spec)
+        for name, spec in descriptor["actuators"].items()
+        if not prerequisites(descriptor, name) and example_value(spec) != spec["safe"]
+    )
+
+
+def counted(handle, key: str, reason: str | None = None) -> int:
+    status = handle.status or {}
+    return status.get("rejections", {}).get(reason, 0) if reason else status.get(key, 0)
+
+
+def test_wildcard_response_topic_is_refused_counted_and_not_applied(kit, holder):
+    """A response topic with a wildcard cannot be answered on (the twin used to apply the
+    command and then fail to publish, leaving no answer, no value and no record)."""
+    handle, _, _ = kit
+    raw, watcher, account = holder
+    actuator, spec = plain_actuator(handle.descriptor)
+    wait_until(lambda: handle.status is not None, timeout=5)
+    before, applied = counted(handle, "", P.R_BAD_RESPONSE_TOPIC), counted(handle, "applied")
+    anonymous = P.ack_topic(handle.kit_id, "anonymous")
+    for wildcard in (f"{account}/#", f"{account}/+"):
+        command_id = uuid.uuid4().hex
+        props = command_properties(
+            command_id, P.ack_topic(handle.kit_id, wildcard), time.time() + 5
+        )
+        raw.client.publish(
+            P.set_topic(handle.kit_id, actuator),
+            P.encode_value(spec, example_value(spec)),
+            qos=1,
+            properties=props,
+        ).wait_for_publish(5)
+        ack = wait_until(
+            lambda cid=command_id: next((a for a in watcher.acks(anonymous) if a["id"] == cid), 0),
+            timeout=5,
+        )
+        assert (ack["status"], ack["reason"]) == (P.REJECTED, P.R_BAD_RESPONSE_TOPIC)
+    wait_until(lambda: counted(handle, "", P.R_BAD_RESPONSE_TOPIC) == before + 2, timeout=5)
+    assert counted(handle, "applied") == applied
+    assert handle.actuators[actuator] == spec["safe"]
+
+
+def test_deeply_nested_payload_is_refused_and_counted(kit):
+    """1,100 nested "[" used to raise RecursionError in protocol.decode_value: no answer."""
+    handle, _, _ = kit
+    parsed = [
+        name
+        for name, spec in handle.descriptor["actuators"].items()
+        if spec["datatype"] in ("json", "integer", "float", "boolean")
+    ]
+    actuator = (parsed or list(handle.descriptor["actuators"]))[0]  # text actuators: as text
+    wait_until(lambda: handle.status is not None, timeout=5)
+    before = counted(handle, "rejected")
+    ack = rejection(handle, actuator, "[" * 1100)
+    if parsed:
+        assert ack.reason == P.R_MALFORMED and "nested" in ack.detail
+    wait_until(lambda: counted(handle, "rejected") == before + 1, timeout=5)
+    assert handle.status["errors"] == 0
+
+
+def test_far_future_deadline_is_refused(kit):
+    handle, _, _ = kit
+    actuator, spec = plain_actuator(handle.descriptor)
+    payload = P.encode_value(spec, example_value(spec))
+    ack = rejection(handle, actuator, payload, deadline_s=time.time() + 86400)
+    assert ack.reason == P.R_DEADLINE_TOO_FAR
+    assert handle.actuators[actuator] == spec["safe"]
+
+
+def test_empty_retained_clear_is_ignored_quietly(kit, holder):
+    """The lab service deletes a retained command with an empty retained message; the kit
+    gets it live and takes it for what it is (used to count a missing_id rejection)."""
+    handle, _, _ = kit
+    raw, watcher, _ = holder
+    actuator, _spec = plain_actuator(handle.descriptor)
+    wait_until(lambda: handle.status is not None, timeout=5)
+    ignored, rejected = counted(handle, "ignored"), counted(handle, "rejected")
+    anonymous = P.ack_topic(handle.kit_id, "anonymous")
+    answers = len(watcher.acks(anonymous))
+    raw.client.publish(
+        P.set_topic(handle.kit_id, actuator), b"", qos=1, retain=True
+    ).wait_for_publish(5)
+    wait_until(lambda: counted(handle, "ignored") == ignored + 1, timeout=5)
+    time.sleep(0.3)
+    assert counted(handle, "rejected") == rejected
+    assert len(watcher.acks(anonymous)) == answers  # no answer for what is no command
+
+
+def test_plain_homie_set_from_the_holder_is_applied_once(kit, holder):
+    """A generic Homie 5 controller sends /set with the raw value and no lab properties."""
+    handle, _, _ = kit
+    raw, watcher, account = holder
+    actuator, spec = plain_actuator(handle.descriptor)
+    value = example_value(spec)
+    wait_until(lambda: handle.status is not None, timeout=5)
+    applied = counted(handle, "applied")
+    anonymous = P.ack_topic(handle.kit_id, "anonymous")
+    answers = len(watcher.acks(anonymous))
+    raw.client.publish(
+        P.set_topic(handle.kit_id, actuator), P.encode_value(spec, value), qos=1
+    ).wait_for_publish(5)
+    wait_until(lambda: handle.actuators[actuator] == value, timeout=5)
+    wait_until(lambda: counted(handle, "applied") == applied + 1, timeout=5)
+    ack = wait_until(lambda: watcher.acks(anonymous)[answers:], timeout=5)[0]
+    assert ack["status"] == P.APPLIED and ack["value"] == value
+    assert ack["id"].startswith(P.PLAIN_SET_ID_PREFIX)
+    time.sleep(0.3)
+    assert counted(handle, "applied") == applied + 1
+    assert len(watcher.acks(anonymous)) == answers + 1
+    # A Homie controller that names a response topic of its own gets its answer there.
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = P.ack_topic(handle.kit_id, f"{account}/homie")
+    raw.client.publish(
+        P.set_topic(handle.kit_id, actuator),
+        P.encode_value(spec, spec["safe"]),
+        qos=1,
+        properties=props,
+    ).wait_for_publish(5)
+    mine = wait_until(lambda: raw.acks(props.ResponseTopic), timeout=5)
+    assert mine[0]["status"] == P.APPLIED and mine[0]["value"] == spec["safe"]
+    wait_until(lambda: handle.actuators[actuator] == spec["safe"], timeout=5)

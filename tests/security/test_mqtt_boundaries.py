@@ -127,7 +127,7 @@ def test_a_retained_command_is_cleared_and_never_applied_after_handover(lab: Lab
         watch.wait_for_kits([KIT], timeout=10)
         kit = watch.kit(KIT)
         props = command_properties(
-            uuid.uuid4().hex, P.ack_topic(KIT, control.credentials.username), time.time() + 3600
+            uuid.uuid4().hex, P.ack_topic(KIT, control.credentials.username), time.time() + 300
         )
         raw.publish(topic, "manual", qos=1, retain=True, properties=props).wait_for_publish(5)
         wait_until(lambda: kit.actuators.get("mode") == "manual", 5)  # the holder's own, live

@@ -162,3 +162,84 @@ def test_remembered_ids_are_bounded(models):
     for i in range(10):
         send(core, "display", f"m{i}", command_id=f"id{i}")
     assert len(core._recent) == 3
+
+
+@pytest.mark.parametrize(
+    "deadline",
+    [f" {LATER_MS}", f"{LATER_MS} ", f"+{LATER_MS}", LATER_MS[:-3] + "_" + LATER_MS[-3:], "١٢"],
+)
+def test_deadline_format_is_strict(models, deadline):
+    """int() takes spaces, signs, "_" and other scripts' digits: the protocol says ASCII digits."""
+    core = core_for(models, "street-lighting")
+    assert send(core, "mode", "manual", deadline=deadline)["reason"] == P.R_MISSING_DEADLINE
+    assert core.state["mode"] == "auto"
+
+
+def test_deadline_far_ahead_is_refused(models):
+    core = core_for(models, "street-lighting")
+    far = str(int(NOW * 1000) + P.MAX_DEADLINE_AHEAD_MS + 1)
+    assert send(core, "mode", "manual", deadline=far)["reason"] == P.R_DEADLINE_TOO_FAR
+    edge = str(int(NOW * 1000) + P.MAX_DEADLINE_AHEAD_MS)
+    assert send(core, "mode", "manual", command_id="c2", deadline=edge)["status"] == P.APPLIED
+
+
+@pytest.mark.parametrize("reply", ["homie/5/kit-1/$ack/u/#", "homie/5/kit-1/$ack/+/c", "a\x00", ""])
+def test_unusable_response_topic_is_refused_before_applying(models, reply):
+    applied = []
+    core = KitCore(
+        "kit-1",
+        models["street-lighting"],
+        clock=lambda: NOW,
+        apply_hook=lambda *a: applied.append(a),
+    )
+    props = {P.PROP_COMMAND_ID: "c1", P.PROP_DEADLINE: LATER_MS}
+    topic, ack = core.receive(P.set_topic("kit-1", "mode"), "manual", props, reply)
+    assert topic == P.ack_topic("kit-1", "anonymous")
+    assert (ack["status"], ack["reason"], ack["target"]) == (
+        P.REJECTED,
+        P.R_BAD_RESPONSE_TOPIC,
+        "mode",
+    )
+    assert applied == [] and core.state["mode"] == "auto"
+    assert core.status()["rejections"] == {P.R_BAD_RESPONSE_TOPIC: 1}
+    # Not remembered: the same command with a usable topic is decided on its merits.
+    topic, ack = core.receive(
+        P.set_topic("kit-1", "mode"), "manual", props, P.ack_topic("kit-1", "u/c")
+    )
+    assert (topic, ack["status"]) == (P.ack_topic("kit-1", "u/c"), P.APPLIED)
+
+
+def test_plain_homie_set_is_applied_once_and_an_empty_one_ignored(models):
+    core = core_for(models, "street-lighting")
+    topic, ack = core.receive(P.set_topic("kit-1", "mode"), b"manual", {}, None)
+    assert topic == P.ack_topic("kit-1", "anonymous")
+    assert ack["status"] == P.APPLIED and ack["id"].startswith(P.PLAIN_SET_ID_PREFIX)
+    _, second = core.receive(
+        P.set_topic("kit-1", "dimming"), b"40", {}, P.ack_topic("kit-1", "u/c")
+    )
+    assert second["status"] == P.APPLIED and second["id"] != ack["id"]
+    assert core.state == {"mode": "manual", "dimming": 40} and core.applied == 2
+    # Interlocks hold for plain sets too.
+    core.receive(P.set_topic("kit-1", "mode"), b"auto", {}, None)
+    _, refused = core.receive(P.set_topic("kit-1", "dimming"), b"10", {}, None)
+    assert refused["reason"] == P.R_INTERLOCK
+    # An empty retained-clear is no command: no answer, no rejection, counted as ignored.
+    assert core.receive(P.set_topic("kit-1", "mode"), b"", {}, None) is None
+    assert core.receive(P.safe_state_topic("kit-1"), b"", {}, None) is None
+    status = core.status()
+    assert (status["ignored"], status["rejected"], status["applied"]) == (2, 1, 3)
+    # A lab command with an empty payload is still a command (the safe state's is empty).
+    props = {P.PROP_COMMAND_ID: "s1", P.PROP_DEADLINE: LATER_MS}
+    assert core.receive(P.safe_state_topic("kit-1"), b"", props, None)[1]["status"] == P.APPLIED
+
+
+def test_a_failing_apply_hook_is_answered_and_counted(models):
+    def broken(_target, _value):
+        raise OSError("relay driver fault")
+
+    core = KitCore("kit-1", models["street-lighting"], clock=lambda: NOW, apply_hook=broken)
+    props = {P.PROP_COMMAND_ID: "c1", P.PROP_DEADLINE: LATER_MS}
+    _, ack = core.receive(P.set_topic("kit-1", "mode"), "manual", props, None)
+    assert (ack["status"], ack["reason"]) == (P.REJECTED, P.R_KIT_ERROR)
+    assert core.errors == 1 and core.status()["rejections"] == {P.R_KIT_ERROR: 1}
+    assert core.state["mode"] == "auto"
