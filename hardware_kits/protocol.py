@@ -16,7 +16,9 @@ import json
 
 HOMIE_PREFIX = "homie/5"
 HOMIE_VERSION = "5.0"
-PROTOCOL_EXTENSION = "org.smartcitylab.kit:1.0:[5.x]"
+# The lab's Homie extension, as `$description.extensions` names it: ID:semver:[Homie versions]
+# (published in docs/protocol.md, "The lab's Homie extension").
+PROTOCOL_EXTENSION = "org.smartcitylab.kit:1.1.0:[5.x]"
 
 SENSORS_NODE = "sensors"
 ACTUATORS_NODE = "actuators"
