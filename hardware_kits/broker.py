@@ -35,6 +35,13 @@ ADMIN = BROKER_ADMIN
 # Role names that span kits contain "_", which kit ids cannot: no kit can shadow them.
 OBSERVER_ROLE = "observe_all_kits"
 MOSQUITTO_USER = "mosquitto"
+# The platform's message limit, enforced by Mosquitto for every client (max_packet_size; also
+# announced to MQTT v5 clients in CONNACK): a packet larger than this (payload, topic and
+# properties) is delivered to no one and its sender is disconnected with reason 149, "packet
+# too large". Kits ask for less, their model's max_packet_bytes. Nothing on the platform
+# publishes more than a few kilobytes. Not message_size_limit: Mosquitto 2.0.11 refuses such a
+# PUBLISH with PUBACK 149, a code PUBACK may not carry, which paho takes for a malformed packet.
+MAX_PACKET_BYTES = 256 * 1024
 
 
 class BrokerError(RuntimeError):
@@ -235,6 +242,7 @@ class Broker:
             "log_type notice",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "max_queued_messages 10000",
+            f"max_packet_size {MAX_PACKET_BYTES}",
         ]
         if self.tls_port is not None:
             files = self.tls_files()

@@ -102,6 +102,11 @@ class Descriptor(_Strict):
     interlocks: list[Interlock] = []
     pins: dict[str, dict[str, int]] = {}
     twin: dict[str, Any] = {}
+    # The largest MQTT packet (a command with its topic and properties) a board of this model
+    # can take; the broker never sends a kit more (MQTT v5 Maximum Packet Size in its CONNECT).
+    max_packet_bytes: int = Field(
+        default=P.DEFAULT_MAX_PACKET_BYTES, ge=P.MIN_MAX_PACKET_BYTES, le=1024 * 1024
+    )
 
 
 def _check_ids(desc: Descriptor) -> None:

@@ -19,7 +19,13 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hardware_kits import protocol as P
 from hardware_kits.kitcore import KitCore
-from hardware_kits.mqtt import BrokerAddress, connect_client, reply_properties, user_properties
+from hardware_kits.mqtt import (
+    BrokerAddress,
+    connect_client,
+    connect_properties,
+    reply_properties,
+    user_properties,
+)
 from hardware_kits.twins.base import TwinModel
 
 log = logging.getLogger(__name__)
@@ -70,6 +76,8 @@ class KitRunner:
                 (topic, SubscribeOptions(qos=1, retainHandling=P.COMMAND_RETAIN_HANDLING))
                 for topic in P.command_subscriptions(self.kit_id)
             ],
+            # The broker drops commands larger than the model's boards can take, as for a board.
+            properties=connect_properties(P.max_packet_bytes(self.descriptor)),
             **self.address.tls_options(),
         )
         self._thread = threading.Thread(target=self._run, name=f"kit-{self.kit_id}", daemon=True)

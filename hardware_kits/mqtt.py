@@ -130,11 +130,13 @@ def connect_client(
     timeout: float = 10.0,
     tls: bool = False,
     ca: str | None = None,
+    properties: Properties | None = None,
 ) -> mqtt.Client:
     """Connect, wait for CONNACK, (re)subscribe on every connect, and run paho's network thread.
 
     `on_connect(client)` runs after each (re)connection, before the subscriptions are sent:
-    kits announce themselves there. Raises ConnectError with the broker's reason on refusal."""
+    kits announce themselves there. `properties`: the CONNECT's MQTT v5 properties (see
+    `connect_properties`). Raises ConnectError with the broker's reason on refusal."""
     client = make_client(client_id, creds, tls, ca)
     if will is not None:
         topic, payload, qos, retain = will
@@ -165,7 +167,7 @@ def connect_client(
     client.on_connect = handle_connect
     client.on_subscribe = handle_subscribe
     try:
-        client.connect(host, port, keepalive=keepalive)
+        client.connect(host, port, keepalive=keepalive, properties=properties)
     except OSError as err:
         raise _unreachable(host, port, err, ca) from None
     client.loop_start()
@@ -184,6 +186,15 @@ def connect_client(
             + ", ".join(outcome["refused"])
         )
     return client
+
+
+def connect_properties(max_packet_bytes: int | None = None) -> Properties:
+    """CONNECT properties; `max_packet_bytes`: the broker sends this client no larger packet
+    (it drops it for this client instead), as a kit asks with its descriptor's limit."""
+    props = Properties(PacketTypes.CONNECT)
+    if max_packet_bytes:
+        props.MaximumPacketSize = max_packet_bytes
+    return props
 
 
 def command_properties(command_id: str, response_topic: str, deadline_s: float) -> Properties:

@@ -16,7 +16,9 @@ import json
 
 HOMIE_PREFIX = "homie/5"
 HOMIE_VERSION = "5.0"
-PROTOCOL_EXTENSION = "org.smartcitylab.kit:1.0:[5.x]"
+# The lab's Homie extension, as `$description.extensions` names it: ID:semver:[Homie versions]
+# (published in docs/protocol.md, "The lab's Homie extension").
+PROTOCOL_EXTENSION = "org.smartcitylab.kit:1.1.0:[5.x]"
 
 SENSORS_NODE = "sensors"
 ACTUATORS_NODE = "actuators"
@@ -64,6 +66,13 @@ REASONS = (
 )
 
 MAX_COMMAND_BYTES = 4096
+# The largest MQTT packet a kit takes (descriptor field `max_packet_bytes`): the kit names it in
+# its CONNECT (MQTT v5 Maximum Packet Size) and the broker drops, instead of sending, anything
+# larger, so a huge command never reaches a board's small heap. The floor leaves room for a
+# command of MAX_COMMAND_BYTES with its topic and properties, which the kit itself answers
+# ("oversize" above MAX_COMMAND_BYTES).
+DEFAULT_MAX_PACKET_BYTES = 16384
+MIN_MAX_PACKET_BYTES = MAX_COMMAND_BYTES + 1024
 # MQTT v5 subscription option "retain handling" of a kit's command subscriptions: 2, never send
 # a retained message at subscribe time. A command left retained on the broker (by a holder
 # before a handover) would otherwise reach the kit again at its next (re)subscription.
@@ -474,6 +483,11 @@ def homie_description(kit_id, descriptor, name=None):
         },
         "smartlab": {"kit": kit_id, "descriptor": descriptor},
     }
+
+
+def max_packet_bytes(descriptor):
+    """The largest MQTT packet a kit of this model asks the broker to send it."""
+    return descriptor.get("max_packet_bytes") or DEFAULT_MAX_PACKET_BYTES
 
 
 def safe_state(descriptor):

@@ -12,7 +12,6 @@ backoff; a bad message never stops it.
 """
 
 import json
-import sys
 import time
 
 import protocol as P
@@ -22,10 +21,10 @@ from kitcore import KitCore
 
 CONFIG_FILE = "config.json"
 MAX_BACKOFF_S = 60
-# A board has ~100 kB of heap: ask the broker to drop anything larger than this instead of
-# sending it (commands over protocol.MAX_COMMAND_BYTES but under this still get an "oversize"
-# rejection). No limit on a PC.
-DEFAULT_MAX_PACKET = 16384 if sys.implementation.name == "micropython" else None
+# A board has ~100 kB of heap: it asks the broker to drop anything larger than its model's
+# `max_packet_bytes` (protocol.max_packet_bytes) instead of sending it; commands over
+# protocol.MAX_COMMAND_BYTES but under that limit still get an "oversize" rejection.
+# config.json's `max_packet_size` overrides it.
 
 
 def log(text):
@@ -154,7 +153,8 @@ class Firmware:
         client.set_last_will(P.state_topic(kit), P.STATE_LOST, retain=True, qos=1)
         client.set_callback(self.on_message)
         client.connect(
-            clean_start=True, max_packet_size=cfg.get("max_packet_size", DEFAULT_MAX_PACKET)
+            clean_start=True,
+            max_packet_size=cfg.get("max_packet_size") or P.max_packet_bytes(self.descriptor),
         )
         self.client = client
         self.publish(P.state_topic(kit), P.STATE_INIT, retain=True)

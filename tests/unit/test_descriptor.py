@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from hardware_kits import protocol as P
 from hardware_kits.descriptor import MODELS_DIR, DescriptorError, load_descriptor
 from site_config.kits import load_kits
 from site_config.paths import DEMO_SITE
@@ -23,6 +25,20 @@ def test_every_required_model_is_described(models):
                 assert spec["min"] < spec["max"]
         for spec in desc["actuators"].values():
             assert "safe" in spec
+
+
+def test_every_model_names_the_largest_packet_its_boards_take(models):
+    for desc in models.values():
+        assert P.MIN_MAX_PACKET_BYTES <= P.max_packet_bytes(desc) <= 64 * 1024
+    assert P.max_packet_bytes({}) == P.DEFAULT_MAX_PACKET_BYTES
+
+
+def test_kits_announce_the_extension_as_the_homie_template_asks(models):
+    # extension ID:extension version (semver):[homie versions]
+    entry = re.fullmatch(r"([a-z0-9.-]+):(\d+\.\d+\.\d+):\[5\.x\]", P.PROTOCOL_EXTENSION)
+    assert entry is not None and entry.group(1) == "org.smartcitylab.kit"
+    description = P.homie_description("k", models["street-lighting"])
+    assert description["extensions"] == [P.PROTOCOL_EXTENSION]
 
 
 def test_parking_has_at_least_eight_bays(models):
@@ -63,6 +79,8 @@ def broken(mutate) -> dict:
             "Homie id",
         ),
         (lambda d: d.update(colour="red"), "colour", "Extra inputs"),
+        # A board must be able to take every command the kit answers itself (MAX_COMMAND_BYTES).
+        (lambda d: d.update(max_packet_bytes=4096), "max_packet_bytes", "greater than or equal"),
     ],
 )
 def test_invalid_descriptor_names_file_field_reason(tmp_path, mutate, field, reason):
