@@ -304,10 +304,11 @@ class LimitedApplication(Application):
 
 class BodyLimit(httputil.HTTPMessageDelegate):
     """Checks a request's head before its body is read: a Content-Length over the limit is a
-    413, a chunked body (size unknown) a 411, an unreadable Content-Length a 400, each with the
-    error JSON. Tornado's own refusal would be a bare 400 and a close that resets the
-    connection under the client's feet (losing the answer), so the refusal takes the stream
-    over: answer, stop writing, drain what the client still sends for a short time, close."""
+    413, a chunked body (size unknown) a 411, an unreadable Content-Length a 400, a form body
+    (which tornado would parse itself) a 415, each with the error JSON. Tornado's own refusal
+    would be a bare 400 and a close that resets the connection under the client's feet (losing
+    the answer), so the refusal takes the stream over: answer, stop writing, drain what the
+    client still sends for a short time, close."""
 
     def __init__(
         self,
@@ -345,6 +346,9 @@ class BodyLimit(httputil.HTTPMessageDelegate):
             return 400, "malformed Content-Length"
         if int(text) > limit:
             return 413, f"the body is larger than the limit of {limit} bytes"
+        media = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if media in FORM_TYPES and int(text):  # tornado would parse it before any handler
+            return 415, f"the body must be JSON (Content-Type: application/json), not {media!r}"
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -357,8 +361,14 @@ class BodyLimit(httputil.HTTPMessageDelegate):
         self.inner.on_connection_close()
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _REFUSALS: set[asyncio.Task] = set()  # refusals in progress (a task needs a reference)
-_REASONS = {400: "Bad Request", 411: "Length Required", 413: "Content Too Large"}
+_REASONS = {
+    400: "Bad Request",
+    411: "Length Required",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+}
 
 
 async def refuse_and_close(
