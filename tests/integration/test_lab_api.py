@@ -592,6 +592,49 @@ def test_records_and_usage(stack):
     assert {"univ-a", "univ-b"} <= set(institutions)
 
 
+def test_a_command_sent_many_times_is_one_record_with_its_duplicates(stack):
+    """A real twin answers copies of a command id from its memory: the records show the one
+    command it applied and how often it was repeated (once one "applied" row per message)."""
+    from hardware_kits import protocol as P
+    from hardware_kits.mqtt import BrokerAddress, command_properties, connect_client
+
+    held = stack.ok("POST", "/api/queue", "dave", {"kit": PARK})["session"]
+    address = BrokerAddress.from_url(stack.ok("GET", "/api/me/mqtt", "dave")["control"])
+    acks: list[dict] = []
+    client = connect_client(
+        address.host,
+        address.port,
+        address.credentials,
+        client_id="api-test-duplicates",
+        on_message=lambda _c, _u, msg: acks.append(json.loads(msg.payload)),
+        subscribe=[(P.ack_topic(PARK, address.credentials.username) + "/#", 1)],
+    )
+    actuator = "gate"
+    try:
+        props = command_properties(
+            "dup-cmd-1", P.ack_topic(PARK, address.credentials.username) + "/x", time.time() + 60
+        )
+        for _ in range(200):
+            client.publish(P.set_topic(PARK, actuator), "open", qos=1, properties=props)
+        wait_until(lambda: len(acks) >= 200, timeout=20)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert sum(1 for a in acks if a.get("duplicate")) == 199, acks[:3]
+
+    def recorded() -> list[dict] | None:
+        text = stack.ok("GET", "/api/records/commands.csv", "admin")
+        rows = [r for r in csv.DictReader(io.StringIO(text)) if r["command_id"] == "dup-cmd-1"]
+        messages = sum(1 + int(r.get("duplicates") or 0) for r in rows)  # all 200 recorded
+        return rows if messages >= 200 else None
+
+    rows = wait_until(recorded, timeout=10)
+    assert len(rows) == 1, f"{len(rows)} rows for one command"
+    assert rows[0]["status"] == "applied" and rows[0]["duplicates"] == "199", rows
+    stack.ok("POST", f"/api/sessions/{held['id']}/release", "dave")
+    stack.wait_released(held["id"])
+
+
 def test_kill9_and_restart_keep_state_and_reconcile_rights(stack):
     held = stack.ok("POST", "/api/queue", "alice", {"kit": LAMP2})["session"]
     stack.ok("POST", f"/api/sessions/{held['id']}/heartbeat", "alice")
