@@ -340,6 +340,7 @@ def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
         ("POST", "/api/bookings", "carol", {**good_booking, "ends_at": -(10**400)}, 400),
         ("POST", "/api/bookings", "carol", {**good_booking, "starts_at": "2026-01-01"}, 400),
         ("POST", "/api/queue", "bob", {"model": None}, 400),
+        ("POST", "/api/queue", "bob", b'{"kit": "\\ud800"}', 400),  # a lone surrogate
         ("POST", "/api/queue", "bob", {"kit": LAMP1, "model": None}, 400),
         ("GET", f"/api/queue/{2**63}", "bob", None, 400),
         ("GET", f"/api/kits/{LAMP1}/history.json?from=yesterday", "bob", None, 400),
