@@ -22,16 +22,21 @@ while one thread decides.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 import re
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import (
     ValidationError,
 )
+from tornado import httputil, iostream
+from tornado.httpserver import HTTPServer
 from tornado.web import Application, HTTPError, RequestHandler
 
 from hardware_kits.dynsec import DynSecError
@@ -54,9 +59,27 @@ from lab_service.service import SharingError, User
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+JSON_TYPE = "application/json; charset=UTF-8"
 
 
-def parse_body(model: type[Body], raw: bytes) -> Body:
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one connection may cost the server (LabServiceApp's traitlets)."""
+
+    max_body_bytes: int = MAX_BODY_BYTES  # larger: 413 before the body is read
+    header_timeout_s: float = 10.0  # a request head (or an idle keep-alive) within this
+    body_timeout_s: float = 10.0  # the whole body within this
+    linger_s: float = 2.0  # after a refusal, unread input is drained this long at most
+
+
+def parse_body(model: type[Body], raw: bytes, content_type: str = "") -> Body:
+    """The body as `model`. A body declared as anything but JSON is a 415; one with no
+    Content-Type is read as JSON (HTTP lets the recipient assume the type then)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in ("", "application/json"):
+        raise ApiError(
+            415, f"the body must be JSON (Content-Type: application/json), not {media[:60]!r}"
+        )
     if not raw.strip():
         raise ApiError(400, "this request needs a JSON body")
     try:
@@ -71,21 +94,37 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
 class JsonErrors(RequestHandler):
     """Every error this server sends is {"error": "<one line>"}, tornado's own ones too."""
 
+    # Methods tornado does not know (TRACE, CONNECT, ...) get its 405 before any handler code:
+    # write_error adds the Allow header there.
+    def allowed_methods(self) -> list[str]:
+        return []
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Content-Type", JSON_TYPE)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = exc.log_message if isinstance(exc, HTTPError) and exc.log_message else None
+        if status_code == 405:
+            allowed = ", ".join(self.allowed_methods())
+            self.set_header("Allow", allowed)
+            message = f"{self.request.method} is not allowed on this path; allowed: {allowed}"
         self.finish(json.dumps({"error": one_line(message or self._reason)}))
 
     def fail(self, status: int, message: str) -> None:
         self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Content-Type", JSON_TYPE)
         self.finish(json.dumps({"error": one_line(message)}))
 
 
 class NotFoundHandler(JsonErrors):
     def prepare(self) -> None:
         self.fail(404, f"no such API path: {self.request.path[:200]}")
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        if status_code == 405:  # an unknown method on an unknown path: the path is the news
+            self.clear()
+            self.fail(404, f"no such API path: {self.request.path[:200]}")
+            return
+        super().send_error(status_code, **kwargs)
 
 
 Invoke = Callable[[str, "User | None", dict, dict, Any], Any]  # route key, user, args, ...
@@ -125,6 +164,9 @@ class ApiHandler(JsonErrors):
         self.identity = identity
         self.invoke = invoke
         self.routes = routes
+
+    def allowed_methods(self) -> list[str]:
+        return list(self.routes)
 
     async def get(self, **args: str) -> None:
         await self._dispatch(args)
@@ -168,11 +210,26 @@ class ApiHandler(JsonErrors):
                 raise ApiError(401, self.identity.unauthenticated)
             if route.admin and not user.lab_admin:
                 raise ApiError(403, "this needs a lab admin")
-        args = {name: _convert_path_arg(name, value) for name, value in raw_args.items()}
-        query = _convert_query(route, self.request.query_arguments)
-        body = parse_body(route.body, self.request.body) if route.body else None
+        args, query, body = self._parse(route, raw_args)
         result = self.invoke(route.key, user, args, query, body)
         return await result if inspect.isawaitable(result) else result
+
+    def _parse(self, route: Route, raw_args: dict[str, str]) -> tuple[dict, dict, Any]:
+        """Path arguments, query and body; anything that goes wrong here is the request's
+        fault, so it is a 400 with its reason, never a 500."""
+        try:
+            args = {name: _convert_path_arg(name, value) for name, value in raw_args.items()}
+            query = _convert_query(route, self.request.query_arguments)
+            body = None
+            if route.body:
+                content_type = self.request.headers.get("Content-Type", "")
+                body = parse_body(route.body, self.request.body, content_type)
+        except ApiError:
+            raise
+        except Exception as err:
+            log.info("%s %s: malformed request: %r", route.method, self.request.path, err)
+            raise ApiError(400, f"malformed request ({type(err).__name__}): {err}") from None
+        return args, query, body
 
     def _answer(self, route: Route, result: Any) -> None:
         self.set_status(route.status)
@@ -182,12 +239,16 @@ class ApiHandler(JsonErrors):
             self.set_header("Content-Disposition", f'attachment; filename="{name}"')
             self.finish(result)
         else:
-            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.set_header("Content-Type", JSON_TYPE)
             self.finish(json.dumps(result))
 
 
 def make_app(
-    identity: Identity, invoke: Invoke, routes: tuple[Route, ...] = ROUTES, base_url: str = "/"
+    identity: Identity,
+    invoke: Invoke,
+    routes: tuple[Route, ...] = ROUTES,
+    base_url: str = "/",
+    limits: HttpLimits = HttpLimits(),
 ) -> Application:
     """The tornado application: every route under /api/, and under `base_url` + api/ too when
     the service sits behind JupyterHub's proxy (e.g. /services/lab/api/...)."""
@@ -208,4 +269,130 @@ def make_app(
         for path, methods in by_path.items()
     ]
     handlers += identity.handlers(base_url)
-    return Application(handlers, default_handler_class=NotFoundHandler, **identity.settings())
+    return LimitedApplication(
+        limits, handlers, default_handler_class=NotFoundHandler, **identity.settings()
+    )
+
+
+def make_server(app: Application, limits: HttpLimits) -> HTTPServer:
+    """The HTTP server of `app`: bounded bodies, and every read bounded in time, so that a
+    connection that never finishes its request is closed (tornado's defaults wait an hour)."""
+    return HTTPServer(
+        app,
+        max_body_size=limits.max_body_bytes,
+        idle_connection_timeout=limits.header_timeout_s,  # tornado's header timeout too
+        body_timeout=limits.body_timeout_s,
+        xheaders=True,
+    )
+
+
+# ---------------------------------------------------------------- bodies over the limit
+
+
+class LimitedApplication(Application):
+    """Refuses a request whose body would exceed the limit as soon as its head is read."""
+
+    def __init__(self, limits: HttpLimits, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        return BodyLimit(super().start_request(server_conn, request_conn), request_conn, self)
+
+
+class BodyLimit(httputil.HTTPMessageDelegate):
+    """Checks a request's head before its body is read: a Content-Length over the limit is a
+    413, a chunked body (size unknown) a 411, an unreadable Content-Length a 400, a form body
+    (which tornado would parse itself) a 415, each with the error JSON. Tornado's own refusal
+    would be a bare 400 and a close that resets the connection under the client's feet (losing
+    the answer), so the refusal takes the stream over: answer, stop writing, drain what the
+    client still sends for a short time, close."""
+
+    def __init__(
+        self,
+        inner: httputil.HTTPMessageDelegate,
+        conn: httputil.HTTPConnection,
+        app: LimitedApplication,
+    ) -> None:
+        self.inner, self.conn, self.limits = inner, conn, app.limits
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        refused = self._refusal(headers)
+        if refused is None:
+            return self.inner.headers_received(start_line, headers)
+        status, message = refused
+        log.info("%s: refused before its body: %s", start_line, message)
+        stream = self.conn.detach()  # type: ignore[attr-defined]  # HTTP1Connection
+        task = asyncio.ensure_future(refuse_and_close(stream, status, message, self.limits))
+        _REFUSALS.add(task)
+        task.add_done_callback(_REFUSALS.discard)
+        return None
+
+    def _refusal(self, headers: httputil.HTTPHeaders) -> tuple[int, str] | None:
+        limit = self.limits.max_body_bytes
+        if "chunked" in headers.get("Transfer-Encoding", "").lower():
+            return 411, "send the body with a Content-Length (chunked bodies are not taken)"
+        lengths = headers.get_list("Content-Length")
+        if not lengths:
+            return None
+        text = lengths[0].strip()
+        if len(set(lengths)) > 1 or not text.isascii() or not text.isdigit():
+            return 400, "malformed Content-Length"
+        if int(text) > limit:
+            return 413, f"the body is larger than the limit of {limit} bytes"
+        media = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if media in FORM_TYPES and int(text):  # tornado would parse it before any handler
+            return 415, f"the body must be JSON (Content-Type: application/json), not {media!r}"
+        return None
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self.inner.data_received(chunk)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        self.inner.on_connection_close()
+
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_REFUSALS: set[asyncio.Task] = set()  # refusals in progress (a task needs a reference)
+_REASONS = {
+    400: "Bad Request",
+    411: "Length Required",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+}
+
+
+async def refuse_and_close(
+    stream: iostream.IOStream, status: int, message: str, limits: HttpLimits
+) -> None:
+    """Answer `status` with the error JSON on a stream taken from tornado, then close it
+    gently: closing with unread input makes the kernel reset the connection, and the client
+    could lose the answer before reading it."""
+    body = json.dumps({"error": one_line(message)}).encode()
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        f"Content-Type: {JSON_TYPE}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    loop = asyncio.get_running_loop()
+    try:
+        await stream.write(head + body)
+        stream.socket.shutdown(socket.SHUT_WR)
+        deadline = loop.time() + limits.linger_s
+        while loop.time() < deadline:  # discard, never keep: bounded in time only
+            await asyncio.wait_for(
+                stream.read_bytes(64 * 1024, partial=True), deadline - loop.time()
+            )
+    except (iostream.StreamClosedError, OSError, TimeoutError):
+        pass
+    finally:
+        stream.close()

@@ -10,7 +10,7 @@ from pydantic import (
 )
 
 from lab_service.api_routes import Route, path_params
-from lab_service.api_schemas import ErrorView
+from lab_service.api_schemas import KIT_ID, MAX_ID, ErrorView
 
 # ---------------------------------------------------------------- OpenAPI
 
@@ -62,9 +62,9 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
                 "name": name,
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer", "minimum": 1}
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}
                 if name.endswith("_id") and name != "kit_id"
-                else {"type": "string"},
+                else {"type": "string", "pattern": KIT_ID},
             }
             for name in path_params(route.path)
         ]
@@ -74,7 +74,7 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
                 "in": "query",
                 "required": False,
                 "description": q.description,
-                "schema": {"type": "boolean" if q.kind is bool else "string"},
+                "schema": q.schema or {"type": "boolean" if q.kind is bool else "string"},
             }
             for q in route.query
         ]

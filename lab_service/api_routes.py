@@ -16,6 +16,9 @@ from hardware_kits.descriptor import load_models
 from hardware_kits.mqtt import Credentials
 from lab_service import history, records
 from lab_service.api_schemas import (
+    EPOCH_TEXT,
+    ISO_TIME,
+    KIT_ID,
     MAX_ID,
     ApiError,
     Body,
@@ -254,11 +257,12 @@ def history_csv(c: Call) -> str:
 
 
 def _query_time(query: dict[str, Any], name: str, default: float) -> float:
-    if name not in query:
+    """`from`/`to`: epoch seconds or an ISO 8601 time; absent or empty: the default."""
+    text = query.get(name, "")
+    if not text:
         return default
-    text = query[name]
     try:
-        return float(text) if text.replace(".", "", 1).isdigit() else float(_epoch(text))
+        return float(_epoch(float(text) if re.fullmatch(EPOCH_TEXT, text) else text))
     except (ValueError, TypeError):
         raise ApiError(
             400, f"query parameter {name} must be an ISO 8601 time or epoch seconds"
@@ -282,6 +286,7 @@ class Query:
     name: str
     description: str
     kind: type = bool
+    schema: dict[str, Any] | None = None  # the document's, when more than its kind says
 
 
 @dataclass(frozen=True)
@@ -306,9 +311,16 @@ class Route:
 LIVE = Query("live", "only sessions that are not yet released (1/true or 0/false)")
 COURSE = Query("course", "the sessions of a course's students (its instructors, lab admins)", str)
 CSV = {"type": "string", "description": "CSV with a header row"}
+# What `from`/`to` take, as the document says it: empty, epoch seconds or an ISO 8601 time.
+TIME_QUERY = {"type": "string", "pattern": f"^$|{EPOCH_TEXT}|{ISO_TIME}"}
 HISTORY_QUERY = (
-    Query("from", "start, ISO 8601 or epoch seconds (default: an hour before `to`)", str),
-    Query("to", "end, exclusive (default: now)", str),
+    Query(
+        "from",
+        "start, ISO 8601 or epoch seconds (empty or absent: an hour before `to`)",
+        str,
+        TIME_QUERY,
+    ),
+    Query("to", "end, exclusive (empty or absent: now)", str, TIME_QUERY),
     Query("sensors", "comma-separated sensor names (default: all)", str),
 )
 
@@ -493,7 +505,11 @@ def path_regex(path: str) -> str:
 
 
 def _convert_path_arg(name: str, raw: str) -> Any:
-    if not name.endswith("_id") or name == "kit_id":
+    if name == "kit_id":
+        if not re.fullmatch(KIT_ID, raw):
+            raise ApiError(400, f"a kit id is a-z, 0-9 and -, at most 64, not {raw[:40]!r}")
+        return raw
+    if not name.endswith("_id"):
         return raw
     if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
         raise ApiError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -17,6 +18,15 @@ from pydantic import (
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id would be an overflow error, not a 404
 KIT_ID = r"^[a-z0-9][a-z0-9-]{0,63}$"  # a Homie topic level: the kit's MQTT id
+# Times the API takes: 1970-01-01 .. 9999-12-31 (what a datetime can show; the document says so).
+MIN_EPOCH, MAX_EPOCH = 0.0, 253402300799.0
+# The ISO 8601 times the API takes (a subset of what fromisoformat reads): date, T, hours and
+# minutes, optional seconds and fraction, optional offset (none: UTC). The document says the same.
+ISO_TIME = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})?$"
+)
+EPOCH_TEXT = r"^[0-9]{1,12}(\.[0-9]{1,9})?$"  # epoch seconds in a query parameter
 
 
 class ApiError(Exception):
@@ -35,15 +45,25 @@ def one_line(text: str) -> str:
 
 
 def _epoch(value: Any) -> Any:
-    """ISO 8601 (naive means UTC) or epoch seconds -> epoch seconds."""
+    """ISO 8601 (naive means UTC) or epoch seconds -> epoch seconds, within the API's range.
+
+    Every failure is a ValueError (pydantic's 400): an integer of 400 digits is an
+    OverflowError in float(), which pydantic would let through as a 500."""
     if isinstance(value, str):
         try:
+            if not re.fullmatch(ISO_TIME, value):
+                raise ValueError(value)
             t = dt.datetime.fromisoformat(value)
-        except ValueError:
+            value = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+        except (ValueError, OverflowError):
             raise ValueError("expected an ISO 8601 time or epoch seconds") from None
-        return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ValueError(f"a time must be {MIN_EPOCH:.0f}..{MAX_EPOCH:.0f} s") from None
+    if isinstance(value, float) and not MIN_EPOCH <= value <= MAX_EPOCH:
+        raise ValueError(f"a time must be {MIN_EPOCH:.0f}..{MAX_EPOCH:.0f} s")
     return value  # a float passes; anything else fails the float check
 
 
@@ -53,11 +73,17 @@ Timestamp = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "description": "epoch seconds"},
+                {
+                    "type": "number",
+                    "minimum": MIN_EPOCH,
+                    "maximum": MAX_EPOCH,
+                    "description": "epoch seconds",
+                },
                 {
                     "type": "string",
-                    "format": "date-time",
-                    "description": "ISO 8601; UTC if no offset is given",
+                    "pattern": ISO_TIME,
+                    "description": "ISO 8601 (YYYY-MM-DDTHH:MM[:SS[.ffffff]][Z|±HH:MM]); "
+                    "UTC if no offset is given",
                 },
             ]
         }
@@ -85,18 +111,31 @@ class MaintenanceChange(Body):
 class QueueRequest(Body):
     """Wait for one kit, or for any working kit of a model."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"oneOf": [{"required": ["kit"]}, {"required": ["model"]}]}
-    )
+    model_config = ConfigDict(json_schema_extra=lambda schema: _one_of_kit_or_model(schema))
 
-    kit: str | None = Field(None, min_length=1, max_length=64)
-    model: str | None = Field(None, min_length=1, max_length=64)
+    # Strings or absent, never null: the document and the server say the same of
+    # {"model": null} (refused by both).
+    kit: Annotated[
+        str | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 64})
+    ] = Field(None, min_length=1, max_length=64)
+    model: Annotated[
+        str | None, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 64})
+    ] = Field(None, min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _one_target(self) -> QueueRequest:
+        given = self.model_fields_set
+        if ("kit" in given and self.kit is None) or ("model" in given and self.model is None):
+            raise ValueError("kit and model are strings; leave out the one not asked for")
         if (self.kit is None) == (self.model is None):
             raise ValueError("ask for either a kit or a kit model")
         return self
+
+
+def _one_of_kit_or_model(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = [{"required": ["kit"]}, {"required": ["model"]}]
+    for prop in schema["properties"].values():
+        prop.pop("default", None)  # absent, not null
 
 
 class BookingCreate(Body):

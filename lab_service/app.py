@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 from traitlets import CaselessStrEnum, Dict, Float, Integer, Unicode, default
@@ -43,7 +42,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from hardware_kits.broker import Broker, BrokerError
 from hardware_kits.descriptor import load_models
 from hardware_kits.mqtt import BrokerAddress, Credentials
-from lab_service.api_http import MAX_BODY_BYTES, Operations, make_app
+from lab_service.api_http import MAX_BODY_BYTES, HttpLimits, Operations, make_app, make_server
 from lab_service.api_identity import Identity, TokenIdentity
 from lab_service.api_routes import ApiContext
 from lab_service.frontend import FrontEnds
@@ -128,6 +127,25 @@ class LabServiceApp(Application):
         min=0,
         help="HTTP front-end processes (frontend.py): they parse, authenticate and validate "
         "requests, this process alone decides. 0: this process serves HTTP itself.",
+    ).tag(config=True)
+
+    max_body_bytes = Integer(
+        MAX_BODY_BYTES,
+        min=1024,
+        help="Largest request body taken; a larger Content-Length gets 413 with the error JSON "
+        "before the body is read (and a chunked body 411).",
+    ).tag(config=True)
+    header_timeout_seconds = Float(
+        10.0,
+        min=0.1,
+        help="A connection that has not sent a whole request head within this time, an idle "
+        "keep-alive connection included, is closed.",
+    ).tag(config=True)
+    body_timeout_seconds = Float(
+        10.0,
+        min=0.1,
+        help="A request whose body has not arrived whole within this time (e.g. a Content-Length "
+        "longer than what is sent) is dropped and its connection closed.",
     ).tag(config=True)
 
     aliases: ClassVar[dict] = {
@@ -238,14 +256,17 @@ class LabServiceApp(Application):
                     functools.partial(identity_from_config, self.config),
                     self.base_url,
                     self.log_level,
+                    self.http_limits(),
                 )
                 front_ends.start()
             else:
-                server = HTTPServer(
-                    make_app(self.callers, operations.invoke, base_url=self.base_url),
-                    max_body_size=MAX_BODY_BYTES,
-                    xheaders=True,
+                app = make_app(
+                    self.callers,
+                    operations.invoke,
+                    base_url=self.base_url,
+                    limits=self.http_limits(),
                 )
+                server = make_server(app, self.http_limits())
                 server.add_sockets(sockets)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -271,6 +292,13 @@ class LabServiceApp(Application):
                 server.stop()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(server.close_all_connections(), 5)
+
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_body_bytes=self.max_body_bytes,
+            header_timeout_s=self.header_timeout_seconds,
+            body_timeout_s=self.body_timeout_seconds,
+        )
 
     def open_backend(self, closing: contextlib.ExitStack) -> tuple[KitSharing, ApiContext]:
         """Database, broker accounts and connections; `closing` closes them in reverse."""

@@ -36,9 +36,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from tornado.httpserver import HTTPServer
-
-from lab_service.api_http import MAX_BODY_BYTES, Invoke, make_app, refusal
+from lab_service.api_http import HttpLimits, Invoke, make_app, make_server, refusal
 from lab_service.api_identity import Identity
 from lab_service.api_schemas import ApiError
 
@@ -180,6 +178,7 @@ def run_front_end(
     make_identity: Callable[[], Identity],
     base_url: str,
     log_level: int,
+    limits: HttpLimits,
 ) -> None:
     """A front-end process's main function (multiprocessing, spawn)."""
     _die_with_parent()
@@ -195,19 +194,19 @@ def run_front_end(
         logger.propagate = False
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # refusals and errors
     identity = make_identity()
-    asyncio.run(_serve(sockets, channel, identity, base_url))
+    asyncio.run(_serve(sockets, channel, identity, base_url, limits))
 
 
 async def _serve(
-    sockets: list[socket.socket], channel: socket.socket, identity: Identity, base_url: str
+    sockets: list[socket.socket],
+    channel: socket.socket,
+    identity: Identity,
+    base_url: str,
+    limits: HttpLimits,
 ) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=channel)
     link = ServiceLink(reader, writer)
-    server = HTTPServer(
-        make_app(identity, link.invoke, base_url=base_url),
-        max_body_size=MAX_BODY_BYTES,
-        xheaders=True,
-    )
+    server = make_server(make_app(identity, link.invoke, base_url=base_url, limits=limits), limits)
     server.add_sockets(sockets)
     gc.freeze()  # start-up objects live as long as the process: no full collection walks them
     loop = asyncio.get_running_loop()
@@ -246,8 +245,10 @@ class FrontEnds:
         make_identity: Callable[[], Identity],
         base_url: str,
         log_level: int,
+        limits: HttpLimits = HttpLimits(),  # noqa: B008 (frozen)
     ) -> None:
         self.count = count
+        self.limits = limits
         self.sockets = sockets
         self.invoke = invoke
         self.make_identity = make_identity
@@ -268,7 +269,15 @@ class FrontEnds:
             target=run_front_end,
             name=f"lab-front-end-{index}",
             daemon=True,
-            args=(index, self.sockets, theirs, self.make_identity, self.base_url, self.log_level),
+            args=(
+                index,
+                self.sockets,
+                theirs,
+                self.make_identity,
+                self.base_url,
+                self.log_level,
+                self.limits,
+            ),
         )
         process.start()
         theirs.close()

@@ -23,6 +23,8 @@ by whoever starts an external one).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import os
 import re
@@ -77,6 +79,18 @@ class HubIdentity(Identity, LoggingConfigurable):
         "instructors-", help="Group instructors-<course>: a course taught."
     ).tag(config=True)
     admin_group = Unicode("lab-admins", help="Members are lab admins.").tag(config=True)
+    refused_token_seconds = Integer(
+        10,
+        min=1,
+        help="Seconds a token the hub did not accept is remembered as refused: junk traffic "
+        "repeating a token costs the hub one lookup, not one per request.",
+    ).tag(config=True)
+    cache_size = Integer(
+        10_000,
+        min=10,
+        help="Most tokens (accepted, and refused) and users each cache keeps; the oldest "
+        "go first, so junk tokens cannot grow the service's memory.",
+    ).tag(config=True)
     cookie_secret_file = Unicode(
         help="Key signing the login cookies, shared by the HTTP "
         "front ends; created if missing. Default: "
@@ -116,8 +130,10 @@ class HubIdentity(Identity, LoggingConfigurable):
             oauth_client_id=os.environ.get("JUPYTERHUB_CLIENT_ID")
             or f"service-{self.service_name}",
             _oauth_states=SharedOAuthStates(Path(self.state_dir) / OAUTH_STATES_DIR, 600),
+            cache=BoundedCache(self.cache_max_age, self.cache_size),
+            refused=BoundedCache(self.refused_token_seconds, self.cache_size),
         )
-        self._groups: _ExpiringDict = _ExpiringDict(self.cache_max_age)
+        self._groups: _ExpiringDict = BoundedCache(self.cache_max_age, self.cache_size)
         self._cookie_secret = _cookie_secret(Path(self.cookie_secret_file))
 
     # ------------------------------------------------------------ the API's callers
@@ -233,8 +249,67 @@ class HubIdentity(Identity, LoggingConfigurable):
         return type("HubAuthenticated", (HubOAuthenticated,), {"_hub_auth": self.hub_auth})
 
 
+class BoundedCache(_ExpiringDict):
+    """HubAuth's expiring cache with a bound on its size (the oldest entry goes first). It
+    keeps no None: a refused token is the `refused` cache's, for a shorter time."""
+
+    def __init__(self, max_age: float, max_size: int) -> None:
+        super().__init__(max_age)
+        self.max_size = max_size
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if value is None:
+            return
+        self.values.pop(key, None)  # a key set again is the newest
+        super().__setitem__(key, value)
+        while len(self.values) > self.max_size:
+            oldest = next(iter(self.values))
+            self.values.pop(oldest)
+            self.timestamps.pop(oldest, None)
+
+
 class LocalHubOAuth(HubOAuth):
-    """HubOAuth that sends a browser, once logged in, only to a path of this service."""
+    """HubOAuth that sends a browser, once logged in, only to a path of this service; that
+    remembers the tokens the hub refused (briefly); and that asks the hub once for a token
+    however many requests carrying it arrive while the hub answers."""
+
+    def __init__(self, *, refused: BoundedCache, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.refused = refused
+        self._asking: dict[str, asyncio.Future] = {}
+        self.lookups = 0  # questions put to the hub about tokens (for tests and logs)
+
+    def user_for_token(
+        self, token: str, use_cache: bool = True, session_id: str = "", *, sync: bool = True
+    ) -> Any:
+        if sync:  # not used by the service; HubAuth's own path
+            return super().user_for_token(token, use_cache, session_id, sync=True)
+        return self._user_for_token(token, use_cache, session_id)
+
+    async def _user_for_token(self, token: str, use_cache: bool, session_id: str) -> Any:
+        key = hashlib.sha256(token.encode("utf8", "replace")).hexdigest()
+        if use_cache and key in self.refused:
+            return None
+        asking = self._asking.get(key)
+        if asking is not None:  # the same token is being asked about: share the answer
+            return await asyncio.shield(asking)
+        future = asyncio.get_running_loop().create_future()
+        self._asking[key] = future
+        try:
+            cached = self.cache.get(f"token:{session_id}:{key}") if use_cache else None
+            if cached is None:
+                self.lookups += 1
+            model = await super().user_for_token(token, use_cache, session_id, sync=False)
+        except BaseException as err:
+            future.set_exception(err)
+            future.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            raise
+        finally:
+            self._asking.pop(key, None)
+        if model is None:
+            self.refused[key] = True
+        future.set_result(model)
+        return model
 
     def get_next_url(self, state_id: str = "", /) -> str:
         target = super().get_next_url(state_id)

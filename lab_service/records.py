@@ -1,7 +1,9 @@
 """Read-only records of kit use: session and command exports (CSV) and utilisation figures.
 
-Queries only; the rules that create these rows live in `service.LabService`. Lab admins see
-every row; everyone else sees their own sessions and the commands recorded under them.
+Queries only; the rules that create these rows live in `service.LabService`. A command is one
+row however often it was sent: `duplicates` counts the copies the kit answered without applying.
+Lab admins see every row; everyone else sees their own sessions and the commands recorded under
+them.
 Utilisation is aggregate (per kit, per institution) and names nobody, so everyone may read it.
 """
 
@@ -44,6 +46,7 @@ COMMAND_COLUMNS = (
     "value",
     "reason",
     "ts",
+    "duplicates",
 )
 
 
@@ -110,6 +113,7 @@ def commands_csv(store: SharingStore, user: User) -> str:
                 json.dumps(c.value),
                 c.reason or "",
                 iso(c.ts),
+                c.duplicates or 0,
             ]
             for c in db.scalars(query)
         ]

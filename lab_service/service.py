@@ -496,10 +496,16 @@ class KitSharing:
 
     def _record_commands(self, db: DB, acks: list[dict[str, Any]]) -> None:
         """Every acknowledged command, attributed to the kit's latest session: only its holder
-        (and the service's safe-state handover) can command a kit, the broker sees to that."""
+        (and the service's safe-state handover) can command a kit, the broker sees to that.
+
+        Records count commands, not messages: the kit answers a duplicate (an id it has seen)
+        from its memory, marked `duplicate`, without applying it again; that only counts up the
+        command's `duplicates`."""
         latest: dict[str, int | None] = {}
         for ack in acks:
             kit_id = ack["kit"]
+            if ack.get("duplicate") is True and self._count_duplicate(db, kit_id, ack):
+                continue
             if kit_id not in latest:
                 latest[kit_id] = db.scalar(
                     select(func.max(SessionRow.id)).where(SessionRow.kit_id == kit_id)
@@ -515,8 +521,24 @@ class KitSharing:
                     value=ack.get("value"),
                     reason=ack.get("reason"),
                     ts=float(ack.get("ts") or 0.0),
+                    # The original's acknowledgement was lost: this row stands for the command.
+                    duplicates=1 if ack.get("duplicate") is True else 0,
                 )
             )
+            db.flush()  # a duplicate later in this batch finds the row
+
+    def _count_duplicate(self, db: DB, kit_id: str, ack: dict[str, Any]) -> bool:
+        """Count a duplicate against its command's row; False if there is none."""
+        row = db.scalars(
+            select(CommandRow)
+            .where(CommandRow.kit_id == kit_id, CommandRow.command_id == str(ack.get("id")))
+            .order_by(CommandRow.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return False
+        row.duplicates = (row.duplicates or 0) + 1
+        return True
 
     def recover(self) -> list[str]:
         """After a restart: resend every pending safe-state command and forgive heartbeats

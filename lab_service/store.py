@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Engine
@@ -127,9 +128,12 @@ class SessionRow(Base):
 
 
 class CommandRow(Base):
-    """A command a kit acknowledged (applied or rejected), attributed to the session of the time."""
+    """A command a kit acknowledged (applied or rejected), attributed to the session of the time.
+    One row per command: the kit's acknowledgements of its duplicates (the same id sent again,
+    answered from the kit's memory, not applied again) only count up `duplicates`."""
 
     __tablename__ = "commands"
+    __table_args__ = (Index("commands_by_kit_command", "kit_id", "command_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int | None] = mapped_column(
@@ -143,6 +147,7 @@ class CommandRow(Base):
     value: Mapped[Any] = mapped_column(JSON, nullable=True)
     reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
     ts: Mapped[float] = mapped_column(Float, index=True)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class TelemetryRow(Base):
@@ -188,6 +193,7 @@ class SharingStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        _add_duplicates_column(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.contextmanager
@@ -198,6 +204,22 @@ class SharingStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _add_duplicates_column(engine: Engine) -> None:
+    """Databases made before commands counted their duplicates get the column and its index
+    (create_all makes missing tables only)."""
+    columns = {c["name"] for c in inspect(engine).get_columns("commands")}
+    if "duplicates" in columns:
+        return
+    with engine.begin() as db:
+        db.execute(text("ALTER TABLE commands ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0"))
+        db.execute(
+            text(
+                "CREATE INDEX IF NOT EXISTS commands_by_kit_command "
+                "ON commands (kit_id, command_id)"
+            )
+        )
 
 
 def sqlite_url(path: str) -> str:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from typing import Any
 
 import jsonschema
@@ -334,6 +335,16 @@ def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
             409,
         ),  # over quota
         ("POST", "/api/bookings", "carol", {**good_booking, "starts_at": "tomorrow"}, 400),
+        # 1 and 400 zeros: an OverflowError in float(), once a 500 for any logged-in user.
+        ("POST", "/api/bookings", "alice", {**good_booking, "starts_at": 10**400}, 400),
+        ("POST", "/api/bookings", "carol", {**good_booking, "ends_at": -(10**400)}, 400),
+        ("POST", "/api/bookings", "carol", {**good_booking, "starts_at": "2026-01-01"}, 400),
+        ("POST", "/api/queue", "bob", {"model": None}, 400),
+        ("POST", "/api/queue", "bob", b'{"kit": "\\ud800"}', 400),  # a lone surrogate
+        ("POST", "/api/queue", "bob", {"kit": LAMP1, "model": None}, 400),
+        ("GET", f"/api/queue/{2**63}", "bob", None, 400),
+        ("GET", f"/api/kits/{LAMP1}/history.json?from=yesterday", "bob", None, 400),
+        ("GET", "/api/kits/Not%20A%20Kit", "bob", None, 400),
         ("POST", "/api/bookings", "carol", {**good_booking, "starts_at": True}, 400),
         ("POST", "/api/bookings", "carol", {**good_booking, "ends_at": None}, 400),
         ("POST", "/api/bookings", "carol", {**good_booking, "kit": "no-such-kit"}, 404),
@@ -451,6 +462,92 @@ def test_openapi_describes_every_route_the_server_has(stack):
         assert status != 405, (method, path)
 
 
+def _raw(stack, request: bytes) -> tuple[int, dict[str, str], Any]:
+    """One hand-made request: (status, headers, decoded JSON body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", stack.service.port, timeout=10)
+    try:
+        conn.connect()
+        conn.sock.sendall(request)
+        answer = http.client.HTTPResponse(conn.sock, method=request.split(b" ", 1)[0].decode())
+        answer.begin()
+        body = answer.read()
+        return answer.status, dict(answer.getheaders()), json.loads(body or b"null")
+    finally:
+        conn.close()
+
+
+def test_methods_the_api_does_not_have_get_405_with_allow(stack):
+    auth = f"Authorization: token {token('alice')}\r\n".encode()
+    for method in (b"TRACE", b"CONNECT", b"FOO", b"HEAD", b"OPTIONS"):
+        status, headers, answer = _raw(
+            stack, method + b" /api/kits HTTP/1.1\r\nHost: lab\r\n" + auth + b"\r\n"
+        )
+        assert status == 405, (method, status, answer)
+        assert headers.get("Allow") == "GET, POST", (method, headers)
+        if method != b"HEAD":
+            assert set(answer) == {"error"}, (method, answer)
+    status, headers, answer = _raw(stack, b"TRACE /api/nothing-here HTTP/1.1\r\nHost: l\r\n\r\n")
+    assert status == 404 and set(answer) == {"error"}
+
+
+def test_a_body_that_is_not_json_gets_415(stack):
+    body = b"kit=" + LAMP1.encode()
+    for media in (b"application/x-www-form-urlencoded", b"text/plain", b"multipart/form-data"):
+        status, _, answer = _raw(
+            stack,
+            b"POST /api/queue HTTP/1.1\r\nHost: lab\r\nAuthorization: token "
+            + token("bob").encode()
+            + b"\r\nContent-Type: "
+            + media
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body,
+        )
+        assert status == 415 and "JSON" in answer["error"], (media, answer)
+    assert stack.ok("GET", "/api/queue", "bob") == []  # nothing queued
+
+
+def test_the_document_states_the_bounds_the_server_enforces(stack):
+    """What the document allows the server takes, and what it forbids the server refuses: the
+    three disagreements fuzzing found (ids above 2^63-1, `from=` empty, {"model": null})."""
+    doc = stack.openapi()
+    schemas = doc["components"]["schemas"]
+
+    def valid(schema: dict, instance: Any) -> bool:
+        validator = jsonschema.Draft202012Validator({**schema, "components": {"schemas": schemas}})
+        return validator.is_valid(instance)
+
+    entry = {
+        p["name"]: p["schema"] for p in doc["paths"]["/api/queue/{entry_id}"]["get"]["parameters"]
+    }
+    assert entry["entry_id"]["maximum"] == 2**63 - 1
+    assert stack.call("GET", f"/api/queue/{2**63 - 1}", "bob")[0] == 404  # taken, not found
+    assert not valid(entry["entry_id"], 2**63)
+    assert stack.call("GET", f"/api/queue/{2**63}", "bob")[0] == 400
+    history = doc["paths"]["/api/kits/{kit_id}/history.json"]["get"]["parameters"]
+    when = {p["name"]: p["schema"] for p in history}
+    for text in ("", "1767225600", "1767225600.5", "2026-01-01T00:00", "2026-01-01T00:00:00+01:00"):
+        assert valid(when["from"], text), text
+        query = urllib.parse.urlencode({"from": text})
+        status, answer = stack.call("GET", f"/api/kits/{LAMP1}/history.json?{query}", "bob")
+        assert status == 200, (text, answer)
+    for text in ("yesterday", "2026-01-01", "1e400"):
+        assert not valid(when["from"], text), text
+        query = urllib.parse.urlencode({"from": text})
+        assert stack.call("GET", f"/api/kits/{LAMP1}/history.json?{query}", "bob")[0] == 400
+    queue = {"$ref": "#/components/schemas/QueueRequest"}
+    for body in ({"model": None}, {"kit": LAMP1, "model": None}, {}, {"kit": LAMP1, "model": "x"}):
+        assert not valid(queue, body), body
+        assert stack.call("POST", "/api/queue", "bob", body)[0] == 400, body
+    booking = {"$ref": "#/components/schemas/BookingCreate"}
+    big = {"kit": LAMP1, "course": COURSE, "starts_at": 10**400, "ends_at": 1e9}
+    assert not valid(booking, big)
+    assert stack.call("POST", "/api/bookings", "alice", big)[0] == 400
+
+
 def test_records_and_usage(stack):
     def rows(path: str, who: str) -> list[dict]:
         text = stack.ok("GET", path, who)
@@ -494,6 +591,49 @@ def test_records_and_usage(stack):
     assert lamp1["mean_queue_wait_s"] > 0  # bob waited for alice
     institutions = {i["institution"]: i for i in usage["institutions"]}
     assert {"univ-a", "univ-b"} <= set(institutions)
+
+
+def test_a_command_sent_many_times_is_one_record_with_its_duplicates(stack):
+    """A real twin answers copies of a command id from its memory: the records show the one
+    command it applied and how often it was repeated (once one "applied" row per message)."""
+    from hardware_kits import protocol as P
+    from hardware_kits.mqtt import BrokerAddress, command_properties, connect_client
+
+    held = stack.ok("POST", "/api/queue", "dave", {"kit": PARK})["session"]
+    address = BrokerAddress.from_url(stack.ok("GET", "/api/me/mqtt", "dave")["control"])
+    acks: list[dict] = []
+    client = connect_client(
+        address.host,
+        address.port,
+        address.credentials,
+        client_id="api-test-duplicates",
+        on_message=lambda _c, _u, msg: acks.append(json.loads(msg.payload)),
+        subscribe=[(P.ack_topic(PARK, address.credentials.username) + "/#", 1)],
+    )
+    actuator = "gate"
+    try:
+        props = command_properties(
+            "dup-cmd-1", P.ack_topic(PARK, address.credentials.username) + "/x", time.time() + 60
+        )
+        for _ in range(200):
+            client.publish(P.set_topic(PARK, actuator), "open", qos=1, properties=props)
+        wait_until(lambda: len(acks) >= 200, timeout=20)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert sum(1 for a in acks if a.get("duplicate")) == 199, acks[:3]
+
+    def recorded() -> list[dict] | None:
+        text = stack.ok("GET", "/api/records/commands.csv", "admin")
+        rows = [r for r in csv.DictReader(io.StringIO(text)) if r["command_id"] == "dup-cmd-1"]
+        messages = sum(1 + int(r.get("duplicates") or 0) for r in rows)  # all 200 recorded
+        return rows if messages >= 200 else None
+
+    rows = wait_until(recorded, timeout=10)
+    assert len(rows) == 1, f"{len(rows)} rows for one command"
+    assert rows[0]["status"] == "applied" and rows[0]["duplicates"] == "199", rows
+    stack.ok("POST", f"/api/sessions/{held['id']}/release", "dave")
+    stack.wait_released(held["id"])
 
 
 def test_kill9_and_restart_keep_state_and_reconcile_rights(stack):

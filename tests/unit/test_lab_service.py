@@ -5,10 +5,15 @@ against a real broker and real twins in tests/integration."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from hardware_kits import protocol as P
+from hardware_kits.kitcore import KitCore
+from lab_service import records
 from lab_service.policy import HOUR, MINUTE, SharingPolicy
 from lab_service.service import Conflict, Forbidden, KitSharing, NotFound, SharingError, User
 from lab_service.store import (
@@ -340,6 +345,55 @@ def test_commands_are_recorded_against_the_session(lab):
     with service.store.transaction() as db:
         row = db.scalar(select(CommandRow))
         assert (row.session_id, row.target, row.value) == (session["id"], "mode", "manual")
+
+
+def test_duplicates_of_a_command_are_counted_on_its_one_record(lab, models):
+    """The kit answers a command id it has seen from its memory (`duplicate`), without applying
+    it again: the records show one applied command and how often it was repeated, not one
+    "applied" row per message (the issue's 1,000 rows for one id applied once)."""
+    service, _clock, _, kits = lab
+    session = service.request(ALICE, kit_id="k1")["session"]
+    core = KitCore("k1", models["street-lighting"], clock=lambda: T0)
+    topic = P.set_topic("k1", "mode")
+    deadline = str(int((T0 + 60) * 1000))
+
+    def sent(times: int, command_id: str = "c1") -> None:
+        for _ in range(times):
+            ack = core.handle_command(topic, "manual", command_id, deadline)
+            kits.acks.append({"kit": "k1", "requester": "ctl-alice", **ack})
+
+    sent(600)  # one tick's worth: the original and 599 copies
+    service.tick()
+    sent(400)  # copies arriving after the original was recorded
+    sent(1, "c2")
+    service.tick()
+    assert core.applied == 2 and core.duplicates == 999
+    with service.store.transaction() as db:
+        rows = db.scalars(select(CommandRow).order_by(CommandRow.id)).all()
+        recorded = [(r.command_id, r.status, r.duplicates, r.session_id) for r in rows]
+    assert recorded == [("c1", "applied", 999, session["id"]), ("c2", "applied", 0, session["id"])]
+    lines = records.commands_csv(service.store, ADMIN).splitlines()
+    assert len(lines) == 3 and lines[0].endswith(",duplicates") and lines[1].endswith(",999")
+
+
+def test_a_database_from_before_duplicates_were_counted_gets_the_column(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the commands table as it was
+        db.execute(
+            "CREATE TABLE commands (id INTEGER PRIMARY KEY, session_id INTEGER, kit_id VARCHAR(64),"
+            " requester VARCHAR(128), command_id VARCHAR(64), target VARCHAR(64), status "
+            "VARCHAR(10), value JSON, reason VARCHAR(40), ts FLOAT)"
+        )
+        db.execute(
+            "INSERT INTO commands VALUES (1, NULL, 'k1', 'ctl-a', 'c1', 'mode', 'applied', "
+            "'\"manual\"', NULL, 1.0)"
+        )
+    store = SharingStore(f"sqlite:///{path}")
+    try:
+        with store.transaction() as db:
+            assert db.scalar(select(CommandRow.duplicates)) == 0
+    finally:
+        store.close()
 
 
 def test_recover_forgives_heartbeats_missed_while_down(lab):
