@@ -8,7 +8,12 @@ SERVICE_ACCOUNT = "lab-service"  # the lab service's MQTT account: watches, send
 BOARD_ACCOUNT = "status-board"  # the public board's MQTT account and, as root, Unix account
 DEMO_OBSERVER = "demo-observer"  # the watch account `smartlab up` prints
 BROKER_ADMIN = "smartlab-admin"  # the broker's dynamic-security administrator
-RESERVED_NAMES = frozenset({SERVICE_ACCOUNT, BOARD_ACCOUNT, DEMO_OBSERVER, BROKER_ADMIN})
+# Kits answer commands that name no usable response topic on `$ack/anonymous`
+# (hardware_kits/kitcore.py): an account of that name would read those refusals.
+ANONYMOUS_REQUESTER = "anonymous"
+RESERVED_NAMES = frozenset(
+    {SERVICE_ACCOUNT, BOARD_ACCOUNT, DEMO_OBSERVER, BROKER_ADMIN, ANONYMOUS_REQUESTER}
+)
 
 GRADER_PREFIX = "grader-"  # one grader account per course (hub user and Unix account)
 CONTROL_PREFIX = "ctl-"  # a user's MQTT control account

@@ -132,6 +132,10 @@ def _person_named_like_a_sandbox_account(d):
     person(d, "hugo")["username"] = "smartlab-sb3"  # a grading sandbox's Unix account
 
 
+def _person_named_anonymous(d):
+    person(d, "hugo")["username"] = "anonymous"  # the kits' ack topic for unusable requesters
+
+
 def _person_named_like_a_kit(d):
     person(d, "hugo")["username"] = "kit-streetlight-1"  # a kit's MQTT account
 
@@ -200,6 +204,7 @@ CASES = [
     (_person_named_like_grader_account, "people.7.username", "grader account"),
     (_person_named_like_the_lab_service, "people.9.username", "platform's own accounts"),
     (_person_named_like_a_sandbox_account, "people.9.username", "'smartlab-sb'"),
+    (_person_named_anonymous, "people.9.username", "platform's own accounts"),
     (_person_named_like_a_kit, "people.9.username", "'kit-'"),
     (_bad_course_id, "courses.1.id", "lowercase"),
     (_bad_username, "people.9.username", "lowercase"),
