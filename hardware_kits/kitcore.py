@@ -100,17 +100,22 @@ class KitCore:
             return wanted, True
         return fallback, True
 
+    def _target_of(self, topic, payload):
+        """The actuator a command's topic names; ProtocolError if the command is too large
+        or names none of this kit's."""
+        if len(payload) > P.MAX_COMMAND_BYTES:
+            raise P.ProtocolError(
+                P.R_OVERSIZE, "command is larger than %d bytes" % P.MAX_COMMAND_BYTES
+            )
+        return P.command_target(self.kit_id, topic)
+
     def handle_command(self, topic, payload, command_id, deadline_ms):
         """Decide on one lab command (with `command-id` and `deadline`) and return its
         acknowledgement (a dict to publish)."""
         now = self.clock()
         target = "?"
         try:
-            if len(payload) > P.MAX_COMMAND_BYTES:
-                raise P.ProtocolError(
-                    P.R_OVERSIZE, "command is larger than %d bytes" % P.MAX_COMMAND_BYTES
-                )
-            target = P.command_target(self.kit_id, topic)
+            target = self._target_of(topic, payload)
             if (
                 not isinstance(command_id, str)
                 or not command_id
@@ -146,11 +151,7 @@ class KitCore:
         command_id = "%s%d-%d" % (P.PLAIN_SET_ID_PREFIX, int(self.started * 1000), self.plain_sets)
         target = "?"
         try:
-            if len(payload) > P.MAX_COMMAND_BYTES:
-                raise P.ProtocolError(
-                    P.R_OVERSIZE, "command is larger than %d bytes" % P.MAX_COMMAND_BYTES
-                )
-            target = P.command_target(self.kit_id, topic)
+            target = self._target_of(topic, payload)
             return self._decide(target, payload, command_id, None, now)
         except P.ProtocolError as err:
             return self._reject(command_id, target, err, now)
