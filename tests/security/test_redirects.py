@@ -12,7 +12,7 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.services.auth import _ExpiringDict
 
 from hub_config.lti.handlers import hub_page
-from lab_service.hub_identity import LocalHubOAuth
+from lab_service.hub_identity import BoundedCache, LocalHubOAuth
 from site_config.redirects import local_path
 
 HOST = "lab.example.org"
@@ -69,7 +69,10 @@ def test_the_lti_landing_keeps_own_pages():
 
 def _lab_oauth() -> LocalHubOAuth:
     return LocalHubOAuth(
-        api_token="unused", base_url="/services/lab/", _oauth_states=_ExpiringDict(60)
+        api_token="unused",
+        base_url="/services/lab/",
+        _oauth_states=_ExpiringDict(60),
+        refused=BoundedCache(10, 100),
     )
 
 
