@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from courses.install import COURSES_DIR
-from hardware_kits.broker import BrokerError
+from hardware_kits.broker import Broker, BrokerError
 from hardware_kits.cli import add_broker_options, broker_for
 from hardware_kits.descriptor import load_models
 from hardware_kits.fleet import Fleet
@@ -74,7 +74,7 @@ def show_live_values(lab: Lab, kit_ids: list[str], stop: threading.Event) -> Non
             print(f"live values at {stamp}\n  " + "\n  ".join(lines), flush=True)
 
 
-def write_service_config(runtime: Runtime, broker: Any = None) -> Path:
+def write_service_config(runtime: Runtime, broker: Broker | None = None) -> Path:
     """The lab service's config: the hub says who calls; the site file lists the kits; with
     an mqtts listener, the service uses it and hands out mqtts URLs."""
     path = Path(runtime.state_dir) / hub.LAB_SERVICE_CONFIG

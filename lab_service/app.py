@@ -90,7 +90,8 @@ class LabServiceApp(Application):
     mqtt_ca = Unicode(
         "",
         help="CA certificate that verifies the broker's mqtts listener (empty: the system's "
-        "trust store); `smartlab up` generates one in the broker's state folder.",
+        "trust store); `smartlab up` generates one and publishes it as <state>/mqtt-ca.crt, "
+        "which every account reads.",
     ).tag(config=True)
     ip = Unicode("127.0.0.1", help="Address the REST API listens on.").tag(config=True)
     port = Integer(8181, help="Port the REST API listens on.").tag(config=True)
