@@ -18,10 +18,12 @@ from typing import Any
 
 from traitlets import HasTraits, Unicode, observe
 
+from site_config.languages import DEFAULT, LANGUAGES, negotiate
+
+__all__ = ["CATALOGUES", "DEFAULT", "LANGUAGES", "Texts", "negotiate"]
+
 log = logging.getLogger(__name__)
 
-LANGUAGES = ("en", "ru")
-DEFAULT = "en"
 
 EN: dict[str, str] = {
     # page frame
@@ -315,30 +317,6 @@ RU: dict[str, str] = {
 }
 
 CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ru": RU}
-
-
-def negotiate(accept_language: str | None, requested: str | None = None) -> str:
-    """The interface language: `requested` (e.g. from ?lang=) if supported, else the best
-    supported entry of an Accept-Language header by its q weights, else English."""
-    if requested:
-        requested = requested.strip().lower()[:2]
-        if requested in CATALOGUES:
-            return requested
-    ranked: list[tuple[float, int, str]] = []
-    for position, part in enumerate((accept_language or "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        lang = tag.strip().lower()[:2]
-        if lang in CATALOGUES and q > 0:
-            ranked.append((q, -position, lang))  # equal weights: the earlier entry wins
-    return max(ranked)[2] if ranked else DEFAULT
 
 
 class Texts(HasTraits):
