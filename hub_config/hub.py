@@ -48,6 +48,9 @@ LAB_SERVICE_CONFIG = "lab_service_config.py"  # in the state folder, written by 
 
 LAB_USERS = "lab-users"
 LAB_ADMINS = "lab-admins"
+# Every person (site file or LTI), never a service account such as grader-<course>: what the
+# front door and the hub admin page are scoped to.
+PEOPLE = "people"
 LAB_USER_ROLES = ("student", "instructor", "lab-admin")
 
 # The single-user server's own token ($JUPYTERHUB_API_TOKEN, intersected with what the user
@@ -81,7 +84,7 @@ def instructors_group(course_id: str) -> str:
 def user_groups(site: Site) -> dict[str, list[str]]:
     """Each person's hub groups; the authenticator hands them over at every login."""
     found: dict[str, set[str]] = {
-        p.username: {institution_group(p.institution)} for p in site.people
+        p.username: {institution_group(p.institution), PEOPLE} for p in site.people
     }
     for course in site.courses:
         for username in course.students:
@@ -107,7 +110,7 @@ def groups(site: Site) -> dict[str, list[str]]:
         members[f"nbgrader-{course.id}"] = set()
         members[f"formgrade-{course.id}"] = set()
         members[instructors_group(course.id)] = set()
-    members[LAB_USERS], members[LAB_ADMINS] = set(), set()
+    members[LAB_USERS], members[LAB_ADMINS], members[PEOPLE] = set(), set(), set()
     for username, names in user_groups(site).items():
         for name in names:
             members[name].add(username)

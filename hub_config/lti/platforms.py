@@ -21,6 +21,7 @@ HASH_CHARS = 12  # base32 characters: 60 bits, ample for the users of one LMS
 LITERAL_SUB = re.compile(r"^[a-z0-9]+$")
 
 LAB_USERS = "lab-users"
+PEOPLE = "people"  # every person, as hub_config.hub.PEOPLE
 LAB_ADMINS = "lab-admins"  # the site file alone names lab admins: an LTI user never keeps it
 # Groups this module hands out; other groups a user holds are kept as they are.
 MANAGED_PREFIXES = ("inst-", "nbgrader-", "formgrade-", "instructors-")
@@ -136,7 +137,7 @@ def hub_groups(
     Students and instructors use the lab kits (as with the site's people); graders alone do not.
     """
     enrolments = list(enrolments)
-    groups = {f"inst-{institution}"}
+    groups = {f"inst-{institution}", PEOPLE}
     for course, role in enrolments:
         groups |= course_groups(course, role)
     if any(role in (STUDENT, COURSE_INSTRUCTOR) for _, role in enrolments):
@@ -144,6 +145,6 @@ def hub_groups(
     kept = {
         g
         for g in existing
-        if g not in (LAB_USERS, LAB_ADMINS) and not g.startswith(MANAGED_PREFIXES)
+        if g not in (LAB_USERS, LAB_ADMINS, PEOPLE) and not g.startswith(MANAGED_PREFIXES)
     }
     return sorted(groups | kept)
