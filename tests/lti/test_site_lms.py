@@ -272,8 +272,19 @@ def test_groups_merge_courses_and_keep_unmanaged_groups():
         [("iot", "student"), ("city", "grader")],
         existing=["nbgrader-old", "inst-other", "survey-panel", "lab-users"],
     )
-    assert groups == ["formgrade-city", "inst-academy", "lab-users", "nbgrader-iot", "survey-panel"]
-    assert hub_groups("academy", [("city", "grader")]) == ["formgrade-city", "inst-academy"]
+    assert groups == [
+        "formgrade-city",
+        "inst-academy",
+        "lab-users",
+        "nbgrader-iot",
+        "people",
+        "survey-panel",
+    ]
+    assert hub_groups("academy", [("city", "grader")]) == [
+        "formgrade-city",
+        "inst-academy",
+        "people",
+    ]
 
 
 def test_scores_url_keeps_the_line_item_query():
