@@ -292,6 +292,8 @@ def service_environment(runtime: Runtime) -> dict[str, str]:
         "JUPYTER_PATH": str(VOILA_DATA_DIR),  # the dashboards' Voilà template
         "SMARTLAB_EXCHANGE": str(runtime.exchange),
         "SMARTLAB_LAB_URL": runtime.lab_url,
+        # the kits of the user's courses for JupyterLab's tiles (labs/jupyterlab_links.py)
+        "SMARTLAB_SITE": str(Path(runtime.site).resolve()),
         # nbgrader runs alembic from PATH: the environment's bin first.
         "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
     }

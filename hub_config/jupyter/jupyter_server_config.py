@@ -15,3 +15,7 @@ c.VoilaExecutor.iopub_timeout = 30
 # Kernels whose tab is gone and that do nothing are shut down after 30 minutes.
 c.MappingKernelManager.cull_idle_timeout = 1800
 c.MappingKernelManager.cull_interval = 120
+
+# GET <base_url>smartlab/links: the platform's pages for JupyterLab's launcher tiles and
+# "Smart City Lab" menu (labs/jupyterlab_links.py; the front end is in labs/share/labextensions).
+c.ServerApp.jpserver_extensions.update({"labs.jupyterlab_links": True})
