@@ -101,7 +101,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   autoStart: true,
   requires: [ITranslator],
   optional: [ILauncher, IMainMenu],
-  activate: async (
+  activate: (
     app: JupyterFrontEnd,
     translator: ITranslator,
     launcher: ILauncher | null,
@@ -128,39 +128,48 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => commands.execute(NBGRADER_ASSIGNMENTS)
     });
 
-    let links: ILinks;
-    try {
-      links = await fetchLinks();
-    } catch (reason) {
-      console.error('smartlab-jupyterlab: no links from the server', reason);
-      return;
-    }
-    const open = (label: string, url: string, icon: LabIcon): IEntry => ({
-      command: OPEN,
-      args: { label, url, icon: icon.name }
-    });
-    const entries: IEntry[] = [
-      open(t('home'), links.home, homeIcon),
-      ...links.dashboards.map(d =>
-        open(d.page === 'kit' ? t('kit', d.name ?? d.kit) : t(d.page), d.url, ICONS[d.page])
-      )
-    ];
-    // nbgrader's plugins may start after ours: ask once every plugin has.
-    await app.restored;
-    if (commands.hasCommand(NBGRADER_ASSIGNMENTS)) {
-      entries.push({ command: ASSIGNMENTS, args: {} });
-    }
+    // Not awaited by activate: JupyterLab's `restored` waits for every plugin's activation.
+    void addEntries();
 
-    entries.forEach((entry, rank) => launcher?.add({ ...entry, category, rank }));
-    if (mainMenu) {
-      const menu = new RankedMenu({ commands, rank: 1000 });
-      menu.title.label = category;
-      menu.id = 'smartlab-menu';
-      entries.forEach((entry, rank) => menu.addItem({ ...entry, rank }));
-      links.formgraders.forEach(({ course, url }) =>
-        menu.addItem({ ...open(t('formgrader', course), url, editIcon), rank: 100 })
-      );
-      mainMenu.addMenu(menu, true, { rank: 1000 });
+    async function addEntries(): Promise<void> {
+      let links: ILinks;
+      try {
+        links = await fetchLinks();
+      } catch (reason) {
+        console.error('smartlab-jupyterlab: no links from the server', reason);
+        return;
+      }
+      const open = (label: string, url: string, icon: LabIcon): IEntry => ({
+        command: OPEN,
+        args: { label, url, icon: icon.name }
+      });
+      const entries: IEntry[] = [
+        open(t('home'), links.home, homeIcon),
+        ...links.dashboards.map(d =>
+          open(
+          d.page === 'kit' ? t('kit', d.name ?? d.kit) : t(d.page),
+          d.url,
+          ICONS[d.page]
+        )
+        )
+      ];
+      // nbgrader's plugins may start after ours: ask once every plugin has.
+      await app.restored;
+      if (commands.hasCommand(NBGRADER_ASSIGNMENTS)) {
+        entries.push({ command: ASSIGNMENTS, args: {} });
+      }
+
+      entries.forEach((entry, rank) => launcher?.add({ ...entry, category, rank }));
+      if (mainMenu) {
+        const menu = new RankedMenu({ commands, rank: 1000 });
+        menu.title.label = category;
+        menu.id = 'smartlab-menu';
+        entries.forEach((entry, rank) => menu.addItem({ ...entry, rank }));
+        links.formgraders.forEach(({ course, url }) =>
+          menu.addItem({ ...open(t('formgrader', course), url, editIcon), rank: 100 })
+        );
+        mainMenu.addMenu(menu, true, { rank: 1000 });
+      }
     }
   }
 };
