@@ -114,5 +114,6 @@ def test_instructor_menu_opens_her_courses_formgrader_in_a_new_tab(lab, up: Up) 
         item.click()
     formgrader = popup.value
     formgrader.wait_for_url(f"{up.hub_url}/services/smart-lighting/formgrader**", timeout=60_000)
+    formgrader.wait_for_load_state()  # after the service's OAuth round trip through the hub
     screenshot(formgrader, "jupyterlab-irina-formgrader")
     assert page.evaluate("window.__opened") == ["/services/smart-lighting/formgrader"]
