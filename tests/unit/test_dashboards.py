@@ -571,6 +571,7 @@ def test_the_board_runs_preheated_and_every_server_passes_the_language_header():
     assert "overview.ipynb" in joined and "--preheat_kernel=True" in command
     assert '"overview.ipynb": {"pool_size": 3}' in joined
     assert "--Voila.base_url=/services/status/" in command
+    assert command[1:3] == ["-m", "labs.board_voila"]  # redirects /services/status to .../
     assert "--VoilaConfiguration.http_header_envs=Accept-Language" in command
     plain = voila_command(port=1)
     assert not any("preheat" in part for part in plain)
