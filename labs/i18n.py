@@ -178,6 +178,7 @@ EN: dict[str, str] = {
     "avail_in_use": "in use",
     "avail_maintenance": "in maintenance",
     "avail_needs_attention": "out of service",
+    "holder_none": "no one",
 }
 
 RU: dict[str, str] = {
@@ -326,6 +327,7 @@ RU: dict[str, str] = {
     "avail_in_use": "занят",
     "avail_maintenance": "на обслуживании",
     "avail_needs_attention": "не работает",
+    "holder_none": "никто",
 }
 
 CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ru": RU}

@@ -116,9 +116,12 @@ class BoardRow:
             key: W.HTML(layout=W.Layout(width=width, flex="0 0 auto"))
             for key, width in COLUMNS[:-1]
         }
+        for key, cell in self.cells.items():
+            cell.add_class(f"smartlab-board-{key}")  # the card layout's handles (template)
         values = W.HBox(
             [s.widget for s in self.sparks], layout=W.Layout(flex_flow="row wrap", flex="1 1 auto")
         )
+        values.add_class("smartlab-board-values")
         self.widget = W.HBox(
             [*self.cells.values(), values],
             layout=W.Layout(border_bottom="1px solid #eee", padding="2px 0", align_items="center"),
@@ -156,7 +159,7 @@ class BoardRow:
         self.cells["status"].value = labelled(t("status"), state_badge(t, self.kit.state))
         self.cells["availability"].value = labelled(t("availability"), availability_badge(t, view))
         holder = (view or {}).get("holder_institution")
-        holder_text = text(holder or (t("nobody") if view else "–"))
+        holder_text = text(holder or (t("holder_none") if view else "–"))
         self.cells["holder"].value = labelled(t("holder"), holder_text)
         queue = text(view["queue_length"] if view else "–")
         self.cells["queue"].value = labelled(t("queue"), queue)
@@ -193,6 +196,7 @@ class OverviewBoard:
             [W.HTML(layout=W.Layout(width=width, flex="0 0 auto")) for _key, width in COLUMNS],
             layout=W.Layout(border_bottom="2px solid #ccc"),
         )
+        self.head.add_class("smartlab-board-head")  # hidden on phones: a card per kit there
         self.body = W.VBox()
         self.widget = W.VBox([self.title, self.note, self.head, self.body, self.stamp])
         self.widget.add_class("smartlab-overview")
