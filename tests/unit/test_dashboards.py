@@ -354,7 +354,8 @@ def test_flush_shows_the_window_of_history_and_the_kit_state_without_sending_com
     line = dash.plots["level"].line
     assert 100 <= len(line.x) <= 121  # the last minute of 0.5 s samples
     assert line.y[-1] == 100.0
-    assert list(dash.plots["pump-state"].line.y) == [1.0]  # enum level index
+    # the enum's level index, and the same again at the time of drawing: the line reaches now
+    assert list(dash.plots["pump-state"].line.y) == [1.0, 1.0]
     assert "north" in dash.readings.widget.value and "data-ts" in dash.readings.widget.value
     assert dash.controls["mode"].input.value == "manual"  # copied from the kit
     assert kit.sent == []  # ... which sends nothing
