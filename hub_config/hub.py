@@ -374,7 +374,11 @@ def status_board_service(runtime: Runtime) -> dict[str, Any]:
         "url": f"http://127.0.0.1:{runtime.status_port}",
         "display": True,
         "command": command,
-        "environment": {"PATH": service_environment(runtime)["PATH"]},
+        "environment": {
+            "PATH": service_environment(runtime)["PATH"],
+            # the lab service's public route (/api/board): no token
+            "SMARTLAB_LAB_URL": runtime.lab_url,
+        },
     }
 
 

@@ -21,6 +21,7 @@ from lab_service.api_schemas import (
     KIT_ID,
     MAX_ID,
     ApiError,
+    BoardKit,
     Body,
     BookingCreate,
     BookingView,
@@ -117,6 +118,28 @@ class Call:
 
 def list_kits(c: Call) -> list[dict]:
     return c.service.kits()
+
+
+def board_kits(c: Call) -> list[dict]:
+    """Every kit as an anonymous visitor may know it: available, in use (by which institution)
+    or out of the pool, and how many wait. The public board reads this without a token."""
+    return [board_view(k) for k in c.service.kits()]
+
+
+def board_view(kit: dict[str, Any]) -> dict[str, Any]:
+    if kit["pool"] != "in-pool":
+        availability = kit["pool"]  # maintenance, needs-attention
+    else:
+        availability = "in-use" if kit["session_state"] else "available"
+    return {
+        "id": kit["id"],
+        "model": kit["model"],
+        "name": kit["name"],
+        "availability": availability,
+        "online": kit["online"],
+        "holder_institution": kit["holder_institution"],
+        "queue_length": kit["queue_length"],
+    }
 
 
 def register_kit(c: Call) -> dict:
@@ -480,6 +503,14 @@ ROUTES: tuple[Route, ...] = (
         response=CSV,
         media="text/csv",
         query=HISTORY_QUERY,
+    ),
+    Route(
+        "GET",
+        "/api/board",
+        board_kits,
+        "Every kit for anyone (the public board): availability, holder's institution, queue",
+        response=[BoardKit],
+        public=True,
     ),
     Route(
         "GET",

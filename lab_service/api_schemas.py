@@ -165,6 +165,18 @@ class KitView(Out):
     queue_length: int
 
 
+class BoardKit(Out):
+    """A kit as anyone may see it (the public board): no person's name, no admin's reason."""
+
+    id: str
+    model: str
+    name: str
+    availability: str = Field(description="available, in-use, maintenance or needs-attention")
+    online: bool
+    holder_institution: str | None = Field(description="the institution of whoever holds it")
+    queue_length: int
+
+
 class KitCounters(Out):
     """The kit's own counters, from its retained `$status`."""
 

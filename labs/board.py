@@ -64,6 +64,7 @@ def voila_command(
     preheat: dict[str, int] | None = None,
     extensions: list[str] | None = EXTENSIONS,
     python: str = sys.executable,
+    module: str = "voila",
 ) -> list[str]:
     """The command line of a standalone Voilà serving `target` (a notebook or a folder).
 
@@ -75,7 +76,7 @@ def voila_command(
     command = [
         python,
         "-m",
-        "voila",
+        module,
         str(target),
         "--no-browser",
         f"--port={port}",
@@ -138,6 +139,7 @@ def board_command(
         base_url=base_url,
         preheat={BOARD_NOTEBOOK: pool_size},
         python=python,
+        module="labs.board_voila",  # Voilà, plus the redirect of the slash-less base URL
     )
     return command + bounded_kernels(max(max_kernels, pool_size + 1))
 

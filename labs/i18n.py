@@ -172,6 +172,13 @@ EN: dict[str, str] = {
     "col_reason": "Reason",
     "col_time": "Time",
     "col_end_reason": "End reason",
+    # the public board and responsive pages (issue 22, looks)
+    "availability": "Availability",
+    "avail_available": "available",
+    "avail_in_use": "in use",
+    "avail_maintenance": "in maintenance",
+    "avail_needs_attention": "out of service",
+    "holder_none": "no one",
 }
 
 RU: dict[str, str] = {
@@ -314,6 +321,13 @@ RU: dict[str, str] = {
     "col_reason": "Причина",
     "col_time": "Время",
     "col_end_reason": "Причина завершения",
+    # the public board and responsive pages (issue 22, looks)
+    "availability": "Доступность",
+    "avail_available": "свободен",
+    "avail_in_use": "занят",
+    "avail_maintenance": "на обслуживании",
+    "avail_needs_attention": "не работает",
+    "holder_none": "никто",
 }
 
 CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ru": RU}

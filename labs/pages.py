@@ -297,14 +297,23 @@ class OverviewPage(Page):
 
     board: OverviewBoard | None = None  # once built
 
+    @staticmethod
+    def public() -> bool:
+        return os.environ.get("SMARTLAB_BOARD_PUBLIC") == "1"
+
+    def connect(self) -> None:
+        if not self.public():
+            super().connect()
+            return
+        # The public board holds no identity: it reads the service's public route, as any
+        # visitor could, and a read-only observer account on the broker.
+        self.service = LabService(anonymous=True)
+        self.lab = lab_from_env(None)
+
     def build(self) -> W.Widget:
         assert self.lab is not None
         board = OverviewBoard(
-            self.lab,
-            self.runner,
-            self.texts,
-            service=self.service,
-            public=os.environ.get("SMARTLAB_BOARD_PUBLIC") == "1",
+            self.lab, self.runner, self.texts, service=self.service, public=self.public()
         )
         board.banner = self.banner
         self._closables.append(board)

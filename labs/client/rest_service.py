@@ -46,16 +46,22 @@ class LabService:
     (dicts and lists)."""
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float = 10.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 10.0,
+        *,
+        anonymous: bool = False,
     ) -> None:
         self.url = (url or os.environ.get(SERVICE_URL_ENV) or DEFAULT_SERVICE_URL).rstrip("/")
-        token = token or os.environ.get(TOKEN_ENV) or os.environ.get(HUB_TOKEN_ENV)
-        if not token:
+        if not anonymous:
+            token = token or os.environ.get(TOKEN_ENV) or os.environ.get(HUB_TOKEN_ENV)
+        if not token and not anonymous:
             raise LabConfigError(
                 f"no lab service token: pass LabService(url, token) or set "
                 f"{TOKEN_ENV} (in a hub server {HUB_TOKEN_ENV} is used)"
             )
-        self.token = token
+        self.token = token  # None when anonymous: only the public routes answer
         self.timeout = timeout
         # The service is on the lab's own network: no proxy from the environment in between.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -68,7 +74,9 @@ class LabService:
     ) -> Any:
         """One call: JSON in, JSON (or CSV text) out; LabServiceError on a refusal."""
         url = self.url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        headers = {"Authorization": f"token {self.token}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"token {self.token}"
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -99,6 +107,10 @@ class LabService:
 
     def kits(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/kits")
+
+    def board(self) -> list[dict[str, Any]]:
+        """Every kit as anyone may see it (public: no token needed)."""
+        return self.request("GET", "/api/board")
 
     def kit(self, kit_id: str) -> dict[str, Any]:
         """A kit's health: pool state, online, last telemetry and the kit's counters."""

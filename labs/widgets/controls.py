@@ -49,7 +49,8 @@ class ActuatorControl:
             html("<b>{}</b>", spec.get("name") or actuator), layout=W.Layout(width="160px")
         )
         parts = [name, self.input] + ([self.send] if self.send is not None else []) + [self.current]
-        self.widget = W.HBox(parts, layout=W.Layout(align_items="center"))
+        # wraps on a phone: the input goes under the name rather than past the screen's edge
+        self.widget = W.HBox(parts, layout=W.Layout(align_items="center", flex_flow="row wrap"))
         self.widget.add_class("smartlab-control")
         self.widget.add_class(f"smartlab-control-{actuator}")
         texts.bind(self._relabel)
@@ -59,7 +60,7 @@ class ActuatorControl:
 
     def _make_input(self) -> tuple[W.DOMWidget, W.Button | None]:
         spec, kind = self.spec, self.datatype
-        layout = W.Layout(width="280px")
+        layout = W.Layout(width="280px", max_width="100%")
         if kind == "integer":
             widget = W.IntSlider(
                 min=int(spec["min"]),
@@ -88,7 +89,7 @@ class ActuatorControl:
                 layout=layout, continuous_update=True, placeholder=f"≤ {spec.get('max_length', '')}"
             )
         else:  # json
-            widget = W.Textarea(rows=4, layout=W.Layout(width="420px"))
+            widget = W.Textarea(rows=4, layout=W.Layout(width="420px", max_width="100%"))
         widget.add_class("smartlab-input")
         send = None
         if kind in ("string", "json"):

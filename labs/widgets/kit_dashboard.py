@@ -143,7 +143,8 @@ class KitDashboard:
         self.kit_banner = W.HTML(layout=W.Layout(display="none"))
         self.kit_banner.add_class("smartlab-kit-banner")
         self.window = W.Dropdown(
-            layout=W.Layout(width="260px"), style={"description_width": "initial"}
+            layout=W.Layout(width="260px", max_width="100%"),
+            style={"description_width": "initial"},
         )
         self.window.add_class("smartlab-window")
         self._window_options()
@@ -153,9 +154,12 @@ class KitDashboard:
         grid = W.GridBox(
             [p.widget for p in self.plots.values()],
             layout=W.Layout(
-                grid_template_columns="repeat(auto-fill, minmax(420px, 1fr))", width="100%"
+                # one column on a phone: a plot is never wider than the screen
+                grid_template_columns="repeat(auto-fill, minmax(min(420px, 100%), 1fr))",
+                width="100%",
             ),
         )
+        grid.add_class("smartlab-plots")
         self.hint = W.HTML()
         self.hint.add_class("smartlab-control-hint")
         self.ack_log = W.HTML()
@@ -171,7 +175,10 @@ class KitDashboard:
             [
                 self.header,
                 self.kit_banner,
-                W.HBox([self.sensor_title, self.window], layout=W.Layout(align_items="center")),
+                W.HBox(
+                    [self.sensor_title, self.window],
+                    layout=W.Layout(align_items="center", flex_flow="row wrap"),
+                ),
                 self.readings.widget,
                 grid,
                 controls,

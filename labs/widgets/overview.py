@@ -15,7 +15,7 @@ from typing import Any
 import ipywidgets as W
 
 from labs.client import Kit, Lab, LabService, LabServiceUnavailable
-from labs.i18n import Texts
+from labs.i18n import CATALOGUES, DEFAULT, Texts
 from labs.widgets.live import Coalescer, Runner
 from labs.widgets.markup import Markup, html, join, text
 from labs.widgets.plots import Sparkline, format_value
@@ -26,7 +26,7 @@ COLUMNS = (
     ("kit", "200px"),
     ("model", "150px"),
     ("status", "110px"),
-    ("pool", "200px"),
+    ("availability", "170px"),
     ("holder", "110px"),
     ("queue", "70px"),
     ("values", "auto"),
@@ -44,7 +44,26 @@ def state_badge(texts: Texts, state: str | None) -> Markup:
     )
 
 
+AVAILABILITY_COLOURS = {
+    "available": "#1a7f37",
+    "in-use": "#0b5cad",
+    "maintenance": "#8a6d00",
+    "needs-attention": "#b42318",
+}
+
+
+def availability(kit: dict[str, Any]) -> str:
+    """available / in-use / maintenance / needs-attention: the public route's field, or the
+    same worked out from an authenticated /api/kits view."""
+    if kit.get("availability"):
+        return str(kit["availability"])
+    if kit.get("pool") != "in-pool":
+        return str(kit.get("pool") or "")
+    return "in-use" if kit.get("session_state") else "available"
+
+
 def pool_badge(texts: Texts, kit: dict[str, Any] | None) -> Markup:
+    """The pool state (the admin view), with the admin's reason."""
     if kit is None:
         return html("<span class='smartlab-pool' data-pool=''>–</span>")
     pool = kit["pool"]
@@ -61,6 +80,28 @@ def pool_badge(texts: Texts, kit: dict[str, Any] | None) -> Markup:
     )
 
 
+def availability_badge(texts: Texts, kit: dict[str, Any] | None) -> Markup:
+    """The board's availability in words; the reason only where the viewer's view has it."""
+    if kit is None:
+        return html("<span class='smartlab-availability' data-availability=''>–</span>")
+    state = availability(kit)
+    key = "avail_" + state.replace("-", "_")
+    reason = html("<br><small>{}</small>", kit["reason"]) if kit.get("reason") else ""
+    return html(
+        "<span class='smartlab-availability' data-availability='{}' style='color:{}'>{}</span>{}",
+        state,
+        AVAILABILITY_COLOURS.get(state, "#555"),
+        texts(key) if key in CATALOGUES[DEFAULT] else state,
+        reason,
+    )
+
+
+def labelled(label: str, value: Markup) -> Markup:
+    """A cell's value with its column's name before it, shown only where the board is a stack
+    of cards (narrow screens: the header row is hidden there, see the smartlab template)."""
+    return html("<span class='smartlab-cell-label'>{}: </span>{}", label, value)
+
+
 class BoardRow:
     def __init__(self, kit: Kit, texts: Texts) -> None:
         self.kit = kit
@@ -75,9 +116,12 @@ class BoardRow:
             key: W.HTML(layout=W.Layout(width=width, flex="0 0 auto"))
             for key, width in COLUMNS[:-1]
         }
+        for key, cell in self.cells.items():
+            cell.add_class(f"smartlab-board-{key}")  # the card layout's handles (template)
         values = W.HBox(
             [s.widget for s in self.sparks], layout=W.Layout(flex_flow="row wrap", flex="1 1 auto")
         )
+        values.add_class("smartlab-board-values")
         self.widget = W.HBox(
             [*self.cells.values(), values],
             layout=W.Layout(border_bottom="1px solid #eee", padding="2px 0", align_items="center"),
@@ -112,11 +156,13 @@ class BoardRow:
 
     def render(self, now: float) -> None:
         t, view = self.texts, self.service_view
-        self.cells["status"].value = state_badge(t, self.kit.state)
-        self.cells["pool"].value = pool_badge(t, view)
+        self.cells["status"].value = labelled(t("status"), state_badge(t, self.kit.state))
+        self.cells["availability"].value = labelled(t("availability"), availability_badge(t, view))
         holder = (view or {}).get("holder_institution")
-        self.cells["holder"].value = text(holder or (t("nobody") if view else "–"))
-        self.cells["queue"].value = text(view["queue_length"] if view else "–")
+        holder_text = text(holder or (t("holder_none") if view else "–"))
+        self.cells["holder"].value = labelled(t("holder"), holder_text)
+        queue = text(view["queue_length"] if view else "–")
+        self.cells["queue"].value = labelled(t("queue"), queue)
         latest = self.kit.latest
         for spark in self.sparks:
             tt, vv = self.kit.history(spark.sensor)
@@ -139,6 +185,7 @@ class OverviewBoard:
         self.runner = runner
         self.texts = texts
         self.service = service
+        self.public = public
         self.rows: dict[str, BoardRow] = {}
         self.service_kits: dict[str, dict[str, Any]] = {}
         self.coalescer = Coalescer(runner, self.flush, max_rate)
@@ -149,10 +196,10 @@ class OverviewBoard:
             [W.HTML(layout=W.Layout(width=width, flex="0 0 auto")) for _key, width in COLUMNS],
             layout=W.Layout(border_bottom="2px solid #ccc"),
         )
+        self.head.add_class("smartlab-board-head")  # hidden on phones: a card per kit there
         self.body = W.VBox()
         self.widget = W.VBox([self.title, self.note, self.head, self.body, self.stamp])
         self.widget.add_class("smartlab-overview")
-        self.public = public
         self.banner: Any = None
         texts.bind(self._render_frame)
         self._unsubscribe: list = [lab.on_state(lambda *_: runner.from_thread(self._changed))]
@@ -203,7 +250,9 @@ class OverviewBoard:
             if self.banner is not None and isinstance(err, LabServiceUnavailable):
                 self.banner.down(err)
 
-        self.runner.submit(self.service.kits, done=got, failed=failed)
+        # The public board has no identity: the service's public route, without reasons.
+        fetch = self.service.board if self.public else self.service.kits
+        self.runner.submit(fetch, done=got, failed=failed)
 
     def flush(self) -> None:
         now = time.time()

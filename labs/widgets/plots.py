@@ -32,6 +32,11 @@ PLOTTED = ("float", "integer", "boolean", "enum")  # datatypes drawn as lines
 TICK_SPACINGS_S = (5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
 MIN_REDRAW_S = 1.0  # a plot's line is redrawn at most this often
 REDRAW_STEPS = 300  # ... and when the time has moved by about 1/REDRAW_STEPS of its window
+# A line is drawn on to `now` at its latest value while that is at most this old (a ready kit
+# sends a sample a second or more often); a silent kit's line stops at its last sample.
+HOLD_S = 5.0
+Y_TICKS = 4  # about this many intervals between a plot's y ticks
+NICE = (1.0, 2.0, 2.5, 5.0, 10.0)  # tick steps: these times a power of ten
 
 
 def plotted(spec: dict[str, Any]) -> bool:
@@ -74,6 +79,58 @@ def time_axis(now: float, window_s: float, phase: float = 0.0) -> tuple[float, f
     step = spacing / 2
     end = (math.floor(now / step - phase) + 1 + phase) * step
     return end - window_s, end, spacing
+
+
+def nice_step(raw: float) -> float:
+    """The smallest round step (1, 2, 2.5 or 5 times a power of ten) at least `raw`."""
+    if not raw > 0 or not math.isfinite(raw):
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(m * power for m in NICE if raw <= m * power * (1 + 1e-9))
+
+
+def step_decimals(step: float) -> int:
+    """Decimals that show every multiple of `step` exactly (0.25 -> 2, 5 -> 0)."""
+    return next((d for d in range(7) if abs(round(step * 10**d) - step * 10**d) < 1e-6), 6)
+
+
+def y_range(
+    lo: float, hi: float, bounds: tuple[float | None, float | None] = (None, None)
+) -> tuple[float, float, list[float]]:
+    """(low, high, ticks) of a y axis for data in [lo, hi]: a margin around the data, widened
+    to round ticks about Y_TICKS intervals apart; a flat line sits mid-plot. Never past the
+    sensor's own bounds (`min`/`max` of its descriptor) where the data are inside them: 0 lx
+    of a dark street is drawn on the axis, not above -1 lx; 20 ± 1 °C gets 18 to 22."""
+    span = hi - lo
+    pad = span * 0.08 if span > 1e-9 else max(abs(lo) * 0.05, 1.0)
+    low, high = lo - pad, hi + pad
+    floor_, ceiling = bounds
+    floor_ = floor_ if floor_ is not None and lo >= floor_ else None
+    ceiling = ceiling if ceiling is not None and hi <= ceiling else None
+    low = low if floor_ is None else max(low, floor_)
+    high = high if ceiling is None else min(high, ceiling)
+    step = nice_step((high - low) / Y_TICKS)
+    low, high = math.floor(low / step) * step, math.ceil(high / step) * step
+    low = low if floor_ is None else max(low, floor_)
+    high = high if ceiling is None else min(high, ceiling)
+    digits = step_decimals(step)
+    low, high = round(low, digits + 1), round(high, digits + 1)  # 20.4, not 20.400000000000002
+    ticks = [
+        round(k * step, digits)
+        for k in range(math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9) + 1)
+    ]
+    return low, high, ticks
+
+
+def reach_now(
+    t: np.ndarray, v: np.ndarray, now: float, hold_s: float = HOLD_S
+) -> tuple[np.ndarray, np.ndarray]:
+    """The samples, plus the latest value again at `now` when it is newer than the last
+    sample by at most `hold_s`: the line reaches the present instead of stopping up to a
+    second (or a slow kit's period) short of it."""
+    if not len(t) or not 0 < now - float(t[-1]) <= hold_s:
+        return t, v
+    return np.append(t, now), np.append(v, v[-1])
 
 
 def redraw_interval(window_s: float) -> float:
@@ -192,8 +249,9 @@ class SensorPlot:
         One widget message (the line's x and y together); the axes change only when the time
         axis steps on or the data leave the y range."""
         newest = float(t[-1]) if len(t) else now
-        start, _end, _spacing = self._follow(max(now, newest), window_s)
-        t, v = thin(*window_slice(t, v, start))
+        now = max(now, newest)
+        start, _end, _spacing = self._follow(now, window_s)
+        t, v = reach_now(*thin(*window_slice(t, v, start)), now)
         y = v.astype(np.float64)
         if self.spec.get("datatype") in ("integer", "float"):
             self._fit_y(y)  # first: the line is drawn once, in its range
@@ -228,10 +286,9 @@ class SensorPlot:
             if hi - lo < 2:
                 lo, hi = lo - 1, hi + 1
             low, high = lo - 0.25, hi + 0.25
+            ticks = []
         else:
-            span = hi - lo
-            pad = span * 0.08 if span > 1e-9 else max(abs(lo) * 0.05, 1.0)
-            low, high = lo - pad, hi + pad
+            low, high, ticks = y_range(lo, hi, (self.spec.get("min"), self.spec.get("max")))
         now_low, now_high = self.y_scale.min, self.y_scale.max
         if (
             now_low is not None
@@ -247,6 +304,11 @@ class SensorPlot:
             self.y_axis.tick_values = sorted(
                 {int(np.rint(x)) for x in np.linspace(lo, hi, min(5, hi - lo + 1))}
             )
+        else:  # round ticks, as many decimals as their step needs
+            digits = step_decimals(ticks[1] - ticks[0]) if len(ticks) > 1 else 0
+            with self.y_axis.hold_sync():
+                self.y_axis.tick_format = f".{digits}f"
+                self.y_axis.tick_values = ticks
 
 
 class Sparkline:

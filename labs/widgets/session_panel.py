@@ -128,7 +128,9 @@ class SessionPanel:
         self.widget = W.VBox(
             [
                 self.title,
-                W.HBox([self.join, self.leave, self.release]),
+                W.HBox(
+                    [self.join, self.leave, self.release], layout=W.Layout(flex_flow="row wrap")
+                ),
                 self.status,
                 self.kit_line,
                 self.bookings_box,

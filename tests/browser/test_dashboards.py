@@ -256,10 +256,13 @@ def test_overview_board_lists_every_kit_with_its_status(platform, open_page):
             )
         first_paint = time.monotonic() - started
         row = f".smartlab-board-row-{LAMP2}"
-        page.wait_for_selector(f"{row} .smartlab-pool[data-pool=maintenance]")
-        assert "bulb replacement" in page.inner_text(row)
+        # public: the lab service's anonymous route, so no admin's reason
+        page.wait_for_selector(f"{row} .smartlab-availability[data-availability=maintenance]")
+        assert "bulb replacement" not in page.inner_text(row)
         page.wait_for_selector(f".smartlab-board-row-{CROSS} :text('univ-b')")
-        page.wait_for_selector(f".smartlab-board-row-{LAMP} .smartlab-pool[data-pool=in-pool]")
+        page.wait_for_selector(
+            f".smartlab-board-row-{LAMP} .smartlab-availability[data-availability=available]"
+        )
         page.wait_for_selector(f".smartlab-board-row-{LAMP} .smartlab-spark svg")
         assert page.query_selector_all(".smartlab-input, .smartlab-join") == []  # read-only
         assert "Read-only public view." in page.inner_text(".smartlab-overview")

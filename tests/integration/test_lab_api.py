@@ -178,6 +178,15 @@ def test_kits_are_listed_with_their_health(stack):
     assert health["counters"]["errors"] == 0
 
 
+def test_the_board_route_answers_anyone_without_a_token(stack):
+    status, kits = stack.call("GET", "/api/board", None)
+    assert status == 200, kits
+    stack.conforms("BoardKit", kits, many=True)
+    assert {k["id"]: k["model"] for k in kits} == KITS
+    assert {k["availability"] for k in kits} <= {"available", "in-use"}
+    assert stack.call("GET", "/api/kits", None)[0] == 401  # the full view still needs one
+
+
 def test_queue_grant_wait_command_release_handover(stack):
     first = stack.ok("POST", "/api/queue", "alice", {"kit": LAMP1})
     stack.conforms("QueueEntryView", first)
@@ -424,6 +433,7 @@ ROUTES = {
     ("GET", "/api/records/commands.csv"),
     ("GET", "/api/usage"),
     ("GET", "/api/openapi.json"),
+    ("GET", "/api/board"),
     ("GET", "/api/kits/{kit_id}/history.json"),
     ("GET", "/api/kits/{kit_id}/history.csv"),
 }

@@ -246,17 +246,22 @@ def test_kit_page_shows_a_hostile_query_string_as_text(lab, open_watched):
 def test_overview_board_shows_names_institutions_and_reasons_as_text(lab, open_watched):
     mallory = lab.client("mallory")
     with mallory.session(EVIL, progress=None):
-        server = lab.voila("viewer", key="board", extra_env={"SMARTLAB_BOARD_PUBLIC": "1"})
-        page, served = open_watched(server.page("overview.ipynb"))
-        if 'class="smartlab-snapshot"' in served:
-            assert_first_paint_inert(served)
-        for kit_id in (EVIL, EVIL2):
-            page.wait_for_selector(f".smartlab-board-row-{kit_id} .smartlab-spark svg")
-        eventually(
-            lambda: assert_inert(page, KIT_NAME, SENSOR_NAME, INSTITUTION, MAINTENANCE),
-            timeout=15,
-        )
-        screenshot(page, "hostile-overview")
+        # The public board (no identity: the service's public route, without reasons) and a
+        # signed-in viewer's overview (with the admin's maintenance reason).
+        for server, shown in (
+            (
+                lab.voila("viewer", key="board", extra_env={"SMARTLAB_BOARD_PUBLIC": "1"}),
+                (KIT_NAME, SENSOR_NAME, INSTITUTION),
+            ),
+            (lab.voila("viewer"), (KIT_NAME, SENSOR_NAME, INSTITUTION, MAINTENANCE)),
+        ):
+            page, served = open_watched(server.page("overview.ipynb"))
+            if 'class="smartlab-snapshot"' in served:
+                assert_first_paint_inert(served)
+            for kit_id in (EVIL, EVIL2):
+                page.wait_for_selector(f".smartlab-board-row-{kit_id} .smartlab-spark svg")
+            eventually(lambda: assert_inert(page, *shown), timeout=15)  # noqa: B023
+            screenshot(page, "hostile-overview")
 
 
 def test_admin_view_shows_reasons_rejections_and_institutions_as_text(lab, open_watched):

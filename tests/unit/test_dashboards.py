@@ -354,7 +354,8 @@ def test_flush_shows_the_window_of_history_and_the_kit_state_without_sending_com
     line = dash.plots["level"].line
     assert 100 <= len(line.x) <= 121  # the last minute of 0.5 s samples
     assert line.y[-1] == 100.0
-    assert list(dash.plots["pump-state"].line.y) == [1.0]  # enum level index
+    # the enum's level index, and the same again at the time of drawing: the line reaches now
+    assert list(dash.plots["pump-state"].line.y) == [1.0, 1.0]
     assert "north" in dash.readings.widget.value and "data-ts" in dash.readings.widget.value
     assert dash.controls["mode"].input.value == "manual"  # copied from the kit
     assert kit.sent == []  # ... which sends nothing
@@ -571,6 +572,7 @@ def test_the_board_runs_preheated_and_every_server_passes_the_language_header():
     assert "overview.ipynb" in joined and "--preheat_kernel=True" in command
     assert '"overview.ipynb": {"pool_size": 3}' in joined
     assert "--Voila.base_url=/services/status/" in command
+    assert command[1:3] == ["-m", "labs.board_voila"]  # redirects /services/status to .../
     assert "--VoilaConfiguration.http_header_envs=Accept-Language" in command
     plain = voila_command(port=1)
     assert not any("preheat" in part for part in plain)

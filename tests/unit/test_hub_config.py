@@ -161,6 +161,10 @@ def test_one_formgrader_per_course_named_after_it(site, runtime):
     assert by_name["lab"]["url"] == "http://127.0.0.1:8181"
     assert by_name["lab"]["oauth_no_confirm"] is True
     assert by_name["lab"]["command"][2:5] == ["hub_config.cli", "lab", "serve"]  # hub-managed
+    # The public board reads the lab service's public route: its address, and no token.
+    board_env = by_name["status"]["environment"]
+    assert board_env["SMARTLAB_LAB_URL"] == by_name["lab"]["url"]
+    assert not any("TOKEN" in name for name in board_env)
 
 
 # ------------------------------------------------------------------ config files

@@ -449,3 +449,37 @@ def test_a_burst_of_requests_is_decided_together(lab):
     assert [p for p, _ in waiting] == list(range(1, 7))
     assert [u for _, u in waiting][:2] == ["b0", "a1"]  # a0's session puts univ-a a slot back
     assert len(service.my_queue(users[1])) == 1
+
+
+def test_the_public_board_route_tells_anyone_availability_institution_and_queue(lab):
+    """GET /api/board: no identity needed; in use by which institution, queue length,
+    maintenance; never a person's name nor the admin's reason."""
+    from lab_service.api_routes import ROUTES, ApiContext, Call
+    from lab_service.api_schemas import BoardKit
+
+    service, *_ = lab
+    service.register_kit(ADMIN, "k3", "street-lighting")
+    service.request(ALICE, kit_id="k1")
+    service.request(BOB, kit_id="k1")
+    service.set_maintenance(ADMIN, "k2", on=True, reason="lamp replaced by carol")
+    route = next(r for r in ROUTES if r.key == "GET /api/board")
+    assert route.public and not route.admin and route.response == [BoardKit]
+    ctx = ApiContext(service, accounts=None, mqtt_url=str, provision_kits=list)  # type: ignore[arg-type]
+    answer = route.op(Call(ctx, user=None, args={}, query={}, body=None))
+    for kit in answer:
+        BoardKit.model_validate(kit)  # exactly the documented fields
+    by_id = {k["id"]: k for k in answer}
+    assert (by_id["k1"]["availability"], by_id["k1"]["holder_institution"]) == ("in-use", "univ-a")
+    assert by_id["k1"]["queue_length"] == 1
+    assert by_id["k2"]["availability"] == "maintenance"
+    assert by_id["k3"] == {
+        "id": "k3",
+        "model": "street-lighting",
+        "name": "",
+        "availability": "available",
+        "online": True,
+        "holder_institution": None,
+        "queue_length": 0,
+    }
+    shown = repr(answer)
+    assert "alice" not in shown and "bob" not in shown and "carol" not in shown
