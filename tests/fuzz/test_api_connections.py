@@ -130,7 +130,7 @@ def test_a_body_over_the_limit_gets_413_with_the_error_json(service, size):
     sock.close()
     assert status == 413, answer
     assert headers["Content-Type"].startswith("application/json")
-    assert set(answer) == {"error"} and str(LIMIT) in answer["error"]
+    assert set(answer) == {"error", "code"} and str(LIMIT) in answer["error"]
 
 
 def test_a_large_body_announced_is_refused_before_it_is_sent(service):
