@@ -15,18 +15,18 @@ LANGUAGES = ("en", "ru")
 # code: (English, Russian). English wording is the service's historical one (clients match it).
 CATALOGUE: dict[str, tuple[str, str]] = {
     # kits and the pool
-    "kit-registered": ("kit {kit} is already registered", "комплект {kit} уже зарегистрирован"),
-    "kit-retired": ("kit {kit} is retired", "комплект {kit} списан"),
-    "no-kit": ("no kit {kit}", "нет комплекта {kit}"),
-    "no-kit-of-model": ("no kit of model {model}", "нет комплекта модели {model}"),
+    "kit-registered": ("kit {kit} is already registered", "стенд {kit} уже зарегистрирован"),
+    "kit-retired": ("kit {kit} is retired", "стенд {kit} списан"),
+    "no-kit": ("no kit {kit}", "нет стенда {kit}"),
+    "no-kit-of-model": ("no kit of model {model}", "нет стенда модели {model}"),
     "unknown-model": (
         "unknown kit model {model!r} (known: {known})",
-        "неизвестная модель комплекта {model!r} (известны: {known})",
+        "неизвестная модель стенда {model!r} (известны: {known})",
     ),
     "lab-admin-only": ("this needs a lab admin", "это может только администратор лаборатории"),
     # queue and sessions
-    "kit-or-model": ("ask for either a kit or a kit model", "укажите либо комплект, либо модель"),
-    "already-holding": ("you already hold this kit", "этот комплект уже у вас"),
+    "kit-or-model": ("ask for either a kit or a kit model", "укажите либо стенд, либо модель"),
+    "already-holding": ("you already hold this kit", "этот стенд уже у вас"),
     "already-waiting": ("you are already waiting", "вы уже в очереди"),
     "already-waiting-entry": (
         "you are already waiting (queue entry {entry})",
@@ -54,7 +54,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "booking-clash": (
         "kit {kit} is already booked from {starts} to {ends} (booking {booking})",
-        "комплект {kit} уже забронирован с {starts} до {ends} (бронь {booking})",
+        "стенд {kit} уже забронирован с {starts} до {ends} (бронь {booking})",
     ),
     "no-booking": ("no booking {booking}", "нет брони {booking}"),
     "booking-not-yours": (
@@ -111,7 +111,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "kit-id-invalid": (
         "a kit id is a-z, 0-9 and -, at most 64, not {value!r}",
-        "номер комплекта состоит из a-z, 0-9 и -, не длиннее 64, а не {value!r}",
+        "номер стенда состоит из a-z, 0-9 и -, не длиннее 64, а не {value!r}",
     ),
     "id-invalid": (
         "{what} id must be a positive integer, not {value!r}",
@@ -132,7 +132,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "history-sensors": (
         "unknown sensor(s) of a {model} kit: {unknown} (it has {known})",
-        "у комплекта {model} нет датчиков: {unknown} (есть: {known})",
+        "у стенда {model} нет датчиков: {unknown} (есть: {known})",
     ),
     "history-invalid": ("{detail}", "неверный запрос истории: {detail}"),
     "no-api-path": ("no such API path: {path}", "нет такого пути API: {path}"),
@@ -225,9 +225,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "reason-released": ("released", "освобождён"),
     "reason-no-heartbeat": ("no-heartbeat", "нет сигнала присутствия"),
     "reason-ended-by-admin": ("ended-by-admin", "завершён администратором"),
-    "reason-kit-offline": ("kit-offline", "комплект не в сети"),
+    "reason-kit-offline": ("kit-offline", "стенд не в сети"),
     "reason-booked-slot": ("booked-slot", "началась бронь"),
-    "reason-kit-retired": ("kit-retired", "комплект списан"),
+    "reason-kit-retired": ("kit-retired", "стенд списан"),
     # validation problems of a body (pydantic error types); English: pydantic's own words
     "v-json_invalid": ("malformed JSON: {detail}", "некорректный JSON: {detail}"),
     "v-missing": ("{msg}", "обязательное поле"),
@@ -255,10 +255,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "kit and model are strings; leave out the one not asked for",
         "kit и model — строки; не указывайте то, что не нужно",
     ),
-    "v-kit-or-model": ("ask for either a kit or a kit model", "укажите либо комплект, либо модель"),
-    "v-located": ("{where}: {problem}{more}", "{where}: {problem}{more}"),
-    "v-plain": ("{problem}{more}", "{problem}{more}"),
-    "v-more": (" (and {n} more)", " (и ещё {n})"),
+    "v-kit-or-model": ("ask for either a kit or a kit model", "укажите либо стенд, либо модель"),
+    "v-located": ("{where}: {problem} {more}", "{where}: {problem} {more}"),
+    "v-plain": ("{problem} {more}", "{problem} {more}"),  # `more`: "" or v-more
+    "v-more": ("(and {n} more)", "(и ещё {n})"),
     "v-other": ("{msg}", "{msg}"),  # a pydantic type with no Russian words here
 }
 

@@ -421,7 +421,7 @@ def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
         status, answer = stack.call(method, path, who, None if raw is not None else body, raw)
         what = f"{method} {path} as {who} with {body!r}"
         assert status == expected, f"{what}: {status} {answer}"
-        assert isinstance(answer, dict) and set(answer) == {"error"}, f"{what}: {answer!r}"
+        assert isinstance(answer, dict) and set(answer) == {"error", "code"}, f"{what}: {answer!r}"
         assert answer["error"] and "\n" not in answer["error"], what
         assert "Traceback" not in answer["error"], what
     status, answer = stack.call("GET", "/api/kits", "nobody")  # an unknown token
@@ -526,9 +526,9 @@ def test_methods_the_api_does_not_have_get_405_with_allow(stack):
         assert status == 405, (method, status, answer)
         assert headers.get("Allow") == "GET, POST", (method, headers)
         if method != b"HEAD":
-            assert set(answer) == {"error"}, (method, answer)
+            assert set(answer) == {"error", "code"}, (method, answer)
     status, headers, answer = _raw(stack, b"TRACE /api/nothing-here HTTP/1.1\r\nHost: l\r\n\r\n")
-    assert status == 404 and set(answer) == {"error"}
+    assert status == 404 and set(answer) == {"error", "code"}
 
 
 def test_a_body_that_is_not_json_gets_415(stack):

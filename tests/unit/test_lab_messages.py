@@ -87,7 +87,7 @@ def test_validation_problems_are_worded_in_both_languages():
     with pytest.raises(ValidationError) as neither:
         QueueRequest.model_validate_json("{}")
     assert render(*validation_problem(neither.value)) == "ask for either a kit or a kit model"
-    assert render(*validation_problem(neither.value), "ru") == "укажите либо комплект, либо модель"
+    assert render(*validation_problem(neither.value), "ru") == "укажите либо стенд, либо модель"
     with pytest.raises(ValidationError) as bad_time:
         BookingCreate.model_validate_json(
             '{"kit": "k", "course": "c", "starts_at": "soon", "ends_at": 5}'
