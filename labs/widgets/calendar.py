@@ -323,17 +323,18 @@ class BookingCalendar:
         placed = blocks(self.bookings, self.monday, self.tz)
         today = local(self.clock(), self.tz).date()
         self.grid.value = grid_html(t, self.monday, placed, self.me, today)
-        self._render_mine(placed)
+        self._render_mine()
 
-    def _render_mine(self, placed: list[Block]) -> None:
+    def _render_mine(self) -> None:
+        """A cancel button for each of the viewer's coming bookings of the course, any week."""
         t = self.texts
         now = self.clock()
         own = sorted(
-            {
-                b.booking["id"]: b.booking
-                for b in placed
-                if b.booking.get("booked_by") == self.me and b.booking["ends_at"] > now
-            }.values(),
+            (
+                b
+                for b in self.bookings
+                if b.get("booked_by") == self.me and not b.get("cancelled") and b["ends_at"] > now
+            ),
             key=lambda b: b["starts_at"],
         )
         rows: list[W.Widget] = []
