@@ -11,6 +11,7 @@ it as Accept-Language), and nothing changes.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -203,8 +204,6 @@ class BookingCalendar:
         tz: dt.tzinfo | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        import time
-
         self.service, self.me, self.texts, self.runner = service, me, texts, runner
         self.changed = changed  # ask the owner to fetch the bookings again
         self.tz = tz
