@@ -28,6 +28,7 @@ from labs.client import (
     CommandNotAuthorized,
     Lab,
     LabService,
+    LabServiceError,
     connect,
 )
 from tests.conftest import REPO, wait_until
@@ -315,6 +316,13 @@ def test_refusals_are_worded_in_the_callers_language(stack):
     )
     status, answer = stack.call("GET", "/api/me", None, lang="ru")
     assert status == 401 and answer["code"] == "auth-token" and "токен" in answer["error"]
+    # the client library sends its language ($SMARTLAB_LANG or lang=) and keeps line and code
+    client = stack.service.client(token("carol"))
+    client.lang = "ru"
+    with pytest.raises(LabServiceError) as refused:
+        client.book(LAMP2, COURSE, past["starts_at"], past["ends_at"])
+    assert (refused.value.status, refused.value.code) == (400, "booking-in-past")
+    assert refused.value.reason == "бронь не может начинаться в прошлом"
     assert stack.ok("GET", "/api/bookings", "carol") == before
 
 
