@@ -259,7 +259,7 @@ class BookingCalendar:
             texts.label(widget, key)
             widget.style = {"description_width": "110px"}
             widget.add_class(f"smartlab-{key.replace('_', '-')}")  # cal_kit: .smartlab-cal-kit
-        self.book_button = W.Button(button_style="primary", icon="calendar-plus")
+        self.book_button = W.Button(button_style="primary", icon="calendar")
         texts.label(self.book_button, "cal_book")
         texts.label(self.book_button, "cal_book", "tooltip")
         self.book_button.on_click(lambda _b: self.book())
