@@ -103,10 +103,11 @@ def grid_html(
         )
         for d in range(7)
     )
-    hours = join(
+    hours = join(  # each hour: its label, and a line across the days (under the blocks)
         html(
-            "<div class='smartlab-cal-hour' style='grid-column:1;grid-row:{} / span 4'>"
-            "{:02d}:00</div>",
+            "<div class='smartlab-cal-hour' style='grid-column:1;grid-row:{0} / span 4'>"
+            "{1:02d}:00</div><div class='smartlab-cal-line' style='grid-column:2 / 9;"
+            "grid-row:{0} / span 4'></div>",
             (h - first) * 4 + 2,
             h,
         )
@@ -137,13 +138,13 @@ def grid_html(
         "<div class='smartlab-cal-scroll' style='overflow-x:auto'>"
         "<div class='smartlab-cal-grid' role='grid' aria-label='{}' style='display:grid;"
         "grid-template-columns:3.2em repeat(7,minmax(44px,1fr));"
-        "grid-template-rows:auto repeat({},11px);min-width:360px;font-size:12px;"
-        "background:repeating-linear-gradient(#fff 0 43px,#e4e7ec 43px 44px);"
-        "background-position:0 1.6em'>{}{}{}</div></div>"
+        "grid-template-rows:auto repeat({},11px);min-width:360px;font-size:12px'>"
+        "{}{}{}</div></div>"
         "<style>.smartlab-cal-day{{font-weight:600;text-align:center;padding:2px;"
         "background:#f2f4f7;border-bottom:1px solid #d0d5dd}}.smartlab-cal-today{{"
         "background:#dbeafe}}.smartlab-cal-hour{{color:#475467;padding-right:4px;"
-        "text-align:right}}.smartlab-cal-block{{background:#d1e9ff;border:1px solid #2e90fa;"
+        "text-align:right}}.smartlab-cal-line{{border-top:1px solid #e4e7ec}}"
+        ".smartlab-cal-block{{background:#d1e9ff;border:1px solid #2e90fa;"
         "border-radius:4px;margin:0 1px;padding:1px 3px;overflow:hidden;line-height:1.2}}"
         ".smartlab-cal-mine{{background:#fef0c7;border-color:#dc6803}}</style>",
         texts("cal_grid_label"),
@@ -258,7 +259,7 @@ class BookingCalendar:
         ):
             texts.label(widget, key)
             widget.style = {"description_width": "110px"}
-            widget.add_class(f"smartlab-{key.replace('_', '-')}")  # cal_kit: .smartlab-cal-kit
+            widget.add_class(f"smartlab-form-{key.removeprefix('cal_')}")  # .smartlab-form-kit
         self.book_button = W.Button(button_style="primary", icon="calendar")
         texts.label(self.book_button, "cal_book")
         texts.label(self.book_button, "cal_book", "tooltip")

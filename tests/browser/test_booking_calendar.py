@@ -54,10 +54,10 @@ def calendar_stack(broker, state_root) -> Iterator[tuple[ServiceProcess, VoilaSe
 def pick(page, day: dt.date, start: str, kit: str | None = None) -> None:
     """Fill the form: the kit, the day (a date input) and the start time (HH:MM)."""
     if kit:
-        page.select_option(".smartlab-cal-kit select", kit)
-    page.fill(".smartlab-cal-day input", day.isoformat())
-    page.press(".smartlab-cal-day input", "Tab")  # the change event the widget listens for
-    page.select_option(".smartlab-cal-start select", start)
+        page.select_option(".smartlab-form-kit select", kit)
+    page.fill(".smartlab-form-day input", day.isoformat())
+    page.press(".smartlab-form-day input", "Tab")  # the change event the widget listens for
+    page.select_option(".smartlab-form-start select", start)
 
 
 def test_irina_books_sees_a_russian_refusal_and_cancels(calendar_stack, open_page):
@@ -71,7 +71,7 @@ def test_irina_books_sees_a_russian_refusal_and_cancels(calendar_stack, open_pag
     # A slot tomorrow at 10:00 in the lab's time zone (the kernel's, this machine's).
     tomorrow = dt.date.today() + dt.timedelta(days=1)
     pick(page, tomorrow, "10:00", KITS[1])
-    page.select_option(".smartlab-cal-duration select", label="1 ч 30 мин")
+    page.select_option(".smartlab-form-duration select", label="1 ч 30 мин")
     page.get_by_role("button", name="Забронировать").click()
     page.wait_for_selector(".smartlab-calendar-status :text('Забронировано')")
     (booked,) = irina.bookings()
