@@ -281,7 +281,9 @@ class KitSharing:
                 raise NotFound("no-queue-entry", entry=entry_id)
             if entry.state != WAITING:
                 raise Conflict(
-                    "entry-not-waiting", entry=entry_id, state=message(f"state-{entry.state}")
+                    "entry-not-waiting",
+                    entry=entry_id,
+                    state=message(f"state-{entry.state}", text=entry.state),
                 )
             entry.state, entry.left_at = LEFT, now
             return self._entry_view(db, entry, now)
@@ -315,7 +317,7 @@ class KitSharing:
                 raise Conflict(
                     "session-ended",
                     session=session_id,
-                    reason=message(f"reason-{session.end_reason}"),
+                    reason=message(f"reason-{session.end_reason}", text=session.end_reason),
                 )
             session.last_heartbeat = now
             session.state = ACTIVE
