@@ -4,8 +4,10 @@ One route table (`ROUTES`) builds both the tornado handlers and the OpenAPI docu
 cannot drift. Handlers only parse, call the service and answer: the rules live in
 `service.KitSharing` (and the read-only exports in `records`).
 
-Every refusal is a 4xx with `{"error": "<one line>"}`; bodies are parsed strictly (no unknown
-fields, no type coercion), so a request either is understood exactly or changes nothing.
+Every refusal is a 4xx with `{"error": "<one line>", "code": "<message code>"}`, the line in the
+language of the request's `Accept-Language` (English by default; messages.py); bodies are
+parsed strictly (no unknown fields, no type coercion), so a request either is understood
+exactly or changes nothing.
 Operations run on the service process's event loop thread, the one thread that drives the
 service (see app.py); the handlers, on that thread too or in HTTP front-end processes.
 
@@ -53,8 +55,10 @@ from lab_service.api_routes import (
     _convert_query,
     path_regex,
 )
-from lab_service.api_schemas import ApiError, Body, one_line, validation_message
+from lab_service.api_schemas import ApiError, Body, validation_problem
+from lab_service.messages import one_line, render
 from lab_service.service import SharingError, User
+from site_config.languages import negotiate
 
 log = logging.getLogger(__name__)
 
@@ -77,22 +81,30 @@ def parse_body(model: type[Body], raw: bytes, content_type: str = "") -> Body:
     Content-Type is read as JSON (HTTP lets the recipient assume the type then)."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in ("", "application/json"):
-        raise ApiError(
-            415, f"the body must be JSON (Content-Type: application/json), not {media[:60]!r}"
-        )
+        raise ApiError(415, "body-not-json", media=media[:60])
     if not raw.strip():
-        raise ApiError(400, "this request needs a JSON body")
+        raise ApiError(400, "body-missing")
     try:
         return model.model_validate_json(raw)
     except ValidationError as err:
-        raise ApiError(400, f"invalid body: {validation_message(err)}") from None
+        raise ApiError(400, "body-invalid", problem=validation_problem(err)) from None
 
 
 # ---------------------------------------------------------------- tornado
 
 
+def error_body(code: str, fields: dict[str, Any], lang: str) -> str:
+    """The JSON of a refusal: its line in `lang`, and its code for clients that word it."""
+    return json.dumps({"error": render(code, fields, lang), "code": code})
+
+
 class JsonErrors(RequestHandler):
-    """Every error this server sends is {"error": "<one line>"}, tornado's own ones too."""
+    """Every error this server sends is {"error": "<one line>", "code": "<code>"}, tornado's
+    own ones too, the line in the language of the request's Accept-Language."""
+
+    @property
+    def lang(self) -> str:
+        return negotiate(self.request.headers.get("Accept-Language"))
 
     # Methods tornado does not know (TRACE, CONNECT, ...) get its 405 before any handler code:
     # write_error adds the Allow header there.
@@ -103,26 +115,28 @@ class JsonErrors(RequestHandler):
         self.set_header("Content-Type", JSON_TYPE)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = exc.log_message if isinstance(exc, HTTPError) and exc.log_message else None
+        code, fields = "http-error", {"status": status_code, "reason": message or self._reason}
         if status_code == 405:
             allowed = ", ".join(self.allowed_methods())
             self.set_header("Allow", allowed)
-            message = f"{self.request.method} is not allowed on this path; allowed: {allowed}"
-        self.finish(json.dumps({"error": one_line(message or self._reason)}))
+            code = "method-not-allowed-here"
+            fields = {"method": self.request.method, "allowed": allowed}
+        self.finish(error_body(code, fields, self.lang))
 
-    def fail(self, status: int, message: str) -> None:
+    def fail(self, status: int, code: str, fields: dict[str, Any] | None = None) -> None:
         self.set_status(status)
         self.set_header("Content-Type", JSON_TYPE)
-        self.finish(json.dumps({"error": one_line(message)}))
+        self.finish(error_body(code, fields or {}, self.lang))
 
 
 class NotFoundHandler(JsonErrors):
     def prepare(self) -> None:
-        self.fail(404, f"no such API path: {self.request.path[:200]}")
+        self.fail(404, "no-api-path", {"path": self.request.path[:200]})
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         if status_code == 405:  # an unknown method on an unknown path: the path is the news
             self.clear()
-            self.fail(404, f"no such API path: {self.request.path[:200]}")
+            self.fail(404, "no-api-path", {"path": self.request.path[:200]})
             return
         super().send_error(status_code, **kwargs)
 
@@ -146,15 +160,16 @@ class Operations:
         return self._routes[key].op(Call(self.ctx, user, args, query, body))
 
 
-def refusal(err: Exception, what: str) -> tuple[int, str]:
-    """HTTP status and one-line reason for an exception of a call (`what`: method and path)."""
+def refusal(err: Exception, what: str) -> tuple[int, str, dict[str, Any]]:
+    """HTTP status, message code and fields for an exception of a call (`what`: method and
+    path); the HTTP edge words it in the caller's language."""
     if isinstance(err, ApiError | SharingError):
-        return err.status, str(err)
+        return err.status, err.code, err.fields
     if isinstance(err, DynSecError | ConnectError | ConnectionError | TimeoutError):
         log.warning("%s: the broker failed: %s", what, err)
-        return 503, one_line(f"the MQTT broker failed, try again: {err}")
+        return 503, "broker-failed", {"detail": one_line(str(err))}
     log.error("%s failed", what, exc_info=err)
-    return 500, f"internal error ({type(err).__name__}); it has been logged"
+    return 500, "internal-error", {"kind": type(err).__name__}
 
 
 class ApiHandler(JsonErrors):
@@ -189,8 +204,12 @@ class ApiHandler(JsonErrors):
             self.set_header("Allow", ", ".join(self.routes))
             self.fail(
                 405,
-                f"{self.request.method} is not allowed on {self.request.path}; "
-                f"allowed: {', '.join(self.routes)}",
+                "method-not-allowed",
+                {
+                    "method": self.request.method,
+                    "path": self.request.path,
+                    "allowed": ", ".join(self.routes),
+                },
             )
             return
         try:
@@ -209,7 +228,7 @@ class ApiHandler(JsonErrors):
                 self.set_header("WWW-Authenticate", "token")
                 raise ApiError(401, self.identity.unauthenticated)
             if route.admin and not user.lab_admin:
-                raise ApiError(403, "this needs a lab admin")
+                raise ApiError(403, "lab-admin-only")
         args, query, body = self._parse(route, raw_args)
         result = self.invoke(route.key, user, args, query, body)
         return await result if inspect.isawaitable(result) else result
@@ -228,7 +247,9 @@ class ApiHandler(JsonErrors):
             raise
         except Exception as err:
             log.info("%s %s: malformed request: %r", route.method, self.request.path, err)
-            raise ApiError(400, f"malformed request ({type(err).__name__}): {err}") from None
+            raise ApiError(
+                400, "malformed-request", kind=type(err).__name__, detail=one_line(str(err))
+            ) from None
         return args, query, body
 
     def _answer(self, route: Route, result: Any) -> None:
@@ -326,29 +347,30 @@ class BodyLimit(httputil.HTTPMessageDelegate):
         refused = self._refusal(headers)
         if refused is None:
             return self.inner.headers_received(start_line, headers)
-        status, message = refused
-        log.info("%s: refused before its body: %s", start_line, message)
+        status, code, fields = refused
+        log.info("%s: refused before its body: %s", start_line, render(code, fields))
+        body = error_body(code, fields, negotiate(headers.get("Accept-Language")))
         stream = self.conn.detach()  # type: ignore[attr-defined]  # HTTP1Connection
-        task = asyncio.ensure_future(refuse_and_close(stream, status, message, self.limits))
+        task = asyncio.ensure_future(refuse_and_close(stream, status, body, self.limits))
         _REFUSALS.add(task)
         task.add_done_callback(_REFUSALS.discard)
         return None
 
-    def _refusal(self, headers: httputil.HTTPHeaders) -> tuple[int, str] | None:
+    def _refusal(self, headers: httputil.HTTPHeaders) -> tuple[int, str, dict[str, Any]] | None:
         limit = self.limits.max_body_bytes
         if "chunked" in headers.get("Transfer-Encoding", "").lower():
-            return 411, "send the body with a Content-Length (chunked bodies are not taken)"
+            return 411, "body-chunked", {}
         lengths = headers.get_list("Content-Length")
         if not lengths:
             return None
         text = lengths[0].strip()
         if len(set(lengths)) > 1 or not text.isascii() or not text.isdigit():
-            return 400, "malformed Content-Length"
+            return 400, "content-length-malformed", {}
         if int(text) > limit:
-            return 413, f"the body is larger than the limit of {limit} bytes"
+            return 413, "body-too-large", {"limit": limit}
         media = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if media in FORM_TYPES and int(text):  # tornado would parse it before any handler
-            return 415, f"the body must be JSON (Content-Type: application/json), not {media!r}"
+            return 415, "body-not-json", {"media": media}
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -372,12 +394,12 @@ _REASONS = {
 
 
 async def refuse_and_close(
-    stream: iostream.IOStream, status: int, message: str, limits: HttpLimits
+    stream: iostream.IOStream, status: int, error_json: str, limits: HttpLimits
 ) -> None:
     """Answer `status` with the error JSON on a stream taken from tornado, then close it
     gently: closing with unread input makes the kernel reset the connection, and the client
     could lose the answer before reading it."""
-    body = json.dumps({"error": one_line(message)}).encode()
+    body = error_json.encode()
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
         f"Content-Type: {JSON_TYPE}\r\nContent-Length: {len(body)}\r\n"

@@ -26,7 +26,7 @@ class Identity:
     """Says who is calling. Subclass and override `user_for`; it may also raise ApiError (403)
     for a caller it knows but refuses, with the reason."""
 
-    unauthenticated = "authentication required"
+    unauthenticated = "auth-required"  # a message code (messages.py)
 
     def user_for(self, handler: RequestHandler) -> User | Awaitable[User | None] | None:
         raise NotImplementedError
@@ -76,7 +76,7 @@ class TokenIdentity(Identity):
     """`Authorization: token <t>`, with tokens mapped to users in configuration:
     {token: {"name", "institution", "courses", "instructor_of", "lab_admin", "priority"}}."""
 
-    unauthenticated = "missing or unknown token: send the header 'Authorization: token <token>'"
+    unauthenticated = "auth-token"
 
     def __init__(self, users: Mapping[str, Mapping[str, Any]]) -> None:
         self._users: dict[str, User] = {}

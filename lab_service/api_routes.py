@@ -36,8 +36,8 @@ from lab_service.api_schemas import (
     SessionView,
     Usage,
     _epoch,
-    one_line,
 )
+from lab_service.messages import CATALOGUE, message, one_line
 from lab_service.service import KitSharing, NotFound, User
 
 # ---------------------------------------------------------------- what handlers reach
@@ -146,12 +146,12 @@ def register_kit(c: Call) -> dict:
     body: KitCreate = c.body
     if c.ctx.models and body.model not in c.ctx.models:
         raise ApiError(
-            400, f"unknown kit model {body.model!r} (known: {', '.join(sorted(c.ctx.models))})"
+            400, "unknown-model", model=body.model, known=", ".join(sorted(c.ctx.models))
         )
     if any(k["id"] == body.id for k in c.service.kits()):
         # Checked before provisioning: re-provisioning resets the kit's account, which
         # disconnects the kit and would end its holder's session.
-        raise ApiError(409, f"kit {body.id} is already registered")
+        raise ApiError(409, "kit-registered", kit=body.id)
     c.ctx.provision_kits([body.id])  # idempotent; a kit in the pool must be commandable
     return c.service.register_kit(c.user, body.id, body.model, body.name)
 
@@ -160,7 +160,7 @@ def kit_health(c: Call) -> dict:
     kit_id = c.args["kit_id"]
     view = next((k for k in c.service.kits() if k["id"] == kit_id), None)
     if view is None:
-        raise NotFound(f"no kit {kit_id}")
+        raise NotFound("no-kit", kit=kit_id)
     return {**view, **c.ctx.kit_health(kit_id)}
 
 
@@ -258,15 +258,27 @@ def _history_rows(c: Call) -> tuple[list[dict], list[str]]:
     kit_id = c.args["kit_id"]
     view = next((k for k in c.service.kits() if k["id"] == kit_id), None)
     if view is None:
-        raise NotFound(f"no kit {kit_id}")
+        raise NotFound("no-kit", kit=kit_id)
     descriptor = _descriptors().get(view["model"])
     end = _query_time(c.query, "to", c.service.clock())
     start = _query_time(c.query, "from", end - 3600.0)
     wanted = [s for s in c.query.get("sensors", "").split(",") if s] or None
+    if end < start:  # history.history would refuse it too, in English
+        raise ApiError(400, "history-range", start=start, end=end)
+    known = list((descriptor or {}).get("sensors", {}))
+    unknown = [name for name in wanted or [] if descriptor is not None and name not in known]
+    if unknown:
+        raise ApiError(
+            400,
+            "history-sensors",
+            model=view["model"],
+            unknown=", ".join(unknown),
+            known=", ".join(known),
+        )
     try:
         rows = history.history(c.service.store, kit_id, start, end, wanted, descriptor=descriptor)
     except ValueError as err:
-        raise ApiError(400, one_line(str(err))) from None
+        raise ApiError(400, "history-invalid", detail=one_line(str(err))) from None
     sensors = wanted or list((descriptor or {}).get("sensors", {}))
     return rows, sensors
 
@@ -287,9 +299,7 @@ def _query_time(query: dict[str, Any], name: str, default: float) -> float:
     try:
         return float(_epoch(float(text) if re.fullmatch(EPOCH_TEXT, text) else text))
     except (ValueError, TypeError):
-        raise ApiError(
-            400, f"query parameter {name} must be an ISO 8601 time or epoch seconds"
-        ) from None
+        raise ApiError(400, "query-time", name=name) from None
 
 
 @functools.cache
@@ -538,16 +548,14 @@ def path_regex(path: str) -> str:
 def _convert_path_arg(name: str, raw: str) -> Any:
     if name == "kit_id":
         if not re.fullmatch(KIT_ID, raw):
-            raise ApiError(400, f"a kit id is a-z, 0-9 and -, at most 64, not {raw[:40]!r}")
+            raise ApiError(400, "kit-id-invalid", value=raw[:40])
         return raw
     if not name.endswith("_id"):
         return raw
     if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
-        raise ApiError(
-            400,
-            f"{name.removesuffix('_id').replace('_', ' ')} id must be a "
-            f"positive integer, not {raw[:40]!r}",
-        )
+        noun = name.removesuffix("_id")
+        what = message(f"noun-{noun}") if f"noun-{noun}" in CATALOGUE else noun.replace("_", " ")
+        raise ApiError(400, "id-invalid", what=what, value=raw[:40])
     return int(raw)
 
 
@@ -556,12 +564,12 @@ def _convert_query(route: Route, arguments: dict[str, list[bytes]]) -> dict[str,
     values: dict[str, Any] = {}
     for name, raw in arguments.items():
         if name not in known:
-            raise ApiError(400, f"unknown query parameter {name[:40]!r}")
+            raise ApiError(400, "query-unknown", name=name[:40])
         text = raw[-1].decode(errors="replace").strip()
         if known[name].kind is bool:
             text = text.lower()
             if text not in ("1", "true", "yes", "0", "false", "no"):
-                raise ApiError(400, f"query parameter {name} must be 1/true or 0/false")
+                raise ApiError(400, "query-bool", name=name)
             values[name] = text in ("1", "true", "yes")
         else:
             values[name] = text

@@ -15,6 +15,9 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from lab_service.messages import CATALOGUE, Coded, Message, message, render
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id would be an overflow error, not a 404
 KIT_ID = r"^[a-z0-9][a-z0-9-]{0,63}$"  # a Homie topic level: the kit's MQTT id
@@ -29,16 +32,13 @@ ISO_TIME = (
 EPOCH_TEXT = r"^[0-9]{1,12}(\.[0-9]{1,9})?$"  # epoch seconds in a query parameter
 
 
-class ApiError(Exception):
-    """A request refused by the API layer itself (before the service is asked)."""
+class ApiError(Coded):
+    """A request refused by the API layer itself (before the service is asked): the HTTP
+    status, a message code of messages.py and its fields (or a free text: shown as given)."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, code: str, /, **fields: Any) -> None:
+        super().__init__(code, **fields)
         self.status = status
-
-
-def one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "error"
 
 
 # ---------------------------------------------------------------- request bodies
@@ -56,14 +56,14 @@ def _epoch(value: Any) -> Any:
             t = dt.datetime.fromisoformat(value)
             value = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
         except (ValueError, OverflowError):
-            raise ValueError("expected an ISO 8601 time or epoch seconds") from None
+            raise _problem("time-format") from None
     elif isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)
         except OverflowError:
-            raise ValueError(f"a time must be {MIN_EPOCH:.0f}..{MAX_EPOCH:.0f} s") from None
+            raise _problem("time-range", low=f"{MIN_EPOCH:.0f}", high=f"{MAX_EPOCH:.0f}") from None
     if isinstance(value, float) and not MIN_EPOCH <= value <= MAX_EPOCH:
-        raise ValueError(f"a time must be {MIN_EPOCH:.0f}..{MAX_EPOCH:.0f} s")
+        raise _problem("time-range", low=f"{MIN_EPOCH:.0f}", high=f"{MAX_EPOCH:.0f}")
     return value  # a float passes; anything else fails the float check
 
 
@@ -126,9 +126,9 @@ class QueueRequest(Body):
     def _one_target(self) -> QueueRequest:
         given = self.model_fields_set
         if ("kit" in given and self.kit is None) or ("model" in given and self.model is None):
-            raise ValueError("kit and model are strings; leave out the one not asked for")
+            raise _problem("queue-null")
         if (self.kit is None) == (self.model is None):
-            raise ValueError("ask for either a kit or a kit model")
+            raise _problem("kit-or-model")
         return self
 
 
@@ -268,15 +268,37 @@ class Usage(Out):
 
 
 class ErrorView(Out):
-    error: str = Field(description="why, in one line")
+    error: str = Field(
+        description="why, in one line, in the language of the request's Accept-Language "
+        "(ru or en; English by default)"
+    )
+    code: str = Field(description="the message's stable code (e.g. booking-too-soon)")
 
 
 def validation_message(err: ValidationError) -> str:
+    """The first problem of a validation error, in English (configuration files, logs)."""
+    code, fields = validation_problem(err)
+    return render(code, fields)
+
+
+def validation_problem(err: ValidationError) -> Message:
+    """The first problem of a validation error as a message ("where: what (and n more)"),
+    rendered in the caller's language at the HTTP edge."""
     errors = err.errors(include_url=False)
     first = errors[0]
     if first["type"] == "json_invalid":
-        return f"malformed JSON: {first['msg'].removeprefix('Invalid JSON: ')}"
+        return message("v-json_invalid", detail=first["msg"].removeprefix("Invalid JSON: "))
     where = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return one_line(f"{where}: {msg}{more}" if where else f"{msg}{more}")
+    ctx = {k: v for k, v in (first.get("ctx") or {}).items() if isinstance(v, str | int | float)}
+    code = f"v-{first['type']}" if f"v-{first['type']}" in CATALOGUE else "v-other"
+    problem = message(code, **{**ctx, "msg": msg})
+    more = message("v-more", n=len(errors) - 1) if len(errors) > 1 else ""
+    if not where:
+        return message("v-plain", problem=problem, more=more) if more else problem
+    return message("v-located", where=where, problem=problem, more=more)
+
+
+def _problem(code: str, **fields: Any) -> PydanticCustomError:
+    """A validator's refusal with its own message code (`v-<code>` in messages.py)."""
+    return PydanticCustomError(code, render(f"v-{code}", fields), fields)

@@ -6,8 +6,9 @@ The service process (`LabServiceApp`) opens the listening socket and starts
 answers alone what needs no decision (404, 405, 401, malformed bodies) and hands every
 authenticated, validated call to the service process over its own Unix socket pair, as one
 frame: (call id, route key, user, path args, query, body) -> (call id, status, result or
-reason). The service process runs the route's operation on its one event loop thread, exactly
-as when it serves HTTP itself: every LabService call still happens on one thread, queue requests
+(message code, fields)): the front end words a refusal in its request's language. The service
+process runs the route's operation on its one event loop thread, exactly as when it serves HTTP
+itself: every LabService call still happens on one thread, queue requests
 arriving together from any front end are still decided in one transaction, and each answer goes
 back as soon as its batch is committed.
 
@@ -91,7 +92,8 @@ async def serve_front_end(channel: socket.socket, invoke: Invoke) -> None:
         try:
             message = (call_id, OK, outcome())
         except Exception as err:
-            message = (call_id, *refusal(err, what))
+            status, code, fields = refusal(err, what)
+            message = (call_id, status, (code, fields))  # worded by the front end
         replies.send(message)
 
     try:
@@ -140,7 +142,7 @@ class ServiceLink:
     def invoke(self, key: str, user: Any, args: dict, query: dict, body: Any) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         if self.closed:
-            future.set_exception(ApiError(503, "the lab service is stopping, try again"))
+            future.set_exception(ApiError(503, "service-stopping"))
             return future
         self._next_id += 1
         self._pending[self._next_id] = future
@@ -161,12 +163,13 @@ class ServiceLink:
                 if status == OK:
                     future.set_result(payload)
                 else:
-                    future.set_exception(ApiError(status, payload))
+                    code, fields = payload
+                    future.set_exception(ApiError(status, code, **fields))
         finally:
             self.closed = True
             for future in self._pending.values():
                 if not future.done():
-                    future.set_exception(ApiError(503, "the lab service is stopping, try again"))
+                    future.set_exception(ApiError(503, "service-stopping"))
             self._pending.clear()
             self._writer.close()
 

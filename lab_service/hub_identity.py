@@ -48,7 +48,8 @@ from traitlets import Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from lab_service.api_identity import Identity
-from lab_service.api_schemas import ApiError, one_line
+from lab_service.api_schemas import ApiError
+from lab_service.messages import one_line
 from lab_service.rights import validate_user
 from lab_service.service import User
 from site_config.redirects import local_path
@@ -100,11 +101,7 @@ class HubIdentity(Identity, LoggingConfigurable):
     base_url = Unicode("/")  # the service's prefix behind the hub's proxy
     state_dir = Unicode(".")
 
-    unauthenticated = (
-        "missing, unknown or expired JupyterHub token: send 'Authorization: "
-        "token <token>' (in a user's server: $JUPYTERHUB_API_TOKEN), or log in "
-        "through the hub"
-    )
+    unauthenticated = "auth-hub"  # a message code (messages.py)
 
     @default("service_name")
     def _service_name_default(self) -> str:
@@ -143,19 +140,15 @@ class HubIdentity(Identity, LoggingConfigurable):
             model = await self.hub_auth.get_user(handler, sync=False)
         except HTTPError as err:  # the hub could not be asked
             raise ApiError(
-                503, one_line(f"cannot ask JupyterHub who is calling: {err.log_message or err}")
+                503, "hub-unreachable", detail=one_line(str(err.log_message or err))
             ) from None
         if not model:
             return None
         name, kind = model["name"], model.get("kind", "user")
         if kind != "user":
-            raise ApiError(403, f"{kind} {name} is not a hub user: the lab serves users only")
+            raise ApiError(403, "hub-not-user", kind=kind, name=name)
         if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
-            raise ApiError(
-                403,
-                f"this token of hub user {name} does not give access to the lab "
-                f"service (it lacks the scope {self.scope})",
-            )
+            raise ApiError(403, "hub-scope", name=name, scope=self.scope)
         return self.lab_user(name, await self.groups_of(name))
 
     async def groups_of(self, name: str) -> list[str]:
@@ -173,23 +166,19 @@ class HubIdentity(Identity, LoggingConfigurable):
         )
         if answer.code == 599:
             raise ApiError(
-                503, one_line(f"cannot reach JupyterHub at {self.hub_auth.api_url}: {answer.error}")
+                503, "hub-down", url=self.hub_auth.api_url, detail=one_line(str(answer.error))
             )
         if answer.code == 404:
-            raise ApiError(403, f"hub user {name} no longer exists")
+            raise ApiError(403, "hub-user-gone", name=name)
         if answer.code == 403:
             self.log.error(
                 "the hub refused to show %s's groups: the service's token needs "
                 "read:users:groups and read:users:name",
                 name,
             )
-            raise ApiError(
-                503,
-                "the lab service may not read users' groups at the hub "
-                "(its role needs read:users:groups); an admin must fix this",
-            )
+            raise ApiError(503, "hub-groups-forbidden")
         if answer.code != 200:
-            raise ApiError(503, f"JupyterHub answered {answer.code} when asked for {name}'s groups")
+            raise ApiError(503, "hub-answer", code=answer.code, name=name)
         groups = list(json.loads(answer.body).get("groups") or [])
         self._groups[name] = groups
         return groups
@@ -203,22 +192,14 @@ class HubIdentity(Identity, LoggingConfigurable):
 
         institutions = sorted(suffixes(self.institution_prefix))
         if not institutions:
-            raise ApiError(
-                403,
-                f"hub user {name} belongs to no institution: a hub admin adds "
-                f"them to a group {self.institution_prefix}<institution>",
-            )
+            raise ApiError(403, "hub-no-institution", name=name, prefix=self.institution_prefix)
         if len(institutions) > 1:
             listed = ", ".join(self.institution_prefix + i for i in institutions)
-            raise ApiError(
-                403,
-                f"hub user {name} belongs to several institutions ({listed}); "
-                "the lab needs exactly one",
-            )
+            raise ApiError(403, "hub-many-institutions", name=name, listed=listed)
         try:
             validate_user(name)
         except ValueError as err:
-            raise ApiError(403, f"hub user {name[:64]!r} cannot use the lab: {err}") from None
+            raise ApiError(403, "hub-bad-name", name=name[:64], detail=str(err)) from None
         return User(
             name,
             institutions[0],

@@ -23,6 +23,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session as DB
 
 from lab_service import scheduler as S
+from lab_service.messages import Coded, message
 from lab_service.policy import WEEK, SharingPolicy
 from lab_service.store import (
     ACTIVE,
@@ -71,8 +72,9 @@ class User:
     priority: int = 0
 
 
-class SharingError(Exception):
-    """A request the service refuses; `status` is the HTTP status, str() the one-line reason."""
+class SharingError(Coded):
+    """A request the service refuses: `status` is the HTTP status; the message code and fields
+    (messages.py) are rendered in the caller's language at the HTTP edge; str() is English."""
 
     status = 400
 
@@ -134,7 +136,7 @@ class KitSharing:
         with self.store.transaction() as db:
             kit = db.get(KitRow, kit_id)
             if kit is not None and kit.pool_state != RETIRED:
-                raise Conflict(f"kit {kit_id} is already registered")
+                raise Conflict("kit-registered", kit=kit_id)
             if kit is None:
                 kit = KitRow(id=kit_id, model=model, name=name, registered_at=self.clock())
                 db.add(kit)
@@ -162,7 +164,7 @@ class KitSharing:
         with self.store.transaction() as db:
             kit = self._kit(db, kit_id)
             if kit.pool_state == RETIRED:
-                raise Conflict(f"kit {kit_id} is retired")
+                raise Conflict("kit-retired", kit=kit_id)
             if on:
                 self._end_live_session(db, kit_id, ENDED_BY_ADMIN)
                 kit.pool_state, kit.reason = MAINTENANCE, reason or f"maintenance by {admin.name}"
@@ -276,9 +278,13 @@ class KitSharing:
         with self.store.transaction() as db:
             entry = db.get(QueueEntryRow, entry_id)
             if entry is None or (entry.user != user.name and not user.lab_admin):
-                raise NotFound(f"no queue entry {entry_id} of yours")
+                raise NotFound("no-queue-entry", entry=entry_id)
             if entry.state != WAITING:
-                raise Conflict(f"queue entry {entry_id} is no longer waiting ({entry.state})")
+                raise Conflict(
+                    "entry-not-waiting",
+                    entry=entry_id,
+                    state=message(f"state-{entry.state}", text=entry.state),
+                )
             entry.state, entry.left_at = LEFT, now
             return self._entry_view(db, entry, now)
 
@@ -287,7 +293,7 @@ class KitSharing:
         with self.store.transaction() as db:
             entry = db.get(QueueEntryRow, entry_id)
             if entry is None or (entry.user != user.name and not user.lab_admin):
-                raise NotFound(f"no queue entry {entry_id} of yours")
+                raise NotFound("no-queue-entry", entry=entry_id)
             return self._entry_view(db, entry, now)
 
     def my_queue(self, user: User) -> list[dict]:
@@ -308,7 +314,11 @@ class KitSharing:
         with self.store.transaction() as db:
             session = self._own_session(db, user, session_id)
             if session.state not in (GRANTED, ACTIVE):
-                raise Conflict(f"session {session_id} has ended ({session.end_reason})")
+                raise Conflict(
+                    "session-ended",
+                    session=session_id,
+                    reason=message(f"reason-{session.end_reason}", text=session.end_reason),
+                )
             session.last_heartbeat = now
             session.state = ACTIVE
             return self._session_view(session, now)
@@ -327,7 +337,7 @@ class KitSharing:
         with self.store.transaction() as db:
             session = db.get(SessionRow, session_id)
             if session is None:
-                raise NotFound(f"no session {session_id}")
+                raise NotFound("no-session", session=session_id)
             if session.state in (GRANTED, ACTIVE):
                 self._begin_end(db, session, ENDED_BY_ADMIN, now)
             return self._session_view(session, now)
@@ -339,7 +349,7 @@ class KitSharing:
         (its students queued as members of it, or used its booked slot), for its instructors
         and lab admins."""
         if course is not None and course not in user.instructor_of and not user.lab_admin:
-            raise Forbidden(f"only instructors of {course} and lab admins see its sessions")
+            raise Forbidden("course-sessions-forbidden", course=course)
         now = self.clock()
         with self.store.transaction() as db:
             query = select(SessionRow).order_by(SessionRow.id)
@@ -375,13 +385,13 @@ class KitSharing:
         group: str | None = None,
     ) -> dict:
         if course not in user.instructor_of:
-            raise Forbidden(f"only instructors of {course} can book for it")
+            raise Forbidden("booking-not-instructor", course=course)
         now = self.clock()
         self._check_booking_window(starts_at, ends_at, now)
         with self.store.transaction() as db:
             kit = self._kit(db, kit_id)
             if kit.pool_state == RETIRED:
-                raise NotFound(f"no kit {kit_id}")
+                raise NotFound("no-kit", kit=kit_id)
             clash = db.scalar(
                 select(BookingRow).where(
                     BookingRow.kit_id == kit_id,
@@ -392,9 +402,11 @@ class KitSharing:
             )
             if clash is not None:
                 raise Conflict(
-                    f"kit {kit_id} is already booked from "
-                    f"{_iso(clash.starts_at)} to {_iso(clash.ends_at)} "
-                    f"(booking {clash.id})"
+                    "booking-clash",
+                    kit=kit_id,
+                    starts=_iso(clash.starts_at),
+                    ends=_iso(clash.ends_at),
+                    booking=clash.id,
                 )
             self._check_quotas(db, user, starts_at, ends_at)
             booking = BookingRow(
@@ -415,13 +427,13 @@ class KitSharing:
         with self.store.transaction() as db:
             booking = db.get(BookingRow, booking_id)
             if booking is None or booking.cancelled:
-                raise NotFound(f"no booking {booking_id}")
+                raise NotFound("no-booking", booking=booking_id)
             if (
                 booking.booked_by != user.name
                 and booking.course not in user.instructor_of
                 and not user.lab_admin
             ):
-                raise Forbidden(f"booking {booking_id} is not yours to cancel")
+                raise Forbidden("booking-not-yours", booking=booking_id)
             booking.cancelled = True
             return _booking_view(booking)
 
@@ -438,24 +450,20 @@ class KitSharing:
         p = self.policy
         length = ends_at - starts_at
         if starts_at < now:
-            raise SharingError("a booking cannot start in the past")
+            raise SharingError("booking-in-past")
         if starts_at < now + p.booking_lead_seconds:
-            raise SharingError(
-                f"bookings must start at least {p.booking_lead_seconds / 60:.0f} "
-                "minutes ahead; use the queue for now"
-            )
+            raise SharingError("booking-too-soon", minutes=f"{p.booking_lead_seconds / 60:.0f}")
         if starts_at > now + p.booking_ahead_max_seconds:
-            raise SharingError(
-                f"bookings can be made at most {p.booking_ahead_max_seconds / 86400:.0f} days ahead"
-            )
+            raise SharingError("booking-too-far", days=f"{p.booking_ahead_max_seconds / 86400:.0f}")
         if not p.booking_min_seconds <= length <= p.booking_max_seconds:
             raise SharingError(
-                f"a booking lasts {p.booking_min_seconds / 60:.0f} to "
-                f"{p.booking_max_seconds / 60:.0f} minutes"
+                "booking-length",
+                min_minutes=f"{p.booking_min_seconds / 60:.0f}",
+                max_minutes=f"{p.booking_max_seconds / 60:.0f}",
             )
         grain = p.booking_granularity_seconds
         if starts_at % grain or ends_at % grain:
-            raise SharingError(f"bookings start and end on {grain / 60:.0f}-minute boundaries")
+            raise SharingError("booking-grain", minutes=f"{grain / 60:.0f}")
 
     def _check_quotas(self, db: DB, user: User, starts_at: float, ends_at: float) -> None:
         week = week_start(starts_at)
@@ -468,14 +476,14 @@ class KitSharing:
         mine = db.scalar(booked.where(BookingRow.booked_by == user.name))
         if mine + length > self.policy.booking_quota_user_week_seconds:
             raise Conflict(
-                f"over your weekly booking quota of "
-                f"{self.policy.booking_quota_user_week_seconds / 3600:g} h"
+                "quota-user", hours=f"{self.policy.booking_quota_user_week_seconds / 3600:g}"
             )
         ours = db.scalar(booked.where(BookingRow.institution == user.institution))
         if ours + length > self.policy.booking_quota_institution_week_seconds:
             raise Conflict(
-                f"over the weekly booking quota of {user.institution} "
-                f"({self.policy.booking_quota_institution_week_seconds / 3600:g} h)"
+                "quota-institution",
+                institution=user.institution,
+                hours=f"{self.policy.booking_quota_institution_week_seconds / 3600:g}",
             )
 
     # ------------------------------------------------------------ the engine
@@ -719,13 +727,13 @@ class KitSharing:
     def _kit(self, db: DB, kit_id: str) -> KitRow:
         kit = db.get(KitRow, kit_id)
         if kit is None:
-            raise NotFound(f"no kit {kit_id}")
+            raise NotFound("no-kit", kit=kit_id)
         return kit
 
     def _own_session(self, db: DB, user: User, session_id: int) -> SessionRow:
         session = db.get(SessionRow, session_id)
         if session is None or session.user != user.name:
-            raise NotFound(f"no session {session_id} of yours")
+            raise NotFound("no-session-of-yours", session=session_id)
         return session
 
     def _event(self, db: DB, kind: str, kit_id: str | None, user: str | None, detail: str) -> None:
@@ -827,20 +835,18 @@ def _check_request(
 ) -> None:
     """Refuse a queue request that names no kit, an unknown one, or repeats what the user has."""
     if (kit_id is None) == (model is None):
-        raise SharingError("ask for either a kit or a kit model")
+        raise SharingError("kit-or-model")
     if kit_id is not None and kits.get(kit_id, ("", RETIRED))[1] == RETIRED:
-        raise NotFound(f"no kit {kit_id}")
+        raise NotFound("no-kit", kit=kit_id)
     if model is not None and not any(m == model and pool != RETIRED for m, pool in kits.values()):
-        raise NotFound(f"no kit of model {model}")
+        raise NotFound("no-kit-of-model", model=model)
     if any(u == user.name and (k == kit_id if kit_id else m == model) for u, m, k in holding):
-        raise Conflict("you already hold this kit")
+        raise Conflict("already-holding")
     duplicate = waiting.get((user.name, kit_id, model))
     if duplicate is not None:
-        raise Conflict(
-            f"you are already waiting (queue entry {duplicate})"
-            if duplicate
-            else "you are already waiting"
-        )
+        if duplicate:
+            raise Conflict("already-waiting-entry", entry=duplicate)
+        raise Conflict("already-waiting")
 
 
 def _new_entry_view(
@@ -896,7 +902,7 @@ def _booking_view(b: BookingRow) -> dict:
 
 def _require_admin(user: User) -> None:
     if not user.lab_admin:
-        raise Forbidden("this needs a lab admin")
+        raise Forbidden("lab-admin-only")
 
 
 def _iso(t: float) -> str:

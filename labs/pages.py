@@ -211,6 +211,9 @@ class Page:
     def show(self) -> W.Widget:
         wait_for_request()
         self.texts.language = page_language()
+        if self.service is not None:  # the service words its refusals in the page's language
+            service = self.service
+            self.texts.bind(lambda: setattr(service, "lang", self.texts.language))
         if self.problem is not None:
             key, detail = self.problem
             return W.VBox([language_switch(self.texts), error_box(self.texts, key, detail=detail)])

@@ -69,10 +69,13 @@ def call_api(
     body: Any = None,
     raw: bytes | None = None,
     timeout: float = 30.0,
+    lang: str | None = None,
 ) -> tuple[int, Any]:
     """One HTTP request to the lab service on `port`: (status, decoded JSON or text). `raw`
-    is sent as it is (no content type); `body` as JSON."""
+    is sent as it is (no content type); `body` as JSON; `lang` as Accept-Language."""
     headers = {"Authorization": f"token {token}"} if token else {}
+    if lang:
+        headers["Accept-Language"] = lang
     data = raw
     if raw is None and body is not None:
         data = json.dumps(body).encode()

@@ -57,11 +57,20 @@ class CommandNotAuthorized(CommandError, PermissionError):
 
 class LabServiceError(LabError):
     """The lab service refused a request (4xx) or failed (5xx); str() is its one-line reason,
-    `status` the HTTP status (None when there was no answer)."""
+    `status` the HTTP status (None when there was no answer), `reason` the service's own line
+    (in the language the client asked for) and `code` its stable message code (or None)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        reason: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason if reason is not None else message
+        self.code = code
 
 
 class LabServiceUnavailable(LabServiceError, ConnectionError):

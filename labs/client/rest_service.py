@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SERVICE_URL_ENV = "SMARTLAB_LAB_URL"
 TOKEN_ENV = "SMARTLAB_TOKEN"
 HUB_TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # a hub user's server and kernels carry it
+LANG_ENV = "SMARTLAB_LANG"  # the caller's language (ru/en): the service's refusals in it
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8181"
 
 Progress = Callable[[str], None]
@@ -42,14 +43,16 @@ class LabService:
 
     `url` defaults to $SMARTLAB_LAB_URL (else http://127.0.0.1:8181), `token` to
     $SMARTLAB_TOKEN, else $JUPYTERHUB_API_TOKEN: in a user's server of the hub the service
-    knows the user from the server's own token. Every method returns the service's JSON answer
-    (dicts and lists)."""
+    knows the user from the server's own token. `lang` (default $SMARTLAB_LANG) is sent as
+    Accept-Language, so refusals come back in that language. Every method returns the service's
+    JSON answer (dicts and lists)."""
 
     def __init__(
         self,
         url: str | None = None,
         token: str | None = None,
         timeout: float = 10.0,
+        lang: str | None = None,
         *,
         anonymous: bool = False,
     ) -> None:
@@ -63,6 +66,7 @@ class LabService:
             )
         self.token = token  # None when anonymous: only the public routes answer
         self.timeout = timeout
+        self.lang = lang or os.environ.get(LANG_ENV) or None
         # The service is on the lab's own network: no proxy from the environment in between.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -77,6 +81,8 @@ class LabService:
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"token {self.token}"
+        if self.lang:
+            headers["Accept-Language"] = self.lang
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -88,8 +94,9 @@ class LabService:
             with self._opener.open(request, timeout=self.timeout) as answer:
                 raw, media = answer.read(), answer.headers.get_content_type()
         except urllib.error.HTTPError as err:
+            reason, code = _error_reason(err)
             raise LabServiceError(
-                f"{_error_reason(err)} ({method} {path}: {err.code})", err.code
+                f"{reason} ({method} {path}: {err.code})", err.code, reason, code
             ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
             reason = getattr(err, "reason", None) or err
@@ -334,11 +341,14 @@ class _Heartbeat:
                 log.warning("heartbeat of session %s: %s", self.session_id, err)
 
 
-def _error_reason(err: urllib.error.HTTPError) -> str:
+def _error_reason(err: urllib.error.HTTPError) -> tuple[str, str | None]:
+    """The refusal's one line and message code (None from an older service or a proxy)."""
     try:
-        return " ".join(str(json.loads(err.read())["error"]).split())
-    except (ValueError, KeyError, TypeError, OSError):
-        return str(err.reason)
+        answer = json.loads(err.read())
+        code = answer.get("code")
+        return " ".join(str(answer["error"]).split()), code if isinstance(code, str) else None
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        return str(err.reason), None
 
 
 def _quote(part: str) -> str:

@@ -1,5 +1,5 @@
-"""The instructor's view: for each course they teach, the students' sessions and usage and the
-course's bookings; the lab's utilisation per kit.
+"""The instructor's view: for each course they teach, the students' sessions and usage, the
+course's booking calendar (book and cancel slots: calendar.py); the lab's utilisation per kit.
 
 Sessions per course come from `GET /api/sessions?course=<course>` (the sessions its students
 held as its members, or in its booked slots).
@@ -15,6 +15,7 @@ import ipywidgets as W
 
 from labs.client import LabService
 from labs.i18n import Texts
+from labs.widgets.calendar import BookingCalendar
 from labs.widgets.live import Runner
 from labs.widgets.markup import html, text
 from labs.widgets.polled import PolledView
@@ -52,12 +53,17 @@ class InstructorView(PolledView):
         self.course.observe(lambda _c: self._render(), names="value")
         self.sessions = W.HTML()
         self.sessions.add_class("smartlab-course-sessions")
-        self.bookings = W.HTML()
+        # The calendar's kits: the course's (if the service says which), else the pool's.
+        self.course_kits: dict[str, list[str]] = dict(me.get("course_kits") or {})
+        self.calendar = BookingCalendar(
+            service, str(me.get("name", "")), texts, runner, changed=self.refresh
+        )
+        self.bookings = self.calendar.widget
         self.bookings.add_class("smartlab-course-bookings")
         self.per_student = BarChart()
         self.per_kit = BarChart()
         self.headings = {
-            key: heading(texts, key) for key in ("course_sessions", "course_bookings", "usage")
+            key: heading(texts, key) for key in ("course_sessions", "cal_heading", "usage")
         }
         texts.label(self.course, "course")
         self.widget = W.VBox(
@@ -66,7 +72,7 @@ class InstructorView(PolledView):
                 self.course,
                 self.headings["course_sessions"],
                 self.sessions,
-                self.headings["course_bookings"],
+                self.headings["cal_heading"],
                 self.bookings,
                 self.headings["usage"],
                 W.HBox([self.per_student.widget, self.per_kit.widget]),
@@ -81,6 +87,7 @@ class InstructorView(PolledView):
         return {
             "sessions": {c: self.service.sessions(course=c) for c in self.courses},
             "bookings": self.service.bookings(),
+            "kits": [k["id"] for k in self.service.kits()],
             "usage": self.service.request("GET", "/api/usage"),
             "at": time.time(),
         }
@@ -115,18 +122,8 @@ class InstructorView(PolledView):
                     for s in sessions[-30:][::-1]
                 ],
             )
-        bookings = [b for b in data["bookings"] if b["course"] == course and not b.get("cancelled")]
-        self.bookings.value = (
-            table(
-                [t("col_kit"), t("col_start"), t("col_end"), t("col_user")],
-                [
-                    [b["kit"], when(b["starts_at"]), when(b["ends_at"]), b["booked_by"]]
-                    for b in bookings
-                ],
-            )
-            if bookings
-            else text(t("no_bookings"))
-        )
+        kits = self.course_kits.get(course) or data.get("kits") or []
+        self.calendar.show(course, list(kits), data["bookings"])
         used = minutes_per_user(sessions, data["at"])
         self.per_student.show(t("usage_student"), list(used), list(used.values()))
         kits = data["usage"]["kits"]

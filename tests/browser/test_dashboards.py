@@ -323,7 +323,7 @@ def test_instructor_view_shows_the_course_bookings_sessions_and_usage(platform, 
     try:
         page = open_page(platform.voila("carol").page("instructor.ipynb"), locale="ru-RU")
         page.wait_for_selector(".smartlab-course-bookings :text('dash-lamp-1')")
-        assert "Бронирования курса" in page.inner_text(".smartlab-instructor")
+        assert "Календарь бронирований" in page.inner_text(".smartlab-instructor")
         assert page.query_selector(".smartlab-instructor svg")  # the usage charts
         page.wait_for_selector(".smartlab-course-sessions :text('alice')")
         assert "bob" not in page.inner_text(".smartlab-course-sessions")

@@ -130,7 +130,7 @@ def test_a_body_over_the_limit_gets_413_with_the_error_json(service, size):
     sock.close()
     assert status == 413, answer
     assert headers["Content-Type"].startswith("application/json")
-    assert set(answer) == {"error"} and str(LIMIT) in answer["error"]
+    assert set(answer) == {"error", "code"} and str(LIMIT) in answer["error"]
 
 
 def test_a_large_body_announced_is_refused_before_it_is_sent(service):
@@ -143,7 +143,7 @@ def test_a_large_body_announced_is_refused_before_it_is_sent(service):
     )
     status, _, answer = _answer(sock)
     sock.close()
-    assert status == 413 and set(answer) == {"error"}
+    assert status == 413 and set(answer) == {"error", "code"}
 
 
 def test_a_body_at_the_limit_is_read_and_a_chunked_one_needs_a_length(service):
@@ -152,7 +152,7 @@ def test_a_body_at_the_limit_is_read_and_a_chunked_one_needs_a_length(service):
     status, answer = call_api(
         service.port, "POST", "/api/queue", token("alice"), raw=body, timeout=10
     )
-    assert status == 404 and set(answer) == {"error"}  # read and understood
+    assert status == 404 and set(answer) == {"error", "code"}  # read and understood
     sock = _connect(service.port)
     sock.sendall(
         f"POST /api/queue HTTP/1.1\r\nHost: lab\r\nAuthorization: token {token('alice')}\r\n"
@@ -161,4 +161,4 @@ def test_a_body_at_the_limit_is_read_and_a_chunked_one_needs_a_length(service):
     )
     status, _, answer = _answer(sock)
     sock.close()
-    assert status == 411 and set(answer) == {"error"}
+    assert status == 411 and set(answer) == {"error", "code"}

@@ -28,6 +28,7 @@ from labs.client import (
     CommandNotAuthorized,
     Lab,
     LabService,
+    LabServiceError,
     connect,
 )
 from tests.conftest import REPO, wait_until
@@ -68,9 +69,12 @@ class Stack:
         who: str | None = "alice",
         body: Any = None,
         raw: bytes | None = None,
+        lang: str | None = None,
     ) -> tuple[int, Any]:
-        """One HTTP request; (status, decoded JSON or text)."""
-        return call_api(self.service.port, method, path, token(who) if who else None, body, raw, 10)
+        """One HTTP request; (status, decoded JSON or text); `lang`: its Accept-Language."""
+        return call_api(
+            self.service.port, method, path, token(who) if who else None, body, raw, 10, lang
+        )
 
     def ok(self, method: str, path: str, who: str = "alice", body: Any = None) -> Any:
         status, answer = self.call(method, path, who, body)
@@ -243,7 +247,10 @@ def test_booking_rules(stack):
         "carol",
         {"kit": LAMP2, "course": COURSE, "starts_at": time.time() - hour, "ends_at": time.time()},
     )
-    assert (status, answer) == (400, {"error": "a booking cannot start in the past"})
+    assert (status, answer) == (
+        400,
+        {"error": "a booking cannot start in the past", "code": "booking-in-past"},
+    )
 
     booking = stack.ok(
         "POST",
@@ -286,6 +293,46 @@ def test_booking_rules(stack):
     assert stack.call("DELETE", f"/api/bookings/{booking['id']}", "alice")[0] == 403
     assert stack.ok("DELETE", f"/api/bookings/{booking['id']}", "carol")["cancelled"] is True
     assert stack.ok("GET", "/api/bookings", "carol") == []
+
+
+def test_refusals_are_worded_in_the_callers_language(stack):
+    """The same invalid booking: Russian with Accept-Language: ru, English without; the code
+    is the same in both, and nothing was booked."""
+    before = stack.ok("GET", "/api/bookings", "carol")
+    past = {"kit": LAMP2, "course": COURSE, "starts_at": time.time() - 3600, "ends_at": time.time()}
+    english = stack.call("POST", "/api/bookings", "carol", past)
+    russian = stack.call("POST", "/api/bookings", "carol", past, lang="ru-RU,ru;q=0.9,en;q=0.8")
+    preferred = stack.call("POST", "/api/bookings", "carol", past, lang="de, en;q=0.5, ru;q=0.9")
+    assert english == (
+        400,
+        {"error": "a booking cannot start in the past", "code": "booking-in-past"},
+    )
+    assert russian == (
+        400,
+        {"error": "бронь не может начинаться в прошлом", "code": "booking-in-past"},
+    )
+    assert preferred == russian  # the better-weighted supported language
+    # refused by the front end itself (a body that fails validation), and an unknown path
+    status, answer = stack.call(
+        "POST", "/api/bookings", "carol", {"kit": LAMP2, "course": COURSE}, lang="ru"
+    )
+    assert status == 400 and answer["code"] == "body-invalid", answer
+    assert answer["error"] == "неверное тело запроса: starts_at: обязательное поле (и ещё 1)"
+    status, answer = stack.call("GET", "/api/nothing", "carol", lang="ru")
+    assert (status, answer) == (
+        404,
+        {"error": "нет такого пути API: /api/nothing", "code": "no-api-path"},
+    )
+    status, answer = stack.call("GET", "/api/me", None, lang="ru")
+    assert status == 401 and answer["code"] == "auth-token" and "токен" in answer["error"]
+    # the client library sends its language ($SMARTLAB_LANG or lang=) and keeps line and code
+    client = stack.service.client(token("carol"))
+    client.lang = "ru"
+    with pytest.raises(LabServiceError) as refused:
+        client.book(LAMP2, COURSE, past["starts_at"], past["ends_at"])
+    assert (refused.value.status, refused.value.code) == (400, "booking-in-past")
+    assert refused.value.reason == "бронь не может начинаться в прошлом"
+    assert stack.ok("GET", "/api/bookings", "carol") == before
 
 
 def _snapshot(stack) -> dict:
@@ -391,7 +438,7 @@ def test_bad_requests_are_one_line_4xx_and_change_nothing(stack):
         status, answer = stack.call(method, path, who, None if raw is not None else body, raw)
         what = f"{method} {path} as {who} with {body!r}"
         assert status == expected, f"{what}: {status} {answer}"
-        assert isinstance(answer, dict) and set(answer) == {"error"}, f"{what}: {answer!r}"
+        assert isinstance(answer, dict) and set(answer) == {"error", "code"}, f"{what}: {answer!r}"
         assert answer["error"] and "\n" not in answer["error"], what
         assert "Traceback" not in answer["error"], what
     status, answer = stack.call("GET", "/api/kits", "nobody")  # an unknown token
@@ -497,9 +544,9 @@ def test_methods_the_api_does_not_have_get_405_with_allow(stack):
         assert status == 405, (method, status, answer)
         assert headers.get("Allow") == "GET, POST", (method, headers)
         if method != b"HEAD":
-            assert set(answer) == {"error"}, (method, answer)
+            assert set(answer) == {"error", "code"}, (method, answer)
     status, headers, answer = _raw(stack, b"TRACE /api/nothing-here HTTP/1.1\r\nHost: l\r\n\r\n")
-    assert status == 404 and set(answer) == {"error"}
+    assert status == 404 and set(answer) == {"error", "code"}
 
 
 def test_a_body_that_is_not_json_gets_415(stack):
