@@ -6,6 +6,12 @@ Session lifecycle (an explicit state machine, every step recorded):
     ending (rights revoked, safe state commanded) ──kit confirms──▶ safe ──▶ released
                                  └──no confirmation in time──▶ released, kit needs attention
 
+A kit that nobody holds and nobody is granted runs its own automatic operation: the service
+sends it the state at rest (`$at-rest`, the descriptor's `at_rest` values) once it is free, in
+the pool, online and reports no fault. Before a kit at rest is granted it is asked for its safe
+state again, and granted only once it confirms (the same handover, in the other direction).
+Kits out of the pool (maintenance, needs attention, retired) are kept in their safe state.
+
 Every method runs one database transaction, and the service is driven from one thread (the web
 server's event loop calls both the API methods and `tick`), so granting a kit is one atomic step;
 the database's unique index on live sessions is the last line of defence.
@@ -22,6 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session as DB
 
+from hardware_kits import protocol as P
 from lab_service import scheduler as S
 from lab_service.policy import WEEK, SharingPolicy
 from lab_service.store import (
@@ -103,6 +110,15 @@ class KitGateway(Protocol):
     def send_safe_state(self, kit_id: str) -> str: ...  # returns the command id
     def confirmed_safe(self, kit_id: str, command_id: str) -> bool: ...
     def drain_acks(self) -> list[dict[str, Any]]: ...  # acknowledgements seen since last call
+    def send_at_rest(self, kit_id: str) -> str: ...  # returns the command id
+    def answer(self, kit_id: str, command_id: str) -> str | None: ...  # applied / rejected
+    # The kit's own word on its state (`safe`, `at_rest`, `fault`); None if it says nothing.
+    def report(self, kit_id: str) -> dict[str, Any] | None: ...
+
+
+# A kit that has not reported itself at rest this long after being asked is asked again (a kit
+# whose firmware predates the state at rest never answers: once a minute is little traffic).
+REST_RETRY_SECONDS = 60.0
 
 
 def week_start(t: float) -> float:
@@ -126,6 +142,10 @@ class KitSharing:
         self.gateway = gateway
         self.clock = clock
         self._offline_since: dict[str, float] = {}  # kit -> when a session first saw it offline
+        # Whole-kit commands in flight, kit -> (command id, sent at): the state at rest (or the
+        # safe state for a kit out of the pool) for idle kits, the safe state before a grant.
+        self._idle_command: dict[str, tuple[str, float]] = {}
+        self._waking: dict[str, tuple[str, float]] = {}
 
     # ------------------------------------------------------------ kits (lab admins)
 
@@ -493,6 +513,7 @@ class KitSharing:
             ).all():
                 self._advance(db, session, now)
             self._assign(db, now)
+            self._settle_idle(db, now)
 
     def _record_commands(self, db: DB, acks: list[dict[str, Any]]) -> None:
         """Every acknowledged command, attributed to the kit's latest session: only its holder
@@ -659,6 +680,8 @@ class KitSharing:
     def _grant(self, db: DB, grant: S.Grant, now: float) -> SessionRow | None:
         """The session of a grant; None if the broker could not give the right (no session
         without the right: the entry keeps waiting)."""
+        if not self._ready_for_grant(db, grant.kit_id, now):
+            return None  # the entry keeps waiting until the kit confirms its safe state
         entry = db.get(QueueEntryRow, grant.entry.id)
         entry.state = SERVED
         booking_id = None
@@ -693,6 +716,68 @@ class KitSharing:
             self._event(db, "grant-failed", grant.kit_id, entry.user, str(err))
             return None
         return session
+
+    # ------------------------------------------------------------ kits at rest
+
+    def _ready_for_grant(self, db: DB, kit_id: str, now: float) -> bool:
+        """A kit is handed over in its safe state only: one that says it is not (at rest, say)
+        is first asked for it, and granted once it confirms; no confirmation in time, and the
+        kit needs attention, as after a session."""
+        pending = self._waking.get(kit_id)
+        if pending is not None:
+            command_id, sent_at = pending
+            answer = self.gateway.answer(kit_id, command_id)
+            if answer == P.APPLIED:
+                del self._waking[kit_id]
+                return True
+            if answer is None and now - sent_at <= self.policy.safe_confirm_timeout_seconds:
+                return False
+            del self._waking[kit_id]
+            kit = db.get(KitRow, kit_id)
+            kit.pool_state = NEEDS_ATTENTION
+            kit.reason = (
+                f"did not confirm its safe state within "
+                f"{self.policy.safe_confirm_timeout_seconds:g} s before a handover"
+            )
+            self._event(db, "needs-attention", kit_id, None, kit.reason)
+            return False
+        report = self.gateway.report(kit_id)
+        if report is None or report.get("safe") is not False:
+            return True  # safe, or a kit that does not say (it was confirmed safe at release)
+        try:
+            self._waking[kit_id] = (self.gateway.send_safe_state(kit_id), now)
+        except Exception as err:  # broker down: the entry waits, try again next tick
+            self._event(db, "handover-retry", kit_id, None, str(err))
+        self._idle_command.pop(kit_id, None)
+        return False
+
+    def _settle_idle(self, db: DB, now: float) -> None:
+        """Free kits in the pool go to rest (their automatic operation); kits out of the pool
+        stay safe. Only kits that report their state are touched, and none with a fault."""
+        busy = set(db.scalars(select(SessionRow.kit_id).where(SessionRow.state.in_(LIVE_STATES))))
+        for kit_id, pool_state in db.execute(select(KitRow.id, KitRow.pool_state)).all():
+            if kit_id in self._waking and kit_id not in busy:
+                # Woken for a grant that did not follow (the entry left): settle the answer.
+                self._ready_for_grant(db, kit_id, now)
+                continue
+            if kit_id in busy or not self.gateway.online(kit_id):
+                self._idle_command.pop(kit_id, None)
+                continue
+            report = self.gateway.report(kit_id)
+            if report is None or report.get("at_rest") is None or report.get("fault"):
+                continue  # firmware that cannot rest, or a fault: the kit stays as it is (safe)
+            resting = pool_state == IN_POOL
+            if bool(report["at_rest"]) == resting or (not resting and report.get("safe")):
+                self._idle_command.pop(kit_id, None)
+                continue
+            pending = self._idle_command.get(kit_id)
+            if pending is not None and now - pending[1] < REST_RETRY_SECONDS:
+                continue  # asked already: wait for the kit's report
+            try:
+                send = self.gateway.send_at_rest if resting else self.gateway.send_safe_state
+                self._idle_command[kit_id] = (send(kit_id), now)
+            except Exception:  # broker down: nothing is at stake, the next tick asks again
+                continue
 
     def _booked_slots(self, db: DB, now: float) -> list[S.BookedSlot]:
         return [
