@@ -8,8 +8,9 @@ Session lifecycle (an explicit state machine, every step recorded):
 
 A kit that nobody holds and nobody is granted runs its own automatic operation: the service
 sends it the state at rest (`$at-rest`, the descriptor's `at_rest` values) once it is free, in
-the pool, online and reports no fault. Before a kit at rest is granted it is asked for its safe
-state again, and granted only once it confirms (the same handover, in the other direction).
+the pool, online and reports no fault. A kit granted from rest is put into its safe state as it
+is granted (before the holder's right exists); if it does not confirm in time, it needs
+attention and the session ends, as in a handover that fails.
 Kits out of the pool (maintenance, needs attention, retired) are kept in their safe state.
 
 Every method runs one database transaction, and the service is driven from one thread (the web
@@ -513,6 +514,7 @@ class KitSharing:
             ).all():
                 self._advance(db, session, now)
             self._assign(db, now)
+            self._watch_waking(db, now)
             self._settle_idle(db, now)
 
     def _record_commands(self, db: DB, acks: list[dict[str, Any]]) -> None:
@@ -628,6 +630,9 @@ class KitSharing:
             session.state, session.safe_at = SAFE, now
         elif now - session.ending_at > self.policy.safe_confirm_timeout_seconds:
             kit = db.get(KitRow, session.kit_id)
+            if kit.pool_state == NEEDS_ATTENTION:  # flagged already: keep the first cause
+                session.state, session.released_at = RELEASED, now
+                return
             kit.pool_state = NEEDS_ATTENTION
             kit.reason = (
                 f"did not confirm its safe state within "
@@ -680,8 +685,6 @@ class KitSharing:
     def _grant(self, db: DB, grant: S.Grant, now: float) -> SessionRow | None:
         """The session of a grant; None if the broker could not give the right (no session
         without the right: the entry keeps waiting)."""
-        if not self._ready_for_grant(db, grant.kit_id, now):
-            return None  # the entry keeps waiting until the kit confirms its safe state
         entry = db.get(QueueEntryRow, grant.entry.id)
         entry.state = SERVED
         booking_id = None
@@ -708,6 +711,7 @@ class KitSharing:
         db.add(session)
         db.flush()  # the unique index refuses a second live session here, before any right
         try:
+            self._wake(grant.kit_id, now)  # before the right: the kit hears it first
             self.rights.grant(entry.user, grant.kit_id)
         except Exception as err:  # broker unreachable: no session without rights
             db.delete(session)
@@ -719,48 +723,43 @@ class KitSharing:
 
     # ------------------------------------------------------------ kits at rest
 
-    def _ready_for_grant(self, db: DB, kit_id: str, now: float) -> bool:
-        """A kit is handed over in its safe state only: one that says it is not (at rest, say)
-        is first asked for it, and granted once it confirms; no confirmation in time, and the
-        kit needs attention, as after a session."""
-        pending = self._waking.get(kit_id)
-        if pending is not None:
-            command_id, sent_at = pending
+    def _wake(self, kit_id: str, now: float) -> None:
+        """A kit granted from rest (it says it is not safe, or was just asked to rest) is first
+        put into its safe state, so every session starts there. The command is published before
+        the holder's right is granted (a round trip to the broker), and the holder hears of the
+        grant only after that, so the kit has it before any command of the holder's;
+        `_watch_waking` checks that the kit confirms."""
+        report = self.gateway.report(kit_id)
+        resting = self._idle_command.pop(kit_id, None) is not None
+        if resting or (report is not None and report.get("safe") is False):
+            self._waking[kit_id] = (self.gateway.send_safe_state(kit_id), now)
+
+    def _watch_waking(self, db: DB, now: float) -> None:
+        """A kit woken for a session that does not confirm its safe state in time (or refuses
+        it) needs attention, and the session ends, as in a handover that fails."""
+        for kit_id, (command_id, sent_at) in list(self._waking.items()):
             answer = self.gateway.answer(kit_id, command_id)
             if answer == P.APPLIED:
                 del self._waking[kit_id]
-                return True
+                continue
             if answer is None and now - sent_at <= self.policy.safe_confirm_timeout_seconds:
-                return False
+                continue
             del self._waking[kit_id]
             kit = db.get(KitRow, kit_id)
             kit.pool_state = NEEDS_ATTENTION
             kit.reason = (
                 f"did not confirm its safe state within "
-                f"{self.policy.safe_confirm_timeout_seconds:g} s before a handover"
+                f"{self.policy.safe_confirm_timeout_seconds:g} s when it was granted"
             )
             self._event(db, "needs-attention", kit_id, None, kit.reason)
-            return False
-        report = self.gateway.report(kit_id)
-        if report is None or report.get("safe") is not False:
-            return True  # safe, or a kit that does not say (it was confirmed safe at release)
-        try:
-            self._waking[kit_id] = (self.gateway.send_safe_state(kit_id), now)
-        except Exception as err:  # broker down: the entry waits, try again next tick
-            self._event(db, "handover-retry", kit_id, None, str(err))
-        self._idle_command.pop(kit_id, None)
-        return False
+            self._end_live_session(db, kit_id, KIT_OFFLINE)
 
     def _settle_idle(self, db: DB, now: float) -> None:
         """Free kits in the pool go to rest (their automatic operation); kits out of the pool
         stay safe. Only kits that report their state are touched, and none with a fault."""
         busy = set(db.scalars(select(SessionRow.kit_id).where(SessionRow.state.in_(LIVE_STATES))))
         for kit_id, pool_state in db.execute(select(KitRow.id, KitRow.pool_state)).all():
-            if kit_id in self._waking and kit_id not in busy:
-                # Woken for a grant that did not follow (the entry left): settle the answer.
-                self._ready_for_grant(db, kit_id, now)
-                continue
-            if kit_id in busy or not self.gateway.online(kit_id):
+            if kit_id in busy or kit_id in self._waking or not self.gateway.online(kit_id):
                 self._idle_command.pop(kit_id, None)
                 continue
             report = self.gateway.report(kit_id)
