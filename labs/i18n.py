@@ -172,6 +172,8 @@ EN: dict[str, str] = {
     "col_reason": "Reason",
     "col_time": "Time",
     "col_end_reason": "End reason",
+    # kits at rest (a kit nobody holds runs its automatic operation)
+    "at_rest": "automatic",
 }
 
 RU: dict[str, str] = {
@@ -314,6 +316,8 @@ RU: dict[str, str] = {
     "col_reason": "Причина",
     "col_time": "Время",
     "col_end_reason": "Причина завершения",
+    # kits at rest (a kit nobody holds runs its automatic operation)
+    "at_rest": "автоматический режим",
 }
 
 CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ru": RU}
