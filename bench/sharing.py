@@ -778,6 +778,15 @@ class _AllOnline:
     def drain_acks(self) -> list[dict[str, Any]]:
         return []
 
+    def send_at_rest(self, kit_id: str) -> str:
+        return "bench"
+
+    def answer(self, kit_id: str, command_id: str) -> str | None:
+        return "applied"
+
+    def report(self, kit_id: str) -> dict[str, Any] | None:
+        return None
+
 
 STEPS = ("identity", "body", "decision", "answer")  # timed inside the breakdown server
 

@@ -115,12 +115,14 @@ OBSERVER_ACLS = [
 ]
 # Roles that lift the observers' ack denial come before them in a client's role list.
 ACK_ROLE_PRIORITY = 10
-# The lab service may put any kit into its safe state, reads every acknowledgement (for the
-# command records) and may clear retained commands: it publishes an empty retained message to a
-# `/set` topic where a holder left one (kits never take a retained command; see protocol.py).
+# The lab service may put any kit into its safe state (handover, fault) or at rest (nobody holds
+# it), reads every acknowledgement (for the command records) and may clear retained commands: it
+# publishes an empty retained message to a `/set` topic where a holder left one (kits never take
+# a retained command; see protocol.py).
 SUPERVISOR_ROLE = "supervise_kits"
 SUPERVISOR_ACLS = [
     allow("publishClientSend", P.all_kits(P.SAFE_STATE_PROPERTY + "/set")),
+    allow("publishClientSend", P.all_kits(P.AT_REST_PROPERTY + "/set")),
     allow("publishClientSend", P.all_kits(P.ACTUATORS_NODE + "/+/set")),
     allow("subscribePattern", P.all_kits("$ack/#")),
     allow("publishClientReceive", P.all_kits("$ack/#")),

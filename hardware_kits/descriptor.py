@@ -102,6 +102,8 @@ class Descriptor(_Strict):
     interlocks: list[Interlock] = []
     pins: dict[str, dict[str, int]] = {}
     twin: dict[str, Any] = {}
+    # Actuator values while nobody holds the kit (its automatic operation), over the safe state.
+    at_rest: dict[str, Any] = {}
     # The largest MQTT packet (a command with its topic and properties) a board of this model
     # can take; the broker never sends a kit more (MQTT v5 Maximum Packet Size in its CONNECT).
     max_packet_bytes: int = Field(
@@ -138,10 +140,31 @@ def _check_semantics(wire: dict[str, Any]) -> None:
             raise DescriptorError(
                 f"actuators.{key}.safe: breaks an interlock: {err.detail}"
             ) from None
+    _check_at_rest(wire)
     # Pins may name parts that are neither sensor nor actuator (a lamp driver, a status LED).
     for pin_name in wire["pins"]:
         if not HOMIE_ID.match(pin_name):
             raise DescriptorError(f"pins.{pin_name}: not a Homie id")
+
+
+def _check_at_rest(wire: dict[str, Any]) -> None:
+    """The state at rest names real actuators with valid values, and as a whole (it is applied
+    at once, like the safe state) keeps the exclusive and index interlocks."""
+    for key, value in wire["at_rest"].items():
+        spec = wire["actuators"].get(key)
+        if spec is None:
+            raise DescriptorError(f"at_rest.{key}: no actuator named {key!r}")
+        try:
+            P.check_value(spec, value, "value at rest")
+        except P.ProtocolError as err:
+            raise DescriptorError(f"at_rest.{key}: {err.detail}") from None
+    core = KitCore("check", wire)
+    core.state = P.at_rest_state(wire)
+    for key, value in core.state.items():
+        try:
+            core.check_interlocks(key, value, kinds=("exclusive", "index_into"))
+        except P.ProtocolError as err:
+            raise DescriptorError(f"at_rest.{key}: breaks an interlock: {err.detail}") from None
 
 
 def _field_path(error: dict[str, Any]) -> str:

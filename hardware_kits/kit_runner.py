@@ -148,7 +148,7 @@ class KitRunner:
                 if ack["status"] == P.APPLIED and not ack.get("duplicate"):
                     changed = (
                         ack["value"]
-                        if ack["target"] == P.SAFE_STATE_PROPERTY
+                        if ack["target"] in P.WHOLE_KIT_PROPERTIES
                         else {ack["target"]: ack["value"]}
                     )
                     self._publish_actuators(client, changed)
@@ -170,6 +170,7 @@ class KitRunner:
             period = self._period()
             with self._lock:
                 self.model.advance(period * self.speed)
+                self.core.fault = self.model.fault  # a tripped monitor keeps the kit from rest
                 values = self.model.sample()
                 payload = self.core.telemetry(values, sim=round(self.model.t, 3))
                 status = json.dumps(self.core.status()) if next_tick >= next_status else None

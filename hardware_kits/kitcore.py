@@ -20,7 +20,11 @@ class KitCore:
 
     `apply_hook(target, value)` is called after a command passed every check, before it is
     acknowledged; the twin or the board makes the change there. `target` is an actuator name
-    or protocol.SAFE_STATE_PROPERTY (then `value` is the whole safe state)."""
+    or one of protocol.WHOLE_KIT_PROPERTIES (then `value` is every actuator's value: the safe
+    state, or the state at rest).
+
+    `fault` is None, or a short text the twin or board sets while a hardware fault (a tripped
+    conflict monitor) holds the kit in its safe state: then the kit refuses to go to rest."""
 
     def __init__(self, kit_id, descriptor, clock=time.time, apply_hook=None, remember=256):
         self.kit_id = kit_id
@@ -28,6 +32,7 @@ class KitCore:
         self.actuators = descriptor["actuators"]
         self.interlocks = descriptor.get("interlocks", [])
         self.state = P.safe_state(descriptor)
+        self.fault = None
         self.clock = clock
         self.apply_hook = apply_hook
         self.seq = 0
@@ -167,8 +172,12 @@ class KitCore:
                 P.R_DEADLINE_TOO_FAR,
                 "deadline is more than %d s ahead" % (P.MAX_DEADLINE_AHEAD_MS // 1000),
             )
-        if target == P.SAFE_STATE_PROPERTY:
-            value = P.safe_state(self.descriptor)
+        if target in P.WHOLE_KIT_PROPERTIES:
+            if target == P.AT_REST_PROPERTY and self.fault:
+                raise P.ProtocolError(
+                    P.R_INTERLOCK, "the kit stays in its safe state after a fault: " + self.fault
+                )
+            value = P.whole_state(self.descriptor, target)
             self._apply(target, value)
             self.state = dict(value)
         else:
@@ -247,6 +256,10 @@ class KitCore:
     def is_safe(self):
         return self.state == P.safe_state(self.descriptor)
 
+    def is_at_rest(self):
+        """In the state at rest (for a model that rests in its safe state: safe, no fault)."""
+        return self.fault is None and self.state == P.at_rest_state(self.descriptor)
+
     def status(self):
         return {
             "seq": self.seq,
@@ -258,6 +271,8 @@ class KitCore:
             "errors": self.errors,
             "ignored": self.ignored,
             "safe": self.is_safe(),
+            "at_rest": self.is_at_rest(),
+            "fault": self.fault,
             "actuators": dict(self.state),
         }
 

@@ -9,7 +9,9 @@ Extensions to Homie 5 (see docs/protocol.md):
 - `$telemetry`: one JSON sample per tick with the kit's timestamp and a per-kit sequence number;
 - commands on `.../set` carry MQTT v5 user properties `command-id` and `deadline` (epoch ms) and a
   response topic; the kit answers with an acknowledgement (`applied` or `rejected` + reason);
-- `$safe-state/set`: put every actuator at its safe value; `$status`: counters and safe flag.
+- `$safe-state/set`: put every actuator at its safe value; `$status`: counters and safe flag;
+- `$at-rest/set`: the kit's automatic operation while nobody holds it (the descriptor's `at_rest`
+  values over the safe state); `$status` says `at_rest` and any `fault` that keeps it safe.
 """
 
 import json
@@ -18,7 +20,7 @@ HOMIE_PREFIX = "homie/5"
 HOMIE_VERSION = "5.0"
 # The lab's Homie extension, as `$description.extensions` names it: ID:semver:[Homie versions]
 # (published in docs/protocol.md, "The lab's Homie extension").
-PROTOCOL_EXTENSION = "org.smartcitylab.kit:1.1.0:[5.x]"
+PROTOCOL_EXTENSION = "org.smartcitylab.kit:1.2.0:[5.x]"
 
 SENSORS_NODE = "sensors"
 ACTUATORS_NODE = "actuators"
@@ -90,6 +92,10 @@ MAX_JSON_DEPTH = 16
 # acknowledgement: "homie-<kit start, epoch ms>-<n>".
 PLAIN_SET_ID_PREFIX = "homie-"
 SAFE_STATE_PROPERTY = "$safe-state"
+# The lab's whole-kit commands: the safe state (handover, fault) and the state at rest (nobody
+# holds the kit: its own automatic operation). Either replaces every actuator value at once.
+AT_REST_PROPERTY = "$at-rest"
+WHOLE_KIT_PROPERTIES = (SAFE_STATE_PROPERTY, AT_REST_PROPERTY)
 # Homie 5: an empty payload deletes a retained message, so an empty string travels as one NUL.
 EMPTY_STRING = "\x00"
 
@@ -139,6 +145,10 @@ def safe_state_topic(kit_id):
     return device_topic(kit_id) + "/" + SAFE_STATE_PROPERTY + "/set"
 
 
+def at_rest_topic(kit_id):
+    return device_topic(kit_id) + "/" + AT_REST_PROPERTY + "/set"
+
+
 def ack_topic(kit_id, requester):
     """Response topic a requester names for a kit's acknowledgements.
 
@@ -148,7 +158,7 @@ def ack_topic(kit_id, requester):
 
 def command_subscriptions(kit_id):
     """The topic filters a kit subscribes to (and the only ones its broker role allows)."""
-    return [set_topic(kit_id, "+"), safe_state_topic(kit_id)]
+    return [set_topic(kit_id, "+"), safe_state_topic(kit_id), at_rest_topic(kit_id)]
 
 
 def kit_filter(kit_id):
@@ -181,7 +191,8 @@ def is_topic_name(topic):
 
 
 def command_target(kit_id, topic):
-    """Name of the actuator a command topic addresses (SAFE_STATE_PROPERTY for the safe state).
+    """Name of the actuator a command topic addresses (SAFE_STATE_PROPERTY for the safe state,
+    AT_REST_PROPERTY for the state at rest).
 
     Raises ProtocolError for a topic of another kit or one that is not a command topic."""
     target_kit, rest = split_topic(topic)
@@ -189,8 +200,9 @@ def command_target(kit_id, topic):
         raise ProtocolError(
             R_WRONG_KIT, "command addressed to kit %r, this is %r" % (target_kit, kit_id)
         )
-    if rest == SAFE_STATE_PROPERTY + "/set":
-        return SAFE_STATE_PROPERTY
+    for whole in WHOLE_KIT_PROPERTIES:
+        if rest == whole + "/set":
+            return whole
     parts = rest.split("/")
     if len(parts) != 3 or parts[0] != ACTUATORS_NODE or parts[2] != "set":
         raise ProtocolError(R_UNKNOWN_ACTUATOR, "not a command topic: " + topic)
@@ -493,3 +505,18 @@ def max_packet_bytes(descriptor):
 def safe_state(descriptor):
     """Actuator values that make up the kit's safe state."""
     return {key: spec["safe"] for key, spec in descriptor["actuators"].items()}
+
+
+def at_rest_state(descriptor):
+    """Actuator values of the kit at rest: its safe state with the descriptor's `at_rest` values
+    over it (a model without `at_rest` rests in its safe state)."""
+    state = safe_state(descriptor)
+    state.update(descriptor.get("at_rest") or {})
+    return state
+
+
+def whole_state(descriptor, target):
+    """The values a whole-kit command (one of WHOLE_KIT_PROPERTIES) puts the actuators at."""
+    if target == AT_REST_PROPERTY:
+        return at_rest_state(descriptor)
+    return safe_state(descriptor)

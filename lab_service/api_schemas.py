@@ -187,6 +187,10 @@ class KitCounters(Out):
     duplicates: int
     uptime: float
     safe: bool | None
+    at_rest: bool | None = Field(
+        default=None, description="in its automatic operation while nobody holds it"
+    )
+    fault: str | None = Field(default=None, description="a fault that keeps the kit safe")
 
 
 class KitHealth(KitView):

@@ -1,8 +1,10 @@
-"""The lab service's view of the kits over MQTT: who is online, safe-state handover, acks, and
-each kit's health (its retained `$status` counters and when it last sent telemetry).
+"""The lab service's view of the kits over MQTT: who is online, safe-state handover, the state
+at rest, acks, and each kit's health (its retained `$status` counters and when it last sent
+telemetry).
 
-The service's own MQTT account watches every kit and may publish only safe-state commands
-(role `supervise_kits`, see hardware_kits.broker), never ordinary actuator commands: least
+The service's own MQTT account watches every kit and may publish only whole-kit commands (the
+safe state, the state at rest; role `supervise_kits`, see hardware_kits.broker), never ordinary
+actuator commands: least
 privilege for the supervisor. Its one write to actuator command topics clears a retained command
 a holder left there (an empty retained message), so that nothing can come back to a kit later.
 """
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 COMMAND_FILTERS = (
     P.all_kits(P.ACTUATORS_NODE + "/+/set"),
-    P.all_kits(P.SAFE_STATE_PROPERTY + "/set"),
+    *(P.all_kits(whole + "/set") for whole in P.WHOLE_KIT_PROPERTIES),
 )
 
 
@@ -41,6 +43,9 @@ class MqttKitGateway:
         self._lock = threading.Lock()
         self._states: dict[str, str] = {}
         self._confirmed: deque[str] = deque(maxlen=10_000)  # applied safe-state command ids
+        # Answers to the service's whole-kit commands: command id -> applied / rejected.
+        self._answers: dict[str, str] = {}
+        self._answer_order: deque[str] = deque()
         self._acks: deque[dict[str, Any]] = deque(maxlen=100_000)  # for the command records
         self._status: dict[str, dict[str, Any]] = {}
         self._last_telemetry: dict[str, float] = {}
@@ -90,15 +95,21 @@ class MqttKitGateway:
                 requester = rest[len("$ack/") :].split("/", 1)[0]
                 with self._lock:
                     self._acks.append({"kit": kit_id, "requester": requester, **ack})
-                    if (
-                        requester == self.requester
-                        and ack["target"] == P.SAFE_STATE_PROPERTY
-                        and ack["status"] == P.APPLIED
-                    ):
-                        self._confirmed.append(ack["id"])
+                    if requester == self.requester and ack["target"] in P.WHOLE_KIT_PROPERTIES:
+                        self._remember_answer(ack["id"], ack["status"])
+                        if ack["target"] == P.SAFE_STATE_PROPERTY and ack["status"] == P.APPLIED:
+                            self._confirmed.append(ack["id"])
         except (P.ProtocolError, ValueError, KeyError):
             with self._lock:
                 self.malformed += 1
+
+    def _remember_answer(self, command_id: str, status: str) -> None:
+        """Keep the last 10,000 answers (the lock is held)."""
+        if command_id not in self._answers:
+            self._answer_order.append(command_id)
+        self._answers[command_id] = status
+        while len(self._answer_order) > 10_000:
+            self._answers.pop(self._answer_order.popleft(), None)
 
     def _clear_retained(self, topic: str) -> None:
         """A command left retained would reach every later subscriber: delete it (Homie: an
@@ -113,20 +124,43 @@ class MqttKitGateway:
             return self._states.get(kit_id) == P.STATE_READY
 
     def send_safe_state(self, kit_id: str) -> str:
+        return self._send_whole(kit_id, P.safe_state_topic(kit_id), "the safe state")
+
+    def send_at_rest(self, kit_id: str) -> str:
+        return self._send_whole(kit_id, P.at_rest_topic(kit_id), "the state at rest")
+
+    def _send_whole(self, kit_id: str, topic: str, what: str) -> str:
         command_id = uuid.uuid4().hex
         props = command_properties(
             command_id, P.ack_topic(kit_id, self.requester), time.time() + self.deadline_s
         )
-        info = self._client.publish(P.safe_state_topic(kit_id), "", qos=1, properties=props)
+        info = self._client.publish(topic, "", qos=1, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise ConnectionError(
-                f"cannot send the safe state to {kit_id}: {mqtt.error_string(info.rc)}"
-            )
+            raise ConnectionError(f"cannot send {what} to {kit_id}: {mqtt.error_string(info.rc)}")
         return command_id
 
     def confirmed_safe(self, kit_id: str, command_id: str) -> bool:
         with self._lock:
             return command_id in self._confirmed
+
+    def answer(self, kit_id: str, command_id: str) -> str | None:
+        """The kit's answer to one of the service's whole-kit commands (applied, rejected), or
+        None while none has come."""
+        with self._lock:
+            return self._answers.get(command_id)
+
+    def report(self, kit_id: str) -> dict[str, Any] | None:
+        """What the kit last said of its state in `$status`: `safe`, `at_rest` (None if the kit
+        does not say: firmware before extension 1.2) and `fault`; None before any `$status`."""
+        with self._lock:
+            status = self._status.get(kit_id)
+        if not status:
+            return None
+        return {
+            "safe": status.get("safe"),
+            "at_rest": status.get("at_rest"),
+            "fault": status.get("fault"),
+        }
 
     def drain_acks(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -151,6 +185,8 @@ class MqttKitGateway:
                 "duplicates": int(status.get("duplicates", 0)),
                 "uptime": float(status.get("uptime", 0.0)),
                 "safe": status.get("safe"),
+                "at_rest": status.get("at_rest"),
+                "fault": status.get("fault"),
             }
         return {"mqtt_state": state, "last_telemetry_at": last, "counters": counters}
 

@@ -6,6 +6,13 @@ Session lifecycle (an explicit state machine, every step recorded):
     ending (rights revoked, safe state commanded) ──kit confirms──▶ safe ──▶ released
                                  └──no confirmation in time──▶ released, kit needs attention
 
+A kit that nobody holds and nobody is granted runs its own automatic operation: the service
+sends it the state at rest (`$at-rest`, the descriptor's `at_rest` values) once it is free, in
+the pool, online and reports no fault. A kit granted from rest is put into its safe state as it
+is granted (before the holder's right exists); if it does not confirm in time, it needs
+attention and the session ends, as in a handover that fails.
+Kits out of the pool (maintenance, needs attention, retired) are kept in their safe state.
+
 Every method runs one database transaction, and the service is driven from one thread (the web
 server's event loop calls both the API methods and `tick`), so granting a kit is one atomic step;
 the database's unique index on live sessions is the last line of defence.
@@ -22,6 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session as DB
 
+from hardware_kits import protocol as P
 from lab_service import scheduler as S
 from lab_service.messages import Coded, message
 from lab_service.policy import WEEK, SharingPolicy
@@ -105,6 +113,15 @@ class KitGateway(Protocol):
     def send_safe_state(self, kit_id: str) -> str: ...  # returns the command id
     def confirmed_safe(self, kit_id: str, command_id: str) -> bool: ...
     def drain_acks(self) -> list[dict[str, Any]]: ...  # acknowledgements seen since last call
+    def send_at_rest(self, kit_id: str) -> str: ...  # returns the command id
+    def answer(self, kit_id: str, command_id: str) -> str | None: ...  # applied / rejected
+    # The kit's own word on its state (`safe`, `at_rest`, `fault`); None if it says nothing.
+    def report(self, kit_id: str) -> dict[str, Any] | None: ...
+
+
+# A kit that has not reported itself at rest this long after being asked is asked again (a kit
+# whose firmware predates the state at rest never answers: once a minute is little traffic).
+REST_RETRY_SECONDS = 60.0
 
 
 def week_start(t: float) -> float:
@@ -128,6 +145,10 @@ class KitSharing:
         self.gateway = gateway
         self.clock = clock
         self._offline_since: dict[str, float] = {}  # kit -> when a session first saw it offline
+        # Whole-kit commands in flight, kit -> (command id, sent at): the state at rest (or the
+        # safe state for a kit out of the pool) for idle kits, the safe state before a grant.
+        self._idle_command: dict[str, tuple[str, float]] = {}
+        self._waking: dict[str, tuple[str, float]] = {}
 
     # ------------------------------------------------------------ kits (lab admins)
 
@@ -501,6 +522,8 @@ class KitSharing:
             ).all():
                 self._advance(db, session, now)
             self._assign(db, now)
+            self._watch_waking(db, now)
+            self._settle_idle(db, now)
 
     def _record_commands(self, db: DB, acks: list[dict[str, Any]]) -> None:
         """Every acknowledged command, attributed to the kit's latest session: only its holder
@@ -615,6 +638,9 @@ class KitSharing:
             session.state, session.safe_at = SAFE, now
         elif now - session.ending_at > self.policy.safe_confirm_timeout_seconds:
             kit = db.get(KitRow, session.kit_id)
+            if kit.pool_state == NEEDS_ATTENTION:  # flagged already: keep the first cause
+                session.state, session.released_at = RELEASED, now
+                return
             kit.pool_state = NEEDS_ATTENTION
             kit.reason = (
                 f"did not confirm its safe state within "
@@ -693,6 +719,7 @@ class KitSharing:
         db.add(session)
         db.flush()  # the unique index refuses a second live session here, before any right
         try:
+            self._wake(grant.kit_id, now)  # before the right: the kit hears it first
             self.rights.grant(entry.user, grant.kit_id)
         except Exception as err:  # broker unreachable: no session without rights
             db.delete(session)
@@ -701,6 +728,63 @@ class KitSharing:
             self._event(db, "grant-failed", grant.kit_id, entry.user, str(err))
             return None
         return session
+
+    # ------------------------------------------------------------ kits at rest
+
+    def _wake(self, kit_id: str, now: float) -> None:
+        """A kit granted from rest (it says it is not safe, or was just asked to rest) is first
+        put into its safe state, so every session starts there. The command is published before
+        the holder's right is granted (a round trip to the broker), and the holder hears of the
+        grant only after that, so the kit has it before any command of the holder's;
+        `_watch_waking` checks that the kit confirms."""
+        report = self.gateway.report(kit_id)
+        resting = self._idle_command.pop(kit_id, None) is not None
+        if resting or (report is not None and report.get("safe") is False):
+            self._waking[kit_id] = (self.gateway.send_safe_state(kit_id), now)
+
+    def _watch_waking(self, db: DB, now: float) -> None:
+        """A kit woken for a session that does not confirm its safe state in time (or refuses
+        it) needs attention, and the session ends, as in a handover that fails."""
+        for kit_id, (command_id, sent_at) in list(self._waking.items()):
+            answer = self.gateway.answer(kit_id, command_id)
+            if answer == P.APPLIED:
+                del self._waking[kit_id]
+                continue
+            if answer is None and now - sent_at <= self.policy.safe_confirm_timeout_seconds:
+                continue
+            del self._waking[kit_id]
+            kit = db.get(KitRow, kit_id)
+            kit.pool_state = NEEDS_ATTENTION
+            kit.reason = (
+                f"did not confirm its safe state within "
+                f"{self.policy.safe_confirm_timeout_seconds:g} s when it was granted"
+            )
+            self._event(db, "needs-attention", kit_id, None, kit.reason)
+            self._end_live_session(db, kit_id, KIT_OFFLINE)
+
+    def _settle_idle(self, db: DB, now: float) -> None:
+        """Free kits in the pool go to rest (their automatic operation); kits out of the pool
+        stay safe. Only kits that report their state are touched, and none with a fault."""
+        busy = set(db.scalars(select(SessionRow.kit_id).where(SessionRow.state.in_(LIVE_STATES))))
+        for kit_id, pool_state in db.execute(select(KitRow.id, KitRow.pool_state)).all():
+            if kit_id in busy or kit_id in self._waking or not self.gateway.online(kit_id):
+                self._idle_command.pop(kit_id, None)
+                continue
+            report = self.gateway.report(kit_id)
+            if report is None or report.get("at_rest") is None or report.get("fault"):
+                continue  # firmware that cannot rest, or a fault: the kit stays as it is (safe)
+            resting = pool_state == IN_POOL
+            if bool(report["at_rest"]) == resting or (not resting and report.get("safe")):
+                self._idle_command.pop(kit_id, None)
+                continue
+            pending = self._idle_command.get(kit_id)
+            if pending is not None and now - pending[1] < REST_RETRY_SECONDS:
+                continue  # asked already: wait for the kit's report
+            try:
+                send = self.gateway.send_at_rest if resting else self.gateway.send_safe_state
+                self._idle_command[kit_id] = (send(kit_id), now)
+            except Exception:  # broker down: nothing is at stake, the next tick asks again
+                continue
 
     def _booked_slots(self, db: DB, now: float) -> list[S.BookedSlot]:
         return [

@@ -213,6 +213,8 @@ EN: dict[str, str] = {
     "cal_cancelled": "Cancelled: {what}.",
     "cal_refused": "Not booked: {reason}",
     "cal_unreachable": "The lab service is unreachable ({detail}); nothing was changed.",
+    # kits at rest (a kit nobody holds runs its automatic operation)
+    "at_rest": "automatic",
 }
 
 RU: dict[str, str] = {
@@ -396,6 +398,8 @@ RU: dict[str, str] = {
     "cal_cancelled": "Отменено: {what}.",
     "cal_refused": "Не забронировано: {reason}",
     "cal_unreachable": "Сервис лаборатории недоступен ({detail}); ничего не изменено.",
+    # kits at rest (a kit nobody holds runs its automatic operation)
+    "at_rest": "автоматический режим",
 }
 
 CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ru": RU}

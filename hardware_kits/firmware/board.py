@@ -79,8 +79,9 @@ class StreetLightingBoard:
     # ------------------------------------------------------------ KitCore apply hook
 
     def apply(self, target, value):
-        """Make an accepted command real: `target` is an actuator or "$safe-state"."""
-        if target == P.SAFE_STATE_PROPERTY:
+        """Make an accepted command real: `target` is an actuator or a whole-kit command
+        ("$safe-state", "$at-rest": every actuator's value)."""
+        if target in P.WHOLE_KIT_PROPERTIES:
             self.mode = value["mode"]
             self.dimming = value["dimming"]
         elif target == "mode":

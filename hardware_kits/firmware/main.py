@@ -211,7 +211,7 @@ class Firmware:
             self.publish(answer[0], body, properties=reply_props)
             ack = answer[1]
             if ack["status"] == P.APPLIED and not ack.get("duplicate"):
-                if ack["target"] == P.SAFE_STATE_PROPERTY:
+                if ack["target"] in P.WHOLE_KIT_PROPERTIES:
                     self.publish_actuators(self.descriptor["actuators"])
                 else:
                     self.publish_actuators([ack["target"]])

@@ -35,7 +35,7 @@ class TwinModel:
 
     def apply(self, target: str, value: Any) -> None:
         """Take a command that already passed the kit's checks (KitCore)."""
-        if target == P.SAFE_STATE_PROPERTY:
+        if target in P.WHOLE_KIT_PROPERTIES:
             self.actuators = dict(value)
         else:
             self.actuators[target] = value
@@ -51,6 +51,12 @@ class TwinModel:
             self._steps += 1
             self._step(self._t0 + self._steps * self.step_seconds)
         self.t += dt
+
+    @property
+    def fault(self) -> str | None:
+        """A hardware fault that holds the kit in its safe state (None: none). The runner passes
+        it to KitCore, which then refuses to put the kit at rest."""
+        return None
 
     def _step(self, now: float) -> None:
         """One fixed step of the physics, ending at simulated time `now`."""

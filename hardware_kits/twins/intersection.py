@@ -28,14 +28,14 @@ served), `departed_by_approach`, `arrived_by_approach`, `queues`, `pedestrians_w
 `conflict_violations`. The last must stay 0: a stage whose greens conflict (per the
 descriptor's `exclusive` interlock) is never shown; if one is ever asked for (only possible by
 bypassing KitCore) it is counted and the signal falls back to flashing amber, as a hardware
-conflict monitor would, until the next `mode` or `phase-plan` command.
+conflict monitor would, until the next `mode` or `phase-plan` command (the safe state and the
+state at rest do not clear it: `fault` reports it, and a faulty kit refuses to go to rest).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hardware_kits import protocol as P
 from hardware_kits.twins.base import TwinModel
 from hardware_kits.twins.daylight import hour_of_day, poisson, traffic_factor
 
@@ -94,10 +94,16 @@ class IntersectionModel(TwinModel):
 
     def apply(self, target: str, value: Any) -> None:
         super().apply(target, value)
-        if target in ("mode", "phase-plan", P.SAFE_STATE_PROPERTY):
-            self._fault = False  # an operator took over after a conflict fault
+        if target in ("mode", "phase-plan"):
+            # An operator took over after a conflict fault. The safe state (a handover) leaves
+            # the fault latched, so the kit stays flashing and is not put back at rest.
+            self._fault = False
         if self.actuators["mode"] == "flashing":
             self._flash()  # the safe state must show at once, not on the next step
+
+    @property
+    def fault(self) -> str | None:
+        return "the conflict monitor tripped" if self._fault else None
 
     # ------------------------------------------------------------ stepping
 

@@ -8,8 +8,13 @@ cycle and drive-in); it parks in a free bay of the driver's choosing and stays a
 distributed time (mean `mean_stay_minutes`). Leaving cars use a separate exit, so they leave
 whatever the gate does. Waiting drivers lose patience (exponential, mean PATIENCE_S) and leave.
 
+In mode "auto" (the kit at rest) the kit runs the gate itself: it opens while a car waits and
+a bay is free, and the display shows the free places (AUTO_TEXT, in Russian and English); in
+mode "manual" (a model without `mode` is always manual) the `gate` and `display` actuators rule.
+
 Counters for graders: `arrived`, `entered`, `exited`, `balked` (lane full), `reneged` (gave up
-waiting); state: `bays` (list of bool), `occupied`, `waiting`.
+waiting); state: `bays` (list of bool), `occupied`, `waiting`, `gate` (as it stands) and
+`display_text` (as shown).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ STEP_S = 1.0  # fixed physics step
 ENTRY_S = 5.0  # one car through the barrier every ~5 s
 MAX_QUEUE = 50  # cars the access lane holds (the `waiting` sensor's range)
 PATIENCE_S = 15 * 60.0  # mean time a driver waits at a closed gate or full lot
+AUTO_TEXT = "СВОБОДНО {free} / FREE {free}"  # fits the 32-character display
+AUTO_FULL = "МЕСТ НЕТ / FULL"
 NIGHT_SHARE = 0.1  # night-time arrivals relative to the day rate
 
 
@@ -54,6 +61,9 @@ class ParkingModel(TwinModel):
         self.waiting = 0
         self.entry_progress_s = 0.0
         self.arrived = self.entered = self.exited = self.balked = self.reneged = 0
+        self.gate = self.actuators["gate"]
+        self.display_text = self.actuators["display"]
+        self._automatic()
 
     @property
     def occupied(self) -> int:
@@ -61,11 +71,29 @@ class ParkingModel(TwinModel):
 
     # ------------------------------------------------------------ stepping
 
+    @property
+    def automatic(self) -> bool:
+        return self.actuators.get("mode", "manual") == "auto"
+
+    def apply(self, target: str, value: Any) -> None:
+        super().apply(target, value)
+        self._automatic()  # a command shows at once, not on the next step
+
     def _step(self, now: float) -> None:
         self._departures(now)
         self._arrivals(now)
         self._impatience()
+        self._automatic()
         self._entry(now)
+
+    def _automatic(self) -> None:
+        """Gate and display: the kit's own rule in auto mode, else the actuators'."""
+        if not self.automatic:
+            self.gate, self.display_text = self.actuators["gate"], self.actuators["display"]
+            return
+        free = len(self.bays) - self.occupied
+        self.gate = "open" if self.waiting and free else "closed"
+        self.display_text = AUTO_TEXT.format(free=free) if free else AUTO_FULL
 
     def _departures(self, now: float) -> None:
         for bay, leave_at in enumerate(self._leave_at):
@@ -90,7 +118,7 @@ class ParkingModel(TwinModel):
 
     def _entry(self, now: float) -> None:
         free = [bay for bay, taken in enumerate(self.bays) if not taken]
-        if self.actuators["gate"] != "open" or not self.waiting or not free:
+        if self.gate != "open" or not self.waiting or not free:
             self.entry_progress_s = 0.0  # the barrier stays down; the next car starts over
             return
         self.entry_progress_s += STEP_S
@@ -109,6 +137,6 @@ class ParkingModel(TwinModel):
         return {
             "bays": list(self.bays),
             "occupied": self.occupied,
-            "gate-state": self.actuators["gate"],
+            "gate-state": self.gate,
             "waiting": min(self.waiting, self._max_waiting),
         }

@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
@@ -169,7 +170,7 @@ class AdminView(PolledView):
                     counters.get("applied", "–"),
                     counters.get("rejected", "–"),
                     counters.get("errors", "–"),
-                    "–" if safe is None else ("✓" if safe else "✗"),
+                    safety_mark(t, safe, counters.get("at_rest")),
                 ]
             )
             classes.append(f"smartlab-health-row smartlab-health-{kit['id']}")
@@ -231,3 +232,13 @@ class AdminView(PolledView):
             )
         else:
             self.rejections.value = text(t("no_rejections"))
+
+
+def safety_mark(t: Callable[..., str], safe: bool | None, at_rest: bool | None) -> str:
+    """The health table's safety column: safe, at rest (its automatic operation: normal for a
+    kit nobody holds), neither, or unknown."""
+    if safe is None:
+        return "–"
+    if safe:
+        return "✓"
+    return t("at_rest") if at_rest else "✗"

@@ -17,7 +17,7 @@ from labs.board import DATA_DIR, TEMPLATE, board_command, voila_command, voila_e
 from labs.client import Ack, CommandNotAuthorized, CommandRejected
 from labs.i18n import CATALOGUES, EN, RU, Texts, negotiate, wait_text
 from labs.pages import SNAPSHOT_MIME, KitPage, PageBox, wait_for_first_sample
-from labs.widgets.admin import recent_rejections
+from labs.widgets.admin import recent_rejections, safety_mark
 from labs.widgets.controls import ActuatorControl
 from labs.widgets.kit_dashboard import KitDashboard
 from labs.widgets.live import Coalescer, Runner
@@ -576,3 +576,12 @@ def test_the_board_runs_preheated_and_every_server_passes_the_language_header():
     assert "--VoilaConfiguration.http_header_envs=Accept-Language" in command
     plain = voila_command(port=1)
     assert not any("preheat" in part for part in plain)
+
+
+def test_the_health_table_tells_a_kit_at_rest_from_an_unsafe_one():
+    for lang, at_rest in (("en", "automatic"), ("ru", "автоматический режим")):
+        t = Texts(lang)
+        assert safety_mark(t, True, False) == "✓"
+        assert safety_mark(t, False, True) == at_rest
+        assert safety_mark(t, False, False) == "✗"
+        assert safety_mark(t, None, None) == "–"

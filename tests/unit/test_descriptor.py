@@ -131,3 +131,27 @@ def test_demo_site_is_valid(models):
     kits = load_kits(site, models)
     assert {k.model for k in kits} == REQUIRED_MODELS
     assert sum(k.model == "street-lighting" for k in kits) == 2
+
+
+@pytest.mark.parametrize(
+    ("at_rest", "message"),
+    [
+        ({"brightness": 3}, r"at_rest\.brightness: no actuator named 'brightness'"),
+        ({"mode": "party"}, r"at_rest\.mode: .*value at rest"),
+        (
+            {
+                "phase-plan": [
+                    {"green": ["north", "east"], "seconds": 30},
+                    {"green": ["west"], "seconds": 9},
+                ]
+            },
+            r"at_rest\.phase-plan: breaks an interlock",
+        ),
+    ],
+)
+def test_invalid_state_at_rest_is_refused(tmp_path, at_rest, message):
+    data = yaml.safe_load((MODELS_DIR / "intersection.yaml").read_text())
+    data["at_rest"] = at_rest
+    path = write(tmp_path, "intersection", data)
+    with pytest.raises(DescriptorError, match=message):
+        load_descriptor(path)

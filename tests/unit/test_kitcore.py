@@ -147,7 +147,11 @@ def test_safe_state_restores_every_actuator(models):
     send(core, "display", "Welcome", command_id="c2")
     assert not core.is_safe()
     ack = core.handle_command(P.safe_state_topic("kit-1"), "", "c3", LATER_MS)
-    assert ack["status"] == P.APPLIED and ack["value"] == {"gate": "closed", "display": ""}
+    assert ack["status"] == P.APPLIED and ack["value"] == {
+        "mode": "manual",
+        "gate": "closed",
+        "display": "",
+    }
     assert core.is_safe()
 
 
@@ -243,3 +247,52 @@ def test_a_failing_apply_hook_is_answered_and_counted(models):
     assert (ack["status"], ack["reason"]) == (P.REJECTED, P.R_KIT_ERROR)
     assert core.errors == 1 and core.status()["rejections"] == {P.R_KIT_ERROR: 1}
     assert core.state["mode"] == "auto"
+
+
+def rest(core: KitCore, command_id: str = "r1") -> dict:
+    return core.handle_command(P.at_rest_topic(core.kit_id), "", command_id, LATER_MS)
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("intersection", {"mode": "fixed"}),
+        ("smart-parking", {"mode": "auto", "gate": "closed", "display": ""}),
+        ("street-lighting", {"mode": "auto", "dimming": 100}),
+        ("environment-station", {"ventilation": False, "sampling-interval": 1}),
+    ],
+)
+def test_at_rest_applies_the_descriptors_values_over_the_safe_state(models, model, expected):
+    core = core_for(models, model)
+    ack = rest(core)
+    assert ack["status"] == P.APPLIED and ack["target"] == P.AT_REST_PROPERTY
+    assert expected.items() <= ack["value"].items()
+    assert core.state == P.at_rest_state(models[model])
+    status = core.status()
+    assert status["at_rest"] is True and status["fault"] is None
+    # A model whose rest is its safe state is both at once; the others are not safe at rest.
+    assert status["safe"] is (P.at_rest_state(models[model]) == P.safe_state(models[model]))
+
+
+def test_a_holder_after_rest_still_meets_the_interlocks(models):
+    core = core_for(models, "smart-parking")
+    rest(core)
+    refused = send(core, "gate", "open")
+    assert refused["status"] == P.REJECTED and refused["reason"] == P.R_INTERLOCK
+    assert send(core, "mode", "manual", command_id="c2")["status"] == P.APPLIED
+    assert send(core, "gate", "open", command_id="c3")["status"] == P.APPLIED
+    assert core.status()["at_rest"] is False
+    assert core.handle_command(P.safe_state_topic("kit-1"), "", "c4", LATER_MS)["value"] == {
+        "mode": "manual",
+        "gate": "closed",
+        "display": "",
+    }
+
+
+def test_a_kit_with_a_fault_refuses_to_rest(models):
+    core = core_for(models, "intersection")
+    core.fault = "the conflict monitor tripped"
+    ack = rest(core)
+    assert ack["status"] == P.REJECTED and ack["reason"] == P.R_INTERLOCK
+    assert "conflict monitor" in ack["detail"]
+    assert core.is_safe() and core.status()["at_rest"] is False

@@ -83,6 +83,16 @@ class Kits:
         acks, self.acks = self.acks, []
         return acks
 
+    def send_at_rest(self, kit_id: str) -> str:
+        self.sent.append(kit_id)
+        return f"rest-{len(self.sent)}"
+
+    def answer(self, kit_id: str, command_id: str) -> str | None:
+        return "applied" if self.confirmed_safe(kit_id, command_id) else None
+
+    def report(self, kit_id: str) -> dict | None:
+        return None  # these kits do not say whether they rest: the service leaves them be
+
 
 @pytest.fixture
 def lab(tmp_path):
