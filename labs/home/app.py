@@ -41,7 +41,6 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 ENVIRONMENT = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=True,  # every value from a kit, the site file or a person is escaped
-    undefined=jinja2.StrictUndefined,
 )
 
 

@@ -84,19 +84,20 @@ async def gather(
 
 
 def spark_of(rows: Any) -> dict[str, str] | None:
-    """The first numeric sensor of a kit's recent history as sparkline points."""
-    if not isinstance(rows, list) or not rows:
+    """The kit's liveliest numeric sensor over its recent history (the widest range; the
+    first in the kit's order on a tie) as sparkline points."""
+    if not isinstance(rows, list):
         return None
-    first = rows[-1].get("values") if isinstance(rows[-1], dict) else None
-    if not isinstance(first, dict):
+    series: dict[str, list[float]] = {}
+    for row in rows:
+        values = row.get("values") if isinstance(row, dict) else None
+        for name, value in (values or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                series.setdefault(name, []).append(float(value))
+    if not series:
         return None
-    sensor = next(
-        (k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)),
-        None,
-    )
-    if sensor is None:
-        return None
-    values = [r.get("values", {}).get(sensor) for r in rows if isinstance(r, dict)]
+    sensor = max(series, key=lambda name: max(series[name]) - min(series[name]))
+    values = series[sensor]
     step = max(1, len(values) // SPARK_POINTS)
     points = sparkline(values[::step])
     return {"sensor": sensor, "points": points} if points else None
