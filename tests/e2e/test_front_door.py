@@ -44,8 +44,21 @@ def test_login_page_names_the_centre_in_the_browser_language(chromium, platform:
     assert page.get_by_role("link", name="общем табло лаборатории").get_attribute("href") == (
         "/services/status/"
     )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "front-door-hub-login-ru.png"), full_page=True)
     page.get_by_role("link", name="English").click()
     assert page.get_by_role("heading", name="Smart City Lab").is_visible()
+    assert page.get_by_label("Username:").is_visible()
+    page.context.close()
+
+
+def test_hub_pages_lead_back_to_the_front_door(chromium, platform: Up) -> None:
+    page = log_in(chromium, platform, "oleg")
+    page.set_viewport_size({"width": 1024, "height": 768})
+    page.goto(platform.hub_url + "/hub/home")
+    page.get_by_role("link", name="Front door").click()
+    page.wait_for_url("**/services/home/")
+    page.get_by_role("heading", name="Hello, oleg").wait_for()
     page.context.close()
 
 
