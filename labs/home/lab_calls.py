@@ -98,6 +98,6 @@ def spark_of(rows: Any) -> dict[str, str] | None:
         return None
     sensor = max(series, key=lambda name: max(series[name]) - min(series[name]))
     values = series[sensor]
-    step = max(1, len(values) // SPARK_POINTS)
+    step = max(1, -(-len(values) // SPARK_POINTS))  # at most SPARK_POINTS points
     points = sparkline(values[::step])
     return {"sensor": sensor, "points": points} if points else None

@@ -4,6 +4,7 @@ page's logic is tested without a hub (tests/unit/test_home.py)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,26 @@ def kit_view(kit: dict[str, Any], name: str, lang: str, t: Texts) -> dict[str, A
     }
 
 
+@functools.cache
+def _descriptors() -> dict[str, dict[str, Any]]:
+    from hardware_kits.descriptor import load_models
+
+    return load_models()
+
+
+def sensor_label(model: str, sensor: str, lang: str) -> str:
+    """A sensor's name from its kit's descriptor: `name_<lang>` if the descriptor has one, else
+    `name`, else the sensor's id."""
+    spec = _descriptors().get(model, {}).get("sensors", {}).get(sensor, {})
+    return str(spec.get(f"name_{lang}") or spec.get("name") or sensor)
+
+
+def spark_view(spark: dict[str, str] | None, kit: dict[str, Any], lang: str) -> dict | None:
+    if not spark:
+        return None
+    return {**spark, "sensor": sensor_label(str(kit.get("model", "")), spark["sensor"], lang)}
+
+
 def course_kits(courses: list[str], directory: Directory) -> list[str]:
     found: list[str] = []
     for course in courses:
@@ -154,7 +175,7 @@ def build_page(
         page["kits"] = [
             {
                 **kit_view(kits_by_id[k], name, lang, t),
-                "sparkline": (lab.get("sparklines") or {}).get(k),
+                "sparkline": spark_view((lab.get("sparklines") or {}).get(k), kits_by_id[k], lang),
             }
             for k in mine
             if k in kits_by_id

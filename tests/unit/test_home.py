@@ -11,6 +11,7 @@ import pytest
 
 from labs.home import exchange
 from labs.home.app import ENVIRONMENT
+from labs.home.lab_calls import spark_of
 from labs.home.model import Directory, build_page, roles, sparkline
 from labs.home.texts import Texts
 from site_config.languages import negotiate
@@ -144,6 +145,18 @@ def test_exchange_is_listed_without_following_links(tmp_path: Path) -> None:
     schedule.write_text('{"lights": {"01-energy": "2026-12-20"}, "bad": 3}')
     assert exchange.due_dates(schedule) == {"lights": {"01-energy": "2026-12-20"}}
     assert sparkline([1, 2, 3]) and sparkline([1]) is None
+
+
+def test_the_thumbnail_follows_the_liveliest_sensor_named_from_the_descriptor() -> None:
+    rows = [
+        {"ts": i, "values": {"ambient-light": 5.0, "lamp-power": float(i % 7)}} for i in range(90)
+    ]
+    spark = spark_of(rows)
+    assert spark is not None and spark["sensor"] == "lamp-power"
+    assert len(spark["points"].split()) <= 61
+    p = page("anna", ["nbgrader-lights"], sparklines={"sl-1": spark})
+    assert p["kits"][0]["sparkline"]["sensor"] == "Lamp power"
+    assert 'aria-label="Recent values of Lamp power"' in render(p)
 
 
 def test_due_dates_come_from_the_gradebook_into_a_public_schedule(
