@@ -55,6 +55,7 @@ def render(p: dict, lang: str = "en", **extra: object) -> str:
         centre=Texts(lang).centre,
         switch={"en": "/services/home/?lang=en", "ru": "/services/home/?lang=ru"},
         prefix="/services/home/",
+        nonce="n0nce",
         page=p,
         lab_down=extra.get("lab_down"),
         handler=handler,
@@ -181,3 +182,36 @@ def test_due_dates_come_from_the_gradebook_into_a_public_schedule(
     path = write_schedule(Runtime(site="x", state_dir=str(tmp_path)), {"lights": due})
     assert path.stat().st_mode & 0o777 == 0o644
     assert exchange.due_dates(path) == {"lights": due}
+
+
+def test_lab_service_answers_become_one_line_or_unreachable() -> None:
+    import asyncio
+    import json
+
+    from tornado.web import Application, RequestHandler
+
+    from labs.home.lab_calls import gather
+    from site_config.runtime import free_port
+
+    seen: list[str] = []
+
+    class Refuse(RequestHandler):
+        def get(self, *_: str) -> None:
+            seen.append(self.request.headers["Accept-Language"])
+            self.set_status(403)
+            self.finish(json.dumps({"error": "нет доступа к сервису лаборатории"}))
+
+    async def scenario() -> tuple[dict, dict]:
+        port = free_port()
+        server = Application([(r"/api/(.*)", Refuse)]).listen(port, "127.0.0.1")
+        refused = await gather(f"http://127.0.0.1:{port}", "t", "ru", usage=True, spark_kits=[])
+        server.stop()
+        down = await gather(
+            f"http://127.0.0.1:{free_port()}", "t", "ru", usage=False, spark_kits=[]
+        )
+        return refused, down
+
+    refused, down = asyncio.run(scenario())
+    assert refused["error"] == "нет доступа к сервису лаборатории" and "kits" not in refused
+    assert set(seen) == {"ru"}
+    assert down.get("unreachable") is True
