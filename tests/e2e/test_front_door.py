@@ -3,6 +3,7 @@ people log in at the hub's root URL and land on their home page at /services/hom
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,6 +82,18 @@ def test_anna_lands_on_her_courses_and_kits(chromium, platform: Up) -> None:
     page.get_by_role("heading", name="Здравствуйте, anna").wait_for()
     assert page.locator("html").get_attribute("lang") == "ru"
     page.context.close()
+
+
+def test_due_dates_are_published_for_every_course(platform: Up) -> None:
+    """`smartlab up` read each gradebook as its grader account (none has a due date yet)."""
+    schedule = platform.state / "schedule.json"
+    assert json.loads(schedule.read_text()) == {
+        "iot-basics": {},
+        "smart-lighting": {},
+        "smart-parking": {},
+        "traffic-signals": {},
+    }
+    assert schedule.stat().st_mode & 0o777 == 0o644
 
 
 def test_irina_gets_the_formgrader_link(chromium, platform: Up) -> None:
