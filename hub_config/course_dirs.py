@@ -9,6 +9,7 @@ same for a deployment without `smartlab up`, as the account that runs it).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import stat
@@ -98,17 +99,44 @@ def release_first_assignment(runtime: Runtime, course_id: str) -> str | None:
     return first
 
 
+def course_due_dates(runtime: Runtime, course_id: str) -> dict[str, str]:
+    """The due dates in the course's gradebook, read as its grader account (the gradebook is
+    the course staff's, closed to others; root follows no path inside that home)."""
+    owner = pwd.getpwnam(hub.grader_account(course_id)) if runtime.isolate else None
+    found = call_as(
+        owner, "hub_config.grader_home:due_dates", {"root": str(course_root(runtime, course_id))}
+    )
+    return found if isinstance(found, dict) else {}
+
+
+def write_schedule(runtime: Runtime, due: dict[str, dict[str, str]]) -> Path:
+    """The public, read-only schedule the front door shows (labs/home/exchange.py): due dates
+    only, nothing else of the gradebook. Replaced whole, never written through a link."""
+    public = Path(runtime.state_dir) / hub.SCHEDULE_FILE
+    staged = public.with_suffix(".new")
+    staged.unlink(missing_ok=True)
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o644)  # the umask of a root start is 077
+        json.dump(due, out, indent=1, sort_keys=True)
+    os.replace(staged, public)
+    return public
+
+
 def prepare_courses(site: Site, runtime: Runtime) -> dict[str, str]:
     """Every course of the site ready for its formgrader: course -> its released first
     assignment, or why it could not be released (the platform still comes up without it)."""
     prepare_exchange(runtime)
     released = {}
+    due: dict[str, dict[str, str]] = {}
     for course in site.courses:
         try:
             prepare_course(runtime, course.id)
             first = release_first_assignment(runtime, course.id)
+            due[course.id] = course_due_dates(runtime, course.id)
         except AccountError as err:
             released[course.id] = f"not released: {err}"  # shown by `smartlab up`
         else:
             released[course.id] = f"released {first}" if first else "no assignment yet"
+    write_schedule(runtime, due)  # due dates set in a formgrader show from the next start
     return released

@@ -18,3 +18,19 @@ def write_course_folder(home: str, root: str, config: str, files: dict[str, list
         config_file.write_text(config)
     Path(root).mkdir(exist_ok=True)
     return write_missing(files, Path(root))
+
+
+def due_dates(root: str) -> dict[str, str]:
+    """{assignment: due date (ISO 8601)} from the course's gradebook, where instructors set
+    them in the formgrader; {} when there is no gradebook yet. Read-only."""
+    import sqlite3
+
+    path = Path(root) / "gradebook.db"
+    if not path.is_file():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT name, duedate FROM assignment WHERE duedate IS NOT NULL")
+            return {str(name): str(due) for name, due in rows}
+    except sqlite3.Error:
+        return {}

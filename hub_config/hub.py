@@ -22,6 +22,7 @@ nbgrader's demos/demo_multiple_classes (RBAC era):
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -43,8 +44,10 @@ from site_config.site import GRADER_PREFIX, Site, load_site, verify_password
 
 LAB_SERVICE = "lab"
 STATUS_SERVICE = "status"
+HOME_SERVICE = "home"  # the front door, where everyone lands after login (labs/home/)
 CULLER_SERVICE = "idle-culler"
 LAB_SERVICE_CONFIG = "lab_service_config.py"  # in the state folder, written by `smartlab up`
+SCHEDULE_FILE = "schedule.json"  # published due dates (labs/home/exchange.py), optional
 
 LAB_USERS = "lab-users"
 LAB_ADMINS = "lab-admins"
@@ -244,6 +247,13 @@ def load_roles(site: Site) -> list[dict[str, Any]]:
             "services": [LAB_SERVICE],
             "scopes": ["list:users", "read:users:name", "read:users:groups"],
         },
+        # Every person may open the front door (it shows each only what their groups say).
+        {
+            "name": "front-door",
+            "description": "Open the Smart City Lab front door",
+            "groups": [PEOPLE],
+            "scopes": [f"access:services!service={HOME_SERVICE}"],
+        },
         {
             "name": HUB_ADMIN_ROLE,
             "description": "Run the hub, without entering servers",
@@ -353,6 +363,42 @@ def lab_service(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def home_directory(site: Site) -> dict[str, Any]:
+    """The site file's public facts the front door shows (labs.home.model.Directory): course
+    titles and kits, kit names, the hub admins' names; no password hash, no person's details."""
+    return {
+        "courses": [{"id": c.id, "title": c.title, "kits": list(c.kits)} for c in site.courses],
+        "kit_names": {k.id: k.name for k in site.kits},
+        "hub_admins": admin_users(site),
+    }
+
+
+def home_service(runtime: Runtime, site: Site) -> dict[str, Any]:
+    """The front door (labs/home/). It runs as the hub's account: to count a course's
+    submissions it lists the exchange's inbound folders, which nbgrader makes writable but not
+    readable by others (it reads names only, through descriptors that follow no link). Its
+    OAuth token may call the lab service as the person and read their name and groups."""
+    return {
+        "name": HOME_SERVICE,
+        "url": f"http://127.0.0.1:{runtime.home_port}",
+        "display": False,  # it is the hub's home page, not an entry of the Services menu
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": [
+            f"access:services!service={LAB_SERVICE}",
+            "read:users:name!user",
+            "read:users:groups!user",
+        ],
+        "command": [sys.executable, "-m", "labs.home", "--port", str(runtime.home_port)],
+        "environment": {
+            "PATH": service_environment(runtime)["PATH"],
+            "SMARTLAB_LAB_URL": runtime.lab_url,
+            "SMARTLAB_EXCHANGE": str(runtime.exchange),
+            "SMARTLAB_SCHEDULE": str(Path(runtime.state_dir) / SCHEDULE_FILE),
+            "SMARTLAB_HOME_DIRECTORY": json.dumps(home_directory(site)),
+        },
+    }
+
+
 def status_board_service(runtime: Runtime) -> dict[str, Any]:
     """Public, read-only board (Voilà, a bounded pool of kernels, a read-only MQTT account):
     the proxy sends anyone to it, and it holds no hub scope at all. Started by the hub (root),
@@ -383,10 +429,12 @@ def status_board_service(runtime: Runtime) -> dict[str, Any]:
 
 
 def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
-    """`c.JupyterHub.services`: course formgraders, lab service, status board, idle culler."""
+    """`c.JupyterHub.services`: course formgraders, lab service, status board, front door,
+    idle culler."""
     found = [formgrader_service(c.id, runtime) for c in site.courses]
     found.append(lab_service(runtime))
     found.append(status_board_service(runtime))
+    found.append(home_service(runtime, site))
     found.append(
         {
             "name": CULLER_SERVICE,

@@ -44,6 +44,7 @@ class Runtime:
     mqtt_port: int = 1883
     lab_port: int = 8181
     status_port: int = 8282
+    home_port: int = 8383  # the front door (hub service `home`)
     formgrader_ports: dict[str, int] = field(default_factory=dict)
     # Each user's server under their own Unix account; only possible as root.
     isolate: bool = False
@@ -102,6 +103,7 @@ def pick_internal_ports(course_ids: list[str], taken: set[int]) -> dict[str, obj
         "hub_api_port": one(),
         "proxy_api_port": one(),
         "status_port": one(),
+        "home_port": one(),
         "formgrader_ports": {course: one() for course in course_ids},
     }
 

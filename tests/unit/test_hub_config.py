@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import runpy
 from pathlib import Path
 
@@ -29,6 +30,9 @@ def site(models) -> Site:
 def runtime(site) -> Runtime:
     ports = pick_internal_ports([c.id for c in site.courses], taken={8000, 1883, 8181})
     return Runtime(site=str(DEMO), state_dir="/srv/smartlab", isolate=True, **ports)
+
+
+FRONT_DOOR = "access:services!service=home"  # every person lands on the front door
 
 
 def access_services(scopes: set[str]) -> set[str]:
@@ -70,7 +74,7 @@ def test_student_sees_only_own_courses(site):
     scopes = hub.scopes_of(site, "anna")  # smart-lighting only
     assert "read:services!service=smart-lighting" in scopes
     assert "list:services" in scopes
-    assert access_services(scopes) == {"access:services!service=lab"}  # no formgrader
+    assert access_services(scopes) == {FRONT_DOOR, "access:services!service=lab"}  # no formgrader
     assert not any("iot-basics" in s for s in scopes)
     both = hub.scopes_of(site, "artem")
     assert {"read:services!service=smart-lighting", "read:services!service=iot-basics"} <= both
@@ -82,16 +86,20 @@ def test_instructor_gets_their_formgrader_and_students(site):
         "access:services!service=smart-lighting",
         "access:services!service=traffic-signals",
         "access:services!service=lab",
+        FRONT_DOOR,
     }
     assert "read:users:name!group=nbgrader-smart-lighting" in scopes
     assert not any("iot-basics" in s for s in scopes)
 
 
 def test_grader_only_reaches_their_formgrader(site):
-    for username in ("gleb", "grader-smart-lighting"):
-        assert access_services(hub.scopes_of(site, username)) == {
-            "access:services!service=smart-lighting"
-        }
+    assert access_services(hub.scopes_of(site, "gleb")) == {
+        "access:services!service=smart-lighting",
+        FRONT_DOOR,  # every person, never a service account
+    }
+    assert access_services(hub.scopes_of(site, "grader-smart-lighting")) == {
+        "access:services!service=smart-lighting"
+    }
     assert access_services(hub.scopes_of(site, "grader-iot-basics")) == {
         "access:services!service=iot-basics"
     }
@@ -99,7 +107,7 @@ def test_grader_only_reaches_their_formgrader(site):
 
 def test_lab_admin_gets_no_formgrader(site):
     scopes = hub.scopes_of(site, "lara")
-    assert access_services(scopes) == {"access:services!service=lab"}
+    assert access_services(scopes) == {FRONT_DOOR, "access:services!service=lab"}
     assert not any(c in s for s in scopes for c in COURSES)
 
 
@@ -147,7 +155,7 @@ def test_roles_name_only_known_groups_users_and_services(site, runtime):
 
 def test_one_formgrader_per_course_named_after_it(site, runtime):
     by_name = {s["name"]: s for s in hub.services(site, runtime)}
-    assert set(by_name) == {*COURSES, "lab", "status", "idle-culler"}
+    assert set(by_name) == {*COURSES, "lab", "status", "home", "idle-culler"}
     for course_id in COURSES:
         service = by_name[course_id]
         assert service["user"] == f"grader-{course_id}"
@@ -280,3 +288,24 @@ def test_hub_admins_cannot_change_group_membership():
     granted = set().union(*(_expand_scope(scope) for scope in HUB_ADMIN_SCOPES))
     assert {"read:groups", "list:groups"} <= granted
     assert not granted & {"admin:groups", "groups", "delete:groups"}
+
+
+def test_the_front_door_is_everyone_s_landing_page(site, runtime):
+    service = {s["name"]: s for s in hub.services(site, runtime)}["home"]
+    assert service["url"] == f"http://127.0.0.1:{runtime.home_port}"
+    # The person's token may call the lab service as them and read their name and groups.
+    assert set(service["oauth_client_allowed_scopes"]) == {
+        "access:services!service=lab",
+        "read:users:name!user",
+        "read:users:groups!user",
+    }
+    directory = json.loads(service["environment"]["SMARTLAB_HOME_DIRECTORY"])
+    assert "password_hash" not in service["environment"]["SMARTLAB_HOME_DIRECTORY"]
+    assert directory["hub_admins"] == ["hugo"]
+    assert {
+        "id": "iot-basics",
+        "title": "Основы IoT: датчики и MQTT",
+        "kits": ["envstation-1"],
+    } in (directory["courses"])
+    for who in ("anna", "irina", "lara", "hugo", "gleb"):
+        assert FRONT_DOOR in hub.scopes_of(site, who)

@@ -1,0 +1,1 @@
+"""The front door (the hub service `home`): labs/home/app.py."""

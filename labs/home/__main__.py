@@ -1,0 +1,5 @@
+import sys
+
+from labs.home.app import main
+
+sys.exit(main())
