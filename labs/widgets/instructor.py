@@ -108,7 +108,7 @@ class InstructorView(PolledView):
                     [
                         s["user"],
                         s["kit"],
-                        s["state"],
+                        t.state(s["state"]),
                         when(s["granted_at"]),
                         t.end_reason(s["end_reason"]) if s.get("end_reason") else "–",
                     ]

@@ -458,7 +458,7 @@ class SessionPanel:
         if kit is None:
             self.kit_line.value = ""
             return
-        parts = [t(f"pool_{kit['pool'].replace('-', '_')}")]
+        parts = [t.state(kit["pool"])]
         if kit.get("reason"):
             parts[-1] += f" ({kit['reason']})"
         if kit.get("holder_institution") and self.state not in (CONNECTING, HOLDING):
