@@ -22,8 +22,9 @@ from typing import Any
 
 from traitlets import HasTraits, Unicode, observe
 
-from hardware_kits.descriptor import DescriptorError, load_models
+from hardware_kits.descriptor import DescriptorError, load_models, read_yaml
 from site_config.languages import DEFAULT, LANGUAGES, negotiate
+from site_config.paths import default_site
 
 __all__ = ["CATALOGUES", "DEFAULT", "LANGUAGES", "Texts", "negotiate"]
 
@@ -425,6 +426,10 @@ class Texts(HasTraits):
         lists); the names come from the descriptors in this checkout."""
         return self.name(known_models().get(code or ""), readable(code or "?"))
 
+    def institution(self, code: str | None) -> str:
+        """An institution by its name (the site file's `name` / `ru.name`), else its id."""
+        return self.name(site_institutions().get(code or ""), code or "–")
+
     def point(self, model: str | None, actuator: str | None) -> dict[str, Any] | None:
         """The spec of a model's actuator from the descriptors in this checkout, if known."""
         return known_models().get(model or "", {}).get("actuators", {}).get(actuator or "")
@@ -472,6 +477,17 @@ def known_models() -> dict[str, dict[str, Any]]:
         return load_models()
     except DescriptorError:
         log.exception("cannot read the kit model descriptors")
+        return {}
+
+
+@functools.cache
+def site_institutions() -> dict[str, dict[str, Any]]:
+    """The site file's institutions by id; empty if this account cannot read the site file."""
+    try:
+        data = read_yaml(default_site())
+        listed = data.get("institutions") if isinstance(data, dict) else None
+        return {str(i["id"]): i for i in listed or () if isinstance(i, dict) and "id" in i}
+    except DescriptorError:
         return {}
 
 

@@ -212,7 +212,7 @@ class AdminView(PolledView):
         )
         self.by_institution.show(
             t("usage_institution"),
-            [u["institution"] for u in usage["institutions"]],
+            [t.institution(u["institution"]) for u in usage["institutions"]],
             [u["session_seconds"] / 60 for u in usage["institutions"]],
         )
 

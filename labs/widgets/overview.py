@@ -123,7 +123,9 @@ class BoardRow:
         self.cells["status"].value = state_badge(t, self.kit.state)
         self.cells["pool"].value = pool_badge(t, view)
         holder = (view or {}).get("holder_institution")
-        self.cells["holder"].value = text(holder or (t("nobody") if view else "–"))
+        self.cells["holder"].value = text(
+            t.institution(holder) if holder else (t("nobody") if view else "–")
+        )
         self.cells["queue"].value = text(view["queue_length"] if view else "–")
         latest = self.kit.latest
         for spark in self.sparks:

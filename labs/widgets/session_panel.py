@@ -462,7 +462,7 @@ class SessionPanel:
         if kit.get("reason"):
             parts[-1] += f" ({kit['reason']})"
         if kit.get("holder_institution") and self.state not in (CONNECTING, HOLDING):
-            parts.append(t("held_by", institution=kit["holder_institution"]))
+            parts.append(t("held_by", institution=t.institution(kit["holder_institution"])))
         parts.append(t("queue_length", n=kit.get("queue_length", 0)))
         self.kit_line.value = html("<small>{}</small>", " · ".join(parts))
 

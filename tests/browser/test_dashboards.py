@@ -258,7 +258,7 @@ def test_overview_board_lists_every_kit_with_its_status(platform, open_page):
         row = f".smartlab-board-row-{LAMP2}"
         page.wait_for_selector(f"{row} .smartlab-pool[data-pool=maintenance]")
         assert "bulb replacement" in page.inner_text(row)
-        page.wait_for_selector(f".smartlab-board-row-{CROSS} :text('univ-b')")
+        page.wait_for_selector(f".smartlab-board-row-{CROSS} :text('University B')")
         page.wait_for_selector(f".smartlab-board-row-{LAMP} .smartlab-pool[data-pool=in-pool]")
         page.wait_for_selector(f".smartlab-board-row-{LAMP} .smartlab-spark svg")
         assert page.query_selector_all(".smartlab-input, .smartlab-join") == []  # read-only

@@ -280,6 +280,8 @@ def test_kit_data_and_state_codes_read_in_the_page_language():
     assert ru.model("intersection") == "Регулируемый перекрёсток"
     assert ru.model("water-tank") == "water tank"
     assert ru.name({"name": "Pump"}) == "Pump"  # no Russian name: the English one
+    assert (ru.institution("univ-a"), en.institution("univ-a")) == ("Университет А", "University A")
+    assert ru.institution("elsewhere") == "elsewhere"
 
 
 def test_enum_choices_follow_the_language_without_sending_a_command():
