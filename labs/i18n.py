@@ -430,6 +430,10 @@ class Texts(HasTraits):
         """An institution by its name (the site file's `name` / `ru.name`), else its id."""
         return self.name(site_institutions().get(code or ""), code or "–")
 
+    def course(self, code: str | None) -> str:
+        """A course by its title (the site file's, one language: it is the course's name)."""
+        return str(site_entries("courses").get(code or "", {}).get("title") or code or "–")
+
     def point(self, model: str | None, actuator: str | None) -> dict[str, Any] | None:
         """The spec of a model's actuator from the descriptors in this checkout, if known."""
         return known_models().get(model or "", {}).get("actuators", {}).get(actuator or "")
@@ -481,14 +485,19 @@ def known_models() -> dict[str, dict[str, Any]]:
 
 
 @functools.cache
-def site_institutions() -> dict[str, dict[str, Any]]:
-    """The site file's institutions by id; empty if this account cannot read the site file."""
+def site_entries(section: str) -> dict[str, dict[str, Any]]:
+    """The site file's `institutions` or `courses` by id (names and titles only are used);
+    empty if this account cannot read the site file: pages then show ids."""
     try:
         data = read_yaml(default_site())
-        listed = data.get("institutions") if isinstance(data, dict) else None
-        return {str(i["id"]): i for i in listed or () if isinstance(i, dict) and "id" in i}
     except DescriptorError:
         return {}
+    listed = data.get(section) if isinstance(data, dict) else None
+    return {str(i["id"]): i for i in listed or () if isinstance(i, dict) and "id" in i}
+
+
+def site_institutions() -> dict[str, dict[str, Any]]:
+    return site_entries("institutions")
 
 
 def readable(code: str) -> str:

@@ -48,7 +48,9 @@ class InstructorView(PolledView):
         self.courses: list[str] = list(me.get("instructor_of") or [])
         self.texts = texts
         self.title = W.HTML()
-        self.course = W.Dropdown(options=self.courses, layout=W.Layout(width="240px"))
+        self.course = W.Dropdown(
+            options=[(texts.course(c), c) for c in self.courses], layout=W.Layout(width="240px")
+        )
         self.course.observe(lambda _c: self._render(), names="value")
         self.sessions = W.HTML()
         self.sessions.add_class("smartlab-course-sessions")

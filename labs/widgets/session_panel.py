@@ -472,7 +472,7 @@ class SessionPanel:
             t(
                 "booking_line",
                 kit=b["kit"],
-                course=b["course"],
+                course=t.course(b["course"]),
                 start=dt.datetime.fromtimestamp(b["starts_at"]).strftime("%d.%m %H:%M"),
                 end=clock_time(b["ends_at"]),
             )

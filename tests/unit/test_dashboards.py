@@ -282,6 +282,8 @@ def test_kit_data_and_state_codes_read_in_the_page_language():
     assert ru.name({"name": "Pump"}) == "Pump"  # no Russian name: the English one
     assert (ru.institution("univ-a"), en.institution("univ-a")) == ("Университет А", "University A")
     assert ru.institution("elsewhere") == "elsewhere"
+    assert en.course("iot-basics") == "Основы IoT: датчики и MQTT"  # its title is its name
+    assert en.course("no-such-course") == "no-such-course"
 
 
 def test_enum_choices_follow_the_language_without_sending_a_command():
