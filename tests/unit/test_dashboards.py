@@ -23,6 +23,7 @@ from labs.widgets.kit_dashboard import KitDashboard
 from labs.widgets.live import Coalescer, Runner
 from labs.widgets.overview import OverviewBoard
 from labs.widgets.plots import MIN_REDRAW_S, format_value, thin, window_slice
+from labs.widgets.tables import BarChart, round_top
 
 # A kit model no dashboard has seen: every datatype a descriptor allows.
 NEW_MODEL = validate_descriptor(
@@ -680,3 +681,19 @@ def test_the_board_runs_preheated_and_every_server_passes_the_language_header():
     assert "--VoilaConfiguration.http_header_envs=Accept-Language" in command
     plain = voila_command(port=1)
     assert not any("preheat" in part for part in plain)
+
+
+def test_bar_charts_run_from_zero_to_a_round_top():
+    assert [round_top(x) for x in (0, 0.0006, 3, 7.2, 10, 11, 260)] == [
+        1.0,
+        0.001,
+        5.0,
+        10.0,
+        10.0,
+        20.0,
+        500.0,
+    ]
+    chart = BarChart()
+    chart.show("t", ["a", "b"], [0.0, 0.0])
+    assert (chart.y_scale.min, chart.y_scale.max) == (0.0, 1.0)
+    assert min(chart.y_axis.tick_values) == 0.0
