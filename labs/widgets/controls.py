@@ -112,6 +112,8 @@ class ActuatorControl:
             self.send.description = self.texts("send")
         if self.datatype == "boolean":
             self.input.description = self.texts("true" if self.input.value else "false")
+            # Without one the browser shows the tooltip "null".
+            self.input.tooltip = self.texts.name(self.spec, self.actuator)
         self.current.value = text(
             self.texts("now", value=format_value(self.kit_value, self.spec, self.texts))
         )
