@@ -159,7 +159,7 @@ def test_controller_is_granted_commands_the_twin_and_loses_control_when_the_sess
     rejected = page.wait_for_selector(".smartlab-ack-rejected")
     assert "«Уровень яркости» можно менять, только когда «Режим» — ручной" in rejected.inner_text()
 
-    page.select_option(".smartlab-control-mode select", "manual")
+    page.select_option(".smartlab-control-mode select", label="ручной")  # the name, not the code
     page.wait_for_selector(".smartlab-ack-applied:has-text('Режим = ручной')")
     kit = platform.observer.kit(LAMP)
     wait_until(lambda: kit.actuators.get("mode") == "manual", timeout=5)  # reached the twin
