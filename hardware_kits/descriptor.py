@@ -31,10 +31,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Wording(_Strict):
+    """A sensor's or actuator's text in Russian; `name` (English) stays Homie's `name`.
+
+    `unit`: only where the Russian unit differs (lx -> лк); `values`: a Russian name for every
+    value of an enum, and for the words inside a JSON value a page shows (a plan's approaches)."""
+
+    name: str = Field(min_length=1)
+    unit: str | None = None
+    values: dict[str, str] = {}
+
+
+class ModelWording(_Strict):
+    """A kit model's name and description in Russian."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+
+
 class PointSpec(_Strict):
     """What sensors and actuators share: a Homie property with its constraints."""
 
-    name: str = ""
+    name: str = Field(min_length=1)
+    ru: Wording
     datatype: Datatype
     unit: str = ""
     min: float | None = None
@@ -57,6 +76,9 @@ class PointSpec(_Strict):
             raise ValueError("a json value needs a schema")
         if self.datatype == "string" and self.max_length is None:
             raise ValueError("a string needs max_length")
+        missing = [v for v in self.values or () if v not in self.ru.values]
+        if self.datatype == "enum" and missing:
+            raise ValueError(f"ru.values has no Russian name for {', '.join(missing)}")
         return self
 
     def as_wire(self) -> dict[str, Any]:
@@ -94,7 +116,8 @@ class Interlock(_Strict):
 
 class Descriptor(_Strict):
     model: str
-    name: str
+    name: str = Field(min_length=1)
+    ru: ModelWording
     version: int = Field(ge=1)
     description: str = ""
     sensors: dict[str, SensorSpec] = Field(min_length=1)

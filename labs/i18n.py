@@ -6,19 +6,25 @@ fields. The language comes from `?lang=` in the page's URL, else the browser's
 `VoilaConfiguration.http_header_envs` lists it), else English; a switch on the page changes it
 live (`Texts.language` is a trait that widgets observe).
 
-Kit data (sensor and actuator names from descriptors, the kit's own rejection details) stay as
-the kit sent them; rejection *reasons* are translated here.
+Kit data are named in the page's language from the kit's own descriptor (its `ru` names, see
+docs/protocol.md): `Texts.name`, `Texts.unit`, `Texts.value`. State codes of kits, the pool,
+sessions, queue entries and bookings go through `Texts.state`; a code this catalogue does not
+know (a newer kit or service) shows as readable words, never as a traceback. The kit's own
+rejection details stay as the kit sent them; rejection *reasons* are translated here.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from traitlets import HasTraits, Unicode, observe
 
+from hardware_kits.descriptor import DescriptorError, load_models, read_yaml
 from site_config.languages import DEFAULT, LANGUAGES, negotiate
+from site_config.paths import default_site
 
 __all__ = ["CATALOGUES", "DEFAULT", "LANGUAGES", "Texts", "negotiate"]
 
@@ -215,6 +221,18 @@ EN: dict[str, str] = {
     "cal_unreachable": "The lab service is unreachable ({detail}); nothing was changed.",
     # kits at rest (a kit nobody holds runs its automatic operation)
     "at_rest": "automatic",
+    # states of sessions, queue entries and bookings (Texts.state; kit and pool states above)
+    "status_granted": "granted",
+    "status_active": "active",
+    "status_ending": "ending",
+    "status_safe": "returning to safe state",
+    "status_released": "released",
+    "status_waiting": "waiting",
+    "status_served": "served",
+    "status_left": "left the queue",
+    "status_booked": "booked",
+    "status_cancelled": "cancelled",
+    "status_alert": "alert",
 }
 
 RU: dict[str, str] = {
@@ -270,7 +288,7 @@ RU: dict[str, str] = {
     "reason_deadline_too_far": "срок действия команды дальше, чем принимает стенд",
     "reason_bad_response_topic": "на указанный топик ответа нельзя ответить (шаблон или пусто)",
     "reason_kit_error": "стенд не смог обработать команду; ничего не изменено",
-    "reason_requires": "{actuator} можно менять только когда {other} = {value}",
+    "reason_requires": "«{actuator}» можно менять, только когда «{other}» — {value}",
     "reason_not_authorized": "стенд больше не за вами (сеанс завершён)",
     "reason_timeout": "стенд не ответил вовремя",
     "reason_closed": "соединение закрыто",
@@ -400,6 +418,17 @@ RU: dict[str, str] = {
     "cal_unreachable": "Сервис лаборатории недоступен ({detail}); ничего не изменено.",
     # kits at rest (a kit nobody holds runs its automatic operation)
     "at_rest": "автоматический режим",
+    "status_granted": "выделен",
+    "status_active": "идёт",
+    "status_ending": "завершается",
+    "status_safe": "возврат в безопасное состояние",
+    "status_released": "завершён",
+    "status_waiting": "в очереди",
+    "status_served": "обслужен",
+    "status_left": "вышел из очереди",
+    "status_booked": "забронировано",
+    "status_cancelled": "отменено",
+    "status_alert": "тревога",
 }
 
 CATALOGUES: dict[str, dict[str, str]] = {"en": EN, "ru": RU}
@@ -446,6 +475,62 @@ class Texts(HasTraits):
         key = f"end_{(code or '').replace('-', '_')}"
         return self(key) if key in EN else (code or "?")
 
+    # ------------------------------------------------ codes and kit data in the page's language
+
+    def state(self, code: str | None) -> str:
+        """A state code (kit, pool, session, queue entry, booking) as words; an unknown code
+        from a newer kit or service reads as its words rather than failing."""
+        if not code:
+            return self("state_none")
+        slug = str(code).replace("-", "_")
+        for prefix in ("state_", "pool_", "status_"):
+            if prefix + slug in EN:
+                return self(prefix + slug)
+        return readable(code)
+
+    def _local(self, item: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        local = (item or {}).get(self.language) if self.language != DEFAULT else None
+        return local if isinstance(local, Mapping) else {}
+
+    def name(self, item: Mapping[str, Any] | None, fallback: str = "") -> str:
+        """The name of a descriptor item (a kit model, a sensor, an actuator) in the page's
+        language: its `ru.name` on a Russian page, its (English) `name` otherwise."""
+        return str(self._local(item).get("name") or (item or {}).get("name") or fallback)
+
+    def unit(self, spec: Mapping[str, Any] | None) -> str:
+        """A sensor's or actuator's unit as this language writes it (lx, лк)."""
+        local = self._local(spec)
+        return str(local.get("unit") or (spec or {}).get("unit") or "")
+
+    def value(self, spec: Mapping[str, Any] | None, value: Any) -> str:
+        """An enum value (or a word inside a JSON value) by its name in this language."""
+        words = self._local(spec).get("values") or {}
+        return str(words.get(value) or readable(str(value)))
+
+    def model(self, code: str | None) -> str:
+        """A kit model by its name, for pages that know only its code (the lab service's kit
+        lists); the names come from the descriptors in this checkout."""
+        return self.name(known_models().get(code or ""), readable(code or "?"))
+
+    def institution(self, code: str | None) -> str:
+        """An institution by its name (the site file's `name` / `ru.name`), else its id."""
+        return self.name(site_institutions().get(code or ""), code or "–")
+
+    def course(self, code: str | None) -> str:
+        """A course by its title (the site file's, one language: it is the course's name)."""
+        return str(site_entries("courses").get(code or "", {}).get("title") or code or "–")
+
+    def point(self, model: str | None, actuator: str | None) -> dict[str, Any] | None:
+        """The spec of a model's actuator from the descriptors in this checkout, if known."""
+        return known_models().get(model or "", {}).get("actuators", {}).get(actuator or "")
+
+    def description(self, descriptor: Mapping[str, Any] | None) -> str:
+        return str(
+            self._local(descriptor).get("description")
+            or (descriptor or {}).get("description")
+            or ""
+        ).strip()
+
     def reason(
         self,
         reason: str | None,
@@ -461,11 +546,49 @@ class Texts(HasTraits):
             for rule in descriptor.get("interlocks", []):
                 if rule.get("kind") == "requires" and rule.get("actuator") == target:
                     ((other, value),) = list((rule.get("when") or {"?": "?"}).items())[:1]
-                    return self("reason_requires", actuator=target, other=other, value=value)
+                    actuators = descriptor.get("actuators", {})
+                    other_spec = actuators.get(other)
+                    return self(
+                        "reason_requires",
+                        actuator=self.name(actuators.get(target), target),
+                        other=self.name(other_spec, other),
+                        value=self.value(other_spec, value),
+                    )
         key = f"reason_{reason}"
         if reason and key in EN:
             return self(key)
         return self("reason_other", detail=detail or reason or "?")
+
+
+@functools.cache
+def known_models() -> dict[str, dict[str, Any]]:
+    """The kit models of this checkout (empty if they cannot be read: codes then show as words)."""
+    try:
+        return load_models()
+    except DescriptorError:
+        log.exception("cannot read the kit model descriptors")
+        return {}
+
+
+@functools.cache
+def site_entries(section: str) -> dict[str, dict[str, Any]]:
+    """The site file's `institutions` or `courses` by id (names and titles only are used);
+    empty if this account cannot read the site file: pages then show ids."""
+    try:
+        data = read_yaml(default_site())
+    except DescriptorError:
+        return {}
+    listed = data.get(section) if isinstance(data, dict) else None
+    return {str(i["id"]): i for i in listed or () if isinstance(i, dict) and "id" in i}
+
+
+def site_institutions() -> dict[str, dict[str, Any]]:
+    return site_entries("institutions")
+
+
+def readable(code: str) -> str:
+    """A code nobody translated, as words ("needs-attention" -> "needs attention")."""
+    return code.replace("-", " ").replace("_", " ")
 
 
 def wait_text(texts: Texts, seconds: float | None) -> str:

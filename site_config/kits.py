@@ -12,6 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hardware_kits.descriptor import HOMIE_ID, DescriptorError, load_models, read_yaml
 
 
+class KitWording(BaseModel):
+    """A kit's name in Russian beside its (English) `name`, as descriptors carry it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+
+
 class KitEntry(BaseModel):
     """One physical kit or twin of the site."""
 
@@ -20,6 +28,7 @@ class KitEntry(BaseModel):
     id: str
     model: str
     name: str = ""
+    ru: KitWording | None = None  # the kit's name in Russian (pages in Russian show it)
     location: str = ""
     twin: bool = True  # False: a real board runs the firmware for this kit
     seed: int = 0

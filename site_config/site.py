@@ -126,9 +126,16 @@ class LmsPlatform(_Strict):
         return self.username_prefix or institution
 
 
+class RussianName(_Strict):
+    """A name in Russian beside the (English) `name`, as descriptors carry it (`ru: {name}`)."""
+
+    name: str = Field(min_length=1)
+
+
 class Institution(_Strict):
     id: Id
     name: str = Field(min_length=1)
+    ru: RussianName | None = None  # pages in Russian show it (else `name`)
     kind: Literal["centre", "university", "academy"]  # academy: a partner, not a university
     lms: list[LmsPlatform] = []  # its LMSs; their users log in through LTI 1.3 launches
 

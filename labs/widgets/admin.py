@@ -130,7 +130,9 @@ class AdminView(PolledView):
         reason = self.reason.value.strip()
 
         def done(view: dict[str, Any]) -> None:
-            self.action.value = html("<small>{}: {}</small>", kit_id, view["pool"])
+            self.action.value = html(
+                "<small>{}: {}</small>", kit_id, self.texts.state(view["pool"])
+            )
             self.refresh()
 
         def failed(err: BaseException) -> None:
@@ -163,7 +165,7 @@ class AdminView(PolledView):
             rows.append(
                 [
                     html("<b>{}</b>", kit["id"]),
-                    kit["model"],
+                    t.model(kit["model"]),
                     pool_badge(t, kit),
                     state_badge(t, h.get("mqtt_state") or ("ready" if kit["online"] else None)),
                     age,
@@ -211,11 +213,12 @@ class AdminView(PolledView):
         )
         self.by_institution.show(
             t("usage_institution"),
-            [u["institution"] for u in usage["institutions"]],
+            [t.institution(u["institution"]) for u in usage["institutions"]],
             [u["session_seconds"] / 60 for u in usage["institutions"]],
         )
 
         rejected = data["rejections"]
+        models = {k["id"]: k["model"] for k in kits}
         if rejected:
             self.rejections.value = table(
                 [t("col_time"), t("col_kit"), t("col_target"), t("col_reason"), t("col_user")],
@@ -223,7 +226,7 @@ class AdminView(PolledView):
                     [
                         when(iso_to_epoch(r["ts"])),
                         r["kit"],
-                        r["target"],
+                        t.name(t.point(models.get(r["kit"]), r["target"]), r["target"]),
                         t.reason(r.get("reason") or None, r.get("reason")),
                         data["users"].get(r.get("session_id", ""), r["requester"]),
                     ]

@@ -45,10 +45,13 @@ class ActuatorControl:
         self.current = W.HTML()
         self.current.add_class("smartlab-current")
         # Names come from the kit's $description and values from the kit: text, never markup.
-        name = W.HTML(
-            html("<b>{}</b>", spec.get("name") or actuator), layout=W.Layout(width="160px")
+        self.name = W.HTML(layout=W.Layout(width="160px"))
+        self._options: tuple[tuple[str, str], ...] = ()
+        parts = (
+            [self.name, self.input]
+            + ([self.send] if self.send is not None else [])
+            + [self.current]
         )
-        parts = [name, self.input] + ([self.send] if self.send is not None else []) + [self.current]
         # wraps on a phone: the input goes under the name rather than past the screen's edge
         self.widget = W.HBox(parts, layout=W.Layout(align_items="center", flex_flow="row wrap"))
         self.widget.add_class("smartlab-control")
@@ -103,13 +106,33 @@ class ActuatorControl:
         return widget, send
 
     def _relabel(self) -> None:
+        self.name.value = html("<b>{}</b>", self.texts.name(self.spec, self.actuator))
+        if self.datatype == "enum":
+            self._label_options()
         if self.send is not None:
             self.send.description = self.texts("send")
         if self.datatype == "boolean":
             self.input.description = self.texts("true" if self.input.value else "false")
+            # Without one the browser shows the tooltip "null".
+            self.input.tooltip = self.texts.name(self.spec, self.actuator)
         self.current.value = text(
             self.texts("now", value=format_value(self.kit_value, self.spec, self.texts))
         )
+
+    def _label_options(self) -> None:
+        """An enum's choices by their names in the page's language (the values stay codes).
+        Setting options selects the first one, so the shown value is put back unsent."""
+        options = tuple((self.texts.value(self.spec, v), v) for v in self.spec["values"])
+        if options == self._options:
+            return
+        value, self._options = self.input.value, options
+        self._syncing = True
+        try:
+            self.input.options = options
+            if value is not None:
+                self.input.value = value
+        finally:
+            self._syncing = False
 
     # ------------------------------------------------------------ user actions
 

@@ -49,7 +49,9 @@ class InstructorView(PolledView):
         self.courses: list[str] = list(me.get("instructor_of") or [])
         self.texts = texts
         self.title = W.HTML()
-        self.course = W.Dropdown(options=self.courses, layout=W.Layout(width="240px"))
+        self.course = W.Dropdown(
+            options=[(texts.course(c), c) for c in self.courses], layout=W.Layout(width="240px")
+        )
         self.course.observe(lambda _c: self._render(), names="value")
         self.sessions = W.HTML()
         self.sessions.add_class("smartlab-course-sessions")
@@ -115,7 +117,7 @@ class InstructorView(PolledView):
                     [
                         s["user"],
                         s["kit"],
-                        s["state"],
+                        t.state(s["state"]),
                         when(s["granted_at"]),
                         t.end_reason(s["end_reason"]) if s.get("end_reason") else "–",
                     ]

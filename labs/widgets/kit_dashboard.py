@@ -113,7 +113,7 @@ class KitDashboard:
         self.plots: dict[str, SensorPlot] = {}  # the sensors drawn as lines
         for name, spec in sensors.items():
             if plotted(spec):
-                self.plots[name] = SensorPlot(name, spec, axis_phase=axis_phase)
+                self.plots[name] = SensorPlot(name, spec, axis_phase=axis_phase, texts=texts)
                 if spec["datatype"] == "enum":
                     self._enums[name] = EnumHistory(list(spec["values"]), lab.history or 1)
         self.controls = {
@@ -215,10 +215,10 @@ class KitDashboard:
             "<span class='smartlab-kit-state' data-state='{state}' "
             "style='color:{colour};font-size:80%'>● {label}</span></h3>",
             kit=self.kit_id,
-            name=str(self.descriptor.get("name", "")),
+            name=t.name(self.descriptor),
             state=state,
             colour=colour,
-            label=t("state_" + state),
+            label=t.state(self.state),
         )
         self.header.value = self.header_html
 
@@ -257,6 +257,7 @@ class KitDashboard:
             self.ack_log.value = html("<small>{}</small>", t("no_acks"))
             return
         lines = []
+        actuators = self.descriptor.get("actuators", {})
         for status, key, fields in reversed(self.acks):
             fields = dict(fields)
             if "reason_code" in fields:
@@ -266,6 +267,10 @@ class KitDashboard:
                     self.descriptor,
                     fields.get("target"),
                 )
+            spec = actuators.get(fields.get("target"))
+            if not fields.pop("typed", False):
+                fields["value"] = format_value(fields.get("value"), spec, t)
+            fields["target"] = t.name(spec, str(fields.get("target", "")))
             colour = "#1a7f37" if status == "applied" else "#b42318"
             mark = "✓" if status == "applied" else "✗"
             lines.append(
@@ -417,7 +422,7 @@ class KitDashboard:
         if kit is None:
             control.settled()
             return
-        shown = format_value(value, self.descriptor["actuators"][actuator], self.texts)
+        shown = value  # formatted when shown, in the page's language then
 
         def applied(ack: Ack) -> None:
             ms = round((ack.round_trip_s or 0) * 1000)
@@ -465,7 +470,13 @@ class KitDashboard:
 
     def _refused(self, actuator: str, text: str, why: str) -> None:
         self._ack(
-            "rejected", "ack_failed", target=actuator, value=text[:40], reason_code=None, detail=why
+            "rejected",
+            "ack_failed",
+            target=actuator,
+            value=text[:40],
+            typed=True,
+            reason_code=None,
+            detail=why,
         )
 
     def _ack(self, status: str, key: str, **fields: Any) -> None:

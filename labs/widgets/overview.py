@@ -40,7 +40,7 @@ def state_badge(texts: Texts, state: str | None) -> Markup:
         "<span class='smartlab-kit-state' data-state='{}' style='color:{}'>● {}</span>",
         state,
         colour,
-        texts("state_" + state),
+        texts.state(state),
     )
 
 
@@ -75,7 +75,7 @@ def pool_badge(texts: Texts, kit: dict[str, Any] | None) -> Markup:
         "<span class='smartlab-pool' data-pool='{}' style='color:{}'>{}</span>{}",
         pool,
         colour,
-        texts("pool_" + pool.replace("-", "_")),
+        texts.state(pool),
         reason,
     )
 
@@ -129,16 +129,24 @@ class BoardRow:
         self.widget.add_class("smartlab-board-row")
         self.widget.add_class(f"smartlab-board-row-{kit.kit_id}")
         self.service_view: dict[str, Any] | None = None
-        self.kit_html = html(
-            "<b class='smartlab-board-kit' data-kit='{kit}'>{kit}</b><br><small>{name}</small>",
-            kit=kit.kit_id,
-            name=str(descriptor.get("name", "")),
-        )
-        self.model_html = text(str(descriptor.get("model", "")))
-        self.cells["kit"].value = self.kit_html
-        self.cells["model"].value = self.model_html
+        self.descriptor = descriptor
         # A live state on screen: the page's first paint (`snapshot_html`) gives way.
         self.cells["status"].add_class("smartlab-live")
+        texts.bind(self._render_names)
+
+    def _render_names(self) -> None:
+        t = self.texts
+        self.kit_html = html(
+            "<b class='smartlab-board-kit' data-kit='{kit}'>{kit}</b>", kit=self.kit.kit_id
+        )
+        # The model by its name (the code is in data-model for tests and styles).
+        self.model_html = html(
+            "<span class='smartlab-model' data-model='{}'>{}</span>",
+            str(self.descriptor.get("model", "")),
+            t.name(self.descriptor, str(self.descriptor.get("model", ""))),
+        )
+        self.cells["kit"].value = self.kit_html
+        self.cells["model"].value = self.model_html
 
     def values_text(self) -> Markup:
         latest = self.kit.latest
@@ -146,7 +154,7 @@ class BoardRow:
             (
                 html(
                     "{}: <b>{}</b>",
-                    s.spec.get("name") or s.sensor,
+                    self.texts.name(s.spec, s.sensor),
                     format_value(latest.get(s.sensor), s.spec, self.texts),
                 )
                 for s in self.sparks
@@ -159,7 +167,7 @@ class BoardRow:
         self.cells["status"].value = labelled(t("status"), state_badge(t, self.kit.state))
         self.cells["availability"].value = labelled(t("availability"), availability_badge(t, view))
         holder = (view or {}).get("holder_institution")
-        holder_text = text(holder or (t("holder_none") if view else "–"))
+        holder_text = text(t.institution(holder) if holder else (t("holder_none") if view else "–"))
         self.cells["holder"].value = labelled(t("holder"), holder_text)
         queue = text(view["queue_length"] if view else "–")
         self.cells["queue"].value = labelled(t("queue"), queue)

@@ -144,7 +144,7 @@ def format_value(value: Any, spec: dict[str, Any] | None, texts: Texts) -> str:
     if value is None:
         return "–"
     spec = spec or {}
-    unit = spec.get("unit", "")
+    unit = texts.unit(spec)
     if isinstance(value, bool):
         text = texts("true" if value else "false")
     elif isinstance(value, float):
@@ -155,12 +155,28 @@ def format_value(value: Any, spec: dict[str, Any] | None, texts: Texts) -> str:
         text = f"{value:.{digits}f}"
     elif isinstance(value, list) and value and all(isinstance(x, bool) for x in value):
         text = "".join("■" if x else "□" for x in value)  # e.g. parking bays
+    elif isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+        text = " · ".join(_words(item, spec, texts) for item in value)  # e.g. a phase plan
     elif isinstance(value, (list, dict)):
-        text = json.dumps(value, separators=(",", ":"))
-        text = text if len(text) <= 60 else text[:57] + "…"
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    elif isinstance(value, str) and spec.get("datatype") == "enum":
+        text = texts.value(spec, value)
     else:
         text = str(value)
+    text = text if len(text) <= 60 else text[:57] + "…"
     return f"{text} {unit}".strip()
+
+
+def _words(item: dict[str, Any], spec: dict[str, Any], texts: Texts) -> str:
+    """One object of a JSON value by its values only, words in the page's language
+    ({"green": ["north", "south"], "seconds": 30} -> "north+south 30")."""
+
+    def word(x: Any) -> str:
+        if isinstance(x, list):
+            return "+".join(word(y) for y in x)
+        return texts.value(spec, x) if isinstance(x, str) else str(x)
+
+    return " ".join(word(x) for x in item.values())
 
 
 def sample_stamp(ts: float | None, texts: Texts) -> Markup:
@@ -181,10 +197,16 @@ class SensorPlot:
     """One sensor's history over the chosen window, under its name and unit."""
 
     def __init__(
-        self, sensor: str, spec: dict[str, Any], height: str = "170px", axis_phase: float = 0.0
+        self,
+        sensor: str,
+        spec: dict[str, Any],
+        height: str = "170px",
+        axis_phase: float = 0.0,
+        texts: Texts | None = None,
     ) -> None:
         self.sensor = sensor
         self.spec = spec
+        self.texts = texts or Texts()
         self.axis_phase = axis_phase  # see `time_axis`
         datatype = spec.get("datatype")
         self.levels: list[str] = list(spec.get("values") or []) if datatype == "enum" else []
@@ -215,7 +237,6 @@ class SensorPlot:
             side="left",
             grid_lines="dashed",
             tick_format="d" if stepped else None,
-            label=self._levels_label(),
             **ticks,
         )
         self.x_axis = bq.Axis(scale=self.x_scale, tick_format="%H:%M:%S", grid_lines="none")
@@ -230,18 +251,25 @@ class SensorPlot:
             layout=W.Layout(width="100%", height=height),
         )
         # The name and unit only: the latest values are in the page's `Readings` row.
-        self.title = W.HTML(
-            title_text(spec.get("name") or sensor, spec.get("unit")), layout=W.Layout(width="100%")
-        )
+        self.title = W.HTML(layout=W.Layout(width="100%"))
         self.widget = W.VBox(
             [self.title, self.figure],
             layout=W.Layout(border="1px solid #ddd", padding="4px", margin="2px"),
         )
         self.widget.add_class("smartlab-sensor")
         self.widget.add_class(f"smartlab-sensor-{sensor}")
+        self.texts.bind(self._relabel)
+
+    def _relabel(self) -> None:
+        t = self.texts
+        self.title.value = title_text(t.name(self.spec, self.sensor), t.unit(self.spec))
+        if self.levels:
+            self.y_axis.label = self._levels_label()
 
     def _levels_label(self) -> str:
-        return " · ".join(f"{i} {name}" for i, name in enumerate(self.levels))
+        return " · ".join(
+            f"{i} {self.texts.value(self.spec, name)}" for i, name in enumerate(self.levels)
+        )
 
     def show_history(self, t: np.ndarray, v: np.ndarray, window_s: float, now: float) -> None:
         """The history of the last `window_s` seconds up to `now` (t in epoch seconds).
@@ -350,7 +378,7 @@ class Sparkline:
         self.label.value = html(
             "<span title='{name}' style='font-size:90%'>{name}: "
             "<b class='smartlab-value'>{value}</b></span>",
-            name=self.spec.get("name") or self.sensor,
+            name=self.texts.name(self.spec, self.sensor),
             value=format_value(self.value, self.spec, self.texts),
         )
 

@@ -30,7 +30,7 @@ def reading_html(
     return html(
         "<div style='display:flex;justify-content:space-between;gap:8px'>"
         "<span><b>{}</b>: <span class='smartlab-value'>{}</span></span>{}</div>",
-        spec.get("name") or sensor,
+        texts.name(spec, sensor),
         format_value(value, spec, texts),
         sample_stamp(ts, texts),
     )

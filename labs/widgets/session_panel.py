@@ -460,11 +460,11 @@ class SessionPanel:
         if kit is None:
             self.kit_line.value = ""
             return
-        parts = [t(f"pool_{kit['pool'].replace('-', '_')}")]
+        parts = [t.state(kit["pool"])]
         if kit.get("reason"):
             parts[-1] += f" ({kit['reason']})"
         if kit.get("holder_institution") and self.state not in (CONNECTING, HOLDING):
-            parts.append(t("held_by", institution=kit["holder_institution"]))
+            parts.append(t("held_by", institution=t.institution(kit["holder_institution"])))
         parts.append(t("queue_length", n=kit.get("queue_length", 0)))
         self.kit_line.value = html("<small>{}</small>", " · ".join(parts))
 
@@ -474,7 +474,7 @@ class SessionPanel:
             t(
                 "booking_line",
                 kit=b["kit"],
-                course=b["course"],
+                course=t.course(b["course"]),
                 start=dt.datetime.fromtimestamp(b["starts_at"]).strftime("%d.%m %H:%M"),
                 end=clock_time(b["ends_at"]),
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,12 +64,12 @@ class BarChart:
             x=[], y=[], scales={"x": self.x_scale, "y": self.y_scale}, colors=["#4c78a8"]
         )
         self.title = W.HTML()
+        # Ticks from 0 to a round top (set in `show`): no negative or exponent labels
+        # around bars that are all small or all zero.
+        self.y_axis = bq.Axis(scale=self.y_scale, side="left", tick_format=".3~g")
         self.figure = bq.Figure(
             marks=[self.bars],
-            axes=[
-                bq.Axis(scale=self.x_scale),
-                bq.Axis(scale=self.y_scale, side="left", num_ticks=4),
-            ],
+            axes=[bq.Axis(scale=self.x_scale), self.y_axis],
             animation_duration=0,
             min_aspect_ratio=0.01,
             max_aspect_ratio=100,
@@ -79,6 +80,18 @@ class BarChart:
 
     def show(self, title: str, labels: Sequence[str], values: Sequence[float]) -> None:
         self.title.value = html("<b>{}</b>", title)
+        top = round_top(max((float(v) for v in values), default=0.0))
+        with self.y_scale.hold_sync():
+            self.y_scale.min, self.y_scale.max = 0.0, top
+        self.y_axis.tick_values = np.linspace(0.0, top, 5)
         with self.bars.hold_sync():
             self.bars.x = list(labels)
             self.bars.y = np.asarray(values, dtype=np.float64)
+
+
+def round_top(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10^k at or above `value` (1 for nothing to show)."""
+    if not value > 0:
+        return 1.0
+    scale = 10.0 ** math.floor(math.log10(value))
+    return next(m * scale for m in (1, 2, 2.5, 5, 10) if m * scale >= value * (1 - 1e-9))

@@ -157,14 +157,14 @@ def test_controller_is_granted_commands_the_twin_and_loses_control_when_the_sess
     # In auto mode the kit refuses a dimming level: the reason comes in Russian.
     type_into_slider(page, "dimming", 40)
     rejected = page.wait_for_selector(".smartlab-ack-rejected")
-    assert "dimming можно менять только когда mode = manual" in rejected.inner_text()
+    assert "«Уровень яркости» можно менять, только когда «Режим» — ручной" in rejected.inner_text()
 
-    page.select_option(".smartlab-control-mode select", "manual")
-    page.wait_for_selector(".smartlab-ack-applied:has-text('mode = manual')")
+    page.select_option(".smartlab-control-mode select", label="ручной")  # the name, not the code
+    page.wait_for_selector(".smartlab-ack-applied:has-text('Режим = ручной')")
     kit = platform.observer.kit(LAMP)
     wait_until(lambda: kit.actuators.get("mode") == "manual", timeout=5)  # reached the twin
     type_into_slider(page, "dimming", 40)
-    page.wait_for_selector(".smartlab-ack-applied:has-text('dimming = 40 %')")
+    page.wait_for_selector(".smartlab-ack-applied:has-text('Уровень яркости = 40 %')")
     wait_until(lambda: kit.actuators.get("dimming") == 40, timeout=5)
     screenshot(page, "kit-controller-ru")
 
@@ -259,7 +259,7 @@ def test_overview_board_lists_every_kit_with_its_status(platform, open_page):
         # public: the lab service's anonymous route, so no admin's reason
         page.wait_for_selector(f"{row} .smartlab-availability[data-availability=maintenance]")
         assert "bulb replacement" not in page.inner_text(row)
-        page.wait_for_selector(f".smartlab-board-row-{CROSS} :text('univ-b')")
+        page.wait_for_selector(f".smartlab-board-row-{CROSS} :text('University B')")
         page.wait_for_selector(
             f".smartlab-board-row-{LAMP} .smartlab-availability[data-availability=available]"
         )

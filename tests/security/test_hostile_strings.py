@@ -101,6 +101,11 @@ def hostile_descriptor(models: dict[str, dict]) -> dict[str, Any]:
     descriptor["sensors"]["occupied"]["name"] = SENSOR_NAME
     descriptor["sensors"]["occupied"]["unit"] = UNIT
     descriptor["actuators"]["display"]["name"] = ACTUATOR_NAME
+    # The Russian names travel the same way (a page in Russian shows them instead).
+    descriptor["ru"]["name"] = KIT_NAME
+    descriptor["sensors"]["occupied"]["ru"].update(name=SENSOR_NAME, unit=UNIT)
+    descriptor["actuators"]["display"]["ru"]["name"] = ACTUATOR_NAME
+    descriptor["sensors"]["gate-state"]["ru"]["values"]["open"] = SENSOR_NAME
     return descriptor
 
 

@@ -23,42 +23,98 @@ from labs.widgets.kit_dashboard import KitDashboard
 from labs.widgets.live import Coalescer, Runner
 from labs.widgets.overview import OverviewBoard
 from labs.widgets.plots import MIN_REDRAW_S, format_value, thin, window_slice
+from labs.widgets.tables import BarChart, round_top
 
 # A kit model no dashboard has seen: every datatype a descriptor allows.
 NEW_MODEL = validate_descriptor(
     {
         "model": "water-tank",
         "name": "Water tank",
+        "ru": {"name": "Бак с водой"},
         "version": 1,
         "sensors": {
             "level": {
                 "name": "Level",
+                "ru": {"name": "Уровень"},
                 "datatype": "float",
                 "unit": "cm",
                 "min": 0,
                 "max": 200,
                 "rate_hz": 2,
             },
-            "overflow": {"name": "Overflow", "datatype": "boolean", "rate_hz": 2},
+            "overflow": {
+                "name": "Overflow",
+                "ru": {"name": "Перелив"},
+                "datatype": "boolean",
+                "rate_hz": 2,
+            },
             "pump-state": {
+                "name": "Pump",
+                "ru": {
+                    "name": "Насос",
+                    "values": {"off": "выключен", "filling": "наполнение", "draining": "слив"},
+                },
                 "datatype": "enum",
                 "values": ["off", "filling", "draining"],
                 "rate_hz": 1,
             },
-            "label": {"datatype": "string", "max_length": 20, "rate_hz": 1},
+            "label": {
+                "name": "Label",
+                "ru": {"name": "Метка"},
+                "datatype": "string",
+                "max_length": 20,
+                "rate_hz": 1,
+            },
             "valves": {
+                "name": "Valves",
+                "ru": {"name": "Клапаны"},
                 "datatype": "json",
                 "rate_hz": 1,
                 "schema": {"type": "array", "items": {"type": "boolean"}},
             },
         },
         "actuators": {
-            "target": {"datatype": "float", "unit": "cm", "min": 10, "max": 190, "safe": 100},
-            "cycles": {"datatype": "integer", "min": 0, "max": 9, "step": 3, "safe": 0},
-            "drain": {"datatype": "boolean", "safe": False},
-            "mode": {"datatype": "enum", "values": ["auto", "manual"], "safe": "auto"},
-            "note": {"datatype": "string", "max_length": 16, "safe": ""},
+            "target": {
+                "name": "Target level",
+                "ru": {"name": "Заданный уровень"},
+                "datatype": "float",
+                "unit": "cm",
+                "min": 10,
+                "max": 190,
+                "safe": 100,
+            },
+            "cycles": {
+                "name": "Cycles",
+                "ru": {"name": "Циклы"},
+                "datatype": "integer",
+                "min": 0,
+                "max": 9,
+                "step": 3,
+                "safe": 0,
+            },
+            "drain": {
+                "name": "Drain",
+                "ru": {"name": "Слив"},
+                "datatype": "boolean",
+                "safe": False,
+            },
+            "mode": {
+                "name": "Mode",
+                "ru": {"name": "Режим", "values": {"auto": "авто", "manual": "ручной"}},
+                "datatype": "enum",
+                "values": ["auto", "manual"],
+                "safe": "auto",
+            },
+            "note": {
+                "name": "Note",
+                "ru": {"name": "Заметка"},
+                "datatype": "string",
+                "max_length": 16,
+                "safe": "",
+            },
             "schedule": {
+                "name": "Schedule",
+                "ru": {"name": "Расписание"},
                 "datatype": "json",
                 "safe": [],
                 "schema": {"type": "array", "items": {"type": "integer"}},
@@ -193,12 +249,63 @@ def test_switching_language_relabels_bound_widgets_and_survives_a_broken_binding
     assert wait_text(texts, 30) == "меньше минуты" and wait_text(texts, 61) == "около 2 мин"
 
 
+def test_kit_data_and_state_codes_read_in_the_page_language():
+    """Names, units and enum values come from the descriptor's `ru`; state codes of every
+    kind have words; a code nobody knows yet reads as words, not as a traceback."""
+    models = load_models()
+    lamp, cross, env = (
+        models["street-lighting"],
+        models["intersection"],
+        models["environment-station"],
+    )
+    ru, en = Texts("ru"), Texts("en")
+    light = lamp["sensors"]["ambient-light"]
+    assert (ru.name(light), ru.unit(light)) == ("Освещённость", "лк")
+    assert (en.name(light), en.unit(light)) == ("Ambient light", "lx")
+    assert ru.unit(env["sensors"]["temperature"]) == "°C"  # the same in both
+    assert ru.name(lamp) == "Уличное освещение" and en.name(lamp) == "Street lighting"
+    signal = cross["sensors"]["signal"]
+    assert ru.value(signal, "flashing-amber") == "жёлтый мигающий"
+    assert en.value(signal, "flashing-amber") == "flashing amber"
+    assert format_value("all-red", signal, ru) == "все красные"
+    assert format_value(412.0, light, ru) == "412 лк"
+    plan = cross["actuators"]["phase-plan"]
+    assert format_value(plan["safe"], plan, ru) == "север+юг 30 · восток+запад 30 · пешеходы 10"
+    codes = ["ready", "lost", "in-pool", "needs-attention", "maintenance", "released", "granted"]
+    codes += ["active", "waiting", "served", "left", "cancelled", None]
+    for code in codes:
+        word = ru.state(code)
+        assert word and not any("a" <= c.lower() <= "z" for c in word), (code, word)
+    assert en.state("needs-attention") == "needs attention"
+    assert ru.state("hibernating") == "hibernating"  # from a newer kit: words, no error
+    assert ru.model("intersection") == "Регулируемый перекрёсток"
+    assert ru.model("water-tank") == "water tank"
+    assert ru.name({"name": "Pump"}) == "Pump"  # no Russian name: the English one
+    assert (ru.institution("univ-a"), en.institution("univ-a")) == ("Университет А", "University A")
+    assert ru.institution("elsewhere") == "elsewhere"
+    assert en.course("iot-basics") == "Основы IoT: датчики и MQTT"  # its title is its name
+    assert en.course("no-such-course") == "no-such-course"
+
+
+def test_enum_choices_follow_the_language_without_sending_a_command():
+    texts = Texts("en")
+    sent: list[tuple[str, Any]] = []
+    spec = load_models()["street-lighting"]["actuators"]["mode"]
+    control = ActuatorControl("mode", spec, texts, lambda a, v: sent.append((a, v)), print)
+    control.set_enabled(True)
+    control.show_kit_value("manual")
+    texts.language = "ru"
+    assert control.input.value == "manual" and sent == []
+    assert [label for label, _ in control.input.options] == ["автоматический", "ручной"]
+    assert "Режим" in control.name.value
+
+
 def test_rejection_reasons_are_translated_and_interlocks_explained_from_the_descriptor():
     texts = Texts("ru")
     lamp = load_models()["street-lighting"]
     assert (
         texts.reason("interlock", "dimming can only be set while mode is manual", lamp, "dimming")
-        == "dimming можно менять только когда mode = manual"
+        == "«Уровень яркости» можно менять, только когда «Режим» — ручной"
     )
     assert texts.reason("out_of_range", "x") == "вне допустимого диапазона"
     assert texts.reason("stale") == "команда пришла слишком поздно и отброшена"
@@ -319,7 +426,7 @@ def test_every_model_gets_a_plot_per_sensor_and_a_bounded_control_per_actuator(m
             if "step" in spec:
                 assert widget.step == spec["step"]
         elif kind == "enum":
-            assert isinstance(widget, W.Dropdown) and list(widget.options) == spec["values"]
+            assert isinstance(widget, W.Dropdown) and list(widget._options_values) == spec["values"]
         elif kind == "boolean":
             assert isinstance(widget, W.ToggleButton)
         elif kind == "string":
@@ -388,7 +495,7 @@ def test_the_first_paint_has_every_sensor_s_latest_value_escaped_and_no_live_mar
     dash, html = run(main)
     for sensor in NEW_MODEL["sensors"]:
         assert f"data-sensor='{sensor}'" in html
-    assert "42.5 cm" in html and "filling" in html and 'data-ts="1700000000.250"' in html
+    assert "42.5 cm" in html and "наполнение" in html and 'data-ts="1700000000.250"' in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<b>&</b>" not in html  # the kit's name as text
     assert RU["first_paint"] in html
@@ -494,9 +601,9 @@ def test_a_controller_s_change_is_sent_off_the_loop_and_its_answer_shown_in_the_
     assert [(a, v) for a, v, _ in kit.sent] == [("cycles", 6), ("drain", True), ("mode", "manual")]
     assert all(name.startswith("smartlab-dash") for _, _, name in kit.sent)  # off the loop
     log = dash.ack_log.value
-    assert "cycles = 6: применено (4 мс)" in log
-    assert "drain = вкл: отклонено: drain можно менять только когда mode = manual" in log
-    assert "mode = manual: стенд больше не за вами (сеанс завершён)" in log
+    assert "Циклы = 6: применено (4 мс)" in log
+    assert "Слив = вкл: отклонено: «Слив» можно менять, только когда «Режим» — ручной" in log
+    assert "Режим = ручной: стенд больше не за вами (сеанс завершён)" in log
     assert "некорректный JSON" in log
     assert dash.controls["drain"].input.value is False  # back to the kit's value
     assert all(c.input.disabled for c in dash.controls.values())
@@ -585,3 +692,19 @@ def test_the_health_table_tells_a_kit_at_rest_from_an_unsafe_one():
         assert safety_mark(t, False, True) == at_rest
         assert safety_mark(t, False, False) == "✗"
         assert safety_mark(t, None, None) == "–"
+
+
+def test_bar_charts_run_from_zero_to_a_round_top():
+    assert [round_top(x) for x in (0, 0.0006, 3, 7.2, 10, 11, 260)] == [
+        1.0,
+        0.001,
+        5.0,
+        10.0,
+        10.0,
+        20.0,
+        500.0,
+    ]
+    chart = BarChart()
+    chart.show("t", ["a", "b"], [0.0, 0.0])
+    assert (chart.y_scale.min, chart.y_scale.max) == (0.0, 1.0)
+    assert min(chart.y_axis.tick_values) == 0.0

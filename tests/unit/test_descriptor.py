@@ -81,6 +81,15 @@ def broken(mutate) -> dict:
         (lambda d: d.update(colour="red"), "colour", "Extra inputs"),
         # A board must be able to take every command the kit answers itself (MAX_COMMAND_BYTES).
         (lambda d: d.update(max_packet_bytes=4096), "max_packet_bytes", "greater than or equal"),
+        # Every name a page shows exists in Russian too (docs/protocol.md, 1.2.0).
+        (lambda d: d["sensors"]["motion"].pop("ru"), "sensors.motion.ru", "required"),
+        (lambda d: d.pop("ru"), "ru", "required"),
+        (lambda d: d["actuators"]["dimming"]["ru"].pop("name"), "actuators.dimming.ru.name", "req"),
+        (
+            lambda d: d["actuators"]["mode"]["ru"]["values"].pop("manual"),
+            "actuators.mode",
+            "no Russian name for manual",
+        ),
     ],
 )
 def test_invalid_descriptor_names_file_field_reason(tmp_path, mutate, field, reason):

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from hardware_kits.descriptor import DescriptorError
+from site_config.kits import load_kits
 from site_config.paths import DEMO_SITE
 from site_config.site import load_site, pbkdf2_hash, verify_password
 
@@ -41,6 +42,12 @@ def test_demo_site_is_valid(models):
     assert roles == {"student", "instructor", "grader", "lab-admin", "hub-admin"}
     students = {site.person(u).institution for u in site.course("smart-lighting").students}
     assert students == {"univ-a", "univ-b"}
+
+
+def test_demo_site_names_every_kit_and_institution_in_russian(models):
+    site = load_site(DEMO, models)
+    assert all(i.ru and i.ru.name for i in site.institutions)
+    assert all(k.ru and k.ru.name for k in load_kits(DEMO, models))
 
 
 def test_demo_site_keeps_its_kits(models, demo_data):
