@@ -163,8 +163,8 @@ def test_a_russian_browser_gets_jupyterlab_in_russian(platform, browsers):
             context.add_cookies(cookies_of(pavel))
             page = context.new_page()
             page.goto(pavel.url("/user/pavel/lab"), timeout=120_000)
-            menu = page.locator("#jp-menu-panel, .lm-MenuBar-content").first
-            menu.get_by_text("Файл", exact=True).wait_for(timeout=120_000)
+            menu = page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Файл$"))
+            menu.first.wait_for(timeout=120_000)
             shot(page, "jupyterlab-ru")
         finally:
             chromium.close()
