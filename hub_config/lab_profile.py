@@ -36,11 +36,12 @@ def config_folders(groups: Iterable[str], language: str) -> list[Path]:
     return folders
 
 
-def language_of(handler: Any) -> str:
-    """The language of the request that started the server (Accept-Language and the
-    language switch's cookie, site_config.languages); English without one (a server started
-    through the API by a service, or restarted by the hub)."""
-    if handler is None:
+def language_of(handler: Any, owner: str) -> str:
+    """The language of the request with which `owner` started their server (Accept-Language
+    and the language switch's cookie, site_config.languages); English without one (a server
+    started by the hub itself, or by someone else: a hub admin's browser is not the owner's)."""
+    who = getattr(getattr(handler, "current_user", None), "name", None)
+    if handler is None or who != owner:
         return negotiate(None)
     return negotiate(
         handler.request.headers.get("Accept-Language"), None, handler.get_cookie(COOKIE)

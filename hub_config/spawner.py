@@ -68,7 +68,7 @@ class SiteSpawner(LocalProcessSpawner):
     language = "en"  # of the request that started the server (hub_config.lab_profile)
 
     async def start(self) -> Any:
-        self.language = language_of(self.handler)
+        self.language = language_of(self.handler, self.user.name)
         if self.isolate:
             # useradd, chown and cgroup writes block: keep the hub's event loop free meanwhile.
             await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)

@@ -112,9 +112,13 @@ def test_russian_is_a_default_setting_of_the_translation_plugin():
     assert overrides["@jupyterlab/translation-extension:plugin"]["locale"] == "ru_RU"
 
 
-def request(accept: str | None, cookie: str | None) -> SimpleNamespace:
+def request(accept: str | None, cookie: str | None, who: str = "anna") -> SimpleNamespace:
     headers = {"Accept-Language": accept} if accept else {}
-    return SimpleNamespace(request=SimpleNamespace(headers=headers), get_cookie=lambda name: cookie)
+    return SimpleNamespace(
+        request=SimpleNamespace(headers=headers),
+        get_cookie=lambda name: cookie,
+        current_user=SimpleNamespace(name=who),
+    )
 
 
 @pytest.mark.parametrize(
@@ -122,5 +126,7 @@ def request(accept: str | None, cookie: str | None) -> SimpleNamespace:
     [("ru-RU,ru;q=0.9", None, "ru"), ("ru", "en", "en"), (None, "ru", "ru"), (None, None, "en")],
 )
 def test_the_language_comes_from_the_request_that_started_the_server(accept, cookie, language):
-    assert language_of(request(accept, cookie)) == language
-    assert language_of(None) == "en"
+    assert language_of(request(accept, cookie), "anna") == language
+    assert language_of(None, "anna") == "en"
+    # A hub admin who starts anna's server from a Russian browser does not choose her language.
+    assert language_of(request(accept, cookie, who="hugo"), "anna") == "en"
