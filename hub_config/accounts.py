@@ -145,6 +145,48 @@ def _no_follow(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
+# The platform's links in a home: an entry only the platform makes (owned by the account that
+# runs the hub, which a user cannot be) and that points at a folder of this name.
+LINK_SUFFIX = ("labs", "dashboards")
+
+
+def link_in_home(home: Path, name: str, target: Path) -> str:
+    """A symbolic link `home`/`name` -> `target`, made by root in the user's home without ever
+    following what the user controls: the home is opened with O_NOFOLLOW (its parent is the
+    homes' root, root's own) and everything in it is done relative to that handle, never
+    through a path. Our own link to an older place (the checkout moved) is replaced atomically;
+    anything else the user put there is theirs and left alone. Says what it did: "made",
+    "kept", "replaced" or "left" (the user's own entry)."""
+    with _no_follow(home) as fd:
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            info = None
+        if info is not None:
+            if not stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+                return "left"  # a folder, a file or a link of the user's own
+            current = os.readlink(name, dir_fd=fd)
+            if current == str(target):
+                return "kept"
+            if tuple(Path(current).parts[-2:]) != LINK_SUFFIX:
+                return "left"
+        if info is None:
+            try:
+                os.symlink(target, name, dir_fd=fd)  # symlink(2) fails on any existing entry
+            except FileExistsError:
+                return "left"  # the user made one meanwhile
+            return "made"
+        spare = f".{name}.smartlab-new"
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spare, dir_fd=fd)  # unlink(2) removes a link, never its target
+            os.symlink(target, spare, dir_fd=fd)
+        except OSError:
+            return "left"  # a folder of the user's own by that name: not ours to touch
+        os.replace(spare, name, src_dir_fd=fd, dst_dir_fd=fd)  # rename(2) never follows
+        return "replaced"
+
+
 def folder_owner(folder: Path) -> int | None:
     """The uid whose rights apply in `folder` (its owner, not following a link); None if there
     is no such folder. Root acts in it as that account; a link there, or a folder of root's

@@ -142,12 +142,13 @@ HUB_ADMIN_ROLE = "hub-admin"
 # `admin:users` is out too: its PATCH /users/<name> renames users and writes their `groups`
 # and `roles` (renamed to an instructor's name, an account inherits their groups and roles at
 # the next start), so hub admins read and remove users but never edit them.
+# The users they see and act on are people only (group PEOPLE), never a course's grader account.
 HUB_ADMIN_SCOPES = [
     "admin-ui",
-    "list:users",
-    "read:users",
-    "delete:users",
-    "admin:servers",
+    f"list:users!group={PEOPLE}",
+    f"read:users!group={PEOPLE}",
+    f"delete:users!group={PEOPLE}",
+    f"admin:servers!group={PEOPLE}",
     "read:groups",
     "list:groups",
     "list:services",

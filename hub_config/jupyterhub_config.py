@@ -38,9 +38,10 @@ c.Authenticator.admin_users = set()  # no built-in admin: hub admins get the hub
 c.JupyterHub.load_roles = hub.load_roles(site)
 c.JupyterHub.admin_access = False  # hub admins manage servers, they do not enter them
 c.JupyterHub.services = hub.services(site, runtime)
-# Everyone lands on the front door after login; the hub's own pages say Smart City Lab too.
+# Everyone lands on the front door after login; our pages over JupyterHub's own
+# (hub_config/templates/; `templates/<name>` is the original) say Smart City Lab too.
 c.JupyterHub.default_url = f"/services/{hub.HOME_SERVICE}/"
-c.JupyterHub.template_paths = [str(Path(hub.__file__).parent / "templates")]
+c.JupyterHub.template_paths = [str(Path(hub.__file__).resolve().parent / "templates")]
 
 # Where: the public URL is the proxy's; the hub and the proxy's API stay on loopback.
 c.JupyterHub.bind_url = runtime.hub_url

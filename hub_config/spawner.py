@@ -16,11 +16,16 @@ from typing import Any
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Bool, Unicode, default
 
-from hub_config.accounts import can_isolate, ensure_account
+from hub_config.accounts import can_isolate, ensure_account, link_in_home
+from hub_config.lab_profile import config_folders, language_of
+from labs.board import DASHBOARDS
 from site_config.cgroups import CgroupLimits, join
 
 # The platform's Jupyter config folder (nbgrader's multi-course settings) for every server.
 JUPYTER_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter"
+# Each home's read-only way to the dashboards (labs/dashboards in the checkout, wherever it
+# lies): Voilà serves /user/<name>/voila/render/dashboards/<page>.ipynb through it.
+DASHBOARDS_LINK = "dashboards"
 
 
 class SiteSpawner(LocalProcessSpawner):
@@ -47,8 +52,23 @@ class SiteSpawner(LocalProcessSpawner):
                 self.user.name, int(self.mem_limit or 0), float(self.cpu_limit or 0)
             ).prepare()
         )
+        self._link_dashboards()
+
+    def _link_dashboards(self) -> None:
+        done = link_in_home(self.home_dir, DASHBOARDS_LINK, DASHBOARDS)
+        if done == "left":
+            self.log.warning(
+                "%s has an own %s in %s: left as it is, so the dashboards are not served "
+                "from this server (rename it and restart the server to get them)",
+                self.user.name,
+                DASHBOARDS_LINK,
+                self.home_dir,
+            )
+
+    language = "en"  # of the request that started the server (hub_config.lab_profile)
 
     async def start(self) -> Any:
+        self.language = language_of(self.handler, self.user.name)
         if self.isolate:
             # useradd, chown and cgroup writes block: keep the hub's event loop free meanwhile.
             await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)
@@ -59,6 +79,7 @@ class SiteSpawner(LocalProcessSpawner):
                 self.user.name,
             )
             self.home_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._link_dashboards()
         return await super().start()
 
     def make_preexec_fn(self, name: str) -> Any:
@@ -72,6 +93,16 @@ class SiteSpawner(LocalProcessSpawner):
             return preexec
         home = str(self.home_dir)
         return lambda: os.chdir(home)
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        groups = [group.name for group in self.user.groups]
+        folders = [str(p) for p in config_folders(groups, self.language)]
+        env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
+            [*folders, env.get("JUPYTER_CONFIG_PATH", str(JUPYTER_CONFIG_DIR))]
+        )
+        env["SMARTLAB_LANG"] = self.language  # the person's language, for what the server runs
+        return env
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         if self.isolate:

@@ -121,8 +121,12 @@ def test_only_hub_admins_hold_admin_scopes(site):
     assert admin_roles == [hub.HUB_ADMIN_ROLE]
     assert all(role["name"] != "admin" for role in hub.load_roles(site))
     hugo = hub.scopes_of(site, "hugo")
-    assert "admin:servers" in hugo and "access:servers" not in hugo and "tokens" not in hugo
+    assert "access:servers" not in hugo and "tokens" not in hugo
     assert "admin:users" not in hugo  # renames users, writes their groups and roles
+    # People only: a course's grader account is not in the group, so not on the admin page.
+    user_scopes = {s for s in hugo if s.split("!")[0].endswith(("users", "servers"))}
+    assert "admin:servers!group=people" in user_scopes
+    assert all(s.endswith(f"!group={hub.PEOPLE}") for s in user_scopes), user_scopes
 
 
 def test_every_scope_exists_in_jupyterhub(site):
