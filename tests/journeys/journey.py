@@ -101,6 +101,12 @@ class Journey:
         self.page.get_by_text(text).locator("visible=true").first.click()
         self._arrived(f"text-{label(text)}", wait)
 
+    def click_on(self, element: Any, what: str, *, wait: float = 0.0) -> None:
+        """Click a visible element that has no accessible name of its own (a third party's
+        icon link): the caller finds it; prefer `click`."""
+        element.click()
+        self._arrived(what, wait)
+
     def fill(self, field_label: Name, value: str) -> None:
         """Type into the field labelled `field_label`."""
         self.page.get_by_label(field_label).locator("visible=true").first.fill(value)
