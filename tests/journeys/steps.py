@@ -45,7 +45,7 @@ NAMES: dict[str, tuple[str, dict[str, Name]]] = {
     # the kit dashboard (labs/i18n.py)
     "join": ("button", {"en": "Queue for this kit", "ru": "Встать в очередь"}),
     "release": ("button", {"en": "Release the kit", "ru": "Освободить стенд"}),
-    "mode": ("combobox", {"en": R(r"mode", I), "ru": R(r"режим|mode", I)}),
+    "mode": ("combobox", {"en": R(r"^Mode", I), "ru": R(r"^Режим", I)}),
     "manual": ("option", {"en": R(r"^manual$", I), "ru": R(r"^(ручной|manual)$", I)}),
     # JupyterLab and nbgrader's Assignment List
     "assignments_menu": ("menuitem", {"en": R(r"^Nbgrader$"), "ru": R(r"^Nbgrader$")}),
