@@ -109,7 +109,8 @@ def report(cold: list[float], warm: list[float], runs: int, target: str) -> tupl
     med_cold, med_warm = statistics.median(cold), statistics.median(warm)
     what = {
         "kit": "a live value on the kit dashboard (front door -> kit link)",
-        "lab": "JupyterLab's launcher (where login leads without the front door)",
+        "lab": "JupyterLab's launcher (where login leads without the front door; "
+        "`--target kit` times the front door's kit link to a live value instead)",
     }[target]
     header = ["", "cold: server not running (spawn included)", "warm: server running", "cold/warm"]
     rows = [
