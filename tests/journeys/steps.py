@@ -128,8 +128,8 @@ def queue_and_hold(j: Journey) -> None:
 
 
 def control_slider(j: Journey) -> None:
-    """Manual mode, then the dimming slider a few steps up with the keyboard; the kit
-    acknowledges."""
+    """Manual mode, then the dimming slider a few steps with the keyboard; the kit
+    acknowledges the new level."""
     role, label = name("mode", j.lang)
     select = j.find(role, label)
     wanted = NAMES["manual"][1][j.lang]
@@ -138,9 +138,13 @@ def control_slider(j: Journey) -> None:
     j.page.locator(".smartlab-ack-applied").first.wait_for(timeout=15_000)
     slider = j.page.get_by_role("slider").locator("visible=true").first
     slider.click()
-    for _ in range(5):
-        slider.press("ArrowRight")
-    j.page.locator(".smartlab-ack-applied").nth(1).wait_for(timeout=15_000)
+    for _ in range(5):  # down: a lamp at rest may already stand at its maximum
+        slider.press("ArrowLeft")
+    value = slider.get_attribute("aria-valuenow") or ""
+    level = value.split(".")[0]
+    j.page.locator(".smartlab-ack-applied").filter(has_text=f"{level} %").first.wait_for(
+        timeout=15_000
+    )
     j.snap("slider-applied")
 
 
