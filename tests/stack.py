@@ -43,7 +43,9 @@ UNTHROTTLED = [
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
 ]
-ARTIFACTS = REPO / "test-artifacts" / "dashboards"
+# Test artifacts (screenshots, accessibility reports): git-ignored, kept after the run.
+ARTIFACTS_ROOT = Path(os.environ.get("SMARTLAB_ARTIFACTS") or REPO / "test-artifacts")
+ARTIFACTS = ARTIFACTS_ROOT / "dashboards"
 
 # Seconds instead of minutes, so that tests see ticks, handovers and bookings happen quickly.
 FAST_POLICY = """
