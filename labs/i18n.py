@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 EN: dict[str, str] = {
     # page frame
     "language": "Language",
+    "front_door": "Smart City Lab: home",
     "loading": "Loading…",
     "no_kit": "No kit chosen: open this page with ?kit=<kit id> (known: {known}).",
     "unknown_kit": "No kit {kit} is on the broker (known: {known}).",
@@ -237,6 +238,7 @@ EN: dict[str, str] = {
 
 RU: dict[str, str] = {
     "language": "Язык",
+    "front_door": "Смарт Сити Лаб: главная",
     "loading": "Загрузка…",
     "no_kit": "Стенд не выбран: откройте страницу с ?kit=<id стенда> (есть: {known}).",
     "unknown_kit": "Стенда {kit} нет на брокере (есть: {known}).",

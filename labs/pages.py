@@ -151,6 +151,24 @@ def language_switch(texts: Texts) -> W.ToggleButtons:
     return switch
 
 
+def front_door_link(texts: Texts) -> W.HTML:
+    """The way back to the front door (hub_config: the `home` service), in a person's own
+    server; the public board, which has no hub around it, shows none."""
+    link = W.HTML()
+    link.add_class("smartlab-front-door")
+    hub = os.environ.get("JUPYTERHUB_BASE_URL")
+    if hub is None or os.environ.get("SMARTLAB_BOARD_PUBLIC") == "1":
+        link.layout.display = "none"
+        return link
+    url = hub.rstrip("/") + "/services/home/"
+
+    def relabel() -> None:
+        link.value = html('<a href="{}">{}</a>', url, texts("front_door"))
+
+    texts.bind(relabel)
+    return link
+
+
 class PageBox(W.VBox):
     """A page's root widget. Displayed, it also carries `snapshot`: static HTML of what the
     page shows. The `smartlab` Voilà template (labs/share/voila/templates/smartlab) puts it on
@@ -225,7 +243,10 @@ class Page:
             content = error_box(self.texts, "reason_other", detail=str(err))
         return PageBox(
             [
-                W.HBox([language_switch(self.texts)], layout=W.Layout(justify_content="flex-end")),
+                W.HBox(
+                    [front_door_link(self.texts), language_switch(self.texts)],
+                    layout=W.Layout(justify_content="space-between", align_items="center"),
+                ),
                 self.banner.widget,
                 content,
             ],

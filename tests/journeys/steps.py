@@ -9,6 +9,7 @@ case-insensitive substring, a compiled regex a search.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
 from site_config.kits import load_kits
 from site_config.paths import DEMO_SITE
@@ -29,7 +30,7 @@ NAMES: dict[str, tuple[str, dict[str, Name]]] = {
     "hub_admin": ("link", {"en": R(r"hub admin|users", I), "ru": R(r"администр|пользовател", I)}),
     "admin_dashboard": (
         "link",
-        {"en": R(r"kit health|lab admin", I), "ru": R(r"состояни|админ", I)},
+        {"en": R(r"admin dashboard", I), "ru": R(r"панель администратора", I)},
     ),
     "instructor_dashboard": (
         "link",
@@ -40,24 +41,25 @@ NAMES: dict[str, tuple[str, dict[str, Name]]] = {
     # every page's way back to the front door
     "front_door": (
         "link",
-        {"en": R(r"^(Home|Smart City Lab)", I), "ru": R(r"^(Главная|Smart City Lab)", I)},
+        {
+            "en": R(r"^(Home|Smart City Lab)", I),
+            "ru": R(r"^(Главная|Smart City Lab|Смарт Сити Лаб)", I),
+        },
     ),
     # the kit dashboard (labs/i18n.py)
     "join": ("button", {"en": "Queue for this kit", "ru": "Встать в очередь"}),
     "release": ("button", {"en": "Release the kit", "ru": "Освободить стенд"}),
     "mode": ("combobox", {"en": R(r"^Mode", I), "ru": R(r"^Режим", I)}),
     "manual": ("option", {"en": R(r"^manual$", I), "ru": R(r"^(ручной|manual)$", I)}),
-    # JupyterLab and nbgrader's Assignment List
-    "assignments_menu": ("menuitem", {"en": R(r"^Nbgrader$"), "ru": R(r"^Nbgrader$")}),
-    "assignment_list": (
-        "menuitem",
-        {"en": R(r"Assignment List"), "ru": R(r"Список заданий|Assignment List")},
-    ),
+    # JupyterLab: our menu (labs/jupyterlab) opens nbgrader's Assignment List
+    "assignments_menu": ("menuitem", {"en": R(r"^Smart City Lab$"), "ru": R(r"^Smart City Lab$")}),
+    "assignment_list": ("menuitem", {"en": R(r"^Assignments"), "ru": R(r"^Задания")}),
     "fetch": ("button", {"en": R(r"^Fetch$", I), "ru": R(r"^(Получить|Fetch)$", I)}),
     "submit": ("button", {"en": R(r"^Submit$", I), "ru": R(r"^(Сдать|Отправить|Submit)$", I)}),
     # the instructor dashboard's booking calendar
     "book": ("button", {"en": R(r"^Book", I), "ru": R(r"^Забронировать", I)}),
-    "booking_start": ("textbox", {"en": R(r"start", I), "ru": R(r"начало", I)}),
+    "booking_day": ("textbox", {"en": R(r"^Day", I), "ru": R(r"^День", I)}),
+    "booking_start": ("combobox", {"en": R(r"^Start", I), "ru": R(r"^Начало", I)}),
     # the admin dashboard
     "maintenance_on": ("button", {"en": "Take into maintenance", "ru": "На обслуживание"}),
     "maintenance_off": ("button", {"en": "Back into the pool", "ru": "Вернуть в работу"}),
@@ -179,8 +181,15 @@ def formgrader_autograde(j: Journey) -> None:
 
 
 def book_invalid_slot(j: Journey) -> None:
-    """The booking calendar refuses a slot that starts too soon, in the page's language."""
+    """The booking calendar refuses a slot that starts within the quarter hour (too soon: the
+    queue is for now), in the page's language; nothing is booked."""
     click(j, "instructor_dashboard", wait=SPAWN_S / 4)
+    soon = datetime.now() + timedelta(minutes=15)  # the calendar shows the lab's local time
+    slot = soon.replace(minute=soon.minute // 15 * 15)
+    j.fill(NAMES["booking_day"][1][j.lang], slot.strftime("%Y-%m-%d"))
+    role, label = name("booking_start", j.lang)
+    j.find(role, label).select_option(label=slot.strftime("%H:%M"))
+    j.snap("slot-chosen")
     click(j, "book")
     see(j, "booking_refused")
 
