@@ -70,9 +70,13 @@ def roles(name: str, groups: list[str], directory: Directory) -> Roles:
 
 
 def user_url(name: str, path: str, **query: str) -> str:
-    """A URL in the person's own server (the name is quoted, the query encoded)."""
+    """A URL in the person's own server (the name is quoted, the query encoded), reached
+    through the hub's spawn page: it starts the server if it is not running, shows the start's
+    progress and then goes on (at once when it runs). A plain /user/ URL of a stopped server
+    ends at the hub's "Server not running" page instead."""
     url = f"/user/{quote(name, safe='')}/{path}"
-    return f"{url}?{urlencode(query)}" if query else url
+    target = f"{url}?{urlencode(query)}" if query else url
+    return f"/hub/spawn/{quote(name, safe='')}?{urlencode({'next': target})}"
 
 
 def dashboard_url(name: str, notebook: str, lang: str, **query: str) -> str:

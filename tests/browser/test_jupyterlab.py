@@ -46,7 +46,11 @@ def lab(browser, up: Up) -> Iterator[Any]:
         page.fill("#password_input", f"demo-{username}")
         page.click("#login_submit")
         page.wait_for_url(lambda url: "/hub/login" not in url)
-        page.goto(f"{up.hub_url}/user/{username}/lab", timeout=SPAWN_S * 1000)
+        # login lands on the front door; the spawn page starts the server, then goes on to it
+        page.goto(
+            f"{up.hub_url}/hub/spawn/{username}?next=/user/{username}/lab",
+            timeout=SPAWN_S * 1000,
+        )
         page.wait_for_url(f"**/user/{username}/lab**", timeout=SPAWN_S * 1000)
         try:
             page.locator(".jp-LauncherCard").first.wait_for(timeout=SPAWN_S * 1000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -69,12 +70,12 @@ def test_anna_lands_on_her_courses_and_kits(chromium, platform: Up) -> None:
     assert page.get_by_role("heading", name="Умное уличное освещение (сетевой курс)").is_visible()
     assert page.get_by_text("01-energy-model").is_visible()  # released by `smartlab up`
     link = page.get_by_role("link", name="Open the dashboard of Street lights, Lenina St.")
-    assert link.get_attribute("href") == (
-        "/user/anna/voila/render/dashboards/kit.ipynb?kit=streetlight-1&lang=en"
+    assert link.get_attribute("href") == "/hub/spawn/anna?" + urlencode(
+        {"next": "/user/anna/voila/render/dashboards/kit.ipynb?kit=streetlight-1&lang=en"}
     )
-    assert page.get_by_role("link", name="Open JupyterLab").get_attribute("href") == (
-        "/user/anna/lab"
-    )
+    assert page.get_by_role("link", name="Open JupyterLab").get_attribute(
+        "href"
+    ) == "/hub/spawn/anna?" + urlencode({"next": "/user/anna/lab"})
     assert "online" in page.locator('[data-kit="streetlight-1"] [data-field="status"]').inner_text()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "front-door-anna-390.png"), full_page=True)

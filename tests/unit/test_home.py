@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlencode
 
 import pytest
 
@@ -32,6 +33,11 @@ KITS = [
     {"id": "x-1", "name": "Crossing", "model": "intersection", "pool": "needs-attention",
      "reason": "no acknowledgement of the safe state", "online": False, "queue_length": 0},
 ]  # fmt: skip
+
+
+def spawn(quoted_name: str, target: str) -> str:
+    """A link into the person's server: through the hub's spawn page, which starts it if needed."""
+    return f"/hub/spawn/{quoted_name}?{urlencode({'next': target})}"
 
 
 def page(name: str, groups: list[str], lang: str = "en", **lab: object) -> dict:
@@ -79,10 +85,10 @@ def test_student_sees_courses_assignments_kits_and_one_click_links() -> None:
     assert p["courses"][0]["assignments"] == [{"name": "01-energy", "due": "2026-12-20"}]
     assert [k["id"] for k in p["kits"]] == ["sl-1", "x-1"]  # each kit once
     assert p["kits"][0]["dashboard"] == (
-        "/user/anna/voila/render/dashboards/kit.ipynb?kit=sl-1&lang=ru"
+        spawn("anna", "/user/anna/voila/render/dashboards/kit.ipynb?kit=sl-1&lang=ru")
     )
     assert p["kits"][1]["pool"] == "требует внимания"  # no raw code
-    assert p["lab_url"] == "/user/anna/lab"
+    assert p["lab_url"] == spawn("anna", "/user/anna/lab")
     assert "teaching" not in p and "health" not in p and "hub_admin_url" not in p
     html = render(p, "ru")
     assert '<html lang="ru">' in html and "Смарт Сити Лаб" in html
@@ -95,7 +101,9 @@ def test_instructor_admin_and_hub_admin_sections() -> None:
     (course,) = p["teaching"]
     assert course["formgrader"] == "/services/traffic/formgrader"
     assert course["submissions"] == 3 and course["usage"] == "Kit use: 4 sessions, 1.5 h"
-    assert p["calendar_url"] == "/user/irina/voila/render/dashboards/instructor.ipynb?lang=en"
+    assert p["calendar_url"] == spawn(
+        "irina", "/user/irina/voila/render/dashboards/instructor.ipynb?lang=en"
+    )
     html = render(p)
     assert 'href="/services/traffic/formgrader" target="_blank"' in html
     admin = page("lara", ["lab-admins"])
@@ -112,7 +120,10 @@ def test_hostile_strings_are_escaped() -> None:
     html = render(p)
     assert HOSTILE not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert p["lab_url"] == "/user/%3Cscript%3Ealert%281%29%3C%2Fscript%3E/lab"
+    assert p["lab_url"] == spawn(
+        "%3Cscript%3Ealert%281%29%3C%2Fscript%3E",
+        "/user/%3Cscript%3Ealert%281%29%3C%2Fscript%3E/lab",
+    )
 
 
 def test_unreachable_lab_service_still_renders_a_page() -> None:
