@@ -108,8 +108,9 @@ class Journey:
         self._arrived(what, wait)
 
     def fill(self, field_label: Name, value: str) -> None:
-        """Type into the field labelled `field_label`."""
-        self.page.get_by_label(field_label).locator("visible=true").first.fill(value)
+        """Type into the field labelled `field_label` (by its label, else its placeholder)."""
+        field = self.page.get_by_label(field_label).or_(self.page.get_by_placeholder(field_label))
+        field.locator("visible=true").first.fill(value)
         self._arrived(f"fill-{label(field_label)}", check=False)
 
     def press(self, key: str) -> None:

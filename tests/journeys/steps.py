@@ -21,8 +21,8 @@ I = re.IGNORECASE  # noqa: E741
 # role, then the accessible name per language.
 NAMES: dict[str, tuple[str, dict[str, Name]]] = {
     # the hub's login page
-    "username": ("textbox", {"en": R(r"^Username", I), "ru": R(r"^(Имя пользователя|Логин)", I)}),
-    "password": ("textbox", {"en": R(r"^Password", I), "ru": R(r"^Пароль", I)}),
+    "username": ("textbox", {"en": R(r"^Username", I), "ru": R(r"Имя пользователя|Логин", I)}),
+    "password": ("textbox", {"en": R(r"^Password", I), "ru": R(r"Пароль", I)}),
     "sign_in": ("button", {"en": R(r"^Sign in$", I), "ru": R(r"^Войти$", I)}),
     "board": ("link", {"en": R(r"board", I), "ru": R(r"табло|доска", I)}),
     # the front door (/services/home/)

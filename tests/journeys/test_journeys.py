@@ -42,7 +42,7 @@ def test_hub_admin_reaches_the_admin_page_listing_people_only(journey, lang):
     steps.click(j, "hub_admin", wait=10)
     assert re.search(r"/hub/admin", j.page.url), j.page.url
     table = j.page.get_by_role("table").first
-    table.get_by_text("anna", exact=True).wait_for(timeout=30_000)
+    table.get_by_text("anna", exact=True).first.wait_for(timeout=30_000)
     listed = table.inner_text()
     assert "grader-" not in listed, "service accounts on the hub admin page"
     j.finish()
