@@ -118,11 +118,8 @@ class BoardRow:
         }
         for key, cell in self.cells.items():
             cell.add_class(f"smartlab-board-{key}")  # the card layout's handles (template)
-        # overflow visible: a box that scrolls by a few pixels of its sparklines is a region
-        # no keyboard reaches (axe-core: scrollable-region-focusable).
         values = W.HBox(
-            [s.widget for s in self.sparks],
-            layout=W.Layout(flex_flow="row wrap", flex="1 1 auto", overflow="visible"),
+            [s.widget for s in self.sparks], layout=W.Layout(flex_flow="row wrap", flex="1 1 auto")
         )
         values.add_class("smartlab-board-values")
         self.widget = W.HBox(

@@ -368,8 +368,7 @@ class Sparkline:
         )
         self.label = W.HTML()
         self.widget = W.HBox(
-            [self.label, self.figure],
-            layout=W.Layout(align_items="center", margin="0 6px 0 0", overflow="visible"),
+            [self.label, self.figure], layout=W.Layout(align_items="center", margin="0 6px 0 0")
         )
         self.widget.add_class("smartlab-spark")
         self.value: Any = None
