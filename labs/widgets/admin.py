@@ -77,6 +77,7 @@ class AdminView(PolledView):
         texts.label(self.on, "maintenance_on")
         texts.label(self.off, "maintenance_off")
         texts.label(self.reason, "reason", "placeholder")
+        texts.label(self.kit_choice, "kit")  # its <label>: a select needs a name (axe select-name)
         self.headings = {
             key: heading(texts, key) for key in ("health", "attention", "usage", "rejections")
         }

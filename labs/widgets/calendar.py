@@ -136,7 +136,7 @@ def grid_html(
     )
     return html(
         "<div class='smartlab-cal-scroll' style='overflow-x:auto'>"
-        "<div class='smartlab-cal-grid' role='grid' aria-label='{}' style='display:grid;"
+        "<div class='smartlab-cal-grid' role='group' aria-label='{}' style='display:grid;"
         "grid-template-columns:3.2em repeat(7,minmax(44px,1fr));"
         "grid-template-rows:auto repeat({},11px);min-width:360px;font-size:12px'>"
         "{}{}{}</div></div>"

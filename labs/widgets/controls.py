@@ -106,7 +106,12 @@ class ActuatorControl:
         return widget, send
 
     def _relabel(self) -> None:
-        self.name.value = html("<b>{}</b>", self.texts.name(self.spec, self.actuator))
+        name = self.texts.name(self.spec, self.actuator)
+        self.name.value = html("<b>{}</b>", name)
+        if self.datatype != "boolean":
+            # The input's accessible name (a <label> for it, visually hidden by the smartlab
+            # Voilà template since the name is shown beside it); a toggle says on/off instead.
+            self.input.description = name
         if self.datatype == "enum":
             self._label_options()
         if self.send is not None:
@@ -114,7 +119,7 @@ class ActuatorControl:
         if self.datatype == "boolean":
             self.input.description = self.texts("true" if self.input.value else "false")
             # Without one the browser shows the tooltip "null".
-            self.input.tooltip = self.texts.name(self.spec, self.actuator)
+            self.input.tooltip = name
         self.current.value = text(
             self.texts("now", value=format_value(self.kit_value, self.spec, self.texts))
         )

@@ -76,7 +76,11 @@ class BarChart:
             fig_margin={"top": 10, "bottom": 40, "left": 50, "right": 10},
             layout=W.Layout(width="100%", height=height),
         )
-        self.widget = W.VBox([self.title, self.figure], layout=W.Layout(width="48%"))
+        # overflow visible: a box that scrolls by a pixel of the figure is a scrollable region
+        # no keyboard can reach (axe-core: scrollable-region-focusable).
+        self.widget = W.VBox(
+            [self.title, self.figure], layout=W.Layout(width="48%", overflow="visible")
+        )
 
     def show(self, title: str, labels: Sequence[str], values: Sequence[float]) -> None:
         self.title.value = html("<b>{}</b>", title)
