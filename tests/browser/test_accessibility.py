@@ -99,11 +99,6 @@ def test_kit_page_as_observer_and_as_holder_has_no_serious_findings(platform, op
     assert not found, "kit page:\n" + "\n".join(found)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: each board row's sparklines overflow their boxes (ipywidgets boxes scroll): "
-    "axe scrollable-region-focusable on .smartlab-board-row-*",
-)
 def test_board_has_no_serious_findings(platform, open_page):
     with board_server(platform) as server:
         page = open_page(server.page("overview.ipynb", lang="en"))
