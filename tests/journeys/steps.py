@@ -63,6 +63,7 @@ NAMES: dict[str, tuple[str, dict[str, Name]]] = {
     # the admin dashboard
     "maintenance_on": ("button", {"en": "Take into maintenance", "ru": "На обслуживание"}),
     "maintenance_off": ("button", {"en": "Back into the pool", "ru": "Вернуть в работу"}),
+    "maintenance_kit": ("combobox", {"en": R(r"^Kit", I), "ru": R(r"^Стенд", I)}),
     "reason": ("textbox", {"en": R(r"reason", I), "ru": R(r"причина", I)}),
 }
 # Texts a step waits to see.
@@ -197,8 +198,11 @@ def book_invalid_slot(j: Journey) -> None:
 # ------------------------------------------------------------ lab admins
 
 
-def take_into_maintenance(j: Journey, reason: str) -> None:
+def take_into_maintenance(j: Journey, reason: str, kit: str = "streetlight-2") -> None:
     click(j, "admin_dashboard", wait=SPAWN_S / 4)
+    role, label = name("maintenance_kit", j.lang)
+    j.find(role, label).select_option(label=kit)
+    j.snap(f"chose-{kit}")
     j.fill(NAMES["reason"][1][j.lang], reason)
     click(j, "maintenance_on")
     see(j, "in_maintenance")
