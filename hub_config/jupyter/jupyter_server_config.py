@@ -16,6 +16,9 @@ c.VoilaExecutor.iopub_timeout = 30
 c.MappingKernelManager.cull_idle_timeout = 1800
 c.MappingKernelManager.cull_interval = 120
 
-# GET <base_url>smartlab/links: the platform's pages for JupyterLab's launcher tiles and
-# "Smart City Lab" menu (labs/jupyterlab_links.py; the front end is in labs/share/labextensions).
-c.ServerApp.jpserver_extensions.update({"labs.jupyterlab_links": True})
+# Server extensions are switched on and off in jupyter_server_config.d/*.json, as Jupyter's own
+# `jupyter server extension enable` does: those files are merged across config folders, while a
+# `jpserver_extensions` dict set in any config file replaces the others' whole. Here:
+# labs.jupyterlab_links (GET <base_url>smartlab/links, the launcher tiles' and the "Smart City
+# Lab" menu's pages; the front end is in labs/share/labextensions); servers/ turns nbgrader's
+# formgrader and course list off in people's servers.
