@@ -57,7 +57,8 @@ NAMES: dict[str, tuple[str, dict[str, Name]]] = {
     "fetch": ("button", {"en": R(r"^Fetch$", I), "ru": R(r"^(Получить|Fetch)$", I)}),
     "submit": ("button", {"en": R(r"^Submit$", I), "ru": R(r"^(Сдать|Отправить|Submit)$", I)}),
     # the instructor dashboard's booking calendar
-    "book": ("button", {"en": R(r"^Book", I), "ru": R(r"^Забронировать", I)}),
+    # (an icon font's glyph comes first in the button's name: \W*)
+    "book": ("button", {"en": R(r"^\W*Book$", I), "ru": R(r"^\W*Забронировать$", I)}),
     "booking_day": ("textbox", {"en": R(r"^Day", I), "ru": R(r"^День", I)}),
     "booking_start": ("combobox", {"en": R(r"^Start", I), "ru": R(r"^Начало", I)}),
     # the admin dashboard
