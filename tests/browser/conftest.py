@@ -140,11 +140,13 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def open_page(browser):
-    """open_page(url, locale="en-GB") -> a Playwright page; closed after the test."""
+    """open_page(url, locale="en-GB", **context_options) -> a Playwright page (a desktop
+    viewport unless the options say otherwise); closed after the test."""
     contexts = []
 
-    def opener(url: str, locale: str = "en-GB", timeout_s: float = 30.0):
-        context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 1000})
+    def opener(url: str, locale: str = "en-GB", timeout_s: float = 30.0, **context_options):
+        options = {"viewport": {"width": 1280, "height": 1000}, **context_options}
+        context = browser.new_context(locale=locale, **options)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(timeout_s * 1000)

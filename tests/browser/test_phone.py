@@ -4,8 +4,6 @@ session panel without horizontal scrolling and with their controls on screen."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,24 +36,15 @@ ON_SCREEN_JS = """(selector) => {
 
 
 @pytest.fixture
-def phone(browser) -> Iterator[Any]:
+def phone(open_page) -> Any:
     """phone(url, locale) -> a Playwright page in a 390 px mobile viewport."""
-    contexts = []
 
     def opener(url: str, locale: str = "en-GB") -> Any:
-        context = browser.new_context(
-            locale=locale, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
+        return open_page(
+            url, locale, viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
         )
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.goto(url)
-        return page
 
-    yield opener
-    for context in contexts:
-        with contextlib.suppress(Exception):
-            context.close()
+    return opener
 
 
 def assert_fits(page) -> None:
