@@ -369,7 +369,7 @@ def home_directory(site: Site) -> dict[str, Any]:
     titles and kits, kit names, the hub admins' names; no password hash, no person's details."""
     return {
         "courses": [{"id": c.id, "title": c.title, "kits": list(c.kits)} for c in site.courses],
-        "kit_names": {k.id: k.name for k in site.kits},
+        "kit_names": {k.id: {"en": k.name, "ru": k.ru.name if k.ru else k.name} for k in site.kits},
         "hub_admins": admin_users(site),
     }
 

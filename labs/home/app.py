@@ -144,7 +144,11 @@ class KitStatus(Base):
         except LabRefused as err:
             self.finish(json.dumps({"error": str(err)}))
             return
-        views = [kit_view(k, name, lang, t) for k in kits if k["id"] in wanted or who.lab_admin]
+        views = [
+            kit_view(k, name, lang, t, home.directory)
+            for k in kits
+            if k["id"] in wanted or who.lab_admin
+        ]
         self.finish(json.dumps({"kits": views}))
 
 

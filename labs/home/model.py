@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from labs import i18n
 from labs.home.texts import Texts
 
 STUDENT_PREFIX = "nbgrader-"
@@ -25,8 +26,13 @@ class Directory:
     details): course titles and kits, kit names, who holds the hub-admin role."""
 
     courses: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {title, kits}
-    kit_names: dict[str, str] = field(default_factory=dict)
+    kit_names: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {en, ru}
     hub_admins: frozenset[str] = frozenset()
+
+    def kit_name(self, kit_id: str, lang: str) -> str | None:
+        """The site file's name of a kit in `lang` (its English name where it has no other)."""
+        names = self.kit_names.get(kit_id) or {}
+        return names.get(lang) or names.get("en")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Directory:
@@ -96,12 +102,15 @@ def clock(epoch: float) -> str:
     return time.strftime("%d.%m %H:%M", time.localtime(epoch))
 
 
-def kit_view(kit: dict[str, Any], name: str, lang: str, t: Texts) -> dict[str, Any]:
-    """One kit as a card shows it (states translated, never raw codes)."""
+def kit_view(
+    kit: dict[str, Any], name: str, lang: str, t: Texts, directory: Directory
+) -> dict[str, Any]:
+    """One kit as a card shows it (its name in the page's language, states translated, never
+    raw codes)."""
     pool = str(kit.get("pool", ""))
     return {
         "id": kit["id"],
-        "name": kit.get("name") or kit["id"],
+        "name": directory.kit_name(kit["id"], lang) or kit.get("name") or kit["id"],
         "online": bool(kit.get("online")),
         "status": t("kit_online") if kit.get("online") else t("kit_offline"),
         "pool": t.pool(pool) if pool else "",
@@ -120,10 +129,10 @@ def _descriptors() -> dict[str, dict[str, Any]]:
 
 
 def sensor_label(model: str, sensor: str, lang: str) -> str:
-    """A sensor's name from its kit's descriptor: `name_<lang>` if the descriptor has one, else
-    `name`, else the sensor's id."""
+    """A sensor's name from its kit's descriptor in `lang` (`ru.name` on a Russian page), else
+    the sensor's id."""
     spec = _descriptors().get(model, {}).get("sensors", {}).get(sensor, {})
-    return str(spec.get(f"name_{lang}") or spec.get("name") or sensor)
+    return i18n.Texts(lang).name(spec, sensor)  # the dashboards' reading of descriptors
 
 
 def spark_view(spark: dict[str, str] | None, kit: dict[str, Any], lang: str) -> dict | None:
@@ -178,7 +187,7 @@ def build_page(
         mine = course_kits(list(who.student_of), directory)
         page["kits"] = [
             {
-                **kit_view(kits_by_id[k], name, lang, t),
+                **kit_view(kits_by_id[k], name, lang, t, directory),
                 "sparkline": spark_view((lab.get("sparklines") or {}).get(k), kits_by_id[k], lang),
             }
             for k in mine
@@ -236,7 +245,7 @@ def build_page(
             )
         page["calendar_url"] = dashboard_url(name, "instructor.ipynb", lang)
     if who.lab_admin:
-        page["health"] = [kit_view(k, name, lang, t) for k in lab.get("kits") or []]
+        page["health"] = [kit_view(k, name, lang, t, directory) for k in lab.get("kits") or []]
         page["admin_url"] = dashboard_url(name, "admin.ipynb", lang)
     if who.hub_admin:
         page["hub_admin_url"] = HUB_ADMIN_URL

@@ -226,3 +226,17 @@ def test_lab_service_answers_become_one_line_or_unreachable() -> None:
     assert refused["error"] == "нет доступа к сервису лаборатории" and "kits" not in refused
     assert set(seen) == {"ru"}
     assert down.get("unreachable") is True
+
+
+def test_kits_are_named_in_the_page_language_from_the_site_file() -> None:
+    from hub_config.hub import home_directory
+    from site_config.paths import DEMO_SITE
+    from site_config.site import load_site
+
+    directory = Directory.from_json(home_directory(load_site(DEMO_SITE)))
+    kits = [{"id": "streetlight-1", "name": "Street lights, Lenina St.", "online": True}]
+    groups = ["nbgrader-smart-lighting"]
+    ru = build_page("anna", groups, "ru", directory, {"kits": kits}, {}, {}, {})
+    en = build_page("anna", groups, "en", directory, {"kits": kits}, {}, {}, {})
+    assert ru["kits"][0]["name"] != en["kits"][0]["name"] == "Street lights, Lenina St."
+    assert "Ленина" in ru["kits"][0]["name"]
