@@ -258,6 +258,7 @@ class BookingCalendar:
             (self.duration, "cal_duration"),
         ):
             texts.label(widget, key)
+            texts.label(widget, key, "tooltip")  # else the date field's title reads "null"
             widget.style = {"description_width": "110px"}
             widget.add_class(f"smartlab-form-{key.removeprefix('cal_')}")  # .smartlab-form-kit
         self.book_button = W.Button(button_style="primary", icon="calendar")

@@ -118,8 +118,8 @@ class ActuatorControl:
             self.send.description = self.texts("send")
         if self.datatype == "boolean":
             self.input.description = self.texts("true" if self.input.value else "false")
-            # Without one the browser shows the tooltip "null".
-            self.input.tooltip = name
+        # Without one the browser shows the tooltip "null" (a described ipywidget's title).
+        self.input.tooltip = name
         self.current.value = text(
             self.texts("now", value=format_value(self.kit_value, self.spec, self.texts))
         )

@@ -40,7 +40,11 @@ class Visit:
 VISITS: dict[str, list[Visit]] = {
     "kit": [Visit("alice", ".smartlab-readings .smartlab-ts[data-ts]", {"kit": k}) for k in KITS],
     "overview": [
-        Visit("board", f".smartlab-board-row-{LAMP} .smartlab-pool[data-pool]", public_board=True)
+        Visit(
+            "board",
+            f".smartlab-board-row-{LAMP} .smartlab-availability[data-availability]",
+            public_board=True,
+        )
     ],
     "instructor": [Visit("carol", ".smartlab-course-sessions table")],
     "admin": [Visit("admin", ".smartlab-rejections table")],

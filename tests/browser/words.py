@@ -55,9 +55,11 @@ SAME_IN_BOTH = frozenset(
         "Smart",  # the centre's name: Smart City Lab
         "City",
         "Lab",
+        "UTC",  # time zones are written so in Russian too: UTC, UTC+0300
     }
 )
 LATIN = re.compile(r"[A-Za-z]")
+UTC_OFFSET = re.compile(r"^UTC[+-]\d{2}:?\d{2}$")
 CYRILLIC = re.compile(r"[А-Яа-яЁё]")
 # A word: what lies between spaces and punctuation (hyphens, dots and digits stay inside, so
 # that a kit id or a code such as `in-pool` is one word).
@@ -80,7 +82,11 @@ def untranslated(
     for text, where in texts:
         for word in WORD.findall(text):
             word = word.strip(".-–—")
-            foreign = LATIN.search(word) and word not in names if language == "ru" else None
+            foreign = (
+                LATIN.search(word) and word not in names and not UTC_OFFSET.match(word)
+                if language == "ru"
+                else None
+            )
             if foreign or (language != "ru" and CYRILLIC.search(word)):
                 found.append(f"{word!r} in {text[:80]!r} ({where})")
     return sorted(set(found))
