@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from labs.i18n import Texts
 from tests.browser.conftest import CROSS, KITS, LAMP, LAMP2, USERS, eventually, screenshot
 from tests.browser.test_dashboards import controls_disabled
 from tests.conftest import wait_until
@@ -97,7 +98,8 @@ def test_the_board_on_a_phone_shows_every_kit_with_availability_holder_and_queue
             page.wait_for_selector(f"{cross} .smartlab-availability[data-availability=in-use]")
             eventually(lambda: "1" in page.inner_text(f"{cross} .smartlab-board-queue"))  # noqa: B023
             card = page.inner_text(cross)
-            assert in_use in card and USERS["bob"]["institution"] in card, card
+            holder = Texts(lang).institution(USERS["bob"]["institution"])  # its name, not its id
+            assert in_use in card and holder in card, card
             lamp2 = page.inner_text(f".smartlab-board-row-{LAMP2}")
             assert maintenance in lamp2 and "bulb replacement" not in lamp2  # no admin's words
             assert free in page.inner_text(f".smartlab-board-row-{LAMP}")
