@@ -1,7 +1,7 @@
 """JupyterLab leads to the platform: on the real platform (`smartlab up`), a student's launcher
 has the "Smart City Lab" tiles and an instructor's "Smart City Lab" menu opens her course's
-formgrader in a new tab. The pages outside JupyterLab may not exist yet on this branch (the front
-door, the dashboards' link): what is checked is where the tiles lead, not what is there.
+formgrader in a new tab. What is checked is where the tiles lead (the journeys, tests/journeys,
+walk on to the pages themselves).
 
 Screenshots go to test-artifacts/dashboards/jupyterlab-*.png."""
 
