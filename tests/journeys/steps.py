@@ -78,7 +78,9 @@ KIT = "streetlight-1"  # the kit the student journeys open (NAMES["kit_dashboard
 COURSE = "smart-lighting"  # anna's course, irina's
 ASSIGNMENT = "01-energy-model"  # its first assignment, released by `smartlab up`
 # How long a click may take when it starts the person's own server.
-SPAWN_S = 120.0
+SPAWN_S = 180.0
+# How long nbgrader's Assignment List may take to list (it runs `nbgrader list` per course).
+LISTING_S = 120.0
 
 
 def name(key: str, lang: str) -> tuple[str, Name]:
@@ -89,6 +91,12 @@ def name(key: str, lang: str) -> tuple[str, Name]:
 def click(j: Journey, key: str, *, wait: float = 0.0) -> None:
     role, label = name(key, j.lang)
     j.click(role, label, wait=wait)
+
+
+def appears(j: Journey, key: str, timeout: float) -> None:
+    """Wait until the element `key` names is on screen (a page still loading its list)."""
+    role, label = name(key, j.lang)
+    j.find(role, label).wait_for(state="visible", timeout=timeout * 1000)
 
 
 def see(j: Journey, key: str, timeout: float = 30.0) -> None:
@@ -163,7 +171,9 @@ def fetch_and_submit(j: Journey) -> None:
     click(j, "jupyterlab", wait=SPAWN_S / 4)
     click(j, "assignments_menu")
     click(j, "assignment_list")
+    appears(j, "fetch", LISTING_S)
     click(j, "fetch", wait=10)
+    appears(j, "submit", LISTING_S)
     click(j, "submit", wait=10)
     j.sees(re.compile(r"\d{4}-\d\d-\d\d"))  # the submission's time stamp
 
