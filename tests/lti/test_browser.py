@@ -42,6 +42,7 @@ def test_student_clicks_the_lms_link_and_lands_logged_in(hub, platforms, chromiu
     assert "academy-808" in page.locator("body").inner_text()
     assert set(hub.user("academy-808")["groups"]) == {
         "inst-academy",
+        "people",
         "lab-users",
         "nbgrader-iot-basics",
     }

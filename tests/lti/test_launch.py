@@ -31,8 +31,18 @@ def test_students_of_both_lms_with_the_same_id_land_in_their_courses(hub, platfo
     # Same numeric LMS id, two institutions: two people, each seen by the hub through its cookie.
     assert browser_a.me()["name"] == "univ-a-7"
     assert browser_b.me()["name"] == "academy-7"
-    assert groups_of(hub, "univ-a-7") == {"inst-univ-a", "lab-users", "nbgrader-smart-city"}
-    assert groups_of(hub, "academy-7") == {"inst-academy", "lab-users", "nbgrader-iot-basics"}
+    assert groups_of(hub, "univ-a-7") == {
+        "inst-univ-a",
+        "people",
+        "lab-users",
+        "nbgrader-smart-city",
+    }
+    assert groups_of(hub, "academy-7") == {
+        "inst-academy",
+        "people",
+        "lab-users",
+        "nbgrader-iot-basics",
+    }
     # The academy student is in iot-basics' gradebook with the LMS id for passback.
     folder = hub.courses / "grader-iot-basics" / "iot-basics"
     with Gradebook(f"sqlite:///{folder / 'gradebook.db'}", course_id="iot-basics") as book:
@@ -61,13 +71,14 @@ def test_instructor_and_teaching_assistant_roles(hub, platforms):
     Browser(hub).launch(a, LaunchSpec("900", [INSTRUCTOR], "102"))
     assert groups_of(hub, "univ-a-900") == {
         "inst-univ-a",
+        "people",
         "lab-users",
         "formgrade-iot-basics",
         "instructors-iot-basics",
     }
     # LMSs send a TA as Instructor plus the TeachingAssistant sub-role: a grader, no more.
     Browser(hub).launch(b, LaunchSpec("ta1", [INSTRUCTOR, TA], "7"))
-    assert groups_of(hub, "academy-ta1") == {"inst-academy", "formgrade-iot-basics"}
+    assert groups_of(hub, "academy-ta1") == {"inst-academy", "people", "formgrade-iot-basics"}
 
 
 def test_a_user_in_two_courses_keeps_both(hub, platforms):
@@ -77,6 +88,7 @@ def test_a_user_in_two_courses_keeps_both(hub, platforms):
     browser.launch(a, LaunchSpec("55", [LEARNER], "102"))
     assert groups_of(hub, "univ-a-55") == {
         "inst-univ-a",
+        "people",
         "lab-users",
         "nbgrader-smart-city",
         "nbgrader-iot-basics",
@@ -86,6 +98,7 @@ def test_a_user_in_two_courses_keeps_both(hub, platforms):
     browser.launch(a, LaunchSpec("55", [INSTRUCTOR], "101"))
     assert groups_of(hub, "univ-a-55") == {
         "inst-univ-a",
+        "people",
         "lab-users",
         "formgrade-smart-city",
         "instructors-smart-city",
