@@ -338,7 +338,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 show_live_values(lab, [e.id for e in entries], stop)
         finally:
             if jupyterhub is not None:  # it stops the users' servers, services and proxy
-                stop_process(jupyterhub, timeout=30)
+                stop_process(jupyterhub, timeout=60)  # it stops every server and service first
             if sandbox is not None:
                 stop_process(sandbox)
     print("\nstopped.")

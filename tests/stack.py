@@ -412,7 +412,7 @@ class Up:
 
     def stop(self, sig: int) -> int:
         self.process.send_signal(sig)
-        return self.process.wait(60)
+        return self.process.wait(120)  # the launcher gives the hub a minute to stop its servers
 
 
 @contextlib.contextmanager
