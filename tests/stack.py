@@ -341,8 +341,8 @@ def http_json(url: str, who_token: str | None = None) -> Any:
 class Up:
     """The README's run command, on its own ports and state folder.
 
-    Platforms of one test session share `home_root` (a Unix account has one home at a time;
-    see hub_config/accounts.py)."""
+    Platforms run one after another; each may have its own `home_root` (a Unix account has
+    one home at a time, and a spawn moves it there: hub_config/accounts.py)."""
 
     def __init__(self, state: Path, home_root: Path, *extra: str) -> None:
         self.state = state

@@ -156,7 +156,10 @@ def run_in_kernel(browser: Browser, code: str, timeout: float = 60.0) -> str:
             )
         )
         out: list[str] = []
-        while True:
+        # The reply comes on the shell channel and the output on iopub: their order is not
+        # fixed, so the output is complete only once iopub reports the kernel idle again.
+        replied = idle = False
+        while not (replied and idle):
             raw = await asyncio.wait_for(socket.read_message(), timeout)
             if raw is None:
                 raise HubError("the kernel's websocket closed")
@@ -168,8 +171,11 @@ def run_in_kernel(browser: Browser, code: str, timeout: float = 60.0) -> str:
             elif msg["msg_type"] == "error":
                 raise HubError("\n".join(msg["content"]["traceback"])[-500:])
             elif msg["msg_type"] == "execute_reply":
-                socket.close()
-                return "".join(out)
+                replied = True
+            elif msg["msg_type"] == "status":
+                idle = msg["content"]["execution_state"] == "idle"
+        socket.close()
+        return "".join(out)
 
     try:
         return asyncio.run(execute())

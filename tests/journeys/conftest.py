@@ -15,8 +15,10 @@ from tests.stack import ARTIFACTS_ROOT, Up, launch_chromium, running
 
 
 @pytest.fixture(scope="package")
-def platform(state_root: Path, home_root: Path) -> Iterator[Up]:
-    with running(Up(state_root / "journeys-state", home_root)) as up:
+def platform(state_root: Path) -> Iterator[Up]:
+    # Homes of their own: the journeys meet the students as new people, not with what the
+    # end-to-end tests left in a shared home (a fetched assignment, an own `dashboards`).
+    with running(Up(state_root / "journeys-state", state_root / "journeys-home")) as up:
         yield up
 
 
