@@ -33,7 +33,7 @@ from tornado.web import Application, RequestHandler, authenticated
 
 from labs.home import exchange
 from labs.home.lab_calls import LabRefused, LabUnreachable, call, gather
-from labs.home.model import Directory, build_page, course_kits, kit_view, roles
+from labs.home.model import Directory, Roles, build_page, course_kits, kit_view, roles
 from labs.home.texts import Texts
 from site_config.languages import COOKIE, COOKIE_MAX_AGE, negotiate, supported
 
@@ -69,9 +69,11 @@ class Base(HubOAuthenticated, RequestHandler):
             self.request.headers.get("Accept-Language"), requested, self.get_cookie(COOKIE)
         )
 
-    def person(self) -> tuple[str, list[str]]:
+    def visitor(self) -> tuple[str, str, list[str], Roles]:
+        """The page's language, the person's name and hub groups, and their roles here."""
         user = self.current_user
-        return user["name"], list(user.get("groups") or [])
+        name, groups = user["name"], list(user.get("groups") or [])
+        return self.language(), name, groups, roles(name, groups, self.settings_.directory)
 
     def token(self) -> str:
         return self.hub_auth.get_token(self) or ""
@@ -93,10 +95,8 @@ class Base(HubOAuthenticated, RequestHandler):
 class HomePage(Base):
     @authenticated
     async def get(self) -> None:
-        lang = self.language()
-        name, groups = self.person()
+        lang, name, groups, who = self.visitor()
         home = self.settings_
-        who = roles(name, groups, home.directory)
         lab: dict[str, Any]
         try:
             lab = await gather(
@@ -129,10 +129,8 @@ class KitStatus(Base):
 
     @authenticated
     async def get(self) -> None:
-        lang = self.language()
-        name, groups = self.person()
+        lang, name, _, who = self.visitor()
         home = self.settings_
-        who = roles(name, groups, home.directory)
         wanted = set(course_kits(list(who.student_of), home.directory))
         t = Texts(lang)
         self.set_header("Content-Type", "application/json")
