@@ -10,7 +10,7 @@ login, so the site file stays their only truth.
 import os
 from pathlib import Path
 
-from hub_config import hub
+from hub_config import hub, spawn_progress
 from hub_config.lti.authenticator import LtiAuthenticator
 from hub_config.spawner import SiteSpawner
 from site_config.paths import default_site, default_state_dir
@@ -70,3 +70,8 @@ c.Spawner.cpu_limit = site.servers.cpu_limit
 # cores need minutes, not JupyterHub's default 30 s (bench/hub.py).
 c.Spawner.http_timeout = 300
 c.Spawner.start_timeout = 300
+# ... and they start in one fair line, a few at once (hub_config/spawn_line.py); the spawn page
+# says each person's place in it, and at the end that the server is ready, in their language.
+if site.servers.concurrent_starts:
+    c.SiteSpawner.concurrent_starts = site.servers.concurrent_starts
+c.Spawner.progress_ready_hook = spawn_progress.ready_event

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import LocalProcessSpawner
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Integer, Unicode, default
 
+from hub_config import spawn_line, spawn_progress
 from hub_config.accounts import can_isolate, ensure_account, link_in_home
 from hub_config.lab_profile import config_folders, language_of
 from labs.board import DASHBOARDS
@@ -33,6 +35,16 @@ class SiteSpawner(LocalProcessSpawner):
     isolate = Bool(help="Run each server as the user's own Unix account (needs root).").tag(
         config=True
     )
+
+    concurrent_starts = Integer(
+        min=1,
+        help="Servers that may start at once, hub-wide; the others wait in line, first come "
+        "first served (hub_config/spawn_line.py). Default: the cores this hub may use.",
+    ).tag(config=True)
+
+    @default("concurrent_starts")
+    def _cores(self) -> int:
+        return len(os.sched_getaffinity(0))  # os.cpu_count() counts cores this hub may not use
 
     @default("isolate")
     def _isolate_default(self) -> bool:
@@ -69,6 +81,15 @@ class SiteSpawner(LocalProcessSpawner):
 
     async def start(self) -> Any:
         self.language = language_of(self.handler, self.user.name)
+        # In the hub's line of starts until the server answers (or the start fails).
+        async with spawn_line.place(self):
+            return await spawn_line.answered(self, await self._start())
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        async for event in spawn_progress.events(self):  # place in line, estimate, starting
+            yield event
+
+    async def _start(self) -> Any:
         if self.isolate:
             # useradd, chown and cgroup writes block: keep the hub's event loop free meanwhile.
             await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)

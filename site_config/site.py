@@ -190,6 +190,8 @@ class Servers(_Strict):
     mem_limit: str = Field("2G", pattern=r"^\d+(\.\d+)?[KMGT]?$")
     cpu_limit: float = Field(1.0, gt=0)
     idle_timeout_minutes: int = Field(60, ge=5)
+    # Servers that may start at once (the rest wait in line); unset: the hub's CPU cores.
+    concurrent_starts: int | None = Field(None, ge=1, le=1000)
 
 
 class SiteSpec(_Strict):

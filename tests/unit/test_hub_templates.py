@@ -75,3 +75,14 @@ def test_spawn_pending_names_its_progress_bar_in_both_languages() -> None:
     assert "Your server is starting" in label[1] and "Ваш сервер запускается" in label[1]
     assert 'setAttribute("aria-labelledby", "smartlab-progress-name")' in page
     assert "Ваш сервер запускается." in page  # the page's message in Russian too
+
+
+def test_spawn_pending_reads_out_the_line_and_labels_its_controls_in_both_languages() -> None:
+    page = render("spawn_pending.html")
+    assert 'message.setAttribute("aria-live", "polite")' in page
+    for english, russian in (("Event log", "Журнал событий"), ("Stop Server", "Остановить сервер")):
+        assert re.search(
+            rf'innerHTML = \'<span lang="en" data-smartlab-lang="en">{english}</span>'
+            rf'<span lang="ru" data-smartlab-lang="ru" hidden>{russian}</span>\';',
+            page,
+        ), english
