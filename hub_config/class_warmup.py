@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mem-limit", type=size_bytes, required=True, help="per server, e.g. 2G")
     parser.add_argument("--reserve", type=size_bytes, default=size_bytes(DEFAULT_RESERVE))
     parser.add_argument("--record", type=Path, required=True)
-    parser.add_argument("--every", type=float, default=30.0, help="seconds between looks")
+    parser.add_argument("--every", type=float, default=15.0, help="seconds between looks")
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stdout,
