@@ -85,8 +85,8 @@ class Storm:
 
 
 def make_site(path: Path, students: int) -> list[str]:
-    """The demo site plus `students` generated students of univ-a and univ-b in COURSE (and the
-    kit walker KIT_STUDENT); the class warm-up's lead and the idle timeout above it."""
+    """The demo site with `students` generated students of univ-a and univ-b as COURSE's (and
+    the kit walker KIT_STUDENT); the class warm-up's lead and the idle timeout above it."""
     site = yaml.safe_load(DEMO_SITE.read_text())
     hashed = hash_password(PASSWORD)
     names = [f"st{i:03d}" for i in range(students + 1)]  # st000: the baseline student
@@ -100,8 +100,9 @@ def make_site(path: Path, students: int) -> list[str]:
                 "password_hash": hashed,
             }
         )
+    # Only the generated students take the course: the warm-up's room goes to them.
     course = next(c for c in site["courses"] if c["id"] == COURSE)
-    course["students"] += [*names, KIT_STUDENT]
+    course["students"] = [*names, KIT_STUDENT]
     site["servers"] = {
         **site.get("servers", {}),
         "warmup_minutes": WARMUP_MINUTES,
@@ -317,7 +318,7 @@ def run(students: int, warmup: bool) -> tuple[str, str]:
                 else None
             )
             warm = storm(platform, names[1:], before)
-            warm.warmed, warm.room = len(set(done["started"]) & set(names)), done["room"]
+            warm.warmed, warm.room = len(set(done["started"]) & set(names[1:])), done["room"]
     finally:
         progress("stopping the platform")
         platform.stop(signal.SIGTERM)
