@@ -179,6 +179,8 @@ class Hub:
     def has_server(self, name: str) -> bool:
         """Running or starting (or stopping): never started again."""
         status, model = self._call("GET", f"/users/{urllib.parse.quote(name)}")
+        if status == 404:  # gone since the group was read: its start fails and is recorded
+            return False
         if status != 200:
             raise RuntimeError(f"the hub answered {status} about {name}")
         return bool(model.get("servers", {}).get("") or model.get("pending"))
