@@ -35,7 +35,10 @@ from sqlalchemy.orm import object_session
 from traitlets import Unicode, default
 
 from grader.settings import SOCKET_ENV
+from hub_config.class_warmup import RECORD_FILE as WARMUP_RECORD
 from hub_config.spawner import JUPYTER_CONFIG_DIR
+from lab_service.app import DB_FILE as LAB_DB_FILE
+from lab_service.store import sqlite_url
 from labs.board import DATA_DIR as VOILA_DATA_DIR
 from site_config.paths import default_site
 from site_config.platform_accounts import BOARD_ACCOUNT
@@ -46,6 +49,7 @@ LAB_SERVICE = "lab"
 STATUS_SERVICE = "status"
 HOME_SERVICE = "home"  # the front door, where everyone lands after login (labs/home/)
 CULLER_SERVICE = "idle-culler"
+WARMUP_SERVICE = "class-warmup"  # hub_config/class_warmup.py
 LAB_SERVICE_CONFIG = "lab_service_config.py"  # in the state folder, written by `smartlab up`
 SCHEDULE_FILE = "schedule.json"  # published due dates (labs/home/exchange.py), optional
 
@@ -268,6 +272,21 @@ def load_roles(site: Site) -> list[dict[str, Any]]:
             "services": [CULLER_SERVICE],
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
         },
+        # The class warm-up: a course's students (the group's members) and their servers,
+        # nobody else's. `servers` is JupyterHub's narrowest scope that starts a server.
+        {
+            "name": WARMUP_SERVICE,
+            "description": "Start a course's students' servers before its booked slot",
+            "services": [WARMUP_SERVICE],
+            "scopes": [
+                scope
+                for c in site.courses
+                for scope in (
+                    f"read:groups!group=nbgrader-{c.id}",
+                    f"servers!group=nbgrader-{c.id}",
+                )
+            ],
+        },
     ]
     return roles
 
@@ -395,6 +414,7 @@ def home_service(runtime: Runtime, site: Site) -> dict[str, Any]:
             "SMARTLAB_LAB_URL": runtime.lab_url,
             "SMARTLAB_EXCHANGE": str(runtime.exchange),
             "SMARTLAB_SCHEDULE": str(Path(runtime.state_dir) / SCHEDULE_FILE),
+            "SMARTLAB_WARMUPS": str(Path(runtime.state_dir) / WARMUP_RECORD),
             "SMARTLAB_HOME_DIRECTORY": json.dumps(home_directory(site)),
         },
     }
@@ -431,7 +451,7 @@ def status_board_service(runtime: Runtime) -> dict[str, Any]:
 
 def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
     """`c.JupyterHub.services`: course formgraders, lab service, status board, front door,
-    idle culler."""
+    idle culler, class warm-up (unless the site's `servers.warmup_minutes` is 0)."""
     found = [formgrader_service(c.id, runtime) for c in site.courses]
     found.append(lab_service(runtime))
     found.append(status_board_service(runtime))
@@ -447,7 +467,31 @@ def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
             ],
         }
     )
+    if site.servers.warmup_minutes:
+        found.append(warmup_service(site, runtime))
     return found
+
+
+def warmup_service(site: Site, runtime: Runtime) -> dict[str, Any]:
+    """The class warm-up. It runs as the hub's account, as the lab service does, because it
+    reads the lab service's database (read-only); its hub role is WARMUP_SERVICE's."""
+    state = Path(runtime.state_dir)
+    return {
+        "name": WARMUP_SERVICE,
+        "command": [
+            sys.executable,
+            "-m",
+            "hub_config.class_warmup",
+            "--lab-db",
+            sqlite_url(str(state / LAB_DB_FILE)),
+            "--lead-minutes",
+            str(site.servers.warmup_minutes),
+            "--mem-limit",
+            site.servers.mem_limit,
+            "--record",
+            str(state / WARMUP_RECORD),
+        ],
+    }
 
 
 # ------------------------------------------------------------------ login

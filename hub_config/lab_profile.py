@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from site_config.languages import COOKIE, negotiate
+from site_config.languages import COOKIE, negotiate, supported
 
 PROFILES = Path(__file__).resolve().parent / "jupyter"
 GRADING_GROUP_PREFIX = "formgrade-"  # instructors and graders of a course (hub_config.hub)
@@ -36,13 +36,15 @@ def config_folders(groups: Iterable[str], language: str) -> list[Path]:
     return folders
 
 
-def language_of(handler: Any, owner: str) -> str:
+def language_of(handler: Any, owner: str, usual: str = "") -> str:
     """The language of the request with which `owner` started their server (Accept-Language
-    and the language switch's cookie, site_config.languages); English without one (a server
-    started by the hub itself, or by someone else: a hub admin's browser is not the owner's)."""
-    who = getattr(getattr(handler, "current_user", None), "name", None)
-    if handler is None or who != owner:
-        return negotiate(None)
+    and the language switch's cookie, site_config.languages). A server started by the hub
+    itself or by someone else (a hub admin's browser, the class warm-up: not the owner's)
+    gets `usual`, the language of the owner's last own start, else English."""
+    who = getattr(handler, "current_user", None)
+    owners = getattr(who, "kind", "user") == "user" and getattr(who, "name", None) == owner
+    if handler is None or not owners:
+        return supported(usual) or negotiate(None)
     return negotiate(
         handler.request.headers.get("Accept-Language"), None, handler.get_cookie(COOKIE)
     )

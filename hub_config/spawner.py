@@ -78,9 +78,23 @@ class SiteSpawner(LocalProcessSpawner):
             )
 
     language = "en"  # of the request that started the server (hub_config.lab_profile)
+    usual_language = ""  # of the owner's last own start, kept in the hub's database
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.usual_language = state.get("language", "")
+
+    def get_state(self) -> dict[str, Any]:
+        # Kept across stops (clear_state leaves it): a server the class warm-up starts
+        # speaks the owner's usual language, not the warm-up's.
+        state = super().get_state()
+        if self.usual_language:
+            state["language"] = self.usual_language
+        return state
 
     async def start(self) -> Any:
-        self.language = language_of(self.handler, self.user.name)
+        self.language = language_of(self.handler, self.user.name, self.usual_language)
+        self.usual_language = self.language
         # In the hub's line of starts until the server answers (or the start fails).
         async with spawn_line.place(self):
             return await spawn_line.answered(self, await self._start())

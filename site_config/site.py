@@ -34,6 +34,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from hardware_kits.descriptor import DescriptorError, load_models, read_yaml
@@ -192,6 +193,19 @@ class Servers(_Strict):
     idle_timeout_minutes: int = Field(60, ge=5)
     # Servers that may start at once (the rest wait in line); unset: the hub's CPU cores.
     concurrent_starts: int | None = Field(None, ge=1, le=1000)
+    # Start a course's students' servers this long before a booked slot (0: never);
+    # hub_config/class_warmup.py. Below the idle timeout, or the culler stops them first.
+    warmup_minutes: int = Field(10, ge=0, le=180)
+
+    @model_validator(mode="after")
+    def _warmup_before_culling(self) -> Servers:
+        if self.warmup_minutes >= self.idle_timeout_minutes:
+            raise ValueError(
+                f"warmup_minutes ({self.warmup_minutes}) must be below idle_timeout_minutes "
+                f"({self.idle_timeout_minutes}): the idle culler would stop warmed servers "
+                "before the slot starts"
+            )
+        return self
 
 
 class SiteSpec(_Strict):

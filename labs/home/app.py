@@ -12,6 +12,7 @@ service), so it sees and may do exactly what the person may. Configured by the h
     SMARTLAB_EXCHANGE         nbgrader's exchange (released assignments, submissions: names only)
     SMARTLAB_HOME_DIRECTORY   the site file's public facts as JSON (model.Directory)
     SMARTLAB_SCHEDULE         optional: published due dates (exchange.due_dates)
+    SMARTLAB_WARMUPS          optional: the class warm-ups' record (warmups.latest_by_course)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from jupyterhub.utils import url_path_join
 from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler, authenticated
 
-from labs.home import exchange
+from labs.home import exchange, warmups
 from labs.home.lab_calls import LabRefused, LabUnreachable, call, gather
 from labs.home.model import Directory, Roles, build_page, course_kits, kit_view, roles
 from labs.home.texts import Texts
@@ -53,6 +54,8 @@ class Settings:
         self.directory = Directory.from_json(json.loads(env.get("SMARTLAB_HOME_DIRECTORY", "{}")))
         schedule = env.get("SMARTLAB_SCHEDULE")
         self.schedule = Path(schedule) if schedule else None
+        record = env.get("SMARTLAB_WARMUPS")
+        self.warmups = Path(record) if record else None
 
 
 class Base(HubOAuthenticated, RequestHandler):
@@ -120,6 +123,7 @@ class HomePage(Base):
             assignments,
             exchange.due_dates(home.schedule),
             submissions,
+            warmups.latest_by_course(home.warmups) if who.teaches else {},
         )
         self.finish(render("home.html", lang, self, page=page, lab_down=lab.get("unreachable")))
 

@@ -98,6 +98,23 @@ def duration(seconds: float, t: Texts) -> str:
     )
 
 
+def warmup_line(warmup: dict[str, Any] | None, t: Texts) -> str | None:
+    """The course's latest class warm-up (hub_config/class_warmup.py), in one line."""
+    if not warmup:
+        return None
+    try:
+        return t(
+            "warmup_line",
+            started=len(warmup.get("started") or []),
+            running=len(warmup.get("running") or []),
+            left_out=len(warmup.get("left_out") or []),
+            at=clock(float(warmup["at"])),
+            start=clock(float(warmup["starts_at"])),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def clock(epoch: float) -> str:
     return time.strftime("%d.%m %H:%M", time.localtime(epoch))
 
@@ -159,6 +176,7 @@ def build_page(
     assignments: dict[str, list[str]],
     due: dict[str, dict[str, str]],
     submissions: dict[str, int | None],
+    warmups: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything the template shows. `lab` holds what the lab service answered (keys kits,
     queue, sessions, bookings, usage, sparklines) and `error`, its one line if it failed."""
@@ -241,6 +259,7 @@ def build_page(
                     )
                     if "usage" in lab
                     else None,
+                    "warmup": warmup_line((warmups or {}).get(c), t),
                 }
             )
         page["calendar_url"] = dashboard_url(name, "instructor.ipynb", lang)

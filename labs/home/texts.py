@@ -54,6 +54,8 @@ EN: dict[str, str] = {
     "submissions_unknown": "Submissions: cannot be counted here",
     "kit_usage": "Kit use: {sessions} sessions, {hours} h",
     "booking_calendar": "Booking calendar",
+    "warmup_line": "Warm-up for the slot at {start}: {started} servers started at {at}, "
+    "{running} already running, {left_out} without room",
     # lab admin
     "lab_admin": "Lab administration",
     "kit_health": "Kit health",
@@ -116,6 +118,8 @@ RU: dict[str, str] = {
     "submissions_unknown": "Работы: подсчитать здесь нельзя",
     "kit_usage": "Использование стендов: сеансов {sessions}, {hours} ч",
     "booking_calendar": "Календарь бронирований",
+    "warmup_line": "Подготовка к занятию {start}: в {at} запущено серверов: {started}, "
+    "уже работали: {running}, не хватило памяти: {left_out}",
     "lab_admin": "Администрирование лаборатории",
     "kit_health": "Состояние стендов",
     "health_ok": "всё в порядке",

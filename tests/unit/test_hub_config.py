@@ -159,7 +159,7 @@ def test_roles_name_only_known_groups_users_and_services(site, runtime):
 
 def test_one_formgrader_per_course_named_after_it(site, runtime):
     by_name = {s["name"]: s for s in hub.services(site, runtime)}
-    assert set(by_name) == {*COURSES, "lab", "status", "home", "idle-culler"}
+    assert set(by_name) == {*COURSES, "lab", "status", "home", "idle-culler", "class-warmup"}
     for course_id in COURSES:
         service = by_name[course_id]
         assert service["user"] == f"grader-{course_id}"
