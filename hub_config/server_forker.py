@@ -318,7 +318,12 @@ def reachable(path: str | None) -> bool:
 
 
 def request_start(
-    path: str, user: str, argv: list[str], env: dict[str, str], cgroups: list[str]
+    path: str,
+    user: str,
+    argv: list[str],
+    env: dict[str, str],
+    cgroups: list[str],
+    stdio: tuple[int, int] = (1, 2),
 ) -> int:
     """Ask the forker at `path` for a server; its pid. Blocking (a few milliseconds): call it
     from a thread in the hub. The server's output goes where the hub's own goes, as with Popen."""
@@ -326,7 +331,7 @@ def request_start(
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         sock.settimeout(30.0)
         sock.connect(path)
-        socket.send_fds(sock, [json.dumps(message).encode()], [1, 2])
+        socket.send_fds(sock, [json.dumps(message).encode()], list(stdio))
         reply = json.loads(sock.recv(MAX_PACKET) or b"{}")
     if not reply.get("ok"):
         raise RuntimeError(f"the server forker refused: {reply.get('error', 'no answer')}")
