@@ -31,7 +31,7 @@ import json, os, pwd
 seen = {"whoami": pwd.getpwuid(os.getuid()).pw_name, "cgroups": open("/proc/self/cgroup").read(),
         "env": {k: os.environ.get(k) for k in ("HOME", "USER", "SMARTLAB_LANG",
                                                "JUPYTER_CONFIG_PATH", "JUPYTERHUB_USER")},
-        "server_uid": os.stat("/proc/%d" % os.getppid()).st_uid}
+        "server_uid": os.stat("/proc/" + str(os.getppid())).st_uid}
 try:
     seen["other"] = open(%r).read()
 except PermissionError:
