@@ -178,11 +178,21 @@ def test_a_forked_start_costs_a_fraction_of_a_cold_one(platform, browsers):
         if how == "cold":
             sock.rename(sock.with_suffix(".away"))
         try:
+            # A fresh browser each time: a session holding the cookie of a forked server loops
+            # on OAuth redirects at a cold one (noticed here, not yet understood: see the
+            # report of issue 23).
+            artem = Browser(platform.hub_url, "artem")
+            artem.login("demo-artem")
             before, started = _usage(usage), time.monotonic()
             artem.start_server()
             artem.open("/user/artem/lab")
             figures[how] = ((_usage(usage) - before) / 1e6, time.monotonic() - started)
             stop(artem)
+        except Exception as err:
+            hub = (platform.state / "hub" / "jupyterhub.log").read_text(errors="replace")
+            raise AssertionError(
+                f"{how} start: {err}\n{hub[-6000:]}\n--- forker ---\n{forker_log(platform)[-1500:]}"
+            ) from err
         finally:
             if how == "cold":
                 sock.with_suffix(".away").rename(sock)
