@@ -18,7 +18,7 @@ import pytest
 
 from hub_config.accounts import can_isolate
 from hub_config.server_forker import MAX_PACKET
-from site_config.cgroups import CGROUP_ROOT, GROUP
+from site_config.cgroups import GROUP, CgroupLimits
 from tests.e2e.hubclient import Browser, run_in_kernel
 
 pytestmark = [
@@ -119,11 +119,9 @@ def test_a_forked_server_is_the_users_own_with_the_spawners_environment(platform
     pid = forked_pid(platform, "anna")
     assert os.stat(f"/proc/{pid}").st_uid == account.pw_uid  # the server itself, not only kernels
     assert seen["whoami"] == "anna" and seen["server_uid"] == account.pw_uid
-    assert f"{GROUP}/anna" in seen["cgroups"] or not (CGROUP_ROOT / GROUP).exists(), seen
-    assert (
-        f"{GROUP}/anna" in Path(f"/proc/{pid}/cgroup").read_text()
-        or not (CGROUP_ROOT / GROUP).exists()
-    )
+    if CgroupLimits("anna").folders():  # the machine lets the platform make cgroups
+        assert f"{GROUP}/anna" in seen["cgroups"], seen["cgroups"]
+        assert f"{GROUP}/anna" in Path(f"/proc/{pid}/cgroup").read_text()
     env = seen["env"]
     assert env["HOME"] == str(platform.runtime.home("anna")) and env["USER"] == "anna", env
     assert env["JUPYTERHUB_USER"] == "anna" and env["SMARTLAB_LANG"] in ("en", "ru"), env
@@ -166,9 +164,11 @@ def test_stop_restart_and_a_crash_leave_no_zombie_and_the_forker_running(platfor
 
 
 def test_a_forked_start_costs_a_fraction_of_a_cold_one(platform, browsers):
-    """CPU-seconds in the user's cgroup of starting the server and its first /lab page, forked
-    and cold (the socket moved away: the hub then starts the server as before, and warns)."""
-    usage = CGROUP_ROOT / GROUP / "artem" / "cpu.stat"
+    """CPU-seconds of starting the server and serving its first /lab page (every process of
+    the account, from /proc: the cgroup v1 cpu controller counts no usage), forked and cold
+    (the socket moved away: the hub then starts the server as before, and warns)."""
+    import pwd
+
     sock = platform.state / "hub" / "server-forker.sock"
     artem = browsers["artem"]
     if artem.get("/hub/api/users/artem").json().get("servers"):
@@ -183,10 +183,11 @@ def test_a_forked_start_costs_a_fraction_of_a_cold_one(platform, browsers):
             # report of issue 23).
             artem = Browser(platform.hub_url, "artem")
             artem.login("demo-artem")
-            before, started = _usage(usage), time.monotonic()
+            started = time.monotonic()
             artem.start_server()
             artem.open("/user/artem/lab")
-            figures[how] = ((_usage(usage) - before) / 1e6, time.monotonic() - started)
+            uid = pwd.getpwnam("artem").pw_uid
+            figures[how] = (_cpu_of(uid), time.monotonic() - started)
             stop(artem)
         except Exception as err:
             hub = (platform.state / "hub" / "jupyterhub.log").read_text(errors="replace")
@@ -197,19 +198,24 @@ def test_a_forked_start_costs_a_fraction_of_a_cold_one(platform, browsers):
             if how == "cold":
                 sock.with_suffix(".away").rename(sock)
     for how, (cpu, wall) in figures.items():
-        print(f"{how} start + first /lab: {cpu:.2f} CPU-s in the user's cgroup, {wall:.1f} s wall")
+        print(f"{how} start + first /lab: {cpu:.2f} CPU-s, {wall:.1f} s wall")
     assert "no server forker at" in (platform.state / "hub" / "jupyterhub.log").read_text()
-    if not usage.exists():
-        pytest.skip("no cgroup v2 cpu.stat for the user's server")
     assert figures["forked"][0] < figures["cold"][0] / 2, figures
     assert figures["forked again"][0] < figures["cold"][0] / 2, figures
 
 
-def _usage(path: Path) -> int:
-    if not path.exists():
-        return 0
-    for line in path.read_text().splitlines():
-        key, value = line.split()
-        if key == "usage_usec":
-            return int(value)
-    return 0
+def _cpu_of(uid: int) -> float:
+    """utime + stime of every live process of the account (its server; no kernel yet)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / ticks
