@@ -49,6 +49,8 @@ MAX_PACKET = 1 << 20
 # What every user's server imports on its way up (-X importtime of one start): the server
 # and JupyterHub's extension of it, then the extensions it loads (jupyter_server_config.d).
 PRELOAD = [
+    "jupyter_client.session",
+    "jupyterhub.services.auth",
     "jupyterhub.singleuser",
     "jupyterhub.singleuser.extension",
     "jupyterhub.spawner",  # set_user_setuid, for the child
@@ -74,8 +76,7 @@ PRELOAD = [
 IMPORT_TIME_ENV = (
     "JUPYTERHUB_SINGLEUSER_EXTENSION",
     "JUPYTERHUB_SINGLEUSER_APP",
-    "JUPYTERHUB_ALLOW_TOKEN_IN_URL",  # traitlet defaults of jupyterhub.services.auth.HubAuth
-    "JUPYTERHUB_ALLOW_WEBSOCKET_COOKIE_AUTH",
+    "JUPYTER_ALLOW_INSECURE_WRITES",  # jupyter_core.paths
     "PYTHONPATH",
     "PYTHONHOME",
     "PYTHONSAFEPATH",
@@ -179,12 +180,58 @@ def run_singleuser(argv: list[str], env: dict[str, str]) -> None:
     # A console script runs with its own folder first on the path, not the forker's.
     sys.path[:] = [os.path.dirname(argv[0]), *[p for p in sys.path if p not in ("", START_PATH)]]
     reseed()
+    refresh_env_defaults()
     from jupyterhub.singleuser import main
 
     sys.exit(main())
 
 
 START_PATH = sys.path[0] if sys.path and not sys.flags.safe_path else ""
+
+
+def refresh_env_defaults() -> None:
+    """Traitlet defaults that the preloaded classes took from the forker's environment when
+    they were defined, taken again from this server's. HubAuth.base_url is the path of the
+    server's login cookie: left at the forker's "/", the cookie holding the user's token would
+    go to every other user's server too."""
+    from jupyter_client.session import Session
+    from jupyterhub.services.auth import HubAuth
+    from jupyterhub.utils import _bool_env
+
+    getenv = os.environ.get
+    hub_auth = {
+        "base_url": getenv("JUPYTERHUB_SERVICE_PREFIX") or "/",
+        "api_url": getenv("JUPYTERHUB_API_URL") or "http://127.0.0.1:8081/hub/api",
+        "keyfile": getenv("JUPYTERHUB_SSL_KEYFILE", ""),
+        "certfile": getenv("JUPYTERHUB_SSL_CERTFILE", ""),
+        "client_ca": getenv("JUPYTERHUB_SSL_CLIENT_CA", ""),
+        "allow_token_in_url": _bool_env("JUPYTERHUB_ALLOW_TOKEN_IN_URL", default=False),
+        "allow_websocket_cookie_auth": _bool_env(
+            "JUPYTERHUB_ALLOW_WEBSOCKET_COOKIE_AUTH", default=True
+        ),
+    }
+    set_class_defaults(HubAuth, hub_auth)
+    set_class_defaults(Session, {"username": getenv("USER", "username")})
+
+
+def set_class_defaults(base: type, values: dict[str, Any]) -> None:
+    """Set the static defaults of traits of `base` and of every subclass: traitlets copies a
+    static default into each class's `_static_immutable_initial_values` when it defines it."""
+    traits = base.class_traits()  # type: ignore[attr-defined]
+    for name, value in values.items():
+        traits[name].default_value = value
+    classes, seen = [base], set()
+    while classes:
+        cls = classes.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        initial = cls.__dict__.get("_static_immutable_initial_values")
+        if initial is not None:
+            for name, value in values.items():
+                if name in initial:
+                    initial[name] = value
+        classes.extend(cls.__subclasses__())
 
 
 # ------------------------------------------------------------------ the server

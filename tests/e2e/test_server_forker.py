@@ -109,6 +109,12 @@ def test_a_forked_server_is_the_users_own_with_the_spawners_environment(platform
         student.start_server()
         student.open(f"/user/{student.username}/lab")
         forked_pid(platform, student.username, before)
+    # The login cookie holding the user's token stays on the user's own server's path.
+    for student in (anna, boris):
+        paths = {
+            c.path for c in student.http.cookies if c.name == f"jupyterhub-user-{student.username}"
+        }
+        assert paths == {f"/user/{student.username}/"}, paths
     secret.write_text("anna's notes")
     os.chown(secret, os.stat(secret.parent).st_uid, os.stat(secret.parent).st_gid)
     secret.chmod(0o600)

@@ -206,3 +206,25 @@ def test_only_root_reaches_the_socket(forker):
         timeout=30,
     )
     assert done.stdout.strip() == "refused", done
+
+
+def test_a_forked_server_takes_its_own_prefix_not_the_forkers():
+    """HubAuth's class-level defaults were read from the forker's environment at import: the
+    child must take them again, or its login cookie (the user's token) gets the path "/" and
+    goes to every other user's server."""
+    code = (
+        "import os\n"
+        "from jupyterhub.services.auth import HubOAuth\n"
+        "from hub_config.server_forker import refresh_env_defaults\n"
+        "os.environ.update(JUPYTERHUB_SERVICE_PREFIX='/user/anna/', USER='anna',"
+        " JUPYTERHUB_ALLOW_TOKEN_IN_URL='1')\n"
+        "refresh_env_defaults()\n"
+        "from jupyter_client.session import Session\n"
+        "auth = HubOAuth()\n"
+        "print(auth.base_url, auth.cookie_path, auth.allow_token_in_url, Session().username)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "USER"))}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["/user/anna/", "/user/anna/", "True", "anna"], done
