@@ -184,9 +184,7 @@ def test_a_forked_start_costs_a_fraction_of_a_cold_one(platform, browsers):
         if how == "cold":
             sock.rename(sock.with_suffix(".away"))
         try:
-            # A fresh browser each time: a session holding the cookie of a forked server loops
-            # on OAuth redirects at a cold one (noticed here, not yet understood: see the
-            # report of issue 23).
+            # A fresh browser each time: each start is then a first visit, alike for both ways.
             artem = Browser(platform.hub_url, "artem")
             artem.login("demo-artem")
             started = time.monotonic()
