@@ -387,8 +387,9 @@ def request_start(
     return int(reply["pid"])
 
 
-async def start_forked(spawner: Any, path: str, cgroups: list[str]) -> tuple[str, int]:
-    """LocalProcessSpawner.start, with the forker's fork in place of Popen's fork and exec."""
+async def start_forked(spawner: Any, path: str, cgroups: list[str]) -> tuple[str, int] | None:
+    """LocalProcessSpawner.start, with the forker's fork in place of Popen's fork and exec;
+    None if no forker listens there (it ended and left its socket): start cold then."""
     import asyncio
     import shlex
 
@@ -399,9 +400,12 @@ async def start_forked(spawner: Any, path: str, cgroups: list[str]) -> tuple[str
     env = spawner.get_env()
     argv = [*spawner.cmd, *spawner.get_args()]
     spawner.log.info("Spawning (forked) %s", " ".join(shlex.quote(a) for a in argv))
-    spawner.pid = await asyncio.get_running_loop().run_in_executor(
-        None, request_start, path, spawner.user.name, argv, env, cgroups
-    )
+    try:
+        spawner.pid = await asyncio.get_running_loop().run_in_executor(
+            None, request_start, path, spawner.user.name, argv, env, cgroups
+        )
+    except (ConnectionRefusedError, FileNotFoundError):
+        return None
     spawner.proc = None  # polled and stopped by pid, as after a hub restart
     return (spawner.ip or "127.0.0.1", spawner.port)
 

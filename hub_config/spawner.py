@@ -75,7 +75,9 @@ class SiteSpawner(LocalProcessSpawner):
             await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)
             forker = os.environ.get(SOCKET_ENV)
             if reachable(forker):  # a warm, pre-imported server: hub_config/server_forker.py
-                return await start_forked(self, forker, [str(p) for p in self._cgroups])
+                started = await start_forked(self, forker, [str(p) for p in self._cgroups])
+                if started is not None:
+                    return started
             if forker:
                 self.log.warning(
                     "no server forker at %s: %s's server starts cold", forker, self.user.name

@@ -228,3 +228,26 @@ def test_a_forked_server_takes_its_own_prefix_not_the_forkers():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.stdout.split() == ["/user/anna/", "/user/anna/", "True", "anna"], done
+
+
+def test_a_left_socket_without_a_forker_means_a_cold_start(tmp_path):
+    """The forker ended and left its socket file: the spawner is told to start cold."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from hub_config.server_forker import start_forked
+
+    path = tmp_path / "f.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.bind(str(path))  # bound, never listening: as after the forker's death
+    spawner = SimpleNamespace(
+        port=0,
+        get_env=dict,
+        cmd=[SINGLEUSER],
+        get_args=list,
+        log=SimpleNamespace(info=lambda *a: None),
+        user=SimpleNamespace(name=NOBODY),
+        ip="",
+    )
+    assert reachable(str(path))
+    assert asyncio.run(start_forked(spawner, str(path), [])) is None
