@@ -144,7 +144,7 @@ def run_kernel(
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
-        _close_other_fds(keep={0, 1, 2, source_fd, ready_fd})
+        close_other_fds(keep={0, 1, 2, source_fd, ready_fd})
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG
@@ -160,7 +160,7 @@ def run_kernel(
         with os.fdopen(fd, "w") as out:
             json.dump(connection, out)
         if request.get("ipykernel"):
-            _reseed()
+            reseed()
             sys.path[:] = [p for p in sys.path if p not in ("", START_PATH)]
             add_working_folder(sys.path)
             from ipykernel.kernelapp import IPKernelApp
@@ -205,7 +205,7 @@ def parse_connection_file_only(app: Any, conn_file: str) -> None:
     app.extra_args = []
 
 
-def _reseed() -> None:
+def reseed() -> None:
     """Children of one fork server would otherwise share the random state imported here."""
     import random
 
@@ -216,7 +216,7 @@ def _reseed() -> None:
             np_random.seed()
 
 
-def _close_other_fds(keep: set[int | None]) -> None:
+def close_other_fds(keep: set[int | None]) -> None:
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd not in keep:

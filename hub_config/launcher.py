@@ -30,6 +30,7 @@ from hub_config import hub
 from hub_config.accounts import GRADER_GROUP, can_isolate, closed_to_other_accounts
 from hub_config.course_dirs import prepare_courses
 from hub_config.private_state import PRIVATE_UMASK, close_course_sources, close_state_folder
+from hub_config.server_forker import SOCKET_ENV as SERVER_FORKER_ENV
 from labs.client import Lab, connect
 from site_config.paths import DEMO_SITE
 from site_config.platform_accounts import DEMO_OBSERVER
@@ -192,9 +193,10 @@ def close_private_files(runtime: Runtime) -> None:
     close_state_folder(state, shared)
 
 
-def start_hub(runtime: Runtime) -> subprocess.Popen:
+def start_hub(runtime: Runtime, forker: Path | None = None) -> subprocess.Popen:
     env = {
         **os.environ,
+        **({SERVER_FORKER_ENV: str(forker)} if forker else {}),
         "SMARTLAB_SITE": runtime.site,
         RUNTIME_ENV: str(runtime.hub_dir / "runtime.json"),
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
@@ -241,6 +243,26 @@ def start_sandbox(runtime: Runtime) -> subprocess.Popen | None:
         stdin=subprocess.DEVNULL,
         umask=SHARING_UMASK,  # its kernels' files go to the graders as they always did
     )
+
+
+def start_server_forker(runtime: Runtime) -> tuple[subprocess.Popen, Path] | None:
+    """The root process that forks users' servers from a warm, pre-imported Python
+    (hub_config/server_forker.py); None without isolation (servers then start as before)."""
+    if not runtime.isolate:
+        return None
+    socket_path = runtime.hub_dir / "server-forker.sock"  # hub/ is root's alone (0700)
+    log = (runtime.hub_dir / "server-forker.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-P", "-m", "hub_config.server_forker", "--socket", str(socket_path)],
+        cwd=runtime.hub_dir,
+        # Only what the preloaded modules may read at import; each server gets the spawner's.
+        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "LANG": "C.UTF-8"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        umask=SHARING_UMASK,  # the servers' umask, as the hub's Popen gave them
+    )
+    return process, socket_path
 
 
 def wait_for_hub(process: subprocess.Popen, runtime: Runtime, timeout: float = 90.0) -> None:
@@ -318,6 +340,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         write_service_config(runtime, broker)
         jupyterhub: subprocess.Popen | None = None
         sandbox: subprocess.Popen | None = None
+        forker = None if args.no_server_forker else start_server_forker(runtime)
         try:
             with (
                 Fleet(entries, models, addresses),
@@ -328,7 +351,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             ):
                 released = prepare_courses(site, runtime)  # makes the grader accounts
                 sandbox = start_sandbox(runtime)
-                jupyterhub = start_hub(runtime)  # it starts the lab service and formgraders
+                jupyterhub = start_hub(
+                    runtime, forker[1] if forker else None
+                )  # it starts the lab service and formgraders
                 lab.wait_for_kits([e.id for e in entries], timeout=15)
                 wait_for_hub(jupyterhub, runtime)
                 wait_for_lab_service(jupyterhub, runtime.lab_url)
@@ -341,6 +366,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 stop_process(jupyterhub, timeout=60)  # it stops every server and service first
             if sandbox is not None:
                 stop_process(sandbox)
+            if forker is not None:  # after the hub: it stopped the servers
+                stop_process(forker[0])
     print("\nstopped.")
     return 0
 
@@ -361,6 +388,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--no-isolation",
         action="store_true",
         help="as root too, run every server as this account (demo mode)",
+    )
+    up.add_argument(
+        "--no-server-forker",
+        action="store_true",
+        help="start each user's server as a fresh process (slower) instead of forking it "
+        "from a warm one",
     )
     add_broker_options(up)
     up.set_defaults(run=cmd_up)

@@ -20,6 +20,7 @@ from traitlets import Bool, Integer, Unicode, default
 from hub_config import spawn_line, spawn_progress
 from hub_config.accounts import can_isolate, ensure_account, link_in_home
 from hub_config.lab_profile import config_folders, language_of
+from hub_config.server_forker import SOCKET_ENV, reachable, start_forked
 from labs.board import DASHBOARDS
 from site_config.cgroups import CgroupLimits, join
 
@@ -107,6 +108,15 @@ class SiteSpawner(LocalProcessSpawner):
         if self.isolate:
             # useradd, chown and cgroup writes block: keep the hub's event loop free meanwhile.
             await asyncio.get_running_loop().run_in_executor(None, self._prepare_account)
+            forker = os.environ.get(SOCKET_ENV)
+            if reachable(forker):  # a warm, pre-imported server: hub_config/server_forker.py
+                started = await start_forked(self, forker, [str(p) for p in self._cgroups])
+                if started is not None:
+                    return started
+            if forker:
+                self.log.warning(
+                    "no server forker at %s: %s's server starts cold", forker, self.user.name
+                )
         else:
             self.log.warning(
                 "single-account demo mode: %s's server runs as this account, "
