@@ -21,11 +21,15 @@ from site_config.languages import COOKIE
 from site_config.paths import DEMO_SITE
 from tests.conftest import wait_until
 from tests.e2e.conftest import DEMO_PASSWORD
-from tests.e2e.hubclient import Browser
+from tests.e2e.hubclient import Browser, run_in_kernel
 from tests.stack import Up, running
 
 COURSE = "smart-lighting"
 STUDENTS = ["anna", "artem", "bella", "boris"]  # the demo site's, by name
+ENV_PROBE = (
+    "import json, os; print(json.dumps({k: os.environ.get(k) for k in "
+    "('USER', 'HOME', 'SMARTLAB_LANG')}))"
+)
 LEAD_MINUTES = 80  # the lab service books >= 60 min ahead: the slot is due at once
 
 
@@ -124,9 +128,13 @@ def test_a_booking_warms_its_course_s_students_and_no_one_else(warm_platform: Up
     for name in done["started"]:  # as the student's own login starts it: their account, env
         pid = running_now[name]["state"]["pid"]
         assert os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam(name).pw_uid
-        env = environ(pid)
-        assert env["USER"] == name and env["HOME"].endswith(f"/{name}")
-        assert env["SMARTLAB_LANG"] == ("ru" if name == "anna" else "en")
+        # The server's environment as its kernels get it (a forked server's /proc/<pid>/environ
+        # is the forker's start-up one: hub_config/server_forker.py).
+        student = login(up, name)
+        student.open(f"/user/{name}/lab")
+        env = json.loads(run_in_kernel(student, ENV_PROBE))
+        assert env["USER"] == name and env["HOME"].endswith(f"/{name}"), env
+        assert env["SMARTLAB_LANG"] == ("ru" if name == "anna" else "en"), env
 
     # the course's instructor sees it on the front door, in both languages
     page = irina.get("/services/home/?lang=en")

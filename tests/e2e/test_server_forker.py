@@ -105,6 +105,7 @@ def test_a_forked_server_is_the_users_own_with_the_spawners_environment(platform
     anna, boris = browsers["anna"], browsers["boris"]
     secret = platform.runtime.home("anna") / "forked-secret.txt"
     for student in (anna, boris):
+        stop(student)  # earlier tests of the package may have left it running: a new start
         before = starts(platform, student.username)
         student.start_server()
         student.open(f"/user/{student.username}/lab")

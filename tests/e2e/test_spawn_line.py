@@ -43,7 +43,10 @@ def line_platform(state_root: Path, home_root: Path) -> Iterator[Up]:
         )
     path = state_root / "line-site.yaml"
     path.write_text(yaml.safe_dump(site, allow_unicode=True, sort_keys=False))
-    with running(Up(state_root / "line-state", home_root, "--site", str(path))) as up:
+    # Cold starts (seconds each, not the forker's fraction of one), so that a line forms
+    # long enough for the phones to see their place in it.
+    cold = "--no-server-forker"
+    with running(Up(state_root / "line-state", home_root, "--site", str(path), cold)) as up:
         yield up
 
 
