@@ -20,6 +20,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_ENTRIES = 10_000  # a folder stuffed with names costs a bounded listing
@@ -80,16 +81,22 @@ def submissions(exchange: Path, course: str) -> int | None:
     return len(latest)
 
 
+def read_json(path: Path | None) -> Any:
+    """A small JSON file the platform writes, read without following a link; None if it is
+    missing, a link or not JSON."""
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as src:
+            return json.loads(src.read(1_000_000))
+    except (OSError, ValueError):
+        return None
+
+
 def due_dates(schedule: Path | None) -> dict[str, dict[str, str]]:
     """{course: {assignment: due}} from the published schedule file; {} if none or invalid."""
-    if schedule is None:
-        return {}
-    try:
-        fd = os.open(schedule, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as src:
-            data = json.loads(src.read(1_000_000))
-    except (OSError, ValueError):
-        return {}
+    data = read_json(schedule)
     if not isinstance(data, dict):
         return {}
     return {

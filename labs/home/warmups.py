@@ -3,22 +3,15 @@ in a JSON file of the state folder): the latest per course, for its instructors'
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
+
+from labs.home.exchange import read_json
 
 
 def latest_by_course(record: Path | None) -> dict[str, dict[str, Any]]:
     """{course: its latest warm-up (booking, starts_at, at, started, ...)}; {} if none."""
-    if record is None:
-        return {}
-    try:
-        fd = os.open(record, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as src:
-            data = json.loads(src.read(1_000_000))
-    except (OSError, ValueError):
-        return {}
+    data = read_json(record)
     found: dict[str, dict[str, Any]] = {}
     for item in data if isinstance(data, list) else []:
         if isinstance(item, dict) and isinstance(item.get("course"), str):
