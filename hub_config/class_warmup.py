@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 import urllib.error
@@ -39,7 +38,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from jupyterhub.traitlets import ByteSpecification
 from sqlalchemy import create_engine, select
+from traitlets import TraitError
 
 from lab_service.store import BookingRow
 
@@ -48,7 +49,6 @@ RECORD_FILE = "class-warmups.json"  # in the state folder
 STUDENTS_PREFIX = "nbgrader-"  # a course's students (hub_config.hub.user_groups)
 DEFAULT_RESERVE = "2G"  # memory left to the hub, the services, the kits and the grader
 KEEP_RECORDS = 50  # the latest warm-ups kept in the record
-UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}  # as JupyterHub's
 
 log = logging.getLogger(SERVICE)
 
@@ -82,11 +82,12 @@ class Warmup:
 
 
 def size_bytes(text: str) -> int:
-    """'2G' -> bytes, 1024-based as JupyterHub's mem_limit."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)\s*", text.upper())
-    if not found:
-        raise ValueError(f"not a size: {text!r} (e.g. 512M, 2G)")
-    return int(float(found.group(1)) * UNITS[found.group(2)])
+    """'2G' -> bytes, read as JupyterHub reads the spawner's mem_limit (1024-based)."""
+    try:
+        value = int(text) if text.strip().isdigit() else text.strip()  # bytes, or 2G
+        return int(ByteSpecification().validate(None, value))
+    except TraitError:
+        raise ValueError(f"not a size: {text!r} (e.g. 512M, 2G)") from None
 
 
 def due(bookings: Iterable[Booking], now: float, lead_s: float) -> list[Booking]:
