@@ -19,6 +19,7 @@ from hardware_kits.broker import Broker
 from hardware_kits.descriptor import load_models
 from hub_config.launcher import stop_process
 from site_config.runtime import free_port
+from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,19 @@ def broker(state_root: Path) -> Iterator[Broker]:
     """One broker for the session (each test uses its own kit ids and accounts)."""
     with Broker(state_root / "broker", port=free_port()) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (Debian's; a cluster of its own)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """The SQLAlchemy URL of an empty PostgreSQL database of this test's own."""
+    return postgres.new_database()
 
 
 class ChildProcess:
