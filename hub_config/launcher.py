@@ -29,6 +29,7 @@ from hardware_kits.fleet import Fleet
 from hub_config import hub
 from hub_config.accounts import GRADER_GROUP, can_isolate, closed_to_other_accounts
 from hub_config.course_dirs import prepare_courses
+from hub_config.leftover_processes import adopt_leftovers, stop_leftovers
 from hub_config.private_state import PRIVATE_UMASK, close_course_sources, close_state_folder
 from hub_config.server_forker import SOCKET_ENV as SERVER_FORKER_ENV
 from labs.client import Lab, connect
@@ -329,10 +330,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     site = load_site(args.site, models)  # validate everything before starting anything
     refuse_public_demo_passwords(site, args.hub_ip)  # anyone could log in as those people
     runtime = make_runtime(args, site)
-    entries = site.kits
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: a background job ignores SIGINT
         signal.signal(sig, lambda *_: stop.set())
+    adopt_leftovers()
+    try:
+        run_platform(args, site, models, runtime, stop)
+    finally:
+        stop_leftovers()  # what the hub left behind, e.g. its services when it failed at start
+    print("\nstopped.")
+    return 0
+
+
+def run_platform(
+    args: argparse.Namespace, site: Site, models: dict, runtime: Runtime, stop: threading.Event
+) -> None:
+    """The broker, the kits, the hub and what it starts, until `stop` is set."""
+    entries = site.kits
     with broker_for(args) as broker:
         creds = broker.provision_kits([e.id for e in entries])
         observer = broker.provision_user(DEMO_OBSERVER)
@@ -368,8 +382,6 @@ def cmd_up(args: argparse.Namespace) -> int:
                 stop_process(sandbox)
             if forker is not None:  # after the hub: it stopped the servers
                 stop_process(forker[0])
-    print("\nstopped.")
-    return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,27 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out to `bind(0)` and to outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now and kept out of the kernel's own picks.
+
+    A port from `bind(0)` lies in the ephemeral range, which the kernel keeps handing out to
+    kernels' sockets and outgoing connections: one of those could take it in the seconds before
+    the service it was chosen for binds it. Below that range only a program that names a port
+    takes it."""
+    below = range(20000, ephemeral_ports().start)
+    for _ in range(100) if len(below) > 1000 else ():
+        port = random.choice(below)
+        if port_is_free(host, port):
+            return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
