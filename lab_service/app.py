@@ -6,12 +6,13 @@ Configuration comes from a Python file (`-f/--config lab_service_config.py`), e.
     c.LabServiceApp.users = {"<token>": {"name": "alice", "institution": "univ-a"}}
     c.SharingPolicy.slot_seconds = 20 * 60
 
-and command-line options override it. At start the app opens the database, connects to the
-already running broker as the `lab-service` account (watch every kit, send safe states only),
-aligns the broker's command rights with the sessions in the database, recovers pending
-handovers, and serves the REST API. One asyncio loop runs the API's operations and the periodic
-`tick`, so every KitSharing call happens on that one thread: granting a kit is one atomic step.
-The HTTP work itself (parsing, identity, validation, writing answers) runs in
+and command-line options override it. On PostgreSQL, several processes may share the database:
+each first waits until it leads (leadership.py), so only one decides. Then the app opens the
+database, connects to the already running broker as the `lab-service` account (watch every kit,
+send safe states only), aligns the broker's command rights with the sessions in the database,
+recovers pending handovers, and serves the REST API. One asyncio loop runs the API's operations
+and the periodic `tick`, so every KitSharing call happens on that one thread: granting a kit is
+one atomic step. The HTTP work itself (parsing, identity, validation, writing answers) runs in
 `http_processes` front-end processes that pass each call to that loop (frontend.py).
 
 The kit administration commands (`smartlab kits register|…`) are on the client side
@@ -48,6 +49,7 @@ from lab_service.api_routes import ApiContext
 from lab_service.frontend import FrontEnds
 from lab_service.gateway import MqttKitGateway
 from lab_service.history import TelemetryRecorder
+from lab_service.leadership import Leadership
 from lab_service.policy import SharingPolicy
 from lab_service.rights import BrokerRights
 from lab_service.service import KitSharing
@@ -98,6 +100,18 @@ class LabServiceApp(Application):
     tick_seconds = Float(0.25, help="How often sessions are advanced and kits granted.").tag(
         config=True
     )
+    leader_retry_seconds = Float(
+        1.0,
+        min=0.05,
+        help="A standby (another process leads on the same PostgreSQL database) asks for the "
+        "leader's lock this often.",
+    ).tag(config=True)
+    leader_check_seconds = Float(
+        0.25,
+        min=0.05,
+        help="The leader checks its lock's database connection this often; if it fails, the "
+        "process exits at once (another may lead by then).",
+    ).tag(config=True)
     startup_wait_seconds = Float(
         3.0,
         help="At start, wait this long at most for the kits of live sessions to be seen "
@@ -224,9 +238,21 @@ class LabServiceApp(Application):
             logger = logging.getLogger(name)
             logger.parent, logger.propagate = self.log, True
         logging.getLogger("tornado.access").setLevel(logging.WARNING)  # refusals and errors
-        asyncio.run(self.serve())
+        # The standby waits here: no database schema, broker connection, port or scheduler
+        # until it leads, so it cannot decide anything (docs/deploy.md, "Two lab services").
+        leadership = Leadership(self.db_url, self.leader_retry_seconds, self.leader_check_seconds)
+        try:
+            leadership.wait(lambda line: print(line, flush=True))
+            leadership.watch()
+            asyncio.run(self.serve(leadership))
+        finally:
+            leadership.close()
 
-    async def serve(self) -> None:
+    async def serve(self, leadership: Leadership) -> None:
+        # A former leader cut off from the database (not killed) stops within one check.
+        await asyncio.sleep(leadership.takeover_margin())
+        if leadership.shared:
+            print("leading: this process decides (PostgreSQL advisory lock)", flush=True)
         with contextlib.ExitStack() as closing:
             service, ctx = self.open_backend(closing)
             await self.wait_for_kits_of_live_sessions(service)

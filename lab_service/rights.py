@@ -288,19 +288,22 @@ class BrokerRights:
         for user in wanted.keys() - current.keys():
             self.control_account(user)
             current[user] = set()
-        changes, notes = [], []
+        removals, additions, notes = [], [], []
         for user, all_roles in sorted(current.items()):
             roles = {r for r in all_roles if r.startswith(COMMAND_PREFIX)}
             keep = wanted.get(user, set())
             for role in sorted(roles - keep):
-                changes.append(_role_change("removeClientRole", CONTROL_PREFIX + user, role))
+                removals.append(_role_change("removeClientRole", CONTROL_PREFIX + user, role))
                 notes.append(_describe_removal(user, role))
             for role in sorted(keep - roles):
-                changes.append(_role_change("addClientRole", CONTROL_PREFIX + user, role))
+                additions.append(_role_change("addClientRole", CONTROL_PREFIX + user, role))
                 notes.append(
                     f"granted {role.removeprefix(COMMAND_PREFIX)} to {user}: "
                     "the holder lacked the broker right"
                 )
+        # Every removal before any addition: a kit's right moving from one user to another is
+        # never held by both, even between two commands of the batch.
+        changes = removals + additions
         if changes:
             self._check(self._call(*changes), *changes)
         return notes

@@ -170,7 +170,8 @@ class ServiceProcess(ChildProcess):
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> ServiceProcess:
+    def start(self, listening: bool = True) -> ServiceProcess:
+        """Start it; wait until it listens (a standby, `listening=False`, does not)."""
         with self.log.open("a") as out:
             self.process = subprocess.Popen(
                 self.command,
@@ -180,7 +181,10 @@ class ServiceProcess(ChildProcess):
                 start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        wait_listening(self.port, self.process, self.startup_timeout, "the lab service", self.log)
+        if listening:
+            wait_listening(
+                self.port, self.process, self.startup_timeout, "the lab service", self.log
+            )
         return self
 
     def output(self, lines: int = 0) -> str:
