@@ -126,7 +126,7 @@ def test_the_one_live_session_index_is_made_by_the_migration(database_url: str):
         with engine.begin() as db:
             for table in ("kits", "queue_entries", "sessions"):
                 db.execute(text(LAB_ROWS[table]))
-        with pytest.raises(IntegrityError, match="(?i)unique"), engine.begin() as db:
+        with pytest.raises(IntegrityError, match=r"(?i)unique"), engine.begin() as db:
             db.execute(text(LAB_ROWS["sessions"].replace("(1,", "(2,")))
     finally:
         engine.dispose()
