@@ -483,7 +483,7 @@ def warmup_service(site: Site, runtime: Runtime) -> dict[str, Any]:
             "-m",
             "hub_config.class_warmup",
             "--lab-db",
-            sqlite_url(str(state / LAB_DB_FILE)),
+            runtime.lab_db_url or sqlite_url(str(state / LAB_DB_FILE)),
             "--lead-minutes",
             str(site.servers.warmup_minutes),
             "--mem-limit",

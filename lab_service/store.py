@@ -25,8 +25,10 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from site_config.migrations import upgrade_to_head
 
 # Session states, in the order a session goes through them.
 GRANTED, ACTIVE, ENDING, SAFE, RELEASED = "granted", "active", "ending", "safe", "released"
@@ -192,8 +194,9 @@ class SharingStore:
         self.engine: Engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        _add_duplicates_column(self.engine)
+        # The schema is the newest Alembic revision (lab_service/migrations), also for a
+        # database made by create_all before the migrations.
+        upgrade_to_head(self.engine, "lab_service", "kits", _add_duplicates_column)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.contextmanager
@@ -206,20 +209,16 @@ class SharingStore:
         self.engine.dispose()
 
 
-def _add_duplicates_column(engine: Engine) -> None:
-    """Databases made before commands counted their duplicates get the column and its index
-    (create_all makes missing tables only)."""
-    columns = {c["name"] for c in inspect(engine).get_columns("commands")}
+def _add_duplicates_column(db: Connection) -> None:
+    """Databases made before commands counted their duplicates (and before the migrations) get
+    the column and its index, which the first revision has."""
+    columns = {c["name"] for c in inspect(db).get_columns("commands")}
     if "duplicates" in columns:
         return
-    with engine.begin() as db:
-        db.execute(text("ALTER TABLE commands ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0"))
-        db.execute(
-            text(
-                "CREATE INDEX IF NOT EXISTS commands_by_kit_command "
-                "ON commands (kit_id, command_id)"
-            )
-        )
+    db.execute(text("ALTER TABLE commands ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0"))
+    db.execute(
+        text("CREATE INDEX IF NOT EXISTS commands_by_kit_command ON commands (kit_id, command_id)")
+    )
 
 
 def sqlite_url(path: str) -> str:

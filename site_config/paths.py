@@ -7,6 +7,10 @@ from pathlib import Path
 
 SITE_ENV = "SMARTLAB_SITE"
 STATE_DIR_ENV = "SMARTLAB_STATE_DIR"
+# Databases on a server (PostgreSQL) instead of SQLite files of the state folder.
+HUB_DB_URL_ENV = "SMARTLAB_HUB_DB_URL"
+LAB_DB_URL_ENV = "SMARTLAB_LAB_DB_URL"
+LTI_DB_URL_ENV = "SMARTLAB_LTI_DB_URL"
 DEMO_SITE = Path(__file__).resolve().parent / "demo-site.yaml"
 
 

@@ -70,6 +70,8 @@ class Runtime:
     # Each user's server under their own Unix account; only possible as root.
     isolate: bool = False
     home_root: str = "/home"
+    # The lab service's database: a SQLAlchemy URL (PostgreSQL), empty for its SQLite file.
+    lab_db_url: str = ""
 
     @property
     def hub_url(self) -> str:

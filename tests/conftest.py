@@ -64,6 +64,15 @@ def postgres_url(postgres: PostgresServer) -> str:
     return postgres.new_database()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each engine the stores run on: a SQLite file, then a database of
+    the session's PostgreSQL server (started only when a test asks for this engine)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite'}"
+    return request.getfixturevalue("postgres_url")
+
+
 class ChildProcess:
     """A kit implementation in its own process, so that a test can SIGKILL it."""
 

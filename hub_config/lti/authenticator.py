@@ -13,6 +13,7 @@ union over all their courses, so launching from a second course keeps the first.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from hub_config.lti.keys import KEY_FILE, ToolKey
 from hub_config.lti.launch import AGS_ENDPOINT, JwksCache, Launch
 from hub_config.lti.platforms import STUDENT, hub_groups
 from hub_config.lti.store import Context, LtiStore
-from site_config.paths import default_state_dir
+from site_config.paths import LTI_DB_URL_ENV, default_state_dir
 
 
 class LtiAuthenticator(SiteAuthenticator):
@@ -42,6 +43,15 @@ class LtiAuthenticator(SiteAuthenticator):
     @default("state_dir")
     def _state_dir_default(self) -> str:
         return str(default_state_dir() / "lti")
+
+    db_url = Unicode(
+        help="SQLAlchemy URL of the LTI records (e.g. postgresql+psycopg://…); default "
+        "$SMARTLAB_LTI_DB_URL, else lti.sqlite in state_dir."
+    ).tag(config=True)
+
+    @default("db_url")
+    def _db_url_default(self) -> str:
+        return os.environ.get(LTI_DB_URL_ENV, "")
 
     tool_key_path = Unicode(
         help="The tool's RSA private key (PEM), made on first use; default <state_dir>/" + KEY_FILE
@@ -71,7 +81,7 @@ class LtiAuthenticator(SiteAuthenticator):
 
     def store(self) -> LtiStore:
         if self._store is None:
-            self._store = LtiStore(Path(self.state_dir))
+            self._store = LtiStore(Path(self.state_dir), self.db_url)
         return self._store
 
     def jwks(self) -> JwksCache:

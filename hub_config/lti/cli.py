@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from hub_config.lti.keys import KEY_FILE, ToolKey
 from hub_config.lti.platforms import platforms
-from site_config.paths import default_site, default_state_dir
+from site_config.paths import LTI_DB_URL_ENV, default_site, default_state_dir
 from site_config.site import load_site
 
 LTI_FOLDER = "lti"
@@ -89,6 +90,12 @@ def add_push_command(grades: argparse._SubParsersAction) -> None:
     _add_common(push)
     push.add_argument("--course-dir", help="the course folder (as for `smartlab grade`)")
     push.add_argument(
+        "--lti-db-url",
+        default=os.environ.get(LTI_DB_URL_ENV, ""),
+        help="the LTI records' database when not lti.sqlite in the state folder "
+        "(default $SMARTLAB_LTI_DB_URL)",
+    )
+    push.add_argument(
         "--attempts",
         type=int,
         default=4,
@@ -119,7 +126,7 @@ def run_push(args: argparse.Namespace) -> int:
         )
     report = push(
         site,
-        LtiStore(folder),
+        LtiStore(folder, args.lti_db_url),
         ToolKey.load_or_create(folder / KEY_FILE),
         args.course,
         args.assignment,

@@ -1,4 +1,5 @@
-"""What the LTI tool remembers, in one SQLite file of the LTI state folder.
+"""What the LTI tool remembers, through SQLAlchemy: a SQLite file of the LTI state folder by
+default, PostgreSQL by URL (`LtiAuthenticator.db_url`).
 
 - login states and nonces: each launch's state is used once; each platform nonce once;
 - LTI users (hub name ↔ platform and LMS user id) and their enrolments, per LMS context, so a
@@ -6,52 +7,130 @@
 - LMS contexts with their Assignment and Grade Services endpoints, for grade passback;
 - line items and every score sent (or not) to an LMS: re-pushing sends only what is missing.
 
-The hub and `smartlab grades push` share the file; each call opens its own connection.
+The hub and `smartlab grades push` share the database. The schema is the newest Alembic
+revision of hub_config/lti/migrations, also for a file made before the migrations.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import (
+    REAL,
+    Column,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+
+from site_config.migrations import upgrade_to_head
 
 DB_FILE = "lti.sqlite"
 STATE_LIFETIME = 600.0  # seconds between login initiation and launch
 KEEP_USED = 3600.0  # how long used states and nonces are remembered (≥ any id_token lifetime)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS login_states (
-    state TEXT PRIMARY KEY, nonce TEXT NOT NULL, issuer TEXT NOT NULL, client_id TEXT NOT NULL,
-    target_link_uri TEXT NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS used_nonces (
-    issuer TEXT NOT NULL, nonce TEXT NOT NULL, expires REAL NOT NULL,
-    PRIMARY KEY (issuer, nonce));
-CREATE TABLE IF NOT EXISTS users (
-    username TEXT PRIMARY KEY, platform TEXT NOT NULL, sub TEXT NOT NULL, name TEXT,
-    email TEXT, updated REAL NOT NULL, UNIQUE (platform, sub));
-CREATE TABLE IF NOT EXISTS enrolments (
-    username TEXT NOT NULL, platform TEXT NOT NULL, context_id TEXT NOT NULL,
-    course TEXT NOT NULL, role TEXT NOT NULL, updated REAL NOT NULL,
-    PRIMARY KEY (username, platform, context_id, role));
-CREATE TABLE IF NOT EXISTS contexts (
-    platform TEXT NOT NULL, context_id TEXT NOT NULL, course TEXT NOT NULL,
-    client_id TEXT NOT NULL, title TEXT, lineitems TEXT, scopes TEXT NOT NULL DEFAULT '[]',
-    updated REAL NOT NULL, PRIMARY KEY (platform, context_id));
-CREATE TABLE IF NOT EXISTS lineitems (
-    platform TEXT NOT NULL, context_id TEXT NOT NULL, assignment TEXT NOT NULL,
-    url TEXT NOT NULL, PRIMARY KEY (platform, context_id, assignment));
-CREATE TABLE IF NOT EXISTS scores (
-    platform TEXT NOT NULL, context_id TEXT NOT NULL, assignment TEXT NOT NULL,
-    username TEXT NOT NULL, score REAL NOT NULL, max_score REAL NOT NULL,
-    status TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT, updated REAL NOT NULL,
-    PRIMARY KEY (platform, context_id, assignment, username));
-"""
+# SQLite files made by the plain-SQL store say REAL; a double on PostgreSQL (time.time()).
+REAL_NUMBER = Float().with_variant(REAL(), "sqlite")
+
+# The tables as the plain-SQL store made them (the first migration), so old files stay valid.
+METADATA = MetaData()
+Table(
+    "login_states",
+    METADATA,
+    Column("state", Text, primary_key=True),
+    Column("nonce", Text, nullable=False),
+    Column("issuer", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("target_link_uri", Text, nullable=False),
+    Column("expires", REAL_NUMBER, nullable=False),
+    Column("used", Integer, nullable=False, server_default="0"),
+)
+Table(
+    "used_nonces",
+    METADATA,
+    Column("issuer", Text, nullable=False),
+    Column("nonce", Text, nullable=False),
+    Column("expires", REAL_NUMBER, nullable=False),
+    PrimaryKeyConstraint("issuer", "nonce"),
+)
+Table(
+    "users",
+    METADATA,
+    Column("username", Text, primary_key=True),
+    Column("platform", Text, nullable=False),
+    Column("sub", Text, nullable=False),
+    Column("name", Text),
+    Column("email", Text),
+    Column("updated", REAL_NUMBER, nullable=False),
+    UniqueConstraint("platform", "sub"),
+)
+Table(
+    "enrolments",
+    METADATA,
+    Column("username", Text, nullable=False),
+    Column("platform", Text, nullable=False),
+    Column("context_id", Text, nullable=False),
+    Column("course", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("updated", REAL_NUMBER, nullable=False),
+    PrimaryKeyConstraint("username", "platform", "context_id", "role"),
+)
+Table(
+    "contexts",
+    METADATA,
+    Column("platform", Text, nullable=False),
+    Column("context_id", Text, nullable=False),
+    Column("course", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("title", Text),
+    Column("lineitems", Text),
+    Column("scopes", Text, nullable=False, server_default="[]"),
+    Column("updated", REAL_NUMBER, nullable=False),
+    PrimaryKeyConstraint("platform", "context_id"),
+)
+Table(
+    "lineitems",
+    METADATA,
+    Column("platform", Text, nullable=False),
+    Column("context_id", Text, nullable=False),
+    Column("assignment", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    PrimaryKeyConstraint("platform", "context_id", "assignment"),
+)
+Table(
+    "scores",
+    METADATA,
+    Column("platform", Text, nullable=False),
+    Column("context_id", Text, nullable=False),
+    Column("assignment", Text, nullable=False),
+    Column("username", Text, nullable=False),
+    Column("score", REAL_NUMBER, nullable=False),
+    Column("max_score", REAL_NUMBER, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("updated", REAL_NUMBER, nullable=False),
+    PrimaryKeyConstraint("platform", "context_id", "assignment", "username"),
+)
+
+
+def _sqlite_waits(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA busy_timeout=15000")  # the hub and a push share the file
 
 
 class StateError(Exception):
@@ -96,48 +175,65 @@ class SentScore:
 
 
 class LtiStore:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, url: str = "") -> None:
+        """`url`: a SQLAlchemy URL; empty: lti.sqlite in `folder`."""
         # Launch states, nonces, people's LMS links and scores: the hub's alone.
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path = folder / DB_FILE
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        os.close(os.open(self.path, flags, 0o600))  # SQLite's journal files take its mode
-        with self._db() as db:
-            db.executescript(SCHEMA)
+        if not url:
+            self.path = folder / DB_FILE
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open(self.path, flags, 0o600))  # SQLite's journal files take its mode
+            url = f"sqlite:///{self.path}"
+        self.url = url
+        self.engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_waits)
+        upgrade_to_head(self.engine, "hub_config.lti", "login_states")
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=15.0)) as db, db:
-            db.row_factory = sqlite3.Row
+    def _db(self) -> Iterator[Connection]:
+        """One transaction: committed on success, rolled back on any error."""
+        with self.engine.begin() as db:
             yield db
+
+    def close(self) -> None:
+        self.engine.dispose()
 
     # ---------------------------------------------------------------- login states, nonces
 
     def add_state(self, state: str, login: LoginState) -> None:
         now = time.time()
         with self._db() as db:
-            db.execute("DELETE FROM login_states WHERE expires < ?", (now - KEEP_USED,))
-            db.execute("DELETE FROM used_nonces WHERE expires < ?", (now,))
+            db.execute(text("DELETE FROM login_states WHERE expires < :t"), {"t": now - KEEP_USED})
+            db.execute(text("DELETE FROM used_nonces WHERE expires < :t"), {"t": now})
             db.execute(
-                "INSERT INTO login_states VALUES (?, ?, ?, ?, ?, ?, 0)",
-                (
-                    state,
-                    login.nonce,
-                    login.issuer,
-                    login.client_id,
-                    login.target_link_uri,
-                    now + STATE_LIFETIME,
+                text(
+                    "INSERT INTO login_states VALUES (:state, :nonce, :issuer, :client_id, "
+                    ":target_link_uri, :expires, 0)"
                 ),
+                {
+                    "state": state,
+                    "nonce": login.nonce,
+                    "issuer": login.issuer,
+                    "client_id": login.client_id,
+                    "target_link_uri": login.target_link_uri,
+                    "expires": now + STATE_LIFETIME,
+                },
             )
 
     def use_state(self, state: str) -> LoginState:
         """The login state of a launch, marked used; StateError if it cannot be used."""
         with self._db() as db:
-            row = db.execute("SELECT * FROM login_states WHERE state = ?", (state,)).fetchone()
+            row = (
+                db.execute(text("SELECT * FROM login_states WHERE state = :s"), {"s": state})
+                .mappings()
+                .first()
+            )
             if row is None:
                 raise StateError("unknown login state: start again from the LMS")
             taken = db.execute(
-                "UPDATE login_states SET used = 1 WHERE state = ? AND used = 0", (state,)
+                text("UPDATE login_states SET used = 1 WHERE state = :s AND used = 0"),
+                {"s": state},
             ).rowcount
         if not taken:
             raise StateError("replayed launch: this login state was already used")
@@ -151,14 +247,18 @@ class LtiStore:
     def use_nonce(self, issuer: str, nonce: str, expires: float) -> bool:
         """Record a platform nonce; False if it was seen before (a replayed id_token)."""
         with self._db() as db:
-            try:
-                db.execute(
-                    "INSERT INTO used_nonces VALUES (?, ?, ?)",
-                    (issuer, nonce, max(expires, time.time() + KEEP_USED)),
-                )
-            except sqlite3.IntegrityError:
-                return False
-        return True
+            added = db.execute(
+                text(
+                    "INSERT INTO used_nonces VALUES (:issuer, :nonce, :expires) "
+                    "ON CONFLICT (issuer, nonce) DO NOTHING"
+                ),
+                {
+                    "issuer": issuer,
+                    "nonce": nonce,
+                    "expires": max(expires, time.time() + KEEP_USED),
+                },
+            ).rowcount
+        return added == 1
 
     # ---------------------------------------------------------------- users, enrolments
 
@@ -174,42 +274,55 @@ class LtiStore:
     ) -> None:
         """Remember the user, the context and the user's roles in it (replacing older ones)."""
         now = time.time()
+        where = {"username": username, "platform": platform, "context_id": context.context_id}
         with self._db() as db:
             db.execute(
-                "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (username) DO "
-                "UPDATE SET name = excluded.name, email = excluded.email, "
-                "updated = excluded.updated",
-                (username, platform, sub, name, email, now),
+                text(
+                    "INSERT INTO users VALUES (:username, :platform, :sub, :name, :email, :now) "
+                    "ON CONFLICT (username) DO UPDATE SET name = excluded.name, "
+                    "email = excluded.email, updated = excluded.updated"
+                ),
+                {**where, "sub": sub, "name": name, "email": email, "now": now},
             )
             db.execute(
-                "DELETE FROM enrolments WHERE username = ? AND platform = ? AND context_id = ?",
-                (username, platform, context.context_id),
+                text(
+                    "DELETE FROM enrolments WHERE username = :username AND platform = :platform "
+                    "AND context_id = :context_id"
+                ),
+                where,
             )
-            db.executemany(
-                "INSERT INTO enrolments VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (username, platform, context.context_id, context.course, role, now)
-                    for role in sorted(roles)
-                ],
-            )
+            if roles:
+                db.execute(
+                    text(
+                        "INSERT INTO enrolments VALUES (:username, :platform, :context_id, "
+                        ":course, :role, :now)"
+                    ),
+                    [
+                        {**where, "course": context.course, "role": role, "now": now}
+                        for role in sorted(roles)
+                    ],
+                )
             # A launch without the AGS claim keeps the endpoints learned from earlier ones.
             db.execute(
-                "INSERT INTO contexts VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (platform, context_id) DO UPDATE SET course = excluded.course, "
-                "client_id = excluded.client_id, title = excluded.title, "
-                "lineitems = coalesce(excluded.lineitems, lineitems), "
-                "scopes = CASE WHEN excluded.lineitems IS NULL THEN scopes "
-                "ELSE excluded.scopes END, updated = excluded.updated",
-                (
-                    platform,
-                    context.context_id,
-                    context.course,
-                    context.client_id,
-                    context.title,
-                    context.lineitems,
-                    json.dumps(context.scopes),
-                    now,
+                text(
+                    "INSERT INTO contexts VALUES (:platform, :context_id, :course, :client_id, "
+                    ":title, :lineitems, :scopes, :now) "
+                    "ON CONFLICT (platform, context_id) DO UPDATE SET course = excluded.course, "
+                    "client_id = excluded.client_id, title = excluded.title, "
+                    "lineitems = coalesce(excluded.lineitems, contexts.lineitems), "
+                    "scopes = CASE WHEN excluded.lineitems IS NULL THEN contexts.scopes "
+                    "ELSE excluded.scopes END, updated = excluded.updated"
                 ),
+                {
+                    "platform": platform,
+                    "context_id": context.context_id,
+                    "course": context.course,
+                    "client_id": context.client_id,
+                    "title": context.title,
+                    "lineitems": context.lineitems,
+                    "scopes": json.dumps(context.scopes),
+                    "now": now,
+                },
             )
 
     def enrolments(
@@ -217,13 +330,15 @@ class LtiStore:
         username: str | None = None,
         course: str | None = None,
     ) -> list[Enrolment]:
-        query, args = "SELECT * FROM enrolments WHERE 1", []
+        query, args = "SELECT * FROM enrolments WHERE 1 = 1", {}
         if username is not None:
-            query, args = query + " AND username = ?", [*args, username]
+            query, args = query + " AND username = :username", {**args, "username": username}
         if course is not None:
-            query, args = query + " AND course = ?", [*args, course]
+            query, args = query + " AND course = :course", {**args, "course": course}
         with self._db() as db:
-            rows = db.execute(query + " ORDER BY username, platform, context_id, role", args)
+            rows = db.execute(
+                text(query + " ORDER BY username, platform, context_id, role"), args
+            ).mappings()
             return [
                 Enrolment(r["username"], r["platform"], r["context_id"], r["course"], r["role"])
                 for r in rows
@@ -231,14 +346,19 @@ class LtiStore:
 
     def user(self, username: str) -> dict[str, Any] | None:
         with self._db() as db:
-            row = db.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
+            row = (
+                db.execute(text("SELECT * FROM users WHERE username = :u"), {"u": username})
+                .mappings()
+                .first()
+            )
             return dict(row) if row else None
 
     def contexts(self, course: str) -> list[Context]:
         with self._db() as db:
             rows = db.execute(
-                "SELECT * FROM contexts WHERE course = ? ORDER BY platform, context_id", (course,)
-            )
+                text("SELECT * FROM contexts WHERE course = :c ORDER BY platform, context_id"),
+                {"c": course},
+            ).mappings()
             return [
                 Context(
                     r["platform"],
@@ -256,36 +376,61 @@ class LtiStore:
 
     def lineitem(self, platform: str, context_id: str, assignment: str) -> str | None:
         with self._db() as db:
-            row = db.execute(
-                "SELECT url FROM lineitems WHERE platform = ? AND context_id = ? "
-                "AND assignment = ?",
-                (platform, context_id, assignment),
-            ).fetchone()
-            return row["url"] if row else None
+            return db.execute(
+                text(
+                    "SELECT url FROM lineitems WHERE platform = :platform AND "
+                    "context_id = :context_id AND assignment = :assignment"
+                ),
+                {"platform": platform, "context_id": context_id, "assignment": assignment},
+            ).scalar()
 
     def set_lineitem(self, platform: str, context_id: str, assignment: str, url: str) -> None:
         with self._db() as db:
             db.execute(
-                "INSERT OR REPLACE INTO lineitems VALUES (?, ?, ?, ?)",
-                (platform, context_id, assignment, url),
+                text(
+                    "INSERT INTO lineitems VALUES (:platform, :context_id, :assignment, :url) "
+                    "ON CONFLICT (platform, context_id, assignment) DO UPDATE SET "
+                    "url = excluded.url"
+                ),
+                {
+                    "platform": platform,
+                    "context_id": context_id,
+                    "assignment": assignment,
+                    "url": url,
+                },
             )
 
     def forget_lineitem(self, platform: str, context_id: str, assignment: str) -> None:
         with self._db() as db:
             db.execute(
-                "DELETE FROM lineitems WHERE platform = ? AND context_id = ? AND assignment = ?",
-                (platform, context_id, assignment),
+                text(
+                    "DELETE FROM lineitems WHERE platform = :platform AND "
+                    "context_id = :context_id AND assignment = :assignment"
+                ),
+                {"platform": platform, "context_id": context_id, "assignment": assignment},
             )
 
     def sent_score(
         self, platform: str, context_id: str, assignment: str, username: str
     ) -> SentScore | None:
         with self._db() as db:
-            row = db.execute(
-                "SELECT * FROM scores WHERE platform = ? AND context_id = ? AND "
-                "assignment = ? AND username = ?",
-                (platform, context_id, assignment, username),
-            ).fetchone()
+            row = (
+                db.execute(
+                    text(
+                        "SELECT * FROM scores WHERE platform = :platform AND "
+                        "context_id = :context_id AND assignment = :assignment AND "
+                        "username = :username"
+                    ),
+                    {
+                        "platform": platform,
+                        "context_id": context_id,
+                        "assignment": assignment,
+                        "username": username,
+                    },
+                )
+                .mappings()
+                .first()
+            )
         if row is None:
             return None
         return SentScore(
@@ -306,25 +451,34 @@ class LtiStore:
     ) -> None:
         with self._db() as db:
             db.execute(
-                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    platform,
-                    context_id,
-                    assignment,
-                    username,
-                    score,
-                    max_score,
-                    status,
-                    attempts,
-                    error,
-                    time.time(),
+                text(
+                    "INSERT INTO scores VALUES (:platform, :context_id, :assignment, :username, "
+                    ":score, :max_score, :status, :attempts, :error, :now) "
+                    "ON CONFLICT (platform, context_id, assignment, username) DO UPDATE SET "
+                    "score = excluded.score, max_score = excluded.max_score, "
+                    "status = excluded.status, attempts = excluded.attempts, "
+                    "last_error = excluded.last_error, updated = excluded.updated"
                 ),
+                {
+                    "platform": platform,
+                    "context_id": context_id,
+                    "assignment": assignment,
+                    "username": username,
+                    "score": score,
+                    "max_score": max_score,
+                    "status": status,
+                    "attempts": attempts,
+                    "error": error,
+                    "now": time.time(),
+                },
             )
 
     def scores(self, assignment: str | None = None) -> list[dict[str, Any]]:
-        query, args = "SELECT * FROM scores", []
+        query, args = "SELECT * FROM scores", {}
         if assignment is not None:
-            query, args = query + " WHERE assignment = ?", [assignment]
+            query, args = query + " WHERE assignment = :assignment", {"assignment": assignment}
         with self._db() as db:
-            rows = db.execute(query + " ORDER BY platform, context_id, assignment, username", args)
+            rows = db.execute(
+                text(query + " ORDER BY platform, context_id, assignment, username"), args
+            ).mappings()
             return [dict(r) for r in rows]

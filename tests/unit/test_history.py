@@ -7,7 +7,6 @@ is in tests/integration/test_history_recorder.py.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 from paho.mqtt.client import MQTTMessage
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import OperationalError
 
@@ -33,16 +32,12 @@ from lab_service.store import SharingStore, sqlite_url
 
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 LOAD_MSG_PER_S = 5 * 20  # five kits at 20 Hz
-DATABASE_URL = "SMARTLAB_TEST_DATABASE_URL"
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Iterator[SharingStore]:
-    """A SQLite file (not :memory:, which each thread would see empty), or the database at
-    $SMARTLAB_TEST_DATABASE_URL (e.g. postgresql+psycopg://…) to check portability."""
-    db = SharingStore(os.environ.get(DATABASE_URL) or sqlite_url(str(tmp_path / "history.db")))
-    with db.transaction() as session:
-        session.execute(delete(H.TELEMETRY))  # a shared server keeps rows between tests
+def store(database_url: str) -> Iterator[SharingStore]:
+    """A SQLite file (not :memory:, which each thread would see empty), then PostgreSQL."""
+    db = SharingStore(database_url)
     yield db
     db.close()
 

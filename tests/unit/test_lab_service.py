@@ -5,8 +5,6 @@ against a real broker and real twins in tests/integration."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -95,9 +93,9 @@ class Kits:
 
 
 @pytest.fixture
-def lab(tmp_path):
+def lab(database_url):
     clock, rights, kits = Clock(), Rights(), Kits()
-    store = SharingStore(f"sqlite:///{tmp_path / 'lab.db'}")
+    store = SharingStore(database_url)
     service = KitSharing(store, SharingPolicy(), rights, kits, clock=clock)
     for kit_id in ("k1", "k2"):
         service.register_kit(ADMIN, kit_id, "street-lighting")
@@ -384,26 +382,6 @@ def test_duplicates_of_a_command_are_counted_on_its_one_record(lab, models):
     assert recorded == [("c1", "applied", 999, session["id"]), ("c2", "applied", 0, session["id"])]
     lines = records.commands_csv(service.store, ADMIN).splitlines()
     assert len(lines) == 3 and lines[0].endswith(",duplicates") and lines[1].endswith(",999")
-
-
-def test_a_database_from_before_duplicates_were_counted_gets_the_column(tmp_path):
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:  # the commands table as it was
-        db.execute(
-            "CREATE TABLE commands (id INTEGER PRIMARY KEY, session_id INTEGER, kit_id VARCHAR(64),"
-            " requester VARCHAR(128), command_id VARCHAR(64), target VARCHAR(64), status "
-            "VARCHAR(10), value JSON, reason VARCHAR(40), ts FLOAT)"
-        )
-        db.execute(
-            "INSERT INTO commands VALUES (1, NULL, 'k1', 'ctl-a', 'c1', 'mode', 'applied', "
-            "'\"manual\"', NULL, 1.0)"
-        )
-    store = SharingStore(f"sqlite:///{path}")
-    try:
-        with store.transaction() as db:
-            assert db.scalar(select(CommandRow.duplicates)) == 0
-    finally:
-        store.close()
 
 
 def test_recover_forgives_heartbeats_missed_while_down(lab):

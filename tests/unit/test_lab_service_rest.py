@@ -70,11 +70,11 @@ class LoggedRights(Rights):
 
 
 @pytest.fixture
-def lab(tmp_path):
+def lab(database_url):
     clock, log = Clock(), []
     rights, kits = LoggedRights(log), CoreKits({"x1": "intersection", "l1": "street-lighting"}, log)
     clock.now += 9 * 3600  # a weekday morning
-    store = SharingStore(f"sqlite:///{tmp_path / 'lab.db'}")
+    store = SharingStore(database_url)
     service = KitSharing(store, SharingPolicy(), rights, kits, clock=clock)
     service.register_kit(ADMIN, "x1", "intersection")
     service.register_kit(ADMIN, "l1", "street-lighting")
