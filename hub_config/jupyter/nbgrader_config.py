@@ -18,6 +18,12 @@ c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 
 c.Exchange.path_includes_course = True
 c.Exchange.root = os.environ.get("SMARTLAB_EXCHANGE", "/srv/nbgrader/exchange")
+if os.environ.get("SMARTLAB_NBGRADER_EXCHANGE") == "ngshare":
+    # Kubernetes (docs/deploy.md): pods share no folder and no uids, so the exchange is the
+    # ngshare hub service, called with each user's own token (`ngshare_exchange`, in the image).
+    from ngshare_exchange import configureExchange
+
+    configureExchange(c)
 c.Authenticator.plugin_class = JupyterHubAuthPlugin
 
 # The timeout that actually applies to a cell (nbgrader #1004, #1463).
