@@ -43,6 +43,7 @@ from sqlalchemy import create_engine, select
 from traitlets import TraitError
 
 from lab_service.store import BookingRow
+from site_config.paths import LAB_DB_URL_ENV
 
 SERVICE = "class-warmup"
 RECORD_FILE = "class-warmups.json"  # in the state folder
@@ -268,13 +269,21 @@ def run_once(args: argparse.Namespace, hub: Hub, now: float) -> list[Warmup]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=SERVICE, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lab-db", required=True, help="the lab service's database URL")
+    parser.add_argument(
+        "--lab-db",
+        default=os.environ.get(LAB_DB_URL_ENV, ""),
+        # From the environment by default: a URL may carry a password, and every account can
+        # read a process's command line.
+        help=f"the lab service's database URL (default: ${LAB_DB_URL_ENV})",
+    )
     parser.add_argument("--lead-minutes", type=float, default=10.0)
     parser.add_argument("--mem-limit", type=size_bytes, required=True, help="per server, e.g. 2G")
     parser.add_argument("--reserve", type=size_bytes, default=size_bytes(DEFAULT_RESERVE))
     parser.add_argument("--record", type=Path, required=True)
     parser.add_argument("--every", type=float, default=15.0, help="seconds between looks")
     args = parser.parse_args(argv)
+    if not args.lab_db:
+        parser.error(f"no database: give --lab-db or set ${LAB_DB_URL_ENV}")
     logging.basicConfig(
         stream=sys.stdout,
         level=logging.INFO,

@@ -40,7 +40,7 @@ from hub_config.spawner import JUPYTER_CONFIG_DIR
 from lab_service.app import DB_FILE as LAB_DB_FILE
 from lab_service.store import sqlite_url
 from labs.board import DATA_DIR as VOILA_DATA_DIR
-from site_config.paths import default_site
+from site_config.paths import LAB_DB_URL_ENV, default_site
 from site_config.platform_accounts import BOARD_ACCOUNT
 from site_config.runtime import Runtime
 from site_config.site import GRADER_PREFIX, Site, load_site, verify_password
@@ -482,8 +482,6 @@ def warmup_service(site: Site, runtime: Runtime) -> dict[str, Any]:
             sys.executable,
             "-m",
             "hub_config.class_warmup",
-            "--lab-db",
-            runtime.lab_db_url or sqlite_url(str(state / LAB_DB_FILE)),
             "--lead-minutes",
             str(site.servers.warmup_minutes),
             "--mem-limit",
@@ -491,6 +489,8 @@ def warmup_service(site: Site, runtime: Runtime) -> dict[str, Any]:
             "--record",
             str(state / WARMUP_RECORD),
         ],
+        # Not on the command line, which every account can read: the URL may hold a password.
+        "environment": {LAB_DB_URL_ENV: runtime.lab_db_url or sqlite_url(str(state / LAB_DB_FILE))},
     }
 
 

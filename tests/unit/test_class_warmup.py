@@ -17,7 +17,7 @@ from hub_config.spawner import SiteSpawner
 from lab_service.store import BookingRow, KitRow, SharingStore
 from labs.home.model import Directory, build_page
 from labs.home.warmups import latest_by_course
-from site_config.paths import DEMO_SITE
+from site_config.paths import DEMO_SITE, LAB_DB_URL_ENV
 from site_config.runtime import Runtime
 from site_config.site import Servers, load_site
 
@@ -153,11 +153,21 @@ def test_the_service_holds_only_its_courses_students_servers(models):
     assert all(s.partition("!")[2].startswith("group=nbgrader-") for s in role["scopes"])
     (service,) = [s for s in hub.services(site, runtime) if s["name"] == hub.WARMUP_SERVICE]
     assert "user" not in service and "url" not in service  # no HTTP, runs beside the hub
-    assert "sqlite:////srv/smartlab/lab-service.sqlite" in service["command"]
+    assert service["environment"][LAB_DB_URL_ENV] == "sqlite:////srv/smartlab/lab-service.sqlite"
     lead = service["command"][service["command"].index("--lead-minutes") + 1]
     assert lead == str(site.servers.warmup_minutes)
     off = site.model_copy(update={"servers": Servers(warmup_minutes=0)})
     assert hub.WARMUP_SERVICE not in {s["name"] for s in hub.services(off, runtime)}
+
+
+def test_a_database_password_stays_off_the_warm_ups_command_line(models):
+    """Every account can read a process's command line; only its own its environment."""
+    site = load_site(DEMO_SITE, models)
+    url = "postgresql+psycopg://lab:s3cret@db.example/lab"
+    runtime = Runtime(site=str(DEMO_SITE), state_dir="/srv/smartlab", lab_db_url=url)
+    (service,) = [s for s in hub.services(site, runtime) if s["name"] == hub.WARMUP_SERVICE]
+    assert not any("s3cret" in part for part in service["command"])
+    assert service["environment"][LAB_DB_URL_ENV] == url
 
 
 def test_a_server_started_by_the_warm_up_keeps_the_owner_s_usual_language():
