@@ -201,6 +201,18 @@ def cmd_broker_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker_credentials(args: argparse.Namespace) -> int:
+    """Give every account the site's broker needs a password in the file (kept if it has one),
+    e.g. to make a Kubernetes Secret from it; prints no password."""
+    kit_ids = [e.id for e in load_kits(args.site, load_models())]
+    store = CredentialStore(args.credentials)
+    names = [ADMIN, *site_accounts(kit_ids)]
+    for name in names:
+        store.credentials(name)
+    print(f"{args.credentials}: passwords for {len(names)} accounts ({', '.join(names)})")
+    return 0
+
+
 def wait_for_listener(host: str, port: int, seconds: float) -> None:
     """Until the port takes a TCP connection, or `seconds` have passed (then one line)."""
     deadline = time.monotonic() + seconds
@@ -255,3 +267,11 @@ def register_broker(commands: argparse._SubParsersAction) -> None:
         help="wait this long for the broker to listen (default: not at all)",
     )
     provision.set_defaults(run=cmd_broker_provision)
+    credentials = sub.add_parser(
+        "credentials",
+        help="write a password for each account of the site into a credentials file "
+        "(the file `broker provision` and the lab service read; existing ones kept)",
+    )
+    credentials.add_argument("--site", type=Path, default=default_site(), help="the site file")
+    credentials.add_argument("--credentials", type=Path, required=True, help="the file (JSON)")
+    credentials.set_defaults(run=cmd_broker_credentials)
