@@ -272,3 +272,18 @@ def test_an_unreachable_broker_is_named_in_one_line(k8s_broker):
     assert done.returncode != 0
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
     assert f"cannot reach the MQTT broker at 127.0.0.1:{port}" in done.stderr
+
+
+def test_a_broken_or_adminless_credentials_file_is_refused_in_one_line(tmp_path: Path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    adminless = tmp_path / "adminless.json"
+    adminless.write_text(json.dumps({SERVICE_ACCOUNT: {"username": SERVICE_ACCOUNT}}))
+    no_env = {"SMARTLAB_MQTT_ADMIN_USER": "", "SMARTLAB_MQTT_ADMIN_PASSWORD": ""}
+    for path, says in ((broken, "not a readable credentials file"), (adminless, "no broker admin")):
+        done = smartlab(
+            "broker", "provision", "--credentials", str(path), "--port", "1", env=no_env
+        )
+        assert done.returncode != 0
+        assert done.stderr.strip().count("\n") == 0 and says in done.stderr
+    assert broken.read_text() == "{not json"  # left as it was
