@@ -12,23 +12,28 @@ folder; a second start reuses it.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import pwd
-import secrets
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardware_kits import protocol as P
 from hardware_kits import tls
+from hardware_kits.credential_store import CredentialStore
 from hardware_kits.dynsec import DynSec, allow, deny
 from hardware_kits.mqtt import BrokerAddress, Credentials
 from hardware_kits.tls import TlsFiles, default_names
-from site_config.platform_accounts import BROKER_ADMIN, KIT_PREFIX
+from site_config.platform_accounts import (
+    BOARD_ACCOUNT,
+    BROKER_ADMIN,
+    KIT_PREFIX,
+    SERVICE_ACCOUNT,
+)
 from site_config.runtime import port_is_free
 
 ADMIN = BROKER_ADMIN
@@ -182,19 +187,9 @@ class Broker:
 
     # ---------------------------------------------------------------- credentials store
 
-    def _secrets(self) -> dict[str, dict[str, str]]:
-        if self.secrets_path.exists():
-            return json.loads(self.secrets_path.read_text())
-        return {}
-
     def credentials(self, username: str) -> Credentials:
         """The stored credentials of an MQTT account, generated on first use (file mode 0600)."""
-        store = self._secrets()
-        if username not in store:
-            store[username] = {"username": username, "password": secrets.token_urlsafe(18)}
-            self.secrets_path.touch(mode=0o600, exist_ok=True)
-            self.secrets_path.write_text(json.dumps(store, indent=1))
-        return Credentials(**store[username])
+        return CredentialStore(self.secrets_path).credentials(username)
 
     def address(self, username: str) -> BrokerAddress:
         return BrokerAddress(self.host, self.port, self.credentials(username))
@@ -307,14 +302,7 @@ class Broker:
         )
         self._wait_until_listening(timeout)
         with self.admin() as dynsec:
-            dynsec.set_default_acl_access(
-                publishClientSend=False,
-                publishClientReceive=True,
-                subscribe=False,
-                unsubscribe=True,
-            )
-            dynsec.create_role(OBSERVER_ROLE, OBSERVER_ACLS)
-            dynsec.create_role(SUPERVISOR_ROLE, SUPERVISOR_ACLS)
+            provision_basics(dynsec)
         return self
 
     def _wait_until_listening(self, timeout: float) -> None:
@@ -367,31 +355,96 @@ class Broker:
 
     def provision_kits(self, kit_ids: list[str]) -> dict[str, Credentials]:
         """Roles and a client per kit, plus each kit's (ungranted) command and observe roles."""
-        creds = {}
         with self.admin() as dynsec:
-            for kit_id in kit_ids:
-                dynsec.create_role(kit_role(kit_id), kit_acls(kit_id))
-                dynsec.create_role(command_role(kit_id), command_acls(kit_id))
-                dynsec.create_role(observe_role(kit_id), observe_acls(kit_id))
-                creds[kit_id] = self.credentials(kit_role(kit_id))
-                dynsec.ensure_client(creds[kit_id], [kit_role(kit_id)])
-        return creds
+            return ensure_kit_accounts(dynsec, kit_ids, self.credentials)
 
     def provision_user(self, username: str, command_kits: list[str] = ()) -> Credentials:
         """An account that observes every kit, may command the kits listed and reads the
         acknowledgements of its own commands (no one else's)."""
         creds = self.credentials(username)
-        roles = [ack_role(username), OBSERVER_ROLE, *map(command_role, command_kits)]
         with self.admin() as dynsec:
-            dynsec.create_role(ack_role(username), ack_acls(username))
-            dynsec.ensure_client(creds, roles, priorities(*roles))
+            ensure_observer(dynsec, creds, command_kits)
         return creds
 
     def provision_supervisor(self, username: str) -> Credentials:
         """The lab service's account: watches every kit and reads every acknowledgement, may
         only command safe states and clear retained commands."""
         creds = self.credentials(username)
-        roles = [SUPERVISOR_ROLE, OBSERVER_ROLE]
         with self.admin() as dynsec:
-            dynsec.ensure_client(creds, roles, priorities(*roles))
+            ensure_supervisor(dynsec, creds)
         return creds
+
+
+# ---------------------------------------------------------------- provisioning, on a DynSec
+# The one place that says what the platform's accounts and roles are: `Broker` (one machine)
+# and `smartlab broker provision` (a broker started elsewhere, e.g. in Kubernetes) both use it.
+
+
+def provision_basics(dynsec: DynSec) -> None:
+    """What a broker needs right after `dynsec init`: nothing is allowed unless a role says so,
+    and the roles every watcher and the lab service are given."""
+    dynsec.set_default_acl_access(
+        publishClientSend=False,
+        publishClientReceive=True,
+        subscribe=False,
+        unsubscribe=True,
+    )
+    dynsec.create_role(OBSERVER_ROLE, OBSERVER_ACLS)
+    dynsec.create_role(SUPERVISOR_ROLE, SUPERVISOR_ACLS)
+
+
+def ensure_kit_accounts(
+    dynsec: DynSec,
+    kit_ids: list[str],
+    credentials: Callable[[str], Credentials],
+    keep_working_password: bool = False,
+) -> dict[str, Credentials]:
+    """Each kit's own role and client, and its (ungranted) command and observe roles."""
+    creds = {}
+    for kit_id in kit_ids:
+        dynsec.create_role(kit_role(kit_id), kit_acls(kit_id))
+        dynsec.create_role(command_role(kit_id), command_acls(kit_id))
+        dynsec.create_role(observe_role(kit_id), observe_acls(kit_id))
+        creds[kit_id] = credentials(kit_role(kit_id))
+        dynsec.ensure_client(
+            creds[kit_id], [kit_role(kit_id)], keep_working_password=keep_working_password
+        )
+    return creds
+
+
+def ensure_observer(
+    dynsec: DynSec,
+    creds: Credentials,
+    command_kits: list[str] = (),
+    keep_working_password: bool = False,
+) -> None:
+    """An account that watches every kit (and commands `command_kits`), its own acks only."""
+    roles = [ack_role(creds.username), OBSERVER_ROLE, *map(command_role, command_kits)]
+    dynsec.create_role(ack_role(creds.username), ack_acls(creds.username))
+    dynsec.ensure_client(creds, roles, priorities(*roles), keep_working_password)
+
+
+def ensure_supervisor(
+    dynsec: DynSec, creds: Credentials, keep_working_password: bool = False
+) -> None:
+    """The lab service's account (see `SUPERVISOR_ACLS`)."""
+    roles = [SUPERVISOR_ROLE, OBSERVER_ROLE]
+    dynsec.ensure_client(creds, roles, priorities(*roles), keep_working_password)
+
+
+def site_accounts(kit_ids: list[str]) -> list[str]:
+    """The broker accounts a site's platform needs besides the admin: the lab service's, the
+    public board's and each kit's."""
+    return [SERVICE_ACCOUNT, BOARD_ACCOUNT, *map(kit_role, kit_ids)]
+
+
+def provision_site(
+    dynsec: DynSec, kit_ids: list[str], credentials: Callable[[str], Credentials]
+) -> None:
+    """On a broker just through `dynsec init`, or already provisioned: what `Broker.start`,
+    `smartlab up` and the lab service's start make, with the passwords `credentials` gives.
+    Idempotent, and a second run disconnects no one whose password is already right."""
+    provision_basics(dynsec)
+    ensure_kit_accounts(dynsec, kit_ids, credentials, keep_working_password=True)
+    ensure_supervisor(dynsec, credentials(SERVICE_ACCOUNT), keep_working_password=True)
+    ensure_observer(dynsec, credentials(BOARD_ACCOUNT), keep_working_password=True)

@@ -6,14 +6,20 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import threading
+import time
 from pathlib import Path
 
-from hardware_kits.broker import Broker
+from hardware_kits.broker import ADMIN, Broker, BrokerError, provision_site, site_accounts
+from hardware_kits.credential_store import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV, CredentialStore
 from hardware_kits.descriptor import DescriptorError, load_descriptor, load_models, read_yaml
+from hardware_kits.dynsec import DynSec, DynSecError
 from hardware_kits.fleet import Fleet
+from hardware_kits.mqtt import ConnectError
 from site_config.kits import load_kits, parse_kits
-from site_config.paths import DEMO_SITE, default_state_dir
+from site_config.paths import DEMO_SITE, default_site, default_state_dir
+from site_config.platform_accounts import BOARD_ACCOUNT, SERVICE_ACCOUNT
 
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +179,55 @@ def cmd_broker_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker_provision(args: argparse.Namespace) -> int:
+    """Provision a running broker as its admin: the same roles and accounts as one machine's."""
+    kit_ids = [e.id for e in load_kits(args.site, load_models())]
+    store = CredentialStore(args.credentials)
+    admin = store.admin(ADMIN)
+    # Every password first: a missing one stops the command before anything changes.
+    accounts = {name: store.credentials(name) for name in site_accounts(kit_ids)}
+    wait_for_listener(args.host, args.port, args.wait)
+    try:
+        with DynSec(args.host, args.port, admin) as dynsec:
+            provision_site(dynsec, kit_ids, accounts.__getitem__)
+    except DynSecError as err:
+        raise BrokerError(
+            f"the broker at {args.host}:{args.port} refused provisioning: {err}"
+        ) from None
+    print(
+        f"broker at {args.host}:{args.port} provisioned: {len(kit_ids)} kits, "
+        f"{SERVICE_ACCOUNT}, {BOARD_ACCOUNT}"
+    )
+    return 0
+
+
+def cmd_broker_credentials(args: argparse.Namespace) -> int:
+    """Give every account the site's broker needs a password in the file (kept if it has one),
+    e.g. to make a Kubernetes Secret from it; prints no password."""
+    kit_ids = [e.id for e in load_kits(args.site, load_models())]
+    store = CredentialStore(args.credentials)
+    names = [ADMIN, *site_accounts(kit_ids)]
+    for name in names:
+        store.credentials(name)
+    print(f"{args.credentials}: passwords for {len(names)} accounts ({', '.join(names)})")
+    return 0
+
+
+def wait_for_listener(host: str, port: int, seconds: float) -> None:
+    """Until the port takes a TCP connection, or `seconds` have passed (then one line)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise ConnectError(
+                    f"cannot reach the MQTT broker at {host}:{port}: {err}"
+                ) from None
+        time.sleep(0.5)
+
+
 def register_broker(commands: argparse._SubParsersAction) -> None:
     broker = commands.add_parser("broker", help="the Mosquitto broker")
     sub = broker.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
@@ -189,3 +244,34 @@ def register_broker(commands: argparse._SubParsersAction) -> None:
     )
     add_broker_options(user)
     user.set_defaults(run=cmd_broker_user)
+    provision = sub.add_parser(
+        "provision",
+        help="as the admin, make a running broker's roles and the site's accounts (idempotent)",
+    )
+    provision.add_argument("--site", type=Path, default=default_site(), help="the site file")
+    provision.add_argument("--host", default="127.0.0.1", help="the broker's address")
+    provision.add_argument("--port", type=int, default=1883, help="the broker's port")
+    provision.add_argument(
+        "--credentials",
+        type=Path,
+        default=default_state_dir() / "broker" / "credentials.json",
+        help="the accounts' passwords (JSON, as in the state folder's broker/credentials.json; "
+        "a missing account gets a generated one if the file can be written); the admin comes "
+        f"from ${ADMIN_USER_ENV} and ${ADMIN_PASSWORD_ENV} if set, else from this file",
+    )
+    provision.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for the broker to listen (default: not at all)",
+    )
+    provision.set_defaults(run=cmd_broker_provision)
+    credentials = sub.add_parser(
+        "credentials",
+        help="write a password for each account of the site into a credentials file "
+        "(the file `broker provision` and the lab service read; existing ones kept)",
+    )
+    credentials.add_argument("--site", type=Path, default=default_site(), help="the site file")
+    credentials.add_argument("--credentials", type=Path, required=True, help="the file (JSON)")
+    credentials.set_defaults(run=cmd_broker_credentials)

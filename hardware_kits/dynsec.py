@@ -15,7 +15,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from hardware_kits.mqtt import Credentials, connect_client
+from hardware_kits.mqtt import ConnectError, Credentials, connect_client
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
@@ -31,6 +31,7 @@ class DynSec:
 
     def __init__(self, host: str, port: int, admin: Credentials, timeout: float = 5.0) -> None:
         self.timeout = timeout
+        self.host, self.port = host, port
         self._lock = threading.Lock()  # one batch in flight: the plugin answers in order
         self._answer: list[dict[str, Any]] | None = None
         self._answered = threading.Event()
@@ -94,10 +95,17 @@ class DynSec:
                 )
 
     def ensure_client(
-        self, creds: Credentials, roles: list[str], priority: dict[str, int] | None = None
+        self,
+        creds: Credentials,
+        roles: list[str],
+        priority: dict[str, int] | None = None,
+        keep_working_password: bool = False,
     ) -> None:
         """Create a client with these roles (at `priority[role]`, else the default), or align an
-        existing one's password and add the roles it lacks."""
+        existing one's password and add the roles it lacks.
+
+        Setting a password disconnects every connection of the account, even to the same
+        password; `keep_working_password` first tries it and leaves a working one alone."""
         answers = self.call(
             {
                 "command": "createClient",
@@ -115,12 +123,17 @@ class DynSec:
             moved = [
                 r for r in roles if r in have and r in (priority or {}) and have[r] != priority[r]
             ]
-            self.call(
+            password = [
                 {
                     "command": "setClientPassword",
                     "username": creds.username,
                     "password": creds.password,
-                },
+                }
+            ]
+            if keep_working_password and self.authenticates(creds):
+                password = []
+            changes = [
+                *password,
                 *[
                     {"command": "removeClientRole", "username": creds.username, "rolename": r}
                     for r in moved
@@ -134,7 +147,21 @@ class DynSec:
                     for r in roles
                     if r not in have or r in moved
                 ],
+            ]
+            if changes:
+                self.call(*changes)
+
+    def authenticates(self, creds: Credentials) -> bool:
+        """Whether the broker takes these credentials (a throwaway connection)."""
+        try:
+            client = connect_client(
+                self.host, self.port, creds, f"check-{uuid.uuid4().hex[:8]}", timeout=self.timeout
             )
+        except ConnectError:
+            return False
+        client.disconnect()
+        client.loop_stop()
+        return True
 
     def set_default_acl_access(self, **allow: bool) -> None:
         """e.g. set_default_acl_access(publishClientSend=False, subscribe=False)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hardware_kits.credential_store import ADMIN_PASSWORD_ENV, ADMIN_USER_ENV
 from hub_config import hub
 from hub_config.kubernetes import cluster
 from site_config.site import Site
@@ -19,6 +20,7 @@ Manifest = dict[str, Any]
 MOSQUITTO_DATA = "/mosquitto/data"
 # The eclipse-mosquitto image's plugin (Debian's lies under /usr/lib/<arch>/).
 DYNSEC_PLUGIN = "/usr/lib/mosquitto_dynamic_security.so"
+MQTT_ADMIN_DIR = "/run/mqtt-admin"  # where pods mount the admin Secret
 
 
 def _meta(name: str, component: str) -> dict[str, Any]:
@@ -176,6 +178,63 @@ def mosquitto(image: str) -> list[Manifest]:
     ]
 
 
+def broker_provision(image: str) -> Manifest:
+    """A Job that, once Mosquitto listens, makes its roles and the site's accounts as its admin
+    (`smartlab broker provision`, what `smartlab up` does on one machine). Idempotent: re-run it
+    (it is deleted an hour after it ends; `kubectl apply` then runs it again) after the kits
+    change. The passwords come from the admin Secret's credentials.json, which the lab service
+    copies as its own."""
+    site_volume, site_mount = _site_volume()
+    pod = {
+        "restartPolicy": "OnFailure",
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
+        "containers": [
+            {
+                "name": "provision",
+                "image": image,
+                "command": [
+                    "smartlab",
+                    "broker",
+                    "provision",
+                    "--site",
+                    cluster.SITE_FILE,
+                    "--host",
+                    cluster.MOSQUITTO,
+                    "--port",
+                    str(cluster.MQTT_PORT),
+                    "--credentials",
+                    f"{MQTT_ADMIN_DIR}/credentials.json",
+                    "--wait",
+                    "300",
+                ],
+                "env": [
+                    _secret_env(ADMIN_USER_ENV, cluster.MQTT_ADMIN_SECRET, "username"),
+                    _secret_env(ADMIN_PASSWORD_ENV, cluster.MQTT_ADMIN_SECRET, "password"),
+                ],
+                "volumeMounts": [
+                    site_mount,
+                    {"name": "mqtt-admin", "mountPath": MQTT_ADMIN_DIR, "readOnly": True},
+                ],
+            }
+        ],
+        "volumes": [
+            site_volume,
+            {"name": "mqtt-admin", "secret": {"secretName": cluster.MQTT_ADMIN_SECRET}},
+        ],
+    }
+    name = f"{cluster.MOSQUITTO}-provision"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(name, cluster.MOSQUITTO),
+        "spec": {
+            "backoffLimit": 6,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {"metadata": {"labels": _meta(name, name)["labels"]}, "spec": pod},
+        },
+    }
+
+
 def lab_service(image: str) -> list[Manifest]:
     """`smartlab lab serve` as the hub service `lab`, reaching Mosquitto by its Service name;
     the broker admin's credentials are copied once into its state volume, where the service
@@ -192,11 +251,11 @@ def lab_service(image: str) -> list[Manifest]:
                     "-c",
                     f"mkdir -p {cluster.STATE_DIR}/broker && "
                     f"test -e {cluster.STATE_DIR}/broker/credentials.json || install -m 0600 "
-                    f"/run/mqtt-admin/credentials.json {cluster.STATE_DIR}/broker/",
+                    f"{MQTT_ADMIN_DIR}/credentials.json {cluster.STATE_DIR}/broker/",
                 ],
                 "volumeMounts": [
                     state,
-                    {"name": "mqtt-admin", "mountPath": "/run/mqtt-admin", "readOnly": True},
+                    {"name": "mqtt-admin", "mountPath": MQTT_ADMIN_DIR, "readOnly": True},
                 ],
             }
         ],
@@ -339,7 +398,7 @@ def platform_manifests(
     cluster.check_expressible(site)
     found = {
         "site": [site_secret(site_text)],
-        "mosquitto": mosquitto(images.mosquitto),
+        "mosquitto": [*mosquitto(images.mosquitto), broker_provision(images.platform)],
         "lab-service": lab_service(images.platform),
         "status-board": status_board(images.platform),
         "ngshare": ngshare(site, images.ngshare),

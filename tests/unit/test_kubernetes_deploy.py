@@ -57,6 +57,7 @@ def test_every_rendered_manifest_validates_against_the_kubernetes_schemas(render
         assert ("Service", f"formgrader-{course.id}") in kinds
     for name in ("mosquitto", "lab", "status", "ngshare"):
         assert ("Deployment", name) in kinds and ("Service", name) in kinds
+    assert ("Job", "mosquitto-provision") in kinds  # roles and accounts after dynsec init
 
 
 def test_a_broken_manifest_is_refused_by_the_same_validation(rendered: Path):
