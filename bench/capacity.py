@@ -7,19 +7,22 @@ time up, booked slots starting and ending) and calls the service's own `request_
 `release`, `book` and `tick` there. Nothing sleeps; a week runs in seconds.
 
 The term (seeded, so every run draws the same week):
-- 2,000 students of 10 institutions of unequal size, in courses of at most 40, each course on
-  one kit model; 50 kits of the 4 models of `hardware_kits/models` at 4 sites (the bridged sites
-  make one pool, so the site is only a label here);
+- 2,000 students of 10 institutions of unequal size (450 down to 50), in courses of at most
+  40, each course on one kit model (the intersection and the parking lot are the popular
+  labs); 50 kits of the 4 models of `hardware_kits/models` at 4 sites (the bridged sites make
+  one pool, so the site is only a label here);
 - bookings: each course's weekly 90-minute lab class booked on 2 kits of its model by its
-  instructor through `KitSharing.book` (the real quotas refuse what exceeds them); 80 % of the
-  course's students come, arriving over the class's first hour, and queue for the model;
+  instructor through `KitSharing.book` (the service's quotas and clash check refuse what they
+  refuse); 80 % of the course's students come, arriving over the class's first hour, and queue
+  for the model;
 - walk-ins: each student queues for their course's model a Poisson(3) number of times a week,
-  at times drawn from the demand curve of a week of classes (daytime teaching hours, a lunch
-  dip, quiet nights, weekends at a quarter), and holds the kit for a drawn time (log-normal,
-  a mean per model), then releases it; the service's slot (15 min) cuts longer holds;
+  at times drawn from the demand curve of a week of classes (peaks 10-12 and 14-17 on
+  weekdays, a lunch dip, quiet nights, weekends at 15 %), and holds the kit for a drawn time
+  (log-normal, a mean per model), then releases it; the service's slot (15 min) cuts longer
+  holds;
 - batch jobs: one per four students a week, submitted to a model's queue around the clock
-  (evenings busier) by the student's course. Long unattended runs are MODELLED AS HOLDS OF
-  3-6 MINUTES EACH (a stand-in: the service grants walk-in slots only).
+  (evenings busier) on behalf of the student's course. Long unattended runs are MODELLED AS
+  HOLDS OF 3-6 MINUTES EACH (a stand-in: the service grants walk-in slots only).
 
 Stand-ins: the kits confirm their safe state at once and the broker grants rights at once (the
 service's `KitGateway` and `Rights` interfaces); clients never miss a heartbeat (the timeout is
