@@ -48,6 +48,7 @@ import heapq
 import math
 import multiprocessing as mp
 import sys
+import textwrap
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -700,18 +701,21 @@ def report(
     lines += [common.text_table(summary, summary_head), "", *notes]
     for head, body in ((inst_head, rows), (model_head, model_rows), (kind_head, kind_rows)):
         lines += ["", common.text_table(body, head)]
-    md = [
+    intro = (
         f"`.venv/bin/python bench/capacity.py` ({common.machine()}). {len(term.kits)} kits of "
         f"{len(KIT_COUNTS)} models at {len(SITES)} sites, "
         f"{sum(INSTITUTION_SIZES):,} students of {len(INSTITUTION_SIZES)} institutions, one week "
         "(`bench/capacity.py` says what is drawn and what is a stand-in: batch jobs are holds "
         "of 3-6 minutes). Baseline: the same week with fair share off (first come, first "
         "served across institutions). The service runs unchanged on a virtual clock (in-memory "
-        "SQLite); the kits confirm their safe state at once.",
+        "SQLite); the kits confirm their safe state at once."
+    )
+    md = [
+        textwrap.fill(intro, 100),
         "",
         common.markdown_table(summary, summary_head),
         "",
-        *(f"- {n}" for n in notes),
+        *(textwrap.fill(n, 100, initial_indent="- ", subsequent_indent="  ") for n in notes),
         "",
         common.markdown_table(rows, inst_head),
         "",
@@ -787,8 +791,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_baseline:
         tasks.append(("term", False, args.seed))
     if not args.no_sizing:
-        # The biggest courses first, so that the pool's two processes finish together.
-        tasks += [("size", m, n, args.seed) for n in reversed(COURSE_SIZES) for m in models]
+        # The heaviest cells (big classes, long holds) first, so the processes finish together.
+        cells = sorted(
+            ((m, n) for m in models for n in COURSE_SIZES),
+            key=lambda mn: -mn[1] * MEAN_HOLD_MIN[mn[0]],
+        )
+        tasks += [("size", m, n, args.seed) for m, n in cells]
     terms: dict[bool, Outcome] = {}
     table: dict[tuple[str, int, float], int] = {}
     with mp.get_context("fork").Pool(max(1, args.jobs)) as pool:
@@ -813,12 +821,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 SIZING_INTRO = (
-    "Kits of one model that a course of N students needs for a mean wait under 5 and 15 "
-    "minutes, from the capacity model (`.venv/bin/python bench/capacity.py --deploy "
-    "docs/deploy.md`; `--size MODEL --students N --wait W` answers one case): the course alone "
-    "on its kits for a week, with the term's per-student demand (a weekly 90-minute lab class "
-    "that 80 % of the students attend, three walk-ins per student, one batch job per four "
-    "students; holds as in `docs/benchmarks.md`).\n\n"
+    textwrap.fill(
+        "Kits of one model that a course of N students needs for a mean wait under 5 and 15 "
+        "minutes, from the capacity model (`.venv/bin/python bench/capacity.py --deploy "
+        "docs/deploy.md`; `--size MODEL --students N --wait W` answers one case). It runs the lab "
+        "service's own scheduler for the course alone on kits of its own for a week, with the "
+        "term's per-student demand: a weekly 90-minute lab class that 80 % of the students attend "
+        "(the peak that sets the figure), three walk-ins per student, one batch job per four "
+        "students; holds and the term on a shared pool: `docs/benchmarks.md`. Courses that share "
+        "a model's kits at different hours need the largest of their figures, at the same hour "
+        "the sum.",
+        100,
+    )
+    + "\n\n"
 )
 
 
