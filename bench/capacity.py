@@ -562,7 +562,7 @@ def kits_needed(
     # First guess: the class's kit time over its length (the peak load), less for a looser
     # bound (fitted to this model's answers; it only saves runs, the search decides).
     class_load = ATTENDANCE * students * MEAN_HOLD_MIN[model] * MINUTE / CLASS_LENGTH
-    guess = max(1, round(class_load / (1 + mean_wait_under_min / 20)))
+    guess = min(limit, max(1, round(class_load / (1 + mean_wait_under_min / 20))))
     # One kit at a time from the guess: the answer is a few kits away, and every run with too
     # few kits is the slow kind (a long queue to estimate).
     if enough(guess):
@@ -573,7 +573,7 @@ def kits_needed(
     high = guess + 1
     while not enough(high):
         if high >= limit:
-            raise ValueError(f"students: {students} need more than {limit} kits of {model}")
+            raise ValueError(f"--students: {students} need more than {limit} kits of {model}")
         high += 1
     return high
 
@@ -776,7 +776,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.wait > 0:
             print("--wait: must be more than 0 minutes")
             return 2
-        kits = kits_needed(args.size, args.students, args.wait, args.seed)
+        try:
+            kits = kits_needed(args.size, args.students, args.wait, args.seed)
+        except ValueError as err:
+            print(err)
+            return 2
         print(
             f"{args.size}: {kits} kits for a course of {args.students} students "
             f"(mean wait under {args.wait:g} min)"

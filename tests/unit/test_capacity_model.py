@@ -105,12 +105,13 @@ def test_the_service_refuses_a_booking_beyond_the_institutions_weekly_quota():
 
 def test_more_kits_never_give_a_longer_mean_wait_in_the_sizing_search():
     cache: dict[int, float] = {}
-    needed = C.kits_needed("intersection", 30, 5.0, cache=cache)
-    means = [cache.get(k) or C.mean_wait_min("intersection", 30, k) for k in range(1, 7)]
+    needed = C.kits_needed("intersection", 20, 5.0, cache=cache)
+    means = [cache.get(k) or C.mean_wait_min("intersection", 20, k) for k in range(1, 6)]
     assert all(a >= b for a, b in itertools.pairwise(means)), means
     assert means[needed - 1] < 5.0
     assert needed == 1 or means[needed - 2] >= 5.0  # the fewest that are enough
-    assert C.kits_needed("intersection", 30, 15.0) <= needed
+    assert means[0] > means[-1]  # the kits make a difference here
+    assert C.kits_needed("intersection", 20, 15.0, cache=cache) <= needed
 
 
 def test_fairness_is_reported_per_institution():
@@ -139,3 +140,15 @@ def test_the_size_flag_names_a_bad_model_or_bound_in_one_line(capsys):
     assert out[0].startswith("--size: unknown kit model 'teleporter'")
     assert out[1].startswith("--wait:") and out[2].startswith("--students:")
     assert "Traceback" not in "".join(out)
+
+
+def test_the_size_flag_answers_with_the_kits_a_course_needs(capsys):
+    assert C.main(["--size", LAMP, "--students", "10", "--wait", "15"]) == 0
+    answer = capsys.readouterr().out.strip()
+    kits = C.kits_needed(LAMP, 10, 15.0)
+    assert answer == f"{LAMP}: {kits} kits for a course of 10 students (mean wait under 15 min)"
+
+
+def test_a_course_no_kit_count_can_serve_is_named_in_one_line():
+    with pytest.raises(ValueError, match=r"^--students: 10 need more than 2 kits"):
+        C.kits_needed(LAMP, 10, 0.0, limit=2)  # nothing waits less than 0
