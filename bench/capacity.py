@@ -35,7 +35,8 @@ big institutions and gives the small ones, at the same load.
 
 Sizing: `kits_needed(model, students, mean_wait_min)` answers "how many kits of model X does a
 course of N students need for a mean wait under W minutes" by running the same simulation for
-that course alone (its class, walk-ins and batch jobs) with 1, 2, 4, ... kits and bisecting.
+that course alone (its class, walk-ins and batch jobs) with more or fewer kits, one at a time
+from a first guess, until it finds the fewest that are enough (the CLI flag `--size`).
 
     .venv/bin/python bench/capacity.py [--markdown docs/benchmarks.md] [--deploy docs/deploy.md]
     .venv/bin/python bench/capacity.py --size intersection --students 60 --wait 5
