@@ -606,6 +606,7 @@ def report(
     fair: Outcome,
     fcfs: Outcome | None,
     tiny_wall_s: float,
+    whole_s: float | None = None,
 ) -> tuple[list[str], str]:
     """Plain-text lines and the Markdown body of the benchmarks section."""
     unique = {r.user.name: r.user.institution for r in term.requests if r.kind != "batch"}
@@ -686,6 +687,11 @@ def report(
         "waited for that model)",
         f"a tiny term (one kit, three turns) runs in {1000 * tiny_wall_s:.0f} ms",
     ]
+    if whole_s is not None:
+        notes.append(
+            f"the whole benchmark (both weeks and the sizing table in a pool of processes) "
+            f"took {whole_s:.0f} s"
+        )
     if fcfs and {"univ-01", "univ-10"} <= set(fair_inst) & set(fcfs_inst):
         big, small = INSTITUTION_SIZES.index(max(INSTITUTION_SIZES)), len(INSTITUTION_SIZES) - 1
         big_name, small_name = f"univ-{big + 1:02d}", f"univ-{small + 1:02d}"
@@ -812,9 +818,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 table.update(result)
     term = term_week(args.seed)
-    lines, md = report(term, terms[True], terms.get(False), tiny.wall_s)
+    whole_s = time.perf_counter() - t0
+    lines, md = report(term, terms[True], terms.get(False), tiny.wall_s, whole_s)
     print("\n".join(lines))
-    print(f"\nwhole benchmark: {time.perf_counter() - t0:.0f} s with {args.jobs} processes")
     if args.markdown:
         common.write_markdown(args.markdown, TITLE, md, progress)
     if table:
