@@ -740,7 +740,7 @@ def _counts(c: Counter) -> str:
 def sizing_markdown(table: dict[tuple[str, int, float], int]) -> str:
     sizes = sorted({n for _, n, _ in table})
     mean_waits = sorted({w for _, _, w in table})
-    models = list(dict.fromkeys(m for m, _, _ in table))
+    models = sorted({m for m, _, _ in table})
     head = ["kit model", *(f"N={n}, <{w:g} min" for n in sizes for w in mean_waits)]
     rows = [[m, *(str(table[(m, n, w)]) for n in sizes for w in mean_waits)] for m in models]
     return common.markdown_table(rows, head) + "\n"
