@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from labs.client import (
     LabService,
     LabServiceError,
     connect,
+    open_lab,
 )
 from tests.conftest import REPO, wait_until
 from tests.stack import FAST_POLICY, ServiceProcess, call_api, token, with_tokens
@@ -482,6 +484,7 @@ ROUTES = {
     ("GET", "/api/openapi.json"),
     ("GET", "/api/board"),
     ("GET", "/api/kits/{kit_id}/history.json"),
+    ("GET", "/api/kits/{kit_id}/frames.json"),
     ("GET", "/api/kits/{kit_id}/history.csv"),
 }
 
@@ -857,3 +860,33 @@ def test_telemetry_history_as_json_and_csv(stack):
         status, answer = stack.call("GET", f"/api/kits/{LAMP1}/history.json?{bad}", "alice")
         assert status == 400 and "\n" not in answer["error"], (bad, answer)
     assert stack.call("GET", "/api/kits/no-such-kit/history.json", "alice")[0] == 404
+
+
+def test_recorded_frames_of_a_running_twin_come_back_through_the_client_as_arrays(stack):
+    """The service keeps about a frame a second of every kit's picture; a notebook reads them
+    with `lab.kit(id).frames(start, end)`, through the REST API with its own token."""
+    start = time.time() - 1
+    url = stack.service.url
+    watch = stack.ok("GET", "/api/me/mqtt", "alice")["watch"]
+    lab = open_lab(
+        watch, client_id="api-test-frames", service=lambda: LabService(url, token("alice"))
+    )
+    stack.labs.append(lab)
+    lab.wait_for_kits([LAMP1], timeout=10)
+    kit = lab.kit(LAMP1)
+
+    def three_seconds_of_frames() -> list | None:
+        got = kit.frames(start, time.time())
+        return got if len(got) >= 3 else None
+
+    pictures = wait_until(three_seconds_of_frames, timeout=15)
+    assert all(shape == (240, 320, 3) for shape in (a.shape for _ts, a in pictures))
+    assert all(a.dtype.name == "uint8" for _ts, a in pictures)
+    times = [ts for ts, _a in pictures]
+    assert times == sorted(times) and all(b - a >= 0.99 for a, b in itertools.pairwise(times))
+    rows = stack.ok("GET", f"/api/kits/{LAMP1}/frames.json?from={start}")
+    assert rows[0]["seq"] >= 1 and set(rows[0]) == {"ts", "seq", "jpeg"}
+    assert stack.call("GET", "/api/kits/no-such-kit/frames.json", "alice")[0] == 404
+    status, answer = stack.call("GET", f"/api/kits/{LAMP1}/frames.json?from=2&to=1", "alice")
+    assert status == 400 and "\n" not in answer["error"]
+    assert stack.call("GET", f"/api/kits/{LAMP1}/frames.json", None)[0] == 401
