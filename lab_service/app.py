@@ -380,7 +380,10 @@ class LabServiceApp(Application):
             accounts=rights,
             mqtt_url=url,
             provision_kits=broker.provision_kits,
-            kit_health=gateway.health,
+            kit_health=lambda kit_id: {
+                **gateway.health(kit_id),
+                "dropped_frames": recorder.dropped_frames.get(kit_id, 0),
+            },
             models=frozenset(load_models()),
         )
         return service, ctx

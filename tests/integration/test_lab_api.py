@@ -22,7 +22,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from hardware_kits import protocol as P
 from hardware_kits.kit_runner import KitRunner
+from hardware_kits.mqtt import connect_client, frame_publish_properties
 from hardware_kits.twins.base import twin_class
 from lab_service.rights import control_username
 from labs.client import (
@@ -890,3 +892,22 @@ def test_recorded_frames_of_a_running_twin_come_back_through_the_client_as_array
     status, answer = stack.call("GET", f"/api/kits/{LAMP1}/frames.json?from=2&to=1", "alice")
     assert status == 400 and "\n" not in answer["error"]
     assert stack.call("GET", f"/api/kits/{LAMP1}/frames.json", None)[0] == 401
+
+
+def test_a_kits_malformed_frames_are_counted_in_its_health(stack):
+    before = stack.ok("GET", f"/api/kits/{LAMP2}")["dropped_frames"]
+    kit = connect_client(
+        stack.broker.host, stack.broker.port, stack.broker.credentials(f"kit-{LAMP2}"), "bad-cam"
+    )
+    try:
+        props = frame_publish_properties(int(time.time() * 1000), 1, 1)
+        topic = P.camera_topic(LAMP2, P.STREAM_FULL)
+        kit.publish(topic, b"not a jpeg", qos=1, properties=props).wait_for_publish(5)
+        oversize = b"\xff\xd8" + bytes(P.MAX_FRAME_BYTES)
+        kit.publish(topic, oversize, qos=1, properties=props).wait_for_publish(5)
+    finally:
+        kit.disconnect()
+        kit.loop_stop()
+    wait_until(
+        lambda: stack.ok("GET", f"/api/kits/{LAMP2}")["dropped_frames"] == before + 2, timeout=5
+    )
