@@ -25,6 +25,8 @@ from pathlib import Path
 
 from hardware_kits import protocol as P
 from hardware_kits import tls
+from hardware_kits.bridge import BRIDGE_STATE_FILTER, BridgePlan, bridge_account, bridge_acls
+from hardware_kits.bridge import bridge_role as _bridge_role
 from hardware_kits.dynsec import DynSec, allow, deny
 from hardware_kits.mqtt import BrokerAddress, Credentials
 from hardware_kits.tls import TlsFiles, default_names
@@ -126,6 +128,9 @@ SUPERVISOR_ACLS = [
     allow("publishClientSend", P.all_kits(P.ACTUATORS_NODE + "/+/set")),
     allow("subscribePattern", P.all_kits("$ack/#")),
     allow("publishClientReceive", P.all_kits("$ack/#")),
+    # Whether each partner site's bridge is up (hardware_kits/bridge.py): its kits fail closed.
+    allow("subscribePattern", BRIDGE_STATE_FILTER),
+    allow("publishClientReceive", BRIDGE_STATE_FILTER),
 ]
 
 
@@ -162,6 +167,7 @@ class Broker:
     tls_cert: Path | None = None  # a site's certificate and key instead of the generated ones
     tls_key: Path | None = None
     tls_ca: Path | None = None  # the CA that signed the site's certificate (None: a public one)
+    bridge: BridgePlan | None = None  # a partner site's broker: its bridge to the centre's
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -257,7 +263,22 @@ class Broker:
         if os.geteuid() == 0:
             # Mosquitto drops root privileges; its files must belong to the account it drops to.
             lines.append(f"user {MOSQUITTO_USER}")
+        if self.bridge is not None:
+            lines += self._bridge_lines(self.bridge)
         self.conf_path.write_text("\n".join(lines) + "\n")
+        # The bridge's password is in the configuration: the broker's and its starter's only.
+        self.conf_path.chmod(0o600)
+
+    def _bridge_lines(self, plan: BridgePlan) -> list[str]:
+        """The partner's `connection` section, reading a copy of the centre's CA in the state
+        folder (Mosquitto reads it after dropping root privileges)."""
+        ca = self.state_dir / "bridge-ca.crt"
+        try:
+            shutil.copyfile(plan.ca_file, ca)
+        except OSError as err:
+            raise BrokerError(f"bridge.ca_file: {err.strerror}: {plan.ca_file}") from None
+        ca.chmod(0o644)
+        return BridgePlan(**{**plan.__dict__, "ca_file": ca}).config_lines()
 
     def _chown_for_broker(self) -> None:
         if os.geteuid() != 0:
@@ -385,6 +406,15 @@ class Broker:
         with self.admin() as dynsec:
             dynsec.create_role(ack_role(username), ack_acls(username))
             dynsec.ensure_client(creds, roles, priorities(*roles))
+        return creds
+
+    def provision_bridge(self, site_id: str, kit_ids: list[str]) -> Credentials:
+        """At the centre: the account a partner's bridge logs in with, allowed to carry only
+        its own kits' topics (hardware_kits.bridge.bridge_acls)."""
+        creds = self.credentials(bridge_account(site_id))
+        with self.admin() as dynsec:
+            dynsec.create_role(_bridge_role(site_id), bridge_acls(site_id, kit_ids))
+            dynsec.ensure_client(creds, [_bridge_role(site_id)])
         return creds
 
     def provision_supervisor(self, username: str) -> Credentials:
