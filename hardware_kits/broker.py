@@ -410,9 +410,15 @@ class Broker:
 
     def provision_bridge(self, site_id: str, kit_ids: list[str]) -> Credentials:
         """At the centre: the account a partner's bridge logs in with, allowed to carry only
-        its own kits' topics (hardware_kits.bridge.bridge_acls)."""
+        its own kits' topics (hardware_kits.bridge.bridge_acls), and its kits' command and
+        observe roles."""
         creds = self.credentials(bridge_account(site_id))
         with self.admin() as dynsec:
+            # The partner's kits are commanded and watched here as any kit (the lab service
+            # grants these roles); their own accounts exist at the partner's broker only.
+            for kit_id in kit_ids:
+                dynsec.create_role(command_role(kit_id), command_acls(kit_id))
+                dynsec.create_role(observe_role(kit_id), observe_acls(kit_id))
             dynsec.create_role(_bridge_role(site_id), bridge_acls(site_id, kit_ids))
             dynsec.ensure_client(creds, [_bridge_role(site_id)])
         return creds

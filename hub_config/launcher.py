@@ -329,12 +329,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     site = load_site(args.site, models)  # validate everything before starting anything
     refuse_public_demo_passwords(site, args.hub_ip)  # anyone could log in as those people
     runtime = make_runtime(args, site)
-    entries = site.kits
+    # The centre runs its own kits; a partner's run at the partner (`smartlab site run`) and
+    # reach this broker over their bridge, whose account is made here.
+    centre = site.sites.centre
+    entries = [e for e in site.kits if site.sites.kit_sites[e.id] == centre.id]
+    if getattr(args, "mqtt_tls_port", None) is None and site.sites.partners:
+        args.mqtt_tls_port = centre.broker.tls_port  # the partners' bridges need mqtts
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: a background job ignores SIGINT
         signal.signal(sig, lambda *_: stop.set())
     with broker_for(args) as broker:
         creds = broker.provision_kits([e.id for e in entries])
+        for partner in site.sites.partners:
+            broker.provision_bridge(partner.id, site.sites.kits_of(partner.id))
         observer = broker.provision_user(DEMO_OBSERVER)
         addresses = {kit: broker.address(c.username) for kit, c in creds.items()}
         write_service_config(runtime, broker)

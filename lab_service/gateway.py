@@ -126,8 +126,10 @@ class MqttKitGateway:
         with self._lock:
             was_up = site in self._bridges_up
             (self._bridges_up.add if up else self._bridges_up.discard)(site)
-        if up != was_up:
-            log.warning("the bridge of site %s is %s", site, "up" if up else "down")
+        if up != was_up:  # down: that site's kits count as offline until it is back
+            (log.info if up else log.warning)(
+                "the bridge of site %s is %s", site, "up" if up else "down"
+            )
 
     def _remember_answer(self, command_id: str, status: str) -> None:
         """Keep the last 10,000 answers (the lock is held)."""
