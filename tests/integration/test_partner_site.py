@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from hardware_kits import protocol as P
+from hardware_kits import tls
 from hardware_kits.bridge import bridge_account, bridge_state_topic
 from hardware_kits.broker import Broker
 from hardware_kits.kit_runner import KitRunner
@@ -367,22 +368,46 @@ def test_site_run_starts_the_partners_broker_and_kits_bridged_to_the_centre(cent
     assert HOME not in (root / "uni" / "broker" / "mosquitto.conf").read_text()  # not its kit
 
 
-def test_partner_with_a_wrong_bridge_password_is_refused_and_logged(centre_only):
+def wrong_password(root: Path, _site_file: Path) -> None:
+    (root / "bridge-password").write_text("not-the-password\n")
+
+
+def wrong_ca(root: Path, site_file: Path) -> None:
+    """A CA of its own, not the one that signed the centre's certificate."""
+    other = tls.generate(root / "other-ca", ["127.0.0.1"]).ca
+    data = yaml.safe_load(site_file.read_text())
+    data["sites"][1]["bridge"]["ca_file"] = str(other)
+    site_file.write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize(
+    ("breaks", "partner_says"),
+    [(wrong_password, "Refused: Not authorized"), (wrong_ca, "certificate verify failed")],
+)
+def test_partner_with_wrong_bridge_credentials_is_refused_and_logged(
+    centre_only, breaks, partner_says
+):
     root, centre = centre_only
     site_file = write_site_file(root, centre, free_port())
     make_bridge_account(site_file, centre)
-    (root / "bridge-password").write_text("not-the-password\n")
+    breaks(root, site_file)
     seen = centre_sees(centre, [bridge_state_topic("uni"), P.state_topic(GOOD)])
     process = run_site(site_file, root / "uni")
     try:
         partner_log = root / "uni" / "broker" / "mosquitto.log"
-        wait_until(lambda: "Refused: Not authorized" in partner_log.read_text(), timeout=15)
+        wait_until(lambda: partner_says in partner_log.read_text(), timeout=15)
         time.sleep(1.0)
         assert P.state_topic(GOOD) not in seen  # nothing of the partner reaches the centre
         assert seen.get(bridge_state_topic("uni")) != b"1"
         assert process.poll() is None  # the partner itself runs on
+        # The centre runs on too: its own accounts still connect.
+        still = connect_client(
+            centre.host, centre.port, centre.credentials(SERVICE_ACCOUNT), "ps-still-up"
+        )
+        still.disconnect()
+        still.loop_stop()
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)
         seen["_client"].disconnect()  # type: ignore[union-attr]
-    assert "disconnected, not authorised" in centre.log_path.read_text()
+    assert process.returncode == 0
