@@ -105,44 +105,48 @@ def make_bridge_account(site_file: Path, centre: Broker) -> None:
 def network(state_root, models):
     root = state_root / f"network-{uuid.uuid4().hex[:6]}"
     (root / "centre").mkdir(parents=True)
-    centre = Broker(
-        root / "centre" / "broker",
-        port=free_port(),
-        tls_port=free_port(),
-        tls_host="127.0.0.1",
-        tls_names=["127.0.0.1"],
-    ).start()
-    site_file = write_site_file(root, centre, free_port())
-    make_bridge_account(site_file, centre)
-    partner, _entries = partner_broker(site_file, "uni", root / "uni")
-    partner.start()
-    kits = {GOOD: twin_class("smart-parking"), JAMMED: JammedGate}
-    creds = partner.provision_kits(list(kits))
-    runners = {
-        k: KitRunner(
-            k, cls(models["smart-parking"], seed=3), partner.address(creds[k].username), rate_hz=5
+    with contextlib.ExitStack() as cleanup:  # brokers stop even if a step fails
+        centre = Broker(
+            root / "centre" / "broker",
+            port=free_port(),
+            tls_port=free_port(),
+            tls_host="127.0.0.1",
+            tls_names=["127.0.0.1"],
         ).start()
-        for k, cls in kits.items()
-    }
-    sites = load_sites(site_file, load_kits(site_file, models))
-    centre.provision_supervisor(SERVICE_ACCOUNT)
-    store = SharingStore(f"sqlite:///{root / 'lab.db'}")
-    rights = BrokerRights(centre.admin, centre.credentials)
-    gateway = MqttKitGateway(centre.address(SERVICE_ACCOUNT), partner_kits=sites.partner_kits())
-    policy = SharingPolicy(safe_confirm_timeout_seconds=1.5, offline_grace_seconds=1.0)
-    service = KitSharing(store, policy, rights, gateway)
-    for kit_id in kits:
-        service.register_kit(ADMIN, kit_id, "smart-parking")
-    wait_until(lambda: all(gateway.online(k) for k in kits), timeout=15)
-    yield service, runners, rights, centre, partner, gateway
-    gateway.close()
-    rights.close()
-    for runner in runners.values():
-        with contextlib.suppress(RuntimeError):  # a kit cut off by the test cannot say goodbye
-            runner.stop()
-    store.close()
-    partner.stop()
-    centre.stop()
+        cleanup.callback(centre.stop)
+        site_file = write_site_file(root, centre, free_port())
+        make_bridge_account(site_file, centre)
+        partner, _entries = partner_broker(site_file, "uni", root / "uni")
+        partner.start()
+        cleanup.callback(partner.stop)
+        kits = {GOOD: twin_class("smart-parking"), JAMMED: JammedGate}
+        creds = partner.provision_kits(list(kits))
+        runners = {}
+        for kit_id, cls in kits.items():
+            address = partner.address(creds[kit_id].username)
+            runners[kit_id] = KitRunner(
+                kit_id, cls(models["smart-parking"], seed=3), address, rate_hz=5
+            ).start()
+            cleanup.callback(stop_kit, runners[kit_id])
+        sites = load_sites(site_file, load_kits(site_file, models))
+        centre.provision_supervisor(SERVICE_ACCOUNT)
+        store = SharingStore(f"sqlite:///{root / 'lab.db'}")
+        cleanup.callback(store.close)
+        rights = BrokerRights(centre.admin, centre.credentials)
+        cleanup.callback(rights.close)
+        gateway = MqttKitGateway(centre.address(SERVICE_ACCOUNT), partner_kits=sites.partner_kits())
+        cleanup.callback(gateway.close)
+        policy = SharingPolicy(safe_confirm_timeout_seconds=1.5, offline_grace_seconds=1.0)
+        service = KitSharing(store, policy, rights, gateway)
+        for kit_id in kits:
+            service.register_kit(ADMIN, kit_id, "smart-parking")
+        wait_until(lambda: all(gateway.online(k) for k in kits), timeout=15)
+        yield service, runners, rights, centre, partner, gateway
+
+
+def stop_kit(runner: KitRunner) -> None:
+    with contextlib.suppress(RuntimeError):  # a kit cut off by the test cannot say goodbye
+        runner.stop()
 
 
 def kit_view(service: KitSharing, kit_id: str) -> dict:
