@@ -24,6 +24,8 @@ from pathlib import Path
 
 from hardware_kits import protocol as P
 from hardware_kits import tls
+from hardware_kits.bridge import BRIDGE_STATE_FILTER, BridgePlan, bridge_account, bridge_acls
+from hardware_kits.bridge import bridge_role as _bridge_role
 from hardware_kits.credential_store import CredentialStore
 from hardware_kits.dynsec import DynSec, allow, deny
 from hardware_kits.mqtt import BrokerAddress, Credentials
@@ -152,6 +154,9 @@ SUPERVISOR_ACLS = [
     allow("publishClientSend", P.all_kits(P.ACTUATORS_NODE + "/+/set")),
     allow("subscribePattern", P.all_kits("$ack/#")),
     allow("publishClientReceive", P.all_kits("$ack/#")),
+    # Whether each partner site's bridge is up (hardware_kits/bridge.py): its kits fail closed.
+    allow("subscribePattern", BRIDGE_STATE_FILTER),
+    allow("publishClientReceive", BRIDGE_STATE_FILTER),
 ]
 
 
@@ -188,6 +193,7 @@ class Broker:
     tls_cert: Path | None = None  # a site's certificate and key instead of the generated ones
     tls_key: Path | None = None
     tls_ca: Path | None = None  # the CA that signed the site's certificate (None: a public one)
+    bridge: BridgePlan | None = None  # a partner site's broker: its bridge to the centre's
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -273,7 +279,22 @@ class Broker:
         if os.geteuid() == 0:
             # Mosquitto drops root privileges; its files must belong to the account it drops to.
             lines.append(f"user {MOSQUITTO_USER}")
+        if self.bridge is not None:
+            lines += self._bridge_lines(self.bridge)
         self.conf_path.write_text("\n".join(lines) + "\n")
+        # The bridge's password is in the configuration: the broker's and its starter's only.
+        self.conf_path.chmod(0o600)
+
+    def _bridge_lines(self, plan: BridgePlan) -> list[str]:
+        """The partner's `connection` section, reading a copy of the centre's CA in the state
+        folder (Mosquitto reads it after dropping root privileges)."""
+        ca = self.state_dir / "bridge-ca.crt"
+        try:
+            shutil.copyfile(plan.ca_file, ca)
+        except OSError as err:
+            raise BrokerError(f"bridge.ca_file: {err.strerror}: {plan.ca_file}") from None
+        ca.chmod(0o644)
+        return BridgePlan(**{**plan.__dict__, "ca_file": ca}).config_lines()
 
     def _chown_for_broker(self) -> None:
         if os.geteuid() != 0:
@@ -393,6 +414,21 @@ class Broker:
         creds = self.credentials(username)
         with self.admin() as dynsec:
             ensure_observer(dynsec, creds, command_kits)
+        return creds
+
+    def provision_bridge(self, site_id: str, kit_ids: list[str]) -> Credentials:
+        """At the centre: the account a partner's bridge logs in with, allowed to carry only
+        its own kits' topics (hardware_kits.bridge.bridge_acls), and its kits' command and
+        observe roles."""
+        creds = self.credentials(bridge_account(site_id))
+        with self.admin() as dynsec:
+            # The partner's kits are commanded and watched here as any kit (the lab service
+            # grants these roles); their own accounts exist at the partner's broker only.
+            for kit_id in kit_ids:
+                dynsec.create_role(command_role(kit_id), command_acls(kit_id))
+                dynsec.create_role(observe_role(kit_id), observe_acls(kit_id))
+            dynsec.create_role(_bridge_role(site_id), bridge_acls(site_id, kit_ids))
+            dynsec.ensure_client(creds, [_bridge_role(site_id)])
         return creds
 
     def provision_supervisor(self, username: str) -> Credentials:

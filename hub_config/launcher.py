@@ -333,6 +333,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     site = load_site(args.site, models)  # validate everything before starting anything
     refuse_public_demo_passwords(site, args.hub_ip)  # anyone could log in as those people
     runtime = make_runtime(args, site)
+    if getattr(args, "mqtt_tls_port", None) is None and site.sites.partners:
+        args.mqtt_tls_port = site.sites.centre.broker.tls_port  # the partners' bridges: mqtts
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: a background job ignores SIGINT
         signal.signal(sig, lambda *_: stop.set())
@@ -349,9 +351,14 @@ def run_platform(
     args: argparse.Namespace, site: Site, models: dict, runtime: Runtime, stop: threading.Event
 ) -> None:
     """The broker, the kits, the hub and what it starts, until `stop` is set."""
-    entries = site.kits
+    # The centre runs its own kits; a partner's run at the partner (`smartlab site run`) and
+    # reach this broker over their bridge, whose account is made here.
+    centre = site.sites.centre
+    entries = [e for e in site.kits if site.sites.kit_sites[e.id] == centre.id]
     with broker_for(args) as broker:
         creds = broker.provision_kits([e.id for e in entries])
+        for partner in site.sites.partners:
+            broker.provision_bridge(partner.id, site.sites.kits_of(partner.id))
         observer = broker.provision_user(DEMO_OBSERVER)
         addresses = {kit: broker.address(c.username) for kit, c in creds.items()}
         write_service_config(runtime, broker)

@@ -353,7 +353,7 @@ class LabServiceApp(Application):
         rights = BrokerRights(broker.admin, broker.credentials)
         closing.callback(rights.close)
         address = self.mqtt_address(broker.credentials(SERVICE_ACCOUNT))
-        gateway = MqttKitGateway(address)
+        gateway = MqttKitGateway(address, partner_kits=self.partner_kits())
         closing.callback(gateway.close)
         policy = SharingPolicy(parent=self)
         recorder = TelemetryRecorder(
@@ -395,6 +395,15 @@ class LabServiceApp(Application):
                 self.mqtt_host, self.mqtt_tls_port, creds, tls=True, ca=self.mqtt_ca or None
             )
         return BrokerAddress(self.mqtt_host, self.mqtt_port, creds)
+
+    def partner_kits(self) -> dict[str, str]:
+        """Kit id -> partner site of the site file's kits that are reached over a bridge."""
+        if not self.kits_file:
+            return {}
+        from site_config.kits import load_kits
+        from site_config.sites import load_sites
+
+        return load_sites(self.kits_file, load_kits(Path(self.kits_file))).partner_kits()
 
     def register_site_kits(self, service: KitSharing) -> None:
         from lab_service.service import Conflict, User

@@ -7,6 +7,11 @@ safe state, the state at rest; role `supervise_kits`, see hardware_kits.broker),
 actuator commands: least
 privilege for the supervisor. Its one write to actuator command topics clears a retained command
 a holder left there (an empty retained message), so that nothing can come back to a kit later.
+
+A partner site's kits reach the centre over a bridge (hardware_kits/bridge.py). Their retained
+`$state` stays `ready` at the centre when the bridge is cut, so a partner kit counts as online
+only while its site's bridge says it is up: the one `online()` that grants, handovers and the
+kit-offline ending of sessions already rely on fails closed for the whole site.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hardware_kits import protocol as P
+from hardware_kits.bridge import BRIDGE_STATE_FILTER, BRIDGE_UP, site_of_state_topic
 from hardware_kits.mqtt import BrokerAddress, command_properties, connect_client
 
 log = logging.getLogger(__name__)
@@ -37,9 +43,16 @@ COMMAND_FILTERS = (
 class MqttKitGateway:
     """Implements the service's KitGateway over a single paho connection."""
 
-    def __init__(self, address: BrokerAddress, deadline_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        deadline_s: float = 5.0,
+        partner_kits: dict[str, str] | None = None,
+    ) -> None:
         self.requester = address.credentials.username
         self.deadline_s = deadline_s
+        self.partner_kits = dict(partner_kits or {})  # kit id -> partner site id
+        self._bridges_up: set[str] = set()  # partner sites whose bridge said it is up
         self._lock = threading.Lock()
         self._states: dict[str, str] = {}
         self._confirmed: deque[str] = deque(maxlen=10_000)  # applied safe-state command ids
@@ -58,6 +71,7 @@ class MqttKitGateway:
             on_message=self._on_message,
             subscribe=[
                 (P.all_kits("$state"), 1),
+                (BRIDGE_STATE_FILTER, 1),
                 (P.all_kits("$ack/#"), 1),
                 (P.all_kits("$status"), 1),
                 (P.all_kits("$telemetry"), 0),
@@ -69,6 +83,10 @@ class MqttKitGateway:
         )
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        site = site_of_state_topic(msg.topic)
+        if site is not None:
+            self._bridge_state(site, msg.payload)
+            return
         kit_id, rest = P.split_topic(msg.topic)
         if kit_id is None:
             return
@@ -103,6 +121,16 @@ class MqttKitGateway:
             with self._lock:
                 self.malformed += 1
 
+    def _bridge_state(self, site: str, payload: bytes) -> None:
+        up = payload.decode(errors="replace") == BRIDGE_UP
+        with self._lock:
+            was_up = site in self._bridges_up
+            (self._bridges_up.add if up else self._bridges_up.discard)(site)
+        if up != was_up:  # down: that site's kits count as offline until it is back
+            (log.info if up else log.warning)(
+                "the bridge of site %s is %s", site, "up" if up else "down"
+            )
+
     def _remember_answer(self, command_id: str, status: str) -> None:
         """Keep the last 10,000 answers (the lock is held)."""
         if command_id not in self._answers:
@@ -121,7 +149,14 @@ class MqttKitGateway:
 
     def online(self, kit_id: str) -> bool:
         with self._lock:
+            site = self.partner_kits.get(kit_id)
+            if site is not None and site not in self._bridges_up:
+                return False  # its site is cut off: whatever state it last said is stale
             return self._states.get(kit_id) == P.STATE_READY
+
+    def bridge_up(self, site_id: str) -> bool:
+        with self._lock:
+            return site_id in self._bridges_up
 
     def send_safe_state(self, kit_id: str) -> str:
         return self._send_whole(kit_id, P.safe_state_topic(kit_id), "the safe state")

@@ -32,12 +32,12 @@ from hardware_kits.broker import (
 )
 from hardware_kits.dynsec import DynSec, DynSecError, role_ref
 from hardware_kits.mqtt import Credentials
-from site_config.platform_accounts import CONTROL_PREFIX, KIT_PREFIX
+from site_config.platform_accounts import BRIDGE_PREFIX, CONTROL_PREFIX, KIT_PREFIX
 
 COMMAND_PREFIX = command_role("")
 OBSERVE_PREFIX = observe_role("")
 # Other accounts live in the same dynsec namespace: a user of such a name would take them over.
-RESERVED_PREFIXES = (CONTROL_PREFIX, KIT_PREFIX)
+RESERVED_PREFIXES = (CONTROL_PREFIX, KIT_PREFIX, BRIDGE_PREFIX)
 USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 # Mosquitto 2.0.11 answers "Internal error" to addClientRole for a role the client already has.

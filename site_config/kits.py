@@ -31,6 +31,7 @@ class KitEntry(BaseModel):
     ru: KitWording | None = None  # the kit's name in Russian (pages in Russian show it)
     location: str = ""
     twin: bool = True  # False: a real board runs the firmware for this kit
+    site: str = ""  # the site hosting the kit (site_config/sites.py); "": the centre
     seed: int = 0
     rate_hz: float | None = Field(default=None, gt=0, le=100)
     speed: float = Field(default=1.0, gt=0, le=3600)

@@ -19,8 +19,16 @@ GRADER_PREFIX = "grader-"  # one grader account per course (hub user and Unix ac
 CONTROL_PREFIX = "ctl-"  # a user's MQTT control account
 KIT_PREFIX = "kit-"  # a kit's MQTT account
 CAMERA_PREFIX = "camera-"  # a kit's camera companion's MQTT account
+BRIDGE_PREFIX = "bridge-"  # a partner site's bridge account at the centre's broker
 SANDBOX_PREFIX = "smartlab-sb"  # the grading sandbox's Unix accounts
-RESERVED_PREFIXES = (GRADER_PREFIX, CONTROL_PREFIX, KIT_PREFIX, CAMERA_PREFIX, SANDBOX_PREFIX)
+RESERVED_PREFIXES = (
+    GRADER_PREFIX,
+    CONTROL_PREFIX,
+    KIT_PREFIX,
+    CAMERA_PREFIX,
+    BRIDGE_PREFIX,
+    SANDBOX_PREFIX,
+)
 
 
 def reserved_for_the_platform(name: str) -> str | None:

@@ -1,8 +1,9 @@
 """The site file: institutions, courses, people and kits of one Smart City Lab installation.
 
 The site file is the platform's one source of configuration. The hub's groups, roles, services
-and users are derived from it (hub_config/hub.py); its `kits:` section belongs to
-hardware_kits.fleet and is validated there. Every error is one line: `file: field: reason`.
+and users are derived from it (hub_config/hub.py); its `kits:` section is validated by
+site_config.kits and its `sites:` (the centre and partner sites) by site_config.sites. Every
+error is one line: `file: field: reason`.
 
 Passwords never appear in the file, only hashes: Argon2 (`$argon2id$…`, what `hash_password`
 and `smartlab hash-password` make), bcrypt (`$2b$…`, with the `bcrypt` extra) or, from older
@@ -44,6 +45,7 @@ from site_config.platform_accounts import (
     clashes_with_the_platform,
     reserved_for_the_platform,
 )
+from site_config.sites import Sites, parse_sites
 
 # nbgrader derives the course from the group name after the first hyphen, and the course id is
 # also a hub service name and a URL path segment: keep it plain.
@@ -216,6 +218,7 @@ class SiteSpec(_Strict):
     people: list[Person] = []
     servers: Servers = Servers()
     kits: list[Any]  # checked by parse_kits
+    sites: list[Any] | None = None  # checked by parse_sites
 
 
 class Site(BaseModel):
@@ -228,6 +231,7 @@ class Site(BaseModel):
     courses: list[Course]
     people: list[Person]
     kits: list[KitEntry]
+    sites: Sites
     servers: Servers = Servers()
 
     def person(self, username: str) -> Person | None:
@@ -250,6 +254,7 @@ def _loc(error: dict[str, Any]) -> str:
 def parse_site(data: Any, source: str, models: dict[str, dict] | None = None) -> Site:
     """Validate a parsed site file; raise DescriptorError (`source: field: reason`)."""
     kits = parse_kits(data, source, models if models is not None else load_models())
+    sites = parse_sites(data, source, kits)
     try:
         spec = SiteSpec.model_validate(data)
     except ValidationError as err:
@@ -263,6 +268,7 @@ def parse_site(data: Any, source: str, models: dict[str, dict] | None = None) ->
         courses=spec.courses,
         people=spec.people,
         kits=kits,
+        sites=sites,
         servers=spec.servers,
     )
 
