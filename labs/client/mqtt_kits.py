@@ -642,6 +642,17 @@ class Kit:
 
         return unsubscribe
 
+    # ------------------------------------------------------------ recordings
+
+    def replay(self, start: Any, end: Any, service: Any = None) -> Any:
+        """The recorded range [start, end) (epoch seconds or datetimes) from the lab service's
+        history: a `labs.client.recorded.Replay`. `service`: a LabService (default: from the
+        environment, as `LabService()`)."""
+        from labs.client.recorded import fetch_replay  # the REST side; MQTT-only users skip it
+        from labs.client.rest_service import LabService
+
+        return fetch_replay(service or LabService(), self.kit_id, start, end)
+
     # ------------------------------------------------------------ commands
 
     def set(

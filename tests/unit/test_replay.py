@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 from tornado.httpserver import HTTPServer
@@ -313,3 +314,48 @@ def test_frame_route_serves_a_recorded_jpeg_within_rights_only(port):
     assert status == 403 and kind.startswith("application/json")
     status, _ = get(port, f"/api/kits/{KIT}/frames/not-a-time", "admin")
     assert status == 400
+
+
+# ---------------------------------------------------------------- client and replay mode
+
+
+def test_client_replay_gives_the_timeline_as_numpy_series(port):
+    from labs.client import LabService, fetch_replay
+
+    service = LabService(f"http://127.0.0.1:{port}", token("anna"))
+    rec = fetch_replay(service, KIT, T0 + 600, T0 + 900)
+    t, power = rec.series("lamp-power")
+    assert t.dtype == power.dtype == np.float64 and len(t) == 3000
+    assert power[:3].tolist() == [0.0, 1.0, 2.0]
+    assert rec.at(T0 + 600.25) == {"lamp-power": 2.0}
+    assert [c["outcome"] for c in rec.commands_until(T0 + 850)] == ["applied", "rejected"]
+    assert rec.frame_at(T0 + 600.5)["seq"] == 6000
+    assert service.frame_jpeg(rec.frames[0]["url"]) == JPEG
+
+
+def test_replay_mode_scrubs_to_the_recorded_values_and_shows_commands(port):
+    from hardware_kits.descriptor import load_models
+    from labs.client import LabService
+    from labs.i18n import Texts
+    from labs.widgets.replay import ReplayView, replay_view
+
+    service = LabService(f"http://127.0.0.1:{port}", token("anna"))
+    descriptor = load_models()["street-lighting"]
+    view = ReplayView(service, KIT, T0 + 600, T0 + 900, Texts("en"), descriptor)
+    view.slider.value = 1234  # 123.4 s in: sample seq 7234, lamp-power 34
+    assert "data-seq='7234'" in view.position.value
+    assert ">34" in view.readings.widget.value
+    assert "applied" in view.commands.value and "rejected" not in view.commands.value
+    assert view.picture.value == JPEG
+    view.speed.value = 8
+    assert view.play.step == 8
+    texts = Texts("ru")
+    refused = replay_view(
+        LabService(f"http://127.0.0.1:{port}", token("boris"), lang="ru"),
+        KIT,
+        str(T0 + 600),
+        str(T0 + 900),
+        texts,
+        descriptor,
+    )
+    assert "нельзя" in refused.value and "lamp-power" not in refused.value
