@@ -305,6 +305,7 @@ class KitPage(Page):
                 wanted.get("end", ""),
                 self.texts,
                 kit.descriptor,
+                error_box,
             )
         dashboard = KitDashboard(
             self.lab, kit_id, self.runner, self.texts, service=self.service, max_rate=max_rate()

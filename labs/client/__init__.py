@@ -101,7 +101,9 @@ def connect(
             raise LabConnectionError(
                 f"no broker URL: the lab service did not give one: {err}"
             ) from None
-    return open_lab(url, client_id=client_id, history=history, timeout=timeout)
+    lab = open_lab(url, client_id=client_id, history=history, timeout=timeout)
+    lab.service_factory = LabService  # recorded ranges come from the lab service (Kit.replay)
+    return lab
 
 
 __all__ = [

@@ -33,6 +33,7 @@ from labs.client.errors import (
     LabTimeout,
     UnknownKit,
 )
+from labs.client.recorded import Replay, ReplaySource, fetch_replay
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,8 @@ class Lab:
         self.malformed = 0  # messages ignored (in whole or in part) because they break protocol
         self.callback_errors = 0
         self._cond = threading.Condition()  # guards every kit's state and the fields below
+        # Makes the lab service's client for `Kit.replay` (set by `labs.client.connect`).
+        self.service_factory: Callable[[], ReplaySource] | None = None
         self._kits: dict[str, Kit] = {}
         self._state_callbacks: tuple[StateCallback, ...] = ()  # replaced, never mutated
         self._pending: dict[str, _Pending] = {}  # by command id
@@ -644,14 +647,14 @@ class Kit:
 
     # ------------------------------------------------------------ recordings
 
-    def replay(self, start: Any, end: Any, service: Any = None) -> Any:
+    def replay(self, start: Any, end: Any, service: ReplaySource | None = None) -> Replay:
         """The recorded range [start, end) (epoch seconds or datetimes) from the lab service's
-        history: a `labs.client.recorded.Replay`. `service`: a LabService (default: from the
-        environment, as `LabService()`)."""
-        from labs.client.recorded import fetch_replay  # the REST side; MQTT-only users skip it
-        from labs.client.rest_service import LabService
-
-        return fetch_replay(service or LabService(), self.kit_id, start, end)
+        history (`labs.client.recorded.Replay`). `service`: a LabService; by default the one
+        `labs.client.connect` found in the environment."""
+        source = service or (self.lab.service_factory() if self.lab.service_factory else None)
+        if source is None:
+            raise LabConfigError("replay needs the lab service: pass service=LabService(...)")
+        return fetch_replay(source, self.kit_id, start, end)
 
     # ------------------------------------------------------------ commands
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from labs.client.rest_service import LabService
+
+class ReplaySource(Protocol):
+    """What a replay is read from: `labs.client.LabService` (its REST API)."""
+
+    def replay(self, kit_id: str, start: float, end: float) -> dict[str, Any]: ...
 
 
 def epoch(when: float | dt.datetime) -> float:
@@ -94,7 +98,7 @@ def _number(value: Any) -> float:
 
 
 def fetch_replay(
-    service: LabService, kit_id: str, start: float | dt.datetime, end: float | dt.datetime
+    service: ReplaySource, kit_id: str, start: float | dt.datetime, end: float | dt.datetime
 ) -> Replay:
     """A recorded range of a kit; LabServiceError (403) outside the caller's rights."""
     return Replay.from_json(service.replay(kit_id, epoch(start), epoch(end)))

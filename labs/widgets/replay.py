@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
@@ -178,10 +179,10 @@ def replay_view(
     end: str,
     texts: Texts,
     descriptor: dict[str, Any] | None,
+    error_box: Callable[..., W.Widget],
 ) -> W.Widget:
-    """The replay mode's content, or a one-line reason in the page's language."""
-    from labs.pages import error_box  # the page frame's helper; pages imports this module
-
+    """The replay mode's content, or a one-line reason in the page's language (`error_box`:
+    the page frame's, labs.pages.error_box)."""
     if service is None:
         return error_box(texts, "replay_needs_service", detail="")
     try:

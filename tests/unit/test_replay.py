@@ -331,12 +331,20 @@ def test_client_replay_gives_the_timeline_as_numpy_series(port):
     assert [c["outcome"] for c in rec.commands_until(T0 + 850)] == ["applied", "rejected"]
     assert rec.frame_at(T0 + 600.5)["seq"] == 6000
     assert service.frame_jpeg(rec.frames[0]["url"]) == JPEG
+    from labs.client import Kit
+
+    lab = type("LabStub", (), {"_cond": threading.Condition(), "service_factory": None})()
+    kit = Kit(lab, KIT)  # type: ignore[arg-type]
+    assert kit.replay(T0 + 600, T0 + 601, service=service).telemetry[0]["seq"] == 6000
+    lab.service_factory = lambda: service
+    assert len(kit.replay(T0 + 600, T0 + 601).telemetry) == 10
 
 
 def test_replay_mode_scrubs_to_the_recorded_values_and_shows_commands(port):
     from hardware_kits.descriptor import load_models
     from labs.client import LabService
     from labs.i18n import Texts
+    from labs.pages import error_box
     from labs.widgets.replay import ReplayView, replay_view
 
     service = LabService(f"http://127.0.0.1:{port}", token("anna"))
@@ -357,5 +365,6 @@ def test_replay_mode_scrubs_to_the_recorded_values_and_shows_commands(port):
         str(T0 + 900),
         texts,
         descriptor,
+        error_box,
     )
     assert "нельзя" in refused.value and "lamp-power" not in refused.value
