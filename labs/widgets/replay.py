@@ -35,7 +35,8 @@ def replay_link(kit_id: str, start: float, end: float) -> str:
 
 
 def clock(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """Date and time as the readings row shows times (the server's local time)."""
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
 class ReplayView:
@@ -132,7 +133,10 @@ class ReplayView:
         row = self.record.telemetry[i] if i is not None else None
         self.readings.show(dict(row["values"]) if row else {}, row["ts"] if row else None)
         self.position.value = html(
-            "<span data-seq='{}'>{}</span>", row["seq"] if row else "", clock(at)
+            "<span data-seq='{}' data-ts='{}'>{}</span>",
+            row["seq"] if row else "",
+            f"{at:.3f}",
+            clock(at),
         )
         self.commands.value = self._commands_html(self.record.commands_until(at))
         self._show_frame(at)
