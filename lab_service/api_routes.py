@@ -347,6 +347,7 @@ class Query:
     description: str
     kind: type = bool
     schema: dict[str, Any] | None = None  # the document's, when more than its kind says
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -384,10 +385,13 @@ HISTORY_QUERY = (
     Query("sensors", "comma-separated sensor names (default: all)", str),
 )
 
+GIVEN_TIME = {"type": "string", "pattern": f"{EPOCH_TEXT}|{ISO_TIME}"}
 REPLAY_QUERY = (
-    Query("start", "start, epoch seconds or ISO 8601", str, TIME_QUERY),
-    Query("end", "end, exclusive; at most three hours after start", str, TIME_QUERY),
+    Query("start", "start, epoch seconds or ISO 8601", str, GIVEN_TIME, required=True),
+    Query("end", "end, exclusive; at most three hours after start", str, GIVEN_TIME, True),
 )
+# Path parameters that are neither ids nor kits: what the document says they take.
+PATH_TEXT = {"ts": {"type": "string", "pattern": EPOCH_TEXT}}
 JPEG = {"type": "string", "format": "binary", "description": "one JPEG image"}
 
 ROUTES: tuple[Route, ...] = (
