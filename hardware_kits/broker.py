@@ -28,7 +28,7 @@ from hardware_kits import tls
 from hardware_kits.dynsec import DynSec, allow, deny
 from hardware_kits.mqtt import BrokerAddress, Credentials
 from hardware_kits.tls import TlsFiles, default_names
-from site_config.platform_accounts import BROKER_ADMIN, KIT_PREFIX
+from site_config.platform_accounts import BROKER_ADMIN, CAMERA_PREFIX, KIT_PREFIX
 from site_config.runtime import port_is_free
 
 ADMIN = BROKER_ADMIN
@@ -38,10 +38,13 @@ MOSQUITTO_USER = "mosquitto"
 # The platform's message limit, enforced by Mosquitto for every client (max_packet_size; also
 # announced to MQTT v5 clients in CONNACK): a packet larger than this (payload, topic and
 # properties) is delivered to no one and its sender is disconnected with reason 149, "packet
-# too large". Kits ask for less, their model's max_packet_bytes. Nothing on the platform
-# publishes more than a few kilobytes. Not message_size_limit: Mosquitto 2.0.11 refuses such a
-# PUBLISH with PUBACK 149, a code PUBACK may not carry, which paho takes for a malformed packet.
-MAX_PACKET_BYTES = 256 * 1024
+# too large". Kits ask for less, their model's max_packet_bytes. The largest messages are camera
+# frames (protocol.MAX_FRAME_BYTES of JPEG): the limit leaves room for one of those with its topic
+# and properties, and for a somewhat larger one, which then reaches receivers that drop and count
+# it (rather than costing its camera the connection). Not message_size_limit: Mosquitto 2.0.11
+# refuses such a PUBLISH with PUBACK 149, a code PUBACK may not carry, which paho takes for a
+# malformed packet.
+MAX_PACKET_BYTES = P.MAX_FRAME_BYTES + 64 * 1024
 
 
 class BrokerError(RuntimeError):
@@ -83,6 +86,23 @@ def kit_acls(kit_id: str) -> list[dict]:
     for topic in P.command_subscriptions(kit_id):
         acls += [allow("subscribeLiteral", topic), allow("publishClientReceive", topic)]
     return acls
+
+
+def camera_role(kit_id: str) -> str:
+    """The role (and account) of a kit's camera companion."""
+    return CAMERA_PREFIX + kit_id
+
+
+def camera_acls(kit_id: str) -> list[dict]:
+    """A camera companion publishes its kit's `$camera` and `$camera/#` and nothing else: a
+    compromised camera host cannot fake telemetry, acknowledgements or commands. It reads its
+    kit's `$telemetry` only, for the seq its frames follow."""
+    telemetry = P.telemetry_topic(kit_id)
+    return [
+        *(allow("publishClientSend", topic) for topic in P.camera_filters(kit_id)),
+        allow("subscribeLiteral", telemetry),
+        allow("publishClientReceive", telemetry),
+    ]
 
 
 def command_acls(kit_id: str) -> list[dict]:
@@ -375,6 +395,14 @@ class Broker:
                 dynsec.create_role(observe_role(kit_id), observe_acls(kit_id))
                 creds[kit_id] = self.credentials(kit_role(kit_id))
                 dynsec.ensure_client(creds[kit_id], [kit_role(kit_id)])
+        return creds
+
+    def provision_camera(self, kit_id: str) -> Credentials:
+        """The account of a kit's camera companion (a process beside a real board)."""
+        creds = self.credentials(camera_role(kit_id))
+        with self.admin() as dynsec:
+            dynsec.create_role(camera_role(kit_id), camera_acls(kit_id))
+            dynsec.ensure_client(creds, [camera_role(kit_id)])
         return creds
 
     def provision_user(self, username: str, command_kits: list[str] = ()) -> Credentials:

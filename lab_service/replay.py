@@ -15,17 +15,17 @@ than the viewer may see shows the viewer's part). A range that meets none of the
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import MetaData, Table, and_, or_, select
-from sqlalchemy.exc import NoSuchTableError
+from sqlalchemy import select
 
+from hardware_kits import protocol as P
 from lab_service import history
 from lab_service.service import Forbidden, NotFound, SharingError, User
 from lab_service.store import (
     BookingRow,
+    CameraFrameRow,
     CommandRow,
     KitRow,
     QueueEntryRow,
@@ -37,7 +37,7 @@ from site_config.platform_accounts import CONTROL_PREFIX, SERVICE_ACCOUNT
 MAX_REPLAY_S = 3 * 3600.0  # longest range of one request: 108,000 rows at 10 Hz
 MAX_ROWS = 200_000
 FRAME_MATCH_S = 0.0005  # a frame's URL carries its ts; floats round-trip within this
-FRAMES_TABLE = "camera_frames"
+FRAMES = CameraFrameRow.__table__  # kept by the history recorder (lab_service/history.py)
 
 Window = tuple[float, float]
 
@@ -184,34 +184,16 @@ def frame_path(kit_id: str, ts: float) -> str:
     return f"/api/kits/{kit_id}/frames/{ts!r}"
 
 
-def _frames_table(store: SharingStore) -> Table | None:
-    """The recorder's frame table, or None while the database has none (no camera recording
-    in this deployment's schema yet)."""
-    table = _FRAME_TABLES.get(store.engine)
-    if table is None:  # looked up again until it exists: a migration may add it while we run
-        try:
-            table = Table(FRAMES_TABLE, MetaData(), autoload_with=store.engine)
-        except NoSuchTableError:
-            return None
-        _FRAME_TABLES[store.engine] = table
-    return table
-
-
-_FRAME_TABLES: weakref.WeakKeyDictionary[Any, Table] = weakref.WeakKeyDictionary()
-
-
 def frame_index(store: SharingStore, kit_id: str, start: float, end: float) -> list[Window]:
-    """(ts, seq) of the kit's recorded full-size frames in [start, end), oldest first."""
-    table = _frames_table(store)
-    if table is None:
-        return []
+    """(ts, seq) of the kit's recorded full-size frames in [start, end), oldest first (not
+    their JPEGs: an hour's index is a few kilobytes, its pictures megabytes)."""
+    table = FRAMES
     query = (
         select(table.c.ts, table.c.seq)
         .where(table.c.kit_id == kit_id, table.c.ts >= start, table.c.ts < end)
-        .order_by(table.c.ts)
+        .where(table.c.stream == P.STREAM_FULL)
+        .order_by(table.c.ts, table.c.id)
     )
-    if "stream" in table.c:
-        query = query.where(or_(table.c.stream == "full", table.c.stream.is_(None)))
     with store.transaction() as db:
         return [(float(ts), seq) for ts, seq in db.execute(query)]
 
@@ -223,22 +205,19 @@ def frame(store: SharingStore, user: User, kit_id: str, ts: float, now: float) -
     _require_kit(store, kit_id)
     if not covered(replay_windows(store, user, kit_id, now), ts, ts + FRAME_MATCH_S):
         raise Forbidden("replay-forbidden", kit=kit_id)
-    table = _frames_table(store)
-    jpeg = None
-    if table is not None:
-        query = (
-            select(table.c.jpeg)
-            .where(
-                and_(
-                    table.c.kit_id == kit_id,
-                    table.c.ts >= ts - FRAME_MATCH_S,
-                    table.c.ts <= ts + FRAME_MATCH_S,
-                )
-            )
-            .limit(1)
+    table = FRAMES
+    query = (
+        select(table.c.jpeg)
+        .where(
+            table.c.kit_id == kit_id,
+            table.c.ts >= ts - FRAME_MATCH_S,
+            table.c.ts <= ts + FRAME_MATCH_S,
         )
-        with store.transaction() as db:
-            jpeg = db.scalar(query)
+        .order_by(table.c.id)
+        .limit(1)
+    )
+    with store.transaction() as db:
+        jpeg = db.scalar(query)
     if jpeg is None:
         raise NotFound("no-frame", kit=kit_id, ts=ts)
     return bytes(jpeg)

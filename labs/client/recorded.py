@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-
-class ReplaySource(Protocol):
-    """What a replay is read from: `labs.client.LabService` (its REST API)."""
-
-    def replay(self, kit_id: str, start: float, end: float) -> dict[str, Any]: ...
+from labs.client.recorded_frames import RestCaller
 
 
 def epoch(when: float | dt.datetime) -> float:
@@ -98,7 +95,10 @@ def _number(value: Any) -> float:
 
 
 def fetch_replay(
-    service: ReplaySource, kit_id: str, start: float | dt.datetime, end: float | dt.datetime
+    service: RestCaller, kit_id: str, start: float | dt.datetime, end: float | dt.datetime
 ) -> Replay:
-    """A recorded range of a kit; LabServiceError (403) outside the caller's rights."""
-    return Replay.from_json(service.replay(kit_id, epoch(start), epoch(end)))
+    """A recorded range of a kit (`service`: a LabService); LabServiceError (403) outside the
+    caller's rights."""
+    query = {"start": repr(epoch(start)), "end": repr(epoch(end))}
+    path = f"/api/kits/{urllib.parse.quote(kit_id, safe='')}/replay"
+    return Replay.from_json(service.request("GET", path, query=query))

@@ -121,7 +121,8 @@ class LabService:
     # ------------------------------------------------------------ kits
 
     def replay(self, kit_id: str, start: float, end: float) -> dict[str, Any]:
-        """A recorded range of a kit as the service's JSON (see `labs.client.recorded`)."""
+        """A recorded range of a kit as the service's JSON (`Kit.replay` gives it as a
+        `labs.client.recorded.Replay`)."""
         query = {"start": repr(float(start)), "end": repr(float(end))}
         return self.request("GET", f"/api/kits/{_quote(kit_id)}/replay", query=query)
 

@@ -115,7 +115,14 @@ def test_a_recorded_session_replays_the_live_values_and_commands_at_x8_and_scrub
         assert shown["value"] == _live_text(recorded, shown["sample"]), shown
 
     eventually(scrubbed, timeout=10)
+    # the synthetic camera's picture of that moment, recorded at about a frame a second
+    eventually(lambda: _assert_visible(page, ".smartlab-replay-picture"), timeout=10)
     screenshot(page, "replay-scrubbed")
+
+
+def _assert_visible(page, selector: str) -> None:
+    box = page.locator(selector).bounding_box()
+    assert box is not None and box["height"] > 20, box
 
 
 def _assert_all_commands(text: str) -> None:

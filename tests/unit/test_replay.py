@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import text
 from tornado.httpserver import HTTPServer
 
 from lab_service import replay as R
@@ -23,6 +22,7 @@ from lab_service.policy import SharingPolicy
 from lab_service.service import Forbidden, KitSharing, User
 from lab_service.store import (
     BookingRow,
+    CameraFrameRow,
     CommandRow,
     KitRow,
     QueueEntryRow,
@@ -60,7 +60,7 @@ def user(who: str) -> User:
 def store(database_url: str) -> Iterator[SharingStore]:
     """A kit with one hour of 10 Hz telemetry from T0; anna's session T0+600..T0+900 (walk-in,
     queued as a member of the course), boris's T0+1200..T0+1500, the course's booked slot
-    T0+1800..T0+2700, commands in each, and a frame table with a frame a second."""
+    T0+1800..T0+2700, commands in each, and a recorded frame a second."""
     db = SharingStore(database_url)
     with db.transaction() as s:
         s.add(KitRow(id=KIT, model="street-lighting", registered_at=T0 - 10))
@@ -142,25 +142,10 @@ def store(database_url: str) -> Iterator[SharingStore]:
             for i in range(36_000)
         ],
     )
-    with db.engine.begin() as c:  # the camera recorder's table, as its migration makes it
-        c.execute(
-            text(
-                "CREATE TABLE camera_frames (id INTEGER PRIMARY KEY, kit_id VARCHAR(64),"
-                " ts FLOAT, seq INTEGER, stream VARCHAR(8), jpeg BYTEA)"
-                if db.engine.dialect.name == "postgresql"
-                else "CREATE TABLE camera_frames (id INTEGER PRIMARY KEY, kit_id VARCHAR(64),"
-                " ts FLOAT, seq INTEGER, stream VARCHAR(8), jpeg BLOB)"
-            )
-        )
-        c.execute(
-            text(
-                "INSERT INTO camera_frames (id, kit_id, ts, seq, stream, jpeg) "
-                "VALUES (:id, :kit, :ts, :seq, 'full', :jpeg)"
-            ),
-            [
-                {"id": i + 1, "kit": KIT, "ts": T0 + i + 0.05, "seq": 10 * i, "jpeg": JPEG}
-                for i in range(3600)
-            ],
+    with db.transaction() as s:  # the recorder keeps about a frame a second
+        s.add_all(
+            CameraFrameRow(kit_id=KIT, ts=T0 + i + 0.05, seq=10 * i, stream="full", jpeg=JPEG)
+            for i in range(3600)
         )
     yield db
     db.close()
@@ -227,7 +212,7 @@ def test_bad_ranges_are_refused(store):
         R.replay(store, user("admin"), KIT, T0, T0 + 4 * 3600, NOW)
 
 
-def test_without_a_frame_table_the_frame_list_is_empty(tmp_path):
+def test_a_kit_without_recorded_frames_has_an_empty_frame_list(tmp_path):
     db = SharingStore(f"sqlite:///{tmp_path / 'plain.sqlite'}")
     with db.transaction() as s:
         s.add(KitRow(id=KIT, model="street-lighting", registered_at=T0))
@@ -333,10 +318,9 @@ def test_client_replay_gives_the_timeline_as_numpy_series(port):
     assert service.frame_jpeg(rec.frames[0]["url"]) == JPEG
     from labs.client import Kit
 
-    lab = type("LabStub", (), {"_cond": threading.Condition(), "service_factory": None})()
+    lab = type("LabStub", (), {"_cond": threading.Condition(), "lab_service": lambda _s: service})()
     kit = Kit(lab, KIT)  # type: ignore[arg-type]
     assert kit.replay(T0 + 600, T0 + 601, service=service).telemetry[0]["seq"] == 6000
-    lab.service_factory = lambda: service
     assert len(kit.replay(T0 + 600, T0 + 601).telemetry) == 10
 
 
