@@ -259,6 +259,10 @@ class ApiHandler(JsonErrors):
             name = route.path.rsplit("/", 1)[-1]
             self.set_header("Content-Disposition", f'attachment; filename="{name}"')
             self.finish(result)
+        elif route.media == "image/jpeg":
+            self.set_header("Content-Type", route.media)
+            self.set_header("Cache-Control", "private, max-age=86400")  # a recording never changes
+            self.finish(result)
         else:
             self.set_header("Content-Type", JSON_TYPE)
             self.finish(json.dumps(result))

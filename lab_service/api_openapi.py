@@ -9,7 +9,7 @@ from pydantic import (
     BaseModel,
 )
 
-from lab_service.api_routes import Route, path_params
+from lab_service.api_routes import PATH_TEXT, Route, path_params
 from lab_service.api_schemas import KIT_ID, MAX_ID, ErrorView
 
 # ---------------------------------------------------------------- OpenAPI
@@ -64,7 +64,7 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
                 "required": True,
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}
                 if name.endswith("_id") and name != "kit_id"
-                else {"type": "string", "pattern": KIT_ID},
+                else PATH_TEXT.get(name, {"type": "string", "pattern": KIT_ID}),
             }
             for name in path_params(route.path)
         ]
@@ -72,7 +72,7 @@ def openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
             {
                 "name": q.name,
                 "in": "query",
-                "required": False,
+                "required": q.required,
                 "description": q.description,
                 "schema": q.schema or {"type": "boolean" if q.kind is bool else "string"},
             }

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from hardware_kits.descriptor import load_models
 from hardware_kits.mqtt import Credentials
-from lab_service import history, records
+from lab_service import history, records, replay
 from lab_service.api_schemas import (
     EPOCH_TEXT,
     ISO_TIME,
@@ -327,6 +327,33 @@ def _descriptors() -> dict[str, dict]:
     return load_models()
 
 
+def kit_replay(c: Call) -> dict:
+    """A recorded range of a kit as the caller may see it (lab_service/replay.py's rules)."""
+    kit_id = c.args["kit_id"]
+    for name in ("start", "end"):
+        if not c.query.get(name):
+            raise ApiError(400, "replay-query", name=name)
+    start = _query_time(c.query, "start", 0.0)
+    end = _query_time(c.query, "end", 0.0)
+    model = next((k["model"] for k in c.service.kits() if k["id"] == kit_id), None)
+    return replay.replay(
+        c.service.store,
+        c.user,
+        kit_id,
+        start,
+        end,
+        c.service.clock(),
+        descriptor=_descriptors().get(model or ""),
+    )
+
+
+def kit_frame(c: Call) -> bytes:
+    raw = c.args["ts"]
+    if not re.fullmatch(EPOCH_TEXT, raw):
+        raise ApiError(400, "frame-ts", value=raw[:40])
+    return replay.frame(c.service.store, c.user, c.args["kit_id"], float(raw), c.service.clock())
+
+
 def openapi_document(c: Call) -> dict:
     return c.ctx.openapi
 
@@ -340,6 +367,7 @@ class Query:
     description: str
     kind: type = bool
     schema: dict[str, Any] | None = None  # the document's, when more than its kind says
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -376,6 +404,15 @@ HISTORY_QUERY = (
     Query("to", "end, exclusive (empty or absent: now)", str, TIME_QUERY),
     Query("sensors", "comma-separated sensor names (default: all)", str),
 )
+
+GIVEN_TIME = {"type": "string", "pattern": f"{EPOCH_TEXT}|{ISO_TIME}"}
+REPLAY_QUERY = (
+    Query("start", "start, epoch seconds or ISO 8601", str, GIVEN_TIME, required=True),
+    Query("end", "end, exclusive; at most three hours after start", str, GIVEN_TIME, True),
+)
+# Path parameters that are neither ids nor kits: what the document says they take.
+PATH_TEXT = {"ts": {"type": "string", "pattern": EPOCH_TEXT}}
+JPEG = {"type": "string", "format": "binary", "description": "one JPEG image"}
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/kits", list_kits, "Kits in the pool (not retired)", response=[KitView]),
@@ -542,6 +579,22 @@ ROUTES: tuple[Route, ...] = (
         "last hour): ts, seq and the JPEG in base64",
         response={"type": "array", "items": {"type": "object"}},
         query=HISTORY_QUERY[:2],
+    ),
+    Route(
+        "GET",
+        "/api/kits/{kit_id}/replay",
+        kit_replay,
+        "A recorded range of a kit within my rights: telemetry, commands, frames' index",
+        response={"type": "object"},
+        query=REPLAY_QUERY,
+    ),
+    Route(
+        "GET",
+        "/api/kits/{kit_id}/frames/{ts}",
+        kit_frame,
+        "One recorded camera frame (its `ts` from a replay's frame index), within my rights",
+        response=JPEG,
+        media="image/jpeg",
     ),
     Route(
         "GET",

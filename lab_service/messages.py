@@ -200,6 +200,31 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "hub user {name!r} cannot use the lab: {detail}",
         "пользователь хаба {name!r} не может работать в лаборатории: {detail}",
     ),
+    # replay of recorded ranges
+    "replay-forbidden": (
+        "you may not replay this time of kit {kit}: only your own sessions, your courses' "
+        "booked slots (instructors: their courses' sessions) and, for lab admins, everything",
+        "этот отрезок стенда {kit} вам смотреть нельзя: доступны только ваши сеансы, "
+        "забронированные занятия ваших курсов (преподавателям — сеансы их курсов), "
+        "администраторам лаборатории — всё",
+    ),
+    "replay-range": (
+        "start and end must be times with start before end (got {start} and {end})",
+        "start и end должны быть временем, start раньше end (получено {start} и {end})",
+    ),
+    "replay-too-long": (
+        "a replay covers at most {hours} hours; ask for a shorter range",
+        "повтор охватывает не больше {hours} ч; запросите отрезок короче",
+    ),
+    "replay-query": ("query parameter {name} is required", "нужен параметр запроса {name}"),
+    "frame-ts": (
+        "frame time {value!r} is not epoch seconds",
+        "время кадра {value!r} — не секунды эпохи",
+    ),
+    "no-frame": (
+        "no recorded frame of kit {kit} at {ts}",
+        "нет записанного кадра стенда {kit} в {ts}",
+    ),
     # the service itself
     "broker-failed": (
         "the MQTT broker failed, try again: {detail}",

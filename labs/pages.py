@@ -44,6 +44,7 @@ from labs.widgets.kit_dashboard import KitDashboard
 from labs.widgets.live import DEFAULT_MAX_RATE, Runner
 from labs.widgets.markup import html
 from labs.widgets.overview import OverviewBoard
+from labs.widgets.replay import recordings_list, replay_view
 from labs.widgets.session_panel import ServiceBanner, SessionPanel
 
 log = logging.getLogger(__name__)
@@ -292,9 +293,20 @@ class KitPage(Page):
         if not kit_id:
             return error_box(self.texts, "no_kit", known=known)
         try:
-            self.lab.kit(kit_id, timeout=3)
+            kit = self.lab.kit(kit_id, timeout=3)
         except UnknownKit:
             return error_box(self.texts, "unknown_kit", kit=kit_id, known=known)
+        wanted = query()
+        if "start" in wanted or "end" in wanted:  # replay mode: a recorded range
+            return replay_view(
+                self.service,
+                kit_id,
+                wanted.get("start", ""),
+                wanted.get("end", ""),
+                self.texts,
+                kit.descriptor,
+                error_box,
+            )
         dashboard = KitDashboard(
             self.lab, kit_id, self.runner, self.texts, service=self.service, max_rate=max_rate()
         )
@@ -306,6 +318,7 @@ class KitPage(Page):
             )
             self._closables.append(panel)
             parts.insert(0, panel.widget)
+        parts.append(recordings_list(self.service, kit_id, self.texts))
         self.dashboard = dashboard
         return W.VBox(parts)
 

@@ -64,6 +64,7 @@ from labs.client.mqtt_kits import (
     StateCallback,
     open_lab,
 )
+from labs.client.recorded import Replay, fetch_replay
 from labs.client.rest_service import (
     DEFAULT_SERVICE_URL,
     HUB_TOKEN_ENV,
@@ -135,9 +136,11 @@ __all__ = [
     "LabServiceUnavailable",
     "LabTimeout",
     "Progress",
+    "Replay",
     "SampleCallback",
     "StateCallback",
     "UnknownKit",
     "connect",
+    "fetch_replay",
     "session",
 ]

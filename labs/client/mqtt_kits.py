@@ -33,6 +33,7 @@ from labs.client.errors import (
     LabTimeout,
     UnknownKit,
 )
+from labs.client.recorded import Replay, fetch_replay
 from labs.client.recorded_frames import RestCaller, fetch_frames
 
 log = logging.getLogger(__name__)
@@ -672,6 +673,14 @@ class Kit:
                 self._subscribers = tuple(c for c in self._subscribers if c is not callback)
 
         return unsubscribe
+
+    # ------------------------------------------------------------ recordings
+
+    def replay(self, start: Any, end: Any, service: RestCaller | None = None) -> Replay:
+        """The recorded range [start, end) (epoch seconds or datetimes) from the lab service's
+        history, within the caller's rights (`labs.client.recorded.Replay`: the timeline the
+        dashboard's replay mode shows); `service` defaults to `lab.lab_service()`."""
+        return fetch_replay(service or self.lab.lab_service(), self.kit_id, start, end)
 
     # ------------------------------------------------------------ commands
 

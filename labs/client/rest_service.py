@@ -77,6 +77,19 @@ class LabService:
         self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
     ) -> Any:
         """One call: JSON in, JSON (or CSV text) out; LabServiceError on a refusal."""
+        raw, media = self.request_raw(method, path, body, query)
+        if media != "application/json":
+            return raw.decode()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise LabServiceError(f"unreadable answer to {method} {path}") from None
+
+    def request_raw(
+        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
+    ) -> tuple[bytes, str]:
+        """One call: the answer's bytes and media type (a JPEG frame); LabServiceError on a
+        refusal."""
         url = self.url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         headers = {"Accept": "application/json"}
         if self.token:
@@ -103,14 +116,19 @@ class LabService:
             raise LabServiceUnavailable(
                 f"cannot reach the lab service at {self.url}: {reason}"
             ) from None
-        if media != "application/json":
-            return raw.decode()
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise LabServiceError(f"unreadable answer to {method} {path}") from None
+        return raw, media
 
     # ------------------------------------------------------------ kits
+
+    def replay(self, kit_id: str, start: float, end: float) -> dict[str, Any]:
+        """A recorded range of a kit as the service's JSON (`Kit.replay` gives it as a
+        `labs.client.recorded.Replay`)."""
+        query = {"start": repr(float(start)), "end": repr(float(end))}
+        return self.request("GET", f"/api/kits/{_quote(kit_id)}/replay", query=query)
+
+    def frame_jpeg(self, url: str) -> bytes:
+        """One recorded frame's JPEG, by the `url` a replay's frame index gives."""
+        return self.request_raw("GET", url)[0]
 
     def kits(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/kits")

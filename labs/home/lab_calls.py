@@ -48,7 +48,13 @@ async def call(base: str, path: str, token: str, lang: str) -> Any:
 
 
 async def gather(
-    base: str, token: str, lang: str, *, usage: bool, spark_kits: list[str]
+    base: str,
+    token: str,
+    lang: str,
+    *,
+    usage: bool,
+    spark_kits: list[str],
+    recordings: bool = False,
 ) -> dict[str, Any]:
     """{kits, queue, sessions, bookings[, usage], sparklines} or {error: one line, ...}."""
     paths = {
@@ -59,6 +65,8 @@ async def gather(
     }
     if usage:
         paths["usage"] = "/api/usage"
+    if recordings:  # every own session, ended ones too: each is a replayable recording
+        paths["recordings"] = "/api/sessions"
     since = f"{time.time() - SPARK_WINDOW_S:.0f}"
     spark_paths = {k: f"/api/kits/{k}/history.json?from={since}" for k in spark_kits}
     keys = [*paths, *spark_paths]

@@ -228,6 +228,7 @@ def build_page(
             for s in lab.get("sessions") or []
             if s.get("state") != "released"
         ]
+        page["recordings"] = recordings(name, lang, lab.get("recordings") or [], t, directory)
     if who.student_of or who.teaches:
         page["bookings"] = [
             t(
@@ -269,6 +270,37 @@ def build_page(
     if who.hub_admin:
         page["hub_admin_url"] = HUB_ADMIN_URL
     return page
+
+
+RECORDINGS_SHOWN = 5
+
+
+def recordings(
+    name: str, lang: str, sessions: list[dict[str, Any]], t: Texts, directory: Directory
+) -> list[dict[str, str]]:
+    """The person's latest ended sessions as links to their replay (the kit dashboard's
+    replay mode, labs/widgets/replay.py), newest first."""
+    ended = [s for s in sessions if s.get("released_at")]
+    ended.sort(key=lambda s: float(s["granted_at"]), reverse=True)
+    return [
+        {
+            "text": t(
+                "recording_line",
+                kit=directory.kit_name(s["kit"], lang) or s["kit"],
+                start=clock(float(s["granted_at"])),
+                end=time.strftime("%H:%M", time.localtime(float(s["released_at"]))),
+            ),
+            "url": dashboard_url(
+                name,
+                "kit.ipynb",
+                lang,
+                kit=s["kit"],
+                start=f"{float(s['granted_at']):.3f}",
+                end=f"{float(s['released_at']):.3f}",
+            ),
+        }
+        for s in ended[:RECORDINGS_SHOWN]
+    ]
 
 
 def sparkline(values: list[float], width: int = 120, height: int = 32) -> str | None:

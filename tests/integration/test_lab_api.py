@@ -488,6 +488,8 @@ ROUTES = {
     ("GET", "/api/kits/{kit_id}/history.json"),
     ("GET", "/api/kits/{kit_id}/frames.json"),
     ("GET", "/api/kits/{kit_id}/history.csv"),
+    ("GET", "/api/kits/{kit_id}/replay"),
+    ("GET", "/api/kits/{kit_id}/frames/{ts}"),
 }
 
 
@@ -516,7 +518,7 @@ def test_openapi_describes_every_route_the_server_has(stack):
         op = doc["paths"][path][method.lower()]
         assert any(code.startswith("2") for code in op["responses"]), (method, path)
         # The server answers every documented route (as a user without rights: no effect).
-        concrete = path.replace("{kit_id}", LAMP1)
+        concrete = path.replace("{kit_id}", LAMP1).replace("{ts}", "1.5")
         for name in ("entry_id", "session_id", "booking_id"):
             concrete = concrete.replace("{" + name + "}", "999999")
         status, answer = stack.call(method, concrete, "erin", raw=b"")

@@ -240,3 +240,30 @@ def test_kits_are_named_in_the_page_language_from_the_site_file() -> None:
     en = build_page("anna", groups, "en", directory, {"kits": kits}, {}, {}, {})
     assert ru["kits"][0]["name"] != en["kits"][0]["name"] == "Street lights, Lenina St."
     assert "Ленина" in ru["kits"][0]["name"]
+
+
+def test_students_ended_sessions_are_links_to_their_replay_newest_first() -> None:
+    sessions = [
+        {"kit": "sl-1", "state": "released", "granted_at": 1_800_000_000.0,
+         "released_at": 1_800_000_900.0},
+        {"kit": "sl-1", "state": "active", "granted_at": 1_800_009_000.0, "released_at": None},
+        {"kit": "x-1", "state": "released", "granted_at": 1_800_005_000.0,
+         "released_at": 1_800_005_600.5},
+    ]  # fmt: skip
+    p = page("anna", ["nbgrader-lights"], "ru", recordings=sessions)
+    assert [r["url"] for r in p["recordings"]] == [
+        spawn(
+            "anna",
+            "/user/anna/voila/render/dashboards/kit.ipynb?kit=x-1&start=1800005000.000"
+            "&end=1800005600.500&lang=ru",
+        ),
+        spawn(
+            "anna",
+            "/user/anna/voila/render/dashboards/kit.ipynb?kit=sl-1&start=1800000000.000"
+            "&end=1800000900.000&lang=ru",
+        ),
+    ]  # the live session is not a recording yet
+    html = render(p, "ru")
+    assert "Записи моих сеансов" in html and "Повтор: x-1" in html
+    nothing = render(page("anna", ["nbgrader-lights"], "ru"), "ru")
+    assert "Записанных сеансов пока нет" in nothing
