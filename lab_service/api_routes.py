@@ -305,7 +305,9 @@ def frames_json(c: Call) -> list[dict]:
     start = _query_time(c.query, "from", end - 3600.0)
     if end < start:
         raise ApiError(400, "history-range", start=start, end=end)
-    rows = history.frames(c.service.store, kit_id, start, end, limit=FRAMES_PER_ANSWER)
+    rows = replay.recorded_frames(
+        c.service.store, c.user, kit_id, start, end, c.service.clock(), limit=FRAMES_PER_ANSWER
+    )
     return [
         {"ts": r.ts, "seq": r.seq, "jpeg": base64.b64encode(r.jpeg).decode("ascii")} for r in rows
     ]
@@ -575,8 +577,8 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/api/kits/{kit_id}/frames.json",
         frames_json,
-        "Recorded camera frames of a kit, oldest first, at most 300 per answer (default: the "
-        "last hour): ts, seq and the JPEG in base64",
+        "Recorded camera frames of a kit within my replay rights, oldest first, at most 300 per "
+        "answer (default: the last hour): ts, seq and the JPEG in base64",
         response={"type": "array", "items": {"type": "object"}},
         query=HISTORY_QUERY[:2],
     ),

@@ -198,6 +198,24 @@ def frame_index(store: SharingStore, kit_id: str, start: float, end: float) -> l
         return [(float(ts), seq) for ts, seq in db.execute(query)]
 
 
+def recorded_frames(
+    store: SharingStore, user: User, kit_id: str, start: float, end: float, now: float, limit: int
+) -> list[history.RecordedFrame]:
+    """The kit's recorded frames in [start, end) that `user` may replay, oldest first, at most
+    `limit`. A camera may show people in the lab: recorded pictures follow the replay rights,
+    not the live view's (everyone watches the kit now, not anyone's past)."""
+    windows = replay_windows(store, user, kit_id, now)
+    if windows == []:
+        raise Forbidden("replay-forbidden", kit=kit_id)
+    rows: list[history.RecordedFrame] = []
+    parts = covered(windows, start, end)  # none: past the last window, an empty page
+    for lo, hi in parts:  # page by page within each window: pages never stop at a gap
+        rows += history.frames(store, kit_id, lo, hi, limit=limit - len(rows))
+        if len(rows) >= limit:
+            break
+    return rows
+
+
 def frame(store: SharingStore, user: User, kit_id: str, ts: float, now: float) -> bytes:
     """One recorded JPEG, if `user` may replay its time."""
     if not math.isfinite(ts):

@@ -868,12 +868,13 @@ def test_telemetry_history_as_json_and_csv(stack):
 
 def test_recorded_frames_of_a_running_twin_come_back_through_the_client_as_arrays(stack):
     """The service keeps about a frame a second of every kit's picture; a notebook reads them
-    with `lab.kit(id).frames(start, end)`, through the REST API with its own token."""
+    with `lab.kit(id).frames(start, end)`, through the REST API with its own token, within its
+    replay rights (a lab admin's: everything; a student who never held the kit: nothing)."""
     start = time.time() - 1
     url = stack.service.url
-    watch = stack.ok("GET", "/api/me/mqtt", "alice")["watch"]
+    watch = stack.ok("GET", "/api/me/mqtt", "admin")["watch"]
     lab = open_lab(
-        watch, client_id="api-test-frames", service=lambda: LabService(url, token("alice"))
+        watch, client_id="api-test-frames", service=lambda: LabService(url, token("admin"))
     )
     stack.labs.append(lab)
     lab.wait_for_kits([LAMP1], timeout=10)
@@ -888,10 +889,12 @@ def test_recorded_frames_of_a_running_twin_come_back_through_the_client_as_array
     assert all(a.dtype.name == "uint8" for _ts, a in pictures)
     times = [ts for ts, _a in pictures]
     assert times == sorted(times) and all(b - a >= 0.99 for a, b in itertools.pairwise(times))
-    rows = stack.ok("GET", f"/api/kits/{LAMP1}/frames.json?from={start}")
+    rows = stack.ok("GET", f"/api/kits/{LAMP1}/frames.json?from={start}", "admin")
     assert rows[0]["seq"] >= 1 and set(rows[0]) == {"ts", "seq", "jpeg"}
+    status, answer = stack.call("GET", f"/api/kits/{LAMP1}/frames.json?from={start}", "erin")
+    assert status == 403 and "jpeg" not in json.dumps(answer)
     assert stack.call("GET", "/api/kits/no-such-kit/frames.json", "alice")[0] == 404
-    status, answer = stack.call("GET", f"/api/kits/{LAMP1}/frames.json?from=2&to=1", "alice")
+    status, answer = stack.call("GET", f"/api/kits/{LAMP1}/frames.json?from=2&to=1", "admin")
     assert status == 400 and "\n" not in answer["error"]
     assert stack.call("GET", f"/api/kits/{LAMP1}/frames.json", None)[0] == 401
 
