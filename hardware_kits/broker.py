@@ -28,7 +28,7 @@ from hardware_kits import tls
 from hardware_kits.dynsec import DynSec, allow, deny
 from hardware_kits.mqtt import BrokerAddress, Credentials
 from hardware_kits.tls import TlsFiles, default_names
-from site_config.platform_accounts import BROKER_ADMIN, KIT_PREFIX
+from site_config.platform_accounts import BROKER_ADMIN, CAMERA_PREFIX, KIT_PREFIX
 from site_config.runtime import port_is_free
 
 ADMIN = BROKER_ADMIN
@@ -83,6 +83,17 @@ def kit_acls(kit_id: str) -> list[dict]:
     for topic in P.command_subscriptions(kit_id):
         acls += [allow("subscribeLiteral", topic), allow("publishClientReceive", topic)]
     return acls
+
+
+def camera_role(kit_id: str) -> str:
+    """The role (and account) of a kit's camera companion."""
+    return CAMERA_PREFIX + kit_id
+
+
+def camera_acls(kit_id: str) -> list[dict]:
+    """A camera companion publishes its kit's `$camera` and `$camera/#` and nothing else: a
+    compromised camera host cannot fake telemetry, acknowledgements or commands."""
+    return [allow("publishClientSend", topic) for topic in P.camera_filters(kit_id)]
 
 
 def command_acls(kit_id: str) -> list[dict]:
@@ -375,6 +386,14 @@ class Broker:
                 dynsec.create_role(observe_role(kit_id), observe_acls(kit_id))
                 creds[kit_id] = self.credentials(kit_role(kit_id))
                 dynsec.ensure_client(creds[kit_id], [kit_role(kit_id)])
+        return creds
+
+    def provision_camera(self, kit_id: str) -> Credentials:
+        """The account of a kit's camera companion (a process beside a real board)."""
+        creds = self.credentials(camera_role(kit_id))
+        with self.admin() as dynsec:
+            dynsec.create_role(camera_role(kit_id), camera_acls(kit_id))
+            dynsec.ensure_client(creds, [camera_role(kit_id)])
         return creds
 
     def provision_user(self, username: str, command_kits: list[str] = ()) -> Credentials:

@@ -4,6 +4,9 @@ The runner does what the firmware does on a board: announce the kit (Homie `$sta
 `$description`, actuator values) with a last will of `lost`, answer every command with an
 acknowledgement to the requester's response topic, publish telemetry at the kit's rate with its
 timestamp and sequence number, mirror sensor values as Homie property values and report `$status`.
+Beside the telemetry, a synthetic camera (`twins/camera.py`) publishes the twin's picture as a
+real camera would: `$camera/full` and `$camera/thumb` frames stamped with the kit's clock and the
+seq of the last telemetry, at the rates `$camera` announces.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from hardware_kits.mqtt import (
     BrokerAddress,
     connect_client,
     connect_properties,
+    frame_publish_properties,
     reply_properties,
     user_properties,
 )
 from hardware_kits.twins.base import TwinModel
+from hardware_kits.twins.camera import RENDERERS, SyntheticCamera
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ class KitRunner:
         qos: int = 1,
         status_every: float = 5.0,
         mirror_every: float = 1.0,
+        camera: bool = True,
     ) -> None:
         self.kit_id = kit_id
         self.model = model
@@ -60,6 +66,9 @@ class KitRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.client: mqtt.Client | None = None
+        self.camera = SyntheticCamera(model) if camera and model.model in RENDERERS else None
+        self._camera_thread: threading.Thread | None = None
+        self.frames_sent = {P.STREAM_FULL: 0, P.STREAM_THUMB: 0}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -82,13 +91,19 @@ class KitRunner:
         )
         self._thread = threading.Thread(target=self._run, name=f"kit-{self.kit_id}", daemon=True)
         self._thread.start()
+        if self.camera is not None:
+            self._camera_thread = threading.Thread(
+                target=self._run_camera, name=f"camera-{self.kit_id}", daemon=True
+            )
+            self._camera_thread.start()
         return self
 
     def stop(self) -> None:
         """Stop cleanly: say `disconnected` (a crash leaves the will, `lost`)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        for thread in (self._thread, self._camera_thread):
+            if thread is not None:
+                thread.join(5)
         if self.client is not None:
             self.client.publish(
                 P.state_topic(self.kit_id), P.STATE_DISCONNECTED, qos=1, retain=True
@@ -117,6 +132,8 @@ class KitRunner:
         with self._lock:
             self._publish_actuators(client, self.core.state)
             self._publish_retained(client, P.status_topic(kit), json.dumps(self.core.status()))
+        camera = P.camera_info("synthetic") if self.camera is not None else P.EMPTY_STRING
+        self._publish_retained(client, P.camera_info_topic(kit), camera)
         self._publish_retained(client, P.state_topic(kit), P.STATE_READY)
 
     def _publish_actuators(self, client: mqtt.Client, values: dict[str, Any]) -> None:
@@ -201,3 +218,42 @@ class KitRunner:
                 qos=0,
                 retain=True,
             )
+
+    # ---------------------------------------------------------------- camera
+
+    def _run_camera(self) -> None:
+        """Frames at the `full` stream's rate; every `thumb_every`-th one also as a thumbnail.
+
+        The scene is read under the lock with the seq of the last telemetry, so a frame shows
+        exactly the state that sample reported; drawing and encoding happen outside it."""
+        assert self.camera is not None
+        full_fps = P.CAMERA_STREAMS[P.STREAM_FULL]["fps"]
+        thumb_every = max(1, round(full_fps / P.CAMERA_STREAMS[P.STREAM_THUMB]["fps"]))
+        period = 1.0 / full_fps
+        next_tick = time.monotonic()
+        count = 0
+        while not self._stop.is_set():
+            with self._lock:
+                scene = self.camera.scene(time.time())
+                seq, ts_ms = self.core.seq, int(self.core.clock() * 1000)
+            full, thumb = self.camera.frames(scene)
+            client = self.client
+            if client is None:
+                break
+            self._publish_frame(client, P.STREAM_FULL, full, ts_ms, seq)
+            if count % thumb_every == 0:
+                self._publish_frame(client, P.STREAM_THUMB, thumb, ts_ms, seq)
+            count += 1
+            next_tick += period
+            delay = next_tick - time.monotonic()
+            if delay < -1.0:  # fell far behind: skip frames rather than burst
+                next_tick = time.monotonic()
+            elif delay > 0:
+                self._stop.wait(delay)
+
+    def _publish_frame(
+        self, client: mqtt.Client, stream: str, jpeg: bytes, ts_ms: int, seq: int
+    ) -> None:
+        self.frames_sent[stream] += 1
+        props = frame_publish_properties(ts_ms, seq, self.frames_sent[stream])
+        client.publish(P.camera_topic(self.kit_id, stream), jpeg, qos=0, properties=props)

@@ -209,6 +209,13 @@ def command_properties(command_id: str, response_topic: str, deadline_s: float) 
     return props
 
 
+def frame_publish_properties(ts_ms: int, seq: int, frame: int) -> Properties:
+    """MQTT v5 properties of one camera frame (protocol.frame_properties as user properties)."""
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = P.frame_properties(ts_ms, seq, frame)
+    return props
+
+
 def user_properties(props: Properties | None) -> dict[str, str]:
     if props is None:
         return {}

@@ -11,7 +11,9 @@ Extensions to Homie 5 (see docs/protocol.md):
   response topic; the kit answers with an acknowledgement (`applied` or `rejected` + reason);
 - `$safe-state/set`: put every actuator at its safe value; `$status`: counters and safe flag;
 - `$at-rest/set`: the kit's automatic operation while nobody holds it (the descriptor's `at_rest`
-  values over the safe state); `$status` says `at_rest` and any `fault` that keeps it safe.
+  values over the safe state); `$status` says `at_rest` and any `fault` that keeps it safe;
+- `$camera` (retained JSON: the streams on offer) and `$camera/<stream>`: JPEG frames stamped
+  with the kit's clock and the telemetry seq they follow (MQTT v5 user properties).
 """
 
 import json
@@ -99,6 +101,28 @@ WHOLE_KIT_PROPERTIES = (SAFE_STATE_PROPERTY, AT_REST_PROPERTY)
 # Homie 5: an empty payload deletes a retained message, so an empty string travels as one NUL.
 EMPTY_STRING = "\x00"
 
+# The camera: `$camera` says which streams a kit's picture has (retained; EMPTY_STRING: none),
+# `$camera/<stream>` carries one JPEG per message, not retained, QoS 0 (a late frame is worth
+# nothing: the next one replaces it). A viewer subscribes to the one stream it shows, so the
+# broker sends a thumbnail viewer only thumbnails.
+CAMERA_PROPERTY = "$camera"
+STREAM_FULL = "full"
+STREAM_THUMB = "thumb"
+CAMERA_STREAMS = {
+    STREAM_FULL: {"fps": 10, "width": 320, "height": 240},
+    STREAM_THUMB: {"fps": 1, "width": 96, "height": 72},
+}
+CAMERA_SOURCES = ("synthetic", "device")
+# Receivers drop (and count) larger frames and anything that does not start like a JPEG.
+MAX_FRAME_BYTES = 256 * 1024
+JPEG_MAGIC = b"\xff\xd8"
+# MQTT v5 user properties of every frame: the kit's clock (epoch ms), the `$telemetry` seq whose
+# state the frame shows, the per-stream frame counter. All ASCII digits.
+PROP_FRAME_TS = "ts"
+PROP_FRAME_SEQ = "seq"
+PROP_FRAME_COUNTER = "frame"
+MAX_FRAME_PROPERTY_DIGITS = 16
+
 
 class ProtocolError(ValueError):
     """A message that breaks the protocol; `reason` is one of REASONS."""
@@ -154,6 +178,22 @@ def ack_topic(kit_id, requester):
 
     It lies inside the kit's own tree so that a kit needs no publish right outside it."""
     return device_topic(kit_id) + "/$ack/" + requester
+
+
+def camera_info_topic(kit_id):
+    """Retained description of a kit's camera (`camera_info`), or EMPTY_STRING: no camera."""
+    return device_topic(kit_id) + "/" + CAMERA_PROPERTY
+
+
+def camera_topic(kit_id, stream):
+    """Where the frames of one stream (STREAM_FULL, STREAM_THUMB) go."""
+    return camera_info_topic(kit_id) + "/" + stream
+
+
+def camera_filters(kit_id):
+    """Everything a camera may publish: its description and its streams (the camera account's
+    whole right, see hardware_kits/broker.py)."""
+    return [camera_info_topic(kit_id), camera_info_topic(kit_id) + "/#"]
 
 
 def command_subscriptions(kit_id):
@@ -520,3 +560,75 @@ def whole_state(descriptor, target):
     if target == AT_REST_PROPERTY:
         return at_rest_state(descriptor)
     return safe_state(descriptor)
+
+
+# ---------------------------------------------------------------- camera
+
+
+def camera_info(source, streams=None):
+    """The `$camera` document: who makes the frames and each stream's rate and size."""
+    if source not in CAMERA_SOURCES:
+        raise ValueError("camera source must be one of " + ", ".join(CAMERA_SOURCES))
+    return json.dumps({"source": source, "streams": streams or CAMERA_STREAMS})
+
+
+def frame_properties(ts_ms, seq, frame):
+    """A frame's user properties as (name, value) pairs, ready for MQTT v5 UserProperty."""
+    return [
+        (PROP_FRAME_TS, str(int(ts_ms))),
+        (PROP_FRAME_SEQ, str(int(seq))),
+        (PROP_FRAME_COUNTER, str(int(frame))),
+    ]
+
+
+def _digits(props, name):
+    text = props.get(name)
+    if not isinstance(text, str) or not text.isdigit() or len(text) > MAX_FRAME_PROPERTY_DIGITS:
+        raise ProtocolError(R_MALFORMED, "frame property %s must be ASCII digits" % name)
+    return int(text)
+
+
+def parse_frame_properties(props):
+    """(ts_ms, seq, frame) from a frame's user properties (a dict or (name, value) pairs);
+    ProtocolError(malformed) if one is missing or not digits."""
+    if not isinstance(props, dict):
+        props = dict(props or ())
+    return (
+        _digits(props, PROP_FRAME_TS),
+        _digits(props, PROP_FRAME_SEQ),
+        _digits(props, PROP_FRAME_COUNTER),
+    )
+
+
+def check_frame(payload):
+    """Raise ProtocolError unless `payload` may be a frame: at most MAX_FRAME_BYTES and a JPEG's
+    start (the receiver's cheap check; decoding is the viewer's business)."""
+    if len(payload) > MAX_FRAME_BYTES:
+        raise ProtocolError(R_OVERSIZE, "frame larger than %d bytes" % MAX_FRAME_BYTES)
+    if payload[:2] != JPEG_MAGIC:
+        raise ProtocolError(R_MALFORMED, "frame is not a JPEG image")
+
+
+def decode_frame(topic, payload, props):
+    """One received frame as a dict {kit, stream, ts (epoch s), ts_ms, seq, frame, jpeg}.
+
+    The one check every receiver runs (lab service recorder, dashboards, tests): a topic of a
+    known stream, a JPEG within MAX_FRAME_BYTES, stamps in digits. Raises ProtocolError; the
+    receiver drops the frame and counts it (`dropped_frames`)."""
+    kit_id, rest = split_topic(topic)
+    stream = None
+    if rest is not None and rest.startswith(CAMERA_PROPERTY + "/"):
+        stream = rest[len(CAMERA_PROPERTY) + 1 :]
+    if stream not in CAMERA_STREAMS:
+        raise ProtocolError(R_MALFORMED, "not a camera stream topic: " + topic)
+    check_frame(payload)
+    ts_ms, seq, frame = parse_frame_properties(props)
+    return {
+        "kit": kit_id,
+        "stream": stream,
+        "ts": ts_ms / 1000.0,
+        "ts_ms": ts_ms,
+        "seq": seq,
+        "frame": frame,
+        "jpeg": bytes(payload),
+    }

@@ -18,8 +18,9 @@ RESERVED_NAMES = frozenset(
 GRADER_PREFIX = "grader-"  # one grader account per course (hub user and Unix account)
 CONTROL_PREFIX = "ctl-"  # a user's MQTT control account
 KIT_PREFIX = "kit-"  # a kit's MQTT account
+CAMERA_PREFIX = "camera-"  # a kit's camera companion's MQTT account
 SANDBOX_PREFIX = "smartlab-sb"  # the grading sandbox's Unix accounts
-RESERVED_PREFIXES = (GRADER_PREFIX, CONTROL_PREFIX, KIT_PREFIX, SANDBOX_PREFIX)
+RESERVED_PREFIXES = (GRADER_PREFIX, CONTROL_PREFIX, KIT_PREFIX, CAMERA_PREFIX, SANDBOX_PREFIX)
 
 
 def reserved_for_the_platform(name: str) -> str | None:
