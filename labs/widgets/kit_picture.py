@@ -219,8 +219,7 @@ class KitPicture:
     def frame(self, frame: Frame) -> None:
         self.latest = frame
         self.received_at = self.clock()
-        if self.has_camera is None:
-            self.has_camera = True  # frames say so before a late `$camera` does
+        self.has_camera = True  # frames say so, whatever a late or stale `$camera` said
         self.coalescer.mark()
 
     def camera_info(self, info: dict[str, Any] | None) -> None:
@@ -241,9 +240,8 @@ class KitPicture:
         if frame is not None and frame is not self.shown:
             self.image.value = frame.jpeg
             self.shown = frame
-        if self.stale and not self._is_stale():
-            self.stale = False
-            self._render_notice()
+        self.stale = self._is_stale()
+        self._render_notice()  # unchanged text sends nothing (traitlets compares)
         self._render_caption()
 
     def _is_stale(self) -> bool:
