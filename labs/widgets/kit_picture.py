@@ -27,6 +27,7 @@ from typing import Any
 
 import ipywidgets as W
 import paho.mqtt.client as mqtt
+import traitlets
 
 from hardware_kits import protocol as P
 from hardware_kits.mqtt import BrokerAddress, ConnectError, connect_client, user_properties
@@ -78,6 +79,14 @@ def parse_camera_info(payload: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return info if isinstance(info, dict) else None
+
+
+class NamedImage(W.Image):
+    """An image whose `tooltip` becomes its `title`, the accessible name of an <img> without
+    `alt`. The front end's tooltip code reads the model's `description`, which Image lacks
+    (ipywidgets 8: the view then fails to render at all); an empty one makes it work."""
+
+    description = traitlets.Unicode("").tag(sync=True)
 
 
 FrameCallback = Callable[[Frame], None]
@@ -183,7 +192,7 @@ class KitPicture:
         self.stale = False
         full = stream == P.STREAM_FULL
         size = P.CAMERA_STREAMS[stream]
-        self.image = W.Image(
+        self.image = NamedImage(
             format="jpeg",
             layout=W.Layout(
                 width="100%",
