@@ -206,8 +206,11 @@ class OverviewBoard:
         self.title = W.HTML()
         self.note = W.HTML()
         self.stamp = W.HTML()
+        self.head_cells = [
+            W.HTML(layout=W.Layout(width=width, flex="0 0 auto")) for _key, width in COLUMNS
+        ]
         self.head = W.HBox(
-            [W.HTML(layout=W.Layout(width=width, flex="0 0 auto")) for _key, width in COLUMNS],
+            self.head_cells,
             layout=W.Layout(border_bottom="2px solid #ccc"),
         )
         self.head.add_class("smartlab-board-head")  # hidden on phones: a card per kit there
@@ -230,7 +233,7 @@ class OverviewBoard:
         self.title_html = html("<h3 style='margin:4px 0'>{}</h3>", t("overview"))
         self.note_html = html("<small>{}</small>", t("public_note")) if self.public else text("")
         self.title.value, self.note.value = self.title_html, self.note_html
-        for cell, (key, _width) in zip(self.head.children, COLUMNS, strict=True):
+        for cell, (key, _width) in zip(self.head_cells, COLUMNS, strict=True):
             cell.value = html("<b>{}</b>", t(key))
         self.coalescer.mark()
 
