@@ -42,7 +42,7 @@ from hardware_kits.broker import Broker
 from hardware_kits.mqtt import BrokerAddress, Credentials
 from site_config.runtime import free_port
 
-TITLE = "Kit picture (issue 25)"
+TITLE = "Kit picture"
 KIT = "bench-cam-lamp"
 MODEL = "street-lighting"
 P99_TARGET_MS = 300.0

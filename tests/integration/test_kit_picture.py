@@ -302,3 +302,29 @@ def test_an_account_without_rights_on_a_kit_gets_no_frames_of_it(broker):
 def test_feed_refuses_an_unknown_stream(broker, viewer):
     with pytest.raises(ValueError, match="stream"):
         FrameFeed(broker.address(viewer), "pic-live", "huge", lambda frame: None)
+
+
+def test_a_page_runs_its_additions_after_building_and_the_kit_picture_skips_a_page_without_kit():
+    import ipywidgets as W
+
+    from labs.pages import Page
+    from labs.widgets.kit_picture import add_kit_picture
+
+    class Built(Page):
+        def build(self) -> W.Widget:
+            self.built = W.HTML("content")
+            return self.built
+
+    async def main() -> tuple[list[str], Any]:
+        page = Built()
+        order: list[str] = []
+        page.after_build(lambda p: order.append("added" if p.built else "early"))
+        page.after_build(add_kit_picture)  # no `dashboard`: nothing added, nothing raised
+        shown = page.show()
+        page.close()
+        Page._open.remove(page)
+        return order, shown
+
+    order, shown = on_loop(main)
+    assert order == ["added"]
+    assert shown.children[-1].value == "content"
