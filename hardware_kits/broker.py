@@ -38,10 +38,13 @@ MOSQUITTO_USER = "mosquitto"
 # The platform's message limit, enforced by Mosquitto for every client (max_packet_size; also
 # announced to MQTT v5 clients in CONNACK): a packet larger than this (payload, topic and
 # properties) is delivered to no one and its sender is disconnected with reason 149, "packet
-# too large". Kits ask for less, their model's max_packet_bytes. Nothing on the platform
-# publishes more than a few kilobytes. Not message_size_limit: Mosquitto 2.0.11 refuses such a
-# PUBLISH with PUBACK 149, a code PUBACK may not carry, which paho takes for a malformed packet.
-MAX_PACKET_BYTES = 256 * 1024
+# too large". Kits ask for less, their model's max_packet_bytes. The largest messages are camera
+# frames (protocol.MAX_FRAME_BYTES of JPEG): the limit leaves room for one of those with its topic
+# and properties, and for a somewhat larger one, which then reaches receivers that drop and count
+# it (rather than costing its camera the connection). Not message_size_limit: Mosquitto 2.0.11
+# refuses such a PUBLISH with PUBACK 149, a code PUBACK may not carry, which paho takes for a
+# malformed packet.
+MAX_PACKET_BYTES = P.MAX_FRAME_BYTES + 64 * 1024
 
 
 class BrokerError(RuntimeError):
@@ -92,8 +95,14 @@ def camera_role(kit_id: str) -> str:
 
 def camera_acls(kit_id: str) -> list[dict]:
     """A camera companion publishes its kit's `$camera` and `$camera/#` and nothing else: a
-    compromised camera host cannot fake telemetry, acknowledgements or commands."""
-    return [allow("publishClientSend", topic) for topic in P.camera_filters(kit_id)]
+    compromised camera host cannot fake telemetry, acknowledgements or commands. It reads its
+    kit's `$telemetry` only, for the seq its frames follow."""
+    telemetry = P.telemetry_topic(kit_id)
+    return [
+        *(allow("publishClientSend", topic) for topic in P.camera_filters(kit_id)),
+        allow("subscribeLiteral", telemetry),
+        allow("publishClientReceive", telemetry),
+    ]
 
 
 def command_acls(kit_id: str) -> list[dict]:

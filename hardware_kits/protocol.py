@@ -22,7 +22,7 @@ HOMIE_PREFIX = "homie/5"
 HOMIE_VERSION = "5.0"
 # The lab's Homie extension, as `$description.extensions` names it: ID:semver:[Homie versions]
 # (published in docs/protocol.md, "The lab's Homie extension").
-PROTOCOL_EXTENSION = "org.smartcitylab.kit:1.2.0:[5.x]"
+PROTOCOL_EXTENSION = "org.smartcitylab.kit:1.3.0:[5.x]"
 
 SENSORS_NODE = "sensors"
 ACTUATORS_NODE = "actuators"

@@ -6,6 +6,7 @@ Operations only parse, call the service and answer: the rules live in `service.K
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import re
 from collections.abc import Awaitable, Callable
@@ -291,6 +292,25 @@ def history_csv(c: Call) -> str:
     return history.history_csv(*_history_rows(c))
 
 
+FRAMES_PER_ANSWER = 300  # a page of recorded frames (~3 MB of JPEG); the client pages on
+
+
+def frames_json(c: Call) -> list[dict]:
+    """The kit's recorded camera frames in [from, to), oldest first, JPEG as base64; at most
+    FRAMES_PER_ANSWER (ask again from the last one's ts for more)."""
+    kit_id = c.args["kit_id"]
+    if not any(k["id"] == kit_id for k in c.service.kits()):
+        raise NotFound("no-kit", kit=kit_id)
+    end = _query_time(c.query, "to", c.service.clock())
+    start = _query_time(c.query, "from", end - 3600.0)
+    if end < start:
+        raise ApiError(400, "history-range", start=start, end=end)
+    rows = history.frames(c.service.store, kit_id, start, end, limit=FRAMES_PER_ANSWER)
+    return [
+        {"ts": r.ts, "seq": r.seq, "jpeg": base64.b64encode(r.jpeg).decode("ascii")} for r in rows
+    ]
+
+
 def _query_time(query: dict[str, Any], name: str, default: float) -> float:
     """`from`/`to`: epoch seconds or an ISO 8601 time; absent or empty: the default."""
     text = query.get(name, "")
@@ -513,6 +533,15 @@ ROUTES: tuple[Route, ...] = (
         response=CSV,
         media="text/csv",
         query=HISTORY_QUERY,
+    ),
+    Route(
+        "GET",
+        "/api/kits/{kit_id}/frames.json",
+        frames_json,
+        "Recorded camera frames of a kit, oldest first, at most 300 per answer (default: the "
+        "last hour): ts, seq and the JPEG in base64",
+        response={"type": "array", "items": {"type": "object"}},
+        query=HISTORY_QUERY[:2],
     ),
     Route(
         "GET",

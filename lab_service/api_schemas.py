@@ -197,6 +197,9 @@ class KitHealth(KitView):
     mqtt_state: str | None = Field(description="Homie state the kit announced last")
     last_telemetry_at: float | None = Field(description="the kit's time of its last sample")
     counters: KitCounters | None
+    dropped_frames: int = Field(
+        default=0, description="camera frames dropped as oversize or malformed (not JPEG, stamps)"
+    )
 
 
 class SessionView(Out):

@@ -162,6 +162,15 @@ class LabServiceApp(Application):
         help="A request whose body has not arrived whole within this time (e.g. a Content-Length "
         "longer than what is sent) is dropped and its connection closed.",
     ).tag(config=True)
+    frame_record_fps = Float(
+        1.0,
+        min=0.0,
+        help="Camera frames recorded per kit and second (of the `full` stream, 10/s live); "
+        "0 records none.",
+    ).tag(config=True)
+    frame_retention_days = Float(
+        7.0, min=0.0, help="How long recorded camera frames are kept (0: forever)."
+    ).tag(config=True)
 
     aliases: ClassVar[dict] = {
         "f": "LabServiceApp.config_file",
@@ -354,6 +363,8 @@ class LabServiceApp(Application):
             address.credentials,
             retention_s=policy.telemetry_retention_seconds,
             tls=address.tls_options(),
+            frame_record_fps=self.frame_record_fps or None,
+            frame_retention_s=self.frame_retention_days * 86_400.0 or None,
         )
         recorder.start()
         closing.callback(recorder.stop)
@@ -369,7 +380,10 @@ class LabServiceApp(Application):
             accounts=rights,
             mqtt_url=url,
             provision_kits=broker.provision_kits,
-            kit_health=gateway.health,
+            kit_health=lambda kit_id: {
+                **gateway.health(kit_id),
+                "dropped_frames": recorder.dropped_frames.get(kit_id, 0),
+            },
             models=frozenset(load_models()),
         )
         return service, ctx

@@ -1,5 +1,10 @@
 """Telemetry history: a recorder that stores every kit's `$telemetry`, and queries over it.
 
+The same recorder keeps each kit's picture at a reduced rate: frames of the `full` camera
+stream, at most `frame_record_fps` per kit (default one a second), in `camera_frames`, for
+`frame_retention_s`; `frames` reads them back. Frames that break the protocol (oversize, not
+JPEG, bad stamps) are dropped and counted per kit in `dropped_frames`.
+
 The recorder is an observer on the broker. paho's network thread only decodes and buffers (about
 ten microseconds per message); a writer thread of its own inserts the buffer in batches, one
 transaction per batch, because a transaction per message would cost most of the time in commits.
@@ -22,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from sqlalchemy import Delete, delete, func, insert, select
@@ -35,12 +40,15 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from hardware_kits import protocol as P
-from hardware_kits.mqtt import Credentials, connect_client
-from lab_service.store import SharingStore, TelemetryRow
+from hardware_kits.mqtt import Credentials, connect_client, user_properties
+from lab_service.store import CameraFrameRow, SharingStore, TelemetryRow
 
 log = logging.getLogger(__name__)
 
 TELEMETRY = TelemetryRow.__table__
+FRAMES = CameraFrameRow.__table__
+DEFAULT_FRAME_RECORD_FPS = 1.0
+MAX_FRAME_BUFFER = 600  # frames waiting for the writer (a minute of ten kits at 1/s)
 DAY_S = 86_400.0
 DEFAULT_RETENTION_S = 7 * DAY_S
 PRUNE_EVERY_S = 60.0
@@ -129,11 +137,23 @@ class TelemetryRecorder:
         client_id: str | None = None,
         clock: Callable[[], float] = time.time,
         tls: dict[str, Any] | None = None,
+        frame_record_fps: float | None = DEFAULT_FRAME_RECORD_FPS,
+        frame_retention_s: float | None = DEFAULT_RETENTION_S,
     ) -> None:
         if flush_every <= 0 or batch_size < 1 or max_buffer < 1:
             raise ValueError("flush_every must be positive, batch_size and max_buffer at least 1")
         if retention_s is not None and retention_s <= 0:
             raise ValueError("retention_s must be positive, or None to keep history forever")
+        if frame_record_fps is not None and frame_record_fps <= 0:
+            raise ValueError("frame_record_fps must be positive, or None to record no frames")
+        if frame_retention_s is not None and frame_retention_s <= 0:
+            raise ValueError("frame_retention_s must be positive, or None to keep frames forever")
+        self.frame_record_fps = frame_record_fps
+        self.frame_retention_s = frame_retention_s
+        self.frames_recorded = 0
+        self.dropped_frames: dict[str, int] = {}  # by kit: oversize, not JPEG, bad stamps
+        self._frames: deque[dict[str, Any]] = deque(maxlen=MAX_FRAME_BUFFER)
+        self._last_frame_ts: dict[str, float] = {}
         self.store = store
         self.host, self.port, self.credentials = host, port, credentials
         self.client_id = client_id or f"history-recorder-{uuid.uuid4().hex[:8]}"
@@ -174,7 +194,7 @@ class TelemetryRecorder:
                 self.credentials,
                 self.client_id,
                 on_message=self._on_message,
-                subscribe=[(P.all_kits("$telemetry"), 1)],
+                subscribe=self._subscriptions(),
                 **self.tls,
             )
         except Exception:
@@ -204,9 +224,19 @@ class TelemetryRecorder:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        topics = [(P.all_kits("$telemetry"), 1)]
+        if self.frame_record_fps is not None:
+            # Only the full stream: the broker sends the recorder no thumbnails.
+            topics.append((P.all_kits(P.CAMERA_PROPERTY + "/" + P.STREAM_FULL), 0))
+        return topics
+
     # ---------------------------------------------------------------- paho's thread
 
     def _on_message(self, _client: Any, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/" + P.CAMERA_PROPERTY + "/" + P.STREAM_FULL):
+            self.take_frame(msg.topic, msg.payload, user_properties(msg.properties))
+            return
         try:
             row = decode_sample(msg.topic, msg.payload)
         except Exception:  # anything a kit sends must not reach paho's thread
@@ -216,6 +246,31 @@ class TelemetryRecorder:
             self.duplicates += 1
             return
         self._enqueue(row)
+
+    def take_frame(self, topic: str, payload: bytes, props: dict[str, str]) -> bool:
+        """Keep a received frame if its kit's last kept one is 1/frame_record_fps old; drop and
+        count one that breaks the protocol. True if kept."""
+        try:
+            frame = P.decode_frame(topic, payload, props)
+        except P.ProtocolError:
+            kit_id = P.split_topic(topic)[0] or "?"
+            with self._lock:
+                self.dropped_frames[kit_id] = self.dropped_frames.get(kit_id, 0) + 1
+            return False
+        kit_id = frame["kit"]
+        if self.frame_record_fps is None or len(kit_id) > MAX_KIT_ID_CHARS:
+            return False
+        if not -INT32 <= frame["seq"] < INT32:
+            return False
+        last = self._last_frame_ts.get(kit_id, -math.inf)
+        if frame["ts"] - last < 1.0 / self.frame_record_fps and frame["ts"] >= last:
+            return False  # a kit clock stepping back restarts the rate
+        self._last_frame_ts[kit_id] = frame["ts"]
+        row = {"kit_id": kit_id, "ts": frame["ts"], "seq": frame["seq"]}
+        row.update(stream=frame["stream"], jpeg=frame["jpeg"])
+        with self._lock:
+            self._frames.append(row)  # a full buffer loses its oldest frame
+        return True
 
     def _enqueue(self, row: dict[str, Any]) -> None:
         with self._lock:
@@ -257,7 +312,23 @@ class TelemetryRecorder:
                     break
                 todo -= len(batch)
                 written += self._write(batch)
+            self._write_frames()
         return written
+
+    def _write_frames(self) -> None:
+        with self._lock:
+            rows = list(self._frames)
+            self._frames.clear()
+        if not rows:
+            return
+        try:
+            with self.store.transaction() as db:
+                db.execute(insert(FRAMES), rows)
+        except TRANSIENT_ERRORS:
+            with self._lock:
+                self._frames.extendleft(reversed(rows))
+            raise
+        self.frames_recorded += len(rows)
 
     def _take(self, count: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -309,7 +380,7 @@ class TelemetryRecorder:
     # ---------------------------------------------------------------- retention
 
     def _maybe_prune(self) -> None:
-        if self.retention_s is None:
+        if self.retention_s is None and self.frame_retention_s is None:
             return
         now = self.clock()
         if now < self._next_prune:
@@ -320,10 +391,14 @@ class TelemetryRecorder:
             log.info("history: pruned %d samples older than %.0f s", deleted, self.retention_s)
 
     def prune(self, now: float | None = None) -> int:
-        """Delete samples older than `now - retention_s` (one statement); return how many."""
+        """Delete samples older than `now - retention_s` and frames older than
+        `now - frame_retention_s` (one statement each); return how many samples went."""
+        now = self.clock() if now is None else now
+        if self.frame_retention_s is not None:
+            with self._write_lock:
+                delete_frames_before(self.store, now - self.frame_retention_s)
         if self.retention_s is None:
             return 0
-        now = self.clock() if now is None else now
         with self._write_lock:
             return delete_before(self.store, now - self.retention_s)
 
@@ -366,7 +441,40 @@ def prune_statement(kit_ids: Sequence[str], cutoff: float) -> Delete:
     return delete(TELEMETRY).where(TELEMETRY.c.kit_id.in_(kit_ids), TELEMETRY.c.ts < cutoff)
 
 
+def delete_frames_before(store: SharingStore, cutoff: float) -> int:
+    """Delete every recorded frame with ts < cutoff; return how many went."""
+    with store.transaction() as db:
+        kit_ids = list(db.scalars(select(FRAMES.c.kit_id).distinct()))
+        if not kit_ids:
+            return 0
+        statement = delete(FRAMES).where(FRAMES.c.kit_id.in_(kit_ids), FRAMES.c.ts < cutoff)
+        return db.execute(statement).rowcount
+
+
 # ---------------------------------------------------------------- queries
+
+
+class RecordedFrame(NamedTuple):
+    ts: float  # the kit's clock, epoch seconds
+    seq: int  # the telemetry sample whose state the frame shows
+    jpeg: bytes
+
+
+def frames(
+    store: SharingStore, kit_id: str, start: float, end: float, limit: int = 10_000
+) -> list[RecordedFrame]:
+    """A kit's recorded frames with start <= ts < end, oldest first, at most `limit`."""
+    _check_range(start, end)
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    statement = (
+        select(FRAMES.c.ts, FRAMES.c.seq, FRAMES.c.jpeg)
+        .where(FRAMES.c.kit_id == kit_id, FRAMES.c.ts >= start, FRAMES.c.ts < end)
+        .order_by(FRAMES.c.ts, FRAMES.c.id)
+        .limit(limit)
+    )
+    with store.transaction() as db:
+        return [RecordedFrame(ts, seq, bytes(jpeg)) for ts, seq, jpeg in db.execute(statement)]
 
 
 def history(

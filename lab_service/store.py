@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     create_engine,
@@ -162,6 +163,21 @@ class TelemetryRow(Base):
     values: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     __table_args__ = (Index("telemetry_by_kit_time", "kit_id", "ts"),)
+
+
+class CameraFrameRow(Base):
+    """A kit's picture at a reduced rate (lab_service/history.py records them)."""
+
+    __tablename__ = "camera_frames"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kit_id: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[float] = mapped_column(Float)  # the kit's clock, epoch seconds
+    seq: Mapped[int] = mapped_column(Integer)  # the telemetry sample the frame follows
+    stream: Mapped[str] = mapped_column(String(16))
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (Index("camera_frames_by_kit_time", "kit_id", "ts"),)
 
 
 class EventRow(Base):

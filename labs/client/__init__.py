@@ -8,6 +8,7 @@ Used from Jupyter notebooks, Voilà dashboards and services::
         lab.wait_for_kits(1)
         kit = lab.kit("lamp-1")
         t, v = kit.history("ambient-light")     # numpy arrays, oldest first
+        pictures = kit.frames(start, end)       # recorded (ts, HxWx3 array), via the lab service
         kit.set("mode", "manual")               # -> Ack, or raises CommandRejected/...
 
 Threading: one paho network thread per `Lab` receives every message and updates the kits'
@@ -100,7 +101,13 @@ def connect(
             raise LabConnectionError(
                 f"no broker URL: the lab service did not give one: {err}"
             ) from None
-    return open_lab(url, client_id=client_id, history=history, timeout=timeout)
+    return open_lab(
+        url,
+        client_id=client_id,
+        history=history,
+        timeout=timeout,
+        service=lambda: LabService(timeout=timeout),
+    )
 
 
 __all__ = [

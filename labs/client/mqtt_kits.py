@@ -33,6 +33,7 @@ from labs.client.errors import (
     LabTimeout,
     UnknownKit,
 )
+from labs.client.recorded_frames import RestCaller, fetch_frames
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +98,20 @@ class KitInfo:
 
 
 def open_lab(
-    url: str, *, client_id: str | None = None, history: int = 3600, timeout: float = 10.0
+    url: str,
+    *,
+    client_id: str | None = None,
+    history: int = 3600,
+    timeout: float = 10.0,
+    service: Callable[[], RestCaller] | None = None,
 ) -> Lab:
-    """A `Lab` on the broker at `url` (mqtt://user:password@host:port)."""
+    """A `Lab` on the broker at `url` (mqtt://user:password@host:port); `service` makes the lab
+    service's REST client (for recordings)."""
     try:
         address = BrokerAddress.from_url(url)
     except ValueError as err:
         raise LabConfigError(f"bad broker URL: {err}") from None
-    return Lab(address, client_id=client_id, history=history, timeout=timeout)
+    return Lab(address, client_id=client_id, history=history, timeout=timeout, service=service)
 
 
 # ---------------------------------------------------------------- internals
@@ -202,11 +209,15 @@ class Lab:
         client_id: str | None = None,
         history: int = 3600,
         timeout: float = 10.0,
+        service: Callable[[], RestCaller] | None = None,
     ) -> None:
         if history < 0:
             raise ValueError("history must be 0 or more samples")
         self.address = address
         self.history = history
+        # Makes the lab service's REST client, for what the broker does not keep (recordings).
+        self._service_factory = service
+        self._service: RestCaller | None = None
         self.client_id = client_id or f"smartlab-lab-{uuid.uuid4().hex[:12]}"
         # $ack/<account>/<connection>: the broker lets only this account read it.
         self.requester = address.credentials.username + "/" + _requester_id(self.client_id)
@@ -349,6 +360,18 @@ class Lab:
                 self._state_callbacks = tuple(c for c in self._state_callbacks if c is not callback)
 
         return unsubscribe
+
+    def lab_service(self) -> RestCaller:
+        """The lab service's REST client this lab reads recordings through (made on first use:
+        `connect()` gives the one of the environment, $SMARTLAB_LAB_URL and the token)."""
+        if self._service is None:
+            if self._service_factory is None:
+                raise LabConfigError(
+                    "recordings come from the lab service: open the lab with connect(), or "
+                    "pass service=LabService(url, token)"
+                )
+            self._service = self._service_factory()
+        return self._service
 
     def _has_description(self, kit_id: str) -> bool:
         kit = self._kits.get(kit_id)
@@ -627,6 +650,14 @@ class Kit:
                 "only numeric and boolean sensors keep a history"
             )
         return np.empty(0, np.float64), np.empty(0, dtype)  # no sample yet (or history=0)
+
+    def frames(
+        self, start: float, end: float, service: RestCaller | None = None
+    ) -> list[tuple[float, np.ndarray]]:
+        """The kit's recorded camera frames with start <= ts < end (epoch seconds, the kit's
+        clock), oldest first, as (ts, HxWx3 uint8 RGB array); from the lab service's history
+        (`service`, default `lab.lab_service()`), which keeps about one frame a second."""
+        return fetch_frames(service or self.lab.lab_service(), self.kit_id, start, end)
 
     def subscribe(self, callback: SampleCallback) -> Callable[[], None]:
         """Call `callback(kit_id, sample)` for every telemetry sample (on the network thread).

@@ -161,9 +161,12 @@ def test_a_message_over_the_platform_limit_is_refused_by_the_broker(broker, held
         "correlation_data": command_id.encode(),
         "user_properties": {P.PROP_COMMAND_ID: command_id, P.PROP_DEADLINE: str(_ms(10))},
     }
-    with pytest.raises(umqtt5.MQTTException) as refused:  # ~300 KB: refused, sender dropped
+    with pytest.raises(umqtt5.MQTTException) as refused:  # over the limit: sender dropped
         client.publish(
-            P.set_topic(holder.kit_id, holder.actuator), b"z" * 300_000, qos=1, properties=props
+            P.set_topic(holder.kit_id, holder.actuator),
+            b"z" * (MAX_PACKET_BYTES + 10_000),
+            qos=1,
+            properties=props,
         )
     client.close()
     assert refused.value.code == PACKET_TOO_LARGE, refused.value

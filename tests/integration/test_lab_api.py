@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import os
@@ -21,7 +22,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from hardware_kits import protocol as P
 from hardware_kits.kit_runner import KitRunner
+from hardware_kits.mqtt import connect_client, frame_publish_properties
 from hardware_kits.twins.base import twin_class
 from lab_service.rights import control_username
 from labs.client import (
@@ -30,6 +33,7 @@ from labs.client import (
     LabService,
     LabServiceError,
     connect,
+    open_lab,
 )
 from tests.conftest import REPO, wait_until
 from tests.stack import FAST_POLICY, ServiceProcess, call_api, token, with_tokens
@@ -482,6 +486,7 @@ ROUTES = {
     ("GET", "/api/openapi.json"),
     ("GET", "/api/board"),
     ("GET", "/api/kits/{kit_id}/history.json"),
+    ("GET", "/api/kits/{kit_id}/frames.json"),
     ("GET", "/api/kits/{kit_id}/history.csv"),
 }
 
@@ -857,3 +862,52 @@ def test_telemetry_history_as_json_and_csv(stack):
         status, answer = stack.call("GET", f"/api/kits/{LAMP1}/history.json?{bad}", "alice")
         assert status == 400 and "\n" not in answer["error"], (bad, answer)
     assert stack.call("GET", "/api/kits/no-such-kit/history.json", "alice")[0] == 404
+
+
+def test_recorded_frames_of_a_running_twin_come_back_through_the_client_as_arrays(stack):
+    """The service keeps about a frame a second of every kit's picture; a notebook reads them
+    with `lab.kit(id).frames(start, end)`, through the REST API with its own token."""
+    start = time.time() - 1
+    url = stack.service.url
+    watch = stack.ok("GET", "/api/me/mqtt", "alice")["watch"]
+    lab = open_lab(
+        watch, client_id="api-test-frames", service=lambda: LabService(url, token("alice"))
+    )
+    stack.labs.append(lab)
+    lab.wait_for_kits([LAMP1], timeout=10)
+    kit = lab.kit(LAMP1)
+
+    def three_seconds_of_frames() -> list | None:
+        got = kit.frames(start, time.time())
+        return got if len(got) >= 3 else None
+
+    pictures = wait_until(three_seconds_of_frames, timeout=15)
+    assert all(shape == (240, 320, 3) for shape in (a.shape for _ts, a in pictures))
+    assert all(a.dtype.name == "uint8" for _ts, a in pictures)
+    times = [ts for ts, _a in pictures]
+    assert times == sorted(times) and all(b - a >= 0.99 for a, b in itertools.pairwise(times))
+    rows = stack.ok("GET", f"/api/kits/{LAMP1}/frames.json?from={start}")
+    assert rows[0]["seq"] >= 1 and set(rows[0]) == {"ts", "seq", "jpeg"}
+    assert stack.call("GET", "/api/kits/no-such-kit/frames.json", "alice")[0] == 404
+    status, answer = stack.call("GET", f"/api/kits/{LAMP1}/frames.json?from=2&to=1", "alice")
+    assert status == 400 and "\n" not in answer["error"]
+    assert stack.call("GET", f"/api/kits/{LAMP1}/frames.json", None)[0] == 401
+
+
+def test_a_kits_malformed_frames_are_counted_in_its_health(stack):
+    before = stack.ok("GET", f"/api/kits/{LAMP2}")["dropped_frames"]
+    kit = connect_client(
+        stack.broker.host, stack.broker.port, stack.broker.credentials(f"kit-{LAMP2}"), "bad-cam"
+    )
+    try:
+        props = frame_publish_properties(int(time.time() * 1000), 1, 1)
+        topic = P.camera_topic(LAMP2, P.STREAM_FULL)
+        kit.publish(topic, b"not a jpeg", qos=1, properties=props).wait_for_publish(5)
+        oversize = b"\xff\xd8" + bytes(P.MAX_FRAME_BYTES)
+        kit.publish(topic, oversize, qos=1, properties=props).wait_for_publish(5)
+    finally:
+        kit.disconnect()
+        kit.loop_stop()
+    wait_until(
+        lambda: stack.ok("GET", f"/api/kits/{LAMP2}")["dropped_frames"] == before + 2, timeout=5
+    )
