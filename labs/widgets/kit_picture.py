@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 ALL_KITS = "+"
 CHECK_EVERY_S = 0.5  # how often a picture looks whether its camera went quiet
+RESEND_S = 5.0  # an unchanged picture is sent again this often (see KitPicture.flush)
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class KitPicture:
         self.latest: Frame | None = None  # the newest frame received
         self.shown: Frame | None = None  # the frame on screen
         self.received_at: float | None = None
+        self.sent_at = 0.0  # when the image's bytes last went to the page
         self.tel_seq: int | None = None
         self.stale = False
         full = stream == P.STREAM_FULL
@@ -247,7 +249,15 @@ class KitPicture:
     def flush(self) -> None:
         frame = self.latest
         if frame is not None and frame is not self.shown:
-            self.image.value = frame.jpeg
+            now = self.clock()
+            if frame.jpeg != self.image.value:
+                self.image.value = frame.jpeg
+                self.sent_at = now
+            elif now - self.sent_at > RESEND_S:
+                # An unchanged scene repeats the same bytes, which traitlets never sends again:
+                # an update a page lost while it was loading would leave it blank for good.
+                self.image.send_state("value")
+                self.sent_at = now
             self.shown = frame
         self.stale = self._is_stale()
         self._render_notice()  # unchanged text sends nothing (traitlets compares)

@@ -43,7 +43,8 @@ THUMBS_JS = """() => Object.fromEntries([...document.querySelectorAll('.smartlab
     const img = box.querySelector('img');
     const state = box.querySelector('[data-state]');
     return [kit.replace('smartlab-picture-kit-', ''),
-            img && img.complete ? img.naturalWidth : (state ? state.dataset.state : 'none')];
+            img && img.complete && img.naturalWidth ? img.naturalWidth
+              : `${state ? state.dataset.state : 'none'} ${img ? img.src.slice(0, 12) : ''}`];
   }))"""
 
 
