@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import urllib.parse
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import ipywidgets as W
@@ -202,6 +203,7 @@ class Page:
         self.service: LabService | None = None
         self.lab: Lab | None = None
         self._closables: list[Any] = []
+        self._additions: list[Callable[[Page], None]] = []
         Page._open.append(self)
 
     @classmethod
@@ -238,6 +240,8 @@ class Page:
             return W.VBox([language_switch(self.texts), error_box(self.texts, key, detail=detail)])
         try:
             content = self.build()
+            for add in self._additions:
+                add(self)
         except LabServiceError as err:
             content = error_box(self.texts, "service_down", detail=str(err))
         except LabError as err:
@@ -256,6 +260,15 @@ class Page:
 
     def build(self) -> W.Widget:
         raise NotImplementedError
+
+    def after_build(self, add: Callable[[Page], None]) -> None:
+        """Run `add(page)` once the page's widgets are built, before it is shown: a notebook's
+        cell adds a part (the kit's picture, the board's thumbnails) from a module of its own."""
+        self._additions.append(add)
+
+    def closing(self, closable: Any) -> None:
+        """Close `closable` (its `close()`) when the page's kernel ends."""
+        self._closables.append(closable)
 
     def snapshot_html(self) -> str:
         """Static HTML of the page's values for its first paint ("" for none)."""

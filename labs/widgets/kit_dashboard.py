@@ -160,6 +160,7 @@ class KitDashboard:
             ),
         )
         grid.add_class("smartlab-plots")
+        self.plot_grid = grid
         self.hint = W.HTML()
         self.hint.add_class("smartlab-control-hint")
         self.ack_log = W.HTML()
@@ -188,6 +189,11 @@ class KitDashboard:
         # Live values on screen: the page's first paint (`snapshot_html`) gives way.
         self.readings.widget.add_class("smartlab-live")
         return box
+
+    def beside_plots(self, widget: W.Widget) -> None:
+        """Put `widget` (the kit's picture) first in the plots' grid: beside them on a wide
+        screen, above them on a phone."""
+        self.plot_grid.children = (widget, *self.plot_grid.children)
 
     def _window_options(self) -> None:
         current = self.window_s

@@ -9,16 +9,22 @@ still shows every kit live. It has no controls: the public board is read-only.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import Any
 
 import ipywidgets as W
 
+from hardware_kits import protocol as P
+from hardware_kits.mqtt import BrokerAddress, ConnectError
 from labs.client import Kit, Lab, LabService, LabServiceUnavailable
 from labs.i18n import CATALOGUES, DEFAULT, Texts
+from labs.widgets.kit_picture import ALL_KITS, Frame, FrameFeed, KitPicture
 from labs.widgets.live import Coalescer, Runner
 from labs.widgets.markup import Markup, html, join, text
 from labs.widgets.plots import Sparkline, format_value
+
+log = logging.getLogger(__name__)
 
 SPARK_WINDOW_S = 120.0
 NUMERIC = ("float", "integer", "boolean")
@@ -200,8 +206,11 @@ class OverviewBoard:
         self.title = W.HTML()
         self.note = W.HTML()
         self.stamp = W.HTML()
+        self.head_cells = [
+            W.HTML(layout=W.Layout(width=width, flex="0 0 auto")) for _key, width in COLUMNS
+        ]
         self.head = W.HBox(
-            [W.HTML(layout=W.Layout(width=width, flex="0 0 auto")) for _key, width in COLUMNS],
+            self.head_cells,
             layout=W.Layout(border_bottom="2px solid #ccc"),
         )
         self.head.add_class("smartlab-board-head")  # hidden on phones: a card per kit there
@@ -209,6 +218,9 @@ class OverviewBoard:
         self.widget = W.VBox([self.title, self.note, self.head, self.body, self.stamp])
         self.widget.add_class("smartlab-overview")
         self.banner: Any = None
+        self.thumbnails: dict[str, KitPicture] | None = None  # once `add_thumbnails` ran
+        self.thumb_feed: FrameFeed | None = None
+        self._thumb_infos: dict[str, dict[str, Any] | None] = {}  # `$camera` before the row
         texts.bind(self._render_frame)
         self._unsubscribe: list = [lab.on_state(lambda *_: runner.from_thread(self._changed))]
         self._stops = [runner.every(2.0, self._discover)]
@@ -221,7 +233,7 @@ class OverviewBoard:
         self.title_html = html("<h3 style='margin:4px 0'>{}</h3>", t("overview"))
         self.note_html = html("<small>{}</small>", t("public_note")) if self.public else text("")
         self.title.value, self.note.value = self.title_html, self.note_html
-        for cell, (key, _width) in zip(self.head.children, COLUMNS, strict=True):
+        for cell, (key, _width) in zip(self.head_cells, COLUMNS, strict=True):
             cell.value = html("<b>{}</b>", t(key))
         self.coalescer.mark()
 
@@ -235,6 +247,7 @@ class OverviewBoard:
             except Exception:  # registered with the service but never seen on the broker
                 continue
             self.rows[kit_id] = BoardRow(kit, self.texts)
+            self._add_thumbnail(kit_id)
             self._unsubscribe.append(
                 kit.subscribe(lambda *_: self.runner.from_thread(self._changed))
             )
@@ -298,8 +311,64 @@ class OverviewBoard:
             t("first_paint"),
         )
 
+    # ------------------------------------------------------------ thumbnails
+
+    def add_thumbnails(self, address: BrokerAddress) -> None:
+        """A small live picture first in every kit's row: the `thumb` stream of every kit over
+        one connection (96 x 72 at 1 frame/s: the broker sends this board no full frames)."""
+        self.thumbnails = {}
+        self._thumb_head = W.HTML(layout=W.Layout(width="104px", flex="0 0 auto"))
+        self.texts.label(self._thumb_head, "picture_col", "value")
+        self.head.children = (self._thumb_head, *self.head.children)
+        try:
+            self.thumb_feed = FrameFeed(
+                address,
+                ALL_KITS,
+                P.STREAM_THUMB,
+                lambda frame: self.runner.from_thread(self._thumb_frame, frame),
+                lambda kit_id, info: self.runner.from_thread(self._thumb_info, kit_id, info),
+            )
+        except ConnectError as err:  # the board still shows every kit's values
+            log.warning("no thumbnails: %s", err)
+        for kit_id in self.rows:
+            self._add_thumbnail(kit_id)
+
+    def _add_thumbnail(self, kit_id: str) -> None:
+        if self.thumbnails is None or kit_id in self.thumbnails:
+            return
+        picture = KitPicture(kit_id, self.runner, self.texts, stream=P.STREAM_THUMB)
+        picture.widget.layout.margin = "2px 8px 2px 0"
+        if kit_id in self._thumb_infos:
+            picture.camera_info(self._thumb_infos[kit_id])
+        self.thumbnails[kit_id] = picture
+        row = self.rows[kit_id].widget
+        row.children = (picture.widget, *row.children)
+
+    def _thumb_frame(self, frame: Frame) -> None:
+        picture = (self.thumbnails or {}).get(frame.kit)
+        if picture is not None:
+            picture.frame(frame)
+
+    def _thumb_info(self, kit_id: str, info: dict[str, Any] | None) -> None:
+        self._thumb_infos[kit_id] = info
+        picture = (self.thumbnails or {}).get(kit_id)
+        if picture is not None:
+            picture.camera_info(info)
+
     def close(self) -> None:
+        if self.thumb_feed is not None:
+            self.thumb_feed.close()
+        for picture in (self.thumbnails or {}).values():
+            picture.close()
         for stop in self._stops:
             stop()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+
+
+def add_thumbnails(page: Any) -> None:
+    """The board's live thumbnail per kit (`page.after_build(add_thumbnails)` in
+    labs/dashboards/overview.ipynb)."""
+    board = getattr(page, "board", None)
+    if board is not None and page.lab is not None:
+        board.add_thumbnails(page.lab.address)

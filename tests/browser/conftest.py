@@ -7,6 +7,7 @@ Screenshots of every view go to test-artifacts/dashboards/ (git-ignored).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,11 @@ from typing import Any
 
 import pytest
 
+from hardware_kits import protocol as P
 from hardware_kits.kit_runner import KitRunner
+from hardware_kits.mqtt import connect_client, frame_publish_properties
 from hardware_kits.twins.base import twin_class
+from hardware_kits.twins.camera import SyntheticCamera
 from labs.client import Lab, LabService, connect
 from tests.conftest import wait_until
 from tests.stack import (
@@ -50,6 +54,66 @@ IN_PROCESS = {
     ENV: "environment-station",
 }
 KITS = {**IN_PROCESS, PARK: "smart-parking"}  # the parking twin runs as its own process
+# LAMP2's picture comes from a camera companion of its own (as beside a real board), which a
+# test can stop and start while the kit goes on; the other twins draw their own.
+COMPANION_KIT = LAMP2
+
+
+class CameraCompanion:
+    """A kit's camera as a separate publisher with the camera account (`provision_camera`):
+    the twin's synthetic picture at the protocol's rates, stamped with the kit's last seq."""
+
+    def __init__(self, broker, runner: KitRunner) -> None:
+        self.runner = runner
+        self.kit_id = runner.kit_id
+        self.camera = SyntheticCamera(runner.model)
+        self.address = broker.address(broker.provision_camera(self.kit_id).username)
+        self.client = connect_client(
+            self.address.host, self.address.port, self.address.credentials, f"cam-{self.kit_id}"
+        )
+        self.client.publish(
+            P.camera_info_topic(self.kit_id), P.camera_info("device"), qos=1, retain=True
+        ).wait_for_publish(5)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_ts_ms: int | None = None  # the newest frame's stamp
+        self.frames = 0
+
+    def start(self) -> CameraCompanion:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"cam-{self.kit_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def close(self) -> None:
+        self.stop()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _run(self) -> None:
+        period = 1.0 / P.CAMERA_STREAMS[P.STREAM_FULL]["fps"]
+        while not self._stop.is_set():
+            with self.runner._lock:  # the twin's model and seq, as its own camera reads them
+                scene = self.camera.scene(time.time())
+                seq, ts_ms = self.runner.core.seq, int(time.time() * 1000)
+            full, thumb = self.camera.frames(scene)
+            self.frames += 1
+            for stream, jpeg in ((P.STREAM_FULL, full), (P.STREAM_THUMB, thumb)):
+                if stream == P.STREAM_THUMB and self.frames % 10 != 1:
+                    continue
+                self.client.publish(
+                    P.camera_topic(self.kit_id, stream),
+                    jpeg,
+                    qos=0,
+                    properties=frame_publish_properties(ts_ms, seq, self.frames),
+                )
+            self.last_ts_ms = ts_ms
+            self._stop.wait(period)
 
 
 class Platform:
@@ -60,6 +124,7 @@ class Platform:
         self.voilas: dict[str, VoilaServer] = {}
         self.park: TwinProcess | None = None
         self.observer: Lab | None = None
+        self.camera: CameraCompanion | None = None  # COMPANION_KIT's camera
 
     def client(self, who: str) -> LabService:
         return self.service.client(token(who))
@@ -103,8 +168,11 @@ def platform(broker, models, state_root) -> Iterator[Platform]:
                     kit_id,
                     twin_class(model)(models[model], seed=5),
                     broker.address(f"kit-{kit_id}"),
+                    camera=kit_id != COMPANION_KIT,
                 ).start()
             )
+            if kit_id == COMPANION_KIT:
+                plat.camera = CameraCompanion(broker, runners[-1]).start()
         plat.park = TwinProcess(PARK, KITS[PARK], broker.address(f"kit-{PARK}").url()).start()
         wait_until(lambda: all(k["online"] for k in admin.kits()), timeout=20)
         plat.observer = connect(
@@ -117,6 +185,8 @@ def platform(broker, models, state_root) -> Iterator[Platform]:
             server.stop()
         if plat.observer is not None:
             plat.observer.close()
+        if plat.camera is not None:
+            plat.camera.close()
         service.stop()
         if plat.park is not None:
             plat.park.stop()
