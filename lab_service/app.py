@@ -46,7 +46,7 @@ from hardware_kits.mqtt import BrokerAddress, Credentials
 from lab_service.api_http import MAX_BODY_BYTES, HttpLimits, Operations, make_app, make_server
 from lab_service.api_identity import Identity, TokenIdentity
 from lab_service.api_routes import ApiContext
-from lab_service.frontend import FrontEnds
+from lab_service.frontend import FrontEnds, preload_front_ends
 from lab_service.gateway import MqttKitGateway
 from lab_service.history import TelemetryRecorder
 from lab_service.leadership import Leadership
@@ -249,6 +249,8 @@ class LabServiceApp(Application):
         logging.getLogger("tornado.access").setLevel(logging.WARNING)  # refusals and errors
         # The standby waits here: no database schema, broker connection, port or scheduler
         # until it leads, so it cannot decide anything (docs/deploy.md, "Two lab services").
+        if self.http_processes:
+            preload_front_ends()
         leadership = Leadership(self.db_url, self.leader_retry_seconds, self.leader_check_seconds)
         try:
             leadership.wait(lambda line: print(line, flush=True))

@@ -30,18 +30,25 @@ c.LabServiceApp.db_url = "sqlite:///{folder}/lab.sqlite"
 """
 
 
-def front_ends(service_pid: int) -> set[int]:
-    """Pids of the service's front-end processes (multiprocessing spawn children)."""
-    found = set()
+def processes() -> list[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line) of every process."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if parent == service_pid and b"spawn_main" in cmdline:
-            found.add(int(stat.parent.name))
+        found.append((int(stat.parent.name), parent, cmdline))
     return found
+
+
+def front_ends(service_pid: int) -> set[int]:
+    """Pids of the service's front-end processes: the children of its multiprocessing fork
+    server (itself a child of the service)."""
+    everyone = processes()
+    servers = {p for p, parent, cmd in everyone if parent == service_pid and b"forkserver" in cmd}
+    return {p for p, parent, _ in everyone if parent in servers}
 
 
 def me(port: int) -> dict:
