@@ -207,8 +207,19 @@ def test_a_thumbnail_viewer_is_sent_thumbnails_only(broker, viewer):
             broker.address(viewer),
             ALL_KITS,
             P.STREAM_THUMB,
-            lambda frame: got.append((frame.stream, frame.seq)),
+            # Other tests' kits share the session's broker: only this camera's frames count.
+            lambda frame: frame.kit == "pic-thumb" and got.append((frame.stream, frame.seq)),
         )
+
+        async def subscribed() -> None:
+            """a probe thumbnail arrives: the subscription is in place"""
+            while not got:
+                camera.frame(jpeg(0), 0, P.STREAM_THUMB)
+                await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(subscribed(), 10)
+        await asyncio.sleep(0.2)
+        got.clear()
         for seq in range(1, 4):
             camera.frame(jpeg(seq, 4000), seq, P.STREAM_FULL)
             camera.frame(jpeg(seq), seq, P.STREAM_THUMB)
