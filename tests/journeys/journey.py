@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Error as PlaywrightError
 
 # Accept-Language as a browser set to that language sends it.
 LOCALES = {"ru": ("ru-RU", "ru-RU,ru;q=0.9,en;q=0.5"), "en": ("en-US", "en-US,en;q=0.9")}
@@ -171,11 +172,21 @@ class Journey:
 
     def _check_page(self) -> None:
         """axe-core on a page not checked yet (by URL without its fragment)."""
-        url = self.page.url.split("#", 1)[0]
-        if url in self.checked:
-            return
+        for attempt in range(3):
+            url = self.page.url.split("#", 1)[0]
+            if url in self.checked:
+                return
+            try:
+                found = run_axe(self.page)
+                break
+            except PlaywrightError as err:
+                # A page still on its way (the spawn page hands over to the server when it
+                # is ready) navigates under axe: check the page it arrives at instead.
+                if "context was destroyed" not in str(err) or attempt == 2:
+                    raise
+                with contextlib.suppress(Exception):
+                    self.page.wait_for_load_state("load", timeout=SETTLE_S * 1000)
         self.checked.add(url)
-        found = run_axe(self.page)
         (self.shots / f"{self.steps:02d}-axe.json").write_text(
             json.dumps({"url": url, "violations": found}, indent=1, ensure_ascii=False)
         )
