@@ -147,6 +147,8 @@ class Run:
         self.recent: collections.deque[float] = collections.deque()
         self.requester = f"{spec['mqtt']['username']}/{uuid.uuid4().hex[:8]}"
         self.client: mqtt.Client | None = None
+        self.started: float | None = None  # when driving began
+        self.ended: float | None = None
 
     # ---- MQTT (paho's thread)
 
@@ -277,7 +279,7 @@ class Run:
 
     def drive(self, step: Callable[..., Any]) -> None:
         duration = float(self.spec["duration_s"])
-        started = last_sample = last_progress = time.monotonic()
+        started = last_sample = last_progress = self.started = time.monotonic()
         while True:
             now = time.monotonic()
             if now - started >= duration:
@@ -331,8 +333,9 @@ class Run:
         self.client.loop_stop()
 
     def summary(self) -> str:
+        ran = 0.0 if self.started is None else (self.ended or time.monotonic()) - self.started
         parts = [
-            f"ran {float(self.spec['duration_s']):g} s",
+            f"ran {min(ran, float(self.spec['duration_s'])):.1f} s",
             f"{self.sent} commands sent ({self.applied} applied, {self.rejected} rejected by the "
             "kit)",
         ]
@@ -368,6 +371,7 @@ def main() -> int:
         outcome, detail = "crashed", f"the run failed: {one_line(err)}"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        run.ended = time.monotonic()
     with contextlib.suppress(Exception):  # leaving the broker is best effort
         run.finish()
     summary = run.summary()

@@ -24,6 +24,7 @@ import secrets
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -184,12 +185,20 @@ def _run_child(
         _become_child(job, spec_r, report_w, log_fd)
     for fd in (spec_r, report_w, log_fd):
         os.close(fd)
-    with os.fdopen(spec_w, "wb") as spec, contextlib.suppress(BrokenPipeError):
-        spec.write(json.dumps(child_spec(run, descriptor)).encode())
+    # In a thread: a spec larger than the pipe waits for the child, which the wall time bounds.
+    payload = json.dumps(child_spec(run, descriptor)).encode()
+    writer = threading.Thread(target=_write_spec, args=(spec_w, payload), daemon=True)
+    writer.start()
     os.set_blocking(report_r, False)
     lines, status, usage, killed = _wait(pid, report_r, started + run.limits.wall_seconds)
     os.close(report_r)
+    writer.join(1)
     return decide(run.limits, lines, status, usage, killed, time.monotonic() - started, log_path)
+
+
+def _write_spec(fd: int, payload: bytes) -> None:
+    with contextlib.suppress(OSError), os.fdopen(fd, "wb") as spec:
+        spec.write(payload)
 
 
 def _become_child(job: sandbox.Job, spec_r: int, report_w: int, log_fd: int) -> None:

@@ -342,3 +342,10 @@ def test_revoked_command_right_mid_run_is_refused_by_the_broker(
     assert outcome.outcome == "completed", outcome
     assert kit_saw(kit) == after_revoke, "the kit saw commands after the right was revoked"
     assert outcome.commands_refused > 0 and "refused by the broker" in outcome.detail, outcome
+
+
+def test_a_source_larger_than_a_pipe_reaches_the_child(access: MqttAccess) -> None:
+    padding = "# " + "x" * 98 + "\n"
+    source = padding * 1000 + "def controller(readings, t, blob):\n    return None\n"
+    outcome = run(access, source, duration_s=1, inputs={"blob": "y" * 16000})
+    assert outcome.outcome == "completed", outcome
