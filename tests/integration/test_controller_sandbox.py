@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from grader.controller_run import (
@@ -349,3 +351,41 @@ def test_a_source_larger_than_a_pipe_reaches_the_child(access: MqttAccess) -> No
     source = padding * 1000 + "def controller(readings, t, blob):\n    return None\n"
     outcome = run(access, source, duration_s=1, inputs={"blob": "y" * 16000})
     assert outcome.outcome == "completed", outcome
+
+
+def test_printing_without_end_is_stopped_at_the_output_limit(access: MqttAccess) -> None:
+    outcome = run(
+        access,
+        """
+        def controller(readings, t):
+            while True:
+                print("x" * 10000)
+        """,
+        output_bytes=100_000,
+    )
+    assert outcome.outcome == "crashed" and "printed more than 100000" in outcome.detail, outcome
+
+
+def test_broker_socket_is_open_to_every_account_but_asks_for_credentials(broker: Broker) -> None:
+    assert broker.socket_path is not None
+    assert stat.S_IMODE(os.stat(broker.socket_path).st_mode) == 0o666
+    assert stat.S_IMODE(os.stat(broker.socket_path.parent).st_mode) == 0o755
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id="cs-anon",
+        protocol=mqtt.MQTTv5,
+        transport="unix",
+    )
+    client.username_pw_set(JOB_ACCOUNT, "not-the-password")
+    reasons: list[Any] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: reasons.append(reason)
+    client.connect(str(broker.socket_path))
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + 5
+        while not reasons and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert reasons and reasons[0].is_failure, reasons
