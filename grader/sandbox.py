@@ -267,6 +267,9 @@ class Job:
     hide: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     cgroup: str = ""  # the notebook's cgroup below smartlab-grade/ (empty: none)
+    # Folders kept in sight (read-only) where a mask would cover them: a controller's way to
+    # the broker's Unix socket (grader/controller_run.py).
+    visible: list[str] = field(default_factory=list)
 
 
 def notebook_cgroup(name: str, limits: Limits) -> cgroups.CgroupLimits:
@@ -399,7 +402,7 @@ def _filesystem(job: Job, source_fd: int | None) -> None:
     masks += [(p, "size=1m,mode=0755,nr_inodes=1024") for p in readonly]
     # Handles on what must stay visible under the masks, taken before they cover it: the
     # kernel's runtime (read-only) and its socket folder (writable), wherever they lie.
-    keep = [(p, False) for p in kernel_runtime()] + [(job.sock_dir, True)]
+    keep = [(p, False) for p in [*kernel_runtime(), *job.visible]] + [(job.sock_dir, True)]
     held = [
         (path, os.open(path, os.O_PATH | os.O_CLOEXEC), writable)
         for path, writable in keep

@@ -84,6 +84,30 @@ def prepare_run_dir(run_dir: Path) -> None:
     os.chmod(run_dir / "jobs", 0o711)
 
 
+def take_slot(run_dir: Path, max_slots: int) -> tuple[int, int | None]:
+    """A free pool slot and its flock-ed lock file (the fd: keep it open while the slot is in
+    use); (-1, None) when all are busy. Shared by every fork server and controller runner."""
+    for slot in range(max_slots):
+        fd = os.open(run_dir / "slots" / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return slot, fd
+    return -1, None
+
+
+def pool_account(run_dir: Path, slot: int) -> Account:
+    """The pool account of `slot`, made under a lock (two processes may need it at once)."""
+    lock = os.open(run_dir / "slots" / "accounts.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return sandbox.ensure_account(slot)
+    finally:
+        os.close(lock)
+
+
 # ------------------------------------------------------------------ the server
 
 
@@ -310,15 +334,7 @@ class ForkServer:
                 self._send(conn, {"ok": False, "error": f"{type(err).__name__}: {err}"})
 
     def _take_slot(self) -> tuple[int, int | None]:
-        for slot in range(self.max_slots):
-            fd = os.open(self.run_dir / "slots" / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            return slot, fd
-        return -1, None
+        return take_slot(self.run_dir, self.max_slots)
 
     def _prepare(self, conn: Connection, slot: int, slot_fd: int) -> None:
         request = conn.pending_open or {}
@@ -376,12 +392,7 @@ class ForkServer:
         )
 
     def _ensure_account(self, slot: int) -> Account:
-        lock = os.open(self.run_dir / "slots" / "accounts.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            return sandbox.ensure_account(slot)
-        finally:
-            os.close(lock)
+        return pool_account(self.run_dir, slot)
 
     # ---- launch
 

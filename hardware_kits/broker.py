@@ -11,6 +11,7 @@ folder; a second start reuses it.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -194,6 +195,9 @@ class Broker:
     tls_key: Path | None = None
     tls_ca: Path | None = None  # the CA that signed the site's certificate (None: a public one)
     bridge: BridgePlan | None = None  # a partner site's broker: its bridge to the centre's
+    # A Unix-socket listener besides the TCP one (None: none), with the same plugin and rights:
+    # the only way a sandboxed controller (no network namespace access) reaches the broker.
+    socket_path: Path | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -268,6 +272,8 @@ class Broker:
             "max_queued_messages 10000",
             f"max_packet_size {MAX_PACKET_BYTES}",
         ]
+        if self.socket_path is not None:
+            lines.append(f"listener 0 {self.socket_path}")
         if self.tls_port is not None:
             files = self.tls_files()
             lines += [
@@ -310,6 +316,20 @@ class Broker:
                 os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
         if self.tls_port is not None:  # mosquitto reads its key after dropping privileges
             os.chown(self.tls_files().key, account.pw_uid, account.pw_gid, follow_symlinks=False)
+        if self.socket_path is not None:
+            os.chown(self.socket_path.parent, account.pw_uid, account.pw_gid)
+
+    def _prepare_socket_folder(self) -> None:
+        """The socket's folder: traversable by every account (sandboxed controllers connect as
+        pool accounts), no stale socket of an earlier run."""
+        assert self.socket_path is not None
+        folder = self.socket_path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)
+        if len(str(self.socket_path).encode()) > 107:
+            raise BrokerError(f"the broker's socket path is too long for Unix: {self.socket_path}")
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
 
     def start(self, timeout: float = 10.0) -> Broker:
         """Write the configuration, initialise dynsec on first run, start and provision basics."""
@@ -334,6 +354,8 @@ class Broker:
                 check=True,
                 capture_output=True,
             )
+        if self.socket_path is not None:
+            self._prepare_socket_folder()
         self._write_config(plugin)
         self._chown_for_broker()
         self.process = subprocess.Popen(
@@ -355,11 +377,21 @@ class Broker:
                 tail = err.splitlines()[-1] if err else self._log_tail()
                 raise BrokerError(f"mosquitto exited at start: {tail}")
             with socket.socket() as sock:
-                if sock.connect_ex((self.host, self.port)) == 0:
+                if sock.connect_ex((self.host, self.port)) == 0 and self._socket_ready():
                     return
             time.sleep(0.05)
         self.stop()
         raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout} s")
+
+    def _socket_ready(self) -> bool:
+        """The Unix socket exists; made connectable by every account (connecting proves
+        nothing: the broker asks for credentials as on TCP)."""
+        if self.socket_path is None:
+            return True
+        if not self.socket_path.is_socket():
+            return False
+        self.socket_path.chmod(0o666)
+        return True
 
     def _log_tail(self) -> str:
         try:

@@ -20,6 +20,7 @@ from hardware_kits.mqtt import ConnectError
 from site_config.kits import load_kits, parse_kits
 from site_config.paths import DEMO_SITE, default_site, default_state_dir
 from site_config.platform_accounts import BOARD_ACCOUNT, SERVICE_ACCOUNT
+from site_config.runtime import broker_socket_path
 
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +52,11 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
 
 
 def broker_for(args: argparse.Namespace) -> Broker:
-    broker = Broker(args.state_dir / "broker", port=args.mqtt_port)
+    broker = Broker(
+        args.state_dir / "broker",
+        port=args.mqtt_port,
+        socket_path=broker_socket_path(args.state_dir),
+    )
     tls_port = getattr(args, "mqtt_tls_port", None)
     if tls_port is not None:
         broker.tls_port = tls_port

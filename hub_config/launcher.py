@@ -188,12 +188,13 @@ def make_runtime(args: argparse.Namespace, site: Site) -> Runtime:
 def close_private_files(runtime: Runtime) -> None:
     """As root, before anything is written: what this process creates from now on is root's
     alone (umask 077), and what earlier runs left open is closed: the checkout's course
-    sources and the state folder, all but the homes, the exchange and the sandbox's socket."""
+    sources and the state folder, all but the homes, the exchange, the sandbox's socket and the
+    broker's socket (sandboxed controllers connect to it as pool accounts)."""
     os.umask(PRIVATE_UMASK)
     close_course_sources(COURSES_DIR)
     state = Path(runtime.state_dir)
     shared = (Path(runtime.home_root), runtime.exchange, runtime.sandbox_socket.parent)
-    shared += (state / PUBLIC_CA,)
+    shared += (state / PUBLIC_CA, runtime.broker_socket.parent)
     close_state_folder(state, shared)
 
 

@@ -17,6 +17,13 @@ from pathlib import Path
 RUNTIME_ENV = "SMARTLAB_RUNTIME"
 
 
+def broker_socket_path(state_dir: Path | str) -> Path:
+    """The broker's Unix-socket listener: how sandboxed controllers reach it (they have no
+    network). Outside the broker's own (closed) folder, so other accounts can connect; the
+    broker still asks every client for its credentials."""
+    return Path(state_dir) / "mqtt" / "broker.sock"
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         # As Mosquitto binds: connections left in TIME_WAIT by a crash do not block a restart.
@@ -89,6 +96,10 @@ class Runtime:
     def sandbox_socket(self) -> Path:
         """The root fork server that gives the formgraders sandboxed kernels."""
         return Path(self.state_dir) / "sandbox" / "sandbox.sock"
+
+    @property
+    def broker_socket(self) -> Path:
+        return broker_socket_path(self.state_dir)
 
     @property
     def lab_url(self) -> str:

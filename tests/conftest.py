@@ -18,7 +18,7 @@ import yaml
 from hardware_kits.broker import Broker
 from hardware_kits.descriptor import load_models
 from hub_config.launcher import stop_process
-from site_config.runtime import free_port
+from site_config.runtime import broker_socket_path, free_port
 from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +47,8 @@ def home_root(state_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def broker(state_root: Path) -> Iterator[Broker]:
     """One broker for the session (each test uses its own kit ids and accounts)."""
-    with Broker(state_root / "broker", port=free_port()) as running:
+    socket_path = broker_socket_path(state_root)
+    with Broker(state_root / "broker", port=free_port(), socket_path=socket_path) as running:
         yield running
 
 

@@ -1,0 +1,200 @@
+"""`smartlab jobs run`: the runner of controller jobs (root, beside the lab service).
+
+A loop over the lab service's job API (the runner's identity has `job_runner: true`): claim a
+job whose session was granted, heartbeat its session while its controller runs in the grading
+sandbox (grader/controller_run.py), finish it with the outcome (the service then revokes the
+job's broker account, commands the safe state and hands the kit over), read the job's recorded
+run back from the service (its own records: a controller cannot forge them) and score it with
+the assignment's scoring function, if the course has one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from grader.controller_run import (
+    ControllerLimits,
+    ControllerOutcome,
+    ControllerRun,
+    ControllerRunError,
+    MqttAccess,
+    run_controller,
+)
+from labs.client.errors import LabError
+from labs.client.rest_service import LabService
+from site_config.paths import default_state_dir
+from site_config.runtime import Runtime, broker_socket_path
+
+log = logging.getLogger("smartlab.jobs")
+
+HEARTBEAT_SECONDS = 10.0
+IDLE_SECONDS = 2.0  # between claims when there is nothing to run
+START_SECONDS = 15.0  # the wall time a run gets beyond its duration (start-up, leaving)
+Trace = dict[str, tuple[np.ndarray, np.ndarray]]
+Scorer = Callable[[Trace], float | None]
+
+
+def limits_for(duration_s: float) -> ControllerLimits:
+    return ControllerLimits(
+        cpu_seconds=duration_s + 10.0,
+        wall_seconds=duration_s + START_SECONDS,
+    )
+
+
+def trace_of(telemetry: list[dict[str, Any]]) -> Trace:
+    """sensor -> (t, v) float arrays from a replay's telemetry rows; t from the first row."""
+    if not telemetry:
+        return {}
+    t = np.array([float(row["ts"]) for row in telemetry])
+    t -= t[0]
+    sensors = sorted({name for row in telemetry for name in row.get("values", {})})
+    trace: Trace = {}
+    for name in sensors:
+        values = [row["values"].get(name) for row in telemetry]
+        trace[name] = (t, np.array([_number(v) for v in values], dtype=np.float64))
+    return trace
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def scorer_for(course: str | None, assignment: str | None) -> Scorer | None:
+    """The assignment's scoring function (`coursework.controllers.SCORERS`), if any."""
+    if not course or not assignment:
+        return None
+    try:
+        from coursework.controllers import SCORERS
+    except ImportError:
+        return None
+    return SCORERS.get((course, assignment))
+
+
+class JobRunner:
+    def __init__(self, service: LabService, socket_path: str, host: str, port: int) -> None:
+        self.service = service
+        self.socket_path, self.host, self.port = socket_path, host, port
+        self.stopping = threading.Event()
+
+    def claim(self) -> dict[str, Any] | None:
+        raw, _media = self.service.request_raw("POST", "/api/jobs/claim")
+        if not raw.strip():  # 204: nothing granted and unclaimed
+            return None
+        return json.loads(raw)
+
+    def run_one(self, claim: dict[str, Any]) -> ControllerOutcome:
+        job = claim["job"]
+        job_id = job["id"]
+        run = ControllerRun(
+            source=claim["source"],
+            entry=claim["entry"],
+            kit_id=claim["kit"],
+            model=claim["model"],
+            duration_s=float(claim["duration_s"]),
+            inputs=claim.get("inputs") or {},
+            mqtt=MqttAccess(
+                self.socket_path,
+                self.host,
+                self.port,
+                claim["mqtt"]["username"],
+                claim["mqtt"]["password"],
+            ),
+            limits=limits_for(float(claim["duration_s"])),
+        )
+        done = threading.Event()
+        beating = threading.Thread(target=self._heartbeat, args=(job_id, done), daemon=True)
+        beating.start()
+        try:
+            outcome = run_controller(run)
+        except ControllerRunError as err:
+            log.error("job %s: %s", job_id, err)
+            outcome = ControllerOutcome("crashed", f"the sandbox could not start: {err}", 0, 0)
+        finally:
+            done.set()
+            beating.join(5)
+        self.service.request(
+            "POST",
+            f"/api/jobs/{job_id}/finish",
+            {"outcome": outcome.outcome, "detail": outcome.detail[:300]},
+        )
+        log.info("job %s: %s (%s)", job_id, outcome.outcome, outcome.detail)
+        self.score(job)
+        return outcome
+
+    def _heartbeat(self, job_id: int, done: threading.Event) -> None:
+        while not done.wait(HEARTBEAT_SECONDS):
+            try:
+                self.service.request("POST", f"/api/jobs/{job_id}/heartbeat")
+            except LabError as err:  # the session may have ended (cancelled): the run ends too
+                log.warning("job %s: heartbeat: %s", job_id, err)
+
+    def score(self, job: dict[str, Any]) -> None:
+        scorer = scorer_for(job.get("course"), job.get("assignment"))
+        if scorer is None:
+            return
+        result = self.service.request("GET", f"/api/jobs/{job['id']}/result")
+        try:
+            score = scorer(trace_of(result.get("telemetry", [])))
+        except Exception as err:  # a course's scorer failing costs that score only
+            log.error("job %s: scoring failed: %s: %s", job["id"], type(err).__name__, err)
+            return
+        value = None if score is None else float(score)
+        self.service.request("POST", f"/api/jobs/{job['id']}/score", {"score": value})
+
+    def serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                claim = self.claim()
+            except LabError as err:
+                log.warning("claiming a job: %s", err)
+                claim = None
+            if claim is None:
+                self.stopping.wait(IDLE_SECONDS)
+                continue
+            with contextlib.suppress(LabError):
+                self.run_one(claim)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("jobs", help="controller jobs: the runner")
+    actions = parser.add_subparsers(dest="jobs_action", required=True, metavar="ACTION")
+    run = actions.add_parser(
+        "run",
+        help="run granted controller jobs in the grading sandbox (as root)",
+        description="Claim controller jobs from the lab service and run each in the grading "
+        "sandbox; the lab service token comes from $SMARTLAB_TOKEN.",
+    )
+    run.add_argument("--lab-url", help="the lab service (default: the runtime's)")
+    run.add_argument("--state-dir", default=None, help="the state folder (the broker's socket)")
+    run.add_argument("--mqtt-host", default="127.0.0.1")
+    run.add_argument("--mqtt-port", type=int, default=None)
+    run.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s jobs %(message)s")
+    state_dir = args.state_dir or str(default_state_dir())
+    runtime = Runtime.from_env("", state_dir)
+    service = LabService(args.lab_url or runtime.lab_url)
+    runner = JobRunner(
+        service,
+        str(broker_socket_path(runtime.state_dir)),
+        args.mqtt_host,
+        args.mqtt_port or runtime.mqtt_port,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        runner.serve()
+    return 0
