@@ -86,7 +86,9 @@ def _stepper(controller: Any, inputs: dict[str, Any]) -> Callable[[dict[str, Any
             raise AssertionError("у класса контроллера нет метода step(readings, t)")
         return step
     if not callable(controller):
-        raise AssertionError(f"контроллер должен быть функцией или классом, а это {controller!r}")
+        raise AssertionError(
+            f"контроллер должен быть функцией или классом, а это {type(controller).__name__}"
+        )
     return lambda readings, t: controller(readings, t, **inputs)
 
 
@@ -184,8 +186,8 @@ def lighting_score(
     **_inputs: Any,
 ) -> float:
     """0..1 (`lamp_*_w`: the kit's lamp, the twin's parameters): the share of samples whose
-    road lighting met the requirement seen one sample earlier, times the energy saving against full power whenever the sky is dark, relative to
-    TARGET_SAVING (capped at 1)."""
+    road lighting met the requirement seen one sample earlier, times the energy saving
+    against full power whenever the sky is dark, relative to TARGET_SAVING (capped at 1)."""
     _, ambient = trace["ambient-light"]
     _, motion = trace["motion"]
     _, power = trace["lamp-power"]
@@ -244,5 +246,3 @@ def fixed_plan_queue(
 
     trace = run_on_twin(fixed, "intersection", duration_s, seed=seed, params=params, start=start)
     return float(np.mean(trace.values("queue-length")))
-
-
