@@ -307,7 +307,7 @@ def test_released_variant_equals_the_one_the_grader_recomputes(graded: Graded) -
     from nbclient import NotebookClient
 
     student = VARIANT_STUDENTS[1]
-    nb = nbformat.from_dict(json.loads(nbformat.writes(graded.release)))
+    nb = nbformat.reads(nbformat.writes(graded.release), as_version=4)
     last = next(i for i, c in enumerate(nb.cells) if c.get("id") == VARIANT_CELL)
     nb.cells = [c for c in nb.cells[: last + 1] if c.cell_type == "code"]
     env = {k: v for k, v in graded.env.items() if not k.startswith("SMARTLAB_STUDENT")}
