@@ -150,6 +150,7 @@ class SandboxedExecute(Execute):
         if isinstance(km, SandboxKernelManager):
             db_url = (self.resources or {}).get("nbgrader", {}).get("db_url")
             km.hide_paths = hidden_paths(self.config, db_url, self.course_root)
+            km.student = str((self.resources or {}).get("nbgrader", {}).get("student") or "")
         return km
 
     # ---- run

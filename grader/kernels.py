@@ -39,6 +39,8 @@ from grader.sandbox import Limits
 from grader.settings import Sandbox
 
 log = logging.getLogger("smartlab.grade")
+# The graded submission's owner, for the kernel (courses recompute per-student variants).
+STUDENT_VARIABLE = "SMARTLAB_STUDENT"
 
 
 class SandboxError(RuntimeError):
@@ -305,6 +307,8 @@ class SandboxProvisioner(LocalProvisioner):
         env = {k: v for k, v in (kwargs.get("env") or {}).items() if k.startswith("NBGRADER_")}
         if os.environ.get("NBGRADER_EXECUTION"):
             env.setdefault("NBGRADER_EXECUTION", os.environ["NBGRADER_EXECUTION"])
+        if km.student:  # a per-student variant (coursework/variants.py) is recomputed for them
+            env[STUDENT_VARIABLE] = km.student
         opened = self.lease.open(settings.limits(), km.hide_paths, env)
         km.sandbox_mode, km.sandbox_user = opened["mode"], opened["user"]
         km.transport = "ipc"
@@ -435,6 +439,9 @@ class SandboxKernelManager(AsyncKernelManager):
     sandbox_mode = Unicode("")
     sandbox_user = Unicode("")
     guarded = Bool(False, help="The kernel answers grader/guard.py's checks.")
+    student = Unicode(
+        "", help="The graded submission's owner, given to the kernel as $SMARTLAB_STUDENT."
+    )
 
     @default("sandbox")
     def _sandbox_default(self) -> Sandbox:

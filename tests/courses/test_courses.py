@@ -26,6 +26,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from courses.install import assignments, available_courses
+from coursework.variants import variant
 from grader.execute import WITHHELD
 from hub_config.spawner import JUPYTER_CONFIG_DIR as HUB_JUPYTER_CONFIG
 from site_config.runtime import free_port
@@ -42,6 +43,29 @@ REGION = re.compile(
 SOLUTION = "solution"
 UNTOUCHED = "untouched"
 ALL = [(course, name) for course in available_courses() for name in assignments(course)]
+
+# Assignments with a variant per student: the question whose answer is the student's own
+# number, and that answer written out as a literal (what a student copying it would submit).
+VARIANT_CELL = "v01"
+VARIANT_STUDENTS = ("variant-a", "variant-b", "variant-c")
+STOLEN = "variant-b-with-a-numbers"  # B submits A's numbers
+VARIANT_ANSWERS = {
+    ("smart-lighting", "02-adaptive-dimming"): (
+        "dim_power",
+        lambda v: f"dim_power_w = {6.0 + (v['lamp_max_w'] - 6.0) * 0.1!r}",
+    ),
+    ("traffic-signals", "02-actuated-control"): (
+        "flow",
+        lambda v: (
+            f"flow_ratio = {(max(v['north'], v['south']) + max(v['east'], v['west'])) / 1800!r}"
+        ),
+    ),
+}
+# Controller questions (the job interface, scored on the twin with run_on_twin).
+CONTROLLER_QUESTIONS = {
+    ("smart-lighting", "02-adaptive-dimming"): "hil",
+    ("traffic-signals", "02-actuated-control"): "hil",
+}
 
 
 def test_every_course_has_two_assignments_or_more() -> None:
@@ -216,6 +240,12 @@ def graded(
     result.submit(UNTOUCHED, release)
     for question, wrong in WRONG[(course, assignment)].items():
         result.submit(f"wrong-{question}", wrong_submission(correct, question, wrong))
+    if (course, assignment) in VARIANT_ANSWERS:
+        for student in VARIANT_STUDENTS:
+            result.submit(student, correct)
+        question, literal = VARIANT_ANSWERS[(course, assignment)]
+        theirs = literal(variant(course, assignment, VARIANT_STUDENTS[0]))
+        result.submit(STOLEN, wrong_submission(correct, question, theirs))
     # One autograde over every submission: a kernel per notebook, no per-call start-up.
     nbgrader(root, env, "autograde", assignment, "--force")
     result.scores = result.read_scores()
@@ -236,6 +266,68 @@ def graded(
 
 
 # ------------------------------------------------------------------ the checks
+
+
+def variant_output(nb: nbformat.NotebookNode) -> str:
+    cell = next(c for c in nb.cells if c.get("id") == VARIANT_CELL)
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_variant_assignments_give_two_students_different_numbers(graded: Graded) -> None:
+    if (graded.course, graded.assignment) not in VARIANT_ANSWERS:
+        pytest.skip("no variants in this assignment")
+    shown = {s: variant_output(graded.autograded(s)) for s in VARIANT_STUDENTS}
+    for student, text in shown.items():
+        assert f"Вариант для {student}:" in text, text  # the owner's, recomputed by the grader
+        assert str(variant(graded.course, graded.assignment, student)) in text
+    assert len(set(shown.values())) == len(VARIANT_STUDENTS)
+
+
+def test_solution_gets_full_marks_for_every_variant(graded: Graded) -> None:
+    if (graded.course, graded.assignment) not in VARIANT_ANSWERS:
+        pytest.skip("no variants in this assignment")
+    for student in VARIANT_STUDENTS:
+        assert graded.scores[student] == graded.points, student
+
+
+def test_another_students_numbers_lose_the_variant_question(graded: Graded) -> None:
+    if (graded.course, graded.assignment) not in VARIANT_ANSWERS:
+        pytest.skip("no variants in this assignment")
+    question, _ = VARIANT_ANSWERS[(graded.course, graded.assignment)]
+    cells = question_cells(question, graded.points)
+    want = {name: 0.0 if name in cells else full for name, full in graded.points.items()}
+    assert graded.scores[STOLEN] == want
+
+
+def test_released_variant_equals_the_one_the_grader_recomputes(graded: Graded) -> None:
+    """The release run by student X (as JupyterHub starts it, $JUPYTERHUB_USER=X) shows the
+    variant the grader computes when it grades X's submission."""
+    if (graded.course, graded.assignment) not in VARIANT_ANSWERS:
+        pytest.skip("no variants in this assignment")
+    from nbclient import NotebookClient
+
+    student = VARIANT_STUDENTS[1]
+    nb = nbformat.reads(nbformat.writes(graded.release), as_version=4)
+    last = next(i for i, c in enumerate(nb.cells) if c.get("id") == VARIANT_CELL)
+    nb.cells = [c for c in nb.cells[: last + 1] if c.cell_type == "code"]
+    env = {k: v for k, v in graded.env.items() if not k.startswith("SMARTLAB_STUDENT")}
+    env["JUPYTERHUB_USER"] = student
+    folder = graded.root / "release" / graded.assignment
+    NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(folder)}}).execute(env=env)
+    released = variant_output(nb)
+    assert f"Вариант для {student}:" in released
+    assert released == variant_output(graded.autograded(student))
+
+
+def test_controller_question_scores_the_solution_above_a_do_nothing_controller(
+    graded: Graded,
+) -> None:
+    question = CONTROLLER_QUESTIONS.get((graded.course, graded.assignment))
+    if question is None:
+        pytest.skip("no controller question in this assignment")
+    cells = question_cells(question, graded.points)
+    assert all(graded.scores[SOLUTION][c] == graded.points[c] > 0 for c in cells)
+    assert all(graded.scores[f"wrong-{question}"][c] == 0.0 for c in cells)  # does nothing
 
 
 def test_generated_release_has_no_solution_or_hidden_test(graded: Graded) -> None:

@@ -142,6 +142,15 @@ class AdaptiveDimmer:
         need = MINIMUM_LX - sample["ambient-light"]
         return 0 if need <= 0 else math.ceil(need * 100.0 / E_LAMP_FULL_LX)
 """,
+        # forgets the lamp's power at its lowest level
+        "dim_power": """
+dim_power_w = VARIANT["lamp_max_w"] * (MINIMUM_LX * 100.0 / E_LAMP_FULL_LX) / 100.0
+""",
+        # does nothing: the kit stays in its automatic mode
+        "hil": """
+def dimming_controller(readings, t):
+    return None
+""",
     },
     ("traffic-signals", "01-fixed-time-plan"): {
         # each approach's own busiest hour, not the junction's
@@ -200,6 +209,16 @@ class ActuatedController:
             return self.stage
         self.stage, self.green_s = 1 - self.stage, 0
         return self.stage
+""",
+        # adds every approach, not the critical one of each stage
+        "flow": """
+flow_ratio = sum(VARIANT[a] for a in ("north", "south", "east", "west")) / SATURATION_FLOW
+""",
+        # does nothing: the junction stays on flashing amber
+        "hil": """
+class JunctionController:
+    def step(self, readings, t):
+        return None
 """,
     },
     ("smart-parking", "01-occupancy"): {
