@@ -62,7 +62,7 @@ from site_config.languages import negotiate
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 128 * 1024  # an experiment job carries up to 64 KB of source and 16 KB of inputs
 JSON_TYPE = "application/json; charset=UTF-8"
 
 

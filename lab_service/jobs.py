@@ -323,8 +323,10 @@ class JobBook:
         job = db.get(JobRow, job_id)
         job.state, job.started_at = RUNNING, now
         job.session_id, job.kit_id = session.id, session.kit_id
-        # The job's time, not a walk-in slot: its duration and the runner's grace.
-        session.ends_at = now + job.duration_s + self.sharing.policy.job_start_grace_seconds
+        # The job's time, not a walk-in slot: its duration and the runner's grace; never past
+        # the window the scheduler gave (a booked slot of another course that comes first).
+        wanted = now + job.duration_s + self.sharing.policy.job_start_grace_seconds
+        session.ends_at = min(session.ends_at, wanted)
 
     def ending(self, db: DB, session: SessionRow, reason: str, now: float) -> None:
         job_id = job_of(session.user)
