@@ -315,3 +315,23 @@ def test_the_client_submits_a_notebook_controller_and_reads_the_result(jobs):
     assert [j.id for j in alice.jobs()][-1] == job.id
     assert alice.job(job.id).state == "finished"
     jobs.wait_free(KIT_B)
+
+
+def test_reconcile_deletes_job_accounts_of_ended_sessions_and_remakes_live_ones(jobs, broker):
+    """After a crash the broker may keep a job's account whose session has ended, or lack the
+    account of a live one: start-up reconciliation aligns both."""
+    rights = jobs.rights
+    rights.grant("job-999001", KIT_B)  # left over: its session ended while the service was down
+    assert "job-999001" in rights.job_accounts()
+    notes = rights.reconcile({KIT_A: "job-999002"})  # a live job session, account missing
+    assert "job-999001" not in rights.job_accounts()
+    assert any("job-999001" in note for note in notes)
+    assert jobs.command_holders().get(KIT_A) == {"job-999002"}
+    password = rights.job_password("job-999002")
+    conn = Conn(broker, Credentials("job-999002", password))
+    try:
+        assert conn.puback(conn.command(KIT_B, "other kit")) == NOT_AUTHORIZED
+    finally:
+        conn.close()
+    rights.reconcile({})
+    assert rights.job_accounts() == set()
