@@ -55,6 +55,7 @@ from lab_service.store import (
     QueueEntryRow,
     SessionRow,
     SharingStore,
+    sessions_of,
 )
 
 # Why a session ended.
@@ -396,7 +397,7 @@ class KitSharing:
                     .add_columns(QueueEntryRow.courses, BookingRow.course)
                 )
             elif not user.lab_admin:
-                query = query.where(SessionRow.user == user.name)
+                query = query.where(sessions_of(user.name))  # their jobs' sessions too
             if live_only:
                 query = query.where(SessionRow.state.in_(LIVE_STATES))
             if course is None:

@@ -24,10 +24,13 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    or_,
+    select,
     text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from site_config.migrations import upgrade_to_head
 
@@ -225,6 +228,12 @@ class EventRow(Base):
     kit_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user: Mapped[str | None] = mapped_column(String(128), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+def sessions_of(name: str) -> ColumnElement[bool]:
+    """Sessions a person answers for: held by them, or by one of their experiment jobs."""
+    jobs = select(JobRow.session_id).where(JobRow.owner == name, JobRow.session_id.is_not(None))
+    return or_(SessionRow.user == name, SessionRow.id.in_(jobs))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

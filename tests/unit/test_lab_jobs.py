@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from lab_service import records, replay
 from lab_service.jobs import OUTCOMES, STATES, JobBook
 from lab_service.messages import CATALOGUE, Words
 from lab_service.policy import SharingPolicy
@@ -232,3 +233,21 @@ def test_states_and_outcomes_have_words_in_both_languages(lab):
     for code in [f"job-state-{s}" for s in STATES] + [f"job-outcome-{o}" for o in OUTCOMES]:
         en, ru = CATALOGUE[code]
         assert en and ru and en != ru
+
+
+def test_the_owner_sees_the_jobs_session_in_sessions_records_and_replay(lab):
+    service, jobs, clock, _rights, _ = lab
+    job = submit(jobs)
+    jobs.claim(RUNNER)
+    clock.now += 5
+    jobs.finish(RUNNER, job["id"], "completed")
+    advance(service, clock, 5)
+    (mine,) = service.sessions(ALICE)
+    assert mine["id"] == job["session_id"] and mine["job"] == job["id"]
+    assert service.sessions(BOB) == []
+    text = records.sessions_csv(service.store, ALICE)
+    header, row = text.splitlines()
+    assert header.endswith(",job") and row.endswith(f",{job['id']}")
+    windows = replay.replay_windows(service.store, ALICE, "k1", clock.now)
+    assert windows and windows[0][0] == mine["granted_at"]
+    assert replay.replay_windows(service.store, BOB, "k1", clock.now) == []
