@@ -333,6 +333,10 @@ class JobBook:
         if job_id is None:
             return
         job = db.get(JobRow, job_id)
+        unstarted = job is not None and job.state == RUNNING and job.claimed_at is None
+        if unstarted and reason in _KIT_TAKEN_AWAY:  # nothing ran yet: wait again, in place
+            self._requeue(db, job)
+            return
         if job is not None and job.state == RUNNING:  # not by finish or cancel: it failed
             outcome, detail = _ENDED_BY.get(reason, ("kit-unsafe", reason))
             self._end(job, CANCELLED if outcome == "cancelled" else FAILED, outcome, detail, now)
@@ -354,6 +358,26 @@ class JobBook:
             self._end(job, FAILED, "kit-unsafe", "the kit was retired", now)
 
     # ------------------------------------------------------------ helpers
+
+    def _requeue(self, db: DB, job: JobRow) -> None:
+        """Back into the queue with the first entry's target and time: a job for a kit waits
+        for it, one for a model goes to another working kit of the model."""
+        first = db.get(QueueEntryRow, job.queue_entry_id)
+        entry = QueueEntryRow(
+            user=first.user,
+            institution=first.institution,
+            kit_id=first.kit_id,
+            model=first.model,
+            priority=first.priority,
+            courses=first.courses,
+            enqueued_at=first.enqueued_at,
+            state=WAITING,
+        )
+        db.add(entry)
+        db.flush()
+        job.state, job.queue_entry_id = QUEUED, entry.id
+        job.session_id = job.started_at = None
+        job.kit_id = first.kit_id
 
     def _readable(self, db: DB, user: User, job_id: int) -> JobRow:
         """The job if `user` may read it (owner, the course's instructors, lab admins)."""
@@ -423,6 +447,9 @@ class JobBook:
 
 
 _OPEN = (QUEUED, RUNNING)
+# The kit was taken from a job before its runner started it: maintenance (an admin), the kit
+# offline or not confirming its safe state, retired.
+_KIT_TAKEN_AWAY = (ENDED_BY_ADMIN, KIT_OFFLINE, RETIRING)
 
 
 def _check_job(

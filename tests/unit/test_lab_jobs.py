@@ -145,9 +145,28 @@ def test_a_job_for_a_model_takes_any_working_kit_and_skips_one_in_maintenance(la
     assert waiting["state"] == "queued"  # its kit is in maintenance: it waits
 
 
-def test_maintenance_during_a_job_ends_it_and_says_why(lab):
+def test_a_job_whose_kit_goes_to_maintenance_before_it_started_waits_or_moves(lab):
+    service, jobs, clock, rights, _ = lab
+    on_kit = submit(jobs)  # k1, not claimed yet
+    on_model = submit(jobs, BOB, kit_id=None, model="street-lighting")  # k2
+    assert jobs.job(BOB, on_model["id"])["kit"] == "k2"
+    service.set_maintenance(ADMIN, "k1", True)
+    waiting = jobs.job(ALICE, on_kit["id"])
+    assert waiting["state"] == "queued" and waiting["session_id"] is None
+    assert rights.held == {"k2": f"job-{on_model['id']}"}
+    service.set_maintenance(ADMIN, "k2", True)
+    moved = jobs.job(BOB, on_model["id"])
+    assert moved["state"] == "queued"  # no working kit of the model now
+    service.set_maintenance(ADMIN, "k1", False)
+    advance(service, clock, 1)
+    again = jobs.job(ALICE, on_kit["id"])
+    assert again["state"] == "running" and again["kit"] == "k1"  # first in line, as it was
+
+
+def test_maintenance_during_a_started_job_ends_it_and_says_why(lab):
     service, jobs, _clock, rights, _ = lab
     job = submit(jobs)
+    jobs.claim(RUNNER)
     service.set_maintenance(ADMIN, "k1", True)
     view = jobs.job(ALICE, job["id"])
     assert view["state"] == "cancelled" and view["outcome"] == "cancelled"
