@@ -339,6 +339,8 @@ class JobBook:
             return
         if job is not None and job.state == RUNNING:  # not by finish or cancel: it failed
             outcome, detail = _ENDED_BY.get(reason, ("kit-unsafe", reason))
+            if reason == NO_HEARTBEAT and job.claimed_at is None:
+                detail = "no job runner took the job in time"
             self._end(job, CANCELLED if outcome == "cancelled" else FAILED, outcome, detail, now)
 
     def holder(self, db: DB, holder: str) -> dict[str, Any] | None:

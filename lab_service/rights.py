@@ -360,11 +360,15 @@ class BrokerRights:
         jobs = {kit: holder for kit, holder in holders.items() if is_job_account(holder)}
         holders = {kit: holder for kit, holder in holders.items() if kit not in jobs}
         notes = []
-        for account in sorted(self.job_accounts() - set(jobs.values())):
+        existing = self.job_accounts()
+        for account in sorted(existing - set(jobs.values())):
             self.revoke_job(account)
             notes.append(f"deleted {account}: its session has ended")
         for kit_id, account in sorted(jobs.items()):
+            if account in existing and command_role(kit_id) in self._client_roles(account):
+                continue  # intact: its runner's connection and password stay
             self.grant_job(account, kit_id)
+            notes.append(f"made {account} again for {kit_id}: the job's session is live")
         for user in holders.values():
             validate_user(user)
         wanted: dict[str, set[str]] = {}

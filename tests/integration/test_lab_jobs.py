@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
 import pytest
 
 from hardware_kits import protocol as P
@@ -302,6 +303,8 @@ def test_the_client_submits_a_notebook_controller_and_reads_the_result(jobs):
     assert job.state == "running"
     claim = runner.request("POST", "/api/jobs/claim")
     assert claim["entry"] == "hold" and "def hold" in claim["source"]
+    conforms(jobs, "JobClaim", claim)
+    conforms(jobs, "JobView", jobs.ok("GET", "/api/jobs", "alice"), many=True)
     assert claim["inputs"] == {"k": 1}
     time.sleep(1.0)  # a second of telemetry in the job's window
     runner.request("POST", f"/api/jobs/{job.id}/finish", {"outcome": "completed"})
@@ -317,6 +320,16 @@ def test_the_client_submits_a_notebook_controller_and_reads_the_result(jobs):
     jobs.wait_free(KIT_B)
 
 
+def conforms(jobs: Jobs, schema_name: str, instance: Any, many: bool = False) -> None:
+    """The answer matches the schema the OpenAPI document gives for it."""
+    document = jobs.ok("GET", "/api/openapi.json")
+    ref = {"$ref": f"#/components/schemas/{schema_name}"}
+    schema = {"type": "array", "items": ref} if many else ref
+    jsonschema.Draft202012Validator({**schema, "components": document["components"]}).validate(
+        instance
+    )
+
+
 def test_reconcile_deletes_job_accounts_of_ended_sessions_and_remakes_live_ones(jobs, broker):
     """After a crash the broker may keep a job's account whose session has ended, or lack the
     account of a live one: start-up reconciliation aligns both."""
@@ -326,11 +339,14 @@ def test_reconcile_deletes_job_accounts_of_ended_sessions_and_remakes_live_ones(
     notes = rights.reconcile({KIT_A: "job-999002"})  # a live job session, account missing
     assert "job-999001" not in rights.job_accounts()
     assert any("job-999001" in note for note in notes)
+    assert any("made job-999002" in note for note in notes)
     assert jobs.command_holders().get(KIT_A) == {"job-999002"}
     password = rights.job_password("job-999002")
     conn = Conn(broker, Credentials("job-999002", password))
     try:
         assert conn.puback(conn.command(KIT_B, "other kit")) == NOT_AUTHORIZED
+        assert rights.reconcile({KIT_A: "job-999002"}) == []  # intact: left alone
+        assert conn.disconnects == 0  # the runner's connection was not cut
     finally:
         conn.close()
     rights.reconcile({})

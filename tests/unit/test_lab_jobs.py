@@ -118,6 +118,7 @@ def test_a_job_nobody_claims_fails_when_its_heartbeat_times_out(lab):
     advance(service, clock, 70)
     view = jobs.job(ALICE, job["id"])
     assert view["state"] == "failed" and view["outcome"] == "crashed"
+    assert view["detail"] == "no job runner took the job in time"
     assert rights.held == {}
 
 
