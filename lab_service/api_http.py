@@ -56,13 +56,13 @@ from lab_service.api_routes import (
     path_regex,
 )
 from lab_service.api_schemas import ApiError, Body, validation_problem
-from lab_service.messages import one_line, render
+from lab_service.messages import Words, one_line, render
 from lab_service.service import SharingError, User
 from site_config.languages import negotiate
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 128 * 1024  # an experiment job carries up to 64 KB of source and 16 KB of inputs
 JSON_TYPE = "application/json; charset=UTF-8"
 
 
@@ -264,8 +264,18 @@ class ApiHandler(JsonErrors):
             self.set_header("Cache-Control", "private, max-age=86400")  # a recording never changes
             self.finish(result)
         else:
+            if result is None:  # nothing to give (a runner's claim with no job waiting)
+                self.set_status(204)
+                self.finish()
+                return
             self.set_header("Content-Type", JSON_TYPE)
-            self.finish(json.dumps(result))
+            self.finish(json.dumps(result, default=self._words))
+
+    def _words(self, value: Any) -> str:
+        """Words for people in an answer, in the caller's language."""
+        if isinstance(value, Words):
+            return value.text(self.lang)
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def make_app(

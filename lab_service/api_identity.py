@@ -55,6 +55,7 @@ class UserSpec(BaseModel):
     instructor_of: list[str] = []
     lab_admin: bool = False
     priority: int = 0
+    job_runner: bool = False  # may claim experiment jobs and report their end
 
     def user(self) -> User:
         return User(
@@ -64,6 +65,7 @@ class UserSpec(BaseModel):
             frozenset(self.instructor_of),
             self.lab_admin,
             self.priority,
+            self.job_runner,
         )
 
 

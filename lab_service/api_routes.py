@@ -26,6 +26,12 @@ from lab_service.api_schemas import (
     Body,
     BookingCreate,
     BookingView,
+    JobClaim,
+    JobCreate,
+    JobFinish,
+    JobResult,
+    JobScore,
+    JobView,
     KitCreate,
     KitHealth,
     KitView,
@@ -38,6 +44,7 @@ from lab_service.api_schemas import (
     Usage,
     _epoch,
 )
+from lab_service.jobs import JobBook
 from lab_service.messages import CATALOGUE, message, one_line
 from lab_service.service import KitSharing, NotFound, User
 
@@ -65,6 +72,7 @@ class ApiContext:
         "counters": None,
     }
     models: frozenset[str] = frozenset()  # known kit models (empty: any)
+    jobs: JobBook | None = None  # experiment jobs (None: the service runs none)
     openapi: dict[str, Any] = field(default_factory=dict)  # set by Operations
     queue_batcher: QueueBatcher = field(init=False)  # set by Operations
 
@@ -112,6 +120,12 @@ class Call:
     @property
     def service(self) -> KitSharing:
         return self.ctx.service
+
+    @property
+    def jobs(self) -> JobBook:
+        if self.ctx.jobs is None:
+            raise ApiError(404, "no-api-path", path="/api/jobs")
+        return self.ctx.jobs
 
 
 # ---------------------------------------------------------------- operations
@@ -356,6 +370,58 @@ def kit_frame(c: Call) -> bytes:
     return replay.frame(c.service.store, c.user, c.args["kit_id"], float(raw), c.service.clock())
 
 
+# ---------------------------------------------------------------- experiment jobs
+
+
+def submit_job(c: Call) -> dict:
+    b: JobCreate = c.body
+    return c.jobs.submit(
+        c.user,
+        kit_id=b.kit,
+        model=b.model,
+        duration_s=b.duration_s,
+        inputs=b.inputs,
+        source=b.controller.source,
+        entry=b.controller.entry,
+        course=b.course,
+        assignment=b.assignment,
+    )
+
+
+def list_jobs(c: Call) -> list[dict]:
+    return c.jobs.jobs(c.user, course=c.query.get("course") or None, everyone=c.query.get("all"))
+
+
+def get_job(c: Call) -> dict:
+    return c.jobs.job(c.user, c.args["job_id"])
+
+
+def job_result(c: Call) -> dict:
+    return c.jobs.result(c.user, c.args["job_id"])
+
+
+def cancel_job(c: Call) -> dict:
+    return c.jobs.cancel(c.user, c.args["job_id"])
+
+
+def claim_job(c: Call) -> dict | None:
+    return c.jobs.claim(c.user)
+
+
+def job_heartbeat(c: Call) -> dict:
+    return c.jobs.heartbeat(c.user, c.args["job_id"])
+
+
+def finish_job(c: Call) -> dict:
+    b: JobFinish = c.body
+    return c.jobs.finish(c.user, c.args["job_id"], b.outcome, b.detail)
+
+
+def score_job(c: Call) -> dict:
+    b: JobScore = c.body
+    return c.jobs.score(c.user, c.args["job_id"], b.score, b.twin_score)
+
+
 def openapi_document(c: Call) -> dict:
     return c.ctx.openapi
 
@@ -597,6 +663,79 @@ ROUTES: tuple[Route, ...] = (
         "One recorded camera frame (its `ts` from a replay's frame index), within my rights",
         response=JPEG,
         media="image/jpeg",
+    ),
+    Route(
+        "POST",
+        "/api/jobs",
+        submit_job,
+        "Submit an experiment job: a controller to run on a kit (or any kit of a model)",
+        body=JobCreate,
+        response=JobView,
+        status=201,
+    ),
+    Route(
+        "GET",
+        "/api/jobs",
+        list_jobs,
+        "My jobs; with ?course=, that course's (its instructors); with ?all=1, all (lab admins)",
+        response=[JobView],
+        query=(
+            Query("course", "the jobs of a course (its instructors, lab admins)", str),
+            Query("all", "every job (lab admins)"),
+        ),
+    ),
+    # Before /api/jobs/{job_id}: the first pattern that matches a path serves it.
+    Route(
+        "POST",
+        "/api/jobs/claim",
+        claim_job,
+        "The job runner takes a granted job: its controller and the job's MQTT account "
+        "(204: none waiting)",
+        response=JobClaim,
+    ),
+    Route(
+        "GET",
+        "/api/jobs/{job_id}",
+        get_job,
+        "A job (its owner, its course's instructors, lab admins)",
+        response=JobView,
+    ),
+    Route(
+        "GET",
+        "/api/jobs/{job_id}/result",
+        job_result,
+        "A job and the recorded replay of its session: telemetry, commands, frames' index",
+        response=JobResult,
+    ),
+    Route(
+        "POST",
+        "/api/jobs/{job_id}/cancel",
+        cancel_job,
+        "Cancel a queued or running job (its owner, lab admins)",
+        response=JobView,
+    ),
+    Route(
+        "POST",
+        "/api/jobs/{job_id}/heartbeat",
+        job_heartbeat,
+        "The job runner says the job still runs",
+        response=JobView,
+    ),
+    Route(
+        "POST",
+        "/api/jobs/{job_id}/finish",
+        finish_job,
+        "The job runner reports how the run ended: the session ends, the kit goes safe",
+        body=JobFinish,
+        response=JobView,
+    ),
+    Route(
+        "POST",
+        "/api/jobs/{job_id}/score",
+        score_job,
+        "The job runner attaches the assignment's scores to an ended job",
+        body=JobScore,
+        response=JobView,
     ),
     Route(
         "GET",

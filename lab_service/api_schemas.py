@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -146,6 +147,52 @@ class BookingCreate(Body):
     group: str | None = Field(None, min_length=1, max_length=64)
 
 
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+JOB_OUTCOME = Literal[
+    "completed", "crashed", "overran", "flooded", "memory", "invalid", "kit-unsafe", "cancelled"
+]
+
+
+class ControllerSpec(Body):
+    """A controller as text: Python source defining `entry`, a function
+    `(readings, t, **inputs) -> dict | None` or a class with `step(readings, t)`."""
+
+    source: str = Field(min_length=1, max_length=64 * 1024)
+    entry: str = Field(pattern=IDENTIFIER, description="the function or class to run")
+
+
+class JobCreate(Body):
+    """An experiment job: a controller to run on one kit, or on any working kit of a model."""
+
+    kit: str | None = Field(None, pattern=KIT_ID)
+    model: str | None = Field(None, min_length=1, max_length=64)
+    duration_s: float = Field(30.0, ge=5, le=600, description="seconds of the run")
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the controller (<= 16 KB JSON)"
+    )
+    controller: ControllerSpec
+    course: str | None = Field(None, min_length=1, max_length=64)
+    assignment: str | None = Field(None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _one_target_small_inputs(self) -> JobCreate:
+        if (self.kit is None) == (self.model is None):
+            raise _problem("kit-or-model")
+        if len(json.dumps(self.inputs)) > 16 * 1024:
+            raise _problem("job-inputs")
+        return self
+
+
+class JobFinish(Body):
+    outcome: JOB_OUTCOME
+    detail: str = Field("", max_length=300)
+
+
+class JobScore(Body):
+    score: float | None
+    twin_score: float | None = None
+
+
 # ---------------------------------------------------------------- responses (documentation)
 
 
@@ -163,6 +210,8 @@ class KitView(Out):
     holder_institution: str | None
     session_state: str | None
     queue_length: int
+    job: int | None = Field(None, description="the experiment job holding the kit, if one does")
+    job_owner: str | None = Field(None, description="whose job holds the kit")
 
 
 class BoardKit(Out):
@@ -214,6 +263,8 @@ class SessionView(Out):
     queue_wait_s: float
     end_reason: str | None
     released_at: float | None
+    job: int | None = Field(None, description="the experiment job that holds the session")
+    owner: str = Field(description="who answers for it: the person, or the job's owner")
 
 
 class QueueEntryView(Out):
@@ -272,6 +323,59 @@ class Usage(Out):
     generated_at: float
     kits: list[KitUsage]
     institutions: list[InstitutionUsage]
+
+
+class JobView(Out):
+    id: int
+    owner: str
+    institution: str
+    kit: str | None = Field(description="the kit asked for, or the one it runs or ran on")
+    model: str | None
+    state: str = Field(description="queued, running, finished, failed or cancelled")
+    state_text: str = Field(description="the state in words, in the request's language")
+    position: int | None = Field(description="while queued: 1 is next")
+    estimated_start: str | None = Field(description="while queued: ISO 8601; null: unknown")
+    wait_seconds: float | None
+    duration_s: float
+    inputs: dict[str, Any]
+    entry: str
+    course: str | None
+    assignment: str | None
+    created_at: str
+    started_at: str | None
+    ended_at: str | None
+    session_id: int | None
+    outcome: str | None = Field(
+        description="completed, crashed, overran, flooded, memory, invalid, kit-unsafe or cancelled"
+    )
+    outcome_text: str | None
+    detail: str | None
+    score: float | None
+    twin_score: float | None
+
+
+class JobMqtt(Out):
+    username: str = Field(description="job-<id>: may watch and command the job's kit only")
+    password: str
+
+
+class JobClaim(Out):
+    job: JobView
+    source: str
+    entry: str
+    inputs: dict[str, Any]
+    kit: str
+    model: str | None
+    duration_s: float
+    session_id: int
+    mqtt: JobMqtt
+
+
+class JobResult(Out):
+    job: JobView
+    telemetry: list[dict[str, Any]]
+    commands: list[dict[str, Any]]
+    frames: list[dict[str, Any]]
 
 
 class ErrorView(Out):

@@ -49,6 +49,7 @@ from lab_service.api_routes import ApiContext
 from lab_service.frontend import FrontEnds, preload_front_ends
 from lab_service.gateway import MqttKitGateway
 from lab_service.history import TelemetryRecorder
+from lab_service.jobs import JobBook
 from lab_service.leadership import Leadership
 from lab_service.policy import SharingPolicy
 from lab_service.rights import BrokerRights
@@ -387,6 +388,7 @@ class LabServiceApp(Application):
                 "dropped_frames": recorder.dropped_frames.get(kit_id, 0),
             },
             models=frozenset(load_models()),
+            jobs=JobBook(service, rights),
         )
         return service, ctx
 

@@ -80,6 +80,11 @@ class HubIdentity(Identity, LoggingConfigurable):
         "instructors-", help="Group instructors-<course>: a course taught."
     ).tag(config=True)
     admin_group = Unicode("lab-admins", help="Members are lab admins.").tag(config=True)
+    job_runner_service = Unicode(
+        "job-runner",
+        help="The hub service that runs experiment jobs (claims them, reports their end); "
+        "its token needs access to this service. Empty: none.",
+    ).tag(config=True)
     refused_token_seconds = Integer(
         10,
         min=1,
@@ -145,6 +150,11 @@ class HubIdentity(Identity, LoggingConfigurable):
         if not model:
             return None
         name, kind = model["name"], model.get("kind", "user")
+        if kind == "service" and self.job_runner_service and name == self.job_runner_service:
+            if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
+                raise ApiError(403, "hub-scope", name=name, scope=self.scope)
+            # The runner is nobody's person: no institution, no course, only runner rights.
+            return User(name, "", job_runner=True)
         if kind != "user":
             raise ApiError(403, "hub-not-user", kind=kind, name=name)
         if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):

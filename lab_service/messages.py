@@ -47,6 +47,86 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "only instructors of {course} and lab admins see its sessions",
         "сеансы курса {course} видят только его преподаватели и администраторы лаборатории",
     ),
+    # experiment jobs (jobs.py)
+    "job-state-queued": ("queued", "в очереди"),
+    "job-state-running": ("running", "выполняется"),
+    "job-state-finished": ("finished", "завершено"),
+    "job-state-failed": ("failed", "не удалось"),
+    "job-state-cancelled": ("cancelled", "отменено"),
+    "job-outcome-completed": ("ran its full duration", "отработало всё заданное время"),
+    "job-outcome-crashed": (
+        "the controller raised an error or stopped",
+        "регулятор завершился с ошибкой или остановился",
+    ),
+    "job-outcome-overran": (
+        "stopped: it went over its CPU or time limit",
+        "остановлено: превышен лимит процессорного времени или длительности",
+    ),
+    "job-outcome-flooded": (
+        "stopped: it sent too many commands",
+        "остановлено: отправлено слишком много команд",
+    ),
+    "job-outcome-memory": (
+        "stopped: it went over its memory limit",
+        "остановлено: превышен лимит памяти",
+    ),
+    "job-outcome-invalid": (
+        "the controller could not be started (no such name, not callable or a syntax error)",
+        "регулятор не удалось запустить (нет такого имени, не вызывается или синтаксическая "
+        "ошибка)",
+    ),
+    "job-outcome-kit-unsafe": (
+        "the kit did not confirm its safe state or went offline",
+        "стенд не подтвердил безопасное состояние или отключился",
+    ),
+    "job-outcome-cancelled": ("cancelled", "отменено"),
+    "no-job": ("no job {job}", "нет задания {job}"),
+    "job-runner-only": (
+        "only the job runner may do this",
+        "это может только исполнитель заданий",
+    ),
+    "job-course-not-yours": (
+        "you do not take or teach course {course}",
+        "вы не слушаете и не ведёте курс {course}",
+    ),
+    "job-course-forbidden": (
+        "only instructors of {course} and lab admins see its jobs",
+        "задания курса {course} видят только его преподаватели и администраторы лаборатории",
+    ),
+    "job-cancel-forbidden": (
+        "only the owner of job {job} and lab admins may cancel it",
+        "отменить задание {job} могут только его автор и администраторы лаборатории",
+    ),
+    "job-ended": ("job {job} has already ended ({state})", "задание {job} уже закончено ({state})"),
+    "job-not-running": (
+        "job {job} is not running ({state})",
+        "задание {job} не выполняется ({state})",
+    ),
+    "job-not-ended": ("job {job} has not ended yet", "задание {job} ещё не закончено"),
+    "job-too-many": (
+        "you already have {n} jobs queued or running",
+        "у вас уже {n} заданий в очереди или в работе",
+    ),
+    "job-outcome-unknown": (
+        "unknown outcome {outcome!r} (known: {known})",
+        "неизвестный итог {outcome!r} (известны: {known})",
+    ),
+    "job-duration": (
+        "duration_s: from {low} to {high} seconds",
+        "duration_s: от {low} до {high} секунд",
+    ),
+    "job-inputs": (
+        "inputs: a JSON object of at most {kb} KB",
+        "inputs: JSON-объект не больше {kb} КБ",
+    ),
+    "job-source": (
+        "controller.source: at most {kb} KB",
+        "controller.source: не больше {kb} КБ",
+    ),
+    "job-entry": (
+        "controller.entry: {entry!r} is not a Python name",
+        "controller.entry: {entry!r} — не имя в Python",
+    ),
     # bookings
     "booking-not-instructor": (
         "only instructors of {course} can book for it",
@@ -242,6 +322,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     # words inside messages: what an id names (Russian: genitive), states, end reasons
     "noun-entry": ("entry", "записи в очереди"),
     "noun-session": ("session", "сеанса"),
+    "noun-job": ("job", "задания"),
     "noun-booking": ("booking", "брони"),
     "state-waiting": ("waiting", "ждёт"),
     "state-served": ("served", "обслужена"),
@@ -253,6 +334,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "reason-kit-offline": ("kit-offline", "стенд не в сети"),
     "reason-booked-slot": ("booked-slot", "началась бронь"),
     "reason-kit-retired": ("kit-retired", "стенд списан"),
+    "reason-job-finished": ("job-finished", "задание завершено"),
+    "reason-job-cancelled": ("job-cancelled", "задание отменено"),
     # validation problems of a body (pydantic error types); English: pydantic's own words
     "v-json_invalid": ("malformed JSON: {detail}", "некорректный JSON: {detail}"),
     "v-missing": ("{msg}", "обязательное поле"),
@@ -281,6 +364,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "kit и model — строки; не указывайте то, что не нужно",
     ),
     "v-kit-or-model": ("ask for either a kit or a kit model", "укажите либо стенд, либо модель"),
+    "v-job-inputs": (
+        "inputs: a JSON object of at most 16 KB",
+        "inputs: JSON-объект не больше 16 КБ",
+    ),
     "v-located": ("{where}: {problem} {more}", "{where}: {problem} {more}"),
     "v-plain": ("{problem} {more}", "{problem} {more}"),  # `more`: "" or v-more
     "v-more": ("(and {n} more)", "(и ещё {n})"),
@@ -324,6 +411,27 @@ def render(code: str, fields: dict[str, Any], lang: str = "en") -> str:
 
 def one_line(text: str) -> str:
     return " ".join(str(text).split()) or "error"
+
+
+class Words:
+    """Words for people inside an answer (a job's state, its outcome): rendered in the request's
+    language when the answer is written (api_http), English by str()."""
+
+    __slots__ = ("code", "fields")
+
+    def __init__(self, code: str, /, **fields: Any) -> None:
+        self.code, self.fields = code, fields
+
+    def text(self, lang: str = "en") -> str:
+        return render(self.code, self.fields, lang)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Words) and (self.code, self.fields) == (other.code, other.fields)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class Coded(Exception):

@@ -16,6 +16,11 @@ WEEK = 7 * DAY
 
 class SharingPolicy(Configurable):
     slot_seconds = Float(15 * MINUTE, help="How long a walk-in session lasts.").tag(config=True)
+    job_start_grace_seconds = Float(
+        20.0,
+        help="An experiment job's session lasts its duration plus this: the runner's time to "
+        "claim the job, start the controller and stop it.",
+    ).tag(config=True)
     heartbeat_timeout_seconds = Float(
         60.0,
         help="A session ends when its client sends no heartbeat for this long.",

@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 
+from lab_service.rights import is_job_account
 from lab_service.service import User
-from lab_service.store import CommandRow, SessionRow, SharingStore
+from lab_service.store import CommandRow, SessionRow, SharingStore, sessions_of
 
 SESSION_COLUMNS = (
     "id",
@@ -34,6 +35,7 @@ SESSION_COLUMNS = (
     "end_reason",
     "queue_wait_s",
     "booking_id",
+    "job",  # the experiment job that held the session, if one did
 )
 COMMAND_COLUMNS = (
     "id",
@@ -59,7 +61,7 @@ def iso(t: float | None) -> str:
 
 def _visible_sessions(user: User) -> Select:
     query = select(SessionRow).order_by(SessionRow.id)
-    return query if user.lab_admin else query.where(SessionRow.user == user.name)
+    return query if user.lab_admin else query.where(sessions_of(user.name))
 
 
 def _csv(header: tuple[str, ...], rows: list[list[Any]]) -> str:
@@ -87,6 +89,7 @@ def sessions_csv(store: SharingStore, user: User) -> str:
                 s.end_reason or "",
                 round(s.queue_wait_s, 3),
                 "" if s.booking_id is None else s.booking_id,
+                s.user.removeprefix("job-") if is_job_account(s.user) else "",
             ]
             for s in db.scalars(_visible_sessions(user))
         ]
@@ -98,7 +101,7 @@ def commands_csv(store: SharingStore, user: User) -> str:
     if not user.lab_admin:
         # Commands recorded under the user's own sessions (the kit's holder at the time).
         query = query.where(
-            CommandRow.session_id.in_(select(SessionRow.id).where(SessionRow.user == user.name))
+            CommandRow.session_id.in_(select(SessionRow.id).where(sessions_of(user.name)))
         )
     with store.transaction() as db:
         rows = [

@@ -31,6 +31,7 @@ from lab_service.store import (
     QueueEntryRow,
     SessionRow,
     SharingStore,
+    sessions_of,
 )
 from site_config.platform_accounts import CONTROL_PREFIX, SERVICE_ACCOUNT
 
@@ -55,13 +56,18 @@ def replay_windows(store: SharingStore, user: User, kit_id: str, now: float) -> 
             .outerjoin(BookingRow, BookingRow.id == SessionRow.booking_id)
             .where(SessionRow.kit_id == kit_id)
         )
+        own = set(
+            db.scalars(
+                select(SessionRow.id).where(SessionRow.kit_id == kit_id, sessions_of(user.name))
+            )
+        )
         for session, entry_courses, booked in db.execute(sessions):
             # Course membership is a JSON list on the entry: filtered here, as service.sessions
             # does, the same on SQLite and PostgreSQL.
             taught = booked in user.instructor_of or bool(
                 user.instructor_of & set(entry_courses or ())
             )
-            if session.user == user.name or taught:
+            if session.id in own or taught:
                 windows.append((session.granted_at, _session_end(session, now)))
         if courses:
             slots = select(BookingRow.starts_at, BookingRow.ends_at).where(

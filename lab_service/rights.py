@@ -5,6 +5,9 @@ granting and revoking never interrupts a student's telemetry, every user has two
 
 - the watch account (username = platform username) holds `observe-<kit>` roles (or
   `observe_all_kits`); it is set up once and never changes during sessions;
+- an experiment job (lab_service/jobs.py) is a holder of its own: its account `job-<id>` is
+  created with a random password when its session is granted, may watch and command only that
+  kit, and is deleted (its connections cut) when the session ends;
 - the control account (`ctl-<user>`) holds `command-<kit>` exactly while the user holds that
   kit, beside a watch role that never changes (so one connection can see and command a kit).
   Its kick on revoke is wanted: a connection opened under the old rights is cut, and whatever
@@ -17,6 +20,7 @@ Grant and revoke are one dynsec round trip each. The broker is the truth: `held(
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,12 +36,13 @@ from hardware_kits.broker import (
 )
 from hardware_kits.dynsec import DynSec, DynSecError, role_ref
 from hardware_kits.mqtt import Credentials
-from site_config.platform_accounts import BRIDGE_PREFIX, CONTROL_PREFIX, KIT_PREFIX
+from site_config.platform_accounts import BRIDGE_PREFIX, CONTROL_PREFIX, JOB_PREFIX, KIT_PREFIX
 
 COMMAND_PREFIX = command_role("")
 OBSERVE_PREFIX = observe_role("")
 # Other accounts live in the same dynsec namespace: a user of such a name would take them over.
-RESERVED_PREFIXES = (CONTROL_PREFIX, KIT_PREFIX, BRIDGE_PREFIX)
+RESERVED_PREFIXES = (CONTROL_PREFIX, KIT_PREFIX, BRIDGE_PREFIX, JOB_PREFIX)
+JOB_ACCOUNT = re.compile(re.escape(JOB_PREFIX) + r"[1-9][0-9]{0,18}")
 USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 # Mosquitto 2.0.11 answers "Internal error" to addClientRole for a role the client already has.
@@ -61,6 +66,15 @@ def validate_user(user: str) -> str:
             "for the platform's own accounts"
         )
     return user
+
+
+def job_account(job_id: int) -> str:
+    """The MQTT account (and session holder name) of an experiment job."""
+    return f"{JOB_PREFIX}{job_id}"
+
+
+def is_job_account(holder: str) -> bool:
+    return bool(JOB_ACCOUNT.fullmatch(holder))
 
 
 def control_username(user: str) -> str:
@@ -216,7 +230,11 @@ class BrokerRights:
     def grant(self, user: str, kit_id: str) -> None:
         """Let the user's control account command the kit (one round trip; idempotent).
 
-        Creates the control account if it is missing."""
+        Creates the control account if it is missing. A job holder (`job-<id>`) gets its own
+        account instead (`grant_job`)."""
+        if is_job_account(user):
+            self.grant_job(user, kit_id)
+            return
         username = control_username(user)
         add = _role_change("addClientRole", username, command_role(kit_id))
         error = self._call(add)[0].get("error")
@@ -237,12 +255,71 @@ class BrokerRights:
         """Take the kit's command role off the user's control account (one round trip).
 
         Idempotent. The plugin disconnects the control account even when the role was not
-        held; a revoke is never skipped on a guess that it is not needed."""
+        held; a revoke is never skipped on a guess that it is not needed. A job's account is
+        deleted (`revoke_job`)."""
+        if is_job_account(user):
+            self.revoke_job(user)
+            return
         username = control_username(user)
         remove = _role_change("removeClientRole", username, command_role(kit_id))
         error = self._call(remove)[0].get("error")
         if error and error not in (CLIENT_NOT_FOUND, ROLE_NOT_FOUND):  # nothing to take away
             raise DynSecError(f"removeClientRole {username} {command_role(kit_id)}: {error}")
+
+    # ---------------------------------------------------------------- experiment jobs
+
+    def grant_job(self, account: str, kit_id: str) -> None:
+        """Create the job's account holding exactly `observe-<kit>`, `command-<kit>` and its own
+        acknowledgements, with a random password nobody knows yet (`job_password` sets the one
+        the runner gets). An account left from before (a crash) is deleted first: nothing of
+        an old grant survives."""
+        if not is_job_account(account):
+            raise ValueError(f"not a job account: {account!r}")
+        roles = {observe_role(kit_id), command_role(kit_id), self._own_acks(account)}
+        self._call(_command("deleteClient", account))  # absent: "Client not found", fine
+        create = _command(
+            "createClient",
+            account,
+            password=secrets.token_urlsafe(24),
+            roles=[role_ref(r, priorities(*roles)) for r in sorted(roles)],
+        )
+        error = self._call(create)[0].get("error")
+        if error and ROLE_NOT_FOUND in error:
+            self._call(_command("deleteClient", account))
+            raise DynSecError(
+                f"kit {kit_id!r} has no role {command_role(kit_id)!r}: "
+                "provision the kit on the broker first"
+            )
+        if error:
+            raise DynSecError(f"createClient {account}: {error}")
+
+    def job_password(self, account: str) -> str:
+        """A fresh password for the job's account, for the runner that claims the job."""
+        password = secrets.token_urlsafe(24)
+        change = _command("setClientPassword", account, password=password)
+        self._check(self._call(change), change)
+        return password
+
+    def revoke_job(self, account: str) -> None:
+        """Delete the job's account (the plugin cuts its connections) and its acks role.
+        Idempotent."""
+        answers = self._call(
+            _command("deleteClient", account),
+            {"command": "deleteRole", "rolename": ack_role(account)},
+        )
+        for answer in answers:
+            error = answer.get("error")
+            if error and "not found" not in error.lower():
+                raise DynSecError(f"deleting job account {account}: {error}")
+
+    def job_accounts(self) -> set[str]:
+        """The job accounts the broker has right now."""
+        answer = self._call({"command": "listClients"})[0]
+        if answer.get("error"):
+            raise DynSecError(f"listClients: {answer['error']}")
+        clients = answer.get("data", {}).get("clients", [])
+        names = {c if isinstance(c, str) else c.get("username", "") for c in clients}
+        return {name for name in names if is_job_account(name)}
 
     # ---------------------------------------------------------------- broker state
 
@@ -278,7 +355,20 @@ class BrokerRights:
 
         Run at service start: after a crash the broker may still carry grants of sessions that
         ended (removed here, so nobody keeps rights they no longer hold) or lack grants of live
-        ones (added). Only command roles are compared; the watch role stays."""
+        ones (added). Only command roles are compared; the watch role stays. Job accounts of
+        sessions that ended are deleted, those of live ones made again."""
+        jobs = {kit: holder for kit, holder in holders.items() if is_job_account(holder)}
+        holders = {kit: holder for kit, holder in holders.items() if kit not in jobs}
+        notes = []
+        existing = self.job_accounts()
+        for account in sorted(existing - set(jobs.values())):
+            self.revoke_job(account)
+            notes.append(f"deleted {account}: its session has ended")
+        for kit_id, account in sorted(jobs.items()):
+            if account in existing and command_role(kit_id) in self._client_roles(account):
+                continue  # intact: its runner's connection and password stay
+            self.grant_job(account, kit_id)
+            notes.append(f"made {account} again for {kit_id}: the job's session is live")
         for user in holders.values():
             validate_user(user)
         wanted: dict[str, set[str]] = {}
@@ -288,7 +378,7 @@ class BrokerRights:
         for user in wanted.keys() - current.keys():
             self.control_account(user)
             current[user] = set()
-        removals, additions, notes = [], [], []
+        removals, additions = [], []
         for user, all_roles in sorted(current.items()):
             roles = {r for r in all_roles if r.startswith(COMMAND_PREFIX)}
             keep = wanted.get(user, set())

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session as DB
+from sqlalchemy.orm import object_session
 
 from hardware_kits import protocol as P
 from lab_service import scheduler as S
@@ -54,6 +55,7 @@ from lab_service.store import (
     QueueEntryRow,
     SessionRow,
     SharingStore,
+    sessions_of,
 )
 
 # Why a session ended.
@@ -66,6 +68,7 @@ TIME_UP, RELEASED_BY_USER, NO_HEARTBEAT, ENDED_BY_ADMIN, KIT_OFFLINE, BOOKED_SLO
     "booked-slot",
     "kit-retired",
 )
+JOB_FINISHED, JOB_CANCELLED = "job-finished", "job-cancelled"  # experiment jobs (jobs.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class User:
     instructor_of: frozenset[str] = field(default_factory=frozenset)
     lab_admin: bool = False
     priority: int = 0
+    job_runner: bool = False  # the experiment jobs' runner (claims jobs, reports their end)
 
 
 class SharingError(Coded):
@@ -119,6 +123,17 @@ class KitGateway(Protocol):
     def report(self, kit_id: str) -> dict[str, Any] | None: ...
 
 
+class SessionHooks(Protocol):
+    """What another part of the service (lab_service/jobs.py) does as sessions come and go,
+    inside the same transaction."""
+
+    def granted(self, db: DB, session: SessionRow, now: float) -> None: ...
+    def ending(self, db: DB, session: SessionRow, reason: str, now: float) -> None: ...
+    # {"job": id, "owner": name} of a session whose holder is not a person; None otherwise.
+    def holder(self, db: DB, holder: str) -> dict[str, Any] | None: ...
+    def tick(self, db: DB, now: float) -> None: ...
+
+
 # A kit that has not reported itself at rest this long after being asked is asked again (a kit
 # whose firmware predates the state at rest never answers: once a minute is little traffic).
 REST_RETRY_SECONDS = 60.0
@@ -149,6 +164,7 @@ class KitSharing:
         # safe state for a kit out of the pool) for idle kits, the safe state before a grant.
         self._idle_command: dict[str, tuple[str, float]] = {}
         self._waking: dict[str, tuple[str, float]] = {}
+        self.hooks: SessionHooks | None = None  # set by jobs.JobBook
 
     # ------------------------------------------------------------ kits (lab admins)
 
@@ -381,7 +397,7 @@ class KitSharing:
                     .add_columns(QueueEntryRow.courses, BookingRow.course)
                 )
             elif not user.lab_admin:
-                query = query.where(SessionRow.user == user.name)
+                query = query.where(sessions_of(user.name))  # their jobs' sessions too
             if live_only:
                 query = query.where(SessionRow.state.in_(LIVE_STATES))
             if course is None:
@@ -524,6 +540,8 @@ class KitSharing:
             self._assign(db, now)
             self._watch_waking(db, now)
             self._settle_idle(db, now)
+            if self.hooks is not None:
+                self.hooks.tick(db, now)
 
     def _record_commands(self, db: DB, acks: list[dict[str, Any]]) -> None:
         """Every acknowledged command, attributed to the kit's latest session: only its holder
@@ -623,7 +641,24 @@ class KitSharing:
 
     def _begin_end(self, db: DB, session: SessionRow, reason: str, now: float) -> None:
         session.state, session.end_reason, session.ending_at = ENDING, reason, now
+        if self.hooks is not None:
+            self.hooks.ending(db, session, reason, now)
         self._handover(db, session, now)
+
+    # What jobs.JobBook drives inside its own transactions.
+    def end_within(self, db: DB, session: SessionRow, reason: str, now: float) -> None:
+        """Begin ending a live session (rights revoked, safe state, handover)."""
+        if session.state in (GRANTED, ACTIVE):
+            self._begin_end(db, session, reason, now)
+
+    def assign_within(self, db: DB, now: float) -> dict[int, SessionRow]:
+        return self._assign(db, now)
+
+    def estimates_within(self, db: DB, now: float) -> dict[int, tuple[int, float]]:
+        return self._estimates(db, now)
+
+    def session_view(self, session: SessionRow, now: float) -> dict:
+        return self._session_view(session, now)
 
     def _handover(self, db: DB, session: SessionRow, now: float) -> None:
         """Revoke rights, command the safe state, and release the kit only once it confirms."""
@@ -727,6 +762,8 @@ class KitSharing:
             db.flush()
             self._event(db, "grant-failed", grant.kit_id, entry.user, str(err))
             return None
+        if self.hooks is not None:
+            self.hooks.granted(db, session, now)
         return session
 
     # ------------------------------------------------------------ kits at rest
@@ -882,7 +919,14 @@ class KitSharing:
             "queue_wait_s": round(session.queue_wait_s, 3),
             "end_reason": session.end_reason,
             "released_at": session.released_at,
+            **self._holder(session),
         }
+
+    def _holder(self, session: SessionRow) -> dict[str, Any]:
+        """Who answers for a session: the job and its owner, or the person holding it."""
+        db = object_session(session)
+        job = self.hooks.holder(db, session.user) if self.hooks and db is not None else None
+        return job or {"job": None, "owner": session.user}
 
     def _kit_view(self, db: DB, kit: KitRow) -> dict:
         holder = db.scalar(
@@ -905,8 +949,16 @@ class KitSharing:
             "online": self.gateway.online(kit.id),
             "holder_institution": holder.institution if holder else None,
             "session_state": holder.state if holder else None,
+            # A job holding the kit is shown with its owner ("job of <owner>"); a person is not.
+            **_job_holder(self._holder(holder) if holder else None),
             "queue_length": queued,
         }
+
+
+def _job_holder(holder: dict[str, Any] | None) -> dict[str, Any]:
+    if holder is None or holder["job"] is None:
+        return {"job": None, "job_owner": None}
+    return {"job": holder["job"], "job_owner": holder["owner"]}
 
 
 def _check_request(

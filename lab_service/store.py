@@ -24,10 +24,13 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    or_,
+    select,
     text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from site_config.migrations import upgrade_to_head
 
@@ -180,6 +183,40 @@ class CameraFrameRow(Base):
     __table_args__ = (Index("camera_frames_by_kit_time", "kit_id", "ts"),)
 
 
+class JobRow(Base):
+    """An experiment job: a student's controller run on a kit as a session held by the job
+    (lab_service/jobs.py). Its queue entry and session are ordinary ones of the tables above."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    institution: Mapped[str] = mapped_column(String(64))
+    courses: Mapped[list[str]] = mapped_column(JSON, default=list)  # the owner's, at submission
+    course: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    assignment: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    kit_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # target or assigned
+    model: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    duration_s: Mapped[float] = mapped_column(Float)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source: Mapped[str] = mapped_column(Text)
+    entry: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(12), index=True)
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    detail: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    twin_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    queue_entry_id: Mapped[int | None] = mapped_column(
+        ForeignKey("queue_entries.id"), nullable=True
+    )
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), nullable=True)
+    claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    runner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
 class EventRow(Base):
     """What lab admins should see: needs-attention, rejected requests, errors."""
 
@@ -191,6 +228,12 @@ class EventRow(Base):
     kit_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user: Mapped[str | None] = mapped_column(String(128), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+def sessions_of(name: str) -> ColumnElement[bool]:
+    """Sessions a person answers for: held by them, or by one of their experiment jobs."""
+    jobs = select(JobRow.session_id).where(JobRow.owner == name, JobRow.session_id.is_not(None))
+    return or_(SessionRow.user == name, SessionRow.id.in_(jobs))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -21,7 +21,9 @@ KIT_PREFIX = "kit-"  # a kit's MQTT account
 CAMERA_PREFIX = "camera-"  # a kit's camera companion's MQTT account
 BRIDGE_PREFIX = "bridge-"  # a partner site's bridge account at the centre's broker
 SANDBOX_PREFIX = "smartlab-sb"  # the grading sandbox's Unix accounts
+JOB_PREFIX = "job-"  # an experiment job's MQTT account, for its session only
 RESERVED_PREFIXES = (
+    JOB_PREFIX,
     GRADER_PREFIX,
     CONTROL_PREFIX,
     KIT_PREFIX,

@@ -30,6 +30,11 @@ then command it through the control account the service grants while the session
     with lab.session("streetlight-1") as kit:       # waits in the queue, prints the position
         kit.set("mode", "manual")                   # released on leaving the block
 
+A controller written in the notebook runs on a kit as an experiment job, from the queue::
+
+    job = lab.submit_job(controller, kit="streetlight-1", duration_s=30)
+    result = job.wait().result()                    # trace, commands, frames, score
+
 The package is split by job: `mqtt_kits` (the kits over MQTT), `rest_service` (the lab service's
 REST API and sessions) and `errors`; notebooks import everything from here.
 """
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import os
 
+from labs.client.controller_source import ControllerSourceError, controller_source
 from labs.client.errors import (
     CommandError,
     CommandNotAuthorized,
@@ -52,6 +58,7 @@ from labs.client.errors import (
     LabTimeout,
     UnknownKit,
 )
+from labs.client.jobs import Job, JobResult
 from labs.client.mqtt_kits import (
     HOMIE_STATES,
     SAFE_STATE_PAYLOAD,
@@ -124,6 +131,9 @@ __all__ = [
     "CommandNotAuthorized",
     "CommandRejected",
     "CommandTimeout",
+    "ControllerSourceError",
+    "Job",
+    "JobResult",
     "Kit",
     "KitInfo",
     "Lab",
@@ -141,6 +151,7 @@ __all__ = [
     "StateCallback",
     "UnknownKit",
     "connect",
+    "controller_source",
     "fetch_replay",
     "session",
 ]

@@ -23,6 +23,7 @@ from labs.client.errors import (
     LabServiceUnavailable,
     LabTimeout,
 )
+from labs.client.jobs import Job, submit_job
 from labs.client.mqtt_kits import Kit, open_lab
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,30 @@ class LabService:
     def mqtt_urls(self) -> dict[str, str]:
         """{"watch": URL, "control": URL} of this user's MQTT accounts."""
         return self.request("GET", "/api/me/mqtt")
+
+    # ------------------------------------------------------------ experiment jobs
+
+    def submit_job(
+        self,
+        controller: Any,
+        kit: str | None = None,
+        model: str | None = None,
+        duration_s: float = 30,
+        inputs: dict[str, Any] | None = None,
+        course: str | None = None,
+        assignment: str | None = None,
+    ) -> Job:
+        """Queue a controller (a function or a class with `step`, defined in the notebook) to
+        run on a kit, or on any working kit of a model, for `duration_s` seconds."""
+        return submit_job(self, controller, kit, model, duration_s, inputs, course, assignment)
+
+    def jobs(self, course: str | None = None) -> list[Job]:
+        """My jobs; with `course`, that course's (its instructors)."""
+        views = self.request("GET", "/api/jobs", query={"course": course} if course else None)
+        return [Job(self, view) for view in views]
+
+    def job(self, job_id: int) -> Job:
+        return Job(self, self.request("GET", f"/api/jobs/{int(job_id)}"))
 
     # ------------------------------------------------------------ the session helper
 

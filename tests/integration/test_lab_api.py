@@ -490,6 +490,15 @@ ROUTES = {
     ("GET", "/api/kits/{kit_id}/history.csv"),
     ("GET", "/api/kits/{kit_id}/replay"),
     ("GET", "/api/kits/{kit_id}/frames/{ts}"),
+    ("POST", "/api/jobs"),
+    ("GET", "/api/jobs"),
+    ("POST", "/api/jobs/claim"),
+    ("GET", "/api/jobs/{job_id}"),
+    ("GET", "/api/jobs/{job_id}/result"),
+    ("POST", "/api/jobs/{job_id}/cancel"),
+    ("POST", "/api/jobs/{job_id}/heartbeat"),
+    ("POST", "/api/jobs/{job_id}/finish"),
+    ("POST", "/api/jobs/{job_id}/score"),
 }
 
 
@@ -509,6 +518,9 @@ def test_openapi_describes_every_route_the_server_has(stack):
         ("PUT", "/api/kits/{kit_id}/maintenance"),
         ("POST", "/api/queue"),
         ("POST", "/api/bookings"),
+        ("POST", "/api/jobs"),
+        ("POST", "/api/jobs/{job_id}/finish"),
+        ("POST", "/api/jobs/{job_id}/score"),
     }
     schemas = doc["components"]["schemas"]
     booking = schemas[bodies[("POST", "/api/bookings")].rsplit("/", 1)[-1]]
@@ -519,7 +531,7 @@ def test_openapi_describes_every_route_the_server_has(stack):
         assert any(code.startswith("2") for code in op["responses"]), (method, path)
         # The server answers every documented route (as a user without rights: no effect).
         concrete = path.replace("{kit_id}", LAMP1).replace("{ts}", "1.5")
-        for name in ("entry_id", "session_id", "booking_id"):
+        for name in ("entry_id", "session_id", "booking_id", "job_id"):
             concrete = concrete.replace("{" + name + "}", "999999")
         status, answer = stack.call(method, concrete, "erin", raw=b"")
         assert status not in (404, 405) or "no such API path" not in str(answer), (method, path)

@@ -50,6 +50,7 @@ c.JupyterHub.services = [
     {{"name": "lab", "url": "http://127.0.0.1:{lab_port}", "api_token": {lab_token!r},
       "oauth_no_confirm": True}},
     {{"name": "lab-test-admin", "api_token": {admin_token!r}}},
+    {{"name": "job-runner", "api_token": {runner_token!r}}},
 ]
 c.JupyterHub.load_roles = [
     {{"name": "lab-service", "services": ["lab"],
@@ -57,6 +58,7 @@ c.JupyterHub.load_roles = [
     {{"name": "lab-test-admin", "services": ["lab-test-admin"],
       "scopes": ["admin:users", "admin:groups", "tokens"]}},
     {{"name": "lab-users", "groups": ["lab-users"], "scopes": [{scope!r}]}},
+    {{"name": "job-runner", "services": ["job-runner"], "scopes": [{scope!r}]}},
 ]
 """
 
@@ -74,6 +76,7 @@ class Platform:
     lab_url: str  # the lab service itself
     admin_token: str
     folder: Path
+    runner_token: str = ""  # the hub service `job-runner`
 
     def hub_api(self, method: str, path: str, body: Any = None) -> Any:
         answer = requests.request(
@@ -129,6 +132,7 @@ def platform(broker, state_root) -> Iterator[Platform]:
     folder = Path(tempfile.mkdtemp(prefix="smartlab-hub-identity-"))
     port, hub_port, lab_port = free_port(), free_port(), free_port()
     lab_token, admin_token = secrets.token_hex(16), secrets.token_hex(16)
+    runner_token = secrets.token_hex(16)
     (folder / "jupyterhub_config.py").write_text(
         HUB_CONFIG.format(
             port=port,
@@ -139,6 +143,7 @@ def platform(broker, state_root) -> Iterator[Platform]:
             lab_port=lab_port,
             lab_token=lab_token,
             admin_token=admin_token,
+            runner_token=runner_token,
             scope=LAB_SCOPE,
         )
     )
@@ -201,7 +206,7 @@ def platform(broker, state_root) -> Iterator[Platform]:
             )
         lab_url = f"http://127.0.0.1:{lab_port}"
         started(processes[-1], lab_log, f"{lab_url}/api/openapi.json", "the lab service")
-        yield Platform(hub_url, lab_url, admin_token, folder)
+        yield Platform(hub_url, lab_url, admin_token, folder, runner_token)
         for process in processes:
             assert process.poll() is None, f"a process died:\n{lab_log.read_text()[-3000:]}"
     finally:
@@ -277,6 +282,16 @@ def test_tokens_without_access_unknown_or_missing_are_refused(platform):
     assert "token" in refused(missing, 401)
     homeless = platform.user("nina", ["lab-users"])
     assert "no institution" in refused(call(platform.lab_url, "/api/me", homeless), 403)
+
+
+def test_the_job_runner_service_may_claim_jobs_and_no_other_caller_may(platform):
+    assert (
+        call(platform.lab_url, "/api/jobs/claim", platform.runner_token, "POST").status_code == 204
+    )
+    student = platform.user("jora", ["lab-users", "inst-univ-a"])
+    assert "job runner" in refused(call(platform.lab_url, "/api/jobs/claim", student, "POST"), 403)
+    other_service = call(platform.lab_url, "/api/jobs/claim", platform.admin_token, "POST")
+    assert other_service.status_code == 403  # a service, but not the runner
 
 
 def test_group_changes_show_after_the_cache_expires(platform):

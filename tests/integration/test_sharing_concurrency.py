@@ -1,12 +1,15 @@
 """Randomised concurrency: 210 students of 3 universities share 5 real twins for 2 simulated hours.
 
 Students queue, heartbeat, vanish and release; each university's instructor books three slots
-for their course, and members come to them. The lab service runs in-process on an accelerated
-clock; rights go through the real broker's
-dynamic-security plugin, commands travel over MQTT to real twins, and an observer records every
-acknowledgement the kits send (i.e. every command they received). Mid-run the broker is killed
-with SIGKILL and restarted. The invariants of kit sharing are then checked from what the kits
-saw and what the database recorded.
+for their course, and members come to them. Some students submit experiment jobs instead; the
+test is their runner (claim, heartbeat, finish, or a controller that crashes or overruns) and
+commands the kits with each job's own MQTT credential. The lab service runs in-process on an
+accelerated clock; rights go through the real broker's dynamic-security plugin, commands travel
+over MQTT to real twins, and an observer records every acknowledgement the kits send (i.e. every
+command they received). Mid-run the broker is killed with SIGKILL and restarted. The invariants
+of kit sharing are then checked from what the kits saw and what the database recorded, and,
+while it runs, that a job's broker account exists (with its kit's command right) exactly while
+its session holds the kit.
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ import pytest
 from sqlalchemy import select
 
 from hardware_kits import protocol as P
+from hardware_kits.dynsec import DynSecError
 from hardware_kits.kit_runner import KitRunner
-from hardware_kits.mqtt import connect_client
+from hardware_kits.mqtt import ConnectError, Credentials, command_properties, connect_client
 from hardware_kits.twins.base import twin_class
 from lab_service.gateway import MqttKitGateway
+from lab_service.jobs import JobBook
 from lab_service.policy import HOUR, MINUTE, SharingPolicy
-from lab_service.rights import BrokerRights
+from lab_service.rights import BrokerRights, is_job_account
 from lab_service.service import KitSharing, SharingError, User
-from lab_service.store import RELEASED, SessionRow, SharingStore
+from lab_service.store import RELEASED, JobRow, SessionRow, SharingStore
 from labs.client import CommandError, connect
 from site_config.platform_accounts import SERVICE_ACCOUNT
 from tests.kit_examples import example_value, prerequisites
@@ -53,6 +58,8 @@ INSTITUTIONS = ("univ-a", "univ-b", "univ-c")
 STUDENTS_PER_INSTITUTION = 70
 BOOKED_KITS = ("cc-crossing", "cc-env", "cc-parking")
 BOOKING_STARTS = (30 * MINUTE, 60 * MINUTE, 90 * MINUTE)  # after the start, 15 min each
+JOB_STUDENT_EVERY = 5  # student i of every institution submits jobs when i % 5 == 0
+RUNNER = User("job-runner", "", job_runner=True)
 
 
 def course_of(institution: str) -> str:
@@ -82,6 +89,23 @@ class Student:
     control: object | None = None  # labs.client.Lab on the control account while holding
     commands: int = 0
     former: list[tuple[str, object]] = field(default_factory=list)
+    submits_jobs: bool = False
+
+
+@dataclass
+class RunningJob:
+    """A claimed job as the runner drives it: its connection with the job's credential."""
+
+    id: int
+    account: str
+    kit_id: str
+    session_id: int
+    client: object  # paho client on the job's account
+    ends_at: float  # when the runner reports its end (simulated time)
+    fate: str  # completed, crashed (early), overran (never reports)
+    commands: int = 0
+    next_command: float = 0.0
+    next_heartbeat: float = 0.0
 
 
 def command_one(student: Student, kit_id: str) -> None:
@@ -119,6 +143,7 @@ def test_two_hundred_students_share_five_kits(broker, models, state_root):
     rights = BrokerRights(broker.admin, broker.credentials)
     gateway = MqttKitGateway(broker.address(SERVICE_ACCOUNT))
     service = KitSharing(store, policy, rights, gateway, clock=clock)
+    jobs = JobBook(service, rights)
     admin = User("lab-admin", "centre", lab_admin=True)
     for kit_id, model in KITS.items():
         service.register_kit(admin, kit_id, model)
@@ -145,7 +170,9 @@ def test_two_hundred_students_share_five_kits(broker, models, state_root):
     # same start), so any difference in waits is the scheduler's doing, not the dice's.
     students = [
         Student(
-            User(f"{inst}-s{i}", inst, frozenset({course_of(inst)})), random.Random(20261124 + i)
+            User(f"{inst}-s{i}", inst, frozenset({course_of(inst)})),
+            random.Random(20261124 + i),
+            submits_jobs=i % JOB_STUDENT_EVERY == 0,
         )
         for i in range(STUDENTS_PER_INSTITUTION)
         for inst in INSTITUTIONS
@@ -157,6 +184,9 @@ def test_two_hundred_students_share_five_kits(broker, models, state_root):
     pool = ThreadPoolExecutor(max_workers=8)
     former_attempts = 0
     broker_killed = False
+    running: dict[int, RunningJob] = {}
+    fates: dict[int, tuple[str, float]] = {}  # job -> (fate, duration), from its owner's dice
+    rights_checks, next_rights_check = 0, 0.0
     try:
         while clock() < clock.sim0 + SIM_SECONDS:
             now = clock()
@@ -175,15 +205,22 @@ def test_two_hundred_students_share_five_kits(broker, models, state_root):
                 student = by_name.get(name)
                 if student is not None and student.session is None and not student.vanished:
                     take_session(student, session, service, broker, rights)
+            former_attempts += run_jobs(jobs, running, fates, live, broker, models, pool, now)
+            if time.monotonic() >= next_rights_check:
+                rights_checks += check_job_rights(service, rights)
+                next_rights_check = time.monotonic() + 1.0
             order.shuffle(students)  # simultaneous arrivals come in no fixed order
             for s in students:
                 if s.session is not None and s.session["user"] not in live:
                     former_attempts += lose_session(s, pool)
                 elif now >= s.next_action:
-                    act(s, service, now, bookings)
+                    act(s, service, now, bookings, jobs, fates)
             time.sleep(0.01)
     finally:
         pool.shutdown(wait=True)
+        for job in running.values():
+            job.client.disconnect()
+            job.client.loop_stop()
         for s in students:
             if s.control is not None:
                 s.control.close()
@@ -197,8 +234,10 @@ def test_two_hundred_students_share_five_kits(broker, models, state_root):
 
     with store.transaction() as db:
         sessions = db.scalars(select(SessionRow).order_by(SessionRow.id)).all()
+        job_rows = db.scalars(select(JobRow)).all()
     audit(sessions, seen_acks, clock, students)
     audit_bookings(sessions, bookings)
+    audit_jobs(sessions, job_rows, rights_checks)
     assert former_attempts > 0, "no former holder tried to command: the test proved nothing"
     assert len(sessions) > 40
     store.close()
@@ -247,7 +286,14 @@ def lose_session(s: Student, pool: ThreadPoolExecutor) -> int:
     return 1
 
 
-def act(s: Student, service: KitSharing, now: float, bookings: list[dict]) -> None:
+def act(
+    s: Student,
+    service: KitSharing,
+    now: float,
+    bookings: list[dict],
+    jobs: JobBook,
+    fates: dict[int, tuple[str, float]],
+) -> None:
     """One random step of a student."""
     if s.vanished:
         if now < s.back_at or s.session is not None:
@@ -269,6 +315,9 @@ def act(s: Student, service: KitSharing, now: float, bookings: list[dict]) -> No
                 command_one(s, s.session["kit"])
             return
         s.next_action = now + s.rng.uniform(60, 300)
+        if s.submits_jobs:
+            submit_job(s, jobs, now, bookings, fates)
+            return
         waiting = service.my_queue(s.user)
         if waiting:
             if s.rng.random() < 0.05:
@@ -287,6 +336,160 @@ def act(s: Student, service: KitSharing, now: float, bookings: list[dict]) -> No
                 service.request(s.user, model=s.rng.choice(sorted(set(KITS.values()))))
     except SharingError:
         pass  # e.g. the session ended between the poll and the heartbeat
+
+
+def submit_job(
+    s: Student,
+    jobs: JobBook,
+    now: float,
+    bookings: list[dict],
+    fates: dict[int, tuple[str, float]],
+) -> None:
+    """A job student with no job open submits one (half the time): for the course's booked
+    slot if one is on, else for a kit or a model; its fate is drawn from the student's dice."""
+    if any(j["state"] in ("queued", "running") for j in jobs.jobs(s.user)):
+        if s.rng.random() < 0.05:
+            mine = [j for j in jobs.jobs(s.user) if j["state"] == "queued"]
+            if mine:
+                jobs.cancel(s.user, mine[0]["id"])
+        return
+    if s.rng.random() >= 0.5:
+        return
+    duration = s.rng.uniform(60, 240)
+    roll = s.rng.random()
+    fate = "completed" if roll < 0.8 else "crashed" if roll < 0.9 else "overran"
+    booked = [
+        b["kit"]
+        for b in bookings
+        if b["course"] in s.user.courses and b["starts_at"] <= now < b["ends_at"]
+    ]
+    target: dict = {"kit_id": None, "model": None, "course": None}
+    if booked:
+        target.update(kit_id=booked[0], course=course_of(s.user.institution))
+    elif s.rng.random() < 0.5:
+        target["kit_id"] = s.rng.choice(list(KITS))
+    else:
+        target["model"] = s.rng.choice(sorted(set(KITS.values())))
+    job = jobs.submit(
+        s.user,
+        duration_s=duration,
+        inputs={"student": s.user.name},
+        source="def go(readings, t):\n    return None\n",
+        entry="go",
+        **target,
+    )
+    fates[job["id"]] = (fate, duration)
+
+
+def run_jobs(
+    jobs: JobBook,
+    running: dict[int, RunningJob],
+    fates: dict[int, tuple[str, float]],
+    live: dict[str, dict],
+    broker,
+    models: dict,
+    pool: ThreadPoolExecutor,
+    now: float,
+) -> int:
+    """The runner's part: claim granted jobs, command and heartbeat them, report their end.
+    A job whose session has ended tries once more with its credential (the broker refuses).
+    Returns how many such attempts it made."""
+    while (claim := jobs.claim(RUNNER)) is not None:
+        job_id = claim["job"]["id"]
+        fate, duration = fates[job_id]
+        account = claim["mqtt"]["username"]
+        client = connect_client(
+            broker.host,
+            broker.port,
+            Credentials(account, claim["mqtt"]["password"]),
+            f"{account}-{uuid.uuid4().hex[:4]}",
+        )
+        ends = now + (duration / 2 if fate == "crashed" else duration)
+        running[job_id] = RunningJob(
+            job_id, account, claim["kit"], claim["session_id"], client, ends, fate
+        )
+    attempts = 0
+    for job_id, job in list(running.items()):
+        if job.account not in live:  # its session ended: finished, timed out, or taken away
+            del running[job_id]
+            pool.submit(job_command_after_end, job, models)
+            attempts += 1
+            continue
+        try:
+            if now >= job.ends_at and job.fate != "overran":
+                jobs.finish(RUNNER, job_id, job.fate, f"{job.fate} in the concurrency test")
+                continue
+            if now >= job.next_heartbeat:
+                jobs.heartbeat(RUNNER, job_id)
+                job.next_heartbeat = now + 20
+        except SharingError:
+            continue  # ended between the poll and the call: seen as ended on the next pass
+        if now >= job.next_command:
+            job_command(job, models)
+            job.next_command = now + 20
+    return attempts
+
+
+def job_command(job: RunningJob, models: dict) -> None:
+    """One valid command on the job's kit with the job's credential; its id names the job."""
+    descriptor = models[KITS[job.kit_id]]
+    actuator = next(a for a in descriptor["actuators"] if not prerequisites(descriptor, a))
+    spec = descriptor["actuators"][actuator]
+    job.commands += 1
+    command_id = f"{job.account}.{job.commands}.{uuid.uuid4().hex[:6]}"
+    job.client.publish(
+        P.set_topic(job.kit_id, actuator),
+        P.encode_value(spec, example_value(spec)),
+        qos=1,
+        properties=command_properties(
+            command_id, P.ack_topic(job.kit_id, job.account), time.time() + 5
+        ),
+    )
+
+
+def job_command_after_end(job: RunningJob, models: dict) -> None:
+    """The controller of an ended job tries once more; its account is gone by now."""
+    try:
+        time.sleep(0.2)
+        job_command(job, models)
+        time.sleep(0.5)
+    finally:
+        job.client.disconnect()
+        job.client.loop_stop()
+
+
+def check_job_rights(service: KitSharing, rights: BrokerRights) -> int:
+    """The broker has a job's account, holding its kit's command right, exactly while the job's
+    session holds the kit. Returns 1 if it could look (not while the broker restarts)."""
+    try:
+        accounts = rights.job_accounts()
+        roles = {a: rights._client_roles(a) for a in accounts}
+    except (DynSecError, ConnectError, ConnectionError, TimeoutError):
+        return 0
+    holders = {user: kit for kit, user in service.holders().items() if is_job_account(user)}
+    assert accounts == set(holders), f"job accounts {accounts} but job holders {holders}"
+    for account, kit_id in holders.items():
+        commands = {r for r in roles[account] if r.startswith("command-")}
+        assert commands == {f"command-{kit_id}"}, f"{account} holds {commands}, not {kit_id}"
+    return 1
+
+
+def audit_jobs(sessions, job_rows, rights_checks: int) -> None:
+    """6. Jobs ran as sessions of their own and ended in a state that says why."""
+    job_sessions = [s for s in sessions if is_job_account(s.user)]
+    assert len(job_sessions) >= 10, "too few jobs ran for the test to mean anything"
+    assert rights_checks >= 30, "the job accounts were hardly ever compared with the holders"
+    outcomes = defaultdict(int)
+    for job in job_rows:
+        if job.session_id is None:
+            continue
+        session = next(s for s in sessions if s.id == job.session_id)
+        assert session.user == f"job-{job.id}" and session.institution == job.institution
+        if session.state == RELEASED:
+            assert job.state in ("finished", "failed", "cancelled"), f"job {job.id}: {job.state}"
+            outcomes[job.outcome] += 1
+    print(f"jobs: {len(job_sessions)} sessions, outcomes {dict(outcomes)}")
+    assert outcomes["completed"] > 0 and outcomes["crashed"] + outcomes["overran"] > 0
 
 
 def audit_bookings(sessions, bookings: list[dict]) -> None:
@@ -327,10 +530,11 @@ def audit(sessions, seen_acks, clock: SimClock, students) -> None:
             assert before.safe_at <= after.granted_at
     # 2. Every command a kit received came from that kit's controller of that moment.
     tolerance = 0.5 * SPEED  # a command in flight while its revocation is being applied
-    applied = 0
+    applied = job_applied = 0
     for wall, kit_id, ack in seen_acks:
         sender = str(ack["id"]).split(".")[0]
-        if ack["target"] == P.SAFE_STATE_PROPERTY or "-s" not in sender:
+        person_or_job = "-s" in sender or is_job_account(sender)
+        if ack["target"] == P.SAFE_STATE_PROPERTY or not person_or_job:
             continue  # the service's own handover
         t = clock.sim_of_wall(wall)
         holder = [
@@ -341,6 +545,8 @@ def audit(sessions, seen_acks, clock: SimClock, students) -> None:
         ]
         assert holder, f"{kit_id} received a command from {sender}, who did not hold it"
         applied += ack["status"] == P.APPLIED
+        job_applied += ack["status"] == P.APPLIED and is_job_account(sender)
+    assert job_applied > 0, "no job's command reached a kit: the jobs' part proved nothing"
     assert applied > 50, "too few commands reached the kits for the audit to mean anything"
     # 4. With equal demand, no institution's mean wait exceeds another's by more than 25 %, up
     # to sampling noise: each mean is of some 85 waits and has a standard error of about 9 %,
