@@ -36,7 +36,7 @@ from site_config.runtime import Runtime, broker_socket_path
 log = logging.getLogger("smartlab.jobs")
 
 HEARTBEAT_SECONDS = 10.0
-IDLE_SECONDS = 2.0  # between claims when there is nothing to run
+IDLE_SECONDS = 0.25  # between claims when idle: a kit handed over waits for this (bench.jobs)
 START_SECONDS = 15.0  # the wall time a run gets beyond its duration (start-up, leaving)
 Trace = dict[str, tuple[np.ndarray, np.ndarray]]
 Scorer = Callable[[Trace], float | None]
