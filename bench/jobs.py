@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import itertools
 import json
 import os
@@ -64,16 +65,18 @@ FINAL = ("finished", "failed", "cancelled")
 TARGET_UTILISATION = 0.90
 TARGET_GAP_P99_S = 2.0
 # One runner in its own process, as root: the module's loop (claim, run, finish, score), with
-# its claim interval optionally overridden to measure it.
+# its claim interval optionally overridden to measure it, and as many concurrent runs (`slots`)
+# as asked where the runner has them (a runner without them runs one job at a time).
 RUNNER_SCRIPT = """
-import logging, signal, sys
+import inspect, logging, signal, sys
 import hub_config.job_runner as jr
 from labs.client.rest_service import LabService
-url, sock, host, port, idle = sys.argv[1:6]
+url, sock, host, port, idle, slots = sys.argv[1:7]
 if idle:
     jr.IDLE_SECONDS = float(idle)
 logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(message)s")
-runner = jr.JobRunner(LabService(url), sock, host, int(port))
+extra = {"slots": int(slots)} if "slots" in inspect.signature(jr.JobRunner).parameters else {}
+runner = jr.JobRunner(LabService(url), sock, host, int(port), **extra)
 signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
 runner.serve()
 """
@@ -163,7 +166,7 @@ class AckLog:
 
 
 def start_runners(
-    count: int, url: str, socket_path: str, port: int, idle: str, log: Path
+    count: int, slots: int, url: str, socket_path: str, port: int, idle: str, log: Path
 ) -> list[subprocess.Popen]:
     env = {**os.environ, "SMARTLAB_TOKEN": token("runner"), "PYTHONUNBUFFERED": "1"}
     procs = []
@@ -180,6 +183,7 @@ def start_runners(
                         "127.0.0.1",
                         str(port),
                         idle,
+                        str(slots),
                     ],
                     cwd=REPO,
                     env=env,
@@ -189,6 +193,13 @@ def start_runners(
                 )
             )
     return procs
+
+
+def runner_has_slots() -> bool:
+    """Whether the runner runs several jobs at once (its `slots`)."""
+    from hub_config.job_runner import JobRunner
+
+    return "slots" in inspect.signature(JobRunner).parameters
 
 
 def _time(iso: str | None) -> float | None:
@@ -245,6 +256,7 @@ def measure(args: argparse.Namespace, progress: Any) -> Measured:
                     time.sleep(0.2)
                 runners = start_runners(
                     args.runners,
+                    args.slots or args.kits,
                     service.url,
                     str(socket_path),
                     broker.port,
@@ -374,10 +386,12 @@ def report(args: argparse.Namespace, m: Measured, progress: Any) -> tuple[str, s
         ],
     ]
     header = ["figure", "value", "target", ""]
+    slots = f"{args.slots or args.kits} slots" if runner_has_slots() else "one run at a time each"
     claim = "its default" if args.claim_interval is None else f"{args.claim_interval} s"
     setting = (
         f"{args.jobs} jobs x {args.seconds} s on {args.kits} twin kits ({MODEL}, {args.rate} Hz "
-        f"telemetry, a command per sample), {args.runners} runner process(es), claim interval "
+        f"telemetry, a command per sample), {args.runners} runner process(es) ({slots}), "
+        "claim interval "
         f"{claim}; {len(kit_runs)} controllers seen on the kits, mean run {mean_run:.1f} s; "
         f"outcomes {dict(outcomes)}; wall {m.wall_s:.0f} s"
     )
@@ -401,8 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=30, help="each job's duration (30)")
     parser.add_argument("--kits", type=int, default=5, help="twin kits of the model (5)")
     parser.add_argument("--rate", type=float, default=2.0, help="the twins' telemetry, Hz (2)")
+    parser.add_argument("--runners", type=int, default=1, help="runner processes (1)")
     parser.add_argument(
-        "--runners", type=int, default=1, help="runner processes (1; each runs one job at a time)"
+        "--slots", type=int, default=0, help="concurrent runs per runner (default: the kits)"
     )
     parser.add_argument(
         "--claim-interval",
