@@ -202,6 +202,13 @@ def runner_has_slots() -> bool:
     return "slots" in inspect.signature(JobRunner).parameters
 
 
+def idle_seconds() -> float:
+    """The runner's own interval between claims when idle."""
+    from hub_config.job_runner import IDLE_SECONDS
+
+    return IDLE_SECONDS
+
+
 def _time(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
@@ -387,7 +394,7 @@ def report(args: argparse.Namespace, m: Measured, progress: Any) -> tuple[str, s
     ]
     header = ["figure", "value", "target", ""]
     slots = f"{args.slots or args.kits} slots" if runner_has_slots() else "one run at a time each"
-    claim = "its default" if args.claim_interval is None else f"{args.claim_interval} s"
+    claim = f"{args.claim_interval} s" if args.claim_interval is not None else f"{idle_seconds()} s"
     setting = (
         f"{args.jobs} jobs x {args.seconds} s on {args.kits} twin kits ({MODEL}, {args.rate} Hz "
         f"telemetry, a command per sample), {args.runners} runner process(es) ({slots}), "
