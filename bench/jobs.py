@@ -343,6 +343,8 @@ def report(args: argparse.Namespace, m: Measured, progress: Any) -> tuple[str, s
     kit_gap = spread(gaps(kit_runs))
     svc_gap = spread(gaps(svc_runs))
     outcomes = Counter(v.get("outcome") or v["state"] for v in m.views)
+    for v in [v for v in m.views if v.get("outcome") != "completed"][:3]:
+        progress(f"job of {v['owner']}: {v['state']} {v.get('outcome')}: {v.get('detail')}")
     mean_run = sum(r.end - r.start for r in kit_runs) / max(len(kit_runs), 1)
 
     progress(f"baseline: the capacity model, one course of {args.students} on {args.kits} kits")
