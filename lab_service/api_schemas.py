@@ -149,7 +149,15 @@ class BookingCreate(Body):
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 JOB_OUTCOME = Literal[
-    "completed", "crashed", "overran", "flooded", "memory", "invalid", "kit-unsafe", "cancelled"
+    "completed",
+    "crashed",
+    "overran",
+    "flooded",
+    "memory",
+    "invalid",
+    "kit-unsafe",
+    "cancelled",
+    "platform-error",
 ]
 
 

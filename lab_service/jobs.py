@@ -68,6 +68,7 @@ OUTCOMES = (
     "invalid",
     "kit-unsafe",
     "cancelled",
+    "platform-error",  # the platform could not run it (the sandbox did not start): not the student
 )
 MIN_DURATION_S, MAX_DURATION_S = 5.0, 600.0
 MAX_INPUTS_BYTES = 16 * 1024
@@ -78,7 +79,8 @@ MAX_OPEN_JOBS = 20  # queued or running, per owner: a loop in a notebook cannot 
 # A session that ends without the runner's word: the job failed, and why.
 _ENDED_BY = {
     TIME_UP: ("overran", "the run did not end within its duration and grace"),
-    NO_HEARTBEAT: ("crashed", "the runner stopped reporting on the job"),
+    # The runner is the platform's: a runner that stops is not the student's fault.
+    NO_HEARTBEAT: ("platform-error", "the job runner stopped reporting on the job"),
     KIT_OFFLINE: ("kit-unsafe", "the kit went offline or did not confirm its safe state"),
     RETIRING: ("kit-unsafe", "the kit was retired"),
     ENDED_BY_ADMIN: ("cancelled", "a lab admin ended the job's session"),

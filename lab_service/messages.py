@@ -80,6 +80,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "стенд не подтвердил безопасное состояние или отключился",
     ),
     "job-outcome-cancelled": ("cancelled", "отменено"),
+    "job-outcome-platform-error": (
+        "the lab could not run it (a fault of the platform, not of the controller); "
+        "submit it again",
+        "лаборатория не смогла его запустить (сбой платформы, а не регулятора); отправьте "
+        "задание ещё раз",
+    ),
     "no-job": ("no job {job}", "нет задания {job}"),
     "job-runner-only": (
         "only the job runner may do this",

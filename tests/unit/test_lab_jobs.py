@@ -112,12 +112,12 @@ def test_a_job_whose_runner_never_finishes_fails_as_overran_and_the_kit_is_relea
     assert service.sessions(ADMIN)[0]["state"] == RELEASED
 
 
-def test_a_job_nobody_claims_fails_when_its_heartbeat_times_out(lab):
+def test_a_job_nobody_claims_fails_as_the_platforms_error_when_its_heartbeat_times_out(lab):
     service, jobs, clock, rights, _ = lab
     job = submit(jobs, duration_s=600)
     advance(service, clock, 70)
     view = jobs.job(ALICE, job["id"])
-    assert view["state"] == "failed" and view["outcome"] == "crashed"
+    assert view["state"] == "failed" and view["outcome"] == "platform-error"
     assert view["detail"] == "no job runner took the job in time"
     assert rights.held == {}
 
