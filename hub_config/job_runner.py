@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from site_config.runtime import BROKER_SOCKET_ENV, Runtime, broker_socket_path
 log = logging.getLogger("smartlab.jobs")
 
 HEARTBEAT_SECONDS = 10.0
+RECORD_SETTLE_SECONDS, RECORD_POLL_SECONDS = 10.0, 1.0
 STOP_WAIT_SECONDS = 5.0  # a run that ends this soon after a stop still reports its outcome
 IDLE_SECONDS = 2.0  # between claims when there is nothing to run
 START_SECONDS = 15.0  # the wall time a run gets beyond its duration (start-up, leaving)
@@ -144,7 +146,7 @@ class JobRunner:
         and keep a twin score already attached to the job (the confirmation run's)."""
         if not job.get("course") or not job.get("assignment"):
             return
-        result = self.service.request("GET", f"/api/jobs/{job['id']}/result")
+        result = self.recorded(job["id"])
         try:
             score = score_job(
                 job["course"],
@@ -162,6 +164,20 @@ class JobRunner:
         self.service.request(
             "POST", f"/api/jobs/{job['id']}/score", {"score": score, "twin_score": twin}
         )
+
+    def recorded(self, job_id: int) -> dict[str, Any]:
+        """The job's result once the service has stored all of its window's telemetry: the
+        last samples reach the store a moment after the session ended (read until two reads
+        agree, within RECORD_SETTLE_SECONDS)."""
+        result = self.service.request("GET", f"/api/jobs/{job_id}/result")
+        deadline = time.monotonic() + RECORD_SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            self.stopping.wait(RECORD_POLL_SECONDS)
+            again = self.service.request("GET", f"/api/jobs/{job_id}/result")
+            if len(again["telemetry"]) == len(result["telemetry"]):
+                return again
+            result = again
+        return result
 
     def _run_in_slot(self, claim: dict[str, Any]) -> None:
         try:
@@ -228,6 +244,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s jobs %(message)s")
+    log.setLevel(logging.INFO)  # `smartlab` set the root logger to warnings first
     state_dir = args.state_dir or str(default_state_dir())
     runtime = Runtime.from_env("", state_dir)
     service = LabService(args.lab_url or os.environ.get(SERVICE_URL_ENV) or runtime.lab_url)

@@ -384,11 +384,13 @@ class JobBook:
         job.kit_id = first.kit_id
 
     def _readable(self, db: DB, user: User, job_id: int) -> JobRow:
-        """The job if `user` may read it (owner, the course's instructors, lab admins)."""
+        """The job if `user` may read it (owner, the course's instructors, lab admins, the
+        runner: it scores the recorded run)."""
         job = db.get(JobRow, job_id)
         if job is None or not (
             job.owner == user.name
             or user.lab_admin
+            or user.job_runner
             or (job.course is not None and job.course in user.instructor_of)
         ):
             raise NotFound("no-job", job=job_id)
