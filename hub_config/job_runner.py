@@ -142,8 +142,7 @@ class JobRunner:
                 log.warning("job %s: heartbeat: %s", job_id, err)
 
     def score(self, job: dict[str, Any]) -> None:
-        """Score the kit's recorded run with the assignment's scorer (coursework.controllers)
-        and keep a twin score already attached to the job (the confirmation run's)."""
+        """Score the kit's recorded run with the assignment's scorer (coursework.controllers)."""
         if not job.get("course") or not job.get("assignment"):
             return
         result = self.recorded(job["id"])
@@ -160,10 +159,8 @@ class JobRunner:
             return
         if score is None:
             return
-        twin = result["job"].get("twin_score")
-        self.service.request(
-            "POST", f"/api/jobs/{job['id']}/score", {"score": score, "twin_score": twin}
-        )
+        # Only `score`: a twin score the course's instructors attach is theirs to keep.
+        self.service.request("POST", f"/api/jobs/{job['id']}/score", {"score": score})
 
     def recorded(self, job_id: int) -> dict[str, Any]:
         """The job's result once the service has stored all of its window's telemetry: the

@@ -125,11 +125,20 @@ class JobBook:
         entry: str,
         course: str | None = None,
         assignment: str | None = None,
+        owner: str | None = None,
     ) -> dict:
-        """Queue a job; granted at once if a kit it may use is free."""
+        """Queue a job; granted at once if a kit it may use is free. `owner`: a student the
+        job is for, set by an instructor of `course` (confirming graded work on a kit)."""
         _check_job(kit_id, model, duration_s, inputs, source, entry)
         if course is not None and course not in user.courses | user.instructor_of:
             raise Forbidden("job-course-not-yours", course=course)
+        courses = sorted(user.courses)
+        if owner is not None and owner != user.name:
+            if course is None or course not in user.instructor_of:
+                raise Forbidden("job-owner-forbidden", course=course or "-")
+            if is_job_account(owner) or not owner.strip():
+                raise SharingError("job-owner", owner=owner[:40])
+            courses = [course]
         now = self.clock()
         with self.sharing.store.transaction() as db:
             kits = db.execute(select(KitRow.id, KitRow.model, KitRow.pool_state)).all()
@@ -143,9 +152,9 @@ class JobBook:
             if len(open_jobs) >= MAX_OPEN_JOBS:
                 raise Conflict("job-too-many", n=MAX_OPEN_JOBS)
             job = JobRow(
-                owner=user.name,
+                owner=owner or user.name,
                 institution=user.institution,
-                courses=sorted(user.courses),
+                courses=courses,
                 course=course,
                 assignment=assignment,
                 kit_id=kit_id,
@@ -302,18 +311,24 @@ class JobBook:
             self.sharing.end_within(db, session, JOB_FINISHED, now)
             return self._view(db, job, now)
 
-    def score(
-        self, runner: User, job_id: int, score: float | None, twin_score: float | None
-    ) -> dict:
-        _require_runner(runner)
+    def score(self, user: User, job_id: int, **scores: float | None) -> dict:
+        """Attach scores to an ended job; only those given change. The runner sets `score`
+        (the kit's run), the job's course's instructors `twin_score` (the autograder's)."""
+        unknown = set(scores) - {"score", "twin_score"}
+        if unknown:
+            raise SharingError("job-score-field", field=sorted(unknown)[0])
         now = self.clock()
         with self.sharing.store.transaction() as db:
             job = db.get(JobRow, job_id)
             if job is None:
                 raise NotFound("no-job", job=job_id)
+            teaches = job.course is not None and job.course in user.instructor_of
+            if not user.job_runner and not (teaches and set(scores) <= {"twin_score"}):
+                raise Forbidden("job-runner-only")
             if job.state in _OPEN:
                 raise Conflict("job-not-ended", job=job_id)
-            job.score, job.twin_score = score, twin_score
+            for name, value in scores.items():
+                setattr(job, name, value)
             return self._view(db, job, now)
 
     # ------------------------------------------------------------ session hooks (KitSharing)

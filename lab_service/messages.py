@@ -95,6 +95,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "you do not take or teach course {course}",
         "вы не слушаете и не ведёте курс {course}",
     ),
+    "job-owner-forbidden": (
+        "only instructors of {course} submit jobs for its students",
+        "задания за студентов курса {course} отправляют только его преподаватели",
+    ),
+    "job-owner": ("{owner} cannot own a job", "{owner} не может быть владельцем задания"),
+    "job-score-field": ("no score field {field}", "нет поля оценки {field}"),
     "job-course-forbidden": (
         "only instructors of {course} and lab admins see its jobs",
         "задания курса {course} видят только его преподаватели и администраторы лаборатории",

@@ -43,6 +43,9 @@ def test_up_runs_the_demo_stops_cleanly_and_reuses_state(state_root, home_root):
             wait_until(lambda: kit.received >= 2, timeout=10)  # values change over time
         with LabService(url, tokens["anna"]).session("parking-1", progress=None) as held:
             assert held.set("gate", "open").value == "open"
+        # The job runner: a hub service beside the lab service, root (it forks the sandbox).
+        runner = [line for line in leftovers(first) if " jobs run " in line]
+        assert len(runner) == 1, leftovers(first)
     finally:
         assert first.stop(signal.SIGINT) == 0, "\n".join(first.lines[-20:])
     assert first.lines[-1] == "stopped."
