@@ -31,6 +31,7 @@ from grader.controller_run import (
     MqttAccess,
     run_controller,
 )
+from hub_config import job_confirm
 from labs.client.errors import LabError
 from labs.client.rest_service import SERVICE_URL_ENV, LabService
 from site_config.paths import default_state_dir
@@ -219,7 +220,9 @@ class JobRunner:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("jobs", help="controller jobs: the runner")
+    parser = commands.add_parser(
+        "jobs", help="controller jobs: the runner; graded controllers confirmed on kits"
+    )
     actions = parser.add_subparsers(dest="jobs_action", required=True, metavar="ACTION")
     run = actions.add_parser(
         "run",
@@ -237,6 +240,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--slots", type=int, default=4, help="jobs run at once (sandbox slots; default 4)"
     )
     run.set_defaults(run=_run)
+    job_confirm.add_actions(actions)
 
 
 def _run(args: argparse.Namespace) -> int:
