@@ -40,12 +40,12 @@ from site_config.runtime import BROKER_SOCKET_ENV, Runtime, broker_socket_path
 log = logging.getLogger("smartlab.jobs")
 
 HEARTBEAT_SECONDS = 10.0
-RECORD_SETTLE_SECONDS, RECORD_POLL_SECONDS = 10.0, 1.0
-STOP_WAIT_SECONDS = 5.0  # a run that ends this soon after a stop still reports its outcome
 IDLE_SECONDS = 2.0  # between claims when there is nothing to run
 START_SECONDS = 15.0  # the wall time a run gets beyond its duration (start-up, leaving)
 Trace = dict[str, tuple[np.ndarray, np.ndarray]]
 PLATFORM_ERROR = "platform-error"  # the sandbox could not start: nothing of the student ran
+RECORD_SETTLE_SECONDS, RECORD_POLL_SECONDS = 10.0, 1.0
+STOP_WAIT_SECONDS = 5.0  # a run that ends this soon after a stop still reports its outcome
 
 
 def limits_for(duration_s: float) -> ControllerLimits:
