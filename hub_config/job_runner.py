@@ -257,6 +257,7 @@ def _run(args: argparse.Namespace) -> int:
         args.mqtt_port or runtime.mqtt_port,
         slots=args.slots,
     )
+    log.info("claiming jobs from %s, %d at once", service.url, runner.slots)
     # `smartlab up` (JupyterHub) stops the service with SIGTERM: finish the running jobs' reports.
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     with contextlib.suppress(KeyboardInterrupt):
