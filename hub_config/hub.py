@@ -485,8 +485,8 @@ def status_board_service(runtime: Runtime) -> dict[str, Any]:
 
 
 def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
-    """`c.JupyterHub.services`: course formgraders, lab service, status board, front door,
-    idle culler, class warm-up (unless the site's `servers.warmup_minutes` is 0)."""
+    """`c.JupyterHub.services`: course formgraders, lab service, job runner, status board,
+    front door, idle culler, class warm-up (unless the site's `servers.warmup_minutes` is 0)."""
     found = [formgrader_service(c.id, runtime) for c in site.courses]
     found.append(lab_service(runtime))
     found.append(job_runner_service(runtime))
