@@ -49,7 +49,7 @@ class Confirmation:
     problem: str = ""
 
 
-def test_cell_after(source_nb: Any, grade_id: str) -> str | None:
+def twin_score_cell(source_nb: Any, grade_id: str) -> str | None:
     """The grade id of the first autograded test cell after the controller cell."""
     seen = False
     for cell in source_nb.cells:
@@ -72,7 +72,7 @@ def plan(
         for path in sorted((root / "source" / assignment).glob("*.ipynb")):
             source_nb = nbformat.read(str(path), as_version=4)
             for spec in controller_specs(source_nb):
-                test_id = test_cell_after(source_nb, spec.grade_id)
+                test_id = twin_score_cell(source_nb, spec.grade_id)
                 for submission in gb.find_assignment(assignment).submissions:
                     student = submission.student.id
                     if students is not None and student not in students:
