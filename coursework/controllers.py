@@ -27,13 +27,10 @@ from typing import Any
 import numpy as np
 
 from coursework.checks import StudentTimeout, time_limit
+from hardware_kits.descriptor import DEFAULT_COMMANDS_PER_SECOND
 from hardware_kits.protocol import ProtocolError
 from hardware_kits.twins.offline import OfflineKit
 
-# Commands a controller may send per second (a sliding one-second window) unless the kit's
-# descriptor declares `max_commands_per_second`: one command per actuator per sample of the
-# fastest kit, with room to spare.
-DEFAULT_COMMANDS_PER_SECOND = 5.0
 RATE = "rate"  # the reason of a command refused for the rate, as the job runner records it
 APPLIED, REJECTED = "applied", "rejected"
 Series = tuple[np.ndarray, np.ndarray]
@@ -67,6 +64,7 @@ class Trace(Mapping[str, Series]):
 
 
 def command_rate(descriptor: Mapping[str, Any]) -> float:
+    """Commands a controller may send a second: the kit model's declared rate."""
     return float(descriptor.get("max_commands_per_second", DEFAULT_COMMANDS_PER_SECOND))
 
 
@@ -246,3 +244,55 @@ def fixed_plan_queue(
 
     trace = run_on_twin(fixed, "intersection", duration_s, seed=seed, params=params, start=start)
     return float(np.mean(trace.values("queue-length")))
+
+
+# ------------------------------------------------------------------ scoring a kit's run
+
+
+# What each scorer needs beyond the trace, for a run of `owner` lasting `duration_s`: the job
+# runner scores a kit's recorded run with `score_job` and knows nothing of any assignment.
+def _lighting_extras(owner: str, duration_s: float) -> dict[str, Any]:
+    from hardware_kits.descriptor import load_models
+
+    twin = load_models()["street-lighting"].get("twin", {})  # the kit's lamp, not a variant's
+    return {
+        "lamp_min_w": float(twin.get("lamp_min_w", LAMP_MIN_W)),
+        "lamp_max_w": float(twin.get("lamp_max_w", LAMP_MAX_W)),
+    }
+
+
+def _junction_extras(owner: str, duration_s: float) -> dict[str, Any]:
+    from coursework.variants import variant
+
+    mine = variant("traffic-signals", "02-actuated-control", owner)
+    params = {
+        "arrivals_per_hour": {a: mine[a] for a in ("north", "south", "east", "west")},
+        "pedestrians_per_hour": mine["pedestrians_per_hour"],
+    }
+    return {"reference_queue": fixed_plan_queue(mine["seed"], duration_s, params=params)}
+
+
+SCORER_EXTRAS: dict[tuple[str, str], Callable[[str, float], dict[str, Any]]] = {
+    ("smart-lighting", "02-adaptive-dimming"): _lighting_extras,
+    ("traffic-signals", "02-actuated-control"): _junction_extras,
+}
+
+
+def score_job(
+    course: str | None,
+    assignment: str | None,
+    owner: str,
+    trace: Mapping[str, Series],
+    duration_s: float | None = None,
+) -> float | None:
+    """The assignment's score of a kit's recorded run of `owner`'s controller (None: the
+    assignment has no scorer). `duration_s`: the job's (default: the trace's span)."""
+    scorer = SCORERS.get((course or "", assignment or ""))
+    if scorer is None:
+        return None
+    if duration_s is None:
+        spans = [float(t[-1] - t[0]) for t, _ in (trace[name] for name in trace) if len(t)]
+        duration_s = max(spans, default=0.0)
+    extras = SCORER_EXTRAS.get((course or "", assignment or ""))
+    kwargs = extras(owner, max(1.0, duration_s)) if extras else {}
+    return float(scorer(trace, **kwargs))

@@ -32,6 +32,7 @@ from typing import Any
 
 from grader import sandbox, zygote
 from grader.kernel_child import close_other_fds
+from hardware_kits.descriptor import DEFAULT_COMMANDS_PER_SECOND
 
 OUTCOMES = (
     "completed",
@@ -66,7 +67,8 @@ class ControllerLimits:
     cpu_seconds: float = 30.0
     memory_mb: int = 512
     wall_seconds: float = 60.0  # from the fork to the end: the duration plus start-up
-    max_commands_per_second: float = 5.0
+    # None: the kit model's declared `max_commands_per_second` (hardware_kits/descriptor.py).
+    max_commands_per_second: float | None = None
     call_seconds: float = 1.0  # one call of the controller
     output_bytes: int = 1 << 20  # what the controller may print (kept in the run's log)
 
@@ -169,8 +171,15 @@ def child_spec(run: ControllerRun, descriptor: dict[str, Any]) -> dict[str, Any]
             "username": run.mqtt.username,
             "password": run.mqtt.password,
         },
-        "limits": asdict(run.limits),
+        "limits": {**asdict(run.limits), "max_commands_per_second": command_rate(run, descriptor)},
     }
+
+
+def command_rate(run: ControllerRun, descriptor: dict[str, Any]) -> float:
+    """The run's own rate if set, else the kit model's declared one."""
+    if run.limits.max_commands_per_second is not None:
+        return float(run.limits.max_commands_per_second)
+    return float(descriptor.get("max_commands_per_second", DEFAULT_COMMANDS_PER_SECOND))
 
 
 def _run_child(

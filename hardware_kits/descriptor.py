@@ -23,6 +23,9 @@ HOMIE_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 Datatype = Literal["integer", "float", "boolean", "enum", "string", "json"]
 
 
+DEFAULT_COMMANDS_PER_SECOND = 5.0
+
+
 class DescriptorError(ValueError):
     """An invalid descriptor or site file; str() is the one-line message for the user."""
 
@@ -132,6 +135,9 @@ class Descriptor(_Strict):
     max_packet_bytes: int = Field(
         default=P.DEFAULT_MAX_PACKET_BYTES, ge=P.MIN_MAX_PACKET_BYTES, le=1024 * 1024
     )
+    # Commands a controller job may send a second (a sliding one-second window); beyond it the
+    # job runner refuses them with reason `rate`, and the twin run of coursework does the same.
+    max_commands_per_second: float = Field(default=DEFAULT_COMMANDS_PER_SECOND, gt=0, le=100)
 
 
 def _check_ids(desc: Descriptor) -> None:

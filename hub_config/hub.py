@@ -40,9 +40,10 @@ from hub_config.spawner import JUPYTER_CONFIG_DIR
 from lab_service.app import DB_FILE as LAB_DB_FILE
 from lab_service.store import sqlite_url
 from labs.board import DATA_DIR as VOILA_DATA_DIR
+from labs.client.rest_service import SERVICE_URL_ENV
 from site_config.paths import LAB_DB_URL_ENV, default_site
 from site_config.platform_accounts import BOARD_ACCOUNT
-from site_config.runtime import Runtime
+from site_config.runtime import BROKER_SOCKET_ENV, Runtime
 from site_config.site import GRADER_PREFIX, Site, load_site, verify_password
 
 LAB_SERVICE = "lab"
@@ -50,6 +51,7 @@ STATUS_SERVICE = "status"
 HOME_SERVICE = "home"  # the front door, where everyone lands after login (labs/home/)
 CULLER_SERVICE = "idle-culler"
 WARMUP_SERVICE = "class-warmup"  # hub_config/class_warmup.py
+JOB_RUNNER_SERVICE = "job-runner"  # hub_config/job_runner.py; the lab service knows it by name
 LAB_SERVICE_CONFIG = "lab_service_config.py"  # in the state folder, written by `smartlab up`
 SCHEDULE_FILE = "schedule.json"  # published due dates (labs/home/exchange.py), optional
 
@@ -265,6 +267,13 @@ def load_roles(site: Site) -> list[dict[str, Any]]:
             "users": admin_users(site),
             "scopes": HUB_ADMIN_SCOPES,
         },
+        # The job runner calls the lab service (claim, finish, score) and nothing of the hub.
+        {
+            "name": JOB_RUNNER_SERVICE,
+            "description": "Run experiment jobs' controllers on the kits",
+            "services": [JOB_RUNNER_SERVICE],
+            "scopes": [f"access:services!service={LAB_SERVICE}"],
+        },
         # jupyterhub-idle-culler's documented minimum.
         {
             "name": CULLER_SERVICE,
@@ -383,6 +392,32 @@ def lab_service(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def job_runner_service(runtime: Runtime) -> dict[str, Any]:
+    """The runner of controller jobs. It runs as the hub's account, root: it forks the grading
+    sandbox for each controller. Its hub token (JUPYTERHUB_API_TOKEN) is what the lab service
+    knows it by (`job_runner_service`); the sandboxed controller reaches the broker only
+    through the broker's Unix socket."""
+    return {
+        "name": JOB_RUNNER_SERVICE,
+        "command": [
+            sys.executable,
+            "-m",
+            "hub_config.cli",
+            "jobs",
+            "run",
+            "--state-dir",
+            str(runtime.state_dir),
+            "--mqtt-port",
+            str(runtime.mqtt_port),
+        ],
+        "environment": {
+            "PATH": service_environment(runtime)["PATH"],
+            SERVICE_URL_ENV: runtime.lab_url,
+            BROKER_SOCKET_ENV: str(runtime.broker_socket),
+        },
+    }
+
+
 def home_directory(site: Site) -> dict[str, Any]:
     """The site file's public facts the front door shows (labs.home.model.Directory): course
     titles and kits, kit names, the hub admins' names; no password hash, no person's details."""
@@ -450,10 +485,11 @@ def status_board_service(runtime: Runtime) -> dict[str, Any]:
 
 
 def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
-    """`c.JupyterHub.services`: course formgraders, lab service, status board, front door,
-    idle culler, class warm-up (unless the site's `servers.warmup_minutes` is 0)."""
+    """`c.JupyterHub.services`: course formgraders, lab service, job runner, status board,
+    front door, idle culler, class warm-up (unless the site's `servers.warmup_minutes` is 0)."""
     found = [formgrader_service(c.id, runtime) for c in site.courses]
     found.append(lab_service(runtime))
+    found.append(job_runner_service(runtime))
     found.append(status_board_service(runtime))
     found.append(home_service(runtime, site))
     found.append(

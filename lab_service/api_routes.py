@@ -385,6 +385,7 @@ def submit_job(c: Call) -> dict:
         entry=b.controller.entry,
         course=b.course,
         assignment=b.assignment,
+        owner=b.owner,
     )
 
 
@@ -419,7 +420,8 @@ def finish_job(c: Call) -> dict:
 
 def score_job(c: Call) -> dict:
     b: JobScore = c.body
-    return c.jobs.score(c.user, c.args["job_id"], b.score, b.twin_score)
+    given = {name: getattr(b, name) for name in b.model_fields_set & {"score", "twin_score"}}
+    return c.jobs.score(c.user, c.args["job_id"], **given)
 
 
 def openapi_document(c: Call) -> dict:

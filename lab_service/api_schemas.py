@@ -149,7 +149,15 @@ class BookingCreate(Body):
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 JOB_OUTCOME = Literal[
-    "completed", "crashed", "overran", "flooded", "memory", "invalid", "kit-unsafe", "cancelled"
+    "completed",
+    "crashed",
+    "overran",
+    "flooded",
+    "memory",
+    "invalid",
+    "kit-unsafe",
+    "cancelled",
+    "platform-error",
 ]
 
 
@@ -173,6 +181,13 @@ class JobCreate(Body):
     controller: ControllerSpec
     course: str | None = Field(None, min_length=1, max_length=64)
     assignment: str | None = Field(None, min_length=1, max_length=128)
+    owner: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="a student of `course` the job is for (the course's instructors: a graded "
+        "controller confirmed on a kit); default: the caller",
+    )
 
     @model_validator(mode="after")
     def _one_target_small_inputs(self) -> JobCreate:
@@ -189,7 +204,10 @@ class JobFinish(Body):
 
 
 class JobScore(Body):
-    score: float | None
+    """Only the fields given change: the runner sets `score` (the kit's run), the course's
+    instructors `twin_score` (the autograder's)."""
+
+    score: float | None = None
     twin_score: float | None = None
 
 

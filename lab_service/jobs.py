@@ -68,6 +68,7 @@ OUTCOMES = (
     "invalid",
     "kit-unsafe",
     "cancelled",
+    "platform-error",  # the platform could not run it (the sandbox did not start): not the student
 )
 MIN_DURATION_S, MAX_DURATION_S = 5.0, 600.0
 MAX_INPUTS_BYTES = 16 * 1024
@@ -78,7 +79,8 @@ MAX_OPEN_JOBS = 20  # queued or running, per owner: a loop in a notebook cannot 
 # A session that ends without the runner's word: the job failed, and why.
 _ENDED_BY = {
     TIME_UP: ("overran", "the run did not end within its duration and grace"),
-    NO_HEARTBEAT: ("crashed", "the runner stopped reporting on the job"),
+    # The runner is the platform's: a runner that stops is not the student's fault.
+    NO_HEARTBEAT: ("platform-error", "the job runner stopped reporting on the job"),
     KIT_OFFLINE: ("kit-unsafe", "the kit went offline or did not confirm its safe state"),
     RETIRING: ("kit-unsafe", "the kit was retired"),
     ENDED_BY_ADMIN: ("cancelled", "a lab admin ended the job's session"),
@@ -123,11 +125,20 @@ class JobBook:
         entry: str,
         course: str | None = None,
         assignment: str | None = None,
+        owner: str | None = None,
     ) -> dict:
-        """Queue a job; granted at once if a kit it may use is free."""
+        """Queue a job; granted at once if a kit it may use is free. `owner`: a student the
+        job is for, set by an instructor of `course` (confirming graded work on a kit)."""
         _check_job(kit_id, model, duration_s, inputs, source, entry)
         if course is not None and course not in user.courses | user.instructor_of:
             raise Forbidden("job-course-not-yours", course=course)
+        courses = sorted(user.courses)
+        if owner is not None and owner != user.name:
+            if course is None or course not in user.instructor_of:
+                raise Forbidden("job-owner-forbidden", course=course or "-")
+            if is_job_account(owner) or not owner.strip():
+                raise SharingError("job-owner", owner=owner[:40])
+            courses = [course]
         now = self.clock()
         with self.sharing.store.transaction() as db:
             kits = db.execute(select(KitRow.id, KitRow.model, KitRow.pool_state)).all()
@@ -141,9 +152,9 @@ class JobBook:
             if len(open_jobs) >= MAX_OPEN_JOBS:
                 raise Conflict("job-too-many", n=MAX_OPEN_JOBS)
             job = JobRow(
-                owner=user.name,
+                owner=owner or user.name,
                 institution=user.institution,
-                courses=sorted(user.courses),
+                courses=courses,
                 course=course,
                 assignment=assignment,
                 kit_id=kit_id,
@@ -300,18 +311,24 @@ class JobBook:
             self.sharing.end_within(db, session, JOB_FINISHED, now)
             return self._view(db, job, now)
 
-    def score(
-        self, runner: User, job_id: int, score: float | None, twin_score: float | None
-    ) -> dict:
-        _require_runner(runner)
+    def score(self, user: User, job_id: int, **scores: float | None) -> dict:
+        """Attach scores to an ended job; only those given change. The runner sets `score`
+        (the kit's run), the job's course's instructors `twin_score` (the autograder's)."""
+        unknown = set(scores) - {"score", "twin_score"}
+        if unknown:
+            raise SharingError("job-score-field", field=sorted(unknown)[0])
         now = self.clock()
         with self.sharing.store.transaction() as db:
             job = db.get(JobRow, job_id)
             if job is None:
                 raise NotFound("no-job", job=job_id)
+            teaches = job.course is not None and job.course in user.instructor_of
+            if not user.job_runner and not (teaches and set(scores) <= {"twin_score"}):
+                raise Forbidden("job-runner-only")
             if job.state in _OPEN:
                 raise Conflict("job-not-ended", job=job_id)
-            job.score, job.twin_score = score, twin_score
+            for name, value in scores.items():
+                setattr(job, name, value)
             return self._view(db, job, now)
 
     # ------------------------------------------------------------ session hooks (KitSharing)
@@ -382,11 +399,13 @@ class JobBook:
         job.kit_id = first.kit_id
 
     def _readable(self, db: DB, user: User, job_id: int) -> JobRow:
-        """The job if `user` may read it (owner, the course's instructors, lab admins)."""
+        """The job if `user` may read it (owner, the course's instructors, lab admins, the
+        runner: it scores the recorded run)."""
         job = db.get(JobRow, job_id)
         if job is None or not (
             job.owner == user.name
             or user.lab_admin
+            or user.job_runner
             or (job.course is not None and job.course in user.instructor_of)
         ):
             raise NotFound("no-job", job=job_id)

@@ -80,6 +80,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "стенд не подтвердил безопасное состояние или отключился",
     ),
     "job-outcome-cancelled": ("cancelled", "отменено"),
+    "job-outcome-platform-error": (
+        "the lab could not run it (a fault of the platform, not of the controller); "
+        "submit it again",
+        "лаборатория не смогла его запустить (сбой платформы, а не регулятора); отправьте "
+        "задание ещё раз",
+    ),
     "no-job": ("no job {job}", "нет задания {job}"),
     "job-runner-only": (
         "only the job runner may do this",
@@ -89,6 +95,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "you do not take or teach course {course}",
         "вы не слушаете и не ведёте курс {course}",
     ),
+    "job-owner-forbidden": (
+        "only instructors of {course} submit jobs for its students",
+        "задания за студентов курса {course} отправляют только его преподаватели",
+    ),
+    "job-owner": ("{owner} cannot own a job", "{owner} не может быть владельцем задания"),
+    "job-score-field": ("no score field {field}", "нет поля оценки {field}"),
     "job-course-forbidden": (
         "only instructors of {course} and lab admins see its jobs",
         "задания курса {course} видят только его преподаватели и администраторы лаборатории",

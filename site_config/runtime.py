@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 RUNTIME_ENV = "SMARTLAB_RUNTIME"
+BROKER_SOCKET_ENV = "SMARTLAB_BROKER_SOCKET"  # the job runner's way to the broker's socket
 
 
 def broker_socket_path(state_dir: Path | str) -> Path:

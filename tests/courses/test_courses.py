@@ -330,6 +330,87 @@ def test_controller_question_scores_the_solution_above_a_do_nothing_controller(
     assert all(graded.scores[f"wrong-{question}"][c] == 0.0 for c in cells)  # does nothing
 
 
+# The graded controller questions confirmed on kits (`smartlab jobs confirm`): a small class,
+# two right answers and the do-nothing one, on twins of the question's model through the real
+# lab service, runner (root: the sandbox), and broker.
+KIT_CLASS = (VARIANT_STUDENTS[0], VARIANT_STUDENTS[1], "wrong-hil")
+KIT_SECONDS = 8
+
+
+def test_controller_question_twin_and_kit_scores_side_by_side(
+    graded: Graded, broker, models, state_root
+) -> None:
+    from hardware_kits.kit_runner import KitRunner
+    from hardware_kits.twins.base import twin_class
+    from hub_config.job_confirm import gap
+    from tests.integration.test_lab_jobs_end_to_end import RunnerProcess
+    from tests.stack import ServiceProcess, call_api, token, with_tokens
+
+    if CONTROLLER_QUESTIONS.get((graded.course, graded.assignment)) is None:
+        pytest.skip("no controller question in this assignment")
+    if os.geteuid() != 0:
+        pytest.skip("the controller sandbox needs root")
+    spec = next(
+        c.metadata["smartlab"]["controller"]
+        for c in graded.source.cells
+        if "controller" in c.metadata.get("tags", [])
+    )
+    users = {
+        "teacher": {"name": "teach", "institution": "univ-a", "instructor_of": [graded.course]},
+        "admin": {"name": "lab-admin", "institution": "centre", "lab_admin": True},
+        "runner": {"name": "jobs-runner", "institution": "centre", "job_runner": True},
+    }
+    name = f"confirm-{graded.course}"
+    service = ServiceProcess(broker, state_root, with_tokens(users), name=name).start()
+    runner = RunnerProcess(service, broker, service.dir / "runner.log")
+    kits = []
+    try:
+        for i in (1, 2):
+            kit_id = f"cf-{graded.course[:8]}-{i}"
+            body = {"id": kit_id, "model": spec["model"]}
+            assert call_api(service.port, "POST", "/api/kits", token("admin"), body)[0] == 201
+            twin = twin_class(spec["model"])(models[spec["model"]], seed=i)
+            kits.append(KitRunner(kit_id, twin, broker.address(f"kit-{kit_id}")).start())
+        runner.start()
+        command = [sys.executable, "-m", "hub_config.cli", "jobs", "confirm"]
+        command += [graded.course, graded.assignment, "--course-dir", str(graded.root)]
+        command += ["--students", ",".join(KIT_CLASS), "--duration-s", str(KIT_SECONDS)]
+        done = subprocess.run(
+            command,
+            cwd=REPO,
+            env={
+                **graded.env,
+                "SMARTLAB_TOKEN": token("teacher"),
+                "SMARTLAB_LAB_URL": service.url,
+            },
+            text=True,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:] + runner.output()[-2000:]
+    finally:
+        runner.stop()
+        service.stop()
+        for kit in kits:
+            kit.stop()
+    out = done.stdout
+    print(out)  # the instructor's view: twin and kit scores side by side
+    assert "3 jobs:" in out and "3 finished" in out, out
+    table = out[out.index("student") :].splitlines()
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert set(rows) == set(KIT_CLASS), out
+    for _, twin, kit, *rest in rows.values():
+        twin_score, kit_score = float(twin), float(kit)
+        assert 0.0 <= kit_score <= 1.0, out
+        flagged = rest[0] == "GAP"
+        assert flagged == gap(twin_score, kit_score), out
+        assert rest[-1] == "completed", out
+    # The twin score is the gradebook's: full for the right answers, none for doing nothing.
+    assert float(rows["wrong-hil"][1]) == 0.0
+    assert float(rows[VARIANT_STUDENTS[0]][1]) == float(rows[VARIANT_STUDENTS[1]][1]) == 1.0
+
+
 def test_generated_release_has_no_solution_or_hidden_test(graded: Graded) -> None:
     released = graded.root / "release" / graded.assignment
     secrets = secret_lines(graded.source)

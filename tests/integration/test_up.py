@@ -43,6 +43,12 @@ def test_up_runs_the_demo_stops_cleanly_and_reuses_state(state_root, home_root):
             wait_until(lambda: kit.received >= 2, timeout=10)  # values change over time
         with LabService(url, tokens["anna"]).session("parking-1", progress=None) as held:
             assert held.set("gate", "open").value == "open"
+        # The job runner: a hub service beside the lab service, root (it forks the sandbox).
+        runner = [line for line in leftovers(first) if " jobs run " in line]
+        assert len(runner) == 1, leftovers(first)
+        hub_log = "\n".join(first.hub_log_tail(100_000))
+        assert f"claiming jobs from {url}" in hub_log, hub_log[-3000:]
+        assert "claiming a job:" not in hub_log, hub_log[-3000:]  # the lab service knows it
     finally:
         assert first.stop(signal.SIGINT) == 0, "\n".join(first.lines[-20:])
     assert first.lines[-1] == "stopped."

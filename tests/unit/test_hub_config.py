@@ -159,7 +159,15 @@ def test_roles_name_only_known_groups_users_and_services(site, runtime):
 
 def test_one_formgrader_per_course_named_after_it(site, runtime):
     by_name = {s["name"]: s for s in hub.services(site, runtime)}
-    assert set(by_name) == {*COURSES, "lab", "status", "home", "idle-culler", "class-warmup"}
+    assert set(by_name) == {
+        *COURSES,
+        "lab",
+        "status",
+        "home",
+        "idle-culler",
+        "class-warmup",
+        "job-runner",
+    }
     for course_id in COURSES:
         service = by_name[course_id]
         assert service["user"] == f"grader-{course_id}"
@@ -177,6 +185,21 @@ def test_one_formgrader_per_course_named_after_it(site, runtime):
     board_env = by_name["status"]["environment"]
     assert board_env["SMARTLAB_LAB_URL"] == by_name["lab"]["url"]
     assert not any("TOKEN" in name for name in board_env)
+
+
+def test_the_job_runner_runs_as_root_and_may_call_only_the_lab_service(site, runtime):
+    runner = {s["name"]: s for s in hub.services(site, runtime)}["job-runner"]
+    assert "user" not in runner  # the hub's own account: root, it forks the sandbox
+    assert runner["command"][2:6] == ["hub_config.cli", "jobs", "run", "--state-dir"]
+    assert runner["environment"]["SMARTLAB_LAB_URL"] == runtime.lab_url
+    assert runner["environment"]["SMARTLAB_BROKER_SOCKET"] == str(runtime.broker_socket)
+    assert "url" not in runner  # nobody calls it: it serves no port
+    # The lab service knows the runner by this service name (lab_service/hub_identity.py).
+    from lab_service.hub_identity import HubIdentity
+
+    assert HubIdentity.job_runner_service.default_value == "job-runner"
+    roles = [r for r in hub.load_roles(site) if "job-runner" in r.get("services", [])]
+    assert [r["scopes"] for r in roles] == [["access:services!service=lab"]]
 
 
 # ------------------------------------------------------------------ config files

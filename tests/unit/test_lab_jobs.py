@@ -94,7 +94,7 @@ def test_the_runner_claims_heartbeats_and_finishes_then_the_kit_goes_to_the_next
     advance(service, clock, 5)
     assert jobs.job(BOB, second["id"])["state"] == "running"
     assert rights.held == {"k1": f"job-{second['id']}"}
-    scored = jobs.score(RUNNER, first["id"], 0.8, 0.9)
+    scored = jobs.score(RUNNER, first["id"], score=0.8, twin_score=0.9)
     assert (scored["score"], scored["twin_score"]) == (0.8, 0.9)
 
 
@@ -112,12 +112,12 @@ def test_a_job_whose_runner_never_finishes_fails_as_overran_and_the_kit_is_relea
     assert service.sessions(ADMIN)[0]["state"] == RELEASED
 
 
-def test_a_job_nobody_claims_fails_when_its_heartbeat_times_out(lab):
+def test_a_job_nobody_claims_fails_as_the_platforms_error_when_its_heartbeat_times_out(lab):
     service, jobs, clock, rights, _ = lab
     job = submit(jobs, duration_s=600)
     advance(service, clock, 70)
     view = jobs.job(ALICE, job["id"])
-    assert view["state"] == "failed" and view["outcome"] == "crashed"
+    assert view["state"] == "failed" and view["outcome"] == "platform-error"
     assert view["detail"] == "no job runner took the job in time"
     assert rights.held == {}
 
@@ -215,14 +215,14 @@ def test_only_the_runner_claims_and_reports(lab):
         lambda: jobs.claim(ALICE),
         lambda: jobs.heartbeat(ALICE, job["id"]),
         lambda: jobs.finish(ADMIN, job["id"], "completed"),
-        lambda: jobs.score(ALICE, job["id"], 1.0, None),
+        lambda: jobs.score(ALICE, job["id"], score=1.0),
     ):
         with pytest.raises(Forbidden):
             call()
     with pytest.raises(SharingError):
         jobs.finish(RUNNER, job["id"], "exploded")
     with pytest.raises(Conflict):
-        jobs.score(RUNNER, job["id"], 1.0, None)  # not ended yet
+        jobs.score(RUNNER, job["id"], score=1.0)  # not ended yet
 
 
 def test_bad_submissions_are_refused_with_one_line_and_nothing_is_queued(lab):
@@ -271,3 +271,33 @@ def test_the_owner_sees_the_jobs_session_in_sessions_records_and_replay(lab):
     windows = replay.replay_windows(service.store, ALICE, "k1", clock.now)
     assert windows and windows[0][0] == mine["granted_at"]
     assert replay.replay_windows(service.store, BOB, "k1", clock.now) == []
+
+
+def test_an_instructor_submits_a_students_job_for_the_course_and_attaches_its_twin_score(lab):
+    _service, jobs, _clock, _rights, _ = lab
+    job = submit(jobs, TEACHER, course="iot", assignment="a1", owner="sam")
+    assert job["owner"] == "sam" and job["course"] == "iot"
+    assert [j["id"] for j in jobs.jobs(SAM)] == [job["id"]]  # the student sees it as theirs
+    jobs.finish(RUNNER, job["id"], "completed")
+    jobs.score(RUNNER, job["id"], score=0.5)
+    view = jobs.score(TEACHER, job["id"], twin_score=0.9)  # the runner's score is kept
+    assert (view["score"], view["twin_score"]) == (0.5, 0.9)
+    assert jobs.score(RUNNER, job["id"], score=0.6)["twin_score"] == 0.9
+    with pytest.raises(Forbidden):  # the kit's score is the runner's word only
+        jobs.score(TEACHER, job["id"], score=1.0)
+    with pytest.raises(Forbidden):  # nor is a twin score anyone else's
+        jobs.score(SAM, job["id"], twin_score=1.0)
+
+
+def test_nobody_but_the_courses_instructors_submits_a_job_for_someone_else(lab):
+    _service, jobs, _clock, _rights, _ = lab
+    for who, kw in (
+        (SAM, {"course": "iot", "owner": "alice"}),  # a student, for another student
+        (TEACHER, {"owner": "sam"}),  # no course: not graded work
+        (ALICE, {"owner": "sam"}),
+    ):
+        with pytest.raises(Forbidden):
+            submit(jobs, who, **kw)
+    with pytest.raises(SharingError):
+        submit(jobs, TEACHER, course="iot", owner="job-7")  # a platform account
+    assert jobs.jobs(ADMIN, everyone=True) == []
