@@ -307,11 +307,12 @@ def jobs(
         start, end = epoch(job.get("started_at")), epoch(job.get("ended_at"))
         if state == "queued":
             estimate = epoch(job.get("estimated_start"))
-            line = (
-                t("job_queued", position=job["position"], start=clock(estimate))
-                if job.get("position") and estimate is not None
-                else t("job_queued_unknown")
-            )
+            if not job.get("position"):
+                line = t("job_queued_unknown")
+            elif estimate is None:
+                line = t("job_queued_no_estimate", position=job["position"])
+            else:
+                line = t("job_queued", position=job["position"], start=clock(estimate))
         elif state == "running":
             line = t("job_running", start=clock(start) if start else "?")
         else:

@@ -113,8 +113,9 @@ def test_student_s_jobs_read_in_russian_and_a_hostile_detail_is_escaped():
 
 def test_a_student_without_jobs_is_told_so_and_a_queue_without_estimate_says_unknown():
     assert "No experiment jobs yet." in render(front_door("en", []))
-    (unknown,) = front_door("en", [job(5, "queued")])["jobs"]
+    unknown, placed = front_door("en", [job(5, "queued"), job(4, "queued", position=3)])["jobs"]
     assert unknown["line"] == "in the queue, start not known yet"
+    assert placed["line"] == "place 3 in the queue, start not known yet"
 
 
 def test_instructor_and_lab_admin_reach_the_job_sections_from_the_front_door():
@@ -124,7 +125,7 @@ def test_instructor_and_lab_admin_reach_the_job_sections_from_the_front_door():
     assert "Experiment jobs and scores" in render(teacher)
     assert teacher["course_jobs_url"].endswith("instructor.ipynb%3Flang%3Den")
     admin = build_page("lara", ["lab-admins"], "ru", DIRECTORY, {"kits": KITS}, {}, {}, {})
-    assert "Задания-эксперименты (отмена на панели администратора)" in render(admin, "ru")
+    assert "Задания-эксперименты лаборатории (просмотр и отмена)" in render(admin, "ru")
     assert "jobs" not in teacher and "jobs" not in admin  # a student's list only
 
 
