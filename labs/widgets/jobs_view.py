@@ -183,7 +183,8 @@ class CourseJobsView(PolledView):
         else:
             rows, classes = course_rows(t, jobs)
             self.list.value = html(
-                "<div style='overflow-x:auto'>{}</div>",
+                "<div style='overflow-x:auto' tabindex='0' role='region' aria-label='{}'>{}</div>",
+                t("course_jobs"),
                 table(
                     [
                         t("col_job"),
@@ -193,7 +194,7 @@ class CourseJobsView(PolledView):
                         t("col_outcome"),
                         t("col_twin_score"),
                         t("col_kit_score"),
-                        "",
+                        t("col_scores_differ"),
                     ],
                     rows,
                     row_classes=classes,
@@ -244,7 +245,8 @@ class AllJobsView(PolledView):
             self.list.value = text(t("no_jobs"))
         else:
             self.list.value = html(
-                "<div style='overflow-x:auto'>{}</div>",
+                "<div style='overflow-x:auto' tabindex='0' role='region' aria-label='{}'>{}</div>",
+                t("all_jobs"),
                 table(
                     [
                         t("col_job"),
