@@ -126,7 +126,7 @@ def test_an_instructor_sees_the_course_s_jobs_with_both_score_columns(login, que
     course = page.get_by_role("combobox", name=re.compile("^Course"))
     course.wait_for(timeout=SPAWN_S * 1000)
     # irina teaches two courses; a server that cannot read the site file shows course ids
-    labels = [x.strip() for x in course.locator("option").all_inner_texts()]
+    labels = [" ".join(x.split()) for x in course.locator("option").all_inner_texts()]  # nbsp
     wanted = [i for i, x in enumerate(labels) if COURSE_TITLE in x or x == COURSE]
     assert wanted, f"no {COURSE} among irina's courses: {labels}"
     course.select_option(index=wanted[0])
