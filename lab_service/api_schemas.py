@@ -230,6 +230,7 @@ class KitView(Out):
     queue_length: int
     job: int | None = Field(None, description="the experiment job holding the kit, if one does")
     job_owner: str | None = Field(None, description="whose job holds the kit")
+    job_time_left_s: float | None = Field(None, description="how long the job keeps the kit")
 
 
 class BoardKit(Out):

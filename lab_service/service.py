@@ -950,15 +950,19 @@ class KitSharing:
             "holder_institution": holder.institution if holder else None,
             "session_state": holder.state if holder else None,
             # A job holding the kit is shown with its owner ("job of <owner>"); a person is not.
-            **_job_holder(self._holder(holder) if holder else None),
+            **_job_holder(self._holder(holder) if holder else None, holder, self.clock()),
             "queue_length": queued,
         }
 
 
-def _job_holder(holder: dict[str, Any] | None) -> dict[str, Any]:
-    if holder is None or holder["job"] is None:
-        return {"job": None, "job_owner": None}
-    return {"job": holder["job"], "job_owner": holder["owner"]}
+def _job_holder(
+    holder: dict[str, Any] | None, session: SessionRow | None, now: float
+) -> dict[str, Any]:
+    if holder is None or holder["job"] is None or session is None:
+        return {"job": None, "job_owner": None, "job_time_left_s": None}
+    # Observers see how long the job keeps the kit (the person-held case shows no such line).
+    left = round(max(0.0, session.ends_at - now), 1)
+    return {"job": holder["job"], "job_owner": holder["owner"], "job_time_left_s": left}
 
 
 def _check_request(

@@ -32,6 +32,39 @@ log = logging.getLogger(__name__)
 
 
 EN: dict[str, str] = {
+    # experiment jobs (labs/widgets/jobs_view.py, the kit's session panel, the front door)
+    "job_state_queued": "queued",
+    "job_state_running": "running",
+    "job_state_finished": "finished",
+    "job_state_failed": "failed",
+    "job_state_cancelled": "cancelled",
+    "job_outcome_completed": "ran its full duration",
+    "job_outcome_crashed": "the controller stopped with an error",
+    "job_outcome_overran": "over its time limit",
+    "job_outcome_flooded": "sent too many commands",
+    "job_outcome_memory": "over its memory limit",
+    "job_outcome_invalid": "the controller could not be started",
+    "job_outcome_kit_unsafe": "the kit did not confirm its safe state",
+    "job_outcome_cancelled": "cancelled",
+    "job_of": "job of {owner}",
+    "job_holds": "Job of {owner} is running on this kit, {left} left.",
+    "course_jobs": "Experiment jobs of the course",
+    "all_jobs": "Experiment jobs",
+    "no_jobs": "No experiment jobs.",
+    "col_job": "Job",
+    "col_owner": "Owner",
+    "col_twin_score": "Twin score",
+    "col_kit_score": "Kit score",
+    "col_outcome": "Outcome",
+    "col_detail": "Detail",
+    "col_action": "Action",
+    "scores_differ": "differs by more than 20 %",
+    "col_scores_differ": "Twin vs kit",
+    "scores_chart": "Twin and kit score per student",
+    "twin": "twin",
+    "on_kit": "kit",
+    "cancel_job": "Cancel job {job}",
+    "job_cancelled": "Job {job} cancelled.",
     # page frame
     "language": "Language",
     "front_door": "Smart City Lab: home",
@@ -257,6 +290,39 @@ EN: dict[str, str] = {
 }
 
 RU: dict[str, str] = {
+    # experiment jobs
+    "job_state_queued": "в очереди",
+    "job_state_running": "выполняется",
+    "job_state_finished": "завершено",
+    "job_state_failed": "не удалось",
+    "job_state_cancelled": "отменено",
+    "job_outcome_completed": "отработало всё заданное время",
+    "job_outcome_crashed": "регулятор остановился с ошибкой",
+    "job_outcome_overran": "превышен лимит времени",
+    "job_outcome_flooded": "слишком много команд",
+    "job_outcome_memory": "превышен лимит памяти",
+    "job_outcome_invalid": "регулятор не удалось запустить",
+    "job_outcome_kit_unsafe": "стенд не подтвердил безопасное состояние",
+    "job_outcome_cancelled": "отменено",
+    "job_of": "задание {owner}",
+    "job_holds": "На стенде выполняется задание {owner}, осталось {left}.",
+    "course_jobs": "Задания-эксперименты курса",
+    "all_jobs": "Задания-эксперименты",
+    "no_jobs": "Заданий-экспериментов нет.",
+    "col_job": "Задание",
+    "col_owner": "Автор",
+    "col_twin_score": "Оценка на двойнике",
+    "col_kit_score": "Оценка на стенде",
+    "col_outcome": "Итог",
+    "col_detail": "Подробности",
+    "col_action": "Действие",
+    "scores_differ": "расходятся более чем на 20 %",
+    "col_scores_differ": "Двойник и стенд",
+    "scores_chart": "Оценки на двойнике и на стенде по студентам",
+    "twin": "двойник",
+    "on_kit": "стенд",
+    "cancel_job": "Отменить задание {job}",
+    "job_cancelled": "Задание {job} отменено.",
     "language": "Язык",
     "front_door": "Смарт Сити Лаб: главная",
     "loading": "Загрузка…",
@@ -631,6 +697,22 @@ def site_institutions() -> dict[str, dict[str, Any]]:
 def readable(code: str) -> str:
     """A code nobody translated, as words ("needs-attention" -> "needs attention")."""
     return code.replace("-", " ").replace("_", " ")
+
+
+def job_state(texts: Callable[..., str], code: str | None) -> str:
+    """A job's state (queued, running, …) as words; `texts` is any page's catalogue."""
+    key = f"job_state_{code}"
+    word = texts(key)
+    return readable(code or "?") if word == key else word
+
+
+def job_outcome(texts: Callable[..., str], code: str | None) -> str:
+    """A job's outcome code as words ("–" while it has none)."""
+    if not code:
+        return "–"
+    key = f"job_outcome_{code.replace('-', '_')}"
+    word = texts(key)
+    return readable(code) if word == key else word
 
 
 def wait_text(texts: Texts, seconds: float | None) -> str:

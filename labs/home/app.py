@@ -108,6 +108,7 @@ class HomePage(Base):
                 lang,
                 usage=bool(who.teaches),
                 recordings=bool(who.student_of),
+                jobs=bool(who.student_of),
                 spark_kits=course_kits(list(who.student_of), home.directory),
             )
         except Exception:  # never a blank page: the line below says the service failed

@@ -55,8 +55,10 @@ async def gather(
     usage: bool,
     spark_kits: list[str],
     recordings: bool = False,
+    jobs: bool = False,
 ) -> dict[str, Any]:
-    """{kits, queue, sessions, bookings[, usage], sparklines} or {error: one line, ...}."""
+    """{kits, queue, sessions, bookings[, usage, recordings, jobs], sparklines} or
+    {error: one line, ...}."""
     paths = {
         "kits": "/api/kits",
         "queue": "/api/queue",
@@ -67,6 +69,8 @@ async def gather(
         paths["usage"] = "/api/usage"
     if recordings:  # every own session, ended ones too: each is a replayable recording
         paths["recordings"] = "/api/sessions"
+    if jobs:  # my experiment jobs: queued, running and ended
+        paths["jobs"] = "/api/jobs"
     since = f"{time.time() - SPARK_WINDOW_S:.0f}"
     spark_paths = {k: f"/api/kits/{k}/history.json?from={since}" for k in spark_kits}
     keys = [*paths, *spark_paths]

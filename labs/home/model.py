@@ -4,6 +4,7 @@ page's logic is tested without a hub (tests/unit/test_home.py)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import time
 from dataclasses import dataclass, field
@@ -152,6 +153,11 @@ def sensor_label(model: str, sensor: str, lang: str) -> str:
     return i18n.Texts(lang).name(spec, sensor)  # the dashboards' reading of descriptors
 
 
+def model_name(model: str | None, lang: str) -> str:
+    """A kit model by its descriptor's name in `lang` (the dashboards' reading)."""
+    return i18n.Texts(lang).model(model)
+
+
 def spark_view(spark: dict[str, str] | None, kit: dict[str, Any], lang: str) -> dict | None:
     if not spark:
         return None
@@ -229,6 +235,7 @@ def build_page(
             if s.get("state") != "released"
         ]
         page["recordings"] = recordings(name, lang, lab.get("recordings") or [], t, directory)
+        page["jobs"] = jobs(name, lang, lab.get("jobs") or [], t, directory)
     if who.student_of or who.teaches:
         page["bookings"] = [
             t(
@@ -264,6 +271,7 @@ def build_page(
                 }
             )
         page["calendar_url"] = dashboard_url(name, "instructor.ipynb", lang)
+        page["course_jobs_url"] = dashboard_url(name, "instructor.ipynb", lang)
     if who.lab_admin:
         page["health"] = [kit_view(k, name, lang, t, directory) for k in lab.get("kits") or []]
         page["admin_url"] = dashboard_url(name, "admin.ipynb", lang)
@@ -273,6 +281,67 @@ def build_page(
 
 
 RECORDINGS_SHOWN = 5
+JOBS_SHOWN = 10
+
+
+def epoch(iso: str | None) -> float | None:
+    """A time of the lab service's answers (ISO 8601) as epoch seconds."""
+    try:
+        return dt.datetime.fromisoformat(iso).timestamp() if iso else None
+    except ValueError:
+        return None
+
+
+def jobs(
+    name: str, lang: str, views: list[dict[str, Any]], t: Texts, directory: Directory
+) -> list[dict[str, Any]]:
+    """The person's experiment jobs, newest first, in words (states and outcomes never as
+    codes), each ended one with a link to the kit page's replay of its window."""
+    shown = []
+    for job in sorted(views, key=lambda j: int(j["id"]), reverse=True)[:JOBS_SHOWN]:
+        kit = job.get("kit")
+        where = (
+            (directory.kit_name(kit, lang) or kit) if kit else model_name(job.get("model"), lang)
+        )
+        state = str(job.get("state"))
+        start, end = epoch(job.get("started_at")), epoch(job.get("ended_at"))
+        if state == "queued":
+            estimate = epoch(job.get("estimated_start"))
+            if not job.get("position"):
+                line = t("job_queued_unknown")
+            elif estimate is None:
+                line = t("job_queued_no_estimate", position=job["position"])
+            else:
+                line = t("job_queued", position=job["position"], start=clock(estimate))
+        elif state == "running":
+            line = t("job_running", start=clock(start) if start else "?")
+        else:
+            line = t(
+                "job_ended",
+                state=i18n.job_state(t, state),
+                outcome=i18n.job_outcome(t, job.get("outcome")),
+            )
+        scores = [
+            t(key, score=f"{job[field]:.3g}")
+            for key, field in (("job_score", "score"), ("job_twin_score", "twin_score"))
+            if job.get(field) is not None
+        ]
+        shown.append(
+            {
+                "id": job["id"],
+                "state": state,
+                "title": t("job_title", id=job["id"], kit=where),
+                "line": line,
+                "detail": str(job.get("detail") or ""),
+                "scores": ", ".join(scores),
+                "replay": dashboard_url(
+                    name, "kit.ipynb", lang, kit=kit, start=f"{start:.3f}", end=f"{end:.3f}"
+                )
+                if kit and start is not None and end is not None
+                else None,
+            }
+        )
+    return shown
 
 
 def recordings(

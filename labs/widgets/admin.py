@@ -1,5 +1,6 @@
 """The lab admin's view: kit health, kits needing attention with their reason, maintenance,
-utilisation per kit and per institution (charts), recent rejected commands and kit errors.
+utilisation per kit and per institution (charts), recent rejected commands and kit errors,
+every experiment job with a Cancel button (jobs_view.py).
 
 Everything comes from the lab service's REST API (a lab admin's token), refreshed in the
 runner's pool; only widget traits change on the loop.
@@ -18,6 +19,7 @@ import ipywidgets as W
 
 from labs.client import LabService, LabServiceError
 from labs.i18n import Texts
+from labs.widgets.jobs_view import AllJobsView
 from labs.widgets.live import Runner
 from labs.widgets.markup import html, text
 from labs.widgets.overview import pool_badge, state_badge
@@ -81,6 +83,7 @@ class AdminView(PolledView):
         self.headings = {
             key: heading(texts, key) for key in ("health", "attention", "usage", "rejections")
         }
+        self.jobs = AllJobsView(service, runner, texts, banner)
         self.widget = W.VBox(
             [
                 self.title,
@@ -90,6 +93,7 @@ class AdminView(PolledView):
                 self.action,
                 self.headings["attention"],
                 self.attention,
+                self.jobs.widget,
                 self.headings["usage"],
                 W.HBox([self.by_kit.widget, self.by_institution.widget]),
                 self.headings["rejections"],
@@ -123,6 +127,10 @@ class AdminView(PolledView):
             "users": {str(s["id"]): s["user"] for s in self.service.sessions()},
             "at": time.time(),
         }
+
+    def close(self) -> None:
+        super().close()
+        self.jobs.close()
 
     def _maintenance(self, on: bool) -> None:
         kit_id = self.kit_choice.value

@@ -1,5 +1,6 @@
 """The instructor's view: for each course they teach, the students' sessions and usage, the
-course's booking calendar (book and cancel slots: calendar.py); the lab's utilisation per kit.
+course's booking calendar (book and cancel slots: calendar.py), the course's experiment jobs and
+their twin and kit scores (jobs_view.py); the lab's utilisation per kit.
 
 Sessions per course come from `GET /api/sessions?course=<course>` (the sessions its students
 held as its members, or in its booked slots).
@@ -16,6 +17,7 @@ import ipywidgets as W
 from labs.client import LabService
 from labs.i18n import Texts
 from labs.widgets.calendar import BookingCalendar
+from labs.widgets.jobs_view import CourseJobsView
 from labs.widgets.live import Runner
 from labs.widgets.markup import html, text
 from labs.widgets.polled import PolledView
@@ -52,7 +54,7 @@ class InstructorView(PolledView):
         self.course = W.Dropdown(
             options=[(texts.course(c), c) for c in self.courses], layout=W.Layout(width="240px")
         )
-        self.course.observe(lambda _c: self._render(), names="value")
+        self.course.observe(lambda _c: self._course_changed(), names="value")
         self.sessions = W.HTML()
         self.sessions.add_class("smartlab-course-sessions")
         # The calendar's kits: the course's (if the service says which), else the pool's.
@@ -68,6 +70,9 @@ class InstructorView(PolledView):
             key: heading(texts, key) for key in ("course_sessions", "cal_heading", "usage")
         }
         texts.label(self.course, "course")
+        self.jobs = CourseJobsView(
+            service, self.courses, lambda: self.course.value, runner, texts, banner
+        )
         self.widget = W.VBox(
             [
                 self.title,
@@ -76,6 +81,7 @@ class InstructorView(PolledView):
                 self.sessions,
                 self.headings["cal_heading"],
                 self.bookings,
+                self.jobs.widget,
                 self.headings["usage"],
                 W.HBox([self.per_student.widget, self.per_kit.widget]),
             ]
@@ -96,6 +102,14 @@ class InstructorView(PolledView):
 
     def wants_data(self) -> bool:
         return bool(self.courses)
+
+    def _course_changed(self) -> None:
+        self._render()
+        self.jobs._render()
+
+    def close(self) -> None:
+        super().close()
+        self.jobs.close()
 
     def _render(self) -> None:
         t = self.texts

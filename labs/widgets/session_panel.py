@@ -123,6 +123,7 @@ class SessionPanel:
         self.status = W.HTML()
         self.status.add_class("smartlab-session-status")
         self.kit_line = W.HTML()
+        self.kit_line.add_class("smartlab-kit-line")
         self.bookings_box = W.HTML()
         self.title = texts.label(W.HTML(), "session", "value")
         self.widget = W.VBox(
@@ -463,7 +464,16 @@ class SessionPanel:
         parts = [t.state(kit["pool"])]
         if kit.get("reason"):
             parts[-1] += f" ({kit['reason']})"
-        if kit.get("holder_institution") and self.state not in (CONNECTING, HOLDING):
+        if kit.get("job_owner"):
+            # A job holds the kit: observers see whose and for how long, never its codes.
+            parts.append(
+                t(
+                    "job_holds",
+                    owner=kit["job_owner"],
+                    left=left_text(kit.get("job_time_left_s") or 0),
+                )
+            )
+        elif kit.get("holder_institution") and self.state not in (CONNECTING, HOLDING):
             parts.append(t("held_by", institution=t.institution(kit["holder_institution"])))
         parts.append(t("queue_length", n=kit.get("queue_length", 0)))
         self.kit_line.value = html("<small>{}</small>", " · ".join(parts))

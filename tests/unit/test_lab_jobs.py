@@ -71,6 +71,7 @@ def test_a_job_on_a_free_kit_runs_as_a_session_held_by_its_own_account(lab):
     assert session["ends_at"] - session["granted_at"] == pytest.approx(30 + 20)
     kit = next(k for k in service.kits() if k["id"] == "k1")
     assert kit["job"] == job["id"] and kit["job_owner"] == "alice"
+    assert kit["job_time_left_s"] == pytest.approx(50)  # observers see how long it keeps the kit
 
 
 def test_the_runner_claims_heartbeats_and_finishes_then_the_kit_goes_to_the_next(lab):
