@@ -2,11 +2,10 @@
 the hub, the lab service, the twins) in real Chromium. Every test starts at the hub's login
 page. The jobs are submitted as the student through the client API, as a notebook cell does.
 
-No job runner runs here (the hub has no runner identity in this platform), so a granted job
-waits unclaimed: it holds its kit until the service ends it for want of a heartbeat (it then
-reads "failed" with the service's detail). That is enough for the queued, observer, course and
-cancel views; scores stay empty (only the runner reports them) and the front door's finished
-view is covered by tests/unit/test_job_views.py.
+The platform's job runner (the hub service `job-runner`) runs a granted job in the sandbox and
+scores it with its assignment's scorer, so the observer sees a job run, its owner then sees how
+it ended, and the instructor sees its kit score. A job for a kit somebody holds waits: that is
+the queued and cancel views.
 
 Screenshots go to test-artifacts/dashboards/jobs-*.png."""
 
@@ -28,6 +27,7 @@ from tests.stack import Up, lab_token, running
 
 COURSE = "traffic-signals"  # anna and boris study it, irina teaches it
 RUN_KIT = "crossing-1"  # a job runs here while boris watches
+ASSIGNMENT = "02-actuated-control"  # its controller question's scorer scores the kit's run
 BUSY_KIT = "parking-1"  # boris holds it: a job for it waits
 COURSE_TITLE = next(c["title"] for c in read_yaml(DEMO_SITE)["courses"] if c["id"] == COURSE)
 SPAWN_S = 180  # a server's first start on a busy 2-core machine
@@ -105,22 +105,25 @@ def test_an_observer_sees_whose_job_runs_on_the_kit_page(login, clients):
     page.locator(f"[data-kit='{RUN_KIT}'] a.button").click()
     line = page.locator(".smartlab-kit-line")
     line.wait_for(timeout=SPAWN_S * 1000)
-    job = clients["anna"].submit_job(hold_still, kit=RUN_KIT, duration_s=60, course=COURSE)
+    job = clients["anna"].submit_job(
+        hold_still, kit=RUN_KIT, duration_s=30, course=COURSE, assignment=ASSIGNMENT
+    )
     assert job.refresh().state == "running"  # the kit was free: granted at once
     page.get_by_text(re.compile(r"Job of anna is running on this kit, \d+:\d\d left")).wait_for()
     screenshot(page, "jobs-observer")
-    # The student's front door shows it too, and then how it ended (no runner claimed it).
+    # The student's front door shows it too, and then how it ended: the runner ran it through.
     mine = login("anna")
     assert "running since" in mine.locator(f"li.job[data-job='{job.id}']").inner_text()
-    wait_until(lambda: job.refresh().state != "running", timeout=120)
+    wait_until(lambda: job.refresh().score is not None, timeout=150)
+    assert job.outcome == "completed", job.detail
     mine.reload()
     ended = mine.locator(f"li.job[data-job='{job.id}']").inner_text()
-    assert "failed" in ended and "no job runner took the job in time" in ended
+    assert "finished: ran its full duration" in ended, ended
     assert mine.locator(f"li.job[data-job='{job.id}'] a.replay").count() == 1
     screenshot(mine, "jobs-student-ended")
 
 
-def test_an_instructor_sees_the_course_s_jobs_with_both_score_columns(login, queued_job):
+def test_an_instructor_sees_the_course_s_jobs_with_both_score_columns(login, clients, queued_job):
     page = login("irina")
     page.get_by_role("link", name="Experiment jobs and scores").click()
     course = page.get_by_role("combobox", name=re.compile("^Course"))
@@ -138,6 +141,8 @@ def test_an_instructor_sees_the_course_s_jobs_with_both_score_columns(login, que
         raise
     text = jobs.inner_text()
     assert "Twin score" in text and "Kit score" in text and "queued" in text
+    scored = next(j for j in clients["anna"].jobs() if j.score is not None)  # the observer's
+    assert f"{scored.score:.3g}" in text, text
     assert "Twin and kit score per student" in page.locator(".smartlab-score-chart").inner_text()
     screenshot(page, "jobs-instructor")
 
