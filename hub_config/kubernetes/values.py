@@ -19,8 +19,15 @@ from site_config.site import Site
 
 # Roles of hub-managed services that do not run under Zero to JupyterHub: the chart runs its
 # own idle culler (`cull:`, with its own role); the front door and the class warm-up read the
-# machine's exchange folder and lab database, which have no counterpart here.
-ROLES_NOT_DEPLOYED = {hub.CULLER_SERVICE, hub.WARMUP_SERVICE, hub.HOME_SERVICE, "front-door"}
+# machine's exchange folder and lab database, which have no counterpart here; the job runner
+# forks the grading sandbox, which is not deployed either.
+ROLES_NOT_DEPLOYED = {
+    hub.CULLER_SERVICE,
+    hub.WARMUP_SERVICE,
+    hub.HOME_SERVICE,
+    hub.JOB_RUNNER_SERVICE,
+    "front-door",
+}
 NGSHARE_ACCESS = f"access:services!service={cluster.NGSHARE}"
 # How nbgrader_config.py learns to use ngshare_exchange instead of a folder.
 EXCHANGE_ENV = "SMARTLAB_NBGRADER_EXCHANGE"
