@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from lab_service.jobs import OUTCOMES
 from lab_service.messages import CATALOGUE, Coded, Message, message, render
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id would be an overflow error, not a 404
@@ -148,17 +149,7 @@ class BookingCreate(Body):
 
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-JOB_OUTCOME = Literal[
-    "completed",
-    "crashed",
-    "overran",
-    "flooded",
-    "memory",
-    "invalid",
-    "kit-unsafe",
-    "cancelled",
-    "platform-error",
-]
+JOB_OUTCOME = Literal[OUTCOMES]  # the job book's one list of outcome codes
 
 
 class ControllerSpec(Body):
