@@ -392,11 +392,12 @@ def lab_service(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def job_runner_service(runtime: Runtime) -> dict[str, Any]:
+def job_runner_service(site: Site, runtime: Runtime) -> dict[str, Any]:
     """The runner of controller jobs. It runs as the hub's account, root: it forks the grading
-    sandbox for each controller. Its hub token (JUPYTERHUB_API_TOKEN) is what the lab service
-    knows it by (`job_runner_service`); the sandboxed controller reaches the broker only
-    through the broker's Unix socket."""
+    sandbox for each controller, one slot per kit (a kit runs one job at a time, and a granted
+    job that waits for a slot would miss its session's heartbeat). Its hub token
+    (JUPYTERHUB_API_TOKEN) is what the lab service knows it by (`job_runner_service`); the
+    sandboxed controller reaches the broker only through the broker's Unix socket."""
     return {
         "name": JOB_RUNNER_SERVICE,
         "command": [
@@ -409,6 +410,8 @@ def job_runner_service(runtime: Runtime) -> dict[str, Any]:
             str(runtime.state_dir),
             "--mqtt-port",
             str(runtime.mqtt_port),
+            "--slots",
+            str(max(1, len(site.kits))),
         ],
         "environment": {
             "PATH": service_environment(runtime)["PATH"],
@@ -489,7 +492,7 @@ def services(site: Site, runtime: Runtime) -> list[dict[str, Any]]:
     front door, idle culler, class warm-up (unless the site's `servers.warmup_minutes` is 0)."""
     found = [formgrader_service(c.id, runtime) for c in site.courses]
     found.append(lab_service(runtime))
-    found.append(job_runner_service(runtime))
+    found.append(job_runner_service(site, runtime))
     found.append(status_board_service(runtime))
     found.append(home_service(runtime, site))
     found.append(

@@ -194,6 +194,9 @@ def test_the_job_runner_runs_as_root_and_may_call_only_the_lab_service(site, run
     assert runner["environment"]["SMARTLAB_LAB_URL"] == runtime.lab_url
     assert runner["environment"]["SMARTLAB_BROKER_SOCKET"] == str(runtime.broker_socket)
     assert "url" not in runner  # nobody calls it: it serves no port
+    # A slot per kit: every kit may run a job at once, and no granted job waits for a slot.
+    command = runner["command"]
+    assert command[command.index("--slots") + 1] == str(len(site.kits))
     # The lab service knows the runner by this service name (lab_service/hub_identity.py).
     from lab_service.hub_identity import HubIdentity
 
