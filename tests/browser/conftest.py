@@ -153,8 +153,11 @@ class Platform:
         self.park.start()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def platform(broker, models, state_root) -> Iterator[Platform]:
+    # Package scope, not session: its twins draw camera frames, and its Voilà servers keep a
+    # kernel per dashboard polling; held to the end of the run they took most of a core from
+    # every later test.
     service = ServiceProcess(broker, state_root, with_tokens(USERS), name="dash-lab").start()
     plat = Platform(broker, service, state_root)
     runners: list[KitRunner] = []
