@@ -33,6 +33,7 @@ from labs.client.rest_service import LabService
 
 GAP_SHARE = 0.2  # a kit score further than this share of the twin score from it: flagged
 ENDED = ("finished", "failed", "cancelled")
+SCORE_WAIT_SECONDS = 30.0  # the runner scores a run after up to 10 s of its records settling
 POLL_SECONDS = 2.0
 Say = Callable[[str], None]
 
@@ -150,6 +151,14 @@ def confirm(
         if time.monotonic() >= deadline:
             say(f"stopped waiting after {timeout_s:g} s; `smartlab jobs report` shows them later")
             return jobs
+        time.sleep(POLL_SECONDS)
+    # A job is finished before the runner has scored its recorded run (it waits for the last
+    # samples to be stored): give the kit scores a moment to arrive before the report.
+    settle = time.monotonic() + SCORE_WAIT_SECONDS
+    while time.monotonic() < settle and any(
+        view["outcome"] == "completed" and view["score"] is None
+        for view in (service.request("GET", f"/api/jobs/{i}") for i in jobs)
+    ):
         time.sleep(POLL_SECONDS)
     for job_id, c in jobs.items():
         if c.twin_score is not None:

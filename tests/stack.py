@@ -394,7 +394,7 @@ class Up:
         for line in self.process.stdout:
             self.lines.append(line.rstrip())
 
-    def wait_up(self, timeout: float = 180) -> str:
+    def wait_up(self, timeout: float = 300) -> str:  # a cold start on a loaded 2-core machine
         wait_until(
             lambda: (
                 any("Smart City Lab is up" in x for x in self.lines)

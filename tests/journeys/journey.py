@@ -182,7 +182,8 @@ class Journey:
             except PlaywrightError as err:
                 # A page still on its way (the spawn page hands over to the server when it
                 # is ready) navigates under axe: check the page it arrives at instead.
-                if "context was destroyed" not in str(err) or attempt == 2:
+                navigated = ("context was destroyed", "axe is not defined")  # a new page
+                if not any(why in str(err) for why in navigated) or attempt == 2:
                     raise
                 with contextlib.suppress(Exception):
                     self.page.wait_for_load_state("load", timeout=SETTLE_S * 1000)
